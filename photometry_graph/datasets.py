@@ -1,0 +1,444 @@
+"""Synthetic skies and surveys with known truth.
+
+The same generators feed the tests, the demo, the notebooks and the
+benchmarks, so that every photometric claim of the project is checked against
+injected values.  Every random choice goes through an ``rng`` argument
+(anything :func:`numpy.random.default_rng` accepts).
+
+Photometric model of an observed node ``k`` (tile or frame) at global pixel
+``r = (x, y)``::
+
+    observed_k(r) = gain_k * sky(r) + offset_k + slope_k . (r - centre_k) + noise
+
+with ``centre_k`` the centre of node ``k``'s bounding box, so that
+``offset_k`` is the additive error at the node's centre.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import erf
+
+from .tiles import BBox, TilePhotometryInfo, grid_layout
+
+__all__ = ["SkyModel", "SyntheticSurvey", "make_sky", "make_survey", "expected_corrections"]
+
+
+@dataclass
+class SkyModel:
+    """Analytic sky: point sources, extended emission and a smooth background.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(H, W)`` of the canvas the sky was drawn for (sources lie inside).
+    star_x, star_y, star_flux : numpy.ndarray
+        Star positions in global pixel coordinates (pixel centres at integers)
+        and total fluxes.
+    star_color : numpy.ndarray, shape (n_stars, C)
+        Per-channel flux multipliers.
+    fwhm : float
+        Gaussian PSF full width at half maximum, pixels.
+    blobs : numpy.ndarray, shape (n_blobs, 6)
+        Extended emission: ``x, y, sigma_major, sigma_minor, theta, amplitude``.
+    blob_color : numpy.ndarray, shape (n_blobs, C)
+    sky_level : numpy.ndarray, shape (C,)
+        Constant background per channel.
+    """
+
+    shape: tuple
+    star_x: np.ndarray
+    star_y: np.ndarray
+    star_flux: np.ndarray
+    star_color: np.ndarray
+    fwhm: float
+    blobs: np.ndarray
+    blob_color: np.ndarray
+    sky_level: np.ndarray
+
+    @property
+    def n_channels(self):
+        """Number of channels."""
+        return int(self.sky_level.shape[0])
+
+    def smooth_at(self, x, y):
+        """Background plus extended emission at global coordinates.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Global pixel coordinates (same shape).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``x.shape + (C,)``
+        """
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        out = np.empty(x.shape + (self.n_channels,), dtype=np.float64)
+        out[...] = self.sky_level
+        for (bx, by, smaj, smin, theta, amp), color in zip(self.blobs, self.blob_color):
+            c, s = np.cos(theta), np.sin(theta)
+            dx, dy = x - bx, y - by
+            u = (c * dx + s * dy) / smaj
+            v = (-s * dx + c * dy) / smin
+            profile = amp * np.exp(-0.5 * (u * u + v * v))
+            out += profile[..., np.newaxis] * color
+        return out
+
+    def render(self, bbox, *, stars=True):
+        """Noise-free sky inside ``bbox`` as an ``(h, w, C)`` float64 array.
+
+        Stars are integrated over pixels (error functions), so the flux is
+        right for sub-pixel positions.
+        """
+        bbox = bbox if isinstance(bbox, BBox) else BBox(*bbox)
+        yy, xx = bbox.coordinates()
+        out = self.smooth_at(xx, yy)
+        if stars:
+            self._add_stars(out, bbox)
+        return out
+
+    def _add_stars(self, out, bbox):
+        sigma = self.fwhm / 2.3548200450309493
+        radius = int(np.ceil(4 * sigma)) + 1
+        inside = ((self.star_x > bbox.x0 - radius) & (self.star_x < bbox.x1 + radius)
+                  & (self.star_y > bbox.y0 - radius) & (self.star_y < bbox.y1 + radius))
+        norm = 1.0 / (np.sqrt(2.0) * sigma)
+        for sx, sy, flux, color in zip(self.star_x[inside], self.star_y[inside],
+                                       self.star_flux[inside], self.star_color[inside]):
+            ix0 = max(bbox.x0, int(np.floor(sx)) - radius)
+            ix1 = min(bbox.x1, int(np.floor(sx)) + radius + 1)
+            iy0 = max(bbox.y0, int(np.floor(sy)) - radius)
+            iy1 = min(bbox.y1, int(np.floor(sy)) + radius + 1)
+            if ix0 >= ix1 or iy0 >= iy1:
+                continue
+            ex = np.arange(ix0, ix1 + 1) - 0.5 - sx
+            ey = np.arange(iy0, iy1 + 1) - 0.5 - sy
+            px = 0.5 * np.diff(erf(ex * norm))
+            py = 0.5 * np.diff(erf(ey * norm))
+            stamp = flux * np.outer(py, px)
+            out[iy0 - bbox.y0:iy1 - bbox.y0, ix0 - bbox.x0:ix1 - bbox.x0] += (
+                stamp[..., np.newaxis] * color)
+
+
+def make_sky(shape, channels=1, *, rng=None, star_density=5e-4, fwhm=3.0,
+             star_peak_range=(3.0, 300.0), nebulae=3, nebula_amplitude=(5.0, 40.0),
+             nebula_size=(0.08, 0.3), sky_level=20.0, noise_sigma=1.0):
+    """Draw a random :class:`SkyModel` for a canvas.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` canvas.
+    channels : int
+        1 (mono) or 3 (RGB).
+    rng : numpy.random.Generator or int, optional
+    star_density : float
+        Stars per pixel.
+    fwhm : float
+        PSF FWHM in pixels.
+    star_peak_range : tuple of float
+        Range of star peak values in units of ``noise_sigma`` (log-uniform).
+    nebulae : int
+        Number of extended-emission blobs.
+    nebula_amplitude : tuple of float
+        Range of blob amplitudes in units of ``noise_sigma``.
+    nebula_size : tuple of float
+        Range of blob major-axis sigmas as a fraction of ``max(shape)``.
+    sky_level : float
+        Background level in units of ``noise_sigma``.
+    noise_sigma : float
+        Unit of the levels above.
+
+    Returns
+    -------
+    SkyModel
+    """
+    rng = np.random.default_rng(rng)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (mono) or 3 (RGB), got {channels}")
+    H, W = int(shape[0]), int(shape[1])
+    n_stars = rng.poisson(star_density * H * W)
+    sigma = fwhm / 2.3548200450309493
+    peaks = np.exp(rng.uniform(np.log(star_peak_range[0]), np.log(star_peak_range[1]), n_stars))
+    flux = peaks * noise_sigma * 2 * np.pi * sigma ** 2
+    if channels == 3:
+        star_color = np.clip(rng.normal(1.0, 0.15, (n_stars, 3)), 0.5, 1.5)
+        blob_color = np.array([1.0, 0.45, 0.6]) * rng.uniform(0.8, 1.2, (nebulae, 3))
+        level = sky_level * noise_sigma * np.array([1.0, 0.9, 1.1])
+    else:
+        star_color = np.ones((n_stars, 1))
+        blob_color = np.ones((nebulae, 1))
+        level = np.array([sky_level * noise_sigma])
+    size = max(H, W)
+    smaj = rng.uniform(nebula_size[0], nebula_size[1], nebulae) * size
+    blobs = np.column_stack([
+        rng.uniform(0.1 * W, 0.9 * W, nebulae),
+        rng.uniform(0.1 * H, 0.9 * H, nebulae),
+        smaj,
+        smaj * rng.uniform(0.3, 1.0, nebulae),
+        rng.uniform(0, np.pi, nebulae),
+        rng.uniform(nebula_amplitude[0], nebula_amplitude[1], nebulae) * noise_sigma,
+    ]) if nebulae else np.zeros((0, 6))
+    return SkyModel(shape=(H, W), star_x=rng.uniform(-0.5, W - 0.5, n_stars),
+                    star_y=rng.uniform(-0.5, H - 0.5, n_stars), star_flux=flux,
+                    star_color=star_color, fwhm=float(fwhm), blobs=blobs,
+                    blob_color=blob_color, sky_level=level)
+
+
+@dataclass
+class SyntheticSurvey:
+    """A grid of overlapping observed tiles with their injected truth.
+
+    Attributes
+    ----------
+    tiles : list of TilePhotometryInfo
+        Observed tiles (``tile_id`` = position in the list); data float32
+        ``(h, w)`` for mono or ``(h, w, C)`` for RGB; masks are the true
+        valid-pixel masks.
+    sky : SkyModel
+    truth : numpy.ndarray, shape (H, W, C)
+        Noise-free sky on the canvas (what a perfect mosaic shows).
+    gains, offsets : numpy.ndarray, shape (n_tiles, C)
+        Injected multiplicative and additive errors (offset at tile centre).
+    slopes : numpy.ndarray, shape (n_tiles, C, 2)
+        Injected planar gradients, ``(d/dx, d/dy)`` per pixel.
+    noise_sigma : float
+    canvas_shape : tuple of int
+    outlier_tile : int or None
+        Tile that received the outlier (trail or misregistration).
+    info : dict
+        Parameters used.
+    """
+
+    tiles: list
+    sky: SkyModel
+    truth: np.ndarray
+    gains: np.ndarray
+    offsets: np.ndarray
+    slopes: np.ndarray
+    noise_sigma: float
+    canvas_shape: tuple
+    outlier_tile: object = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_channels(self):
+        """Number of channels."""
+        return self.truth.shape[2]
+
+    def expected_corrections(self, reference, origin=(0.0, 0.0)):
+        """Corrections that map every tile onto the reference tile's photometry.
+
+        See :func:`expected_corrections`.
+        """
+        centres = np.array([t.bbox.center[::-1] for t in self.tiles])  # (x, y)
+        return expected_corrections(self.gains, self.offsets, self.slopes, centres,
+                                    reference, origin=origin)
+
+
+def expected_corrections(gains, offsets, slopes, centres, reference, origin=(0.0, 0.0)):
+    """Exact corrections implied by injected errors, relative to a reference.
+
+    With ``observed_k = G_k sky + O_k + P_k . (r - c_k)`` the corrected node
+    ``g_k observed_k + o_k + p_k . (r - origin)`` equals the (noise-free)
+    reference node everywhere when::
+
+        g_k = G_ref / G_k
+        p_k = P_ref - g_k P_k
+        o_k = O_ref - P_ref . (c_ref - origin) - g_k O_k + g_k P_k . (c_k - origin)
+
+    Parameters
+    ----------
+    gains, offsets : numpy.ndarray, shape (n, C)
+    slopes : numpy.ndarray, shape (n, C, 2)
+        ``(d/dx, d/dy)``.
+    centres : numpy.ndarray, shape (n, 2)
+        Node centres ``(x, y)`` in global pixels.
+    reference : int
+        Index of the reference node.
+    origin : tuple of float
+        ``(x, y)`` origin of the plane term of the corrections.
+
+    Returns
+    -------
+    dict
+        ``gain`` (n, C), ``offset`` (n, C) and ``slope`` (n, C, 2).
+    """
+    gains = np.asarray(gains, float)
+    offsets = np.asarray(offsets, float)
+    slopes = np.asarray(slopes, float)
+    c = np.asarray(centres, float) - np.asarray(origin, float)  # (n, 2)
+    g = gains[reference] / gains
+    p = slopes[reference][np.newaxis] - g[..., np.newaxis] * slopes
+    ref_term = (slopes[reference] * c[reference]).sum(axis=-1)  # (C,)
+    own_term = (slopes * c[:, np.newaxis, :]).sum(axis=-1)  # (n, C)
+    o = offsets[reference] - ref_term - g * offsets + g * own_term
+    return {"gain": g, "offset": o, "slope": p}
+
+
+def _empty_zones(h, w, rng):
+    """Random invalid zones of one tile: border strips and a round blob."""
+    zone = np.zeros((h, w), dtype=bool)
+    side = rng.integers(4)
+    width = int(rng.integers(max(2, min(h, w) // 40), max(3, min(h, w) // 10)))
+    if side == 0:
+        zone[:width] = True
+    elif side == 1:
+        zone[-width:] = True
+    elif side == 2:
+        zone[:, :width] = True
+    else:
+        zone[:, -width:] = True
+    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+    radius = rng.uniform(0.04, 0.1) * min(h, w)
+    yy, xx = np.ogrid[:h, :w]
+    zone |= (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+    return zone
+
+
+def _add_trail(img, rng, amplitude):
+    """Add a straight satellite trail (3 px wide) across an image, in place."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    angle = rng.uniform(0.2, 1.3)
+    y0 = rng.uniform(0.2, 0.8) * h
+    dist = np.abs((yy - y0) * np.cos(angle) - xx * np.sin(angle))
+    img += (amplitude * np.exp(-0.5 * (dist / 1.2) ** 2))[..., np.newaxis]
+
+
+def make_survey(rows=3, cols=3, tile_size=256, overlap=0.2, channels=1, *, rng=None,
+                gain_range=(0.85, 1.18), offset_range=30.0, gradient=0.0,
+                noise_sigma=1.0, sky_level=20.0, star_density=5e-4, fwhm=3.0,
+                nebulae=3, nebula_amplitude=(5.0, 40.0), nebula_fill_tile=None,
+                empty_zones=False, empty_value=0.0, outlier=None, outlier_tile=None,
+                misregistration=(3, 4), add_noise=True, dtype=np.float32):
+    """Make a grid of overlapping observed tiles with injected photometric errors.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Grid size.
+    tile_size : int
+        Tile height and width in pixels.
+    overlap : float
+        Overlap between neighbours as a fraction of ``tile_size``.
+    channels : int
+        1 (mono) or 3 (RGB, with independent per-channel gains: a colour
+        cast per tile).
+    rng : numpy.random.Generator or int, optional
+    gain_range : tuple of float
+        Injected gains are uniform in this range.
+    offset_range : float
+        Injected offsets are uniform in ``[-offset_range, offset_range]``
+        times ``noise_sigma``.
+    gradient : float
+        Peak-to-peak amplitude (in ``noise_sigma``) of the planar gradient
+        injected in each tile, over the tile; 0 for none.
+    noise_sigma : float
+        Gaussian noise per pixel.
+    sky_level, star_density, fwhm, nebulae, nebula_amplitude
+        Passed to :func:`make_sky`.
+    nebula_fill_tile : int, optional
+        Add a bright extended source that fills this tile (a nebula that
+        raises the tile's median well above the others).
+    empty_zones : bool
+        Give about a third of the tiles (at least one) an empty border strip
+        and an empty round blob.
+    empty_value : float
+        Value of empty pixels: 0.0 (reprojection fill) or ``numpy.nan``.
+    outlier : {None, "trail", "misregistered"}
+        Add a satellite trail to one tile, or misregister one tile by
+        ``misregistration`` pixels ``(dy, dx)``.
+    outlier_tile : int, optional
+        Tile index for the outlier (default: a random interior-ish tile).
+    misregistration : tuple of int
+    add_noise : bool
+        Add the Gaussian noise (switch off to check the photometric model
+        exactly; ``noise_sigma`` stays the unit of the other levels).
+    dtype : numpy dtype
+        Data type of the tiles.
+
+    Returns
+    -------
+    SyntheticSurvey
+
+    Examples
+    --------
+    >>> s = make_survey(2, 2, tile_size=64, rng=1)
+    >>> len(s.tiles), s.tiles[0].get_data().shape
+    (4, (64, 64, 1))
+    """
+    rng = np.random.default_rng(rng)
+    if rows < 1 or cols < 1:
+        raise ValueError(f"rows and cols must be >= 1, got {rows}x{cols}")
+    step = tile_size - int(round(overlap * tile_size))
+    canvas = ((rows - 1) * step + tile_size, (cols - 1) * step + tile_size)
+    boxes = grid_layout(canvas, tile_size, overlap)
+    n = len(boxes)
+    sky = make_sky(canvas, channels, rng=rng, star_density=star_density, fwhm=fwhm,
+                   nebulae=nebulae, nebula_amplitude=nebula_amplitude, sky_level=sky_level,
+                   noise_sigma=noise_sigma)
+    if nebula_fill_tile is not None:
+        yc, xc = boxes[nebula_fill_tile].center
+        color = sky.blob_color[:1] if len(sky.blob_color) else np.ones((1, channels))
+        extra = np.array([[xc, yc, 0.45 * tile_size, 0.4 * tile_size, 0.3,
+                           60.0 * noise_sigma]])
+        sky.blobs = np.vstack([sky.blobs, extra])
+        sky.blob_color = np.vstack([sky.blob_color, color])
+    truth = sky.render(BBox(0, canvas[0], 0, canvas[1]))
+
+    gains = rng.uniform(gain_range[0], gain_range[1], (n, channels))
+    offsets = rng.uniform(-offset_range, offset_range, (n, channels)) * noise_sigma
+    slopes = np.zeros((n, channels, 2))
+    if gradient:
+        direction = rng.uniform(0, 2 * np.pi, (n, channels))
+        # peak to peak over a tile of a plane s.(r - c) is |sx| w + |sy| h
+        unit = np.stack([np.cos(direction), np.sin(direction)], axis=-1)
+        extent = np.abs(unit[..., 0]) * tile_size + np.abs(unit[..., 1]) * tile_size
+        slopes = unit * (gradient * noise_sigma / extent)[..., np.newaxis]
+
+    if outlier not in (None, "trail", "misregistered"):
+        raise ValueError(f"outlier must be None, 'trail' or 'misregistered', got {outlier!r}")
+    if outlier is not None and outlier_tile is None:
+        outlier_tile = int(rng.integers(n))
+
+    zone_tiles = set()
+    if empty_zones:
+        k = max(1, n // 3)
+        zone_tiles = set(rng.choice(n, size=k, replace=False).tolist())
+
+    tiles = []
+    for k, box in enumerate(boxes):
+        if outlier == "misregistered" and k == outlier_tile:
+            dy, dx = misregistration
+            clean = sky.render(BBox(box.y0 + dy, box.y1 + dy, box.x0 + dx, box.x1 + dx))
+        else:
+            clean = truth[box.slices_in(BBox(0, canvas[0], 0, canvas[1]))]
+        yy, xx = box.coordinates()
+        yc, xc = box.center
+        plane = (slopes[k, :, 0] * (xx - xc)[..., np.newaxis]
+                 + slopes[k, :, 1] * (yy - yc)[..., np.newaxis])
+        img = gains[k] * clean + offsets[k] + plane
+        if add_noise:
+            img += rng.normal(0.0, noise_sigma, img.shape)
+        if outlier == "trail" and k == outlier_tile:
+            _add_trail(img, rng, 50.0 * noise_sigma)
+        valid = np.ones(box.shape, dtype=bool)
+        if k in zone_tiles:
+            zone = _empty_zones(*box.shape, rng)
+            img[zone] = empty_value
+            valid &= ~zone
+        data = img.astype(dtype)
+        if channels == 1:
+            data = data[..., 0]
+        tiles.append(TilePhotometryInfo(k, box, data=data, mask=valid,
+                                        meta={"row": k // len(set(b.x0 for b in boxes)),
+                                              "col": k % len(set(b.x0 for b in boxes))}))
+    info = dict(rows=rows, cols=cols, tile_size=tile_size, overlap=overlap, channels=channels,
+                gradient=gradient, empty_zones=sorted(zone_tiles), outlier=outlier,
+                nebula_fill_tile=nebula_fill_tile)
+    return SyntheticSurvey(tiles=tiles, sky=sky, truth=truth, gains=gains, offsets=offsets,
+                           slopes=slopes, noise_sigma=float(noise_sigma), canvas_shape=canvas,
+                           outlier_tile=outlier_tile, info=info)

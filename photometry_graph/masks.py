@@ -1,0 +1,128 @@
+"""Valid-pixel masks.
+
+A pixel is *valid* when it is finite in every channel, is not the "empty" value
+(``|x| <= eps`` in every channel, the value left by reprojection or by a
+camera's dark border), and is covered by at least one frame when a coverage map
+is given.  Reprojection edges are unreliable, so the mask can be eroded by a
+pixel or two.  Invalid pixels never enter a statistic anywhere in the package.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["compute_valid_mask", "as_channels_last", "erode_mask"]
+
+
+def as_channels_last(data):
+    """Return ``data`` as a 3-D ``(H, W, C)`` view.
+
+    Parameters
+    ----------
+    data : array_like
+        Image of shape ``(H, W)`` or ``(H, W, C)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view with a trailing channel axis (``C = 1`` for mono images).
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not 2-D or 3-D.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_channels_last(np.zeros((4, 5))).shape
+    (4, 5, 1)
+    """
+    arr = np.asanyarray(data)
+    if arr.ndim == 2:
+        return arr[:, :, np.newaxis]
+    if arr.ndim == 3:
+        return arr
+    raise ValueError(
+        f"expected an image of shape (H, W) or (H, W, C), got shape {arr.shape}; "
+        "convert (C, H, W) cubes with numpy.moveaxis(data, 0, -1) first"
+    )
+
+
+def erode_mask(mask, pixels):
+    """Erode a boolean mask by ``pixels`` pixels (8-connectivity).
+
+    The array edge is treated as valid (``border_value=1``), so a tile whose
+    data reaches its own border is not shrunk there; only the borders of
+    invalid zones inside the array are pushed back.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool, shape (H, W)
+    pixels : int
+        Number of erosion steps; 0 returns a copy.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if pixels <= 0:
+        return mask.copy()
+    structure = np.ones((3, 3), dtype=bool)
+    return ndimage.binary_erosion(mask, structure=structure, iterations=int(pixels), border_value=1)
+
+
+def compute_valid_mask(data, *, eps=1e-6, coverage=None, min_coverage=0.0, erode=0):
+    """Compute the joint valid-pixel mask of an image.
+
+    Parameters
+    ----------
+    data : array_like, shape (H, W) or (H, W, C)
+        Image; channels last.
+    eps : float, optional
+        Pixels with ``|x| <= eps`` in *every* channel are treated as empty
+        (the zero fill of reprojection and of dark frame borders).  Use a
+        negative value to disable the test.
+    coverage : array_like, shape (H, W), optional
+        Number (or weight) of frames covering each pixel; pixels with
+        ``coverage <= min_coverage`` are invalid.
+    min_coverage : float, optional
+        Threshold for ``coverage``.
+    erode : int, optional
+        Erode the mask by this many pixels (reprojection edges are
+        unreliable).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (H, W)
+        ``True`` where the pixel may be used as signal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.array([[1.0, 0.0], [np.nan, 2.0]])
+    >>> compute_valid_mask(img)
+    array([[ True, False],
+           [False,  True]])
+    """
+    arr = as_channels_last(data)
+    if arr.size == 0:
+        raise ValueError("cannot compute a valid mask of an empty image")
+    finite = np.isfinite(arr).all(axis=2)
+    if eps >= 0:
+        with np.errstate(invalid="ignore"):
+            empty = (np.abs(np.where(np.isfinite(arr), arr, 0.0)) <= eps).all(axis=2)
+        mask = finite & ~empty
+    else:
+        mask = finite
+    if coverage is not None:
+        cov = np.asarray(coverage)
+        if cov.shape != mask.shape:
+            raise ValueError(
+                f"coverage shape {cov.shape} does not match the image shape {mask.shape}"
+            )
+        with np.errstate(invalid="ignore"):
+            mask &= np.nan_to_num(cov, nan=0.0) > min_coverage
+    if erode:
+        mask = erode_mask(mask, erode)
+    return mask

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from photometry_graph.datasets import make_sky, make_survey
+from photometry_graph.tiles import BBox
+
+
+def _corrected(survey, k, corr, origin):
+    tile = survey.tiles[k]
+    data = tile.get_data().astype(float)
+    yy, xx = tile.bbox.coordinates()
+    plane = (corr["slope"][k, :, 0] * (xx - origin[0])[..., None]
+             + corr["slope"][k, :, 1] * (yy - origin[1])[..., None])
+    return corr["gain"][k] * data + corr["offset"][k] + plane
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_expected_corrections_map_every_tile_onto_the_reference(channels):
+    s = make_survey(3, 3, tile_size=64, channels=channels, gradient=3.0, rng=5,
+                    add_noise=False, dtype=np.float64)
+    origin = (10.0, -7.0)
+    corr = s.expected_corrections(4, origin=origin)
+    ref = s.tiles[4]
+    ref_img = _corrected(s, 4, corr, origin)
+    assert np.allclose(corr["gain"][4], 1.0) and np.allclose(corr["slope"][4], 0.0)
+    for k, tile in enumerate(s.tiles):
+        inter = tile.bbox.intersection(ref.bbox)
+        if inter.is_empty:
+            continue
+        a = _corrected(s, k, corr, origin)[inter.slices_in(tile.bbox)]
+        b = ref_img[inter.slices_in(ref.bbox)]
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-7)
+
+
+def test_survey_is_reproducible_and_respects_ranges():
+    a = make_survey(2, 3, tile_size=48, rng=11, empty_zones=True, empty_value=np.nan)
+    b = make_survey(2, 3, tile_size=48, rng=11, empty_zones=True, empty_value=np.nan)
+    assert np.array_equal(a.gains, b.gains)
+    assert all(np.array_equal(x.get_data(), y.get_data(), equal_nan=True)
+               for x, y in zip(a.tiles, b.tiles))
+    assert a.gains.min() >= 0.85 and a.gains.max() <= 1.18
+    assert np.abs(a.offsets).max() <= 30.0
+    zone = a.info["empty_zones"][0]
+    tile = a.tiles[zone]
+    assert not tile.mask.all()
+    assert np.isnan(tile.get_data()[~tile.mask]).all()
+    assert np.isfinite(tile.get_data()[tile.mask]).all()
+
+
+def test_star_flux_is_conserved_for_subpixel_positions():
+    sky = make_sky((64, 64), rng=0, star_density=0, nebulae=0, sky_level=0.0)
+    sky.star_x = np.array([31.3]); sky.star_y = np.array([20.8])
+    sky.star_flux = np.array([1000.0]); sky.star_color = np.ones((1, 1))
+    img = sky.render(BBox(0, 64, 0, 64))[..., 0]
+    assert img.sum() == pytest.approx(1000.0, rel=1e-6)
+    yy, xx = np.mgrid[:64, :64]
+    assert (img * xx).sum() / img.sum() == pytest.approx(31.3, abs=1e-3)
+    assert (img * yy).sum() / img.sum() == pytest.approx(20.8, abs=1e-3)
+
+
+def test_misregistered_tile_is_shifted():
+    s = make_survey(2, 2, tile_size=64, rng=3, outlier="misregistered", outlier_tile=0,
+                    misregistration=(2, 3), add_noise=False, dtype=np.float64)
+    t = s.tiles[0]
+    clean = (t.get_data() - s.offsets[0]) / s.gains[0]
+    shifted = s.sky.render(BBox(2, 66, 3, 67))
+    np.testing.assert_allclose(clean, shifted, atol=1e-6)
+
+
+def test_bad_arguments_are_rejected_with_a_message():
+    with pytest.raises(ValueError, match="outlier"):
+        make_survey(2, 2, tile_size=32, outlier="meteor")
+    with pytest.raises(ValueError, match="channels"):
+        make_sky((10, 10), channels=2)
