@@ -1,8 +1,42 @@
-"""Graph-based photometric harmonization and seamless blending of mosaic tiles."""
+"""Graph-based photometric harmonization and seamless blending of mosaic tiles.
+
+The package holds the mathematics of Grid/Survey mode as pure functions on
+arrays, masks and WCS objects; ``grid_mode`` runs the pipeline and does the
+file I/O.  Stages, one module each:
+
+``masks``        valid-pixel masks
+``tiles``        bounding boxes and the tile object
+``overlap``      the overlap graph (networkx) and its pairwise fits
+``regression``   errors-in-variables pairwise fits with clipping
+``solve``        global per-tile gain/offset(/plane) solve
+``background``   guarded SWarp-like background matching
+``harmonize``    the photometric chain above, with fallbacks
+``pyramid``      Gaussian/Laplacian pyramids (OpenCV)
+``blend``        feathering weights and multi-band blending
+``assembly``     chunked mosaic assembly in bounded memory
+``wcsgrid``      global celestial grid and frame footprints
+``resample``     fast WCS-to-WCS reprojection
+``stack``        weighted, clipped stacking
+``frames``       frame photometry before stacking
+``diagnostics``  residual tables, seam metric, plots
+``datasets``     synthetic surveys with known truth
+"""
 
 from ._log import GRID_PREFIX
-from .correction import Correction, apply_correction, identity_correction
-from .masks import as_channels_last, compute_valid_mask, erode_mask
-from .tiles import BBox, TilePhotometryInfo, grid_layout
+from .assembly import *  # noqa: F401,F403
+from .background import *  # noqa: F401,F403
+from .blend import *  # noqa: F401,F403
+from .correction import *  # noqa: F401,F403
+from .frames import *  # noqa: F401,F403
+from .harmonize import *  # noqa: F401,F403
+from .masks import *  # noqa: F401,F403
+from .overlap import *  # noqa: F401,F403
+from .pyramid import *  # noqa: F401,F403
+from .regression import *  # noqa: F401,F403
+from .resample import *  # noqa: F401,F403
+from .solve import *  # noqa: F401,F403
+from .stack import *  # noqa: F401,F403
+from .tiles import *  # noqa: F401,F403
+from .wcsgrid import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

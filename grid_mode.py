@@ -1,0 +1,1421 @@
+"""Grid/Survey mode: plate-solved frames in, one photometrically seamless mosaic out.
+
+This module orchestrates and does the I/O; the mathematics lives in :mod:`photometry_graph`::
+
+    stack_plan.csv + FITS frames -> plan -> global grid -> frame photometry
+    -> tiles (reproject, correct, stack; in parallel) -> assemble_tiles -> outputs
+
+Python: :func:`detect_grid_mode`, :func:`run_grid_mode`, :func:`assemble_tiles`,
+:func:`run_demo`; command line: ``grid-mode run|assemble|demo`` (``grid-mode run --help``).
+Worker processes start with ``forkserver``: call the API under ``if __name__ == "__main__":``.
+"""
+
+import argparse
+import concurrent.futures
+import csv
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import re
+import sys
+import time
+import traceback
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
+from scipy import ndimage
+from tqdm import tqdm
+
+from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
+from photometry_graph.assembly import assemble_mosaic
+from photometry_graph.background import estimate_tile_background, match_backgrounds
+from photometry_graph.correction import apply_correction
+from photometry_graph.datasets import make_frame_survey
+from photometry_graph.diagnostics import (asinh_stretch, bbox_boundaries, fit_truth_plane,
+                                          seam_metric)
+from photometry_graph.frames import harmonize_frames
+from photometry_graph.harmonize import harmonize_tiles
+from photometry_graph.masks import compute_valid_mask
+from photometry_graph.overlap import build_tile_overlap_graph, estimate_noise
+from photometry_graph.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
+                                      reconstruct_from_laplacian)
+from photometry_graph.resample import reproject_to_bbox
+from photometry_graph.stack import stack_frames
+from photometry_graph.tiles import BBox, TilePhotometryInfo
+from photometry_graph.wcsgrid import (assign_frames_to_tiles, build_global_grid, footprint_bbox,
+                                      tile_wcs, transform_pixels)
+
+__all__ = [
+    "GridModeError", "GridOptions", "GridResult", "PlanEntry", "FrameInfo", "OPTION_HELP",
+    "detect_grid_mode", "read_stack_plan", "read_frame_info", "load_frame", "debayer",
+    "run_grid_mode", "assemble_tiles", "run_demo", "write_frame_survey", "mosaic_quality",
+    "main", "compute_valid_mask", "estimate_tile_background", "TilePhotometryInfo",
+    "build_tile_overlap_graph", "build_gaussian_pyramid", "build_laplacian_pyramid",
+    "reconstruct_from_laplacian",
+]
+
+logger = get_logger("photometry_graph.grid_mode")
+
+PLAN_NAME = "stack_plan.csv"
+PLAN_HEADER = "order,batch_id,mount,bortle,telescope,session_date,filter,exposure,file_path,ra,dec"
+FITS_SUFFIXES = (".fit", ".fits", ".fts")
+PATH_ALIASES = ("file_path", "filepath", "path", "file", "filename", "file_name", "fits",
+                "frame", "fullpath", "full_path")
+EXPOSURE_ALIASES = ("exposure", "exptime", "exp", "exposure_time", "exp_time", "exposure_s")
+ORDER_ALIASES = ("order", "index", "idx", "#")
+COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
+# FITS BAYERPAT (top-left 2x2 block) -> OpenCV, which names the block starting at the second
+# row and column: every name is shifted (a red-only scene must come out red: see the tests)
+BAYER_CODES = {"RGGB": cv2.COLOR_BayerBG2RGB, "BGGR": cv2.COLOR_BayerRG2RGB,
+               "GRBG": cv2.COLOR_BayerGB2RGB, "GBRG": cv2.COLOR_BayerGR2RGB}
+# Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
+# none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
+FRAME_MAX_GAIN_ERROR = 0.05
+
+
+class GridModeError(ValueError, RuntimeError):
+    """The Grid/Survey run cannot go on (bad input, nothing usable left, unwritable output)."""
+
+
+# ----------------------------------------------------------------------------- options
+def _opt(default, text):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class GridOptions:
+    """Settings of a run: the keywords of :func:`run_grid_mode` and flags of ``grid-mode``.
+
+    Each field's meaning is in its ``metadata["help"]`` (collected in :data:`OPTION_HELP`).
+    """
+
+    tile_size: int = _opt(2048, "tile height and width on the global grid, pixels")
+    overlap: float = _opt(0.1, "overlap of neighbouring tiles: fraction of the tile size if "
+                          "< 1, else pixels")
+    pixel_scale: float = _opt(None, "mosaic pixel scale in arcsec/px (default: the frames' "
+                              "median scale)")
+    stack_method: str = _opt("kappa_sigma", "rejection of outliers (trails, hot pixels) "
+                             "between the frames of a tile, or a plain mean/median")
+    stack_combine: str = _opt("mean", "how the values kept by the rejection are combined")
+    kappa_low: float = _opt(3.0, "lower clipping threshold, sigma")
+    kappa_high: float = _opt(3.0, "upper clipping threshold, sigma")
+    winsor_limits: tuple = _opt((0.05, 0.05), "fractions winsorized at the low and high end")
+    weight_method: str = _opt("exposure_noise", "frame weights: exposure x inverse noise "
+                              "variance of the corrected frame, inverse variance, exposure, "
+                              "or equal")
+    radial_weight: bool = _opt(False, "down-weight frame corners: weight 1 inside "
+                               "radial_feather_fraction of the half-diagonal, cosine fall-off")
+    radial_feather_fraction: float = _opt(0.8, "part of the half-diagonal at full weight")
+    radial_shape_power: float = _opt(2.0, "power of the radial fall-off")
+    frame_photometry: bool = _opt(True, "match the frames before stacking (gain + offset or "
+                                  "plane per frame, solved over their overlap graph)")
+    frame_model: str = _opt("plane", "additive model of the frame solve")
+    frame_smooth: float = _opt(2.0, "Gaussian sigma (px) of a blur of the frames seen by the "
+                               "frame solve only: stars resampled at different sub-pixel "
+                               "phases then agree (measured: frame gain errors 0.4-1.4 % -> "
+                               "0.3-0.6 %); 0 = off")
+    photometry: bool = _opt(True, "solve a gain + offset (+ plane) per tile at assembly")
+    model: str = _opt("plane", "additive model of the tile solve: offset or plane (gradient)")
+    background: bool = _opt(True, "match the tile backgrounds (guarded: reduced or skipped "
+                            "where it would increase the overlap residuals)")
+    blend: str = _opt("multiband", "multi-band (Laplacian pyramids), feathering, or none "
+                      "(plain coverage-weighted placement)")
+    levels: int = _opt(None, "pyramid levels (default: from the overlap width)")
+    chunk_size: int = _opt(1024, "output chunk size of the assembly, pixels; bounds memory")
+    workers: int = _opt(None, "worker processes for the tiles (1 = in-process; default: "
+                        "CPUs, at most 4); also the assembly's threads")
+    scheduler: object = _opt(None, "dask.distributed scheduler address (or a Client) for "
+                             "the tiles, e.g. tcp://host:8786")
+    memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
+                            "frames are streamed twice)")
+    mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
+    save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
+                             "0..65535, NaN -> 0)")
+    legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)")
+    preview_size: int = _opt(2048, "longest side of the preview PNG, pixels")
+
+    def to_dict(self):
+        """JSON-friendly copy (a Client object as scheduler is shown by its repr)."""
+        out = asdict(self)
+        if not isinstance(out["scheduler"], (str, type(None))):
+            out["scheduler"] = repr(out["scheduler"])
+        return out
+
+
+OPTION_HELP = {f.name: f.metadata["help"] for f in fields(GridOptions)}
+_CHOICES = {"stack_method": ("kappa_sigma", "winsorized", "mean", "median"),
+            "stack_combine": ("mean", "median"),
+            "weight_method": ("exposure_noise", "noise", "exposure", "none"),
+            "frame_model": ("plane", "offset"), "model": ("plane", "offset"),
+            "blend": ("multiband", "feather", "none")}
+_NULLABLE = {"pixel_scale": float, "levels": int, "workers": int, "scheduler": str}
+
+# the host program's keywords -> ours
+_RENAMES = {"stack_kappa_low": "kappa_low", "stack_kappa_high": "kappa_high",
+            "apply_radial_weight": "radial_weight", "save_final_as_uint16": "save_uint16",
+            "stack_final_combine": "stack_combine"}
+_REJECT = {"kappa_sigma": "kappa_sigma", "winsorized_sigma_clip": "winsorized",
+           "winsorized": "winsorized", "linear_fit_clip": "kappa_sigma", "none": None}
+_WEIGHT = {"none": "none", "noise_variance": "noise", "noise_fwhm": "noise", "noise": "noise",
+           "exposure": "exposure", "exposure_noise": "exposure_noise"}
+_ZCONFIG = {"tile_size": ("grid_tile_size", "tile_size"),
+            "overlap": ("grid_overlap", "tile_overlap", "overlap"),
+            "workers": ("grid_workers", "num_workers", "workers"),
+            "scheduler": ("grid_scheduler", "dask_scheduler"), "blend": ("grid_blend",),
+            "chunk_size": ("grid_chunk_size",), "photometry": ("grid_photometry",),
+            "background": ("grid_background",), "model": ("grid_model",),
+            "frame_photometry": ("grid_frame_photometry",)}
+
+
+def _resolve_options(options):
+    """Our keywords, the host program's keywords and a ``zconfig`` object -> GridOptions."""
+    options, values = dict(options), {}
+    zconfig = options.pop("zconfig", None)
+    for name, attrs in _ZCONFIG.items():  # zconfig first: explicit keywords win
+        found = [getattr(zconfig, a) for a in attrs if getattr(zconfig, a, None) is not None]
+        if found:
+            values[name] = found[0]
+    for host, ours in _RENAMES.items():
+        if options.get(host) is not None:
+            values[ours] = options.pop(host)
+        options.pop(host, None)
+    reject = options.pop("stack_reject_algo", None)
+    if reject is not None:
+        if reject not in _REJECT or reject == "linear_fit_clip":
+            grid_warning(logger, "stack_reject_algo %r is done as kappa-sigma (frames are "
+                         "matched by the frame photometry solve)", reject)
+        combine = "median" if values.get("stack_combine") == "median" else "mean"
+        values["stack_method"] = _REJECT.get(reject, "kappa_sigma") or combine
+    weight = options.pop("stack_weight_method", None)
+    if weight is not None:
+        if weight not in _WEIGHT:
+            grid_warning(logger, "unknown stack_weight_method %r: exposure x inverse noise "
+                         "variance is used", weight)
+        values["weight_method"] = _WEIGHT.get(weight, "exposure_noise")
+    if options.pop("stack_norm_method", None) is not None:
+        grid_info(logger, "stack_norm_method: frames are normalised by the frame photometry "
+                  "solve (gain + plane per frame); frame_photometry=False switches it off")
+    if options.pop("grid_rgb_equalize", None):
+        grid_warning(logger, "grid_rgb_equalize is accepted but no per-tile colour "
+                     "equalisation is done (it makes colour casts and checkerboards): the "
+                     "global per-channel photometric solve makes the colours consistent")
+    for f in fields(GridOptions):
+        if f.name in options:
+            value = options.pop(f.name)
+            if value is not None or f.name in _NULLABLE:
+                values[f.name] = value
+    for name, value in options.items():
+        grid_warning(logger, "ignoring unknown option %s=%r", name, value)
+    return _check_options(GridOptions(**values))
+
+
+def _check_options(opts):
+    for name, choices in _CHOICES.items():
+        value = str(getattr(opts, name)).lower()
+        if value not in choices:
+            raise GridModeError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        setattr(opts, name, value)
+    try:
+        for f in fields(GridOptions):
+            value = getattr(opts, f.name)
+            if f.type in (int, float) and value is not None:
+                setattr(opts, f.name, f.type(value))
+        opts.winsor_limits = tuple(float(v) for v in opts.winsor_limits)
+    except (TypeError, ValueError) as exc:
+        raise GridModeError(f"invalid numeric option: {exc}") from None
+    for bad, what in [
+            (opts.tile_size < 16, f"tile_size must be >= 16, got {opts.tile_size}"),
+            (not 0 <= opts.overlap < (1 if opts.overlap < 1 else opts.tile_size),
+             f"overlap must be in [0, 1) or fewer pixels than a tile, got {opts.overlap}"),
+            (opts.chunk_size < 64, f"chunk_size must be >= 64, got {opts.chunk_size}"),
+            (opts.workers is not None and opts.workers < 1, f"workers must be >= 1, got "
+             f"{opts.workers}")]:
+        if bad:
+            raise GridModeError(what)
+    return opts
+
+
+# -------------------------------------------------------------------------------- plan
+@dataclass
+class PlanEntry:
+    """One frame listed by the stack plan (or found in the folder)."""
+
+    path: Path
+    order: float = math.inf
+    exposure: float = None
+    row: dict = field(default_factory=dict)
+
+
+def detect_grid_mode(input_folder):
+    """True when ``input_folder`` holds a ``stack_plan.csv`` (any letter case)."""
+    return _find_plan(input_folder) is not None
+
+
+def _find_plan(folder):
+    try:
+        with os.scandir(folder) as entries:
+            return next((Path(e.path) for e in entries
+                         if e.name.lower() == PLAN_NAME and e.is_file()), None)
+    except OSError:
+        return None
+
+
+def _as_float(value):
+    try:
+        out = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _resolve_path(value, base):
+    """Plan path: absolute, relative to the CSV, or (foreign/Windows paths) by name there."""
+    text = value.strip().strip("\"'")
+    posix = text.replace("\\", "/")
+    drive = re.match(r"^[A-Za-z]:", posix)
+    for cand in (Path(text).expanduser(), Path(posix[2:] if drive else posix)):
+        cand = cand if cand.is_absolute() else base / cand
+        if cand.is_file():
+            return cand
+    by_name = base / posix.rsplit("/", 1)[-1]
+    return by_name if by_name.is_file() else base / Path(text)
+
+
+def read_stack_plan(csv_path):
+    """Parse a ``stack_plan.csv`` leniently.
+
+    The delimiter is sniffed (``, ; tab |``), a UTF-8 BOM is tolerated, column names are
+    case-insensitive with aliases (``file_path``/``path``/``file``/``filename``...,
+    ``exposure``/``exptime``/``exp``), paths are taken relative to the CSV, and Windows or
+    foreign paths are resolved by file name in the CSV's folder.
+
+    Returns
+    -------
+    list of PlanEntry
+        Sorted by the ``order`` column when present (stable), else in row order.
+
+    Raises
+    ------
+    GridModeError
+        When the file cannot be read, is empty, lists no frame or has no path column.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "stack_plan.csv").write_text("Order;Path;EXPTIME\\n1;a.fits;10\\n")
+    >>> [(e.path.name, e.exposure) for e in read_stack_plan(d / "stack_plan.csv")]
+    [('a.fits', 10.0)]
+    """
+    csv_path = Path(csv_path)
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise GridModeError(f"cannot read the stack plan {csv_path}: "
+                            f"{exc.strerror or exc}") from None
+    try:
+        dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
+    if not rows:
+        raise GridModeError(f"the stack plan {csv_path} is empty; write a header line "
+                            f"({PLAN_HEADER}) and one line per frame")
+    header = [re.sub(r"[\s\-]+", "_", c.strip().lower()) for c in rows[0]]
+    col = {name: i for i, name in reversed(list(enumerate(header)))}
+    path_col, exp_col, order_col = (next((col[a] for a in aliases if a in col), None) for
+                                    aliases in (PATH_ALIASES, EXPOSURE_ALIASES, ORDER_ALIASES))
+    if path_col is None:
+        raise GridModeError(f"the stack plan {csv_path} has no file path column (found "
+                            f"{', '.join(rows[0])}); name one of: {', '.join(PATH_ALIASES)}")
+    if len(rows) < 2:
+        raise GridModeError(f"the stack plan {csv_path} lists no frame (only a header line)")
+    entries = []
+    for number, row in enumerate(rows[1:], start=2):
+        cell = dict(enumerate(row)).get
+        if not cell(path_col, "").strip():
+            grid_warning(logger, "%s line %d has no file path; skipped", csv_path.name, number)
+            continue
+        order = _as_float(cell(order_col))
+        entries.append(PlanEntry(path=_resolve_path(cell(path_col), csv_path.parent),
+                                 order=math.inf if order is None else order,
+                                 exposure=_as_float(cell(exp_col)), row=dict(zip(header, row))))
+    return sorted(entries, key=lambda e: e.order)
+
+
+def _plan_entries(input_folder):
+    plan = _find_plan(input_folder)
+    if plan is not None:
+        entries = read_stack_plan(plan)
+        grid_info(logger, "stack plan %s: %d frames listed", plan, len(entries))
+        return entries
+    files = sorted(p for p in Path(input_folder).iterdir()
+                   if p.is_file() and p.suffix.lower() in FITS_SUFFIXES)
+    if not files:
+        raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts) in "
+                            f"{input_folder}")
+    grid_info(logger, "no %s: using the %d FITS files of %s", PLAN_NAME, len(files), input_folder)
+    return [PlanEntry(path=p) for p in files]
+
+
+# ------------------------------------------------------------------------------ frames
+@dataclass
+class FrameInfo:
+    """What is known of a frame before its pixels are loaded.
+
+    ``layout``: ``"mono"`` (H, W), ``"chw"`` (C, H, W), ``"hwc"`` (H, W, C) or ``"bayer"``
+    (2-D colour-filter raw with pattern ``bayer``); ``shape`` is (H, W); ``noise`` is the
+    robust noise sigma of the raw pixels; ``coverage_hdu`` an optional weight/alpha HDU.
+    """
+
+    index: int
+    path: str
+    hdu: int
+    shape: tuple
+    layout: str
+    n_channels: int
+    wcs: object
+    exptime: float = 1.0
+    bayer: str = None
+    coverage_hdu: int = None
+    noise: float = float("nan")
+
+
+@contextmanager
+def _fits(path):
+    """Open a FITS file quietly (no memmap: astropy cannot memmap scaled BZERO integers)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            yield hdul
+
+
+def _celestial_wcs(header, hdul):
+    try:
+        wcs = WCS(header, fobj=hdul, relax=True)
+    except Exception as exc:  # astropy raises many kinds of errors on broken headers
+        raise GridModeError(f"its WCS cannot be read ({exc})") from None
+    if not wcs.has_celestial:
+        raise GridModeError("it has no celestial WCS (plate-solve it first)")
+    return wcs if wcs.naxis == 2 else wcs.celestial
+
+
+def read_frame_info(path, *, index=0, exposure=None):
+    """Read a frame's header: layout, celestial WCS (SIP honoured), exposure, Bayer pattern.
+
+    ``EXPTIME`` (or ``EXPOSURE``) gives the exposure, else ``exposure`` (from the plan),
+    else 1.  ``BAYERPAT`` (shifted by odd ``XBAYROFF``/``YBAYROFF``) marks 2-D raws.
+
+    Raises
+    ------
+    GridModeError
+        When the file is not FITS, is truncated, holds no image or no celestial WCS.
+    """
+    path = Path(path)
+    try:
+        with _fits(path) as hdul:
+            hdu = next((i for i, h in enumerate(hdul)
+                        if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
+            if hdu is None:
+                raise GridModeError("it holds no image HDU")
+            header = hdul[hdu].header
+            shape = tuple(int(header[f"NAXIS{k}"]) for k in range(int(header["NAXIS"]), 0, -1))
+            nbytes = abs(int(header["BITPIX"])) // 8 * int(np.prod(shape))
+            if path.stat().st_size < hdul[hdu].fileinfo()["datLoc"] + nbytes:
+                raise GridModeError("it is truncated (shorter than its header says)")
+            wcs = _celestial_wcs(header, hdul)
+            bayer = str(header.get("BAYERPAT", "") or "").strip().upper() or None
+            if len(shape) == 2:
+                layout, n_ch = ("bayer", 3) if bayer else ("mono", 1)
+                if bayer and bayer not in BAYER_CODES:
+                    raise GridModeError(f"its Bayer pattern {bayer!r} is not one of "
+                                        f"{', '.join(BAYER_CODES)}")
+                if bayer and int(_as_float(header.get("XBAYROFF")) or 0) % 2:
+                    bayer = bayer[1] + bayer[0] + bayer[3] + bayer[2]
+                if bayer and int(_as_float(header.get("YBAYROFF")) or 0) % 2:
+                    bayer = bayer[2:] + bayer[:2]
+            elif len(shape) == 3 and shape[0] in (1, 3):
+                layout, n_ch, shape = "chw", shape[0], shape[1:]
+            elif len(shape) == 3 and shape[2] == 3:
+                layout, n_ch, shape = "hwc", 3, shape[:2]
+            else:
+                raise GridModeError(f"its data shape {shape} is not (H, W), (3, H, W) or "
+                                    "(H, W, 3)")
+            cov = next((i for i, h in enumerate(hdul) if i != hdu and h.is_image
+                        and str(h.name).upper() in COVERAGE_EXTNAMES
+                        and tuple(h.shape or ()) == tuple(shape)), None)
+            exptime = _as_float(header.get("EXPTIME", header.get("EXPOSURE")))
+    except GridModeError:
+        raise
+    except Exception as exc:  # not FITS, unreadable, broken header: skipped with the reason
+        raise GridModeError(f"it is not a readable FITS image ({exc})") from None
+    wcs.pixel_shape = (shape[1], shape[0])
+    return FrameInfo(index=index, path=str(path), hdu=hdu, shape=tuple(shape), layout=layout,
+                     n_channels=n_ch, wcs=wcs, bayer=bayer, coverage_hdu=cov,
+                     exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0))
+
+
+def debayer(raw, pattern):
+    """Demosaic a 2-D colour-filter raw (bilinear, OpenCV) into (H, W, 3) RGB float32.
+
+    Float data is mapped linearly onto uint16 (OpenCV demosaics 8/16-bit data only) and back;
+    integer data in [0, 65535] is converted exactly.  Non-finite raw pixels make their 3x3
+    neighbourhood NaN.
+
+    Examples
+    --------
+    >>> raw = np.zeros((6, 6)); raw[0::2, 0::2] = 100.0   # the red sites of an RGGB raw
+    >>> np.round(debayer(raw, "RGGB")[2:4, 2:4].mean(axis=(0, 1)))
+    array([100.,   0.,   0.], dtype=float32)
+    """
+    pattern = str(pattern).strip().upper()
+    if pattern not in BAYER_CODES:
+        raise ValueError(f"unknown Bayer pattern {pattern!r}; use one of {', '.join(BAYER_CODES)}")
+    raw = np.asarray(raw, dtype=np.float64)
+    finite = np.isfinite(raw)
+    if not finite.any():
+        return np.full(raw.shape + (3,), np.nan, dtype=np.float32)
+    lo, hi = float(raw[finite].min()), float(raw[finite].max())
+    exact = lo >= 0 and hi <= 65535 and np.array_equal(raw[finite], np.round(raw[finite]))
+    lo, scale = (0.0, 1.0) if exact else (lo, 65535.0 / max(hi - lo, 1e-30))
+    u16 = np.round((np.where(finite, raw, lo) - lo) * scale).astype(np.uint16)
+    rgb = (cv2.cvtColor(u16, BAYER_CODES[pattern]) / scale + lo).astype(np.float32)
+    if not finite.all():
+        rgb[cv2.dilate((~finite).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = np.nan
+    return rgb
+
+
+def load_frame(info, *, mask_eps=1e-6, erode=1):
+    """Load a frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
+
+    Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
+    per raw site, so that they cannot leak into their neighbours), or zero coverage; the
+    valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one).
+    Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W) or None.
+    """
+    with _fits(info.path) as hdul:
+        raw = np.array(hdul[info.hdu].data, dtype=np.float32)
+        weight = (None if info.coverage_hdu is None
+                  else np.array(hdul[info.coverage_hdu].data, dtype=np.float32))
+    if info.layout == "bayer":
+        with np.errstate(invalid="ignore"):
+            raw[np.abs(raw) <= mask_eps] = np.nan
+        data, erode = debayer(raw, info.bayer), max(0, erode - 1)
+    else:
+        data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(raw, 0, -1)),
+                "hwc": lambda: raw, "mono": lambda: raw[:, :, None]}[info.layout]()
+    valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
+    data[~valid] = np.nan
+    if weight is not None:
+        weight = np.where(valid, np.nan_to_num(weight, nan=0.0), 0.0).astype(np.float32)
+    return data, weight
+
+
+def _scan_frame(info, mask_eps):
+    """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma."""
+    with _fits(info.path) as hdul:
+        raw = np.asarray(hdul[info.hdu].data, dtype=np.float32)
+    # one colour of a Bayer raw: neighbours of different colours differ by more than noise
+    arr = {"chw": lambda: np.moveaxis(raw, 0, -1),
+           "bayer": lambda: raw[::2, ::2]}.get(info.layout, lambda: raw)()
+    valid = compute_valid_mask(arr, eps=mask_eps)
+    if valid.mean() < 1e-3:
+        raise GridModeError("it holds no usable pixel (all NaN or zero)")
+    sigma = estimate_noise(arr, valid)
+    info.noise = float(np.median(sigma[np.isfinite(sigma)])) if np.isfinite(sigma).any() \
+        else float("nan")
+    return info
+
+
+def _majority(items, channels, name, kind):
+    """Items with the most common channel count (ties: more channels); the others are warned.
+
+    Mono and colour data are not mixed in one mosaic.
+    """
+    counts = {c: sum(channels(i) == c for i in items) for c in {channels(i) for i in items}}
+    keep = max(counts, key=lambda c: (counts[c], c)) if counts else None
+    for item in items:
+        if channels(item) != keep:
+            grid_warning(logger, "skipping %s: %d channel(s) while most %s have %d (mono and "
+                         "colour are not mixed in one mosaic)", name(item), channels(item),
+                         kind, keep)
+    return [i for i in items if channels(i) == keep]
+
+
+# ----------------------------------------------------------------------------- outputs
+@contextmanager
+def _atomic(final_path):
+    """Yield a temporary path next to ``final_path``; on success rename it over the target.
+
+    On any exception (or interruption) the temporary file is removed, the target untouched.
+    """
+    final_path = Path(final_path)
+    tmp = final_path.with_name(f".{final_path.stem}.{os.getpid()}.{time.time_ns()}.tmp"
+                               f"{final_path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_hdus(path, hdus):
+    with _atomic(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+
+
+@contextmanager
+def _fits_memmap(path, shape, header, *, dtype=">f4", fill=None):
+    """Create the FITS image ``path`` atomically and yield its data as a writable memmap.
+
+    The file is allocated (header + data) under a temporary name, optionally pre-filled,
+    filled by the caller, flushed and renamed; an exception leaves nothing behind.
+    """
+    dtype = np.dtype(dtype)
+    hdr = fits.Header([("SIMPLE", True), ("BITPIX", (-8 if dtype.kind == "f" else 8)
+                                          * dtype.itemsize), ("NAXIS", len(shape))])
+    for k, n in enumerate(reversed(shape), start=1):
+        hdr[f"NAXIS{k}"] = int(n)
+    hdr["EXTEND"] = True
+    hdr.extend([c for c in header.cards if c.keyword not in hdr
+                and not c.keyword.startswith("NAXIS")], strip=False)
+    head = hdr.tostring().encode("ascii")
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    with _atomic(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.truncate(len(head) + -(-nbytes // 2880) * 2880)
+        mm = np.memmap(tmp, dtype=dtype, mode="r+", offset=len(head), shape=tuple(shape))
+        if fill is not None:
+            mm[...] = fill
+        yield mm
+        mm.flush()
+        del mm
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, BBox):
+        return [obj.y0, obj.y1, obj.x0, obj.x1]
+    return obj.to_dict() if hasattr(obj, "to_dict") else str(obj)
+
+
+def _write_json(path, payload):
+    """Write ``payload`` as strict JSON (NaN/inf -> null) atomically; return what was written."""
+    def finite(v):
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [finite(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    payload = finite(json.loads(json.dumps(payload, default=_json_default)))
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
+    return payload
+
+
+def _write_preview(path, image):
+    """8-bit PNG of (h, w, C) with an asinh stretch (percentiles over finite pixels)."""
+    img = np.nan_to_num(asinh_stretch([image])[0][0], nan=0.0)
+    img = np.round(255 * img).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1]))
+    if not ok:
+        raise GridModeError(f"OpenCV could not encode the preview {path}")
+    with _atomic(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+def _check_output_folder(input_folder, output_folder):
+    out = Path(output_folder)
+    if input_folder is not None and out.resolve() == Path(input_folder).resolve():
+        raise GridModeError(f"the output folder must differ from the input folder ({out}); "
+                            "outputs must never mix with the frames")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".grid_write_probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GridModeError(f"the output folder {out} is not writable "
+                            f"({exc.strerror or exc})") from None
+    return out
+
+
+# ---------------------------------------------------------------------------- progress
+_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
+           logging.ERROR: "ERROR", logging.CRITICAL: "ERROR"}
+
+
+class _CallbackHandler(logging.Handler):
+    """Forward [GRID] log records to ``progress_callback(message, progress, level)``."""
+
+    def __init__(self, callback):
+        super().__init__(logging.DEBUG)
+        self.callback = callback
+
+    def emit(self, record):
+        try:
+            msg = record.getMessage()
+            if msg.startswith(GRID_PREFIX):
+                self.callback(msg, getattr(record, "grid_progress", None),
+                              _LEVELS.get(record.levelno, "INFO"))
+        except Exception:  # a host's callback must never break the run
+            self.handleError(record)
+
+
+class _Progress:
+    """Monotonic percentage over stages (``stage(lo, hi)``), reported as [GRID] log records."""
+
+    def __init__(self):
+        self.lo, self.hi, self.last = 0.0, 100.0, 0.0
+
+    def stage(self, lo, hi):
+        self.lo, self.hi = float(lo), float(hi)
+        return self
+
+    def __call__(self, message, fraction=None, *args):
+        pct = None
+        if fraction is not None:
+            pct = self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0)
+            pct = self.last = round(max(self.last, pct), 2)
+        logger.info(f"{GRID_PREFIX} {message}", *args, extra={"grid_progress": pct})
+
+
+@contextmanager
+def _callback_logging(callback):
+    """Route the package's [GRID] records (INFO and up at least) to ``callback`` meanwhile."""
+    if callback is None:
+        yield
+        return
+    root, handler = logging.getLogger("photometry_graph"), _CallbackHandler(callback)
+    old = root.level
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+
+
+# ------------------------------------------------------------------------------- tiles
+def _radial_weight(shape, fraction, power):
+    """1 inside ``fraction`` of the half-diagonal, cosine fall-off to the corners (>= 1e-3)."""
+    h, w = shape
+    yy, xx = np.ogrid[:h, :w]
+    r = np.hypot((xx - (w - 1) / 2) / (w / 2), (yy - (h - 1) / 2) / (h / 2)) / np.sqrt(2)
+    f = min(max(float(fraction), 0.0), 0.99)
+    t = np.clip((r - f) / (1 - f), 0.0, 1.0)
+    return np.maximum((0.5 * (1 + np.cos(np.pi * t))) ** float(power), 1e-3).astype(np.float32)
+
+
+def _reprojected_frame(info, correction, grid_wcs, bbox, opts):
+    """Frame reprojected onto ``bbox`` of the global grid and corrected; + pixel weights."""
+    data, weight = load_frame(info, mask_eps=opts.mask_eps)
+    if opts.radial_weight:
+        radial = _radial_weight(info.shape, opts.radial_feather_fraction, opts.radial_shape_power)
+        weight = radial if weight is None else weight * radial
+    src = data if weight is None else np.concatenate([data, weight[..., None]], axis=2)
+    out, foot = reproject_to_bbox(src, info.wcs, grid_wcs, bbox,
+                                  src_mask=np.isfinite(data).all(axis=2))
+    if weight is not None:  # the weights travelled as an extra channel
+        out, foot = out[..., :-1], np.nan_to_num(out[..., -1], nan=0.0) * (foot > 0)
+    out = apply_correction(out, bbox, correction)
+    ok = np.isfinite(out).all(axis=2) & (foot > 0)
+    out[~ok] = np.nan
+    return out, np.where(ok, foot, 0.0).astype(np.float32)
+
+
+def _build_tile(task):
+    """Worker: reproject, correct and stack the frames of one tile; write its FITS file.
+
+    Top level and fed with picklable values only: runs in-process, in a process pool or on
+    a dask worker alike.  Returns a small dict of statistics.
+    """
+    t0 = time.perf_counter()
+    opts, bbox, frames = task["options"], task["bbox"], task["frames"]
+    stacked, coverage, info = stack_frames(
+        lambda k: _reprojected_frame(frames[k], task["corrections"][k], task["grid_wcs"], bbox,
+                                     opts),
+        len(frames), weights=np.asarray(task["weights"], dtype=np.float64),
+        method=opts.stack_method, kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
+        winsor_limits=opts.winsor_limits, combine=opts.stack_combine,
+        memory_budget_bytes=int(opts.memory_mb * 2 ** 20), return_info=True)
+    n_valid = int(np.isfinite(stacked).all(axis=2).sum())
+    if n_valid:
+        header = tile_wcs(task["grid_wcs"], bbox).to_header(relax=True)
+        for key, value, comment in [
+                ("TILEID", task["tile_id"], "tile number (1-based)"),
+                ("GRID_Y0", bbox.y0, "tile origin row on the global grid (0-based)"),
+                ("GRID_X0", bbox.x0, "tile origin column on the global grid (0-based)"),
+                ("GRID_NY", task["canvas_shape"][0], "global canvas height"),
+                ("GRID_NX", task["canvas_shape"][1], "global canvas width"),
+                ("NFRAMES", len(frames), "frames stacked into this tile")]:
+            header[key] = (value, comment)
+        data = stacked[..., 0] if stacked.shape[2] == 1 else np.moveaxis(stacked, -1, 0)
+        _write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
+                                   fits.ImageHDU(coverage.astype(np.float32), name="COVERAGE")])
+    return dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(frames), n_valid=n_valid,
+                path=str(task["path"]) if n_valid else None, stack=info,
+                seconds=time.perf_counter() - t0)
+
+
+def _map_tasks(func, tasks, opts):
+    """Yield ``(task, result or exception)`` from a dask cluster, a process pool or in-process.
+
+    A failing task is yielded with its exception, so one bad tile never stops the run.
+    """
+    if opts.scheduler is not None:
+        from dask.distributed import Client, as_completed  # optional dependency
+        own = not isinstance(opts.scheduler, Client)
+        client = Client(opts.scheduler, set_as_default=False) if own else opts.scheduler
+        try:
+            futures = {client.submit(func, t, pure=False): t for t in tasks}
+            for fut in as_completed(futures, loop=client.loop):
+                yield futures[fut], (fut.exception() or fut.result())
+        finally:
+            if own:
+                client.close()
+        return
+    workers = max(1, min(opts.workers or min(4, os.cpu_count() or 1), len(tasks)))
+    if workers == 1:
+        for t in tasks:
+            try:  # through pickle like in a worker: WCS objects round-trip through FITS text,
+                yield t, func(pickle.loads(pickle.dumps(t)))  # so results match bit for bit
+            except Exception as exc:
+                yield t, exc
+        return
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context(method)) as pool:
+        futures = {pool.submit(func, t): t for t in tasks}
+        for fut in concurrent.futures.as_completed(futures):
+            yield futures[fut], (fut.exception() or fut.result())
+
+
+# ---------------------------------------------------------------------------- pipeline
+def _read_frames(entries, opts, progress):
+    """Headers and a pixel check of every planned frame; bad ones are skipped with a warning.
+
+    Mono and colour frames are not mixed: the minority channel count is skipped (warned).
+    """
+    frames = []
+    for i, entry in enumerate(entries):
+        try:
+            if not Path(entry.path).is_file():
+                raise GridModeError("the file does not exist")
+            info = read_frame_info(entry.path, index=len(frames), exposure=entry.exposure)
+            frames.append(_scan_frame(info, opts.mask_eps))
+        except Exception as exc:  # GridModeError, or pixels that cannot be read
+            grid_warning(logger, "skipping %s: %s", entry.path, exc)
+        if i % 10 == 0 or i == len(entries) - 1:
+            progress("reading frames %d/%d", (i + 1) / len(entries), i + 1, len(entries))
+    frames = _majority(frames, lambda f: f.n_channels, lambda f: f.path, "frames")
+    if not frames:
+        raise GridModeError(f"no usable frame left: {len(entries)} listed, all skipped "
+                            "(see the warnings above)")
+    for k, f in enumerate(frames):
+        f.index = k
+    return frames
+
+
+def _blur(data, sigma):
+    """NaN-aware Gaussian blur of (H, W, C); pixels within 2 sigma of invalid ones -> NaN."""
+    if sigma <= 0:
+        return data
+    ok = np.isfinite(data).all(axis=2)
+    norm = cv2.GaussianBlur(ok.astype(np.float32), (0, 0), sigma)
+    out = np.stack([cv2.GaussianBlur(np.where(ok, data[..., c], 0).astype(np.float32), (0, 0),
+                                     sigma) for c in range(data.shape[2])], axis=-1)
+    r = int(np.ceil(2 * sigma))
+    keep = cv2.erode(ok.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8),
+                     borderType=cv2.BORDER_REPLICATE).astype(bool)
+    out[~keep] = np.nan
+    out[keep] /= norm[keep][:, None]
+    return out
+
+
+def _frame_photometry(frames, grid, opts, progress):
+    """Gain + offset/plane per frame in global pixels (None = identity) and the report."""
+    if not opts.frame_photometry or len(frames) < 2:
+        return [None] * len(frames), {"enabled": False}
+
+    def get_frame(k):
+        progress("frame photometry: frame %d/%d", k / len(frames), k + 1, len(frames))
+        return _blur(load_frame(frames[k], mask_eps=opts.mask_eps)[0], opts.frame_smooth), None
+
+    result = harmonize_frames(get_frame, [f.wcs for f in frames], [f.shape for f in frames],
+                              grid.wcs, grid.shape, model=opts.frame_model, background=False,
+                              rng=0, fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR})
+    progress("frame photometry done", 1.0)
+    return [result.corrections.get(k) for k in range(len(frames))], result.report
+
+
+def _frame_weights(frames, corrections, method):
+    """Stacking weight per frame (mean 1): exposure x inverse variance of the corrected frame."""
+    t = np.array([f.exptime for f in frames], dtype=np.float64)
+    gain = np.array([1.0 if c is None else float(np.mean(np.abs(c.gain))) for c in corrections])
+    sigma = np.array([f.noise for f in frames], dtype=np.float64) * gain
+    ok = np.isfinite(sigma) & (sigma > 0)
+    ref = float(np.median(sigma[ok])) if ok.any() else 1.0
+    inv_var = np.where(ok, (ref / np.where(ok, sigma, 1.0)) ** 2, 1.0)
+    w = {"none": np.ones_like(t), "exposure": t, "noise": inv_var,
+         "exposure_noise": t * inv_var}[method]
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    return w / w.mean() if w.sum() > 0 else np.ones_like(t)
+
+
+def _make_tiles(frames, footprints, corrections, weights, grid, tiles_dir, opts, progress):
+    tiles_dir.mkdir(parents=True, exist_ok=True)
+    for stale in tiles_dir.glob("tile_*.fits"):  # outputs of an earlier run of ours
+        stale.unlink()
+    tasks = [dict(tile_id=t, bbox=bbox, frames=[frames[k] for k in idx],
+                  corrections=[corrections[k] for k in idx], weights=[weights[k] for k in idx],
+                  grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
+                  path=tiles_dir / f"tile_{t:04d}.fits")
+             for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(
+                 footprints, grid.tiles)), start=1) if idx]
+    progress("stacking %d tiles (%d without frames skipped)", 0.0, len(tasks),
+             len(grid.tiles) - len(tasks))
+    stats, errors = [], []
+    for done, (task, res) in enumerate(_map_tasks(_build_tile, tasks, opts), start=1):
+        if isinstance(res, BaseException):
+            grid_warning(logger, "tile %d failed and is left out: %s: %s", task["tile_id"],
+                         type(res).__name__, res)
+            errors.append(f"{type(res).__name__}: {res}")
+            continue
+        stats.append(res)
+        progress("tile %d done (%d frames, %.1f s), %d/%d", done / len(tasks), res["tile_id"],
+                 res["n_frames"], res["seconds"], done, len(tasks))
+    stats.sort(key=lambda s: s["tile_id"])
+    paths = [Path(s["path"]) for s in stats if s["path"]]
+    if not paths:
+        raise GridModeError("no tile could be stacked: " + (errors[0] if errors else
+                                                             "every tile was empty"))
+    return paths, stats
+
+
+def run_grid_mode(input_folder, output_folder, progress_callback=None, **options):
+    """Run the Grid/Survey mode: the frames of ``input_folder`` -> one mosaic.
+
+    Parameters
+    ----------
+    input_folder : str or Path
+        Folder with ``stack_plan.csv`` (without it, all FITS files of the folder are used).
+    output_folder : str or Path
+        Receives ``tiles/tile_0001.fits``..., ``mosaic_grid.fits``,
+        ``mosaic_grid_coverage.fits``, ``grid_report.json`` and ``mosaic_grid_preview.png``;
+        must differ from the input folder.
+    progress_callback : callable, optional
+        ``progress_callback(message, progress, level)``: ``progress`` a percentage (rising)
+        or None, ``level`` one of "INFO", "WARN", "ERROR", "DEBUG"; every [GRID] log record
+        of the run is forwarded to it.
+    **options
+        :class:`GridOptions` fields (see :data:`OPTION_HELP`), and the host program's
+        keywords stack_norm_method, stack_weight_method, stack_reject_algo
+        ('kappa_sigma', 'winsorized_sigma_clip', 'none'), stack_kappa_low,
+        stack_kappa_high, winsor_limits, stack_final_combine ('mean', 'median'),
+        apply_radial_weight, radial_feather_fraction, radial_shape_power,
+        save_final_as_uint16, legacy_rgb_cube, grid_rgb_equalize (accepted; no per-tile
+        colour equalisation is done) and zconfig (an object whose attributes such as
+        ``grid_tile_size``, ``grid_overlap``, ``workers`` are read).  Unknown keywords are
+        ignored with a [GRID] warning.
+
+    Returns
+    -------
+    GridResult
+        Output paths and the report (also written as ``grid_report.json``).
+
+    Raises
+    ------
+    GridModeError
+        When the run is impossible (no usable frame, unwritable output, ...); any other
+        failure is raised as a GridModeError too, chained to its cause.
+    """
+    with _callback_logging(progress_callback):
+        return _guarded(_run, input_folder, output_folder, options)
+
+
+def _guarded(func, *args):
+    try:
+        return func(*args)
+    except GridModeError as exc:
+        logger.error(f"{GRID_PREFIX} %s", exc)
+        raise
+    except Exception as exc:
+        logger.error(f"{GRID_PREFIX} grid mode failed: %s: %s", type(exc).__name__, exc)
+        raise GridModeError(f"grid mode failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _run(input_folder, output_folder, options):
+    timings, t0 = {}, time.perf_counter()
+
+    def lap(name):
+        timings[name] = time.perf_counter() - t0 - sum(timings.values())
+
+    input_folder = Path(input_folder)
+    if not input_folder.is_dir():
+        raise GridModeError(f"the input folder {input_folder} does not exist")
+    opts = _resolve_options(options)
+    out = _check_output_folder(input_folder, output_folder)
+    progress = _Progress()
+    progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
+    frames = _read_frames(_plan_entries(input_folder), opts, progress.stage(0, 10))
+    lap("frames")
+    grid = build_global_grid([f.wcs for f in frames], [f.shape for f in frames],
+                             pixel_scale=None if opts.pixel_scale is None
+                             else opts.pixel_scale / 3600.0,
+                             tile_size=opts.tile_size, overlap=opts.overlap)
+    footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
+    lap("grid")
+    corrections, frame_report = _frame_photometry(frames, grid, opts, progress.stage(10, 30))
+    weights = _frame_weights(frames, corrections, opts.weight_method)
+    lap("frame_photometry")
+    tile_paths, tile_stats = _make_tiles(frames, footprints, corrections, weights, grid,
+                                         out / "tiles", opts, progress.stage(30, 80))
+    lap("tiles")
+    extra = {"input_folder": str(input_folder), "grid": dict(grid.info, shape=grid.shape),
+             "frames": [dict(path=f.path, shape=f.shape, layout=f.layout, bayer=f.bayer,
+                             exptime=f.exptime, noise=f.noise, weight=w, footprint=fp,
+                             correction=c)
+                        for f, w, fp, c in zip(frames, weights, footprints, corrections)],
+             "frame_photometry": frame_report, "tile_stacking": tile_stats}
+    return _assemble(tile_paths, out, opts, progress.stage(80, 100), extra, timings, t0)
+
+
+# ---------------------------------------------------------------------------- assembly
+@dataclass
+class GridResult:
+    """Output paths of a run and its report (also written as ``grid_report.json``)."""
+
+    mosaic: Path
+    coverage: Path
+    report_path: Path
+    preview: Path
+    tiles_dir: Path
+    uint16: Path = None
+    report: dict = field(default_factory=dict)
+
+
+class _TileArray:
+    """Lazy read-only memmap of one float32 image HDU of a tile file (nothing held)."""
+
+    def __init__(self, path, offset, shape, channels_last):
+        self.path, self.offset, self.shape = str(path), offset, tuple(shape)
+        self.channels_last = channels_last
+
+    def __call__(self):
+        data = np.memmap(self.path, dtype=">f4", mode="r", offset=self.offset, shape=self.shape)
+        return np.moveaxis(data, 0, -1) if self.channels_last and data.ndim == 3 else data
+
+
+def _read_tile_header(path):
+    with _fits(path) as hdul:
+        hdr = hdul[0].header
+        if hdr["BITPIX"] != -32 or "BZERO" in hdr or "BSCALE" in hdr:
+            raise GridModeError("tile data must be unscaled float32")
+        shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(int(hdr["NAXIS"]), 0, -1))
+        names = [h.name.upper() for h in hdul]
+        cov = hdul[names.index("COVERAGE")] if "COVERAGE" in names else None
+        return dict(tile_id=int(hdr["TILEID"]), y0=int(hdr["GRID_Y0"]), x0=int(hdr["GRID_X0"]),
+                    shape=shape[-2:], n_channels=shape[0] if len(shape) == 3 else 1,
+                    n_frames=int(hdr.get("NFRAMES", 0)), path=path,
+                    data=_TileArray(path, hdul[0].fileinfo()["datLoc"], shape, True),
+                    coverage=None if cov is None else _TileArray(
+                        path, cov.fileinfo()["datLoc"], cov.shape, False),
+                    wcs=WCS(hdr, relax=True).celestial)
+
+
+def _load_tiles(paths):
+    """Tile files -> lazily loaded TilePhotometryInfo on the canvas cropped to the tiles."""
+    metas = []
+    for p in paths:
+        try:
+            metas.append(_read_tile_header(p))
+        except Exception as exc:
+            grid_warning(logger, "skipping tile file %s: %s", p, exc)
+    metas = _majority(metas, lambda m: m["n_channels"], lambda m: m["path"], "tiles")
+    if not metas:
+        raise GridModeError("no readable tile file (tile_0001.fits ...) to assemble")
+    oy, ox = min(m["y0"] for m in metas), min(m["x0"] for m in metas)
+    shape = (max(m["y0"] + m["shape"][0] for m in metas) - oy,
+             max(m["x0"] + m["shape"][1] for m in metas) - ox)
+    tiles = [TilePhotometryInfo(m["tile_id"], BBox(m["y0"] - oy, m["y0"] - oy + m["shape"][0],
+                                                   m["x0"] - ox, m["x0"] - ox + m["shape"][1]),
+                                data=m["data"], wcs=m["wcs"],
+                                coverage=None if m["coverage"] is None else m["coverage"](),
+                                meta=dict(path=str(m["path"]), n_frames=m["n_frames"]))
+             for m in metas]
+    wcs = metas[0]["wcs"].deepcopy()  # the tile WCS shifted to the canvas origin
+    wcs.wcs.crpix = [wcs.wcs.crpix[0] + metas[0]["x0"] - ox,
+                     wcs.wcs.crpix[1] + metas[0]["y0"] - oy]
+    wcs.wcs.set()
+    return tiles, shape, wcs, (oy, ox)
+
+
+def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
+    """Assemble the tile files of ``tiles_dir`` into the mosaic outputs in ``output_dir``.
+
+    Tiles are read lazily (memmaps).  The tile photometry (overlap graph, global
+    gain/offset/plane solve, guarded background matching) and the blending run as the
+    options say (``photometry``, ``model``, ``background``, ``blend``, ``levels``,
+    ``chunk_size``); with photometry and background off and ``blend='none'`` the mosaic is
+    a plain coverage-weighted placement.  The mosaic is written chunk by chunk into a
+    memmapped FITS file under a temporary name, then renamed.
+
+    Returns
+    -------
+    GridResult
+    """
+    with _callback_logging(progress_callback):
+        return _guarded(_assemble_dir, tiles_dir, output_dir, options)
+
+
+def _assemble_dir(tiles_dir, output_dir, options):
+    opts, tiles_dir = _resolve_options(options), Path(tiles_dir)
+    if not tiles_dir.is_dir():
+        raise GridModeError(f"the tiles folder {tiles_dir} does not exist")
+    paths = sorted(p for p in tiles_dir.iterdir()
+                   if re.fullmatch(r"tile_\d+\.fits?", p.name, flags=re.IGNORECASE))
+    if not paths:
+        raise GridModeError(f"no tile file (tile_0001.fits ...) in {tiles_dir}")
+    return _assemble(paths, _check_output_folder(None, output_dir), opts, _Progress(),
+                     {"tiles_dir": str(tiles_dir)}, {}, time.perf_counter())
+
+
+def _chunk_coverage(tiles, bbox):
+    """Frame coverage of an output chunk: the largest coverage of the tiles valid there."""
+    cov = np.zeros(bbox.shape, dtype=np.float32)
+    for t in tiles:
+        inter = t.bbox.intersection(bbox)
+        if not inter.is_empty and t.coverage is not None:
+            sl = inter.slices_in(t.bbox)
+            c = np.where(t.mask[sl], np.nan_to_num(np.asarray(t.coverage[sl]), nan=0.0), 0.0)
+            cov[inter.slices_in(bbox)] = np.maximum(cov[inter.slices_in(bbox)], c)
+    return cov
+
+
+def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
+    t1 = time.perf_counter()
+    tiles, shape, wcs, origin = _load_tiles(tile_paths)
+    C = tiles[0].n_channels
+    progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
+    corrections, harm_report = None, {"enabled": False}
+    if opts.photometry:
+        result = harmonize_tiles(tiles, model=opts.model, background=opts.background,
+                                 origin=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0), rng=0)
+        corrections, harm_report = result.corrections, result.report
+    elif opts.background:
+        result = match_backgrounds(tiles)
+        corrections, harm_report = result.corrections, {"background": result.to_dict()}
+    timings["harmonize"] = time.perf_counter() - t1
+    progress("tile photometry done", 0.3)
+
+    layout = ("hwc" if opts.legacy_rgb_cube else "chw") if C > 1 else "mono"
+    header = wcs.to_header(relax=True)
+    header["NTILES"] = (len(tiles), "tiles assembled")
+    header["GRID_Y0"] = (origin[0], "mosaic origin row on the global grid")
+    header["GRID_X0"] = (origin[1], "mosaic origin column on the global grid")
+    paths = {k: out / f"mosaic_grid{v}" for k, v in dict(
+        mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
+    paths["report"] = out / "grid_report.json"
+    stats = dict(lo=np.inf, hi=-np.inf, area=0)
+    t2 = time.perf_counter()
+    mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
+    with _fits_memmap(paths["mosaic"], mshape, header) as mm, \
+            _fits_memmap(paths["coverage"], shape, header) as cm:
+        def sink(bbox, data, weight_sum):
+            ys, xs = slice(bbox.y0, bbox.y1), slice(bbox.x0, bbox.x1)
+            if layout == "chw":
+                mm[:, ys, xs] = np.moveaxis(data, -1, 0)
+            else:
+                mm[ys, xs] = data[..., 0] if layout == "mono" else data
+            cm[ys, xs] = _chunk_coverage(tiles, bbox)
+            fin = data[np.isfinite(data)]
+            if fin.size:
+                stats["lo"], stats["hi"] = min(stats["lo"], fin.min()), max(stats["hi"], fin.max())
+            stats["area"] += bbox.area
+
+        asm = assemble_mosaic(tiles, shape, corrections=corrections, blend=opts.blend,
+                              levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
+                              workers=opts.workers or 1, progress=lambda done, total: progress(
+                                  "blending chunk %d/%d", 0.3 + 0.6 * done / total, done, total))
+        if stats["area"] != shape[0] * shape[1]:
+            raise GridModeError(f"the assembly wrote {stats['area']} of {shape[0] * shape[1]} "
+                                "mosaic pixels; the output was discarded")
+        timings["assembly"] = time.perf_counter() - t2
+        step = max(1, math.ceil(max(shape) / opts.preview_size))
+        small = np.array(mm[:, ::step, ::step] if layout == "chw" else mm[::step, ::step],
+                         dtype=np.float32)
+        small = np.moveaxis(small, 0, -1) if layout == "chw" else small
+        if opts.save_uint16:
+            paths["uint16"] = out / "mosaic_grid_uint16.fits"
+            _write_uint16(paths["uint16"], mm, header, stats["lo"], stats["hi"])
+    _write_preview(paths["preview"], small)
+    timings["total"] = time.perf_counter() - t0
+    report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,
+                  layout=layout, mosaic_origin=origin,
+                  tiles=[dict(tile_id=t.tile_id, bbox=t.bbox, path=t.meta["path"],
+                              n_frames=t.meta["n_frames"],
+                              correction=(corrections or {}).get(t.tile_id)) for t in tiles],
+                  harmonization=harm_report, blending=asm.report, timings=timings,
+                  outputs={k: str(v) for k, v in paths.items()})
+    report = _write_json(paths["report"], report)
+    grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s", paths["mosaic"],
+              shape[1], shape[0], C, paths["report"])
+    progress("done", 1.0)
+    return GridResult(mosaic=paths["mosaic"], coverage=paths["coverage"],
+                      report_path=paths["report"], preview=paths["preview"],
+                      tiles_dir=Path(tile_paths[0]).parent, uint16=paths.get("uint16"),
+                      report=report)
+
+
+def _write_uint16(path, mm, header, lo, hi):
+    """uint16 copy of the float mosaic ([lo, hi] -> [0, 65535], NaN -> 0), block by block."""
+    hdr = header.copy()
+    hdr["BZERO"], hdr["BSCALE"] = 32768, 1
+    hdr["FLTMIN"] = (float(lo), "mosaic value mapped to 0")
+    hdr["FLTMAX"] = (float(hi), "mosaic value mapped to 65535")
+    scale = 65535.0 / max(float(hi - lo), 1e-12) if np.isfinite(lo) else 0.0
+    with _fits_memmap(path, mm.shape, hdr, dtype=">i2") as um:
+        rows = max(1, (32 << 20) // max(1, int(np.prod(mm.shape[1:])) * 4))
+        for y in range(0, mm.shape[0], rows):
+            block = np.asarray(mm[y:y + rows], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                u = np.where(np.isfinite(block), np.clip((block - lo) * scale, 0, 65535), 0)
+            um[y:y + rows] = (np.round(u) - 32768).astype(np.int16)
+
+
+# -------------------------------------------------------------------------------- demo
+def write_frame_survey(survey, folder, *, rgb_layout="chw"):
+    """Write a :class:`photometry_graph.datasets.FrameSurvey` as FITS frames + stack_plan.csv.
+
+    RGB frames are written as (3, H, W) (``rgb_layout="chw"``) or (H, W, 3) ("hwc").
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [PLAN_HEADER]
+    for f in survey.frames:
+        name = f"frame_{f.index:03d}.fits"
+        data = np.moveaxis(f.data, -1, 0) if f.data.ndim == 3 and rgb_layout == "chw" else f.data
+        _write_hdus(folder / name, [fits.PrimaryHDU(np.ascontiguousarray(data), f.header)])
+        lines.append(f"{f.index + 1},1,demo,4,synthetic,2024-01-01,L,{f.exptime:g},{name},,")
+    with _atomic(folder / PLAN_NAME) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def mosaic_quality(survey, mosaic_path, tile_bboxes):
+    """Seam metrics and frame-to-frame offsets of a mosaic file against a survey's truth.
+
+    The mosaic is fitted as ``alpha * truth + beta + plane`` per channel on star-free pixels
+    (the reference frame's photometric system and gradient are arbitrary), twice: the second
+    fit leaves out > 5 sigma outliers (the trail).  Returns ``frame_offsets`` (median
+    residual per frame footprint, noise sigma), their ``frame_offset_spread_sigma`` and
+    ``frame_offset_max_sigma``, and the seam metric (1 = seamless) at frame borders and at
+    the borders of ``tile_bboxes`` (boxes on the mosaic grid).
+    """
+    with _fits(mosaic_path) as hdul:
+        data, wcs = hdul[0].data.astype(np.float64), _celestial_wcs(hdul[0].header, hdul)
+    img = data[..., None] if data.ndim == 2 else np.moveaxis(data, 0, -1) \
+        if data.shape[0] in (1, 3) else data
+    shape, sigma = img.shape[:2], survey.noise_sigma
+    truth = survey.render_truth(wcs, shape)
+    calm = good = np.isfinite(img).all(2) & (np.abs(
+        truth - survey.render_truth(wcs, shape, stars=False)).max(axis=2) < 0.05 * sigma)
+    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
+    for _ in range(2):
+        alpha, beta, gx, gy = fit_truth_plane(img, truth, good)
+        resid = img - (alpha * truth + beta + gx * xx[..., None] + gy * yy[..., None])
+        spread = 1.4826 * np.median(np.abs(resid[calm]))  # a plain mosaic has +-30 sigma
+        with np.errstate(invalid="ignore"):
+            good = calm & (np.abs(resid) < 5 * max(sigma, spread)).all(axis=2)
+    borders, offsets = np.zeros(shape, bool), []
+    for f in survey.frames:
+        fx, fy = transform_pixels(wcs, f.wcs, xx, yy)
+        inside = (fx > 2) & (fx < f.shape[1] - 3) & (fy > 2) & (fy < f.shape[0] - 3)
+        borders |= inside & ~ndimage.binary_erosion(inside)
+        if (inside & good).sum() >= 100:
+            offsets.append(np.median(resid[inside & good], axis=0) / sigma)
+    offsets = np.asarray(offsets).reshape(-1, img.shape[2])
+    return dict(frame_offsets=offsets.tolist(),
+                frame_offset_spread_sigma=float(np.ptp(offsets, axis=0).max()),
+                frame_offset_max_sigma=float(np.abs(offsets).max()),
+                seam_frame_borders=float(seam_metric(img, truth, borders, valid=good)),
+                seam_tile_borders=float(seam_metric(
+                    img, truth, bbox_boundaries(tile_bboxes, shape), valid=good)))
+
+
+def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callback=None,
+             **options):
+    """Synthetic survey end to end: frames with injected errors -> mosaic, measured vs. truth.
+
+    Writes 6 frames of 200x300 px (gain +-15 %, offset +-30 sigma, 3 sigma gradients, empty
+    borders, a NaN blob, a satellite trail; :func:`photometry_graph.datasets.make_frame_survey`)
+    and their stack_plan.csv to ``output_dir/frames``, runs the mode into ``output_dir`` and,
+    for comparison, a plain run with every correction off into ``output_dir/plain``; their
+    :func:`mosaic_quality` goes into the report (``report["demo"]``) and the log.
+
+    Returns
+    -------
+    GridResult
+    """
+    out = Path(output_dir)
+    survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels, rng=rng)
+    frames_dir = write_frame_survey(survey, out / "frames")
+    options = dict(dict(tile_size=256, overlap=0.25), **options)
+    result = run_grid_mode(frames_dir, out, progress_callback, **options)
+    plain = run_grid_mode(frames_dir, out / "plain", None, **dict(
+        options, frame_photometry=False, photometry=False, background=False, blend="none"))
+    boxes = [BBox(*t["bbox"]) for t in result.report["tiles"]]
+    demo = {"harmonized": mosaic_quality(survey, result.mosaic, boxes),
+            "plain": mosaic_quality(survey, plain.mosaic, boxes),
+            "injected": survey.info, "frames_dir": str(frames_dir)}
+    result.report = _write_json(result.report_path, dict(result.report, demo=demo))
+    for name in ("plain", "harmonized"):
+        q = demo[name]
+        grid_info(logger, "demo %s: seam metric %.2f at tile borders, %.2f at frame borders "
+                  "(1 = seamless); frame offsets spread %.2f sigma", name,
+                  q["seam_tile_borders"], q["seam_frame_borders"],
+                  q["frame_offset_spread_sigma"])
+    return result
+
+
+def _demo_summary(result):
+    rows = [f"{'':12s}{'seam at tiles':>14s}{'at frames':>10s}{'frame offsets':>15s}"]
+    for name in ("plain", "harmonized"):
+        q = result.report["demo"][name]
+        rows.append(f"{name:12s}{q['seam_tile_borders']:14.2f}{q['seam_frame_borders']:10.2f}"
+                    f"{q['frame_offset_spread_sigma']:9.2f} sigma")
+    return "\n".join([f"mosaic:  {result.mosaic}", f"preview: {result.preview}",
+                      f"report:  {result.report_path}", "seam metric: 1 = seamless; frame "
+                      "offsets: spread between the frames' regions of the mosaic", *rows])
+
+
+# --------------------------------------------------------------------------------- CLI
+class _TqdmLogHandler(logging.StreamHandler):
+    """Log handler writing through tqdm, so that a progress bar is not broken."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+_RUN_ONLY = {"tile_size", "overlap", "pixel_scale", "stack_method", "stack_combine",
+             "kappa_low", "kappa_high", "winsor_limits", "weight_method", "radial_weight",
+             "radial_feather_fraction", "radial_shape_power", "frame_photometry",
+             "frame_model", "frame_smooth", "workers", "scheduler", "memory_mb", "mask_eps"}
+
+
+def _parser():
+    defaults, common = GridOptions(), argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("options ((run) = run and demo only)")
+    for name, text in OPTION_HELP.items():
+        default, flag = getattr(defaults, name), "--" + name.replace("_", "-")
+        text = ("(run) " if name in _RUN_ONLY else "") + text.replace("%", "%%")
+        if isinstance(default, bool):
+            flag = flag.replace("--", "--no-") if default else flag
+            group.add_argument(flag, dest=name, action="store_false" if default else
+                               "store_true", default=None, help=text)
+            continue
+        kw = (dict(choices=_CHOICES[name]) if name in _CHOICES else
+              dict(type=float, nargs=2, metavar=("LOW", "HIGH")) if name == "winsor_limits"
+              else dict(type=_NULLABLE.get(name, type(default)), metavar=name.split("_")[-1]
+                        .upper()))
+        group.add_argument(flag, dest=name, default=None, help=text + (
+            "" if default is None else f" (default: {default})"), **kw)
+    group.add_argument("--kappa", type=float, metavar="K", help="(run) set both kappas")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="debug messages, and tracebacks on errors")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="warnings and errors only, no progress bar")
+    parser = argparse.ArgumentParser(
+        prog="grid-mode", description="Grid/Survey mode: stack overlapping plate-solved FITS "
+        "frames into the tiles of a global grid and assemble them into one photometrically "
+        "seamless mosaic (frame and tile photometry solved over overlap graphs, multi-band "
+        "blending).", epilog="Outputs: OUTPUT_DIR/tiles/tile_0001.fits..., mosaic_grid.fits, "
+        "mosaic_grid_coverage.fits, grid_report.json, mosaic_grid_preview.png. Exit codes: "
+        "0 success, 2 bad input, 1 unexpected failure, 130 interrupted.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, args, text in [
+            ("run", ("input_dir", "output_dir"), "stack the frames listed in "
+             "INPUT_DIR/stack_plan.csv (or all FITS files of INPUT_DIR), assemble the mosaic"),
+            ("assemble", ("tiles_dir", "output_dir"), "assemble existing tiles "
+             "(tile_0001.fits ...) into the mosaic"),
+            ("demo", ("output_dir",), "synthetic survey with injected errors end to end, "
+             "measured against its truth (default OUTPUT_DIR: ./grid_demo_output)")]:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        for arg in args:
+            p.add_argument(arg, metavar=arg.upper(), **(
+                dict(nargs="?", default="grid_demo_output") if name == "demo" else {}))
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point ``grid-mode``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k in OPTION_HELP and v is not None}
+    if args.kappa is not None:
+        options = dict(dict(kappa_low=args.kappa, kappa_high=args.kappa), **options)
+    handler = _TqdmLogHandler(sys.stderr)  # progress travels in INFO records: filter here
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setLevel(logging.WARNING if args.quiet else logging.DEBUG)
+    root, ours = logging.getLogger(), logging.getLogger("photometry_graph")
+    saved = root.level, ours.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose > 1 else logging.WARNING)
+    ours.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    bar = tqdm(total=100, disable=args.quiet or not sys.stderr.isatty(), file=sys.stderr,
+               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]")
+
+    def callback(message, progress, level, **kwargs):
+        if progress is not None and progress > bar.n:
+            bar.update(progress - bar.n)
+
+    try:
+        if args.command == "run":
+            result = run_grid_mode(args.input_dir, args.output_dir, callback, **options)
+        elif args.command == "assemble":
+            result = assemble_tiles(args.tiles_dir, args.output_dir, callback, **options)
+        else:
+            result = run_demo(args.output_dir, progress_callback=callback, **options)
+        bar.close()
+        if args.command == "demo":
+            print(_demo_summary(result))
+        elif not args.quiet:
+            print(f"mosaic: {result.mosaic}\nreport: {result.report_path}")
+        return 0
+    except (GridModeError, OSError) as exc:
+        bar.close()
+        if args.verbose:
+            traceback.print_exc()
+        print(f"grid-mode: error: {exc}", file=sys.stderr)
+        return 1 if getattr(exc, "__cause__", None) is not None else 2
+    except KeyboardInterrupt:
+        bar.close()
+        print("grid-mode: interrupted (no partial output file was left)", file=sys.stderr)
+        return 130
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Frame photometry before stacking: frames as nodes of an overlap graph.
+
+Frames differ in gain, sky level and gradient.  Stacked as they are they
+leave a step inside a tile at every frame border, which no tile-level
+correction can remove.  So each frame is first put on a *binned* copy of the
+global grid (reprojected at full resolution onto its footprint, then averaged
+in ``b x b`` blocks aligned with the binned grid: less noise, ``b**2`` fewer
+pixels), the binned frames become nodes of the same overlap graph as tiles,
+and :func:`photometry_graph.harmonize.harmonize_tiles` solves a gain and an
+offset (or plane) per frame.  The corrections are returned in *full
+resolution* global pixel coordinates, ready for
+:func:`photometry_graph.correction.apply_correction` on a frame reprojected
+onto any tile of the global grid.
+
+Binned pixel ``i`` covers full-resolution pixels ``b*i .. b*i + b - 1``; its
+centre is the full-resolution position ``b*i + (b - 1)/2``.  A binned plane
+``s . (r_b - O_b)`` is therefore ``(s / b) . r_f - (s / b) . ((b - 1)/2 +
+b O_b)`` at full resolution: gains are unchanged, slopes are divided by
+``b`` and the offset absorbs the constant.
+"""
+
+from dataclasses import dataclass, field
+import inspect
+
+import numpy as np
+
+from ._log import get_logger, grid_info, grid_warning
+from .correction import Correction, identity_correction
+from .masks import as_channels_last
+from .resample import reproject_to_bbox
+from .tiles import BBox, TilePhotometryInfo
+from .wcsgrid import footprint_bbox
+
+__all__ = ["FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
+           "binned_to_full_correction"]
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class FrameHarmonization:
+    """Per-frame photometric corrections.
+
+    Attributes
+    ----------
+    corrections : dict
+        ``{frame_index: Correction}`` for every frame, in full-resolution
+        global pixel coordinates with origin ``(0, 0)``; identity
+        (``status="fallback"``) for frames that could not be solved.
+    report : dict
+        JSON-friendly summary: counts, skipped frames, the harmonization
+        report and the overlap residuals of the binned frames before/after.
+    nodes : list of TilePhotometryInfo
+        The binned frames (ids = frame indices) on the binned global grid.
+    binned_corrections : dict
+        The corrections as solved on the binned grid.
+    bin_factor : int
+    """
+
+    corrections: dict
+    report: dict
+    nodes: list = field(default_factory=list)
+    binned_corrections: dict = field(default_factory=dict)
+    bin_factor: int = 1
+
+
+def binned_to_full_correction(correction, bin_factor):
+    """Express a correction solved on a grid binned by ``bin_factor`` at full resolution.
+
+    Parameters
+    ----------
+    correction : Correction
+        Plane term in binned global pixel coordinates.
+    bin_factor : int
+
+    Returns
+    -------
+    Correction
+        Same gain, slope divided by ``bin_factor``, origin ``(0, 0)`` and the
+        offset adjusted so that both agree at every full-resolution pixel
+        (see the module notes).
+
+    Examples
+    --------
+    >>> c = Correction([1.1], [2.0], slope=[[0.4, -0.2]], origin=(0.0, 0.0))
+    >>> f = binned_to_full_correction(c, 4)
+    >>> f.slope.tolist(), round(float(f.offset[0]), 6)
+    ([[0.1, -0.05]], 1.925)
+    """
+    b = int(bin_factor)
+    s = np.asarray(correction.slope, dtype=np.float64)
+    ox, oy = (float(v) for v in correction.origin)
+    shift = s[:, 0] * ((b - 1) / 2.0 + b * ox) + s[:, 1] * ((b - 1) / 2.0 + b * oy)
+    info = dict(correction.info)
+    info["bin_factor"] = b
+    return Correction(gain=correction.gain.copy(), offset=correction.offset - shift / b,
+                      slope=s / b, origin=(0.0, 0.0), gain_err=correction.gain_err,
+                      offset_err=correction.offset_err, status=correction.status, info=info)
+
+
+def _block_mean(data, valid, b):
+    """Mean of ``b x b`` blocks; a block is valid only if all its pixels are."""
+    h, w, C = data.shape
+    hb, wb = h // b, w // b
+    d = np.where(valid[..., np.newaxis], data, 0.0)[:hb * b, :wb * b]
+    v = valid[:hb * b, :wb * b]
+    blocks = d.reshape(hb, b, wb, b, C).astype(np.float64).mean(axis=(1, 3))
+    vb = v.reshape(hb, b, wb, b).all(axis=(1, 3))
+    out = blocks.astype(np.float32)
+    out[~vb] = np.nan
+    return out, vb
+
+
+def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, mask=None,
+                      grid_step=32, margin=None):
+    """Reproject a frame onto its footprint and bin it on the binned global grid.
+
+    Parameters
+    ----------
+    data : array_like, shape (H, W) or (H, W, C)
+        Native frame (NaN invalid).
+    frame_wcs, global_wcs : astropy.wcs.WCS
+    canvas_shape : tuple of int
+        Full-resolution ``(H, W)`` of the global grid.
+    bin_factor : int
+    mask : array_like of bool, optional
+        ``False`` marks invalid native pixels.
+    grid_step : int
+        Coordinate-map step of :func:`reproject_to_bbox`.
+    margin : int, optional
+        Footprint margin (default ``bin_factor``).
+
+    Returns
+    -------
+    (BBox, numpy.ndarray, numpy.ndarray) or None
+        Box on the *binned* grid, binned data ``(hb, wb, C)`` float32 (NaN
+        invalid) and its mask; ``None`` when the frame misses the canvas.
+    """
+    b = int(bin_factor)
+    fp = footprint_bbox(frame_wcs, as_channels_last(data).shape[:2], global_wcs, canvas_shape,
+                        margin=b if margin is None else margin)
+    if fp is None:
+        return None
+    by0, bx0 = fp.y0 // b, fp.x0 // b
+    by1, bx1 = -(-fp.y1 // b), -(-fp.x1 // b)
+    full = BBox(by0 * b, by1 * b, bx0 * b, bx1 * b)
+    out, footprint = reproject_to_bbox(data, frame_wcs, global_wcs, full, grid_step=grid_step,
+                                       src_mask=mask)
+    binned, valid = _block_mean(out, footprint > 0, b)
+    return BBox(by0, by1, bx0, bx1), binned, valid
+
+
+def _accepts(func, name):
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _solve_nodes(nodes, model, background, rng, kwargs):
+    """Run harmonize_tiles (or the graph solve directly if it is unavailable)."""
+    try:
+        from .harmonize import harmonize_tiles
+    except ImportError:
+        harmonize_tiles = None
+    if harmonize_tiles is not None:
+        kw = dict(kwargs)
+        if rng is not None and _accepts(harmonize_tiles, "rng"):
+            kw["rng"] = rng
+        result = harmonize_tiles(nodes, model=model, background=background, origin=(0.0, 0.0),
+                                 **kw)
+        report = getattr(result, "report", {}) or {}
+        return dict(result.corrections), report
+    grid_warning(logger, "frame photometry: photometry_graph.harmonize is not available; "
+                 "using the overlap graph and the global solve directly")
+    from .overlap import build_tile_overlap_graph, fit_overlap_edges
+    from .solve import solve_global_photometry
+    graph = build_tile_overlap_graph(nodes)
+    counts = fit_overlap_edges(graph, model=model, origin=(0.0, 0.0), rng=rng)
+    sol = solve_global_photometry(graph, model=model, origin=(0.0, 0.0))
+    return dict(sol.corrections), {"fits": counts, "solve": sol.to_dict(include_edges=False)}
+
+
+def _overlap_residuals(nodes, corrections):
+    """Median over overlapping node pairs of |median difference| on joint pixels."""
+    from .correction import apply_correction
+    from .overlap import find_overlapping_pairs
+    out = []
+    boxes = [t.bbox for t in nodes]
+    for i, j in find_overlapping_pairs(boxes):
+        ti, tj = nodes[i], nodes[j]
+        inter = ti.bbox.intersection(tj.bbox)
+        di, mi = ti.read(inter)
+        dj, mj = tj.read(inter)
+        joint = mi & mj
+        if joint.sum() < 16:
+            continue
+        if corrections is not None:
+            di = apply_correction(di, inter, corrections.get(ti.tile_id))
+            dj = apply_correction(dj, inter, corrections.get(tj.tile_id))
+        diff = np.asarray(di, np.float64)[joint] - np.asarray(dj, np.float64)[joint]
+        out.append(float(np.max(np.abs(np.median(diff, axis=0)))))
+    if not out:
+        return None
+    return {"pairs": len(out), "median": float(np.median(out)), "max": float(np.max(out))}
+
+
+def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas_shape, *,
+                     bin_factor=4, model="plane", background=False, rng=None, grid_step=32,
+                     min_valid_pixels=64, **harmonize_kwargs):
+    """Solve a gain and an offset (or plane) per frame so that frames agree.
+
+    Parameters
+    ----------
+    get_frame : callable
+        ``get_frame(k)`` returns ``(data, mask)``: the native frame ``k``
+        ``(H, W)`` or ``(H, W, C)`` float (NaN invalid) and a boolean
+        ``(H, W)`` mask or ``None``.  Called once per frame.
+    frame_wcs_list : sequence of astropy.wcs.WCS
+    frame_shapes : sequence of tuple
+        ``(H, W)`` of each frame.
+    global_wcs : astropy.wcs.WCS
+        The global TAN grid (see :func:`photometry_graph.wcsgrid.build_global_grid`).
+    canvas_shape : tuple of int
+        ``(H, W)`` of the global grid.
+    bin_factor : int
+        Binning of the global grid for the solve (4 by default: 16 times
+        fewer pixels, 4 times less noise per pixel).
+    model : {"plane", "offset"}
+        Additive model per frame: a plane (offset + gradient) or a constant.
+    background : bool
+        Passed to ``harmonize_tiles`` (background matching after the solve;
+        usually not wanted for frames).
+    rng : numpy.random.Generator or int, optional
+        Passed on (subsampling of large overlaps), when supported.
+    grid_step : int
+        Coordinate-map step of the reprojection.
+    min_valid_pixels : int
+        Frames with fewer valid binned pixels are not solved (identity).
+    **harmonize_kwargs
+        Further options of ``harmonize_tiles``.
+
+    Returns
+    -------
+    FrameHarmonization
+        ``corrections[k]`` maps frame ``k`` (reprojected on the full grid)
+        into the common photometric system:
+        ``gain * x + offset + slope . (r - (0, 0))``.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments (no frames, mismatched lists, bad bin factor).
+    """
+    wcs_list = list(frame_wcs_list)
+    shapes = [tuple(int(v) for v in s) for s in frame_shapes]
+    n = len(wcs_list)
+    if n == 0:
+        raise ValueError("harmonize_frames needs at least one frame")
+    if len(shapes) != n:
+        raise ValueError(f"got {n} frame WCS but {len(shapes)} frame shapes")
+    b = int(bin_factor)
+    if b != bin_factor or b < 1:
+        raise ValueError(f"bin_factor must be a positive integer, got {bin_factor!r}")
+    if model not in ("plane", "offset"):
+        raise ValueError(f"model must be 'plane' or 'offset', got {model!r}")
+    canvas_shape = (int(canvas_shape[0]), int(canvas_shape[1]))
+
+    nodes, skipped, n_channels = [], {}, None
+    for k in range(n):
+        try:
+            got = get_frame(k)
+            data, mask = got if isinstance(got, tuple) else (got, None)
+            arr = as_channels_last(np.asarray(data))
+            if arr.shape[:2] != shapes[k]:
+                raise ValueError(f"frame {k} has shape {arr.shape[:2]}, expected {shapes[k]}")
+            binned = bin_frame_on_grid(arr, wcs_list[k], global_wcs, canvas_shape, b, mask=mask,
+                                       grid_step=grid_step)
+        except ValueError as exc:
+            grid_warning(logger, "frame photometry: frame %d skipped (%s)", k, exc)
+            skipped[k] = str(exc)
+            continue
+        if binned is None:
+            skipped[k] = "outside the canvas"
+            continue
+        box, bdata, bvalid = binned
+        n_channels = n_channels or bdata.shape[2]
+        if int(bvalid.sum()) < min_valid_pixels:
+            skipped[k] = f"{int(bvalid.sum())} valid binned pixels"
+            continue
+        nodes.append(TilePhotometryInfo(k, box, data=bdata, mask=bvalid,
+                                        meta={"frame": k, "bin_factor": b}))
+    n_channels = n_channels or 1
+    for k, why in skipped.items():
+        grid_warning(logger, "frame photometry: frame %d not solved (%s); left uncorrected", k,
+                     why)
+
+    binned_corr, h_report, status = {}, {}, "ok"
+    if len(nodes) >= 2:
+        try:
+            binned_corr, h_report = _solve_nodes(nodes, model, background, rng, harmonize_kwargs)
+        except Exception as exc:  # never crash the mode on an advanced step
+            grid_warning(logger, "frame photometry failed (%s: %s); frames left uncorrected",
+                         type(exc).__name__, exc)
+            status = "failed"
+            binned_corr = {}
+    elif nodes:
+        status = "single_frame"
+
+    corrections = {}
+    for k in range(n):
+        c = binned_corr.get(k)
+        if c is None:
+            corrections[k] = identity_correction(n_channels)
+        else:
+            corrections[k] = binned_to_full_correction(c, b)
+    before = _overlap_residuals(nodes, None) if len(nodes) >= 2 else None
+    after = _overlap_residuals(nodes, binned_corr) if binned_corr else None
+    report = {
+        "status": status,
+        "n_frames": n,
+        "n_solved": sum(1 for k in range(n) if k in binned_corr),
+        "skipped": {str(k): v for k, v in skipped.items()},
+        "bin_factor": b,
+        "model": model,
+        "overlap_offsets_before": before,
+        "overlap_offsets_after": after,
+        "harmonize": h_report,
+        "gains": {str(k): corrections[k].gain.tolist() for k in range(n)},
+    }
+    grid_info(logger, "frame photometry: %d of %d frames solved (bin %d, model %s); overlap "
+              "offsets median %s -> %s", report["n_solved"], n, b, model,
+              None if before is None else round(before["median"], 4),
+              None if after is None else round(after["median"], 4))
+    return FrameHarmonization(corrections=corrections, report=report, nodes=nodes,
+                              binned_corrections=binned_corr, bin_factor=b)

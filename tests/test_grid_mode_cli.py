@@ -1,0 +1,132 @@
+"""Command line of grid_mode: help, errors, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import grid_mode
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        grid_mode.main(["run", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ["--tile-size", "--overlap", "--stack-method", "--kappa-low", "--kappa-high",
+                 "--weight-method", "--no-frame-photometry", "--no-photometry", "--model",
+                 "--no-background", "--blend", "--chunk-size", "--workers", "--scheduler",
+                 "--verbose", "--quiet", "INPUT_DIR", "OUTPUT_DIR"]:
+        assert flag in out, flag
+    assert out.count("default") >= 10
+
+
+def test_top_level_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        grid_mode.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("run", "assemble", "demo"))
+
+
+def _one_line_error(capsys, argv, code=2):
+    assert grid_mode.main(argv) == code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("grid-mode: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_input_folder(tmp_path, capsys):
+    line = _one_line_error(capsys, ["run", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert "does not exist" in line
+
+
+def test_output_equal_to_input(tmp_path, capsys):
+    (tmp_path / "a.fits").write_text("x")
+    line = _one_line_error(capsys, ["run", str(tmp_path), str(tmp_path)])
+    assert "must differ from the input folder" in line
+
+
+def test_empty_plan_and_plan_without_path_column(tmp_path, capsys):
+    (tmp_path / "stack_plan.csv").write_text("")
+    assert "is empty" in _one_line_error(capsys, ["run", str(tmp_path), str(tmp_path / "o")])
+    (tmp_path / "stack_plan.csv").write_text("order,ra,dec\n1,2,3\n")
+    assert "no file path column" in _one_line_error(capsys, ["run", str(tmp_path),
+                                                             str(tmp_path / "o")])
+
+
+def test_no_usable_frame(tmp_path, capsys):
+    (tmp_path / "junk.fits").write_text("not fits")
+    err_line = _one_line_error(capsys, ["run", str(tmp_path),
+                                        str(tmp_path / "o"), "-q"])
+    assert "no usable frame left" in err_line
+
+
+def test_assemble_without_tiles(tmp_path, capsys):
+    line = _one_line_error(capsys, ["assemble", str(tmp_path), str(tmp_path / "o")])
+    assert "no tile file" in line
+
+
+def test_bad_option_value_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        grid_mode.main(["run", str(tmp_path), str(tmp_path / "o"), "--blend", "pyramid"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_verbose_error_shows_the_traceback(tmp_path, capsys):
+    assert grid_mode.main(["run", str(tmp_path / "nope"), str(tmp_path / "o"), "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "grid-mode: error:" in err
+
+
+def test_module_runs_as_a_script(tmp_path):
+    proc = subprocess.run([sys.executable, grid_mode.__file__, "run", str(tmp_path / "x"),
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("grid-mode: error:")
+
+
+@pytest.fixture(scope="module")
+def small_survey(tmp_path_factory):
+    from photometry_graph.datasets import make_frame_survey
+    root = tmp_path_factory.mktemp("cli")
+    survey = make_frame_survey(2, 2, frame_shape=(160, 240), channels=1, rng=7)
+    return grid_mode.write_frame_survey(survey, root / "frames"), root
+
+
+def test_run_then_assemble_with_other_blending(small_survey, capsys):
+    frames, root = small_survey
+    assert grid_mode.main(["run", str(frames), str(root / "out"), "--tile-size", "192",
+                           "--overlap", "0.25", "--workers", "1", "--kappa", "2.5"]) == 0
+    out = capsys.readouterr().out
+    assert "mosaic:" in out and (root / "out" / "mosaic_grid.fits").exists()
+    report = json.loads((root / "out" / "grid_report.json").read_text())
+    assert report["options"]["kappa_low"] == 2.5 and report["options"]["tile_size"] == 192
+    assert grid_mode.main(["assemble", str(root / "out" / "tiles"), str(root / "again"),
+                           "--blend", "feather", "--no-background", "--model", "offset",
+                           "--chunk-size", "100", "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    again = json.loads((root / "again" / "grid_report.json").read_text())
+    assert again["blending"]["blend"] == "feather" and again["options"]["chunk_size"] == 100
+    with fits.open(root / "out" / "mosaic_grid.fits") as a, \
+            fits.open(root / "again" / "mosaic_grid.fits") as b:
+        assert a[0].data.shape == b[0].data.shape
+        both = np.isfinite(a[0].data) & np.isfinite(b[0].data)
+        assert both.mean() > 0.8
+        assert np.median(np.abs(a[0].data - b[0].data)[both]) < 0.05
+
+
+def test_demo_prints_its_summary(tmp_path, capsys):
+    assert grid_mode.main(["demo", str(tmp_path / "demo"), "--workers", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "harmonized" in out and "plain" in out and "mosaic_grid.fits" in out
+    demo = json.loads((tmp_path / "demo" / "grid_report.json").read_text())["demo"]
+    good, plain = demo["harmonized"], demo["plain"]
+    assert good["seam_frame_borders"] <= 1.2 and good["seam_tile_borders"] <= 1.2
+    assert plain["seam_frame_borders"] > 3 * good["seam_frame_borders"]
+    assert good["frame_offset_spread_sigma"] < 0.3 < plain["frame_offset_spread_sigma"]
+    assert (tmp_path / "demo" / "frames" / "stack_plan.csv").exists()

@@ -1,0 +1,211 @@
+"""FITS frame reading, debayering, bad-input handling and atomic outputs of grid_mode."""
+
+import logging
+import os
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+import grid_mode
+from grid_mode import GridModeError, debayer, load_frame, read_frame_info
+
+from conftest import celestial_header, write_frame
+
+PATTERNS = {"RGGB": ("R", "G", "G", "B"), "BGGR": ("B", "G", "G", "R"),
+            "GRBG": ("G", "R", "B", "G"), "GBRG": ("G", "B", "R", "G")}
+
+
+def _mosaic_raw(pattern, values, shape=(16, 20)):
+    """A CFA raw of a uniform colour scene: each site gets its filter's value."""
+    raw = np.zeros(shape)
+    for site, (dy, dx) in zip(PATTERNS[pattern], [(0, 0), (0, 1), (1, 0), (1, 1)]):
+        raw[dy::2, dx::2] = values[site]
+    return raw
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+@pytest.mark.parametrize("colour", ["R", "G", "B"])
+def test_debayer_keeps_a_single_colour_scene_in_its_colour(pattern, colour):
+    scene = {"R": 0.0, "G": 0.0, "B": 0.0}
+    scene[colour] = 1000.0
+    rgb = debayer(_mosaic_raw(pattern, scene), pattern)
+    inner = rgb[2:-2, 2:-2].reshape(-1, 3)
+    expected = np.array([scene["R"], scene["G"], scene["B"]])
+    np.testing.assert_allclose(inner, np.broadcast_to(expected, inner.shape), atol=1.0)
+
+
+def test_debayer_float_data_and_nan_neighbourhoods():
+    raw = _mosaic_raw("RGGB", {"R": 10.25, "G": -3.5, "B": 7.125})
+    raw[8, 8] = np.nan
+    rgb = debayer(raw, "rggb")
+    assert rgb.dtype == np.float32 and rgb.shape == (16, 20, 3)
+    assert np.isnan(rgb[7:10, 7:10]).all() and np.isfinite(rgb[2:5, 2:5]).all()
+    np.testing.assert_allclose(rgb[2:5, 2:5].reshape(-1, 3).mean(0), [10.25, -3.5, 7.125],
+                               atol=1e-3)
+    with pytest.raises(ValueError, match="unknown Bayer pattern"):
+        debayer(raw, "RGBW")
+
+
+def test_bayer_frame_is_read_as_rgb_with_offsets(tmp_path):
+    raw = _mosaic_raw("GRBG", {"R": 900.0, "G": 5.0, "B": 5.0}, shape=(20, 30))
+    hdr = celestial_header((20, 30))
+    # GRBG shifted by one column is RGGB: the red sites are where the header says
+    path = write_frame(tmp_path / "b.fits", raw.astype(np.uint16), hdr,
+                       extra={"BAYERPAT": "RGGB", "XBAYROFF": 1, "EXPTIME": 12.5})
+    info = read_frame_info(path)
+    assert (info.layout, info.bayer, info.n_channels, info.shape) == ("bayer", "GRBG", 3, (20, 30))
+    assert info.exptime == 12.5
+    data, weight = load_frame(info)
+    assert weight is None and data.shape == (20, 30, 3)
+    inner = data[3:-3, 3:-3].reshape(-1, 3)
+    assert inner[:, 0].min() > 899 and np.abs(inner[:, 1:] - 5).max() < 1
+    raw[4, 4] = 0  # an empty raw site never leaks into its neighbours: they become invalid
+    path = write_frame(tmp_path / "b0.fits", raw.astype(np.uint16), hdr,
+                       extra={"BAYERPAT": "GRBG"})
+    data, _ = load_frame(read_frame_info(path), erode=1)
+    assert np.isnan(data[3:6, 3:6]).all() and np.isfinite(data[7:10, 7:10]).all()
+
+
+@pytest.mark.parametrize("layout", ["mono", "chw", "hwc"])
+def test_layouts_are_read_channels_last(tmp_path, layout):
+    base = np.arange(12 * 16, dtype=np.float32).reshape(12, 16) + 1
+    cube = np.stack([base, 2 * base, 3 * base])
+    data = {"mono": base, "chw": cube, "hwc": np.moveaxis(cube, 0, -1)}[layout]
+    hdr = celestial_header((12, 16))
+    path = write_frame(tmp_path / "f.fits", data, hdr, extra={"EXPOSURE": 4.0})
+    info = read_frame_info(path)
+    assert info.layout == layout and info.shape == (12, 16) and info.exptime == 4.0
+    got, _ = load_frame(info, erode=0)
+    want = base[..., None] if layout == "mono" else np.moveaxis(cube, 0, -1)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["cd", "pc", "cdelt"])
+def test_wcs_flavours_and_sip_are_honoured(tmp_path, kind):
+    sip = {"A_2_0": 2e-5, "B_0_2": -3e-5, "A_1_1": 1e-5}
+    hdr = celestial_header((30, 40), kind=kind, rot_deg=0.0 if kind == "cdelt" else 25.0,
+                           sip=sip if kind == "cd" else None)
+    path = write_frame(tmp_path / "w.fits", np.ones((30, 40), np.float32), hdr)
+    info = read_frame_info(path)
+    ref = WCS(hdr, relax=True)
+    x, y = np.array([0.0, 39.0, 20.0]), np.array([0.0, 29.0, 5.0])
+    np.testing.assert_allclose(info.wcs.all_pix2world(x, y, 0), ref.all_pix2world(x, y, 0),
+                               atol=1e-10)
+    assert (info.wcs.sip is not None) == (kind == "cd")
+    assert info.exptime == 1.0 and read_frame_info(path, exposure=7.5).exptime == 7.5
+
+
+def test_cube_with_a_third_wcs_axis_keeps_the_celestial_part(tmp_path):
+    hdr = celestial_header((10, 12))
+    hdr["CTYPE3"], hdr["CRVAL3"], hdr["CDELT3"], hdr["CRPIX3"] = "FREQ", 1e9, 1e6, 1
+    path = write_frame(tmp_path / "c.fits", np.ones((3, 10, 12), np.float32), hdr)
+    info = read_frame_info(path)
+    assert info.wcs.naxis == 2 and info.wcs.has_celestial
+
+
+def test_coverage_extension_becomes_pixel_weight_and_mask(tmp_path):
+    data = np.full((20, 24), 5.0, np.float32)
+    cov = np.ones((20, 24), np.float32)
+    cov[:, :6] = 0.0
+    cov[10:, 12:] = 0.5
+    path = write_frame(tmp_path / "c.fits", data, celestial_header((20, 24)), coverage=cov)
+    info = read_frame_info(path)
+    assert info.coverage_hdu == 1
+    got, weight = load_frame(info, erode=1)
+    assert np.isnan(got[:, :7]).all() and np.isfinite(got[1:-1, 8:-1]).all()
+    assert weight[15, 18] == 0.5 and weight[5, 3] == 0.0
+
+
+def test_zero_borders_and_nan_become_invalid(tmp_path):
+    data = np.full((20, 24), 7.0, np.float32)
+    data[:3] = 0.0
+    data[10, 10] = np.nan
+    path = write_frame(tmp_path / "z.fits", data, celestial_header((20, 24)))
+    got, _ = load_frame(read_frame_info(path), erode=1)
+    assert np.isnan(got[:4]).all() and np.isnan(got[9:12, 9:12]).all()
+    assert np.isfinite(got[5:9]).all()
+
+
+def test_bad_frames_are_skipped_with_warnings(tmp_path, frame_factory, caplog):
+    good = [frame_factory(f"g{k}.fits", crval=(150.0 + 0.003 * k, 20.0)) for k in range(2)]
+    (tmp_path / "text.fits").write_text("this is not a FITS file\n")
+    trunc = frame_factory("trunc.fits", shape=(200, 300))
+    with open(trunc, "r+b") as f:
+        f.truncate(os.path.getsize(trunc) // 2)
+    nowcs = tmp_path / "nowcs.fits"
+    fits.PrimaryHDU(np.ones((40, 60), np.float32)).writeto(nowcs)
+    nan = frame_factory("nan.fits", data=np.full((40, 60), np.nan, np.float32))
+    zero = frame_factory("zero.fits", data=np.zeros((40, 60), np.float32))
+    rgb = frame_factory("rgb.fits", data=np.ones((3, 40, 60), np.float32))
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=[1.0])])
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(tmp_path / "table.fits")
+    entries = [grid_mode.PlanEntry(path=p) for p in
+               [*good, tmp_path / "missing.fits", tmp_path / "text.fits", trunc, nowcs, nan,
+                zero, rgb, tmp_path / "table.fits"]]
+    with caplog.at_level(logging.WARNING):
+        frames = grid_mode._read_frames(entries, grid_mode.GridOptions(), grid_mode._Progress())
+    assert [os.path.basename(f.path) for f in frames] == ["g0.fits", "g1.fits"]
+    assert [f.index for f in frames] == [0, 1]
+    assert all(np.isfinite(f.noise) and 0.7 < f.noise < 1.3 for f in frames)
+    text = caplog.text
+    for needle in ["missing.fits: the file does not exist", "text.fits: it is not a readable",
+                   "trunc.fits: it is truncated", "nowcs.fits: it has no celestial WCS",
+                   "nan.fits: it holds no usable pixel", "zero.fits: it holds no usable pixel",
+                   "rgb.fits: 3 channel(s) while most frames have 1",
+                   "table.fits: it holds no image HDU"]:
+        assert needle in text, needle
+    assert "Traceback" not in text
+
+
+def test_no_usable_frame_is_an_error(tmp_path):
+    (tmp_path / "a.fits").write_text("nope")
+    with pytest.raises(GridModeError, match="no usable frame left: 1 listed"):
+        grid_mode._read_frames([grid_mode.PlanEntry(path=tmp_path / "a.fits")],
+                               grid_mode.GridOptions(), grid_mode._Progress())
+
+
+def test_fits_memmap_writer_is_atomic(tmp_path):
+    target = tmp_path / "m.fits"
+    hdr = celestial_header((30, 50))
+    with pytest.raises(RuntimeError, match="boom"):
+        with grid_mode._fits_memmap(target, (3, 30, 50), hdr) as mm:
+            mm[:, :10] = 1.0
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with grid_mode._fits_memmap(target, (3, 30, 50), hdr, fill=np.nan) as mm:
+        mm[1, 5:10, 7:9] = 2.5
+    assert [p.name for p in tmp_path.iterdir()] == ["m.fits"]
+    with fits.open(target) as hdul:
+        data = hdul[0].data
+        assert data.dtype == np.dtype(">f4") and data.shape == (3, 30, 50)
+        assert np.all(data[1, 5:10, 7:9] == 2.5) and np.isnan(data[0]).all()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 2-D CD matrix on a 3-axis header: 'cdfix'
+            assert WCS(hdul[0].header).celestial.has_celestial
+
+
+def test_preview_is_an_asinh_stretch_over_finite_pixels(tmp_path):
+    img = np.linspace(0, 100, 400, dtype=np.float32).reshape(20, 20, 1)
+    img[:2] = np.nan
+    grid_mode._write_preview(tmp_path / "p.png", img)
+    out = cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint8 and out.shape == (20, 20)
+    assert out[:2].max() == 0 and out[-1, -1] == 255
+    assert np.all(np.diff(out[10].astype(int)) >= 0)
+    assert out[10, 10] > 255 * 0.5  # asinh lifts the middle of the range
+    grid_mode._write_preview(tmp_path / "c.png", np.full((4, 6, 3), np.nan))
+    assert cv2.imread(str(tmp_path / "c.png")).shape == (4, 6, 3)
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["c.png", "p.png"]
+
+
+def test_output_folder_checks(tmp_path):
+    with pytest.raises(GridModeError, match="must differ from the input folder"):
+        grid_mode._check_output_folder(tmp_path, tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GridModeError, match="not writable"):
+        grid_mode._check_output_folder(tmp_path, blocker / "out")

@@ -1,0 +1,149 @@
+"""stack_plan.csv parsing, frame discovery and option resolution of grid_mode."""
+
+import logging
+import types
+
+import pytest
+
+import grid_mode
+from grid_mode import GridModeError, detect_grid_mode, read_stack_plan
+
+
+def _touch(folder, *names):
+    for n in names:
+        (folder / n).write_bytes(b"")
+
+
+def test_standard_plan_is_parsed_in_order_with_paths_relative_to_the_csv(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _touch(tmp_path / "sub", "a.fits", "b.fits")
+    (tmp_path / "stack_plan.csv").write_text(
+        grid_mode.PLAN_HEADER + "\n"
+        "2,1,EQ,4,S50,2024-01-01,L,10,sub/b.fits,150.0,20.0\n"
+        "1,1,EQ,4,S50,2024-01-01,L,20,sub/a.fits,150.1,20.0\n")
+    entries = read_stack_plan(tmp_path / "stack_plan.csv")
+    assert [e.path for e in entries] == [tmp_path / "sub" / "a.fits", tmp_path / "sub" / "b.fits"]
+    assert [e.exposure for e in entries] == [20.0, 10.0]
+    assert entries[0].row["telescope"] == "S50"
+
+
+@pytest.mark.parametrize("delim", [";", "\t", "|"])
+def test_delimiter_bom_and_aliases_are_tolerated(tmp_path, delim):
+    _touch(tmp_path, "x.fit", "y.FTS")
+    text = delim.join(["Order", "FileName", "EXPTIME"]) + "\r\n"
+    text += delim.join(["1", "x.fit", "15"]) + "\r\n" + delim.join(["2", "y.FTS", ""]) + "\r\n"
+    (tmp_path / "stack_plan.csv").write_bytes(text.encode("utf-8-sig"))
+    entries = read_stack_plan(tmp_path / "stack_plan.csv")
+    assert [e.path.name for e in entries] == ["x.fit", "y.FTS"]
+    assert [e.exposure for e in entries] == [15.0, None]
+
+
+@pytest.mark.parametrize("value", [r"C:\Users\obs\seestar\lights\f1.fits",
+                                   r"lights\f1.fits", "/elsewhere/on/another/disk/f1.fits"])
+def test_foreign_paths_are_resolved_by_file_name_in_the_csv_folder(tmp_path, value):
+    _touch(tmp_path, "f1.fits")
+    (tmp_path / "stack_plan.csv").write_text(f'path\n"{value}"\n')
+    assert read_stack_plan(tmp_path / "stack_plan.csv")[0].path == tmp_path / "f1.fits"
+
+
+def test_windows_relative_subfolder_path_is_found(tmp_path):
+    (tmp_path / "lights").mkdir()
+    _touch(tmp_path / "lights", "f2.fits")
+    (tmp_path / "stack_plan.csv").write_text("file\nlights\\f2.fits\n")
+    assert read_stack_plan(tmp_path / "stack_plan.csv")[0].path == tmp_path / "lights" / "f2.fits"
+
+
+def test_missing_files_are_kept_for_the_pipeline_to_skip(tmp_path):
+    (tmp_path / "stack_plan.csv").write_text("file_path\nnope.fits\n")
+    entry = read_stack_plan(tmp_path / "stack_plan.csv")[0]
+    assert entry.path == tmp_path / "nope.fits" and not entry.path.exists()
+
+
+def test_row_without_path_is_skipped_with_a_warning(tmp_path, caplog):
+    _touch(tmp_path, "a.fits")
+    (tmp_path / "stack_plan.csv").write_text("order,file_path\n1,\n2,a.fits\n")
+    with caplog.at_level(logging.WARNING):
+        entries = read_stack_plan(tmp_path / "stack_plan.csv")
+    assert [e.path.name for e in entries] == ["a.fits"]
+    assert "[GRID]" in caplog.text and "line 2" in caplog.text
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "is empty"),
+    ("\n \n", "is empty"),
+    ("order,file_path\n", "lists no frame"),
+    ("order,ra,dec\n1,10,20\n", "no file path column"),
+])
+def test_bad_plans_give_clear_errors(tmp_path, text, match):
+    (tmp_path / "stack_plan.csv").write_text(text)
+    with pytest.raises(GridModeError, match=match):
+        read_stack_plan(tmp_path / "stack_plan.csv")
+
+
+def test_unreadable_plan_gives_a_clear_error(tmp_path):
+    with pytest.raises(GridModeError, match="cannot read the stack plan"):
+        read_stack_plan(tmp_path / "missing.csv")
+
+
+def test_detect_grid_mode(tmp_path):
+    assert detect_grid_mode(tmp_path) is False
+    assert detect_grid_mode(tmp_path / "does-not-exist") is False
+    (tmp_path / "Stack_Plan.CSV").write_text("file_path\n")
+    assert detect_grid_mode(tmp_path) is True
+
+
+def test_without_plan_all_fits_files_are_taken(tmp_path, caplog):
+    _touch(tmp_path, "b.FITS", "a.fit", "c.fts", "notes.txt", "d.png")
+    (tmp_path / "sub.fits").mkdir()
+    with caplog.at_level(logging.INFO):
+        entries = grid_mode._plan_entries(tmp_path)
+    assert [e.path.name for e in entries] == ["a.fit", "b.FITS", "c.fts"]
+    assert "no stack_plan.csv" in caplog.text
+
+
+def test_folder_without_plan_or_fits_is_an_error(tmp_path):
+    _touch(tmp_path, "notes.txt")
+    with pytest.raises(GridModeError, match="no stack_plan.csv and no FITS file"):
+        grid_mode._plan_entries(tmp_path)
+
+
+def test_host_keywords_are_mapped_to_our_options(caplog):
+    with caplog.at_level(logging.INFO):
+        opts = grid_mode._resolve_options(dict(
+            stack_norm_method="linear_fit", stack_weight_method="noise_variance",
+            stack_reject_algo="winsorized_sigma_clip", stack_kappa_low=2.5,
+            stack_kappa_high=4.0, winsor_limits=(0.1, 0.2), stack_final_combine="mean",
+            apply_radial_weight=True, radial_feather_fraction=0.7, radial_shape_power=3.0,
+            save_final_as_uint16=True, legacy_rgb_cube=True, grid_rgb_equalize=True,
+            zconfig=types.SimpleNamespace(grid_tile_size=512, overlap=0.2, workers=1),
+            frobnicate=3))
+    assert opts.stack_method == "winsorized" and opts.weight_method == "noise"
+    assert (opts.kappa_low, opts.kappa_high, opts.winsor_limits) == (2.5, 4.0, (0.1, 0.2))
+    assert opts.radial_weight and opts.radial_feather_fraction == 0.7
+    assert opts.save_uint16 and opts.legacy_rgb_cube
+    assert (opts.tile_size, opts.overlap, opts.workers) == (512, 0.2, 1)
+    assert "ignoring unknown option frobnicate" in caplog.text
+    assert "no per-tile colour equalisation" in caplog.text
+
+
+@pytest.mark.parametrize("reject, combine, method, final", [
+    ("none", "median", "median", "median"), ("none", "mean", "mean", "mean"),
+    ("kappa_sigma", None, "kappa_sigma", "mean"),
+    ("kappa_sigma", "median", "kappa_sigma", "median"),
+    ("none", None, "mean", "mean"), ("linear_fit_clip", None, "kappa_sigma", "mean")])
+def test_rejection_and_final_combine(reject, combine, method, final):
+    opts = grid_mode._resolve_options(dict(stack_reject_algo=reject, stack_final_combine=combine))
+    assert (opts.stack_method, opts.stack_combine) == (method, final)
+
+
+def test_explicit_keywords_win_over_zconfig():
+    opts = grid_mode._resolve_options(dict(tile_size=300, zconfig=types.SimpleNamespace(
+        tile_size=512)))
+    assert opts.tile_size == 300
+
+
+@pytest.mark.parametrize("bad", [dict(blend="pyramid"), dict(tile_size=4), dict(overlap=-1),
+                                 dict(workers=0), dict(chunk_size="big")])
+def test_bad_option_values_are_clear_errors(bad):
+    with pytest.raises(GridModeError):
+        grid_mode._resolve_options(bad)

@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+
+from photometry_graph.datasets import make_sky
+from photometry_graph.stack import (estimate_frame_noise, inverse_variance_weight,
+                                    stack_frames)
+from photometry_graph.tiles import BBox
+
+H, W = 120, 160
+SIGMA = 1.0
+
+
+def _frames(n=9, channels=1, seed=0, trail=True, cosmics=True, hole=True):
+    rng = np.random.default_rng(seed)
+    sky = make_sky((H, W), channels, rng=seed + 100)
+    truth = sky.render(BBox(0, H, 0, W)).astype(np.float32)
+    frames = [truth + rng.normal(0, SIGMA, truth.shape).astype(np.float32) for _ in range(n)]
+    yy, xx = np.mgrid[:H, :W]
+    trail_mask = np.abs(yy - 0.6 * xx - 15) < 1.5
+    cosmic_mask = np.zeros((H, W), bool)
+    if trail:
+        frames[2][trail_mask] += 50 * SIGMA
+    if cosmics:
+        cosmic_mask = rng.random((H, W)) < 0.003
+        cosmic_mask &= ~trail_mask  # one outlier per pixel for this test
+        frames[5][cosmic_mask] += 300 * SIGMA
+    hole_mask = np.zeros((H, W), bool)
+    if hole:
+        hole_mask[30:60, 40:90] = True
+        frames[1][hole_mask] = np.nan
+    return truth, frames, trail_mask, cosmic_mask, hole_mask
+
+
+def _getter(frames, weights=None):
+    calls = []
+
+    def get(k):
+        calls.append(k)
+        return frames[k], (None if weights is None else weights[k])
+    return get, calls
+
+
+@pytest.mark.parametrize("method", ["kappa_sigma", "winsorized"])
+def test_clipping_removes_the_trail_and_cosmic_hits(method):
+    n = 9
+    truth, frames, trail, cosmics, _ = _frames(n)
+    get, _ = _getter(frames)
+    out, cov = stack_frames(get, n, method=method)
+    res = (out - truth)[..., 0]
+    floor = SIGMA / np.sqrt(n)
+    # along the trail and on the cosmic hits the residual is noise, not the outlier
+    assert np.abs(res[trail]).max() < 3 * floor * 1.5
+    assert abs(res[trail].mean()) < 0.5 * floor
+    assert np.abs(res[cosmics]).max() < 4 * floor
+    # rejected values lower the coverage there
+    assert np.median(cov[trail]) == pytest.approx(n - 1)
+    # clean pixels: close to the ideal noise of a mean of n frames
+    clean = ~trail & ~cosmics
+    assert np.sqrt(np.mean(res[clean] ** 2)) < 1.08 * floor
+
+
+def test_plain_mean_keeps_outliers_and_median_does_not():
+    n = 9
+    truth, frames, trail, _, _ = _frames(n, cosmics=False)
+    get, _ = _getter(frames)
+    mean, _ = stack_frames(get, n, method="mean")
+    med, _ = stack_frames(get, n, method="median")
+    assert np.median((mean - truth)[..., 0][trail]) > 0.8 * 50 / n
+    assert abs(np.median((med - truth)[..., 0][trail])) < 0.3
+
+
+def test_mean_of_clean_frames_is_within_the_expected_noise():
+    n = 16
+    truth, frames, _, _, _ = _frames(n, channels=3, trail=False, cosmics=False, hole=False)
+    get, _ = _getter(frames)
+    for method in ("mean", "kappa_sigma", "winsorized"):
+        out, cov = stack_frames(get, n, method=method)
+        res = out - truth
+        rms = np.sqrt(np.mean(res ** 2))
+        assert rms == pytest.approx(SIGMA / np.sqrt(n), rel=0.06), method
+        assert abs(res.mean()) < 3 * SIGMA / np.sqrt(n * res.size)
+        if method == "mean":
+            assert np.all(cov == n)
+
+
+@pytest.mark.parametrize("method", ["kappa_sigma", "winsorized", "mean", "median"])
+def test_streaming_equals_in_memory(method, caplog):
+    n = 10
+    truth, frames, trail, cosmics, _ = _frames(n, channels=3, seed=4)
+    get, calls = _getter(frames)
+    # the median cannot be streamed: it becomes the clipped mean (with a warning)
+    ref_method = "kappa_sigma" if method == "median" else method
+    mem, cov_mem, info_mem = stack_frames(get, n, method=ref_method, return_info=True)
+    assert not info_mem["streaming"] and len(calls) == n
+    calls.clear()
+    stream, cov_str, info_str = stack_frames(get, n, method=method, memory_budget_bytes=1,
+                                             return_info=True)
+    assert info_str["streaming"]
+    # a mean takes one pass; clipping two (the first frame, read to learn the shape, is kept)
+    assert len(calls) == (n if method == "mean" else 2 * n - 1)
+    floor = SIGMA / np.sqrt(n)
+    d = np.abs(stream - mem)
+    if method == "mean":
+        np.testing.assert_allclose(stream, mem, atol=1e-4, equal_nan=True)
+        np.testing.assert_allclose(cov_str, cov_mem, atol=1e-4)
+    else:
+        # differently clipped values near the thresholds: small differences only
+        assert np.nanmedian(d) < 0.05 * floor
+        assert np.nanpercentile(d, 99) < 1.5 * floor
+        res = np.abs(stream - truth)[trail]
+        assert res.max() < 3 * floor * 1.5
+        assert np.abs(stream - truth)[cosmics].max() < 4 * floor
+    assert np.array_equal(np.isnan(stream), np.isnan(mem))
+    warned = any("[GRID]" in r.getMessage() and "median" in r.getMessage()
+                 for r in caplog.records)
+    assert warned == (method == "median")
+
+
+def test_nan_regions_and_coverage_counts():
+    n = 6
+    truth, frames, _, _, hole = _frames(n, trail=False, cosmics=False)
+    frames = [f.copy() for f in frames]
+    for k in range(n):  # a region no frame covers
+        frames[k][:10, :20] = np.nan
+    frames[3][100:, 100:] = np.nan
+    get, _ = _getter(frames)
+    for method in ("mean", "median", "kappa_sigma", "winsorized"):
+        out, cov = stack_frames(get, n, method=method)
+        assert out.dtype == np.float32 and cov.dtype == np.float32
+        assert np.isnan(out[:10, :20]).all() and np.all(cov[:10, :20] == 0)
+        assert np.isfinite(out[10:]).all()
+        assert np.all(cov[hole] <= n - 1)
+        if method in ("mean", "median"):
+            assert np.all(cov[hole] == n - 1)
+            assert np.all(cov[100:, 100:] == n - 1)
+            assert cov[80, 20] == n
+    # one frame only: its values, NaN where it is NaN
+    out1, cov1 = stack_frames(lambda k: (frames[1], None), 1)
+    np.testing.assert_array_equal(out1, frames[1])
+    assert np.all(cov1[np.isnan(frames[1][..., 0])] == 0)
+
+
+def test_weights_are_honoured():
+    # two constant frames: the weighted mean follows the weights exactly
+    a = np.full((8, 8), 10.0, np.float32)
+    b = np.full((8, 8), 20.0, np.float32)
+    pw = np.ones((8, 8), np.float32)
+    pw[:4] = 3.0
+    get = lambda k: ((a, None) if k == 0 else (b, pw))  # noqa: E731
+    out, cov = stack_frames(get, 2, weights=[1.0, 2.0], method="mean")
+    assert out[6, 0, 0] == pytest.approx((10 + 2 * 20) / 3)
+    assert out[0, 0, 0] == pytest.approx((10 + 6 * 20) / 7)
+    assert cov[6, 0] == pytest.approx(3.0) and cov[0, 0] == pytest.approx(7.0)
+    # zero weight: the frame is ignored (and never read)
+    get2, calls = _getter([a, b])
+    out, cov = stack_frames(get2, 2, weights=[0.0, 1.0], method="kappa_sigma")
+    assert np.all(out == 20.0) and np.all(cov == 1.0) and calls == [1]
+
+
+def test_inverse_variance_weights_lower_the_noise():
+    rng = np.random.default_rng(3)
+    truth = np.zeros((100, 100), np.float32)
+    sig = [1.0, 1.0, 4.0, 4.0]
+    frames = [truth + rng.normal(0, s, truth.shape).astype(np.float32) for s in sig]
+    noise = [estimate_frame_noise(f)[0] for f in frames]
+    assert noise == pytest.approx(sig, rel=0.1)
+    w = [inverse_variance_weight(s) for s in noise]
+    get, _ = _getter(frames)
+    eq, _ = stack_frames(get, 4, method="mean")
+    iv, _ = stack_frames(get, 4, weights=w, method="mean")
+    assert np.std(iv) < 0.8 * np.std(eq)
+    assert np.std(iv) == pytest.approx(1 / np.sqrt(2 + 2 / 16), rel=0.1)
+    assert inverse_variance_weight([np.nan]) == 0.0
+
+
+def test_bad_arguments_are_rejected():
+    f = np.zeros((4, 4), np.float32)
+    get = lambda k: (f, None)  # noqa: E731
+    with pytest.raises(ValueError, match="method"):
+        stack_frames(get, 2, method="sum")
+    with pytest.raises(ValueError, match="weights"):
+        stack_frames(get, 2, weights=[1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        stack_frames(get, 0)
+    with pytest.raises(ValueError, match="shape"):
+        stack_frames(lambda k: (np.zeros((4, 4 + k)), None), 2)
+    with pytest.raises(ValueError, match="winsor"):
+        stack_frames(get, 2, method="winsorized", winsor_limits=(0.6, 0.5))
+    with pytest.raises(ValueError, match="every frame weight"):
+        stack_frames(get, 2, weights=[0, 0])
