@@ -34,24 +34,22 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
-from scipy import ndimage
 from tqdm import tqdm
 
 from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
 from photometry_graph.assembly import assemble_mosaic
 from photometry_graph.background import estimate_tile_background, match_backgrounds
-from photometry_graph.correction import apply_correction
+from photometry_graph.bayer import BAYER_CODES, bayer_pattern, debayer
 from photometry_graph.datasets import make_frame_survey
-from photometry_graph.diagnostics import (asinh_stretch, bbox_boundaries, fit_truth_plane,
-                                          seam_metric)
-from photometry_graph.frames import harmonize_frames
+from photometry_graph.diagnostics import asinh_stretch, mosaic_vs_frame_truth
+from photometry_graph.frames import harmonize_frames, masked_gaussian_blur
 from photometry_graph.harmonize import harmonize_tiles
 from photometry_graph.masks import compute_valid_mask
 from photometry_graph.overlap import build_tile_overlap_graph, estimate_noise
 from photometry_graph.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
                                       reconstruct_from_laplacian)
-from photometry_graph.resample import reproject_to_bbox
-from photometry_graph.stack import stack_frames
+from photometry_graph.stack import (WEIGHT_METHODS, frame_on_tile, frame_weights, radial_weight,
+                                    stack_frames)
 from photometry_graph.tiles import BBox, TilePhotometryInfo
 from photometry_graph.wcsgrid import (assign_frames_to_tiles, build_global_grid, footprint_bbox,
                                       tile_wcs, transform_pixels)
@@ -75,10 +73,6 @@ PATH_ALIASES = ("file_path", "filepath", "path", "file", "filename", "file_name"
 EXPOSURE_ALIASES = ("exposure", "exptime", "exp", "exposure_time", "exp_time", "exposure_s")
 ORDER_ALIASES = ("order", "index", "idx", "#")
 COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
-# FITS BAYERPAT (top-left 2x2 block) -> OpenCV, which names the block starting at the second
-# row and column: every name is shifted (a red-only scene must come out red: see the tests)
-BAYER_CODES = {"RGGB": cv2.COLOR_BayerBG2RGB, "BGGR": cv2.COLOR_BayerRG2RGB,
-               "GRBG": cv2.COLOR_BayerGB2RGB, "GBRG": cv2.COLOR_BayerGR2RGB}
 # Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
 # none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
 FRAME_MAX_GAIN_ERROR = 0.05
@@ -89,8 +83,9 @@ class GridModeError(ValueError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------- options
-def _opt(default, text):
-    return field(default=default, metadata={"help": text})
+def _opt(default, text, choices=None, run=True):
+    """A GridOptions field: its help, its allowed values, whether only run/demo use it."""
+    return field(default=default, metadata=dict(help=text, choices=choices, run=run))
 
 
 @dataclass
@@ -106,44 +101,51 @@ class GridOptions:
     pixel_scale: float = _opt(None, "mosaic pixel scale in arcsec/px (default: the frames' "
                               "median scale)")
     stack_method: str = _opt("kappa_sigma", "rejection of outliers (trails, hot pixels) "
-                             "between the frames of a tile, or a plain mean/median")
-    stack_combine: str = _opt("mean", "how the values kept by the rejection are combined")
+                             "between the frames of a tile, or a plain mean/median",
+                             ("kappa_sigma", "winsorized", "mean", "median"))
+    stack_combine: str = _opt("mean", "how the values kept by the rejection are combined",
+                              ("mean", "median"))
     kappa_low: float = _opt(3.0, "lower clipping threshold, sigma")
     kappa_high: float = _opt(3.0, "upper clipping threshold, sigma")
     winsor_limits: tuple = _opt((0.05, 0.05), "fractions winsorized at the low and high end")
     weight_method: str = _opt("exposure_noise", "frame weights: exposure x inverse noise "
                               "variance of the corrected frame, inverse variance, exposure, "
-                              "or equal")
+                              "or equal", WEIGHT_METHODS)
     radial_weight: bool = _opt(False, "down-weight frame corners: weight 1 inside "
                                "radial_feather_fraction of the half-diagonal, cosine fall-off")
     radial_feather_fraction: float = _opt(0.8, "part of the half-diagonal at full weight")
     radial_shape_power: float = _opt(2.0, "power of the radial fall-off")
     frame_photometry: bool = _opt(True, "match the frames before stacking (gain + offset or "
                                   "plane per frame, solved over their overlap graph)")
-    frame_model: str = _opt("plane", "additive model of the frame solve")
+    frame_model: str = _opt("plane", "additive model of the frame solve", ("plane", "offset"))
     frame_smooth: float = _opt(2.0, "Gaussian sigma (px) of a blur of the frames seen by the "
                                "frame solve only: stars resampled at different sub-pixel "
                                "phases then agree (measured: frame gain errors 0.4-1.4 % -> "
                                "0.3-0.6 %); 0 = off")
-    photometry: bool = _opt(True, "solve a gain + offset (+ plane) per tile at assembly")
-    model: str = _opt("plane", "additive model of the tile solve: offset or plane (gradient)")
+    photometry: bool = _opt(True, "solve a gain + offset (+ plane) per tile at assembly",
+                            run=False)
+    model: str = _opt("plane", "additive model of the tile solve: offset or plane (gradient)",
+                      ("plane", "offset"), run=False)
     background: bool = _opt(True, "match the tile backgrounds (guarded: reduced or skipped "
-                            "where it would increase the overlap residuals)")
+                            "where it would increase the overlap residuals)", run=False)
     blend: str = _opt("multiband", "multi-band (Laplacian pyramids), feathering, or none "
-                      "(plain coverage-weighted placement)")
-    levels: int = _opt(None, "pyramid levels (default: from the overlap width)")
-    chunk_size: int = _opt(1024, "output chunk size of the assembly, pixels; bounds memory")
+                      "(plain coverage-weighted placement)", ("multiband", "feather", "none"),
+                      run=False)
+    levels: int = _opt(None, "pyramid levels (default: from the overlap width)", run=False)
+    chunk_size: int = _opt(1024, "output chunk size of the assembly, pixels; bounds memory",
+                           run=False)
     workers: int = _opt(None, "worker processes for the tiles (1 = in-process; default: "
-                        "CPUs, at most 4); also the assembly's threads")
+                        "CPUs, at most 4); also the assembly's threads", run=False)
     scheduler: object = _opt(None, "dask.distributed scheduler address (or a Client) for "
                              "the tiles, e.g. tcp://host:8786")
     memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
                             "frames are streamed twice)")
     mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
     save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
-                             "0..65535, NaN -> 0)")
-    legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)")
-    preview_size: int = _opt(2048, "longest side of the preview PNG, pixels")
+                             "0..65535, NaN -> 0)", run=False)
+    legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)",
+                                 run=False)
+    preview_size: int = _opt(2048, "longest side of the preview PNG, pixels", run=False)
 
     def to_dict(self):
         """JSON-friendly copy (a Client object as scheduler is shown by its repr)."""
@@ -154,12 +156,7 @@ class GridOptions:
 
 
 OPTION_HELP = {f.name: f.metadata["help"] for f in fields(GridOptions)}
-_CHOICES = {"stack_method": ("kappa_sigma", "winsorized", "mean", "median"),
-            "stack_combine": ("mean", "median"),
-            "weight_method": ("exposure_noise", "noise", "exposure", "none"),
-            "frame_model": ("plane", "offset"), "model": ("plane", "offset"),
-            "blend": ("multiband", "feather", "none")}
-_NULLABLE = {"pixel_scale": float, "levels": int, "workers": int, "scheduler": str}
+_CHOICES = {f.name: f.metadata["choices"] for f in fields(GridOptions) if f.metadata["choices"]}
 
 # the host program's keywords -> ours
 _RENAMES = {"stack_kappa_low": "kappa_low", "stack_kappa_high": "kappa_high",
@@ -213,7 +210,7 @@ def _resolve_options(options):
     for f in fields(GridOptions):
         if f.name in options:
             value = options.pop(f.name)
-            if value is not None or f.name in _NULLABLE:
+            if value is not None or f.default is None:
                 values[f.name] = value
     for name, value in options.items():
         grid_warning(logger, "ignoring unknown option %s=%r", name, value)
@@ -244,6 +241,11 @@ def _check_options(opts):
         if bad:
             raise GridModeError(what)
     return opts
+
+
+def _n_workers(opts):
+    """Worker processes for the tiles and threads of the assembly (default: CPUs, <= 4)."""
+    return opts.workers or min(4, os.cpu_count() or 1)
 
 
 # -------------------------------------------------------------------------------- plan
@@ -441,10 +443,9 @@ def read_frame_info(path, *, index=0, exposure=None):
                 if bayer and bayer not in BAYER_CODES:
                     raise GridModeError(f"its Bayer pattern {bayer!r} is not one of "
                                         f"{', '.join(BAYER_CODES)}")
-                if bayer and int(_as_float(header.get("XBAYROFF")) or 0) % 2:
-                    bayer = bayer[1] + bayer[0] + bayer[3] + bayer[2]
-                if bayer and int(_as_float(header.get("YBAYROFF")) or 0) % 2:
-                    bayer = bayer[2:] + bayer[:2]
+                if bayer:
+                    bayer = bayer_pattern(bayer, *(int(_as_float(header.get(k)) or 0)
+                                                   for k in ("XBAYROFF", "YBAYROFF")))
             elif len(shape) == 3 and shape[0] in (1, 3):
                 layout, n_ch, shape = "chw", shape[0], shape[1:]
             elif len(shape) == 3 and shape[2] == 3:
@@ -464,36 +465,6 @@ def read_frame_info(path, *, index=0, exposure=None):
     return FrameInfo(index=index, path=str(path), hdu=hdu, shape=tuple(shape), layout=layout,
                      n_channels=n_ch, wcs=wcs, bayer=bayer, coverage_hdu=cov,
                      exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0))
-
-
-def debayer(raw, pattern):
-    """Demosaic a 2-D colour-filter raw (bilinear, OpenCV) into (H, W, 3) RGB float32.
-
-    Float data is mapped linearly onto uint16 (OpenCV demosaics 8/16-bit data only) and back;
-    integer data in [0, 65535] is converted exactly.  Non-finite raw pixels make their 3x3
-    neighbourhood NaN.
-
-    Examples
-    --------
-    >>> raw = np.zeros((6, 6)); raw[0::2, 0::2] = 100.0   # the red sites of an RGGB raw
-    >>> np.round(debayer(raw, "RGGB")[2:4, 2:4].mean(axis=(0, 1)))
-    array([100.,   0.,   0.], dtype=float32)
-    """
-    pattern = str(pattern).strip().upper()
-    if pattern not in BAYER_CODES:
-        raise ValueError(f"unknown Bayer pattern {pattern!r}; use one of {', '.join(BAYER_CODES)}")
-    raw = np.asarray(raw, dtype=np.float64)
-    finite = np.isfinite(raw)
-    if not finite.any():
-        return np.full(raw.shape + (3,), np.nan, dtype=np.float32)
-    lo, hi = float(raw[finite].min()), float(raw[finite].max())
-    exact = lo >= 0 and hi <= 65535 and np.array_equal(raw[finite], np.round(raw[finite]))
-    lo, scale = (0.0, 1.0) if exact else (lo, 65535.0 / max(hi - lo, 1e-30))
-    u16 = np.round((np.where(finite, raw, lo) - lo) * scale).astype(np.uint16)
-    rgb = (cv2.cvtColor(u16, BAYER_CODES[pattern]) / scale + lo).astype(np.float32)
-    if not finite.all():
-        rgb[cv2.dilate((~finite).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = np.nan
-    return rgb
 
 
 def load_frame(info, *, mask_eps=1e-6, erode=1):
@@ -576,12 +547,64 @@ def _write_hdus(path, hdus):
         fits.HDUList(hdus).writeto(tmp)
 
 
-@contextmanager
-def _fits_memmap(path, shape, header, *, dtype=">f4", fill=None):
-    """Create the FITS image ``path`` atomically and yield its data as a writable memmap.
+class _FitsStream:
+    """A FITS image on disk, written and read back by row blocks: nothing is mapped.
 
-    The file is allocated (header + data) under a temporary name, optionally pre-filled,
-    filled by the caller, flushed and renamed; an exception leaves nothing behind.
+    ``layout`` says how the pipeline's (h, w, C) blocks lie in the file: ``"mono"`` (H, W),
+    ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C) interleaved.  Memory stays at one block
+    whatever the image size (a memmap would keep every written page resident).
+    """
+
+    def __init__(self, fd, path, offset, shape, layout, dtype):
+        self.fd, self.path, self.offset, self.layout = fd, path, offset, layout
+        self.dtype = np.dtype(dtype)
+        self.height, self.width = shape[-2:] if layout == "chw" else shape[:2]
+        self.planes = shape[0] if layout == "chw" else 1
+        self.depth = shape[2] if layout == "hwc" else 1
+
+    def _pos(self, plane, y, x):
+        return self.offset + (((plane * self.height + y) * self.width + x) * self.depth
+                              * self.dtype.itemsize)
+
+    def write(self, y0, x0, block):
+        """Write ``block`` (h, w, C) with its top-left pixel at row ``y0``, column ``x0``."""
+        h, w = block.shape[:2]
+        planes = [block] if self.layout == "hwc" else [block[..., p] for p in
+                                                      range(block.shape[2])]
+        for p, plane in enumerate(planes):
+            buf = np.ascontiguousarray(plane, dtype=self.dtype).reshape(h, -1).view(np.uint8)
+            if w == self.width:  # full rows: one contiguous run per plane
+                _pwrite(self.fd, buf, self._pos(p, y0, 0))
+            else:
+                for r in range(h):
+                    _pwrite(self.fd, buf[r], self._pos(p, y0 + r, x0))
+
+    def read(self, y0, y1):
+        """Rows ``y0:y1`` as (h, W, C), in the file's type, native byte order."""
+        n = (y1 - y0) * self.width * self.depth
+        return np.concatenate([np.fromfile(self.path, self.dtype, n, offset=self._pos(p, y0, 0))
+                               .reshape(y1 - y0, self.width, self.depth)
+                               for p in range(self.planes)], axis=2)
+
+
+def _pwrite(fd, buf, offset):
+    view = memoryview(buf.reshape(-1))
+    while view.nbytes:
+        if hasattr(os, "pwrite"):
+            n = os.pwrite(fd, view, offset)
+        else:  # Windows
+            os.lseek(fd, offset, os.SEEK_SET)
+            n = os.write(fd, view)
+        view, offset = view[n:], offset + n
+
+
+@contextmanager
+def _fits_stream(path, shape, header, layout="mono", dtype=">f4"):
+    """Create the FITS image ``path`` atomically; yield a :class:`_FitsStream` to fill.
+
+    The file (header + data, padded to 2880 bytes) is allocated under a temporary name,
+    filled by the caller with ``os.pwrite``, fsync'ed and renamed; an exception leaves
+    nothing behind.  ``header`` gives the keywords after the structural ones.
     """
     dtype = np.dtype(dtype)
     hdr = fits.Header([("SIMPLE", True), ("BITPIX", (-8 if dtype.kind == "f" else 8)
@@ -597,12 +620,12 @@ def _fits_memmap(path, shape, header, *, dtype=">f4", fill=None):
         with open(tmp, "wb") as f:
             f.write(head)
             f.truncate(len(head) + -(-nbytes // 2880) * 2880)
-        mm = np.memmap(tmp, dtype=dtype, mode="r+", offset=len(head), shape=tuple(shape))
-        if fill is not None:
-            mm[...] = fill
-        yield mm
-        mm.flush()
-        del mm
+        fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        try:
+            yield _FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _json_default(obj):
@@ -713,31 +736,13 @@ def _callback_logging(callback):
 
 
 # ------------------------------------------------------------------------------- tiles
-def _radial_weight(shape, fraction, power):
-    """1 inside ``fraction`` of the half-diagonal, cosine fall-off to the corners (>= 1e-3)."""
-    h, w = shape
-    yy, xx = np.ogrid[:h, :w]
-    r = np.hypot((xx - (w - 1) / 2) / (w / 2), (yy - (h - 1) / 2) / (h / 2)) / np.sqrt(2)
-    f = min(max(float(fraction), 0.0), 0.99)
-    t = np.clip((r - f) / (1 - f), 0.0, 1.0)
-    return np.maximum((0.5 * (1 + np.cos(np.pi * t))) ** float(power), 1e-3).astype(np.float32)
-
-
-def _reprojected_frame(info, correction, grid_wcs, bbox, opts):
-    """Frame reprojected onto ``bbox`` of the global grid and corrected; + pixel weights."""
+def _frame_on_tile(info, correction, grid_wcs, bbox, opts):
+    """Frame loaded, reprojected onto ``bbox`` of the global grid and corrected; + weights."""
     data, weight = load_frame(info, mask_eps=opts.mask_eps)
     if opts.radial_weight:
-        radial = _radial_weight(info.shape, opts.radial_feather_fraction, opts.radial_shape_power)
+        radial = radial_weight(info.shape, opts.radial_feather_fraction, opts.radial_shape_power)
         weight = radial if weight is None else weight * radial
-    src = data if weight is None else np.concatenate([data, weight[..., None]], axis=2)
-    out, foot = reproject_to_bbox(src, info.wcs, grid_wcs, bbox,
-                                  src_mask=np.isfinite(data).all(axis=2))
-    if weight is not None:  # the weights travelled as an extra channel
-        out, foot = out[..., :-1], np.nan_to_num(out[..., -1], nan=0.0) * (foot > 0)
-    out = apply_correction(out, bbox, correction)
-    ok = np.isfinite(out).all(axis=2) & (foot > 0)
-    out[~ok] = np.nan
-    return out, np.where(ok, foot, 0.0).astype(np.float32)
+    return frame_on_tile(data, info.wcs, grid_wcs, bbox, weight=weight, correction=correction)
 
 
 def _build_tile(task):
@@ -749,8 +754,7 @@ def _build_tile(task):
     t0 = time.perf_counter()
     opts, bbox, frames = task["options"], task["bbox"], task["frames"]
     stacked, coverage, info = stack_frames(
-        lambda k: _reprojected_frame(frames[k], task["corrections"][k], task["grid_wcs"], bbox,
-                                     opts),
+        lambda k: _frame_on_tile(frames[k], task["corrections"][k], task["grid_wcs"], bbox, opts),
         len(frames), weights=np.asarray(task["weights"], dtype=np.float64),
         method=opts.stack_method, kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
         winsor_limits=opts.winsor_limits, combine=opts.stack_combine,
@@ -791,7 +795,7 @@ def _map_tasks(func, tasks, opts):
             if own:
                 client.close()
         return
-    workers = max(1, min(opts.workers or min(4, os.cpu_count() or 1), len(tasks)))
+    workers = max(1, min(_n_workers(opts), len(tasks)))
     if workers == 1:
         for t in tasks:
             try:  # through pickle like in a worker: WCS objects round-trip through FITS text,
@@ -833,22 +837,6 @@ def _read_frames(entries, opts, progress):
     return frames
 
 
-def _blur(data, sigma):
-    """NaN-aware Gaussian blur of (H, W, C); pixels within 2 sigma of invalid ones -> NaN."""
-    if sigma <= 0:
-        return data
-    ok = np.isfinite(data).all(axis=2)
-    norm = cv2.GaussianBlur(ok.astype(np.float32), (0, 0), sigma)
-    out = np.stack([cv2.GaussianBlur(np.where(ok, data[..., c], 0).astype(np.float32), (0, 0),
-                                     sigma) for c in range(data.shape[2])], axis=-1)
-    r = int(np.ceil(2 * sigma))
-    keep = cv2.erode(ok.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8),
-                     borderType=cv2.BORDER_REPLICATE).astype(bool)
-    out[~keep] = np.nan
-    out[keep] /= norm[keep][:, None]
-    return out
-
-
 def _frame_photometry(frames, grid, opts, progress):
     """Gain + offset/plane per frame in global pixels (None = identity) and the report."""
     if not opts.frame_photometry or len(frames) < 2:
@@ -856,27 +844,14 @@ def _frame_photometry(frames, grid, opts, progress):
 
     def get_frame(k):
         progress("frame photometry: frame %d/%d", k / len(frames), k + 1, len(frames))
-        return _blur(load_frame(frames[k], mask_eps=opts.mask_eps)[0], opts.frame_smooth), None
+        data = load_frame(frames[k], mask_eps=opts.mask_eps)[0]
+        return masked_gaussian_blur(data, opts.frame_smooth), None
 
     result = harmonize_frames(get_frame, [f.wcs for f in frames], [f.shape for f in frames],
                               grid.wcs, grid.shape, model=opts.frame_model, background=False,
                               rng=0, fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR})
     progress("frame photometry done", 1.0)
     return [result.corrections.get(k) for k in range(len(frames))], result.report
-
-
-def _frame_weights(frames, corrections, method):
-    """Stacking weight per frame (mean 1): exposure x inverse variance of the corrected frame."""
-    t = np.array([f.exptime for f in frames], dtype=np.float64)
-    gain = np.array([1.0 if c is None else float(np.mean(np.abs(c.gain))) for c in corrections])
-    sigma = np.array([f.noise for f in frames], dtype=np.float64) * gain
-    ok = np.isfinite(sigma) & (sigma > 0)
-    ref = float(np.median(sigma[ok])) if ok.any() else 1.0
-    inv_var = np.where(ok, (ref / np.where(ok, sigma, 1.0)) ** 2, 1.0)
-    w = {"none": np.ones_like(t), "exposure": t, "noise": inv_var,
-         "exposure_noise": t * inv_var}[method]
-    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
-    return w / w.mean() if w.sum() > 0 else np.ones_like(t)
 
 
 def _make_tiles(frames, footprints, corrections, weights, grid, tiles_dir, opts, progress):
@@ -983,7 +958,9 @@ def _run(input_folder, output_folder, options):
     footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
     lap("grid")
     corrections, frame_report = _frame_photometry(frames, grid, opts, progress.stage(10, 30))
-    weights = _frame_weights(frames, corrections, opts.weight_method)
+    weights = frame_weights([f.exptime for f in frames], [f.noise for f in frames],
+                            gains=[1.0 if c is None else np.mean(np.abs(c.gain))
+                                   for c in corrections], method=opts.weight_method)
     lap("frame_photometry")
     tile_paths, tile_stats = _make_tiles(frames, footprints, corrections, weights, grid,
                                          out / "tiles", opts, progress.stage(30, 80))
@@ -1011,16 +988,31 @@ class GridResult:
     report: dict = field(default_factory=dict)
 
 
-class _TileArray:
-    """Lazy read-only memmap of one float32 image HDU of a tile file (nothing held)."""
+class _TileHDU:
+    """A float32 image HDU of a tile file, read lazily and never held open.
 
-    def __init__(self, path, offset, shape, channels_last):
+    ``hdu()`` maps it afresh (the tile data, channels last), for the caller to drop after
+    use; ``hdu[ys, xs]`` and ``np.asarray(hdu)`` (2-D HDUs: the coverage) read only the
+    rows needed, so that the coverage of every tile does not stay mapped and resident.
+    """
+
+    def __init__(self, path, offset, shape, channels_last=False):
         self.path, self.offset, self.shape = str(path), offset, tuple(shape)
-        self.channels_last = channels_last
+        self.channels_last, self.ndim = channels_last, len(shape)
 
     def __call__(self):
         data = np.memmap(self.path, dtype=">f4", mode="r", offset=self.offset, shape=self.shape)
         return np.moveaxis(data, 0, -1) if self.channels_last and data.ndim == 3 else data
+
+    def __getitem__(self, key):
+        ys, xs = key
+        (y0, y1, step), width = ys.indices(self.shape[0]), self.shape[1]
+        rows = np.fromfile(self.path, ">f4", max(0, y1 - y0) * width,
+                           offset=self.offset + 4 * y0 * width)
+        return rows.reshape(-1, width)[::step, xs].astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:, :].astype(dtype or np.float32, copy=False)
 
 
 def _read_tile_header(path):
@@ -1034,9 +1026,9 @@ def _read_tile_header(path):
         return dict(tile_id=int(hdr["TILEID"]), y0=int(hdr["GRID_Y0"]), x0=int(hdr["GRID_X0"]),
                     shape=shape[-2:], n_channels=shape[0] if len(shape) == 3 else 1,
                     n_frames=int(hdr.get("NFRAMES", 0)), path=path,
-                    data=_TileArray(path, hdul[0].fileinfo()["datLoc"], shape, True),
-                    coverage=None if cov is None else _TileArray(
-                        path, cov.fileinfo()["datLoc"], cov.shape, False),
+                    data=_TileHDU(path, hdul[0].fileinfo()["datLoc"], shape, True),
+                    coverage=None if cov is None else _TileHDU(
+                        path, cov.fileinfo()["datLoc"], cov.shape),
                     wcs=WCS(hdr, relax=True).celestial)
 
 
@@ -1056,26 +1048,24 @@ def _load_tiles(paths):
              max(m["x0"] + m["shape"][1] for m in metas) - ox)
     tiles = [TilePhotometryInfo(m["tile_id"], BBox(m["y0"] - oy, m["y0"] - oy + m["shape"][0],
                                                    m["x0"] - ox, m["x0"] - ox + m["shape"][1]),
-                                data=m["data"], wcs=m["wcs"],
-                                coverage=None if m["coverage"] is None else m["coverage"](),
+                                data=m["data"], coverage=m["coverage"], wcs=m["wcs"],
                                 meta=dict(path=str(m["path"]), n_frames=m["n_frames"]))
              for m in metas]
-    wcs = metas[0]["wcs"].deepcopy()  # the tile WCS shifted to the canvas origin
-    wcs.wcs.crpix = [wcs.wcs.crpix[0] + metas[0]["x0"] - ox,
-                     wcs.wcs.crpix[1] + metas[0]["y0"] - oy]
-    wcs.wcs.set()
+    dy, dx = oy - metas[0]["y0"], ox - metas[0]["x0"]  # the tile WCS shifted to the canvas
+    wcs = tile_wcs(metas[0]["wcs"], BBox(dy, dy + shape[0], dx, dx + shape[1]))
     return tiles, shape, wcs, (oy, ox)
 
 
 def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     """Assemble the tile files of ``tiles_dir`` into the mosaic outputs in ``output_dir``.
 
-    Tiles are read lazily (memmaps).  The tile photometry (overlap graph, global
-    gain/offset/plane solve, guarded background matching) and the blending run as the
-    options say (``photometry``, ``model``, ``background``, ``blend``, ``levels``,
-    ``chunk_size``); with photometry and background off and ``blend='none'`` the mosaic is
-    a plain coverage-weighted placement.  The mosaic is written chunk by chunk into a
-    memmapped FITS file under a temporary name, then renamed.
+    Tiles are read lazily (memmaps, coverage crops).  The tile photometry (overlap graph,
+    global gain/offset/plane solve, guarded background matching) and the blending run as
+    the options say (``photometry``, ``model``, ``background``, ``blend``, ``levels``,
+    ``chunk_size``, ``workers``); with photometry and background off and ``blend='none'``
+    the mosaic is a plain coverage-weighted placement.  The mosaic is written chunk by
+    chunk (``os.pwrite``, bounded memory) into a FITS file under a temporary name, then
+    renamed.
 
     Returns
     -------
@@ -1134,17 +1124,19 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
         mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
     paths["report"] = out / "grid_report.json"
     stats = dict(lo=np.inf, hi=-np.inf, area=0)
+    step = max(1, math.ceil(max(shape) / opts.preview_size))
+    small = np.full((-(-shape[0] // step), -(-shape[1] // step), C), np.nan, np.float32)
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
-    with _fits_memmap(paths["mosaic"], mshape, header) as mm, \
-            _fits_memmap(paths["coverage"], shape, header) as cm:
+    with _fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
+            _fits_stream(paths["coverage"], shape, header) as coverage:
         def sink(bbox, data, weight_sum):
-            ys, xs = slice(bbox.y0, bbox.y1), slice(bbox.x0, bbox.x1)
-            if layout == "chw":
-                mm[:, ys, xs] = np.moveaxis(data, -1, 0)
-            else:
-                mm[ys, xs] = data[..., 0] if layout == "mono" else data
-            cm[ys, xs] = _chunk_coverage(tiles, bbox)
+            mosaic.write(bbox.y0, bbox.x0, data)
+            coverage.write(bbox.y0, bbox.x0, _chunk_coverage(tiles, bbox)[..., None])
+            sy, sx = -bbox.y0 % step, -bbox.x0 % step  # the preview: every step-th pixel
+            sub = data[sy::step, sx::step]
+            gy, gx = (bbox.y0 + sy) // step, (bbox.x0 + sx) // step
+            small[gy:gy + sub.shape[0], gx:gx + sub.shape[1]] = sub
             fin = data[np.isfinite(data)]
             if fin.size:
                 stats["lo"], stats["hi"] = min(stats["lo"], fin.min()), max(stats["hi"], fin.max())
@@ -1152,19 +1144,15 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
 
         asm = assemble_mosaic(tiles, shape, corrections=corrections, blend=opts.blend,
                               levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
-                              workers=opts.workers or 1, progress=lambda done, total: progress(
+                              workers=_n_workers(opts), progress=lambda done, total: progress(
                                   "blending chunk %d/%d", 0.3 + 0.6 * done / total, done, total))
         if stats["area"] != shape[0] * shape[1]:
             raise GridModeError(f"the assembly wrote {stats['area']} of {shape[0] * shape[1]} "
                                 "mosaic pixels; the output was discarded")
         timings["assembly"] = time.perf_counter() - t2
-        step = max(1, math.ceil(max(shape) / opts.preview_size))
-        small = np.array(mm[:, ::step, ::step] if layout == "chw" else mm[::step, ::step],
-                         dtype=np.float32)
-        small = np.moveaxis(small, 0, -1) if layout == "chw" else small
         if opts.save_uint16:
             paths["uint16"] = out / "mosaic_grid_uint16.fits"
-            _write_uint16(paths["uint16"], mm, header, stats["lo"], stats["hi"])
+            _write_uint16(paths["uint16"], mosaic, mshape, header, stats["lo"], stats["hi"])
     _write_preview(paths["preview"], small)
     timings["total"] = time.perf_counter() - t0
     report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,
@@ -1184,20 +1172,20 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
                       report=report)
 
 
-def _write_uint16(path, mm, header, lo, hi):
+def _write_uint16(path, mosaic, shape, header, lo, hi):
     """uint16 copy of the float mosaic ([lo, hi] -> [0, 65535], NaN -> 0), block by block."""
     hdr = header.copy()
     hdr["BZERO"], hdr["BSCALE"] = 32768, 1
     hdr["FLTMIN"] = (float(lo), "mosaic value mapped to 0")
     hdr["FLTMAX"] = (float(hi), "mosaic value mapped to 65535")
     scale = 65535.0 / max(float(hi - lo), 1e-12) if np.isfinite(lo) else 0.0
-    with _fits_memmap(path, mm.shape, hdr, dtype=">i2") as um:
-        rows = max(1, (32 << 20) // max(1, int(np.prod(mm.shape[1:])) * 4))
-        for y in range(0, mm.shape[0], rows):
-            block = np.asarray(mm[y:y + rows], dtype=np.float64)
+    with _fits_stream(path, shape, hdr, mosaic.layout, dtype=">i2") as out:
+        rows = max(1, (32 << 20) // (mosaic.width * mosaic.planes * mosaic.depth * 4))
+        for y in range(0, mosaic.height, rows):
+            block = mosaic.read(y, min(y + rows, mosaic.height)).astype(np.float64)
             with np.errstate(invalid="ignore"):
                 u = np.where(np.isfinite(block), np.clip((block - lo) * scale, 0, 65535), 0)
-            um[y:y + rows] = (np.round(u) - 32768).astype(np.int16)
+            out.write(y, 0, (np.round(u) - 32768).astype(np.int16))
 
 
 # -------------------------------------------------------------------------------- demo
@@ -1222,12 +1210,13 @@ def write_frame_survey(survey, folder, *, rgb_layout="chw"):
 def mosaic_quality(survey, mosaic_path, tile_bboxes):
     """Seam metrics and frame-to-frame offsets of a mosaic file against a survey's truth.
 
-    The mosaic is fitted as ``alpha * truth + beta + plane`` per channel on star-free pixels
-    (the reference frame's photometric system and gradient are arbitrary), twice: the second
-    fit leaves out > 5 sigma outliers (the trail).  Returns ``frame_offsets`` (median
-    residual per frame footprint, noise sigma), their ``frame_offset_spread_sigma`` and
-    ``frame_offset_max_sigma``, and the seam metric (1 = seamless) at frame borders and at
-    the borders of ``tile_bboxes`` (boxes on the mosaic grid).
+    Reads the mosaic, renders the survey's truth (with and without stars) on its grid and
+    the frames' footprints (2 px inside their borders), and measures them with
+    :func:`photometry_graph.diagnostics.mosaic_vs_frame_truth` on star-free pixels:
+    ``frame_offsets`` (median residual per frame footprint, noise sigma), their
+    ``frame_offset_spread_sigma`` and ``frame_offset_max_sigma``, and the seam metric
+    (1 = seamless) at frame borders and at the borders of ``tile_bboxes`` (boxes on the
+    mosaic grid).
     """
     with _fits(mosaic_path) as hdul:
         data, wcs = hdul[0].data.astype(np.float64), _celestial_wcs(hdul[0].header, hdul)
@@ -1235,29 +1224,13 @@ def mosaic_quality(survey, mosaic_path, tile_bboxes):
         if data.shape[0] in (1, 3) else data
     shape, sigma = img.shape[:2], survey.noise_sigma
     truth = survey.render_truth(wcs, shape)
-    calm = good = np.isfinite(img).all(2) & (np.abs(
-        truth - survey.render_truth(wcs, shape, stars=False)).max(axis=2) < 0.05 * sigma)
+    calm = np.abs(truth - survey.render_truth(wcs, shape, stars=False)).max(axis=2) < 0.05 * sigma
     yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
-    for _ in range(2):
-        alpha, beta, gx, gy = fit_truth_plane(img, truth, good)
-        resid = img - (alpha * truth + beta + gx * xx[..., None] + gy * yy[..., None])
-        spread = 1.4826 * np.median(np.abs(resid[calm]))  # a plain mosaic has +-30 sigma
-        with np.errstate(invalid="ignore"):
-            good = calm & (np.abs(resid) < 5 * max(sigma, spread)).all(axis=2)
-    borders, offsets = np.zeros(shape, bool), []
+    feet = []
     for f in survey.frames:
         fx, fy = transform_pixels(wcs, f.wcs, xx, yy)
-        inside = (fx > 2) & (fx < f.shape[1] - 3) & (fy > 2) & (fy < f.shape[0] - 3)
-        borders |= inside & ~ndimage.binary_erosion(inside)
-        if (inside & good).sum() >= 100:
-            offsets.append(np.median(resid[inside & good], axis=0) / sigma)
-    offsets = np.asarray(offsets).reshape(-1, img.shape[2])
-    return dict(frame_offsets=offsets.tolist(),
-                frame_offset_spread_sigma=float(np.ptp(offsets, axis=0).max()),
-                frame_offset_max_sigma=float(np.abs(offsets).max()),
-                seam_frame_borders=float(seam_metric(img, truth, borders, valid=good)),
-                seam_tile_borders=float(seam_metric(
-                    img, truth, bbox_boundaries(tile_bboxes, shape), valid=good)))
+        feet.append((fx > 2) & (fx < f.shape[1] - 3) & (fy > 2) & (fy < f.shape[0] - 3))
+    return mosaic_vs_frame_truth(img, truth, feet, tile_bboxes, noise_sigma=sigma, calm=calm)
 
 
 def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callback=None,
@@ -1317,27 +1290,22 @@ class _TqdmLogHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-_RUN_ONLY = {"tile_size", "overlap", "pixel_scale", "stack_method", "stack_combine",
-             "kappa_low", "kappa_high", "winsor_limits", "weight_method", "radial_weight",
-             "radial_feather_fraction", "radial_shape_power", "frame_photometry",
-             "frame_model", "frame_smooth", "workers", "scheduler", "memory_mb", "mask_eps"}
-
-
 def _parser():
-    defaults, common = GridOptions(), argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("options ((run) = run and demo only)")
-    for name, text in OPTION_HELP.items():
-        default, flag = getattr(defaults, name), "--" + name.replace("_", "-")
-        text = ("(run) " if name in _RUN_ONLY else "") + text.replace("%", "%%")
+    for f in fields(GridOptions):
+        name, default, flag = f.name, f.default, "--" + f.name.replace("_", "-")
+        off = default is True  # --no-X switches off what is on by default
+        text = (("(run) " if f.metadata["run"] else "") + ("do not " if off else "")
+                + f.metadata["help"].replace("%", "%%"))
         if isinstance(default, bool):
-            flag = flag.replace("--", "--no-") if default else flag
-            group.add_argument(flag, dest=name, action="store_false" if default else
-                               "store_true", default=None, help=text)
+            group.add_argument("--no-" + flag[2:] if off else flag, dest=name, default=None,
+                               action="store_false" if off else "store_true", help=text)
             continue
         kw = (dict(choices=_CHOICES[name]) if name in _CHOICES else
               dict(type=float, nargs=2, metavar=("LOW", "HIGH")) if name == "winsor_limits"
-              else dict(type=_NULLABLE.get(name, type(default)), metavar=name.split("_")[-1]
-                        .upper()))
+              else dict(type=str if f.type is object else f.type,
+                        metavar=name.split("_")[-1].upper()))
         group.add_argument(flag, dest=name, default=None, help=text + (
             "" if default is None else f" (default: {default})"), **kw)
     group.add_argument("--kappa", type=float, metavar="K", help="(run) set both kappas")

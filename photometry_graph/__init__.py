@@ -17,6 +17,7 @@ file I/O.  Stages, one module each:
 ``wcsgrid``      global celestial grid and frame footprints
 ``resample``     fast WCS-to-WCS reprojection
 ``stack``        weighted, clipped stacking
+``bayer``        debayering of raw colour frames
 ``frames``       frame photometry before stacking
 ``diagnostics``  residual tables, seam metric, plots
 ``datasets``     synthetic surveys with known truth
@@ -25,6 +26,7 @@ file I/O.  Stages, one module each:
 from ._log import GRID_PREFIX
 from .assembly import *  # noqa: F401,F403
 from .background import *  # noqa: F401,F403
+from .bayer import *  # noqa: F401,F403
 from .blend import *  # noqa: F401,F403
 from .correction import *  # noqa: F401,F403
 from .frames import *  # noqa: F401,F403

@@ -21,6 +21,8 @@ import numpy as np
 from ._log import get_logger, grid_info, grid_warning
 from .correction import Correction, apply_correction
 from .masks import as_channels_last
+from .overlap import _check_workers, _thread_map
+from .regression import _median
 
 __all__ = ["estimate_tile_background", "overlap_differences", "match_backgrounds",
            "BackgroundMatchResult"]
@@ -28,6 +30,10 @@ __all__ = ["estimate_tile_background", "overlap_differences", "match_backgrounds
 logger = get_logger(__name__)
 
 _MAD_TO_SIGMA = 1.482602218505602
+#: Default number of pixels sampled per tile for its background.
+TILE_SAMPLE_PIXELS = 25_000
+#: Default number of pixels sampled per overlap for the guard's differences.
+OVERLAP_SAMPLE_PIXELS = 20_000
 
 
 def estimate_tile_background(tile_data, tile_mask, *, kappa=3.0, iterations=5,
@@ -46,7 +52,9 @@ def estimate_tile_background(tile_data, tile_mask, *, kappa=3.0, iterations=5,
         Maximum clipping iterations (stops earlier when nothing changes).
     max_pixels : int or None
         Use a regular (deterministic) subsample of at most this many valid
-        pixels; ``None`` uses all of them.
+        pixels (a strided grid over the tile, then evenly spaced valid pixels
+        of it); ``None`` uses all of them.  A median of ``n`` samples is good
+        to about ``1.25 sigma / sqrt(n)``.
 
     Returns
     -------
@@ -78,9 +86,16 @@ def estimate_tile_background(tile_data, tile_mask, *, kappa=3.0, iterations=5,
     n_valid = int(mask.sum())
     if n_valid == 0:
         raise ValueError("the tile has no valid pixel: cannot estimate its background")
-    values = arr[mask]
+    if max_pixels is not None and int(max_pixels) < 1:
+        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels!r}")
     if max_pixels is not None and n_valid > max_pixels:
-        values = values[::int(math.ceil(n_valid / max_pixels))]
+        step = int(math.floor(math.sqrt(n_valid / max_pixels)))
+        values = arr[::step, ::step][mask[::step, ::step]] if step > 1 else arr[mask]
+        if values.shape[0] > max_pixels:
+            values = values[np.linspace(0, values.shape[0] - 1, int(max_pixels))
+                            .round().astype(np.int64)]
+    else:
+        values = arr[mask]
     out = np.empty(arr.shape[2])
     for c in range(arr.shape[2]):
         v = np.asarray(values[:, c], dtype=np.float64)
@@ -89,16 +104,16 @@ def estimate_tile_background(tile_data, tile_mask, *, kappa=3.0, iterations=5,
             raise ValueError(f"channel {c} of the tile has no valid finite pixel: cannot "
                              "estimate its background")
         keep = np.ones(v.size, dtype=bool)
-        med = float(np.median(v))
+        med = _median(v)
         for _ in range(int(iterations)):
-            sigma = _MAD_TO_SIGMA * float(np.median(np.abs(v[keep] - med)))
+            sigma = _MAD_TO_SIGMA * _median(np.abs(v[keep] - med))
             if sigma <= 0:
                 break
             new = np.abs(v - med) <= kappa * sigma
             if not new.any() or np.array_equal(new, keep):
                 break
             keep = new
-            med = float(np.median(v[keep]))
+            med = _median(v[keep])
         out[c] = med
     return out
 
@@ -139,7 +154,101 @@ def _overlap_pairs(tiles_by_id, graph):
     return pairs
 
 
-def overlap_differences(tiles, corrections=None, graph=None, *, min_pixels=16):
+def _sample_step(area, max_pixels):
+    """Stride of a regular grid keeping at most about ``max_pixels`` of ``area`` pixels."""
+    if max_pixels is None or area <= max_pixels:
+        return 1
+    return int(math.ceil(math.sqrt(area / float(max_pixels))))
+
+
+def _corrected_sample(tile, region, correction, step):
+    """Corrected values and mask of ``tile`` on the grid ``region[::step, ::step]``.
+
+    The plane term of the correction is evaluated at the global coordinates of
+    the sampled pixels, so ``step=1`` equals :func:`apply_correction` on the region.
+    """
+    sl = region.slices_in(tile.bbox)
+    sl = (slice(sl[0].start, sl[0].stop, step), slice(sl[1].start, sl[1].stop, step))
+    data = tile.get_data()[sl]
+    mask = tile.mask[sl]
+    if step == 1:
+        return apply_correction(data, region, correction), mask
+    out = np.array(data, dtype=np.float32)
+    if correction is None:
+        return out, mask
+    if correction.n_channels != out.shape[2]:
+        raise ValueError(f"correction has {correction.n_channels} channels, data has "
+                         f"{out.shape[2]}")
+    out *= correction.gain.astype(np.float32)
+    out += correction.offset.astype(np.float32)
+    if np.any(correction.slope):
+        x = (np.arange(region.x0, region.x1, step) - correction.origin[0]).astype(np.float32)
+        y = (np.arange(region.y0, region.y1, step) - correction.origin[1]).astype(np.float32)
+        for c in range(out.shape[2]):
+            sx, sy = correction.slope[c]
+            out[:, :, c] += (sx * x)[np.newaxis, :] + (sy * y)[:, np.newaxis]
+    return out, mask
+
+
+def _pair_difference(ti, tj, bbox, ci, cj, min_pixels, max_pixels):
+    """Per-channel median of ``corrected_i - corrected_j`` on a sample of an overlap."""
+    step = _sample_step(bbox.area, max_pixels)
+    di, mi = _corrected_sample(ti, bbox, ci, step)
+    dj, mj = _corrected_sample(tj, bbox, cj, step)
+    joint = mi & mj
+    if np.count_nonzero(joint) < min_pixels:
+        return None
+    if di.shape[2] != dj.shape[2]:
+        raise ValueError(f"tiles {ti.tile_id!r} and {tj.tile_id!r} have different channel "
+                         "counts")
+    d = (di[joint] - dj[joint]).astype(np.float64)
+    row = np.full(d.shape[1], np.nan)
+    for c in range(d.shape[1]):
+        v = d[:, c][np.isfinite(d[:, c])]
+        if v.size >= min_pixels:
+            row[c] = _median(v)
+    return row
+
+
+def _corrected_value(value, r, correction, channel):
+    """A correction applied to one value at global position ``r = (x, y)``."""
+    if correction is None:
+        return value
+    c = channel
+    return (correction.gain[c] * value + correction.offset[c]
+            + correction.slope[c, 0] * (r[0] - correction.origin[0])
+            + correction.slope[c, 1] * (r[1] - correction.origin[1]))
+
+
+def _fit_difference(graph, i, j, ci, cj, min_pixels, n_channels):
+    """Mean of ``corrected_i - corrected_j`` over the pixels used by the edge's fits.
+
+    The fits carry the (clipped) means of both tiles over the pixels they used
+    and the centroid of those pixels; a correction is linear in the value and
+    in the position, so the mean corrected difference follows without reading
+    a pixel.  ``None`` when the edge has no usable fit for every channel.
+    """
+    try:
+        fits = graph.edges[i, j].get("fits") or []
+    except (KeyError, AttributeError):
+        return None
+    if n_channels is not None and len(fits) != n_channels:
+        return None
+    row = np.full(len(fits), np.nan)
+    for f in fits:
+        moments = (f.x_mean, f.y_mean, f.centroid[0], f.centroid[1])
+        if (f.status == "failed" or f.n_used < min_pixels or f.src not in (i, j)
+                or not all(math.isfinite(m) for m in moments) or not 0 <= f.channel < len(fits)):
+            return None
+        c_src, c_dst = (ci, cj) if f.src == i else (cj, ci)
+        d = (_corrected_value(f.x_mean, f.centroid, c_src, f.channel)
+             - _corrected_value(f.y_mean, f.centroid, c_dst, f.channel))
+        row[f.channel] = d if f.src == i else -d
+    return row if row.size and np.all(np.isfinite(row)) else None
+
+
+def overlap_differences(tiles, corrections=None, graph=None, *, min_pixels=16,
+                        max_pixels=OVERLAP_SAMPLE_PIXELS, use_fits=False, workers=None):
     """Median difference of the corrected tiles on every overlap.
 
     Parameters
@@ -151,37 +260,55 @@ def overlap_differences(tiles, corrections=None, graph=None, *, min_pixels=16):
         Overlap graph (its edges and their ``bbox`` are used); computed from
         the tiles' boxes when omitted.
     min_pixels : int
-        Overlaps with fewer jointly valid finite pixels are skipped.
+        Overlaps with fewer jointly valid finite (sampled) pixels are skipped.
+    max_pixels : int or None
+        Larger overlaps are measured on a regular grid of every ``k``-th row
+        and column holding at most about this many pixels (a median of
+        20 000 differences is good to ~0.01 sigma); ``None`` reads every pixel.
+    use_fits : bool
+        For edges of ``graph`` carrying pairwise fits
+        (:func:`~photometry_graph.overlap.fit_overlap_edges`), use the mean
+        corrected difference over the pixels each fit used (clipped of
+        outliers), computed from the fits' means and centroids without
+        reading a pixel; other edges are measured on their pixels.
+    workers : int, optional
+        Threads (default ``min(2, os.cpu_count())``); the result does not
+        depend on it.
 
     Returns
     -------
     pairs : list of tuple
         ``(i, j)`` of the measured overlaps.
     diffs : numpy.ndarray, shape (n_pairs, C)
-        Median over jointly valid pixels of ``corrected_i - corrected_j``
-        (NaN for a channel without enough finite pixels).
+        Median (or fit mean) over jointly valid pixels of
+        ``corrected_i - corrected_j`` (NaN for a channel without enough
+        finite pixels).
     """
+    if max_pixels is not None and int(max_pixels) < 1:
+        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels!r}")
     tiles_by_id = _tiles_by_id(tiles)
     corrections = corrections or {}
-    pairs, diffs = [], []
-    for i, j, bbox in _overlap_pairs(tiles_by_id, graph):
-        di, mi = tiles_by_id[i].read(bbox)
-        dj, mj = tiles_by_id[j].read(bbox)
-        joint = mi & mj
-        if joint.sum() < min_pixels:
-            continue
-        ci = apply_correction(di, bbox, corrections.get(i))
-        cj = apply_correction(dj, bbox, corrections.get(j))
-        if ci.shape[2] != cj.shape[2]:
-            raise ValueError(f"tiles {i!r} and {j!r} have different channel counts")
-        d = (ci[joint] - cj[joint]).astype(np.float64)
-        row = np.full(d.shape[1], np.nan)
-        for c in range(d.shape[1]):
-            v = d[:, c][np.isfinite(d[:, c])]
-            if v.size >= min_pixels:
-                row[c] = float(np.median(v))
-        pairs.append((i, j))
-        diffs.append(row)
+    todo = _overlap_pairs(tiles_by_id, graph)
+    n_channels = None
+    if use_fits and graph is not None and todo:
+        try:
+            n_channels = int(tiles_by_id[todo[0][0]].n_channels)
+        except Exception:  # noqa: BLE001 - unreadable tile: its edges are measured below
+            n_channels = None
+
+    def measure(p):
+        i, j, bbox = p
+        ci, cj = corrections.get(i), corrections.get(j)
+        if use_fits and graph is not None:
+            row = _fit_difference(graph, i, j, ci, cj, min_pixels, n_channels)
+            if row is not None:
+                return row
+        return _pair_difference(tiles_by_id[i], tiles_by_id[j], bbox, ci, cj, min_pixels,
+                                max_pixels)
+
+    rows = _thread_map(measure, todo, workers)
+    pairs = [(i, j) for (i, j, _), row in zip(todo, rows) if row is not None]
+    diffs = [row for row in rows if row is not None]
     C = diffs[0].shape[0] if diffs else 0
     return pairs, (np.array(diffs) if diffs else np.zeros((0, C)))
 
@@ -281,9 +408,18 @@ def _shifted(correction, shift, n_channels):
                       offset_err=base.offset_err.copy(), status=base.status, info=info)
 
 
+def _tile_background(tile, correction, kappa, iterations, max_pixels):
+    """Background of one corrected tile, measured on a strided sample of it."""
+    step = _sample_step(tile.bbox.area, max_pixels)
+    corrected, mask = _corrected_sample(tile, tile.bbox, correction, step)
+    return estimate_tile_background(corrected, mask, kappa=kappa, iterations=iterations,
+                                    max_pixels=max_pixels), corrected.shape[2]
+
+
 def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterations=5,
                       guard=True, rtol=0.01, atol=0.0, steps=20, min_pixels=16,
-                      max_pixels=1_000_000):
+                      max_pixels=TILE_SAMPLE_PIXELS, overlap_max_pixels=OVERLAP_SAMPLE_PIXELS,
+                      use_fits=True, workers=None):
     """SWarp-like background matching of corrected tiles, guarded by the overlaps.
 
     1. Background of every *corrected* tile (:func:`estimate_tile_background`
@@ -311,8 +447,22 @@ def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterati
     graph : networkx.Graph, optional
         Overlap graph whose edges (and ``bbox``) define the overlaps measured
         by the guard; computed from the tiles' boxes when omitted.
-    kappa, iterations, max_pixels
+    kappa, iterations
         Passed to :func:`estimate_tile_background`.
+    max_pixels : int or None
+        Each tile's background is measured on a regular grid of every
+        ``k``-th row and column holding at most about this many pixels (only
+        those are read and corrected); ``None`` uses every pixel.
+    overlap_max_pixels : int or None
+        ``max_pixels`` of :func:`overlap_differences` for the guard.
+    use_fits : bool
+        The guard measures the overlaps whose edges in ``graph`` carry
+        pairwise fits from those fits' means and centroids (the mean corrected
+        difference over the pixels the fit used; no pixel is read), the
+        others on their pixels (:func:`overlap_differences` ``use_fits``).
+    workers : int, optional
+        Threads measuring tiles and overlaps (default ``min(2, os.cpu_count())``);
+        the result does not depend on it.
     guard : bool
         ``False`` applies the full shifts (the naive step).
     rtol, atol : float
@@ -349,19 +499,23 @@ def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterati
         raise ValueError("no tiles given: pass at least one TilePhotometryInfo")
     corrections = dict(corrections or {})
 
+    workers = _check_workers(workers)
+
+    def measure(tid):
+        try:
+            return _tile_background(tiles_by_id[tid], corrections.get(tid), kappa, iterations,
+                                    max_pixels)
+        except (ValueError, OSError) as exc:
+            return exc
+
     backgrounds = {}
     n_channels = None
-    for tid, tile in tiles_by_id.items():
-        try:
-            data = tile.get_data()
-            corrected = apply_correction(data, tile.bbox, corrections.get(tid))
-            backgrounds[tid] = estimate_tile_background(corrected, tile.mask, kappa=kappa,
-                                                        iterations=iterations,
-                                                        max_pixels=max_pixels)
-            n_channels = corrected.shape[2]
-        except (ValueError, OSError) as exc:
+    for tid, got in zip(tiles_by_id, _thread_map(measure, list(tiles_by_id), workers)):
+        if isinstance(got, Exception):
             grid_warning(logger, "Background: tile %s: background not measured (%s); "
-                         "no shift", tid, exc)
+                         "no shift", tid, got)
+            continue
+        backgrounds[tid], n_channels = got
     if not backgrounds:
         grid_warning(logger, "Background: no tile background could be measured; background "
                      "matching skipped")
@@ -377,7 +531,9 @@ def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterati
     proposed = {tid: (target - backgrounds[tid]) if tid in backgrounds else zero.copy()
                 for tid in tiles_by_id}
 
-    pairs, diffs = overlap_differences(tiles_by_id, corrections, graph, min_pixels=min_pixels)
+    pairs, diffs = overlap_differences(tiles_by_id, corrections, graph, min_pixels=min_pixels,
+                                       max_pixels=overlap_max_pixels, use_fits=use_fits,
+                                       workers=workers)
     if pairs:
         delta = np.array([proposed[i] - proposed[j] for i, j in pairs])
     else:

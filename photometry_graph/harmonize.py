@@ -48,7 +48,8 @@ class HarmonizationResult:
     report : dict
         JSON-friendly summary: counts of tiles, edges, fits, components,
         references, residuals before/after, background decision, status,
-        the ``[GRID]`` warnings issued, timings.
+        the ``[GRID]`` warnings issued, timings (``time_s`` in all,
+        ``step_times_s`` per step: graph, fits, solve, background).
     status : str
         ``"ok"`` (everything ran), ``"partial"`` (the solve reported a partial
         solution or a later step fell back), ``"fallback"`` (the solve was
@@ -141,12 +142,16 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         Extra options of :func:`~photometry_graph.overlap.fit_overlap_edges`,
         :func:`~photometry_graph.solve.solve_global_photometry` and
         :func:`~photometry_graph.background.match_backgrounds`.  The fits
-        subsample large overlaps (``fit_kwargs`` ``max_pixels``, default
-        60 000 pixels on a regular grid) and the background step measures
-        strided samples (``background_kwargs`` ``max_pixels`` per tile and
-        ``overlap_max_pixels`` per overlap); ``None`` for these makes them
-        exhaustive (slower, not measurably more accurate: see
-        ``benchmarks/bench_harmonize.py``).
+        run their outlier-clipping iterations on a regular subsample of large
+        overlaps and their final estimates on every pixel (``fit_kwargs``
+        ``max_pixels``, default 10 000; ``noise_samples``), and the background
+        step measures tiles on strided samples (``background_kwargs``
+        ``max_pixels``) and overlaps through the fits' means (``use_fits``);
+        ``fit_kwargs=dict(max_pixels=None, noise_samples=None,
+        noise_estimator='mad')`` and ``background_kwargs=dict(max_pixels=None,
+        overlap_max_pixels=None, use_fits=False)`` give the exhaustive
+        settings of earlier versions (several times slower, not more accurate:
+        see ``benchmarks/bench_harmonize.py``).
     workers : int, optional
         Threads for the masks, the pairwise fits and the background step
         (default ``min(2, os.cpu_count())``); the result does not depend on it.
@@ -237,7 +242,13 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
               "fits": {"ok": 0, "offset_only": 0, "failed": 0},
               "edge_fits": {"ok": 0, "offset_only": 0, "failed": 0},
               "components": None, "references": [], "residuals": None,
-              "background": None, "steps": [], "status": None}
+              "background": None, "steps": [], "status": None, "step_times_s": {}}
+    clock = [time.perf_counter()]
+
+    def lap(step):
+        now = time.perf_counter()
+        report["step_times_s"][step] = now - clock[0]
+        clock[0] = now
 
     def finish(corrections, status, graph=None, solution=None, bg=None):
         report["status"] = status
@@ -271,6 +282,7 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
         bg = _background_normalisation(tiles, None, background_kwargs, report)
         corr = bg.corrections if bg is not None else _identity(tiles, C)
         return finish(corr, "fallback" if bg is not None else "identity", bg=bg)
+    lap("graph")
     report["edges"] = graph.number_of_edges()
     report["steps"].append("graph")
     if graph.number_of_edges() == 0:
@@ -285,6 +297,7 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
     try:
         edge_counts = fit_overlap_edges(graph, model=model, origin=origin,
                                         min_pixels=min_pixels, rng=rng, **fit_kwargs)
+        lap("fits")
         report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
         report["fits"] = _fit_counts(graph)
         report["steps"].append("fits")
@@ -310,6 +323,7 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
     except Exception as exc:  # noqa: BLE001 - never crash the mode
         grid_warning(logger, "Harmonize: global solve raised (%s: %s); falling back to "
                      "per-tile background normalisation", type(exc).__name__, exc)
+    lap("solve")
     if solution is not None:
         report["components"] = len(solution.components)
         report["references"] = list(solution.references)
@@ -348,4 +362,6 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
             report["steps"].append("background_failed")
             status = "partial"
             bg = None
+    if background:
+        lap("background")
     return finish(corrections, status, graph=graph, solution=solution, bg=bg)

@@ -46,9 +46,12 @@ normal sample); pass 2 accumulates only the values within kappa of these.
 import numpy as np
 
 from ._log import get_logger, grid_debug, grid_warning
+from .correction import apply_correction
 from .masks import as_channels_last
+from .resample import reproject_to_bbox
 
-__all__ = ["stack_frames", "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS"]
+__all__ = ["stack_frames", "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS",
+           "WEIGHT_METHODS", "frame_weights", "radial_weight", "frame_on_tile"]
 
 logger = get_logger(__name__)
 
@@ -559,3 +562,156 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
     info = {"method": method, "combine": combine, "n_frames": len(active),
             "streaming": bool(streaming), "rejected_values": int(rejected)}
     return out, coverage, info
+
+
+#: Frame weighting schemes of :func:`frame_weights`.
+WEIGHT_METHODS = ("exposure_noise", "noise", "exposure", "none")
+
+
+def frame_weights(exptimes, noise_sigmas, *, gains=None, method="exposure_noise"):
+    """Scalar stacking weight per frame, normalised to a mean of 1.
+
+    The noise that matters is the noise of the *corrected* frame: a frame
+    multiplied by a gain ``g`` by the frame photometry has its noise
+    multiplied by ``|g|``.
+
+    Parameters
+    ----------
+    exptimes : array_like of float, shape (n,)
+        Exposure times (any unit).
+    noise_sigmas : array_like of float, shape (n,)
+        Noise sigma of each raw frame (NaN when unknown: inverse-variance
+        factor 1, i.e. the median frame's).
+    gains : array_like of float, shape (n,), optional
+        Mean ``|gain|`` of each frame's photometric correction (default 1).
+    method : {"exposure_noise", "noise", "exposure", "none"}
+        Exposure x inverse noise variance, inverse noise variance (relative
+        to the median frame), exposure, or equal weights.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,), float64
+        Non-negative weights with mean 1 (equal weights when none is
+        positive); non-finite or non-positive weights become 0.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method`` or arrays of different lengths.
+
+    Examples
+    --------
+    >>> frame_weights([10, 10, 20], [1.0, 2.0, 1.0], method="exposure_noise").round(3).tolist()
+    [0.923, 0.231, 1.846]
+    >>> frame_weights([10, 20], [1.0, 1.0], gains=[1.0, 2.0], method="noise").tolist()
+    [1.6, 0.4]
+    """
+    if method not in WEIGHT_METHODS:
+        raise ValueError(f"unknown frame weight method {method!r}; use one of "
+                         f"{', '.join(WEIGHT_METHODS)}")
+    t = np.asarray(exptimes, dtype=np.float64).ravel()
+    sigma = np.asarray(noise_sigmas, dtype=np.float64).ravel()
+    gain = np.ones_like(t) if gains is None else np.abs(np.asarray(gains, np.float64).ravel())
+    if not len(t) == len(sigma) == len(gain):
+        raise ValueError(f"got {len(t)} exposure times, {len(sigma)} noise values and "
+                         f"{len(gain)} gains; give one of each per frame")
+    sigma = sigma * gain
+    ok = np.isfinite(sigma) & (sigma > 0)
+    ref = float(np.median(sigma[ok])) if ok.any() else 1.0
+    inv_var = np.where(ok, (ref / np.where(ok, sigma, 1.0)) ** 2, 1.0)
+    w = {"none": np.ones_like(t), "exposure": t, "noise": inv_var,
+         "exposure_noise": t * inv_var}[method]
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    return w / w.mean() if w.sum() > 0 else np.ones_like(t)
+
+
+def radial_weight(shape, fraction=0.8, power=2.0):
+    """Per-pixel frame weight that fades towards the corners (vignetting, field curvature).
+
+    With ``r`` the distance from the frame centre in units of the
+    half-diagonal (axes scaled so that the frame is a square), the weight is
+    1 for ``r <= fraction`` and falls as ``(0.5 (1 + cos(pi t)))**power``
+    with ``t = (r - fraction) / (1 - fraction)`` to the corners, never below
+    1e-3 (a corner covered by one frame only keeps its data).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` of the frame.
+    fraction : float
+        Part of the half-diagonal at full weight, clipped to [0, 0.99].
+    power : float
+        Sharpness of the fall-off.
+
+    Returns
+    -------
+    numpy.ndarray, shape (H, W), float32
+
+    Examples
+    --------
+    >>> w = radial_weight((5, 7), 0.5)
+    >>> w[2, 3], w[0, 0].round(3), w[2, 0].round(3)
+    (np.float32(1.0), np.float32(0.068), np.float32(0.797))
+    """
+    h, w = (int(v) for v in shape)
+    yy, xx = np.ogrid[:h, :w]
+    r = np.hypot((xx - (w - 1) / 2) / (w / 2), (yy - (h - 1) / 2) / (h / 2)) / np.sqrt(2)
+    f = min(max(float(fraction), 0.0), 0.99)
+    t = np.clip((r - f) / (1 - f), 0.0, 1.0)
+    return np.maximum((0.5 * (1 + np.cos(np.pi * t))) ** float(power), 1e-3).astype(np.float32)
+
+
+def frame_on_tile(data, frame_wcs, grid_wcs, bbox, *, weight=None, correction=None,
+                  grid_step=32):
+    """A frame reprojected onto a tile and corrected: what ``stack_frames`` stacks.
+
+    The per-pixel ``weight`` travels through the reprojection as an extra
+    channel (same interpolation, same footprint); the photometric
+    ``correction`` (in global pixel coordinates of the grid of ``grid_wcs``)
+    is applied after the reprojection.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, shape (H, W, C)
+        The frame, NaN where invalid; never modified.
+    frame_wcs, grid_wcs : astropy.wcs.WCS
+        Celestial WCS of the frame and of the global grid.
+    bbox : BBox
+        The tile on the global grid.
+    weight : numpy.ndarray, shape (H, W), optional
+        Per-pixel weight of the frame (coverage, radial weight).
+    correction : Correction, optional
+        Photometric correction of the frame (None: as it is).
+    grid_step : int
+        Coordinate-map step of :func:`~photometry_graph.resample.reproject_to_bbox`.
+
+    Returns
+    -------
+    data : numpy.ndarray, shape (h, w, C), float32
+        NaN wherever the frame has no valid data.
+    weight : numpy.ndarray, shape (h, w), float32
+        The reprojection footprint (times the reprojected weight), 0 where
+        ``data`` is NaN.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> from photometry_graph.tiles import BBox
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.cdelt = [-1e-3, 1e-3]; w.wcs.crval = [10, 10]
+    >>> frame = np.full((40, 50, 1), 3.0, np.float32)
+    >>> out, wt = frame_on_tile(frame, w, w, BBox(10, 20, 30, 60))
+    >>> out.shape, float(np.nanmax(out)), int((wt > 0).sum())
+    ((10, 30, 1), 3.0, 200)
+    """
+    data = as_channels_last(data)
+    src = data if weight is None else np.concatenate(
+        [data, np.asarray(weight, dtype=data.dtype)[..., None]], axis=2)
+    out, foot = reproject_to_bbox(src, frame_wcs, grid_wcs, bbox, grid_step=grid_step,
+                                  src_mask=np.isfinite(data).all(axis=2))
+    if weight is not None:
+        out, foot = out[..., :-1], np.nan_to_num(out[..., -1], nan=0.0) * (foot > 0)
+    out = apply_correction(out, bbox, correction)
+    ok = np.isfinite(out).all(axis=2) & (foot > 0)
+    out[~ok] = np.nan
+    return out, np.where(ok, foot, 0.0).astype(np.float32)

@@ -33,6 +33,35 @@ def test_background_is_the_clipped_median_of_valid_pixels_only():
     assert mono.shape == (1,) and mono[0] == pytest.approx(bg[0])
 
 
+def test_strided_samples_give_the_background_of_all_pixels():
+    survey = make_survey(1, 1, 512, 0.2, rng=7, nebulae=2, empty_zones=True,
+                         empty_value=np.nan)
+    tile = survey.tiles[0]
+    data, mask = tile.get_data(), tile.mask
+    full = estimate_tile_background(data, mask, max_pixels=None)
+    sampled = estimate_tile_background(data, mask, max_pixels=20_000)
+    # a median of 20 000 samples: ~1.25 / sqrt(2e4) ~ 0.01 sigma of the full one
+    assert abs(sampled[0] - full[0]) < 0.03 * survey.noise_sigma
+    res_full = match_backgrounds(survey.tiles, max_pixels=None)
+    res = match_backgrounds(survey.tiles, max_pixels=20_000)
+    assert abs(res.backgrounds[0][0] - res_full.backgrounds[0][0]) < 0.03
+    with pytest.raises(ValueError, match="max_pixels"):
+        estimate_tile_background(data, mask, max_pixels=0)
+
+
+def test_overlap_differences_on_strided_samples_and_threads():
+    survey = make_survey(2, 2, 256, 0.3, rng=8)
+    corr = {k: Correction([1.0], [float(-survey.offsets[k, 0])], status="solved")
+            for k in range(4)}
+    pairs, full = overlap_differences(survey.tiles, corr, max_pixels=None, workers=1)
+    pairs2, sampled = overlap_differences(survey.tiles, corr, max_pixels=2000, workers=2)
+    assert pairs == pairs2 and len(pairs) == 6
+    # medians of ~2 000 differences of two noisy tiles: within ~0.1 sigma of the full ones
+    assert np.abs(sampled - full).max() < 0.12 * survey.noise_sigma
+    with pytest.raises(ValueError, match="max_pixels"):
+        overlap_differences(survey.tiles, corr, max_pixels=0)
+
+
 def test_background_estimate_rejects_bad_input():
     with pytest.raises(ValueError, match="no valid pixel"):
         estimate_tile_background(np.ones((4, 4)), np.zeros((4, 4), bool))
@@ -66,8 +95,17 @@ def test_guard_never_increases_the_overlap_residual_after_a_solve():
     res = match_backgrounds(survey.tiles, sol.corrections, graph)
     assert res.residual_after <= res.residual_before * 1.01
     assert res.mean_after <= res.mean_before * 1.01
-    _, diffs = overlap_differences(survey.tiles, res.corrections, graph)
+    # the guard reads the overlaps through the fits' means (no pixel read) ...
+    _, diffs = overlap_differences(survey.tiles, res.corrections, graph, use_fits=True)
     assert np.median(np.abs(diffs)) == pytest.approx(res.residual_after, rel=1e-6, abs=1e-9)
+    # ... which agree with the medians of the pixel differences to well within the noise
+    _, pix = overlap_differences(survey.tiles, res.corrections, graph)
+    assert np.abs(diffs - pix).max() < 0.05 * survey.noise_sigma
+    pixel_guard = match_backgrounds(survey.tiles, sol.corrections, graph, use_fits=False)
+    assert pixel_guard.residual_after <= pixel_guard.residual_before * 1.01
+    assert np.median(np.abs(pix)) == pytest.approx(
+        match_backgrounds(survey.tiles, res.corrections, graph, use_fits=False,
+                          guard=False).residual_before, rel=1e-6, abs=1e-9)
 
 
 def test_nebula_tile_naive_shift_recreates_steps_guarded_one_does_not(caplog):

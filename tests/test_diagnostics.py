@@ -367,3 +367,37 @@ def test_overlap_pixels_flag_the_trail():
     pcs = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
     assert len(pcs) == 2 and len(pcs[1].get_offsets()) > 0
     assert len(fig.axes[0].get_lines()) == 2  # fitted line and 1:1
+
+
+def test_mosaic_vs_frame_truth_measures_a_frame_step_and_ignores_a_trail():
+    from photometry_graph.diagnostics import mosaic_vs_frame_truth
+    s = make_survey(2, 3, tile_size=96, overlap=0.25, rng=4, add_noise=False)
+    H, W = s.canvas_shape
+    boxes = [t.bbox for t in s.tiles]
+    yy, xx = np.mgrid[:H, :W]
+    # three rotated "frame" footprints, crossing the tiles
+    feet = [np.abs((xx - cx) * 0.96 + (yy - H / 2) * 0.28) < 45 for cx in (45, 120, 195)]
+    rng = np.random.default_rng(0)
+    sigma = s.noise_sigma
+    # any global gain, offset and plane is allowed: the reference frame's system
+    clean = 1.1 * s.truth + 5.0 + 0.01 * xx[..., None] + rng.normal(0, sigma, s.truth.shape)
+    trail = np.abs(yy - 0.3 * xx - 20) < 2
+    clean[trail] += 40 * sigma           # a legitimate outlier: clipped by the second fit
+    clean[:4] = np.nan
+    ok = mosaic_vs_frame_truth(clean, s.truth, feet, boxes, noise_sigma=sigma)
+    assert len(ok["frame_offsets"]) == 3 and ok["frame_offset_max_sigma"] < 0.1
+    assert ok["seam_frame_borders"] < 1.2 and ok["seam_tile_borders"] < 1.2
+    stepped = clean.copy()
+    only_mid = feet[1] & ~feet[0] & ~feet[2]
+    stepped[only_mid] += 2.0 * sigma
+    bad = mosaic_vs_frame_truth(stepped, s.truth, feet, boxes, noise_sigma=sigma)
+    assert 1.0 < bad["frame_offset_spread_sigma"] < 2.5  # (the global fit takes a part)
+    assert bad["seam_frame_borders"] > 1.5 * ok["seam_frame_borders"]
+    none = mosaic_vs_frame_truth(clean, s.truth, [np.zeros((H, W), bool)], boxes,
+                                 noise_sigma=sigma)
+    assert none["frame_offsets"] == [] and np.isnan(none["frame_offset_max_sigma"])
+    assert np.isnan(none["seam_frame_borders"]) and none["seam_tile_borders"] < 1.2
+    with pytest.raises(ValueError, match="footprint shape"):
+        mosaic_vs_frame_truth(clean, s.truth, [feet[0][1:]], boxes, noise_sigma=sigma)
+    with pytest.raises(ValueError, match="noise_sigma"):
+        mosaic_vs_frame_truth(clean, s.truth, feet, boxes, noise_sigma=0)

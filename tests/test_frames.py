@@ -225,3 +225,28 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="model"):
         harmonize_frames(_getter(s), s.frame_wcs_list, s.frame_shapes, g.wcs, g.shape,
                          model="gain")
+
+
+def test_masked_gaussian_blur_keeps_levels_and_never_leaks_invalid_zones():
+    from photometry_graph.frames import masked_gaussian_blur
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:60, :80]
+    img = np.stack([0.5 * xx + 10.0, 0.2 * yy - 3.0], axis=-1).astype(np.float32)
+    noisy = img + rng.normal(0, 1, img.shape).astype(np.float32)
+    noisy[20:30, 30:40] = np.nan       # an invalid blob ...
+    noisy[:, :5] = 1e6                 # ... and a zone whose values must not matter
+    noisy[:, :5, 1] = np.nan
+    before = noisy.copy()
+    out = masked_gaussian_blur(noisy, 2.0)
+    assert np.array_equal(noisy, before, equal_nan=True)
+    assert out.dtype == np.float32 and out.shape == noisy.shape
+    # invalid pixels and a 2-sigma rim around them are dropped, the rest is kept
+    assert np.isnan(out[16:34, 26:44]).all() and np.isnan(out[:, :9]).all()
+    kept = np.isfinite(out).all(axis=2)
+    assert kept.sum() > 0.7 * kept.size
+    # a linear field survives the blur; the noise drops by ~ 1 / (2 sqrt(pi) sigma)
+    resid = (out - img)[kept]
+    assert abs(resid.mean()) < 0.05 and 0.1 < resid.std() < 0.2
+    assert masked_gaussian_blur(noisy, 0) is noisy
+    with pytest.raises(ValueError, match="H, W, C"):
+        masked_gaussian_blur(noisy[..., 0], 2.0)

@@ -1,4 +1,4 @@
-"""FITS frame reading, debayering, bad-input handling and atomic outputs of grid_mode."""
+"""FITS frame reading, Bayer raws, bad-input handling and atomic outputs of grid_mode."""
 
 import logging
 import os
@@ -27,27 +27,12 @@ def _mosaic_raw(pattern, values, shape=(16, 20)):
     return raw
 
 
-@pytest.mark.parametrize("pattern", sorted(PATTERNS))
-@pytest.mark.parametrize("colour", ["R", "G", "B"])
-def test_debayer_keeps_a_single_colour_scene_in_its_colour(pattern, colour):
-    scene = {"R": 0.0, "G": 0.0, "B": 0.0}
-    scene[colour] = 1000.0
-    rgb = debayer(_mosaic_raw(pattern, scene), pattern)
-    inner = rgb[2:-2, 2:-2].reshape(-1, 3)
-    expected = np.array([scene["R"], scene["G"], scene["B"]])
-    np.testing.assert_allclose(inner, np.broadcast_to(expected, inner.shape), atol=1.0)
-
-
-def test_debayer_float_data_and_nan_neighbourhoods():
-    raw = _mosaic_raw("RGGB", {"R": 10.25, "G": -3.5, "B": 7.125})
-    raw[8, 8] = np.nan
-    rgb = debayer(raw, "rggb")
-    assert rgb.dtype == np.float32 and rgb.shape == (16, 20, 3)
-    assert np.isnan(rgb[7:10, 7:10]).all() and np.isfinite(rgb[2:5, 2:5]).all()
-    np.testing.assert_allclose(rgb[2:5, 2:5].reshape(-1, 3).mean(0), [10.25, -3.5, 7.125],
-                               atol=1e-3)
-    with pytest.raises(ValueError, match="unknown Bayer pattern"):
-        debayer(raw, "RGBW")
+def test_debayer_is_the_package_function():
+    # unit tests of the demosaicing are in test_bayer.py; grid_mode re-exports it
+    import photometry_graph.bayer
+    assert debayer is photometry_graph.bayer.debayer
+    rgb = debayer(_mosaic_raw("GBRG", {"R": 0.0, "G": 0.0, "B": 50.0}), "GBRG")
+    np.testing.assert_allclose(rgb[2:-2, 2:-2].reshape(-1, 3).mean(0), [0, 0, 50], atol=0.5)
 
 
 def test_bayer_frame_is_read_as_rgb_with_offsets(tmp_path):
@@ -168,24 +153,63 @@ def test_no_usable_frame_is_an_error(tmp_path):
                                grid_mode.GridOptions(), grid_mode._Progress())
 
 
-def test_fits_memmap_writer_is_atomic(tmp_path):
+def test_fits_stream_writer_is_atomic(tmp_path):
     target = tmp_path / "m.fits"
     hdr = celestial_header((30, 50))
     with pytest.raises(RuntimeError, match="boom"):
-        with grid_mode._fits_memmap(target, (3, 30, 50), hdr) as mm:
-            mm[:, :10] = 1.0
+        with grid_mode._fits_stream(target, (3, 30, 50), hdr, "chw") as out:
+            out.write(0, 0, np.ones((10, 50, 3), np.float32))
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
-    with grid_mode._fits_memmap(target, (3, 30, 50), hdr, fill=np.nan) as mm:
-        mm[1, 5:10, 7:9] = 2.5
+    with pytest.raises(KeyboardInterrupt):
+        with grid_mode._fits_stream(target, (30, 50), hdr) as out:
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("layout", ["mono", "chw", "hwc"])
+def test_fits_stream_writes_chunks_in_every_layout(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    C = 1 if layout == "mono" else 3
+    full = rng.normal(size=(30, 50, C)).astype(np.float32)
+    full[3:5, 7:9] = np.nan
+    shape = {"mono": (30, 50), "chw": (C, 30, 50), "hwc": (30, 50, C)}[layout]
+    target = tmp_path / "m.fits"
+    with grid_mode._fits_stream(target, shape, celestial_header((30, 50)), layout) as out:
+        for y0, y1, x0, x1 in [(0, 16, 0, 50), (16, 30, 0, 20), (16, 30, 20, 50)]:
+            out.write(y0, x0, full[y0:y1, x0:x1])  # full-row and partial-row chunks
+        back = out.read(10, 25)
+        assert back.dtype == np.float32 and back.shape == (15, 50, C)
+        np.testing.assert_array_equal(back, full[10:25])
     assert [p.name for p in tmp_path.iterdir()] == ["m.fits"]
+    assert target.stat().st_size % 2880 == 0
     with fits.open(target) as hdul:
         data = hdul[0].data
-        assert data.dtype == np.dtype(">f4") and data.shape == (3, 30, 50)
-        assert np.all(data[1, 5:10, 7:9] == 2.5) and np.isnan(data[0]).all()
+        assert data.dtype == np.dtype(">f4") and data.shape == shape
+        want = {"mono": full[..., 0], "chw": np.moveaxis(full, -1, 0), "hwc": full}[layout]
+        np.testing.assert_array_equal(data, want)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # 2-D CD matrix on a 3-axis header: 'cdfix'
             assert WCS(hdul[0].header).celestial.has_celestial
+
+
+def test_tile_hdu_reads_crops_and_maps_data_lazily(tmp_path):
+    data = np.arange(3 * 12 * 16, dtype=np.float32).reshape(3, 12, 16)
+    cov = np.arange(12 * 16, dtype=np.float32).reshape(12, 16) / 7
+    path = tmp_path / "tile_0001.fits"
+    hdr = celestial_header((12, 16))
+    hdr["TILEID"], hdr["GRID_Y0"], hdr["GRID_X0"], hdr["NFRAMES"] = 1, 5, 9, 3
+    fits.HDUList([fits.PrimaryHDU(data, hdr),
+                  fits.ImageHDU(cov, name="COVERAGE")]).writeto(path)
+    meta = grid_mode._read_tile_header(path)
+    assert meta["shape"] == (12, 16) and meta["n_channels"] == 3 and meta["n_frames"] == 3
+    np.testing.assert_array_equal(meta["data"](), np.moveaxis(data, 0, -1))
+    c = meta["coverage"]
+    assert c.shape == (12, 16)
+    np.testing.assert_array_equal(c[2:7, 3:11], cov[2:7, 3:11])
+    np.testing.assert_array_equal(c[::2, 5:], cov[::2, 5:])
+    np.testing.assert_array_equal(np.asarray(c), cov)
+    assert np.asarray(c[2:7, 3:11]).dtype == np.float32 and c[12:, :].shape == (0, 16)
 
 
 def test_preview_is_an_asinh_stretch_over_finite_pixels(tmp_path):

@@ -210,6 +210,41 @@ def test_failed_background_keeps_the_solve(monkeypatch, caplog):
         np.testing.assert_array_equal(c.gain, res.solution.corrections[k].gain)
 
 
+def test_threads_change_nothing_and_steps_are_timed():
+    survey = make_survey(3, 3, 256, 0.3, rng=9, gradient=3.0)
+    runs = [harmonize_tiles(survey.tiles, model="plane", background=True, workers=w)
+            for w in (1, 2)]
+    for k in range(9):
+        a, b = runs[0].corrections[k], runs[1].corrections[k]
+        assert a.to_dict() == b.to_dict()
+    assert runs[0].background.to_dict() == runs[1].background.to_dict()
+    times = runs[1].report["step_times_s"]
+    assert set(times) == {"graph", "fits", "solve", "background"}
+    assert all(t >= 0 for t in times.values())
+    assert sum(times.values()) <= runs[1].report["time_s"]
+    with pytest.raises(ValueError, match="workers"):
+        harmonize_tiles(survey.tiles, workers=0)
+
+
+def test_fast_defaults_are_as_accurate_as_the_exhaustive_settings():
+    # overlaps of 256 x 77 px (~20 000 pixels): the clipping iterations run on 5 000 of them
+    survey = make_survey(3, 3, 256, 0.3, rng=10, gradient=3.0)
+    origin = (383.5, 383.5)
+    exhaustive = harmonize_tiles(
+        survey.tiles, model="plane", origin=origin, workers=1,
+        fit_kwargs=dict(max_pixels=None, noise_samples=None, noise_estimator="mad"),
+        background_kwargs=dict(max_pixels=None, overlap_max_pixels=None, use_fits=False))
+    fast = harmonize_tiles(survey.tiles, model="plane", origin=origin,
+                           fit_kwargs=dict(max_pixels=5000))
+    ref = exhaustive.solution.references[0]
+    assert fast.solution.references == [ref]
+    g_ex, o_ex = errors_against_truth(survey, exhaustive, origin=origin, reference=ref)
+    g_fa, o_fa = errors_against_truth(survey, fast, origin=origin, reference=ref)
+    assert g_fa.max() < max(1.5 * g_ex.max(), GAIN_TOL)
+    assert o_fa.max() < max(1.5 * o_ex.max(), OFFSET_TOL)
+    assert corner_residuals(survey, fast, origin) < 0.1
+
+
 def test_bad_arguments_raise():
     survey = make_survey(1, 2, 64, 0.2, rng=0)
     with pytest.raises(ValueError, match="at least one tile"):

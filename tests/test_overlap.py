@@ -127,9 +127,16 @@ def test_estimate_noise_is_robust_per_channel():
     img[40:80, 60:100] = np.nan                       # invalid zone, excluded by the mask
     est = estimate_noise(img, mask)
     np.testing.assert_allclose(est, sigmas, rtol=0.05)
+    # bands of three rows only (~6 000 differences), clipped RMS: same answer
+    sampled = estimate_noise(img, mask, max_samples=6000, estimator="clipped")
+    np.testing.assert_allclose(sampled, sigmas, rtol=0.05)
     assert np.isnan(estimate_noise(np.ones((2, 2)))).all()
     with pytest.raises(ValueError, match="mask shape"):
         estimate_noise(img, mask[:10])
+    with pytest.raises(ValueError, match="estimator"):
+        estimate_noise(img, mask, estimator="std")
+    with pytest.raises(ValueError, match="max_samples"):
+        estimate_noise(img, mask, max_samples=0)
 
 
 def test_fitted_gains_match_the_injected_ratios(caplog):
@@ -209,13 +216,61 @@ def test_rgb_edges_get_one_fit_per_channel():
 
 def test_subsampling_is_reproducible():
     s = make_survey(1, 2, 128, 0.3, rng=5, star_density=2e-3)
-    runs = []
-    for _ in range(2):
+    n_valid = build_tile_overlap_graph(s.tiles).edges[0, 1]["n_valid"]
+    for kw, n_total in ((dict(polish=False), 2000),
+                        (dict(polish=False, subsample="random", rng=np.random.default_rng(9)),
+                         2000),
+                        (dict(), n_valid)):        # polished: the fit uses every pixel
+        runs = []
+        for _ in range(2):
+            g = build_tile_overlap_graph(s.tiles)
+            kw_run = dict(kw)
+            if "rng" in kw_run:
+                kw_run["rng"] = np.random.default_rng(9)
+            fit_overlap_edges(g, max_pixels=2000, min_pixels=200, **kw_run)
+            runs.append(g.edges[0, 1]["fits"][0])
+        assert runs[0].n_total == n_total
+        assert runs[0].to_dict() == runs[1].to_dict()
+
+
+@pytest.mark.parametrize("model", ["offset", "plane"])
+def test_polished_subsample_fit_equals_the_exhaustive_fit(model):
+    # clipping iterations on 5 000 of the ~24 000 pixels, final fit on all of them
+    s = make_survey(2, 1, 256, 0.4, rng=11, star_density=1.5e-3,
+                    gradient=4.0 if model == "plane" else 0.0)
+    fits = {}
+    for name, kw in (("exhaustive", dict(max_pixels=None)), ("polished", dict(max_pixels=5000)),
+                     ("subsample", dict(max_pixels=5000, polish=False))):
         g = build_tile_overlap_graph(s.tiles)
-        fit_overlap_edges(g, max_pixels=2000, rng=np.random.default_rng(9), min_pixels=200)
-        runs.append(g.edges[0, 1]["fits"][0])
-    assert runs[0].n_total == 2000
-    assert runs[0].to_dict() == runs[1].to_dict()
+        fit_overlap_edges(g, model=model, origin=(128.0, 128.0), **kw)
+        fits[name] = g.edges[0, 1]["fits"][0]
+    ex, po, sub = fits["exhaustive"], fits["polished"], fits["subsample"]
+    assert ex.status == po.status == "ok"
+    assert po.n_total == ex.n_total and abs(po.n_used - ex.n_used) <= 0.002 * ex.n_total
+    # same pixels up to a handful at the clipping threshold: same estimates to a small
+    # fraction of their uncertainties, and the same uncertainties
+    assert abs(po.a - ex.a) < 0.25 * ex.sigma_a
+    assert abs(po.b - ex.b) < 0.25 * ex.sigma_b
+    assert po.sigma_a == pytest.approx(ex.sigma_a, rel=0.05)
+    assert po.rms == pytest.approx(ex.rms, rel=0.01)
+    assert po.x_mean == pytest.approx(ex.x_mean, abs=0.01)
+    if model == "plane":
+        assert abs(po.px - ex.px) < 0.25 * ex.sigma_px
+        assert abs(po.py - ex.py) < 0.25 * ex.sigma_py
+    # the subsample alone is measurably less precise
+    assert sub.n_total == 5000 and sub.sigma_a > 1.5 * ex.sigma_a
+
+
+def test_threaded_fits_equal_serial_fits():
+    s = make_survey(2, 2, 128, 0.25, rng=4, star_density=2e-3)
+    results = []
+    for workers in (1, 2):
+        g = build_tile_overlap_graph(s.tiles, workers=workers)
+        fit_overlap_edges(g, model="plane", workers=workers, max_pixels=1000)
+        results.append({e: [f.to_dict() for f in g.edges[e]["fits"]] for e in g.edges})
+    assert results[0] == results[1]
+    with pytest.raises(ValueError, match="workers"):
+        fit_overlap_edges(g, workers=0)
 
 
 def test_a_failing_fit_marks_the_edge_failed_and_warns(monkeypatch, caplog):
@@ -225,7 +280,7 @@ def test_a_failing_fit_marks_the_edge_failed_and_warns(monkeypatch, caplog):
     def boom(*args, **kwargs):
         raise RuntimeError("synthetic failure")
 
-    monkeypatch.setattr(overlap, "fit_pair", boom)
+    monkeypatch.setattr(overlap, "fit_pair_image", boom)
     with caplog.at_level(logging.WARNING, logger="photometry_graph"):
         counts = fit_overlap_edges(g)
     assert counts == {"ok": 0, "offset_only": 0, "failed": g.number_of_edges()}
@@ -269,6 +324,10 @@ def test_bad_fit_arguments_are_rejected():
         fit_overlap_edges(g, model="spline")
     with pytest.raises(ValueError, match="max_pixels"):
         fit_overlap_edges(g, max_pixels=0)
+    with pytest.raises(ValueError, match="subsample"):
+        fit_overlap_edges(g, subsample="every other")
+    with pytest.raises(ValueError, match="noise_estimator"):
+        fit_overlap_edges(g, noise_estimator="std")
 
 
 def test_edge_status_is_the_worst_channel():

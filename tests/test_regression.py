@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 
 from photometry_graph.datasets import make_sky
-from photometry_graph.regression import (FIT_STATUSES, PairwiseFit, fit_ols, fit_pair,
-                                         robust_noise_1d)
+from photometry_graph.regression import (FIT_STATUSES, PairwiseFit, _image_noise, fit_ols,
+                                         fit_pair, fit_pair_image, robust_noise_1d)
 from photometry_graph.tiles import BBox
 
 H, W = 102, 512          # a 20 % overlap of 512 px tiles
@@ -316,3 +316,107 @@ def test_unknown_noise_assumes_unit_ratio_and_still_clips():
     assert fit.status == "ok" and fit.n_used <= n - 50
     assert fit.a == pytest.approx(A_TRUE, rel=1e-4)
     assert fit.noise_x == pytest.approx(0.01, rel=0.2)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_pair(seed, h=256, w=512, gradient=(0.0, 0.0), dtype=np.float32):
+    s, _ = _sky_signal(seed, h, w, star_density=1.5e-3)
+    rng = np.random.default_rng(seed + 50)
+    x, y = _pair(s, rng)
+    yy, xx = np.mgrid[:h, :w]
+    y = y + gradient[0] * (xx - w / 2) + gradient[1] * (yy - h / 2)
+    mask = np.ones((h, w), bool)
+    mask[:20, :60] = False                      # an empty corner
+    x[:20, :60] = np.nan
+    return x.astype(dtype), y.astype(dtype), mask
+
+
+def test_fit_pair_image_without_subsampling_is_fit_pair_on_all_valid_pixels():
+    x, y, mask = _image_pair(3, h=64, w=200)
+    img = fit_pair_image(x, y, mask, x0=X0, y0=Y0, noise_x=1.0, noise_y=1.0, model="plane",
+                         origin=(X0, Y0), max_pixels=None)
+    iy, ix = np.nonzero(mask)
+    ref = fit_pair(x[iy, ix], y[iy, ix], coords=(ix + float(X0), iy + float(Y0)),
+                   noise_x=1.0, noise_y=1.0, model="plane", origin=(X0, Y0))
+    assert img.to_dict() == ref.to_dict()
+    assert img.n_total == int(mask.sum())
+
+
+@pytest.mark.parametrize("model", ["offset", "plane"])
+def test_polished_fit_equals_exhaustive_fit_and_beats_the_subsample(model):
+    grad = (0.004, -0.003) if model == "plane" else (0.0, 0.0)
+    x, y, mask = _image_pair(4, gradient=grad)
+    kw = dict(mask=mask, x0=X0, y0=Y0, model=model, origin=(X0 + 256, Y0 + 128))
+    ex = fit_pair_image(x, y, max_pixels=None, **kw)
+    po = fit_pair_image(x, y, max_pixels=8000, **kw)
+    sub = fit_pair_image(x, y, max_pixels=8000, polish=False, **kw)
+    assert ex.status == po.status == sub.status == "ok"
+    assert po.n_total == ex.n_total == int(mask.sum()) and sub.n_total == 8000
+    assert abs(po.n_used - ex.n_used) <= 0.001 * ex.n_total
+    for key in ("a", "b", "px", "py"):
+        sigma = getattr(ex, "sigma_" + key)
+        assert abs(getattr(po, key) - getattr(ex, key)) <= 0.1 * sigma + 1e-12, key
+        assert getattr(po, "sigma_" + key) == pytest.approx(sigma, rel=0.05, abs=1e-12)
+    assert po.rms == pytest.approx(ex.rms, rel=1e-3)
+    assert po.centroid == pytest.approx(ex.centroid, abs=0.05)
+    assert po.x_slope == pytest.approx(ex.x_slope, abs=1e-5)
+    # both against the truth: the polished fit keeps the precision of every pixel
+    assert abs(po.a - A_TRUE) < 4 * po.sigma_a and po.sigma_a < 0.6 * sub.sigma_a
+    if model == "plane":
+        assert abs(po.px - grad[0]) < 4 * po.sigma_px and abs(po.py - grad[1]) < 4 * po.sigma_py
+
+
+def test_float32_and_float64_images_give_the_same_fit():
+    x, y, mask = _image_pair(5)
+    f32 = fit_pair_image(x, y, mask, model="plane", x0=X0, y0=Y0, max_pixels=6000)
+    f64 = fit_pair_image(x.astype(np.float64), y.astype(np.float64), mask, model="plane",
+                         x0=X0, y0=Y0, max_pixels=6000)
+    big = fit_pair_image(x.astype(">f4"), y.astype(">f4"), mask, model="plane", x0=X0,
+                         y0=Y0, max_pixels=6000)          # FITS byte order
+    assert big.to_dict() == f32.to_dict()
+    assert f32.n_used == f64.n_used
+    for key in ("a", "b", "px", "py", "noise_x", "rms"):
+        assert getattr(f32, key) == pytest.approx(getattr(f64, key), rel=1e-5, abs=1e-9)
+
+
+def test_fit_pair_image_measures_the_noise_of_each_image():
+    x, y, mask = _image_pair(6)
+    y = y + np.random.default_rng(1).normal(0.0, 1.0, y.shape).astype(np.float32)  # sqrt(2)
+    f = fit_pair_image(x, y, mask, max_pixels=5000)
+    # second differences of white noise, slightly inflated by the wings of the (dense) stars
+    assert f.noise_x == pytest.approx(1.0, rel=0.05)
+    assert f.noise_y == pytest.approx(math.sqrt(2.0), rel=0.05)
+    assert f.noise_y / f.noise_x == pytest.approx(math.sqrt(2.0), rel=0.03)
+
+
+def test_fit_pair_image_rejects_bad_arguments():
+    x, y, mask = _image_pair(7, h=32, w=32)
+    with pytest.raises(ValueError, match="2-D"):
+        fit_pair_image(x.ravel(), y.ravel())
+    with pytest.raises(ValueError, match="mask shape"):
+        fit_pair_image(x, y, mask[:10])
+    with pytest.raises(ValueError, match="subsample"):
+        fit_pair_image(x, y, subsample="sparse")
+    with pytest.raises(ValueError, match="max_pixels"):
+        fit_pair_image(x, y, max_pixels=0)
+    with pytest.raises(ValueError, match="estimator"):
+        fit_pair_image(x, y, noise_estimator="std")
+
+
+def test_noise_estimators_are_robust_to_stars_and_clipped_is_more_precise():
+    s, _ = _sky_signal(8, 256, 512)                 # default star density and nebulae
+    rng = np.random.default_rng(9)
+    ones = np.ones(s.shape, bool)
+    est = {"mad": [], "clipped": []}
+    for _ in range(30):
+        img = s + rng.normal(0.0, 1.0, s.shape)
+        for name in est:
+            est[name].append(_image_noise(img, ones, 40_000, name))
+    for name, values in est.items():
+        assert abs(np.mean(values) - 1.0) < 0.02, name   # stars hardly inflate either
+    # the clipped RMS is the more efficient estimator: less scatter for the same samples
+    assert np.std(est["clipped"]) < 0.8 * np.std(est["mad"])
+    with pytest.raises(ValueError, match="estimator"):
+        _image_noise(s, ones, 1000, "std")

@@ -188,3 +188,69 @@ def test_bad_arguments_are_rejected():
         stack_frames(get, 2, method="winsorized", winsor_limits=(0.6, 0.5))
     with pytest.raises(ValueError, match="every frame weight"):
         stack_frames(get, 2, weights=[0, 0])
+
+
+def test_frame_weights_follow_exposure_and_corrected_noise():
+    from photometry_graph.stack import frame_weights
+    t, sigma = [10.0, 20.0, 10.0, 10.0], [1.0, 1.0, 2.0, np.nan]
+    w = frame_weights(t, sigma, gains=[1.0, 1.0, 1.0, 1.0])
+    assert w.mean() == pytest.approx(1.0)
+    # exposure x (median sigma / sigma)**2; unknown noise counts as the median frame's
+    np.testing.assert_allclose(w / w[0], [1.0, 2.0, 0.25, 1.0])
+    # a frame scaled by the photometry by a gain of 2 has twice the noise
+    w = frame_weights([1, 1, 1], [1.0, 1.0, 1.0], gains=[1.0, -2.0, 1.0], method="noise")
+    np.testing.assert_allclose(w / w[0], [1.0, 0.25, 1.0])
+    np.testing.assert_allclose(frame_weights(t, sigma, method="exposure"), np.array(t) / 12.5)
+    np.testing.assert_array_equal(frame_weights(t, sigma, method="none"), np.ones(4))
+    np.testing.assert_array_equal(frame_weights([0, -1], [1, 1], method="exposure"), [1, 1])
+
+
+def test_frame_weights_reject_bad_arguments():
+    from photometry_graph.stack import frame_weights
+    with pytest.raises(ValueError, match="unknown frame weight method"):
+        frame_weights([1], [1], method="fwhm")
+    with pytest.raises(ValueError, match="one of each per frame"):
+        frame_weights([1, 2], [1])
+
+
+def test_radial_weight_is_flat_inside_and_falls_to_the_corners():
+    from photometry_graph.stack import radial_weight
+    w = radial_weight((60, 90), fraction=0.5, power=2.0)
+    assert w.dtype == np.float32 and w.shape == (60, 90)
+    assert np.array_equal(w, w[::-1]) and np.array_equal(w, w[:, ::-1])  # symmetric
+    assert (w[25:35, 35:55] == 1.0).all() and w.min() >= 1e-3 and w[0, 0] < 0.01
+    diag = w[np.arange(30), np.round(np.arange(30) * 1.5).astype(int)][::-1]  # centre -> corner
+    assert np.all(np.diff(diag) <= 0)
+    assert (radial_weight((60, 90), fraction=0.99) == 1.0).mean() > 0.95
+    assert (radial_weight((60, 90), fraction=0.5, power=1.0) >= w).all()
+
+
+def test_frame_on_tile_reprojects_weights_and_applies_the_correction():
+    from astropy.wcs import WCS
+
+    from photometry_graph.correction import Correction
+    from photometry_graph.stack import frame_on_tile
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cdelt, w.wcs.crval, w.wcs.crpix = [-1e-3, 1e-3], [10, 10], [1, 1]
+    yy, xx = np.mgrid[:40, :50]
+    frame = np.stack([xx + 100.0, yy + 200.0], axis=-1).astype(np.float32)
+    frame[5:8, 5:8] = np.nan
+    weight = np.full((40, 50), 0.5, np.float32)
+    before = frame.copy()
+    corr = Correction(gain=np.array([2.0, 1.0]), offset=np.array([1.0, -5.0]),
+                      slope=np.zeros((2, 2)))
+    box = BBox(0, 20, 30, 60)
+    out, wt = frame_on_tile(frame, w, w, box, weight=weight, correction=corr)
+    assert np.array_equal(frame, before, equal_nan=True)
+    assert out.shape == (20, 30, 2) and out.dtype == np.float32 and wt.dtype == np.float32
+    inside = wt > 0
+    assert inside[:, :20].all() and not inside[:, 20:].any()   # the frame ends at x = 50
+    assert np.isnan(out[~inside]).all()
+    np.testing.assert_allclose(wt[inside], 0.5, atol=1e-6)
+    # identity geometry: the tile is the frame's crop, gain and offset applied
+    np.testing.assert_allclose(out[:, :20, 0], 2 * (xx[:20, 30:] + 100.0) + 1, atol=1e-3)
+    np.testing.assert_allclose(out[:, :20, 1], yy[:20, 30:] + 195.0, atol=1e-3)
+    # invalid frame pixels stay invalid (and keep no weight)
+    out2, wt2 = frame_on_tile(frame, w, w, BBox(0, 20, 0, 20))
+    assert np.isnan(out2[6, 6]).all() and wt2[6, 6] == 0 and wt2[15, 15] == 1.0
