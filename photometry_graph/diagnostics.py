@@ -71,6 +71,19 @@ def bbox_boundaries(bboxes, shape):
     return out
 
 
+def _image_truth(image, truth, valid=None):
+    """Channels-last float64 copies of a mosaic and its truth, and their joint valid mask."""
+    img = as_channels_last(image).astype(np.float64)
+    tru = as_channels_last(truth).astype(np.float64)
+    if img.shape != tru.shape:
+        raise ValueError(f"image shape {img.shape} and truth shape {tru.shape} differ; "
+                         "render the truth on the mosaic's grid")
+    ok = np.isfinite(img).all(axis=2) & np.isfinite(tru).all(axis=2)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)
+    return img, tru, ok
+
+
 def fit_to_truth(image, truth, valid=None):
     """Per-channel least-squares ``image ≈ alpha * truth + beta`` on valid pixels.
 
@@ -78,11 +91,7 @@ def fit_to_truth(image, truth, valid=None):
     -------
     alpha, beta : numpy.ndarray, shape (C,)
     """
-    img = as_channels_last(image).astype(np.float64)
-    tru = as_channels_last(truth).astype(np.float64)
-    ok = np.isfinite(img).all(axis=2) & np.isfinite(tru).all(axis=2)
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
+    img, tru, ok = _image_truth(image, truth, valid)
     if ok.sum() < 2:
         raise ValueError("fit_to_truth needs at least two valid pixels")
     alpha = np.empty(img.shape[2])
@@ -142,13 +151,7 @@ def seam_metric(image, truth, boundaries, *, valid=None, smooth_sigma=3.0,
     ValueError
         When there are no valid pixels near or away from the seams.
     """
-    img = as_channels_last(image).astype(np.float64)
-    tru = as_channels_last(truth).astype(np.float64)
-    if img.shape != tru.shape:
-        raise ValueError(f"image shape {img.shape} and truth shape {tru.shape} differ")
-    ok = np.isfinite(img).all(axis=2) & np.isfinite(tru).all(axis=2)
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
+    img, tru, ok = _image_truth(image, truth, valid)
     if fit:
         alpha, beta = fit_to_truth(img, tru, ok)
     else:
@@ -1570,13 +1573,7 @@ def plot_residual_map(image, truth, *, valid=None, boundaries=None, fit=True, pl
         when ``boundaries`` is given.
     """
     plt = _pyplot()
-    img = as_channels_last(image).astype(np.float64)
-    tru = as_channels_last(truth).astype(np.float64)
-    if img.shape != tru.shape:
-        raise ValueError(f"image shape {img.shape} and truth shape {tru.shape} differ")
-    ok = np.isfinite(img).all(axis=2) & np.isfinite(tru).all(axis=2)
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
+    img, tru, ok = _image_truth(image, truth, valid)
     C = img.shape[2]
     coef = (fit_truth_plane(img, tru, ok, plane=plane) if fit else
             (np.ones(C), np.zeros(C), np.zeros(C), np.zeros(C)))

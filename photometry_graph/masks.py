@@ -111,7 +111,7 @@ def compute_valid_mask(data, *, eps=1e-6, coverage=None, min_coverage=0.0, erode
     finite = np.isfinite(arr).all(axis=2)
     if eps >= 0:
         with np.errstate(invalid="ignore"):
-            empty = (np.abs(np.where(np.isfinite(arr), arr, 0.0)) <= eps).all(axis=2)
+            empty = (np.abs(arr) <= eps).all(axis=2)  # NaN compares False
         mask = finite & ~empty
     else:
         mask = finite
@@ -122,7 +122,7 @@ def compute_valid_mask(data, *, eps=1e-6, coverage=None, min_coverage=0.0, erode
                 f"coverage shape {cov.shape} does not match the image shape {mask.shape}"
             )
         with np.errstate(invalid="ignore"):
-            mask &= np.nan_to_num(cov, nan=0.0) > min_coverage
+            mask &= cov > min_coverage  # NaN coverage compares False
     if erode:
         mask = erode_mask(mask, erode)
     return mask
