@@ -1112,11 +1112,7 @@ def mosaic_vs_truth(image, truth, bboxes, *, noise_sigma=1.0, valid=None, footpr
     >>> round(q["gain_spread"], 6), round(q["residual_rms_sigma"], 6)
     (0.0, 0.0)
     """
-    img = as_channels_last(image).astype(np.float64)
-    tru = as_channels_last(truth).astype(np.float64)
-    if img.shape != tru.shape:
-        raise ValueError(f"image shape {img.shape} and truth shape {tru.shape} differ; "
-                         "render the truth on the mosaic's grid")
+    img, tru, _ = _image_truth(image, truth)
     if not noise_sigma > 0:
         raise ValueError(f"noise_sigma must be positive, got {noise_sigma!r}")
     H, W, C = img.shape
@@ -1870,11 +1866,7 @@ def mosaic_vs_frame_truth(image, truth, footprints, tile_bboxes, *, noise_sigma=
     >>> q["frame_offset_max_sigma"] < 1e-6
     True
     """
-    img = as_channels_last(image).astype(np.float64)
-    tru = as_channels_last(truth).astype(np.float64)
-    if img.shape != tru.shape:
-        raise ValueError(f"image shape {img.shape} and truth shape {tru.shape} differ; "
-                         "render the truth on the mosaic's grid")
+    img, tru, _ = _image_truth(image, truth)
     if not noise_sigma > 0:
         raise ValueError(f"noise_sigma must be positive, got {noise_sigma!r}")
     shape = img.shape[:2]
