@@ -11,22 +11,19 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 """
 
 import argparse
-import concurrent.futures
 import csv
+import functools
 import io
 import json
-import logging
 import math
-import multiprocessing
 import os
-import pickle
 import re
 import sys
 import time
 import traceback
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -34,25 +31,35 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
-from tqdm import tqdm
 
 from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
 from photometry_graph.assembly import assemble_mosaic
 from photometry_graph.background import estimate_tile_background, match_backgrounds
-from photometry_graph.bayer import BAYER_CODES, bayer_pattern, debayer
+from photometry_graph.bayer import debayer
 from photometry_graph.datasets import make_frame_survey
-from photometry_graph.diagnostics import asinh_stretch, mosaic_vs_frame_truth
+from photometry_graph.diagnostics import (asinh_stretch, demo_quality_table,
+                                          mosaic_vs_frame_survey)
 from photometry_graph.frames import harmonize_frames, masked_gaussian_blur
 from photometry_graph.harmonize import harmonize_tiles
+from photometry_graph.images import FrameInfo, frame_noise, frame_pixels, image_layout
+from photometry_graph.images import majority_channels as _majority
 from photometry_graph.masks import compute_valid_mask
-from photometry_graph.overlap import build_tile_overlap_graph, estimate_noise
+from photometry_graph.options import (OPTION_HELP, GridModeError, GridOptions,
+                                      add_option_arguments)
+from photometry_graph.options import n_workers as _n_workers
+from photometry_graph.options import resolve_options as _resolve_options
+from photometry_graph.outputs import (ChunkSummary, chunk_coverage, jsonable, mosaic_header,
+                                      tile_header, uint16_block)
+from photometry_graph.overlap import build_tile_overlap_graph
+from photometry_graph.parallel import ReadAhead as _ReadAhead
+from photometry_graph.parallel import map_tasks
+from photometry_graph.progress import Progress, callback_logging, console_logging
 from photometry_graph.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
                                       reconstruct_from_laplacian)
-from photometry_graph.stack import (WEIGHT_METHODS, frame_on_tile, frame_weights, radial_weight,
-                                    stack_frames)
+from photometry_graph.stack import frame_on_tile, frame_weights, radial_weight, stack_frames
 from photometry_graph.tiles import BBox, TilePhotometryInfo
 from photometry_graph.wcsgrid import (assign_frames_to_tiles, build_global_grid, footprint_bbox,
-                                      tile_wcs, transform_pixels)
+                                      tile_wcs)
 
 __all__ = [
     "GridModeError", "GridOptions", "GridResult", "PlanEntry", "FrameInfo", "OPTION_HELP",
@@ -76,176 +83,6 @@ COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
 # Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
 # none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
 FRAME_MAX_GAIN_ERROR = 0.05
-
-
-class GridModeError(ValueError, RuntimeError):
-    """The Grid/Survey run cannot go on (bad input, nothing usable left, unwritable output)."""
-
-
-# ----------------------------------------------------------------------------- options
-def _opt(default, text, choices=None, run=True):
-    """A GridOptions field: its help, its allowed values, whether only run/demo use it."""
-    return field(default=default, metadata=dict(help=text, choices=choices, run=run))
-
-
-@dataclass
-class GridOptions:
-    """Settings of a run: the keywords of :func:`run_grid_mode` and flags of ``grid-mode``.
-
-    Each field's meaning is in its ``metadata["help"]`` (collected in :data:`OPTION_HELP`).
-    """
-
-    tile_size: int = _opt(2048, "tile height and width on the global grid, pixels")
-    overlap: float = _opt(0.1, "overlap of neighbouring tiles: fraction of the tile size if "
-                          "< 1, else pixels")
-    pixel_scale: float = _opt(None, "mosaic pixel scale in arcsec/px (default: the frames' "
-                              "median scale)")
-    stack_method: str = _opt("kappa_sigma", "rejection of outliers (trails, hot pixels) "
-                             "between the frames of a tile, or a plain mean/median",
-                             ("kappa_sigma", "winsorized", "mean", "median"))
-    stack_combine: str = _opt("mean", "how the values kept by the rejection are combined",
-                              ("mean", "median"))
-    kappa_low: float = _opt(3.0, "lower clipping threshold, sigma")
-    kappa_high: float = _opt(3.0, "upper clipping threshold, sigma")
-    winsor_limits: tuple = _opt((0.05, 0.05), "fractions winsorized at the low and high end")
-    weight_method: str = _opt("exposure_noise", "frame weights: exposure x inverse noise "
-                              "variance of the corrected frame, inverse variance, exposure, "
-                              "or equal", WEIGHT_METHODS)
-    radial_weight: bool = _opt(False, "down-weight frame corners: weight 1 inside "
-                               "radial_feather_fraction of the half-diagonal, cosine fall-off")
-    radial_feather_fraction: float = _opt(0.8, "part of the half-diagonal at full weight")
-    radial_shape_power: float = _opt(2.0, "power of the radial fall-off")
-    frame_photometry: bool = _opt(True, "match the frames before stacking (gain + offset or "
-                                  "plane per frame, solved over their overlap graph)")
-    frame_model: str = _opt("plane", "additive model of the frame solve", ("plane", "offset"))
-    frame_smooth: float = _opt(2.0, "Gaussian sigma (px) of a blur of the frames seen by the "
-                               "frame solve only: stars resampled at different sub-pixel "
-                               "phases then agree (measured: frame gain errors 0.4-1.4 % -> "
-                               "0.3-0.6 %); 0 = off")
-    photometry: bool = _opt(True, "solve a gain + offset (+ plane) per tile at assembly",
-                            run=False)
-    model: str = _opt("plane", "additive model of the tile solve: offset or plane (gradient)",
-                      ("plane", "offset"), run=False)
-    background: bool = _opt(True, "match the tile backgrounds (guarded: reduced or skipped "
-                            "where it would increase the overlap residuals)", run=False)
-    blend: str = _opt("multiband", "multi-band (Laplacian pyramids), feathering, or none "
-                      "(plain coverage-weighted placement)", ("multiband", "feather", "none"),
-                      run=False)
-    levels: int = _opt(None, "pyramid levels (default: from the overlap width)", run=False)
-    chunk_size: int = _opt(1024, "output chunk size of the assembly, pixels; bounds memory",
-                           run=False)
-    workers: int = _opt(None, "worker processes for the tiles (1 = in-process; default: "
-                        "CPUs, at most 4); also the assembly's threads", run=False)
-    scheduler: object = _opt(None, "dask.distributed scheduler address (or a Client) for "
-                             "the tiles, e.g. tcp://host:8786")
-    memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
-                            "frames are streamed twice)")
-    mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
-    save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
-                             "0..65535, NaN -> 0)", run=False)
-    legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)",
-                                 run=False)
-    preview_size: int = _opt(2048, "longest side of the preview PNG, pixels", run=False)
-
-    def to_dict(self):
-        """JSON-friendly copy (a Client object as scheduler is shown by its repr)."""
-        out = asdict(self)
-        if not isinstance(out["scheduler"], (str, type(None))):
-            out["scheduler"] = repr(out["scheduler"])
-        return out
-
-
-OPTION_HELP = {f.name: f.metadata["help"] for f in fields(GridOptions)}
-_CHOICES = {f.name: f.metadata["choices"] for f in fields(GridOptions) if f.metadata["choices"]}
-
-# the host program's keywords -> ours
-_RENAMES = {"stack_kappa_low": "kappa_low", "stack_kappa_high": "kappa_high",
-            "apply_radial_weight": "radial_weight", "save_final_as_uint16": "save_uint16",
-            "stack_final_combine": "stack_combine"}
-_REJECT = {"kappa_sigma": "kappa_sigma", "winsorized_sigma_clip": "winsorized",
-           "winsorized": "winsorized", "linear_fit_clip": "kappa_sigma", "none": None}
-_WEIGHT = {"none": "none", "noise_variance": "noise", "noise_fwhm": "noise", "noise": "noise",
-           "exposure": "exposure", "exposure_noise": "exposure_noise"}
-_ZCONFIG = {"tile_size": ("grid_tile_size", "tile_size"),
-            "overlap": ("grid_overlap", "tile_overlap", "overlap"),
-            "workers": ("grid_workers", "num_workers", "workers"),
-            "scheduler": ("grid_scheduler", "dask_scheduler"), "blend": ("grid_blend",),
-            "chunk_size": ("grid_chunk_size",), "photometry": ("grid_photometry",),
-            "background": ("grid_background",), "model": ("grid_model",),
-            "frame_photometry": ("grid_frame_photometry",)}
-
-
-def _resolve_options(options):
-    """Our keywords, the host program's keywords and a ``zconfig`` object -> GridOptions."""
-    options, values = dict(options), {}
-    zconfig = options.pop("zconfig", None)
-    for name, attrs in _ZCONFIG.items():  # zconfig first: explicit keywords win
-        found = [getattr(zconfig, a) for a in attrs if getattr(zconfig, a, None) is not None]
-        if found:
-            values[name] = found[0]
-    for host, ours in _RENAMES.items():
-        if options.get(host) is not None:
-            values[ours] = options.pop(host)
-        options.pop(host, None)
-    reject = options.pop("stack_reject_algo", None)
-    if reject is not None:
-        if reject not in _REJECT or reject == "linear_fit_clip":
-            grid_warning(logger, "stack_reject_algo %r is done as kappa-sigma (frames are "
-                         "matched by the frame photometry solve)", reject)
-        combine = "median" if values.get("stack_combine") == "median" else "mean"
-        values["stack_method"] = _REJECT.get(reject, "kappa_sigma") or combine
-    weight = options.pop("stack_weight_method", None)
-    if weight is not None:
-        if weight not in _WEIGHT:
-            grid_warning(logger, "unknown stack_weight_method %r: exposure x inverse noise "
-                         "variance is used", weight)
-        values["weight_method"] = _WEIGHT.get(weight, "exposure_noise")
-    if options.pop("stack_norm_method", None) is not None:
-        grid_info(logger, "stack_norm_method: frames are normalised by the frame photometry "
-                  "solve (gain + plane per frame); frame_photometry=False switches it off")
-    if options.pop("grid_rgb_equalize", None):
-        grid_warning(logger, "grid_rgb_equalize is accepted but no per-tile colour "
-                     "equalisation is done (it makes colour casts and checkerboards): the "
-                     "global per-channel photometric solve makes the colours consistent")
-    for f in fields(GridOptions):
-        if f.name in options:
-            value = options.pop(f.name)
-            if value is not None or f.default is None:
-                values[f.name] = value
-    for name, value in options.items():
-        grid_warning(logger, "ignoring unknown option %s=%r", name, value)
-    return _check_options(GridOptions(**values))
-
-
-def _check_options(opts):
-    for name, choices in _CHOICES.items():
-        value = str(getattr(opts, name)).lower()
-        if value not in choices:
-            raise GridModeError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        setattr(opts, name, value)
-    try:
-        for f in fields(GridOptions):
-            value = getattr(opts, f.name)
-            if f.type in (int, float) and value is not None:
-                setattr(opts, f.name, f.type(value))
-        opts.winsor_limits = tuple(float(v) for v in opts.winsor_limits)
-    except (TypeError, ValueError) as exc:
-        raise GridModeError(f"invalid numeric option: {exc}") from None
-    for bad, what in [
-            (opts.tile_size < 16, f"tile_size must be >= 16, got {opts.tile_size}"),
-            (not 0 <= opts.overlap < (1 if opts.overlap < 1 else opts.tile_size),
-             f"overlap must be in [0, 1) or fewer pixels than a tile, got {opts.overlap}"),
-            (opts.chunk_size < 64, f"chunk_size must be >= 64, got {opts.chunk_size}"),
-            (opts.workers is not None and opts.workers < 1, f"workers must be >= 1, got "
-             f"{opts.workers}")]:
-        if bad:
-            raise GridModeError(what)
-    return opts
-
-
-def _n_workers(opts):
-    """Worker processes for the tiles and threads of the assembly (default: CPUs, <= 4)."""
-    return opts.workers or min(4, os.cpu_count() or 1)
 
 
 # -------------------------------------------------------------------------------- plan
@@ -372,28 +209,6 @@ def _plan_entries(input_folder):
 
 
 # ------------------------------------------------------------------------------ frames
-@dataclass
-class FrameInfo:
-    """What is known of a frame before its pixels are loaded.
-
-    ``layout``: ``"mono"`` (H, W), ``"chw"`` (C, H, W), ``"hwc"`` (H, W, C) or ``"bayer"``
-    (2-D colour-filter raw with pattern ``bayer``); ``shape`` is (H, W); ``noise`` is the
-    robust noise sigma of the raw pixels; ``coverage_hdu`` an optional weight/alpha HDU.
-    """
-
-    index: int
-    path: str
-    hdu: int
-    shape: tuple
-    layout: str
-    n_channels: int
-    wcs: object
-    exptime: float = 1.0
-    bayer: str = None
-    coverage_hdu: int = None
-    noise: float = float("nan")
-
-
 @contextmanager
 def _fits(path):
     """Open a FITS file quietly (no memmap: astropy cannot memmap scaled BZERO integers)."""
@@ -437,22 +252,11 @@ def read_frame_info(path, *, index=0, exposure=None):
             if path.stat().st_size < hdul[hdu].fileinfo()["datLoc"] + nbytes:
                 raise GridModeError("it is truncated (shorter than its header says)")
             wcs = _celestial_wcs(header, hdul)
-            bayer = str(header.get("BAYERPAT", "") or "").strip().upper() or None
-            if len(shape) == 2:
-                layout, n_ch = ("bayer", 3) if bayer else ("mono", 1)
-                if bayer and bayer not in BAYER_CODES:
-                    raise GridModeError(f"its Bayer pattern {bayer!r} is not one of "
-                                        f"{', '.join(BAYER_CODES)}")
-                if bayer:
-                    bayer = bayer_pattern(bayer, *(int(_as_float(header.get(k)) or 0)
-                                                   for k in ("XBAYROFF", "YBAYROFF")))
-            elif len(shape) == 3 and shape[0] in (1, 3):
-                layout, n_ch, shape = "chw", shape[0], shape[1:]
-            elif len(shape) == 3 and shape[2] == 3:
-                layout, n_ch, shape = "hwc", 3, shape[:2]
-            else:
-                raise GridModeError(f"its data shape {shape} is not (H, W), (3, H, W) or "
-                                    "(H, W, 3)")
+            try:
+                layout, n_ch, shape, bayer = image_layout(shape, header.get("BAYERPAT"), [
+                    int(_as_float(header.get(k)) or 0) for k in ("XBAYROFF", "YBAYROFF")])
+            except ValueError as exc:  # the data shape or the Bayer pattern
+                raise GridModeError(str(exc)) from None
             cov = next((i for i, h in enumerate(hdul) if i != hdu and h.is_image
                         and str(h.name).upper() in COVERAGE_EXTNAMES
                         and tuple(h.shape or ()) == tuple(shape)), None)
@@ -475,53 +279,20 @@ def load_frame(info, *, mask_eps=1e-6, erode=1):
     valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one).
     Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W) or None.
     """
-    with _fits(info.path) as hdul:
-        raw = np.array(hdul[info.hdu].data, dtype=np.float32)
+    with _fits(info.path) as hdul:  # memmap=False: the data are read into memory here
+        raw = hdul[info.hdu].data
         weight = (None if info.coverage_hdu is None
                   else np.array(hdul[info.coverage_hdu].data, dtype=np.float32))
-    if info.layout == "bayer":
-        with np.errstate(invalid="ignore"):
-            raw[np.abs(raw) <= mask_eps] = np.nan
-        data, erode = debayer(raw, info.bayer), max(0, erode - 1)
-    else:
-        data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(raw, 0, -1)),
-                "hwc": lambda: raw, "mono": lambda: raw[:, :, None]}[info.layout]()
-    valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
-    data[~valid] = np.nan
-    if weight is not None:
-        weight = np.where(valid, np.nan_to_num(weight, nan=0.0), 0.0).astype(np.float32)
-    return data, weight
+    return frame_pixels(raw, info.layout, info.bayer, weight=weight, mask_eps=mask_eps,
+                        erode=erode)
 
 
 def _scan_frame(info, mask_eps):
     """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma."""
     with _fits(info.path) as hdul:
         raw = np.asarray(hdul[info.hdu].data, dtype=np.float32)
-    # one colour of a Bayer raw: neighbours of different colours differ by more than noise
-    arr = {"chw": lambda: np.moveaxis(raw, 0, -1),
-           "bayer": lambda: raw[::2, ::2]}.get(info.layout, lambda: raw)()
-    valid = compute_valid_mask(arr, eps=mask_eps)
-    if valid.mean() < 1e-3:
-        raise GridModeError("it holds no usable pixel (all NaN or zero)")
-    sigma = estimate_noise(arr, valid)
-    info.noise = float(np.median(sigma[np.isfinite(sigma)])) if np.isfinite(sigma).any() \
-        else float("nan")
+    info.noise = frame_noise(raw, info.layout, mask_eps=mask_eps)
     return info
-
-
-def _majority(items, channels, name, kind):
-    """Items with the most common channel count (ties: more channels); the others are warned.
-
-    Mono and colour data are not mixed in one mosaic.
-    """
-    counts = {c: sum(channels(i) == c for i in items) for c in {channels(i) for i in items}}
-    keep = max(counts, key=lambda c: (counts[c], c)) if counts else None
-    for item in items:
-        if channels(item) != keep:
-            grid_warning(logger, "skipping %s: %d channel(s) while most %s have %d (mono and "
-                         "colour are not mixed in one mosaic)", name(item), channels(item),
-                         kind, keep)
-    return [i for i in items if channels(i) == keep]
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -628,24 +399,9 @@ def _fits_stream(path, shape, header, layout="mono", dtype=">f4"):
             os.close(fd)
 
 
-def _json_default(obj):
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    if isinstance(obj, BBox):
-        return [obj.y0, obj.y1, obj.x0, obj.x1]
-    return obj.to_dict() if hasattr(obj, "to_dict") else str(obj)
-
-
 def _write_json(path, payload):
     """Write ``payload`` as strict JSON (NaN/inf -> null) atomically; return what was written."""
-    def finite(v):
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [finite(x) for x in v]
-        return None if isinstance(v, float) and not math.isfinite(v) else v
-
-    payload = finite(json.loads(json.dumps(payload, default=_json_default)))
+    payload = jsonable(payload)
     with _atomic(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
     return payload
@@ -679,70 +435,18 @@ def _check_output_folder(input_folder, output_folder):
 
 
 # ---------------------------------------------------------------------------- progress
-_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
-           logging.ERROR: "ERROR", logging.CRITICAL: "ERROR"}
-
-
-class _CallbackHandler(logging.Handler):
-    """Forward [GRID] log records to ``progress_callback(message, progress, level)``."""
-
-    def __init__(self, callback):
-        super().__init__(logging.DEBUG)
-        self.callback = callback
-
-    def emit(self, record):
-        try:
-            msg = record.getMessage()
-            if msg.startswith(GRID_PREFIX):
-                self.callback(msg, getattr(record, "grid_progress", None),
-                              _LEVELS.get(record.levelno, "INFO"))
-        except Exception:  # a host's callback must never break the run
-            self.handleError(record)
-
-
-class _Progress:
-    """Monotonic percentage over stages (``stage(lo, hi)``), reported as [GRID] log records."""
-
-    def __init__(self):
-        self.lo, self.hi, self.last = 0.0, 100.0, 0.0
-
-    def stage(self, lo, hi):
-        self.lo, self.hi = float(lo), float(hi)
-        return self
-
-    def __call__(self, message, fraction=None, *args):
-        pct = None
-        if fraction is not None:
-            pct = self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0)
-            pct = self.last = round(max(self.last, pct), 2)
-        logger.info(f"{GRID_PREFIX} {message}", *args, extra={"grid_progress": pct})
-
-
-@contextmanager
-def _callback_logging(callback):
-    """Route the package's [GRID] records (INFO and up at least) to ``callback`` meanwhile."""
-    if callback is None:
-        yield
-        return
-    root, handler = logging.getLogger("photometry_graph"), _CallbackHandler(callback)
-    old = root.level
-    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old)
+_Progress = functools.partial(Progress, logger)  # the pipeline's percentage, on its logger
 
 
 # ------------------------------------------------------------------------------- tiles
-def _frame_on_tile(info, correction, grid_wcs, bbox, opts):
-    """Frame loaded, reprojected onto ``bbox`` of the global grid and corrected; + weights."""
+def _frame_on_tile(info, correction, grid_wcs, bbox, footprint, opts):
+    """Frame loaded, reprojected onto its window of ``bbox`` and corrected; + weights, origin."""
     data, weight = load_frame(info, mask_eps=opts.mask_eps)
     if opts.radial_weight:
         radial = radial_weight(info.shape, opts.radial_feather_fraction, opts.radial_shape_power)
         weight = radial if weight is None else weight * radial
-    return frame_on_tile(data, info.wcs, grid_wcs, bbox, weight=weight, correction=correction)
+    return frame_on_tile(data, info.wcs, grid_wcs, bbox, weight=weight, correction=correction,
+                         footprint=footprint)
 
 
 def _build_tile(task):
@@ -754,61 +458,27 @@ def _build_tile(task):
     t0 = time.perf_counter()
     opts, bbox, frames = task["options"], task["bbox"], task["frames"]
     stacked, coverage, info = stack_frames(
-        lambda k: _frame_on_tile(frames[k], task["corrections"][k], task["grid_wcs"], bbox, opts),
-        len(frames), weights=np.asarray(task["weights"], dtype=np.float64),
+        lambda k: _frame_on_tile(frames[k], task["corrections"][k], task["grid_wcs"], bbox,
+                                 task["footprints"][k], opts),
+        len(frames), weights=np.asarray(task["weights"], dtype=np.float64), shape=bbox.shape,
         method=opts.stack_method, kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
         winsor_limits=opts.winsor_limits, combine=opts.stack_combine,
         memory_budget_bytes=int(opts.memory_mb * 2 ** 20), return_info=True)
     n_valid = int(np.isfinite(stacked).all(axis=2).sum())
     if n_valid:
-        header = tile_wcs(task["grid_wcs"], bbox).to_header(relax=True)
-        for key, value, comment in [
-                ("TILEID", task["tile_id"], "tile number (1-based)"),
-                ("GRID_Y0", bbox.y0, "tile origin row on the global grid (0-based)"),
-                ("GRID_X0", bbox.x0, "tile origin column on the global grid (0-based)"),
-                ("GRID_NY", task["canvas_shape"][0], "global canvas height"),
-                ("GRID_NX", task["canvas_shape"][1], "global canvas width"),
-                ("NFRAMES", len(frames), "frames stacked into this tile")]:
-            header[key] = (value, comment)
+        header = tile_header(task["grid_wcs"], bbox, task["tile_id"], task["canvas_shape"],
+                             len(frames))
         data = stacked[..., 0] if stacked.shape[2] == 1 else np.moveaxis(stacked, -1, 0)
         _write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
                                    fits.ImageHDU(coverage.astype(np.float32), name="COVERAGE")])
     return dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(frames), n_valid=n_valid,
                 path=str(task["path"]) if n_valid else None, stack=info,
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, worker_pid=os.getpid())
 
 
 def _map_tasks(func, tasks, opts):
-    """Yield ``(task, result or exception)`` from a dask cluster, a process pool or in-process.
-
-    A failing task is yielded with its exception, so one bad tile never stops the run.
-    """
-    if opts.scheduler is not None:
-        from dask.distributed import Client, as_completed  # optional dependency
-        own = not isinstance(opts.scheduler, Client)
-        client = Client(opts.scheduler, set_as_default=False) if own else opts.scheduler
-        try:
-            futures = {client.submit(func, t, pure=False): t for t in tasks}
-            for fut in as_completed(futures, loop=client.loop):
-                yield futures[fut], (fut.exception() or fut.result())
-        finally:
-            if own:
-                client.close()
-        return
-    workers = max(1, min(_n_workers(opts), len(tasks)))
-    if workers == 1:
-        for t in tasks:
-            try:  # through pickle like in a worker: WCS objects round-trip through FITS text,
-                yield t, func(pickle.loads(pickle.dumps(t)))  # so results match bit for bit
-            except Exception as exc:
-                yield t, exc
-        return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context(method)) as pool:
-        futures = {pool.submit(func, t): t for t in tasks}
-        for fut in concurrent.futures.as_completed(futures):
-            yield futures[fut], (fut.exception() or fut.result())
+    """Yield ``(task, result or exception)``: dask cluster, process pool or in-process."""
+    return map_tasks(func, tasks, scheduler=opts.scheduler, workers=_n_workers(opts))
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -842,14 +512,21 @@ def _frame_photometry(frames, grid, opts, progress):
     if not opts.frame_photometry or len(frames) < 2:
         return [None] * len(frames), {"enabled": False}
 
-    def get_frame(k):
-        progress("frame photometry: frame %d/%d", k / len(frames), k + 1, len(frames))
+    def read(k):
         data = load_frame(frames[k], mask_eps=opts.mask_eps)[0]
         return masked_gaussian_blur(data, opts.frame_smooth), None
 
-    result = harmonize_frames(get_frame, [f.wcs for f in frames], [f.shape for f in frames],
-                              grid.wcs, grid.shape, model=opts.frame_model, background=False,
-                              rng=0, fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR})
+    def get_frame(k):
+        progress("frame photometry: frame %d/%d", k / len(frames), k + 1, len(frames))
+        return ahead(k)
+
+    # frames are read and blurred by threads (I/O, OpenCV and numpy release the GIL) a
+    # few frames ahead of the solve's binning, which asks for them in order
+    with _ReadAhead(read, len(frames), _n_workers(opts)) as ahead:
+        result = harmonize_frames(get_frame, [f.wcs for f in frames],
+                                  [f.shape for f in frames], grid.wcs, grid.shape,
+                                  model=opts.frame_model, background=False, rng=0,
+                                  fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR})
     progress("frame photometry done", 1.0)
     return [result.corrections.get(k) for k in range(len(frames))], result.report
 
@@ -860,6 +537,7 @@ def _make_tiles(frames, footprints, corrections, weights, grid, tiles_dir, opts,
         stale.unlink()
     tasks = [dict(tile_id=t, bbox=bbox, frames=[frames[k] for k in idx],
                   corrections=[corrections[k] for k in idx], weights=[weights[k] for k in idx],
+                  footprints=[footprints[k] for k in idx],
                   grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
                   path=tiles_dir / f"tile_{t:04d}.fits")
              for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(
@@ -921,7 +599,7 @@ def run_grid_mode(input_folder, output_folder, progress_callback=None, **options
         When the run is impossible (no usable frame, unwritable output, ...); any other
         failure is raised as a GridModeError too, chained to its cause.
     """
-    with _callback_logging(progress_callback):
+    with callback_logging(progress_callback):
         return _guarded(_run, input_folder, output_folder, options)
 
 
@@ -1071,7 +749,7 @@ def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     -------
     GridResult
     """
-    with _callback_logging(progress_callback):
+    with callback_logging(progress_callback):
         return _guarded(_assemble_dir, tiles_dir, output_dir, options)
 
 
@@ -1085,18 +763,6 @@ def _assemble_dir(tiles_dir, output_dir, options):
         raise GridModeError(f"no tile file (tile_0001.fits ...) in {tiles_dir}")
     return _assemble(paths, _check_output_folder(None, output_dir), opts, _Progress(),
                      {"tiles_dir": str(tiles_dir)}, {}, time.perf_counter())
-
-
-def _chunk_coverage(tiles, bbox):
-    """Frame coverage of an output chunk: the largest coverage of the tiles valid there."""
-    cov = np.zeros(bbox.shape, dtype=np.float32)
-    for t in tiles:
-        inter = t.bbox.intersection(bbox)
-        if not inter.is_empty and t.coverage is not None:
-            sl = inter.slices_in(t.bbox)
-            c = np.where(t.mask[sl], np.nan_to_num(np.asarray(t.coverage[sl]), nan=0.0), 0.0)
-            cov[inter.slices_in(bbox)] = np.maximum(cov[inter.slices_in(bbox)], c)
-    return cov
 
 
 def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
@@ -1116,44 +782,32 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     progress("tile photometry done", 0.3)
 
     layout = ("hwc" if opts.legacy_rgb_cube else "chw") if C > 1 else "mono"
-    header = wcs.to_header(relax=True)
-    header["NTILES"] = (len(tiles), "tiles assembled")
-    header["GRID_Y0"] = (origin[0], "mosaic origin row on the global grid")
-    header["GRID_X0"] = (origin[1], "mosaic origin column on the global grid")
+    header = mosaic_header(wcs, len(tiles), origin)
     paths = {k: out / f"mosaic_grid{v}" for k, v in dict(
         mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
     paths["report"] = out / "grid_report.json"
-    stats = dict(lo=np.inf, hi=-np.inf, area=0)
-    step = max(1, math.ceil(max(shape) / opts.preview_size))
-    small = np.full((-(-shape[0] // step), -(-shape[1] // step), C), np.nan, np.float32)
+    summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
     with _fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
             _fits_stream(paths["coverage"], shape, header) as coverage:
         def sink(bbox, data, weight_sum):
             mosaic.write(bbox.y0, bbox.x0, data)
-            coverage.write(bbox.y0, bbox.x0, _chunk_coverage(tiles, bbox)[..., None])
-            sy, sx = -bbox.y0 % step, -bbox.x0 % step  # the preview: every step-th pixel
-            sub = data[sy::step, sx::step]
-            gy, gx = (bbox.y0 + sy) // step, (bbox.x0 + sx) // step
-            small[gy:gy + sub.shape[0], gx:gx + sub.shape[1]] = sub
-            fin = data[np.isfinite(data)]
-            if fin.size:
-                stats["lo"], stats["hi"] = min(stats["lo"], fin.min()), max(stats["hi"], fin.max())
-            stats["area"] += bbox.area
+            coverage.write(bbox.y0, bbox.x0, chunk_coverage(tiles, bbox)[..., None])
+            summary.add(bbox, data)
 
         asm = assemble_mosaic(tiles, shape, corrections=corrections, blend=opts.blend,
                               levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
                               workers=_n_workers(opts), progress=lambda done, total: progress(
                                   "blending chunk %d/%d", 0.3 + 0.6 * done / total, done, total))
-        if stats["area"] != shape[0] * shape[1]:
-            raise GridModeError(f"the assembly wrote {stats['area']} of {shape[0] * shape[1]} "
+        if summary.area != shape[0] * shape[1]:
+            raise GridModeError(f"the assembly wrote {summary.area} of {shape[0] * shape[1]} "
                                 "mosaic pixels; the output was discarded")
         timings["assembly"] = time.perf_counter() - t2
         if opts.save_uint16:
             paths["uint16"] = out / "mosaic_grid_uint16.fits"
-            _write_uint16(paths["uint16"], mosaic, mshape, header, stats["lo"], stats["hi"])
-    _write_preview(paths["preview"], small)
+            _write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
+    _write_preview(paths["preview"], summary.preview)
     timings["total"] = time.perf_counter() - t0
     report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,
                   layout=layout, mosaic_origin=origin,
@@ -1178,14 +832,10 @@ def _write_uint16(path, mosaic, shape, header, lo, hi):
     hdr["BZERO"], hdr["BSCALE"] = 32768, 1
     hdr["FLTMIN"] = (float(lo), "mosaic value mapped to 0")
     hdr["FLTMAX"] = (float(hi), "mosaic value mapped to 65535")
-    scale = 65535.0 / max(float(hi - lo), 1e-12) if np.isfinite(lo) else 0.0
     with _fits_stream(path, shape, hdr, mosaic.layout, dtype=">i2") as out:
         rows = max(1, (32 << 20) // (mosaic.width * mosaic.planes * mosaic.depth * 4))
         for y in range(0, mosaic.height, rows):
-            block = mosaic.read(y, min(y + rows, mosaic.height)).astype(np.float64)
-            with np.errstate(invalid="ignore"):
-                u = np.where(np.isfinite(block), np.clip((block - lo) * scale, 0, 65535), 0)
-            out.write(y, 0, (np.round(u) - 32768).astype(np.int16))
+            out.write(y, 0, uint16_block(mosaic.read(y, min(y + rows, mosaic.height)), lo, hi))
 
 
 # -------------------------------------------------------------------------------- demo
@@ -1210,27 +860,15 @@ def write_frame_survey(survey, folder, *, rgb_layout="chw"):
 def mosaic_quality(survey, mosaic_path, tile_bboxes):
     """Seam metrics and frame-to-frame offsets of a mosaic file against a survey's truth.
 
-    Reads the mosaic, renders the survey's truth (with and without stars) on its grid and
-    the frames' footprints (2 px inside their borders), and measures them with
-    :func:`photometry_graph.diagnostics.mosaic_vs_frame_truth` on star-free pixels:
-    ``frame_offsets`` (median residual per frame footprint, noise sigma), their
-    ``frame_offset_spread_sigma`` and ``frame_offset_max_sigma``, and the seam metric
-    (1 = seamless) at frame borders and at the borders of ``tile_bboxes`` (boxes on the
-    mosaic grid).
+    Reads the mosaic and measures it with
+    :func:`photometry_graph.diagnostics.mosaic_vs_frame_survey` (frame footprints 2 px
+    inside their borders, star-free pixels; ``tile_bboxes`` on the mosaic grid).
     """
     with _fits(mosaic_path) as hdul:
         data, wcs = hdul[0].data.astype(np.float64), _celestial_wcs(hdul[0].header, hdul)
     img = data[..., None] if data.ndim == 2 else np.moveaxis(data, 0, -1) \
         if data.shape[0] in (1, 3) else data
-    shape, sigma = img.shape[:2], survey.noise_sigma
-    truth = survey.render_truth(wcs, shape)
-    calm = np.abs(truth - survey.render_truth(wcs, shape, stars=False)).max(axis=2) < 0.05 * sigma
-    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
-    feet = []
-    for f in survey.frames:
-        fx, fy = transform_pixels(wcs, f.wcs, xx, yy)
-        feet.append((fx > 2) & (fx < f.shape[1] - 3) & (fy > 2) & (fy < f.shape[0] - 3))
-    return mosaic_vs_frame_truth(img, truth, feet, tile_bboxes, noise_sigma=sigma, calm=calm)
+    return mosaic_vs_frame_survey(img, wcs, survey, tile_bboxes, border=2)
 
 
 def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callback=None,
@@ -1269,45 +907,17 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
 
 
 def _demo_summary(result):
-    rows = [f"{'':12s}{'seam at tiles':>14s}{'at frames':>10s}{'frame offsets':>15s}"]
-    for name in ("plain", "harmonized"):
-        q = result.report["demo"][name]
-        rows.append(f"{name:12s}{q['seam_tile_borders']:14.2f}{q['seam_frame_borders']:10.2f}"
-                    f"{q['frame_offset_spread_sigma']:9.2f} sigma")
     return "\n".join([f"mosaic:  {result.mosaic}", f"preview: {result.preview}",
                       f"report:  {result.report_path}", "seam metric: 1 = seamless; frame "
-                      "offsets: spread between the frames' regions of the mosaic", *rows])
+                      "offsets: spread between the frames' regions of the mosaic",
+                      demo_quality_table(result.report["demo"])])
 
 
 # --------------------------------------------------------------------------------- CLI
-class _TqdmLogHandler(logging.StreamHandler):
-    """Log handler writing through tqdm, so that a progress bar is not broken."""
-
-    def emit(self, record):
-        try:
-            tqdm.write(self.format(record), file=self.stream)
-        except Exception:
-            self.handleError(record)
-
-
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("options ((run) = run and demo only)")
-    for f in fields(GridOptions):
-        name, default, flag = f.name, f.default, "--" + f.name.replace("_", "-")
-        off = default is True  # --no-X switches off what is on by default
-        text = (("(run) " if f.metadata["run"] else "") + ("do not " if off else "")
-                + f.metadata["help"].replace("%", "%%"))
-        if isinstance(default, bool):
-            group.add_argument("--no-" + flag[2:] if off else flag, dest=name, default=None,
-                               action="store_false" if off else "store_true", help=text)
-            continue
-        kw = (dict(choices=_CHOICES[name]) if name in _CHOICES else
-              dict(type=float, nargs=2, metavar=("LOW", "HIGH")) if name == "winsor_limits"
-              else dict(type=str if f.type is object else f.type,
-                        metavar=name.split("_")[-1].upper()))
-        group.add_argument(flag, dest=name, default=None, help=text + (
-            "" if default is None else f" (default: {default})"), **kw)
+    add_option_arguments(group)  # one flag per GridOptions field
     group.add_argument("--kappa", type=float, metavar="K", help="(run) set both kappas")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="debug messages, and tracebacks on errors")
@@ -1341,49 +951,34 @@ def main(argv=None):
     options = {k: v for k, v in vars(args).items() if k in OPTION_HELP and v is not None}
     if args.kappa is not None:
         options = dict(dict(kappa_low=args.kappa, kappa_high=args.kappa), **options)
-    handler = _TqdmLogHandler(sys.stderr)  # progress travels in INFO records: filter here
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    handler.setLevel(logging.WARNING if args.quiet else logging.DEBUG)
-    root, ours = logging.getLogger(), logging.getLogger("photometry_graph")
-    saved = root.level, ours.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if args.verbose > 1 else logging.WARNING)
-    ours.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    bar = tqdm(total=100, disable=args.quiet or not sys.stderr.isatty(), file=sys.stderr,
-               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]")
-
-    def callback(message, progress, level, **kwargs):
-        if progress is not None and progress > bar.n:
-            bar.update(progress - bar.n)
-
-    try:
-        if args.command == "run":
-            result = run_grid_mode(args.input_dir, args.output_dir, callback, **options)
-        elif args.command == "assemble":
-            result = assemble_tiles(args.tiles_dir, args.output_dir, callback, **options)
-        else:
-            result = run_demo(args.output_dir, progress_callback=callback, **options)
-        bar.close()
-        if args.command == "demo":
-            print(_demo_summary(result))
-        elif not args.quiet:
-            print(f"mosaic: {result.mosaic}\nreport: {result.report_path}")
-        return 0
-    except (GridModeError, OSError) as exc:
-        bar.close()
-        if args.verbose:
-            traceback.print_exc()
-        print(f"grid-mode: error: {exc}", file=sys.stderr)
-        return 1 if getattr(exc, "__cause__", None) is not None else 2
-    except KeyboardInterrupt:
-        bar.close()
-        print("grid-mode: interrupted (no partial output file was left)", file=sys.stderr)
-        return 130
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved[0])
-        ours.setLevel(saved[1])
+    with console_logging(quiet=args.quiet, verbose=args.verbose, stream=sys.stderr) as bar:
+        try:
+            if args.command == "run":
+                result = run_grid_mode(args.input_dir, args.output_dir, bar, **options)
+            elif args.command == "assemble":
+                result = assemble_tiles(args.tiles_dir, args.output_dir, bar, **options)
+            else:
+                result = run_demo(args.output_dir, progress_callback=bar, **options)
+            bar.close()
+            if args.command == "demo":
+                print(_demo_summary(result))
+            elif not args.quiet:
+                print(f"mosaic: {result.mosaic}\nreport: {result.report_path}")
+            return 0
+        except (GridModeError, OSError) as exc:
+            bar.close()
+            if args.verbose:
+                traceback.print_exc()
+            print(f"grid-mode: error: {exc}", file=sys.stderr)
+            return 1 if getattr(exc, "__cause__", None) is not None else 2
+        except KeyboardInterrupt:
+            bar.close()
+            print("grid-mode: interrupted (no partial output file was left)", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as a script: use the importable module, so that its classes pickle by the name
+    # ``grid_mode`` in worker processes and not as ``__main__``
+    from grid_mode import main as _main
+    sys.exit(_main())

@@ -21,9 +21,15 @@ file I/O.  Stages, one module each:
 ``frames``       frame photometry before stacking
 ``diagnostics``  residual tables, seam metric, plots
 ``datasets``     synthetic surveys with known truth
+
+Pipeline support used by ``grid_mode`` (imported by module name, not
+re-exported): ``options`` (run options, host keywords), ``progress``
+(progress and log forwarding), ``parallel`` (tasks on a process pool or a
+dask cluster), ``images`` (frame pixel layouts), ``outputs`` (output
+headers, coverage and preview helpers).
 """
 
-from ._log import GRID_PREFIX
+from ._log import GRID_PREFIX  # noqa: F401
 from .assembly import *  # noqa: F401,F403
 from .background import *  # noqa: F401,F403
 from .bayer import *  # noqa: F401,F403

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from .masks import as_channels_last
 from .tiles import BBox
+from .wcsgrid import transform_pixels
 
 __all__ = ["seam_metric", "bbox_boundaries", "fit_to_truth",
            "EDGE_COLUMNS", "TILE_COLUMNS", "edge_residual_table", "tile_table", "truth_summary",
@@ -27,7 +28,8 @@ __all__ = ["seam_metric", "bbox_boundaries", "fit_to_truth",
            "mosaic_vs_truth",
            "asinh_stretch", "plot_images", "plot_before_after", "plot_overlap_graph",
            "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
-           "overlap_pixels", "plot_overlap_scatter", "mosaic_vs_frame_truth"]
+           "overlap_pixels", "plot_overlap_scatter", "mosaic_vs_frame_truth",
+           "mosaic_vs_frame_survey", "demo_quality_table"]
 
 
 def bbox_boundaries(bboxes, shape):
@@ -1691,7 +1693,8 @@ def plot_solution_vs_truth(result, survey, *, channel=None, axes=None):
     return fig
 
 
-def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, max_points=None, rng=0):
+def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, grow_kappa=2.0, max_points=None,
+                   rng=0):
     """Pixel pairs of one overlap, the edge's fit and which pixels the fit rejects.
 
     Parameters
@@ -1708,6 +1711,10 @@ def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, max_points=None, rng=0)
         ``sqrt(noise_dst**2 + a**2 noise_src**2)`` (or the robust spread of
         the residuals, when larger), the rule of
         :func:`~photometry_graph.regression.fit_pair`.
+    grow_kappa : float or None
+        As in ``fit_pair``: pixels joined to a rejected one through residuals
+        beyond ``grow_kappa`` scales (and a one-pixel ring) are rejected too,
+        unless that would reject more than a quarter of the pixels.
     max_points : int, optional
         Random subsample (through ``rng``) for plotting.
     rng : numpy.random.Generator or int
@@ -1739,9 +1746,6 @@ def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, max_points=None, rng=0)
     d_dst, m_dst = t_dst.read(inter)
     joint = m_src & m_dst
     iy, ix = np.nonzero(joint)
-    if max_points is not None and iy.size > max_points:
-        pick = np.sort(np.random.default_rng(rng).choice(iy.size, int(max_points), replace=False))
-        iy, ix = iy[pick], ix[pick]
     x = np.asarray(d_src[iy, ix, channel], dtype=np.float64)
     y = np.asarray(d_dst[iy, ix, channel], dtype=np.float64)
     gx, gy = ix + inter.x0, iy + inter.y0
@@ -1755,6 +1759,16 @@ def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, max_points=None, rng=0)
     scale = max(scale, robust)
     with np.errstate(invalid="ignore"):
         clipped = ~(np.abs(r) <= kappa * scale) if scale > 0 else np.zeros(r.shape, bool)
+    if scale > 0 and grow_kappa is not None and grow_kappa < kappa and clipped.any():
+        from .regression import _GROW_MAX_FRACTION, _hysteresis
+        d = np.zeros(joint.shape)
+        d[iy, ix] = r / scale
+        grown = _hysteresis(d, joint & np.isfinite(d), kappa, grow_kappa)[iy, ix]
+        if np.count_nonzero(grown) <= _GROW_MAX_FRACTION * iy.size:
+            clipped |= grown
+    if max_points is not None and iy.size > max_points:
+        pick = np.sort(np.random.default_rng(rng).choice(iy.size, int(max_points), replace=False))
+        x, y, gx, gy, pred, clipped = (v[pick] for v in (x, y, gx, gy, pred, clipped))
     return dict(x=x, y=y, coords=np.column_stack([gx, gy]), clipped=clipped, predicted=pred,
                 fit=fit, src=src, dst=dst)
 
@@ -1903,3 +1917,80 @@ def mosaic_vs_frame_truth(image, truth, footprints, tile_bboxes, *, noise_sigma=
         frame_offset_max_sigma=float(np.abs(offsets).max()) if len(offsets) else _NAN,
         seam_frame_borders=seam(borders),
         seam_tile_borders=seam(bbox_boundaries(tile_bboxes, shape)))
+
+
+def mosaic_vs_frame_survey(image, wcs, survey, tile_bboxes, *, border=2):
+    """:func:`mosaic_vs_frame_truth` of a mosaic of a synthetic frame survey, on its grid.
+
+    The survey's truth is rendered on the mosaic grid with and without stars; the fit uses
+    the star-free ("calm") pixels, where the stars change the truth by less than 0.05 noise
+    sigma.  The footprints are the frames' pixels on the mosaic grid, ``border`` pixels
+    inside their edges (resampling makes the edges unreliable).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        The mosaic, NaN where empty.
+    wcs : astropy.wcs.WCS
+        Its celestial WCS.
+    survey : photometry_graph.datasets.FrameSurvey
+        Supplies ``render_truth``, ``frames`` (``wcs``, ``shape``) and ``noise_sigma``.
+    tile_bboxes : sequence of BBox
+        Tile boxes on the mosaic grid.
+    border : int
+
+    Returns
+    -------
+    dict
+        As :func:`mosaic_vs_frame_truth`: ``frame_offsets``,
+        ``frame_offset_spread_sigma``, ``frame_offset_max_sigma`` (noise sigma),
+        ``seam_frame_borders``, ``seam_tile_borders`` (1 = seamless).
+
+    Examples
+    --------
+    >>> from photometry_graph.datasets import make_frame_survey
+    >>> s = make_frame_survey(1, 2, frame_shape=(60, 80), channels=1, rng=0)
+    >>> img = s.render_truth(s.truth_wcs, s.truth_shape)
+    >>> q = mosaic_vs_frame_survey(img, s.truth_wcs, s, [])
+    >>> q["frame_offset_max_sigma"] < 0.01
+    True
+    """
+    img = as_channels_last(image)
+    shape, sigma = img.shape[:2], survey.noise_sigma
+    truth = survey.render_truth(wcs, shape)
+    calm = np.abs(truth - survey.render_truth(wcs, shape, stars=False)).max(axis=2) < 0.05 * sigma
+    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
+    feet = []
+    for f in survey.frames:
+        fx, fy = transform_pixels(wcs, f.wcs, xx, yy)
+        feet.append((fx > border) & (fx < f.shape[1] - 1 - border) & (fy > border)
+                    & (fy < f.shape[0] - 1 - border))
+    return mosaic_vs_frame_truth(img, truth, feet, tile_bboxes, noise_sigma=sigma, calm=calm)
+
+
+def demo_quality_table(demo):
+    """Text table of the demo's quality measures, plain run against harmonized run.
+
+    Parameters
+    ----------
+    demo : dict
+        ``{"plain": q, "harmonized": q}`` with ``q`` from :func:`mosaic_vs_frame_survey`
+        (``seam_tile_borders``, ``seam_frame_borders``, ``frame_offset_spread_sigma``).
+
+    Returns
+    -------
+    str
+        A header line and one line per run.
+
+    Examples
+    --------
+    >>> q = dict(seam_tile_borders=1.0, seam_frame_borders=1.1, frame_offset_spread_sigma=0.2)
+    >>> print(demo_quality_table({"plain": q, "harmonized": q}).splitlines()[1])
+    plain                 1.00      1.10     0.20 sigma
+    """
+    rows = [f"{'':12s}{'seam at tiles':>14s}{'at frames':>10s}{'frame offsets':>15s}"]
+    for name in ("plain", "harmonized"):
+        q = demo[name]
+        rows.append(f"{name:12s}{q['seam_tile_borders']:14.2f}{q['seam_frame_borders']:10.2f}"
+                    f"{q['frame_offset_spread_sigma']:9.2f} sigma")
+    return "\n".join(rows)

@@ -21,7 +21,7 @@ from ._log import get_logger, grid_debug, grid_info, grid_warning
 from .masks import as_channels_last
 from .regression import (FIT_MODELS, NOISE_ESTIMATORS, SUBSAMPLE_METHODS, PairwiseFit,
                          _image_noise, fit_pair_image)
-from .tiles import BBox, TilePhotometryInfo
+from .tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 
 __all__ = ["build_tile_overlap_graph", "fit_overlap_edges", "estimate_noise",
            "find_overlapping_pairs", "edge_status"]

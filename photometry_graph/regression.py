@@ -12,7 +12,14 @@ uses Deming (orthogonal for equal noise) regression with the noise variance
 ratio ``lambda = noise_y**2 / noise_x**2``, which is consistent whatever the
 signal range, clips outliers iteratively (stars that differ, satellite trails,
 misregistration), and checks that the overlap holds enough signal to constrain
-a gain at all.  When it does not, only the offset is fitted and the fit says
+a gain at all.  Outliers are spatially coherent: a clipped pixel takes along
+the pixels joined to it by residuals beyond ``grow_kappa`` and a one-pixel
+ring (hysteresis, as in source segmentation), so the faint wings of a trail
+do not stay in the fit.  Iterative clipping can converge to a wrong,
+self-consistent relation (a trail pulls the first slope off, the stars are
+clipped, the trail's remains hold the slope); when the clipped pixels hold
+much of the signal common to both images, a scan of gain ratios scored by a
+Tukey biweight loss checks for a better one.  When it does not, only the offset is fitted and the fit says
 so (``status='offset_only'``).
 
 Every fit also carries the *planar moments* of the two images over the pixels
@@ -30,6 +37,7 @@ vectorised passes over the pixels.
 import math
 from dataclasses import dataclass, fields
 
+import cv2
 import numpy as np
 
 from ._log import get_logger, grid_debug
@@ -494,6 +502,46 @@ class _Design:
     def size(self):
         return self.Zt.shape[1]
 
+    def _raster(self):
+        """``(rows, cols, shape, radius)``: the pixels on the grid of their distinct coordinates.
+
+        Neighbours on that grid are neighbouring pixels of a dense (or regularly
+        strided) set of pixels; ``None`` without coordinates, with non-integer
+        coordinates or when the pixels fill less than a quarter of the grid.
+        ``radius`` is the dilation of :func:`_hysteresis` (0 on a strided grid).
+        """
+        if not hasattr(self, "_raster_cache"):
+            self._raster_cache = None
+            if self.has_coords and self.size >= 9 \
+                    and np.array_equal(self.cx, np.round(self.cx)) \
+                    and np.array_equal(self.cy, np.round(self.cy)):
+                ux, cols = np.unique(self.cx, return_inverse=True)
+                uy, rows = np.unique(self.cy, return_inverse=True)
+                if ux.size * uy.size <= 4 * self.size:
+                    # neighbours on a strided grid are several pixels apart: no dilation
+                    dense = bool(np.all(np.diff(ux) == 1) and np.all(np.diff(uy) == 1))
+                    self._raster_cache = (rows.ravel(), cols.ravel(), (uy.size, ux.size),
+                                          None if dense else 0)
+        return self._raster_cache
+
+    def coherent_outliers(self, d, finite, kappa, grow_kappa):
+        """Pixels joined to a ``|d| > kappa`` outlier through ``|d| > grow_kappa`` ones.
+
+        ``d`` is the standardised residual of every pixel; see :func:`_hysteresis`.
+        """
+        raster = self._raster()
+        if raster is None:
+            return np.zeros(self.size, dtype=bool)
+        rows, cols, shape, radius = raster
+        with np.errstate(invalid="ignore"):
+            if not np.any(finite & (np.abs(d) > kappa)):
+                return np.zeros(self.size, dtype=bool)
+        img = np.zeros(shape)
+        img[rows, cols] = d
+        ok = np.zeros(shape, dtype=bool)
+        ok[rows, cols] = finite
+        return _hysteresis(img, ok, kappa, grow_kappa, radius)[rows, cols]
+
     def moments(self, used):
         """Moment matrix ``Z.T @ Z`` of the used pixels."""
         n_out = self.size - int(np.count_nonzero(used))
@@ -658,6 +706,10 @@ class _GridDesign:
         self._cache = (used, M)
         return M
 
+    def coherent_outliers(self, d, finite, kappa, grow_kappa):
+        """Pixels joined to a ``|d| > kappa`` outlier through ``|d| > grow_kappa`` ones."""
+        return _hysteresis(d, finite, kappa, grow_kappa)
+
     def moments(self, used):
         """Moment matrix of the used pixels (the sum of the block moments)."""
         return self.block_moments(used).sum(axis=0)
@@ -742,27 +794,111 @@ def _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin):
     return z, (sol_clip, scale, med, spread)
 
 
+#: Dilation (pixels) of the grown outliers of :func:`_hysteresis`.
+_GROW_RADIUS = 1
+
+
+def _hysteresis(d, valid, high, low, radius=None):
+    """Outliers grown into their surroundings: hysteresis thresholding of a residual image.
+
+    Returns the pixels of ``valid`` with ``|d| > low`` that are 8-connected
+    through such pixels to one with ``|d| > high``, the outliers themselves
+    included.  A satellite trail, a star that differs or a misregistered patch
+    clipped at ``high`` thereby loses its fainter wings (and the opposite lobe
+    of a shifted star), which would otherwise stay in the fit and bias it;
+    isolated noise pixels above ``low`` are kept (at ``low = 2`` about 5 % of
+    the pixels, far below the percolation threshold of 8-connected sites, so
+    noise alone never grows large regions).
+
+    Parameters
+    ----------
+    d : numpy.ndarray, shape (h, w)
+        Standardised residuals (garbage where not ``valid``).
+    valid : numpy.ndarray of bool, shape (h, w)
+    high, low : float
+        Seed and growth thresholds, ``high >= low > 0``.
+    radius : int, optional
+        The grown outliers are finally dilated by this many pixels (default
+        :data:`_GROW_RADIUS`): the faint wings of a trail or of a differing
+        star below ``low`` still add up to a bias over many pixels.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (h, w)
+
+    Examples
+    --------
+    >>> d = np.zeros((5, 7)); d[2, 1:6] = [2.5, -3.0, 9.0, 2.5, 0.5]; d[0, 6] = 3.0
+    >>> _hysteresis(d, np.ones((5, 7), bool), 4.0, 2.0, radius=0).astype(int)[[0, 2]]
+    array([[0, 0, 0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 1, 0, 0]])
+    >>> int(_hysteresis(d, np.ones((5, 7), bool), 4.0, 2.0).sum())   # and the ring around
+    18
+    """
+    with np.errstate(invalid="ignore"):
+        a = np.abs(d)
+        weak = valid & (a > low)
+        seed = weak & (a > high)
+    if not seed.any():
+        return seed
+    n, labels = cv2.connectedComponents(weak.view(np.uint8), connectivity=8)
+    hit = np.zeros(n, dtype=bool)
+    hit[labels[seed]] = True
+    hit[0] = False
+    out = hit[labels]
+    radius = _GROW_RADIUS if radius is None else int(radius)
+    if radius > 0:
+        k = 2 * radius + 1
+        out = cv2.dilate(out.view(np.uint8), np.ones((k, k), np.uint8)).view(bool) & valid
+    return out
+
+
+#: Coherent outliers are grown only while they cover at most this share of the pixels.
+_GROW_MAX_FRACTION = 0.25
+
+
+def _keep_mask(design, z, finite, med, spread, kappa, grow_kappa):
+    """Pixels kept by a clipping rule: ``|z - med| <= kappa spread``, minus coherent outliers.
+
+    Growing outliers assumes they are sparse; when the grown set would cover
+    more than :data:`_GROW_MAX_FRACTION` of the pixels, the residuals are
+    dominated by structure (a wrong relation, PSF differences far above the
+    noise) rather than by a few outliers, and the plain clip is kept.
+    """
+    d = (z - med) / spread
+    keep = finite & (np.abs(d) <= kappa)
+    if grow_kappa is not None and grow_kappa < kappa:
+        grown = design.coherent_outliers(d, finite, kappa, grow_kappa)
+        if np.count_nonzero(grown) <= _GROW_MAX_FRACTION * np.count_nonzero(finite):
+            keep &= ~grown
+    return keep
+
+
 def _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa, max_iter, min_pixels,
-               a_fixed, origin, init=None):
+               a_fixed, origin, init=None, grow_kappa=None, init_used=None):
     """Iterative kappa-clipping on the errors-in-variables residual.
 
     The residual is scaled by ``sqrt(noise_y^2 + a^2 noise_x^2)`` and clipped at
     ``kappa`` times the larger of 1 and its robust spread (the spread alone when
-    the noise is unknown, ``noise_x=None``).  ``init`` (a rule from
+    the noise is unknown, ``noise_x=None``).  With ``grow_kappa``, clipped
+    pixels also take along the pixels connected to them by residuals beyond
+    ``grow_kappa`` (:func:`_hysteresis`; only for designs that know the
+    pixels' neighbours).  ``init`` (a rule from
     :func:`_clip_params`, e.g. of a fit of a subsample of the same pixels)
-    clips once before the first solve.
+    clips once before the first solve; ``init_used`` starts from these pixels.
 
     Returns ``(used, sol, n_iter)``; ``sol`` is ``None`` when fewer than
     ``min_pixels`` pixels survive.
     """
-    if init is None:
-        used = finite.copy()
-    else:
+    if init is not None:
         sol_clip, scale, med, spread = init
-        lim = kappa * spread * scale
-        z = design.residuals(sol_clip, plane, shift=med * scale)
-        np.abs(z, out=z)
-        used = finite & (z <= lim)
+        z = design.residuals(sol_clip, plane)
+        z /= scale
+        used = _keep_mask(design, z, finite, med, spread, kappa, grow_kappa)
+    elif init_used is not None:
+        used = finite & init_used
+    else:
+        used = finite.copy()
     sol = None
     for it in range(max_iter + 1):
         if np.count_nonzero(used) < min_pixels:
@@ -776,7 +912,7 @@ def _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa, max_iter, mi
         if rule is None:
             break
         med, spread = rule[2], rule[3]
-        new_used = finite & (np.abs(z - med) <= kappa * spread)
+        new_used = _keep_mask(design, z, finite, med, spread, kappa, grow_kappa)
         if np.array_equal(new_used, used):
             break
         used = new_used
@@ -830,7 +966,7 @@ def _jackknife(design, used, lam, plane, a_fixed, origin):
 
 def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
              origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
-             min_signal_to_noise=3.0, max_rel_gain_error=0.01, n_blocks=16,
+             min_signal_to_noise=3.0, max_rel_gain_error=0.01, n_blocks=16, grow_kappa=2.0,
              src=None, dst=None, channel=0):
     """Robust errors-in-variables fit ``y ~ a * x + b (+ plane)`` of an overlap.
 
@@ -868,6 +1004,15 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
         ``sigma_a / a`` above this also gives ``status='offset_only'``.
     n_blocks : int
         Number of spatial blocks of the jackknife (used when ``coords`` are given).
+    grow_kappa : float or None
+        Spatially coherent outliers: a clipped pixel also removes the pixels
+        connected to it through pixels whose scaled residual exceeds
+        ``grow_kappa`` (8-neighbours, on the grid of the distinct ``coords``),
+        and the ring of pixels around them (:func:`_hysteresis`): the wings of
+        a trail or of a star that differs, which would otherwise stay in the
+        fit and bias the gain.  Needs integer ``coords`` of a dense or
+        regularly strided set of pixels; ``None`` (or ``>= kappa``) switches
+        it off.
     src, dst, channel
         Labels copied into the result.
 
@@ -910,13 +1055,13 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
     return _fit_arrays(x, y, coords=coords, noise_x=noise_x, noise_y=noise_y, model=model,
                        origin=origin, kappa=kappa, max_iter=max_iter, min_pixels=min_pixels,
                        min_signal_to_noise=min_signal_to_noise,
-                       max_rel_gain_error=max_rel_gain_error, n_blocks=n_blocks, src=src,
-                       dst=dst, channel=channel)
+                       max_rel_gain_error=max_rel_gain_error, n_blocks=n_blocks,
+                       grow_kappa=grow_kappa, src=src, dst=dst, channel=channel)
 
 
 def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_iter, min_pixels,
                 min_signal_to_noise, max_rel_gain_error, n_blocks, src, dst, channel,
-                images=None):
+                grow_kappa=2.0, images=None):
     """:func:`fit_pair`; ``images`` ``(X, Y, valid, x0, y0)``: the pixels to polish on."""
     if model not in FIT_MODELS:
         raise ValueError(f"model must be one of {FIT_MODELS}, got {model!r}")
@@ -926,6 +1071,8 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
         raise ValueError(f"max_iter must be >= 0, got {max_iter!r}")
     if int(n_blocks) < 1:
         raise ValueError(f"n_blocks must be >= 1, got {n_blocks!r}")
+    if grow_kappa is not None and not grow_kappa > 0:
+        raise ValueError(f"grow_kappa must be positive or None, got {grow_kappa!r}")
     plane = model == "plane"
     origin = (float(origin[0]), float(origin[1]))
     x = np.asarray(x, dtype=np.float64).ravel()
@@ -985,12 +1132,131 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
                      max_iter=int(max_iter), min_pixels=min_pixels,
                      min_signal_to_noise=min_signal_to_noise,
                      max_rel_gain_error=max_rel_gain_error, origin=origin, n_total=n_total,
-                     labels=labels)
+                     labels=labels, grow_kappa=grow_kappa)
+
+
+#: Relative gain steps tried by :func:`_scan_gains` (15 % apart, a factor 2 either way).
+_SCAN_STEPS = np.exp(np.linspace(-math.log(2.0), math.log(2.0), 11))
+#: Finer steps (2.3 %) around the best gain of the coarse scan.
+_SCAN_FINE_STEPS = np.exp(np.linspace(-0.07, 0.07, 7))
+#: Share of the src-dst covariance carried by the clipped pixels of a fit above which
+#: :func:`_scan_gains` checks that the clipping did not converge to a wrong gain.
+_SCAN_TRIGGER = 0.02
+
+
+def _tukey_cost(design, sol, finite, noise_x, noise_y, plane, scale, c):
+    """Tukey biweight loss of every finite pixel around a solution (noise-scaled residuals).
+
+    Residuals are divided by ``scale * sqrt(noise_y**2 + a**2 noise_x**2)``;
+    clipped pixels count ``c**2 / 6`` each, so a relation that keeps the stars
+    and leaves out a trail scores better than one that keeps the trail's wings
+    and leaves out the stars.
+    """
+    a = float(sol["a"])
+    if not (math.isfinite(a) and a > 0):
+        return math.inf
+    z = design.residuals(sol, plane)[finite]
+    z /= math.sqrt(noise_y ** 2 + a * a * noise_x ** 2) * scale * c
+    u = np.minimum(z * z, 1.0)
+    return float(np.sum(1.0 - (1.0 - u) ** 3)) * c * c / 6.0
+
+
+def _clipped_common_signal(design, used, finite):
+    """Share of the src-dst covariance ``sum (x - mx)(y - my)`` held by the clipped pixels.
+
+    Pixels clipped because they are bright in one image only (a trail, a
+    star missing from the other image) hold little of it; stars clipped
+    because the relation has the wrong gain (bright in both) hold much.
+    """
+    x, y = design.xv[finite], design.yv[finite]
+    u = used[finite]
+    p = (x - _median(x[u])) * (y - _median(y[u]))
+    total = float(np.abs(p).sum())
+    if not total > 0:
+        return 0.0
+    return float(p[~u].sum()) / total
+
+
+def _spread_ratio(design, finite):
+    """``MAD(dst) / MAD(src)``: a gain ratio that no minority of outliers can move far."""
+    x, y = design.xv[finite], design.yv[finite]
+    mx = _median(np.abs(x - _median(x)))
+    my = _median(np.abs(y - _median(y)))
+    return my / mx if mx > 0 and my > 0 else math.nan
+
+
+def _scan_gains(design, finite, used, sol, *, lam, noise_x, noise_y, plane, kappa, max_iter,
+                min_pixels, origin, grow_kappa):
+    """Check a clipped fit against a scan of gain ratios; return the better ``(used, sol)``.
+
+    Iterative clipping converges to the nearest self-consistent relation, not
+    to the best one: a satellite trail in the src image pulls the first
+    (unclipped) slope low, the stars then fall outside the clipping band and
+    are clipped, and what remains (a low-contrast sky plus the trail's wings)
+    holds the wrong slope, e.g. 21 % off with a jackknife sigma of 2 %.  When
+    the clipped pixels carry a noticeable share of the signal common to both
+    images (:func:`_clipped_common_signal`: stars left out), the clipping is
+    rerun with the gain fixed at ``a * step`` for every step of
+    :data:`_SCAN_STEPS`, around the converged gain and around the ratio of
+    the robust spreads of the two images (:func:`_spread_ratio`) when that
+    is far from it, then of :data:`_SCAN_FINE_STEPS` around the best of
+    them.  Every relation is scored by its Tukey biweight loss over all pixels
+    (each clipped pixel costing the same), on a common scale: the smallest
+    robust residual spread of the candidates.  The best one starts a free
+    clipping loop, whose result replaces the original one if its loss is
+    lower by more than two clipped pixels.  On the test surveys the check
+    runs on a few percent of the fits (trails, misregistered or differing
+    stars) and costs ~0.1 s each on a 10 000-pixel subsample.
+    """
+    a0 = float(sol["a"])
+    if not (math.isfinite(a0) and a0 > 0) or noise_x is None or noise_y is None \
+            or _clipped_common_signal(design, used, finite) <= _SCAN_TRIGGER:
+        return used, sol
+    cands = {}   # gain -> (used, sol, robust residual spread)
+
+    def run(a):
+        if a not in cands:
+            u, s, _ = _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa,
+                                 min(max_iter, 5), min_pixels, a, origin)
+            if s is not None:
+                rule = _clip_params(design, s, u, lam, noise_x, noise_y, plane, origin)[1]
+                cands[a] = (u, s, math.inf if rule is None else rule[3])
+
+    centres = [a0]
+    a_r = _spread_ratio(design, finite)
+    if math.isfinite(a_r) and not 0.7 < a_r / a0 < 1.4:
+        centres.append(a_r)
+    for centre in centres:
+        for step in _SCAN_STEPS:
+            run(centre * float(step))
+    rule0 = _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin)[1]
+    scales = [v[2] for v in cands.values()] + [math.inf if rule0 is None else rule0[3]]
+    scale = min(scales)
+    if not (math.isfinite(scale) and scale > 0):
+        return used, sol
+
+    def cost(s):
+        return _tukey_cost(design, s, finite, noise_x, noise_y, plane, scale, kappa)
+
+    if not cands:
+        return used, sol
+    best_a = min(cands, key=lambda k: cost(cands[k][1]))
+    for step in _SCAN_FINE_STEPS:
+        run(best_a * float(step))
+    best_a = min(cands, key=lambda k: cost(cands[k][1]))
+    u, s, _ = _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa, max_iter,
+                         min_pixels, None, origin, grow_kappa=grow_kappa,
+                         init_used=cands[best_a][0])
+    if s is not None and cost(s) < cost(sol) - kappa * kappa / 3.0:
+        grid_debug(logger, "Photometry: clipping converged to gain %.5f; a scan of gain "
+                   "ratios found %.5f with a lower robust loss", a0, float(s["a"]))
+        return u, s
+    return used, sol
 
 
 def _fit_core(design, polish, *, lam, noise_x, noise_y, noise_known, notes, plane, kappa,
               max_iter, min_pixels, min_signal_to_noise, max_rel_gain_error, origin, n_total,
-              labels):
+              labels, grow_kappa=None):
     """Clipping, conditioning tests and uncertainties of :func:`fit_pair`.
 
     ``polish`` (a :class:`_GridDesign` holding every pixel of which ``design``
@@ -1008,12 +1274,18 @@ def _fit_core(design, polish, *, lam, noise_x, noise_y, noise_known, notes, plan
 
     def clip(a_fixed):
         used, sol, _ = _clip_loop(sub, ones, lam, clip_nx, clip_ny, plane, kappa, max_iter,
-                                  min_pixels, a_fixed, origin)
+                                  min_pixels, a_fixed, origin, grow_kappa=grow_kappa)
+        if sol is not None and a_fixed is None:
+            used, sol = _scan_gains(sub, ones, used, sol, lam=lam, noise_x=clip_nx,
+                                    noise_y=clip_ny, plane=plane, kappa=kappa,
+                                    max_iter=max_iter, min_pixels=min_pixels, origin=origin,
+                                    grow_kappa=grow_kappa)
         if sol is None or polish is None:
             return sub, used, sol
         _, rule = _clip_params(sub, sol, used, lam, clip_nx, clip_ny, plane, origin)
         used, sol, _ = _clip_loop(polish, polish.finite, lam, clip_nx, clip_ny, plane, kappa,
-                                  0, min_pixels, a_fixed, origin, init=rule)
+                                  0, min_pixels, a_fixed, origin, init=rule,
+                                  grow_kappa=grow_kappa)
         return polish, used, sol
 
     design, used, sol = clip(None)
@@ -1137,8 +1409,8 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
                    model="offset", origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
                    min_signal_to_noise=3.0, max_rel_gain_error=0.01, n_blocks=16,
                    max_pixels=10_000, subsample="grid", polish=True, rng=None,
-                   noise_samples=120_000, noise_estimator="auto", src=None, dst=None,
-                   channel=0):
+                   noise_samples=120_000, noise_estimator="auto", grow_kappa=2.0, src=None,
+                   dst=None, channel=0):
     """:func:`fit_pair` of two co-registered images, fast on large overlaps.
 
     The outlier-clipping iterations run on a subsample of at most
@@ -1184,8 +1456,9 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
         as the MAD, so the sample is as precise as the whole), the MAD on a
         whole image (as :func:`photometry_graph.overlap.estimate_noise`).
     model, origin, kappa, max_iter, min_pixels, min_signal_to_noise, max_rel_gain_error,
-    n_blocks, src, dst, channel
-        As in :func:`fit_pair`.
+    n_blocks, grow_kappa, src, dst, channel
+        As in :func:`fit_pair` (the coherent outliers of ``grow_kappa`` are
+        grown on the subsample's grid, then on the whole image).
 
     Returns
     -------
@@ -1238,7 +1511,7 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
     kw = dict(noise_x=noise_x, noise_y=noise_y, model=model, origin=origin, kappa=kappa,
               max_iter=max_iter, min_pixels=min_pixels,
               min_signal_to_noise=min_signal_to_noise, max_rel_gain_error=max_rel_gain_error,
-              n_blocks=n_blocks, src=src, dst=dst, channel=channel)
+              n_blocks=n_blocks, grow_kappa=grow_kappa, src=src, dst=dst, channel=channel)
     coords = (ix.astype(np.float64) + float(x0), iy.astype(np.float64) + float(y0))
     images = None
     if polish and iy.size < n_valid:

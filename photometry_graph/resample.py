@@ -23,6 +23,8 @@ output requires the whole 4x4 neighbourhood to be valid; nearest-neighbour
 output requires the nearest pixel to be valid.
 """
 
+import functools
+
 import numpy as np
 
 from ._log import get_logger, grid_debug
@@ -83,6 +85,18 @@ def spline_upsample_matrix(nodes, n_out):
     return spline(np.arange(n_out, dtype=np.float64))
 
 
+@functools.lru_cache(maxsize=64)
+def _upsample_for(length, step):
+    """``spline_upsample_matrix`` for the nodes of ``_nodes(length, step)``, cached.
+
+    Every frame of a survey maps onto tiles and windows of a few sizes: the
+    matrices repeat.  Returned read-only (shared between calls).
+    """
+    mat = spline_upsample_matrix(_nodes(length, step), length)
+    mat.setflags(write=False)
+    return mat
+
+
 def _nodes(length, step):
     nodes = np.arange(0, length, step, dtype=np.int64)
     if nodes[-1] != length - 1:
@@ -137,8 +151,8 @@ def coordinate_map(src_wcs, dst_wcs, bbox, grid_step=32):
                    int((~np.isfinite(cx)).sum()), box)
         yy, xx = box.coordinates()
         return transform_pixels(dst_wcs, src_wcs, xx, yy)
-    Ay = spline_upsample_matrix(ny, h)
-    Ax = spline_upsample_matrix(nx, w)
+    Ay = _upsample_for(h, step)
+    Ax = _upsample_for(w, step)
     # anchor on the first node so that the products carry small numbers
     ref_x, ref_y = cx[0, 0], cy[0, 0]
     map_x = Ay @ ((cx - ref_x) @ Ax.T) + ref_x

@@ -2,7 +2,10 @@
 
 Each frame ``k`` comes from a callback ``get_frame(k)`` returning its pixels
 on the tile (``(h, w, C)`` float32, NaN where invalid) and an optional
-per-pixel weight ``(h, w)``.  A pixel's weight is the frame's scalar weight
+per-pixel weight ``(h, w)``; optionally only the window of the tile that the
+frame covers, with the window's origin in the tile (a frame of a mosaic
+covers a part of a tile: the work of each frame is then in proportion to
+its window, not to the tile).  A pixel's weight is the frame's scalar weight
 (exposure, inverse noise variance, ...) times its per-pixel weight.
 
 Methods (per pixel and channel; invalid pixels never enter a statistic):
@@ -36,9 +39,9 @@ stay small).  Otherwise the frames are streamed twice and memory is O(tile):
 pass 1 accumulates, per pixel, the sums of weights, of weighted deviations
 and of weighted squared deviations about the pixel's first valid value (a
 shifted-data form of Welford's accumulation: the sums stay small, so float32
-keeps them exact enough), plus the extreme low and high values; the pass-1 centre and scale leave the two extremes out (robust to
-one outlier per side and pixel, the scale corrected for the trimming of a
-normal sample); pass 2 accumulates only the values within kappa of these.
+keeps them exact enough), plus the extreme low and high values; the pass-1
+centre and scale leave the two extremes out (robust to one outlier per side
+and pixel, the scale corrected for the trimming of a normal sample); pass 2 accumulates only the values within kappa of these.
 ``"median"`` cannot be streamed and falls back to that clipped mean with a
 ``[GRID]`` warning.
 """
@@ -154,15 +157,33 @@ def _norm_method(name, what="method"):
 
 
 def _read_frame(get_frame, k, shape):
+    """Frame ``k`` as ``(data (h, w, C), pixel weight or None, window slices or None)``.
+
+    ``shape`` is the tile's ``(h, w, C)``, or None for the first frame read
+    when no tile shape was given (the frame then sets it).
+    """
     got = get_frame(k)
+    origin = None
     if isinstance(got, tuple):
-        if len(got) != 2:
-            raise ValueError("get_frame(k) must return (data, pixel_weight or None)")
-        data, pw = got
+        if len(got) not in (2, 3):
+            raise ValueError("get_frame(k) must return (data, pixel_weight or None) or "
+                             "(data, pixel_weight or None, (row, column) origin in the tile)")
+        data, pw = got[:2]
+        origin = got[2] if len(got) == 3 else None
     else:
         data, pw = got, None
     arr = as_channels_last(np.asarray(data))
-    if shape is not None and arr.shape != shape:
+    window = None
+    if origin is not None:
+        if shape is None:
+            raise ValueError("frames given as windows need the tile shape: pass shape=(h, w)")
+        y0, x0 = (int(v) for v in origin)
+        if (y0 < 0 or x0 < 0 or y0 + arr.shape[0] > shape[0] or x0 + arr.shape[1] > shape[1]
+                or arr.shape[2] != shape[2]):
+            raise ValueError(f"frame {k}: a window of shape {arr.shape} at {(y0, x0)} does not "
+                             f"fit the tile of shape {shape}")
+        window = (slice(y0, y0 + arr.shape[0]), slice(x0, x0 + arr.shape[1]))
+    elif shape is not None and arr.shape != shape:
         raise ValueError(f"frame {k} has shape {arr.shape}, expected {shape} like the first "
                          "frame; every frame must be reprojected onto the same tile")
     if pw is not None:
@@ -170,7 +191,7 @@ def _read_frame(get_frame, k, shape):
         if pw.shape != arr.shape[:2]:
             raise ValueError(f"pixel weight of frame {k} has shape {pw.shape}, expected "
                              f"{arr.shape[:2]}")
-    return arr, pw
+    return arr, pw, window
 
 
 def _pixel_weights(arr, pw, scalar):
@@ -312,6 +333,32 @@ def _clip_block(x, w, method, kappa_low, kappa_high, iterations, winsor_limits, 
     return keep
 
 
+def _clip_sparse(x, w, method, kappa_low, kappa_high, iterations, winsor_limits, n_channels):
+    """:func:`_clip_block` on the pixels where something can be rejected, the same result.
+
+    A value is only ever rejected where a pixel has 3 or more valid values;
+    in a mosaic most pixels have fewer.  Only those pixels (all their
+    channels) and only the frames with a value there enter the clipping.
+    """
+    valid = w > 0
+    if method in ("mean", "median"):
+        return valid
+    per_pixel = valid.sum(axis=0).reshape(-1, n_channels).max(axis=1)
+    pix = np.flatnonzero(per_pixel >= 3)
+    if pix.size == per_pixel.size:
+        return _clip_block(x, w, method, kappa_low, kappa_high, iterations, winsor_limits,
+                           n_channels)
+    if pix.size == 0:
+        return valid
+    cols = (pix[:, None] * n_channels + np.arange(n_channels)).ravel()
+    rows = np.flatnonzero(valid[:, cols].any(axis=1))
+    sub = np.ix_(rows, cols)
+    keep = valid.copy()
+    keep[sub] = _clip_block(x[sub], w[sub], method, kappa_low, kappa_high, iterations,
+                            winsor_limits, n_channels)
+    return keep
+
+
 def _combine_block(x, w, keep, combine):
     wk = w * keep
     sw = wk.sum(axis=0, dtype=np.float64)
@@ -337,7 +384,7 @@ def _stack_in_memory(cube, wcube, method, combine, kappa_low, kappa_high, iterat
         r1 = min(h, r0 + rows)
         x = cube[:, r0:r1].reshape(n, -1)
         wt = wcube[:, r0:r1].reshape(n, -1)
-        keep = _clip_block(x, wt, method, kappa_low, kappa_high, iterations, winsor_limits, C)
+        keep = _clip_sparse(x, wt, method, kappa_low, kappa_high, iterations, winsor_limits, C)
         rejected += int(np.count_nonzero(wt > 0) - np.count_nonzero(keep))
         val, sw = _combine_block(x, wt, keep, comb)
         out[r0:r1] = val.reshape(r1 - r0, w, C)
@@ -363,27 +410,31 @@ class _Accumulator:
             self.vmin = np.full(shape, np.inf, dtype=np.float32)
             self.wmin = np.zeros(shape, dtype=np.float32)
 
-    def add(self, x, w):
+    def add(self, x, w, window=None):
+        """Add values ``x`` with weights ``w`` (0: invalid), on a window of the tile."""
+        win = (slice(None),) if window is None else window
         ok = w > 0
-        self.s0 += w
+        self.s0[win] += w
         if not self.moments:
-            self.s1 += w * np.where(ok, x, 0.0)
+            self.s1[win] += w * np.where(ok, x, 0.0)
             return
-        unset = ok & np.isnan(self.ref)
-        self.ref[unset] = x[unset]
+        ref = self.ref[win]
+        unset = ok & np.isnan(ref)
+        ref[unset] = x[unset]
         with np.errstate(invalid="ignore"):
-            d = np.where(ok, x - self.ref, np.float32(0.0))
+            d = np.where(ok, x - ref, np.float32(0.0))
         wd = w * d
-        self.s1 += wd
-        self.s2 += wd * d
-        self.sw2 += w * w
-        self.n += ok
-        up = ok & (x > self.vmax)
-        self.vmax[up] = x[up]
-        self.wmax[up] = w[up]
-        lo = ok & (x < self.vmin)
-        self.vmin[lo] = x[lo]
-        self.wmin[lo] = w[lo]
+        self.s1[win] += wd
+        self.s2[win] += wd * d
+        self.sw2[win] += w * w
+        self.n[win] += ok
+        vmax, wmax, vmin, wmin = (a[win] for a in (self.vmax, self.wmax, self.vmin, self.wmin))
+        up = ok & (x > vmax)
+        vmax[up] = x[up]
+        wmax[up] = w[up]
+        lo = ok & (x < vmin)
+        vmin[lo] = x[lo]
+        wmin[lo] = w[lo]
 
     def mean(self):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -419,8 +470,8 @@ def _stack_streaming(frames, shape, method, kappa_low, kappa_high):
     """
     C = shape[2]
     acc = _Accumulator(shape, moments=method != "mean")
-    for arr, wk in frames():
-        acc.add(arr, wk)
+    for arr, wk, win in frames():
+        acc.add(arr, wk, win)
     if method == "mean":
         return acc.mean().astype(np.float32), acc.s0, 0
     centre, scale = acc.robust_stats()
@@ -432,15 +483,16 @@ def _stack_streaming(frames, shape, method, kappa_low, kappa_high):
     s1 = np.zeros(shape)
     s0 = np.zeros(shape)
     total = used = 0
-    for arr, wk in frames():
+    for arr, wk, win in frames():
+        win = (slice(None),) if win is None else win
         ok = wk > 0
         with np.errstate(invalid="ignore"):
-            use = ok & (arr >= lo) & (arr <= hi)
+            use = ok & (arr >= lo[win]) & (arr <= hi[win])
         total += int(np.count_nonzero(ok))
         used += int(np.count_nonzero(use))
         wu = np.where(use, wk, 0.0)
-        s0 += wu
-        s1 += wu * np.where(use, arr, 0.0)
+        s0[win] += wu
+        s1[win] += wu * np.where(use, arr, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(s0 > 0, s1 / s0, np.nan).astype(np.float32)
     return out, s0, total - used
@@ -448,7 +500,7 @@ def _stack_streaming(frames, shape, method, kappa_low, kappa_high):
 
 def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kappa_low=3.0,
                  kappa_high=3.0, iterations=3, winsor_limits=(0.05, 0.05), combine="mean",
-                 memory_budget_bytes=512 * 2 ** 20, return_info=False):
+                 memory_budget_bytes=512 * 2 ** 20, shape=None, return_info=False):
     """Stack frames reprojected onto one tile, with weights and rejection.
 
     Parameters
@@ -457,7 +509,10 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
         ``get_frame(k)`` for ``k in range(n_frames)`` returns ``(data,
         pixel_weight)``: ``data`` ``(h, w)`` or ``(h, w, C)`` float with NaN
         where invalid, ``pixel_weight`` ``(h, w)`` or ``None`` (all ones).
-        It may be called twice per frame (streaming).
+        Or ``(data, pixel_weight, (y0, x0))``: only the window of the tile
+        starting at row ``y0``, column ``x0`` (the rest of the tile is not
+        covered by that frame); ``shape`` is then required.  It may be
+        called twice per frame (streaming).
     n_frames : int
     weights : sequence of float, optional
         Scalar weight per frame (exposure time, inverse noise variance);
@@ -477,6 +532,9 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
         (data and weights) fit; otherwise they are streamed in two passes
         (about ``11 * h * w * C * 4`` bytes of accumulators).  A plain
         weighted mean always takes one pass and never holds the frames.
+    shape : tuple of int, optional
+        ``(h, w)`` or ``(h, w, C)`` of the tile; needed when frames come as
+        windows (default: the shape of the first frame).
     return_info : bool
         Also return a dict (method, streaming, rejected fraction).
 
@@ -496,6 +554,10 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
     >>> img, cov = stack_frames(lambda k: (frames[k], None), 4, method="median")
     >>> float(img[1, 1, 0]), float(cov[0, 0]), float(cov[1, 1])
     (2.5, 3.0, 4.0)
+    >>> img, cov = stack_frames(lambda k: (frames[k][:2, :2], None, (k % 2, 0)), 4,
+    ...                         method="mean", shape=(4, 5))
+    >>> cov[:3, 0].tolist(), np.isnan(img[3, 0, 0])
+    ([1.0, 4.0, 2.0], np.True_)
     """
     method = _norm_method(method)
     combine = _norm_method(combine, "combine")
@@ -523,17 +585,26 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
 
     active = [k for k in range(n_frames) if wts[k] > 0]
     first = active[0]
-    arr0, pw0 = _read_frame(get_frame, first, None)
-    shape = arr0.shape
+    tile = None if shape is None else tuple(int(v) for v in shape)[:2]
+    if tile is not None and len(tile) != 2:
+        raise ValueError(f"shape must be (h, w) or (h, w, C), got {shape!r}")
+    if tile is None:
+        arr0, pw0, win0 = _read_frame(get_frame, first, None)
+    else:  # the channel count comes from the first frame
+        got = get_frame(first)
+        arr = as_channels_last(np.asarray(got[0] if isinstance(got, tuple) else got))
+        arr0, pw0, win0 = _read_frame(lambda _: got, first, tile + (arr.shape[2],))
+    shape = arr0.shape if tile is None else tile + (arr0.shape[2],)
     h, w, C = shape
     frame_bytes = h * w * C * 8  # data + weights, float32
     streaming = len(active) * frame_bytes > memory_budget_bytes
 
     def frames():
-        """Frames with their weights, the first one from the read above."""
+        """Frames with their weights and windows, the first one from the read above."""
         for k in active:
-            arr, pw = (arr0, pw0) if k == first else _read_frame(get_frame, k, shape)
-            yield arr, _pixel_weights(arr, pw, wts[k])
+            arr, pw, win = ((arr0, pw0, win0) if k == first
+                            else _read_frame(get_frame, k, shape))
+            yield arr, _pixel_weights(arr, pw, wts[k]), win
 
     if method == "mean" and combine == "mean":
         # one pass, exact: no frame needs to be held
@@ -546,11 +617,12 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
         m = "mean" if method == "mean" else "kappa_sigma"
         out, cov, rejected = _stack_streaming(frames, shape, m, kappa_low, kappa_high)
     else:
-        cube = np.empty((len(active),) + shape, dtype=np.float32)
-        wcube = np.empty((len(active),) + shape, dtype=np.float32)
-        for i, (arr, wk) in enumerate(frames()):
-            wcube[i] = wk
-            np.copyto(cube[i], np.where(wk > 0, arr, 0.0))
+        cube = np.zeros((len(active),) + shape, dtype=np.float32)
+        wcube = np.zeros((len(active),) + shape, dtype=np.float32)
+        for i, (arr, wk, win) in enumerate(frames()):
+            win = (slice(None),) if win is None else win
+            wcube[i][win] = wk
+            np.copyto(cube[i][win], np.where(wk > 0, arr, 0.0))
         del arr0, pw0
         out, cov, rejected = _stack_in_memory(cube, wcube, method, combine, kappa_low,
                                               kappa_high, iterations, lim)
@@ -662,7 +734,7 @@ def radial_weight(shape, fraction=0.8, power=2.0):
 
 
 def frame_on_tile(data, frame_wcs, grid_wcs, bbox, *, weight=None, correction=None,
-                  grid_step=32):
+                  grid_step=32, footprint=None):
     """A frame reprojected onto a tile and corrected: what ``stack_frames`` stacks.
 
     The per-pixel ``weight`` travels through the reprojection as an extra
@@ -684,14 +756,22 @@ def frame_on_tile(data, frame_wcs, grid_wcs, bbox, *, weight=None, correction=No
         Photometric correction of the frame (None: as it is).
     grid_step : int
         Coordinate-map step of :func:`~photometry_graph.resample.reproject_to_bbox`.
+    footprint : BBox, optional
+        The frame's footprint on the global grid
+        (:func:`~photometry_graph.wcsgrid.footprint_bbox`).  When given, only
+        the window ``bbox & footprint`` is reprojected and returned, with its
+        origin in the tile: the ``(data, weight, (y0, x0))`` that
+        :func:`stack_frames` accepts.
 
     Returns
     -------
     data : numpy.ndarray, shape (h, w, C), float32
-        NaN wherever the frame has no valid data.
+        NaN wherever the frame has no valid data (the tile, or the window).
     weight : numpy.ndarray, shape (h, w), float32
         The reprojection footprint (times the reprojected weight), 0 where
         ``data`` is NaN.
+    origin : tuple of int
+        Only with ``footprint``: row and column of the window in the tile.
 
     Examples
     --------
@@ -703,8 +783,21 @@ def frame_on_tile(data, frame_wcs, grid_wcs, bbox, *, weight=None, correction=No
     >>> out, wt = frame_on_tile(frame, w, w, BBox(10, 20, 30, 60))
     >>> out.shape, float(np.nanmax(out)), int((wt > 0).sum())
     ((10, 30, 1), 3.0, 200)
+    >>> out, wt, origin = frame_on_tile(frame, w, w, BBox(10, 20, 30, 60),
+    ...                                 footprint=BBox(0, 40, 0, 50))
+    >>> out.shape, origin
+    ((10, 20, 1), (0, 0))
     """
     data = as_channels_last(data)
+    if footprint is not None:
+        window = bbox.intersection(footprint)
+        if window.is_empty:  # the frame misses the tile: nothing to stack
+            n_channels = data.shape[2]
+            return (np.empty((0, 0, n_channels), np.float32), np.empty((0, 0), np.float32),
+                    (0, 0))
+        out, wt = frame_on_tile(data, frame_wcs, grid_wcs, window, weight=weight,
+                                correction=correction, grid_step=grid_step)
+        return out, wt, (window.y0 - bbox.y0, window.x0 - bbox.x0)
     src = data if weight is None else np.concatenate(
         [data, np.asarray(weight, dtype=data.dtype)[..., None]], axis=2)
     out, foot = reproject_to_bbox(src, frame_wcs, grid_wcs, bbox, grid_step=grid_step,

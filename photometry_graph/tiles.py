@@ -216,6 +216,16 @@ class TilePhotometryInfo:
         return self.get_data()[sl], self.mask[sl]
 
 
+def _axis_spans(length, size, ov):
+    """``(start, stop)`` of ``n`` equal spans of at most ``size`` covering ``[0, length)``."""
+    if length <= size:
+        return [(0, length)]
+    n = -(-(length - ov) // (size - ov))  # fewest spans that keep the overlap
+    span = -(-(length + (n - 1) * ov) // n)  # <= size
+    step = (length - span) / (n - 1)
+    return [(int(round(i * step)), int(round(i * step)) + span) for i in range(n)]
+
+
 def grid_layout(canvas_shape, tile_size, overlap):
     """Cut a canvas into a grid of overlapping tile boxes.
 
@@ -224,22 +234,25 @@ def grid_layout(canvas_shape, tile_size, overlap):
     canvas_shape : tuple of int
         ``(H, W)`` of the global grid.
     tile_size : int or tuple of int
-        Tile height and width in pixels.
+        Largest tile height and width in pixels.
     overlap : float or int
-        Overlap between neighbours: a fraction of the tile size when < 1,
-        otherwise a number of pixels.
+        Smallest overlap between neighbours: a fraction of the tile size
+        when < 1, otherwise a number of pixels.
 
     Returns
     -------
     list of BBox
-        Row-major tile boxes covering the whole canvas; the last row and
-        column are shifted inwards so that no tile leaves the canvas (unless
-        the canvas is smaller than a tile).
+        Row-major tile boxes covering the whole canvas and never leaving it.
+        Along each axis the fewest tiles that keep the overlap are used, all
+        of one size (at most ``tile_size``) and evenly spaced, so that no
+        tile is mostly overlap and no work is spent outside the canvas.
 
     Examples
     --------
-    >>> [b.x0 for b in grid_layout((100, 250), 100, 0.2)]
-    [0, 80, 150]
+    >>> [(b.x0, b.x1) for b in grid_layout((100, 250), 100, 0.2)]
+    [(0, 97), (76, 173), (153, 250)]
+    >>> grid_layout((50, 60), 100, 0.2)[0].shape
+    (50, 60)
     """
     th, tw = (tile_size, tile_size) if np.isscalar(tile_size) else tile_size
     th, tw = int(th), int(tw)
@@ -249,18 +262,6 @@ def grid_layout(canvas_shape, tile_size, overlap):
     ov_x = int(round(overlap * tw)) if overlap < 1 else int(overlap)
     if ov_y >= th or ov_x >= tw or min(ov_x, ov_y) < 0:
         raise ValueError(f"overlap {overlap!r} must be smaller than the tile size {tile_size!r}")
-
-    def starts(length, size, ov):
-        if length <= size:
-            return [0]
-        step = size - ov
-        out = list(range(0, length - size, step))
-        out.append(length - size)
-        return sorted(set(out))
-
     H, W = int(canvas_shape[0]), int(canvas_shape[1])
-    boxes = []
-    for y0 in starts(H, th, ov_y):
-        for x0 in starts(W, tw, ov_x):
-            boxes.append(BBox(y0, min(y0 + th, max(H, th)), x0, min(x0 + tw, max(W, tw))))
-    return boxes
+    return [BBox(y0, y1, x0, x1) for y0, y1 in _axis_spans(H, th, ov_y)
+            for x0, x1 in _axis_spans(W, tw, ov_x)]

@@ -401,3 +401,33 @@ def test_mosaic_vs_frame_truth_measures_a_frame_step_and_ignores_a_trail():
         mosaic_vs_frame_truth(clean, s.truth, [feet[0][1:]], boxes, noise_sigma=sigma)
     with pytest.raises(ValueError, match="noise_sigma"):
         mosaic_vs_frame_truth(clean, s.truth, feet, boxes, noise_sigma=0)
+
+
+def test_mosaic_vs_frame_survey_finds_a_frame_step_on_the_survey_grid():
+    from photometry_graph.datasets import make_frame_survey
+    from photometry_graph.diagnostics import mosaic_vs_frame_survey
+    s = make_frame_survey(1, 2, frame_shape=(60, 80), channels=1, rng=0,
+                          rotation_deg_range=(0, 0))
+    wcs, shape = s.truth_wcs, s.truth_shape
+    clean = s.render_truth(wcs, shape)
+    ok = mosaic_vs_frame_survey(clean[..., 0], wcs, s, [])  # (H, W) accepted too
+    assert len(ok["frame_offsets"]) == 2 and ok["frame_offset_max_sigma"] < 0.01
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    fx, fy = s.frames[0].wcs.world_to_pixel_values(*wcs.pixel_to_world_values(xx, yy))
+    fx1, fy1 = s.frames[1].wcs.world_to_pixel_values(*wcs.pixel_to_world_values(xx, yy))
+    only0 = ((fx > -0.5) & (fx < 79.5) & (fy > -0.5) & (fy < 59.5)
+             & ~((fx1 > -0.5) & (fx1 < 79.5) & (fy1 > -0.5) & (fy1 < 59.5)))
+    step = clean + 2.0 * s.noise_sigma * only0[..., None]
+    bad = mosaic_vs_frame_survey(step, wcs, s, [])
+    assert bad["frame_offset_spread_sigma"] > 0.5
+    assert bad["seam_frame_borders"] > 2 * ok["seam_frame_borders"]
+
+
+def test_demo_quality_table_lines():
+    from photometry_graph.diagnostics import demo_quality_table
+    good = dict(seam_tile_borders=1.02, seam_frame_borders=1.1, frame_offset_spread_sigma=0.12)
+    plain = dict(seam_tile_borders=9.5, seam_frame_borders=12.25, frame_offset_spread_sigma=8.0)
+    lines = demo_quality_table({"plain": plain, "harmonized": good}).splitlines()
+    assert len(lines) == 3 and "seam at tiles" in lines[0] and "frame offsets" in lines[0]
+    assert lines[1].split() == ["plain", "9.50", "12.25", "8.00", "sigma"]
+    assert lines[2].split() == ["harmonized", "1.02", "1.10", "0.12", "sigma"]

@@ -7,6 +7,7 @@ peak), zero-valued empty borders, a NaN blob and a satellite trail; tiles of 256
 
 import hashlib
 import logging
+import os
 import warnings
 
 import cv2
@@ -189,14 +190,18 @@ def test_injected_photometric_errors_are_removed(run):
     assert all(s <= 0.005 for s in spread)
     assert spread or run.survey.channels != 1
     # and per frame against the injected gains: corrected gain x injected gain is the same
-    # for every frame.  Measured over seeds 1-6 (max deviation from the median frame):
-    # mono 0.3-0.6 %, RGB 0.5-1.2 %, Bayer 0.9-3 %: the frame solve is noise-limited on
-    # 200x300 frames (the 0.5 % target holds for mono only; see the issue note)
+    # for every frame.  Measured over seeds 1-10 (max deviation from the median frame):
+    # mono 0.15-0.67 %, RGB 0.61-1.27 %, Bayer 0.83-2.37 % on 200x300 frames; 0.17-0.50,
+    # 0.29-1.20, 0.59-1.40 % on 300x450 frames (1.5x the overlap width: errors / 1.5) and
+    # <= 0.06, 0.17, 0.37 % without noise: the frame solve is limited by the information in
+    # the small overlaps (G and B hold fainter nebulae; Bayer R and B have a quarter of the
+    # samples), so the 0.5 % target holds for mono only at this size.  Seed 3: 0.42, 1.02,
+    # 1.20 %.
     injected = np.array([f.gain for f in run.survey.frames])
     solved = np.array([f["correction"]["gain"] for f in run.result.report["frames"]])
     product = solved * injected
     worst = np.abs(product / np.median(product, axis=0) - 1).max()
-    assert worst <= {1: 0.005, 3: 0.015, "bayer": 0.025}[run.survey.channels]
+    assert worst <= {1: 0.005, 3: 0.0125, "bayer": 0.015}[run.survey.channels]
     # offsets per frame region and seams (frame borders inside tiles, tile borders)
     q = grid_mode.mosaic_quality(run.survey, run.result.mosaic, run.tiles)
     assert q["frame_offset_max_sigma"] <= 0.3
@@ -407,6 +412,8 @@ def test_process_pool_and_dask_cluster_give_the_same_mosaic(mono_frames, tmp_pat
                                   dashboard_address=None) as cluster:
         dask_run = grid_mode.run_grid_mode(frames, tmp_path / "dask",
                                            **dict(FAST, scheduler=cluster.scheduler_address))
+    pids = {s["worker_pid"] for s in pool.report["tile_stacking"]}
+    assert os.getpid() not in pids  # the tiles were stacked by worker processes
     a, _ = _read_mosaic(ref.mosaic)
     for other in (pool, dask_run):
         b, _ = _read_mosaic(other.mosaic)

@@ -1,7 +1,6 @@
-"""stack_plan.csv parsing, frame discovery and option resolution of grid_mode."""
+"""stack_plan.csv parsing and frame discovery of grid_mode (options: tests/test_options.py)."""
 
 import logging
-import types
 
 import pytest
 
@@ -105,45 +104,3 @@ def test_folder_without_plan_or_fits_is_an_error(tmp_path):
     _touch(tmp_path, "notes.txt")
     with pytest.raises(GridModeError, match="no stack_plan.csv and no FITS file"):
         grid_mode._plan_entries(tmp_path)
-
-
-def test_host_keywords_are_mapped_to_our_options(caplog):
-    with caplog.at_level(logging.INFO):
-        opts = grid_mode._resolve_options(dict(
-            stack_norm_method="linear_fit", stack_weight_method="noise_variance",
-            stack_reject_algo="winsorized_sigma_clip", stack_kappa_low=2.5,
-            stack_kappa_high=4.0, winsor_limits=(0.1, 0.2), stack_final_combine="mean",
-            apply_radial_weight=True, radial_feather_fraction=0.7, radial_shape_power=3.0,
-            save_final_as_uint16=True, legacy_rgb_cube=True, grid_rgb_equalize=True,
-            zconfig=types.SimpleNamespace(grid_tile_size=512, overlap=0.2, workers=1),
-            frobnicate=3))
-    assert opts.stack_method == "winsorized" and opts.weight_method == "noise"
-    assert (opts.kappa_low, opts.kappa_high, opts.winsor_limits) == (2.5, 4.0, (0.1, 0.2))
-    assert opts.radial_weight and opts.radial_feather_fraction == 0.7
-    assert opts.save_uint16 and opts.legacy_rgb_cube
-    assert (opts.tile_size, opts.overlap, opts.workers) == (512, 0.2, 1)
-    assert "ignoring unknown option frobnicate" in caplog.text
-    assert "no per-tile colour equalisation" in caplog.text
-
-
-@pytest.mark.parametrize("reject, combine, method, final", [
-    ("none", "median", "median", "median"), ("none", "mean", "mean", "mean"),
-    ("kappa_sigma", None, "kappa_sigma", "mean"),
-    ("kappa_sigma", "median", "kappa_sigma", "median"),
-    ("none", None, "mean", "mean"), ("linear_fit_clip", None, "kappa_sigma", "mean")])
-def test_rejection_and_final_combine(reject, combine, method, final):
-    opts = grid_mode._resolve_options(dict(stack_reject_algo=reject, stack_final_combine=combine))
-    assert (opts.stack_method, opts.stack_combine) == (method, final)
-
-
-def test_explicit_keywords_win_over_zconfig():
-    opts = grid_mode._resolve_options(dict(tile_size=300, zconfig=types.SimpleNamespace(
-        tile_size=512)))
-    assert opts.tile_size == 300
-
-
-@pytest.mark.parametrize("bad", [dict(blend="pyramid"), dict(tile_size=4), dict(overlap=-1),
-                                 dict(workers=0), dict(chunk_size="big")])
-def test_bad_option_values_are_clear_errors(bad):
-    with pytest.raises(GridModeError):
-        grid_mode._resolve_options(bad)

@@ -105,6 +105,64 @@ def test_satellite_trail_in_dst_is_clipped(seed):
     assert fit.n_total - fit.n_used >= n_trail
 
 
+def _trail_in_src_pair(seed, h=24, w=80, a=0.8):
+    """A small star-rich overlap whose src image has a bright trail; dst = a * sky + 3."""
+    sky = make_sky((h, w), rng=seed, star_density=4e-3, nebulae=1)
+    s = sky.render(BBox(0, h, 0, w))[..., 0]
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.abs((yy - h / 2) * np.cos(0.5) - (xx - w / 2) * np.sin(0.5))
+    trail = 30.0 * np.exp(-0.5 * (dist / 1.5) ** 2)
+    x = s + trail + rng.normal(0.0, 1.0, s.shape)
+    y = a * s + 3.0 + rng.normal(0.0, 1.0, s.shape)
+    return x, y, trail
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_trail_in_src_does_not_trap_the_clipping_at_a_wrong_gain(seed):
+    """The trail pulls the first slope low, the stars get clipped, the clipping stays there.
+
+    Plain iterative clipping gave status 'offset_only' (the stars it left out held the gain)
+    on these seeds; a frame overlap of a Bayer survey gave a blue gain 21 % off with a
+    jackknife sigma of 2 %.  The scan of gain ratios finds the relation that keeps the stars.
+    """
+    x, y, trail = _trail_in_src_pair(seed)
+    fit = fit_pair_image(x, y, model="plane", max_rel_gain_error=0.05, min_pixels=200)
+    assert fit.status == "ok", fit.message
+    assert abs(fit.a / 0.8 - 1) < 0.02
+    assert abs(fit.a / 0.8 - 1) < 3 * fit.sigma_a / fit.a
+    # the trail and its wings are left out: coherent outliers grow into their surroundings
+    n_wings = int((trail > 0.5).sum())
+    assert fit.n_total - fit.n_used >= n_wings
+    # without the trail the same pixels give the same gain within the uncertainty
+    clean = fit_pair_image(x - trail, y, model="plane", max_rel_gain_error=0.05,
+                           min_pixels=200)
+    assert abs(fit.a - clean.a) < 2 * math.hypot(fit.sigma_a, clean.sigma_a)
+
+
+def test_coherent_outliers_take_their_faint_wings_but_noise_stays():
+    rng = np.random.default_rng(4)
+    s, _ = _sky_signal(4)
+    x, y = _pair(s, rng)
+    yy, xx = np.mgrid[:H, :W]
+    dist = np.abs((yy - 50) * np.cos(0.3) - (xx - 200) * np.sin(0.3))
+    wing = 40.0 * np.exp(-0.5 * (dist / 2.0) ** 2)     # 1.5 sigma at 5 px from the core
+    grown = fit_pair(x.ravel(), (y + wing).ravel(), coords=_coords())
+    plain = fit_pair(x.ravel(), (y + wing).ravel(), coords=_coords(), grow_kappa=None)
+    sigma = math.sqrt(1 + A_TRUE ** 2)
+    faint = (wing > 1.0 * sigma) & (wing < 4.0 * sigma)    # not clipped on their own
+    assert plain.n_total - plain.n_used < int((wing > 3.0 * sigma).sum())
+    assert grown.n_total - grown.n_used >= int((wing > 1.0 * sigma).sum())
+    assert faint.sum() > 300
+    # the wings bias the offset of the plain fit; the grown fit is back on the truth
+    assert abs(grown.b - B_TRUE) < abs(plain.b - B_TRUE)
+    assert abs(grown.b - B_TRUE) < 3 * grown.sigma_b
+    # on noise and stars alone the growth removes next to nothing
+    quiet = fit_pair(x.ravel(), y.ravel(), coords=_coords())
+    assert quiet.n_used > 0.99 * quiet.n_total
+    assert abs(quiet.a / A_TRUE - 1) < 0.003
+
+
 @pytest.mark.parametrize("seed", [0, 2])
 def test_block_of_misregistered_stars_is_clipped(seed):
     sky = make_sky((H, W), rng=seed, star_density=1e-3)
@@ -282,6 +340,8 @@ def test_bad_arguments_are_rejected():
         fit_pair(x, x, coords=np.zeros((1000, 3)))
     with pytest.raises(ValueError, match="noise_x"):
         fit_pair(x, x, noise_x=-1.0)
+    with pytest.raises(ValueError, match="grow_kappa"):
+        fit_pair(x, x, grow_kappa=0.0)
     with pytest.raises(ValueError, match="constant"):
         fit_ols(x, x)
 
@@ -361,7 +421,9 @@ def test_polished_fit_equals_exhaustive_fit_and_beats_the_subsample(model):
         assert getattr(po, "sigma_" + key) == pytest.approx(sigma, rel=0.05, abs=1e-12)
     assert po.rms == pytest.approx(ex.rms, rel=1e-3)
     assert po.centroid == pytest.approx(ex.centroid, abs=0.05)
-    assert po.x_slope == pytest.approx(ex.x_slope, abs=1e-5)
+    # the outliers grown on the whole image (one pass after the subsample's rule) differ from
+    # the converged exhaustive ones by a few pixels around stars: ~1 sigma of the src plane
+    assert po.x_slope == pytest.approx(ex.x_slope, abs=5e-5)
     # both against the truth: the polished fit keeps the precision of every pixel
     assert abs(po.a - A_TRUE) < 4 * po.sigma_a and po.sigma_a < 0.6 * sub.sigma_a
     if model == "plane":

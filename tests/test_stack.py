@@ -254,3 +254,79 @@ def test_frame_on_tile_reprojects_weights_and_applies_the_correction():
     # invalid frame pixels stay invalid (and keep no weight)
     out2, wt2 = frame_on_tile(frame, w, w, BBox(0, 20, 0, 20))
     assert np.isnan(out2[6, 6]).all() and wt2[6, 6] == 0 and wt2[15, 15] == 1.0
+
+
+def _windowed(frames, rng):
+    """Each frame cut to a random window of the tile (NaN outside it in the full version)."""
+    full, wins = [], []
+    for f in frames:
+        y0, x0 = rng.integers(0, H // 3), rng.integers(0, W // 3)
+        y1, x1 = rng.integers(2 * H // 3, H + 1), rng.integers(2 * W // 3, W + 1)
+        g = np.full_like(f, np.nan)
+        g[y0:y1, x0:x1] = f[y0:y1, x0:x1]
+        full.append(g)
+        wins.append((f[y0:y1, x0:x1], (y0, x0)))
+    return full, wins
+
+
+@pytest.mark.parametrize("method,budget", [("kappa_sigma", None), ("winsorized", None),
+                                           ("median", None), ("mean", None),
+                                           ("kappa_sigma", 1)])
+def test_frames_given_as_windows_stack_like_full_frames(method, budget):
+    # a mosaic's frames cover parts of a tile: windows must give the full frames' result
+    n = 7
+    _, frames, *_ = _frames(n, channels=3, seed=4)
+    full, wins = _windowed(frames, np.random.default_rng(1))
+    kw = dict(method=method) if budget is None else dict(method=method,
+                                                         memory_budget_bytes=budget)
+    ref, ref_cov = stack_frames(lambda k: (full[k], None), n, **kw)
+    got, cov = stack_frames(lambda k: (wins[k][0], None, wins[k][1]), n, shape=(H, W), **kw)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(cov, ref_cov, atol=1e-5)
+    # some pixels have fewer than 3 frames: the sparse clipping path is exercised
+    assert (cov < 3).any() and (cov >= 5).any()
+
+
+def test_windows_need_the_tile_shape_and_must_fit_it():
+    f = np.ones((10, 10), np.float32)
+    with pytest.raises(ValueError, match="tile shape"):
+        stack_frames(lambda k: (f, None, (0, 0)), 2)
+    with pytest.raises(ValueError, match="does not fit the tile"):
+        stack_frames(lambda k: (f, None, (5 * k, 0)), 2, shape=(12, 10))
+
+
+def test_frame_on_tile_window_is_the_crop_of_the_full_tile():
+    from astropy.wcs import WCS
+
+    from photometry_graph.stack import frame_on_tile
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cdelt, w.wcs.crval, w.wcs.crpix = [-1e-3, 1e-3], [10, 10], [1, 1]
+    frame = np.random.default_rng(0).normal(10, 1, (40, 50)).astype(np.float32)
+    box = BBox(-10, 30, 20, 80)
+    full, wt_full = frame_on_tile(frame, w, w, box)
+    part, wt, (oy, ox) = frame_on_tile(frame, w, w, box, footprint=BBox(-2, 42, -2, 52))
+    assert (oy, ox) == (8, 0) and part.shape[:2] == (32, 32)
+    np.testing.assert_array_equal(part, full[oy:oy + 32, ox:ox + 32])
+    assert wt_full.sum() == wt.sum()
+    empty, wt_e, _ = frame_on_tile(frame, w, w, box, footprint=BBox(100, 120, 0, 10))
+    assert empty.size == 0 and wt_e.size == 0
+
+
+@pytest.mark.parametrize("method", ["kappa_sigma", "winsorized"])
+def test_sparse_clipping_equals_clipping_every_pixel(method):
+    # only pixels with >= 3 values can lose one: clipping just those gives the same mask
+    from photometry_graph.stack import _clip_block, _clip_sparse
+    rng = np.random.default_rng(3)
+    n, npix, C = 8, 500, 3
+    x = rng.normal(0, 1, (n, npix * C)).astype(np.float32)
+    x[rng.random(x.shape) < 0.02] += 40  # outliers
+    w = (rng.random((n, npix)) < rng.random(npix)).astype(np.float32)  # 0..8 frames per pixel
+    w = np.repeat(w, C, axis=1)
+    x[w == 0] = 0
+    args = (method, 3.0, 3.0, 3, (0.1, 0.1), C)
+    dense = _clip_block(x, w, *args)
+    sparse = _clip_sparse(x, w, *args)
+    assert np.array_equal(dense, sparse)
+    assert (dense != (w > 0)).any()  # something was rejected
