@@ -209,7 +209,7 @@ def _overlap_residuals(nodes, corrections):
 
 def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas_shape, *,
                      bin_factor=4, model="plane", background=False, rng=None, grid_step=32,
-                     min_valid_pixels=64, **harmonize_kwargs):
+                     min_valid_pixels=64, prebinned=False, **harmonize_kwargs):
     """Solve a gain and an offset (or plane) per frame so that frames agree.
 
     Parameters
@@ -239,6 +239,11 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
         Coordinate-map step of the reprojection.
     min_valid_pixels : int
         Frames with fewer valid binned pixels are not solved (identity).
+    prebinned : bool
+        ``get_frame(k)`` returns what :func:`bin_frame_on_grid` returns for
+        frame ``k`` with this ``bin_factor`` (``(box, data, mask)`` or
+        ``None``) instead of the native frame: the binning, the costly part,
+        can then run elsewhere (in worker processes) before the solve.
     **harmonize_kwargs
         Further options of ``harmonize_tiles``.
 
@@ -272,12 +277,16 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
     for k in range(n):
         try:
             got = get_frame(k)
-            data, mask = got if isinstance(got, tuple) else (got, None)
-            arr = as_channels_last(np.asarray(data))
-            if arr.shape[:2] != shapes[k]:
-                raise ValueError(f"frame {k} has shape {arr.shape[:2]}, expected {shapes[k]}")
-            binned = bin_frame_on_grid(arr, wcs_list[k], global_wcs, canvas_shape, b, mask=mask,
-                                       grid_step=grid_step)
+            if prebinned:
+                binned = got
+            else:
+                data, mask = got if isinstance(got, tuple) else (got, None)
+                arr = as_channels_last(np.asarray(data))
+                if arr.shape[:2] != shapes[k]:
+                    raise ValueError(f"frame {k} has shape {arr.shape[:2]}, expected "
+                                     f"{shapes[k]}")
+                binned = bin_frame_on_grid(arr, wcs_list[k], global_wcs, canvas_shape, b,
+                                           mask=mask, grid_step=grid_step)
         except ValueError as exc:
             grid_warning(logger, "frame photometry: frame %d skipped (%s)", k, exc)
             skipped[k] = str(exc)

@@ -4,8 +4,7 @@ The tiles of a Grid/Survey run are independent tasks: :func:`map_tasks` sends th
 ``dask.distributed`` scheduler when one is given, else to a pool of worker processes
 (``forkserver`` where available, else ``spawn``), else (one worker) runs them here.  Results
 arrive as they complete; a failing task comes back with its exception, so that one bad task
-never stops the others.  :class:`ReadAhead` overlaps a sequential consumer with the
-reading of its next items by threads (file reading, OpenCV and numpy release the GIL).
+never stops the others.
 """
 
 import concurrent.futures
@@ -15,7 +14,7 @@ import pickle
 
 from ._log import get_logger, grid_debug
 
-__all__ = ["map_tasks", "default_workers", "ReadAhead"]
+__all__ = ["map_tasks", "default_workers"]
 
 logger = get_logger(__name__)
 
@@ -104,52 +103,3 @@ def _context(func):
         # takes effect when the server starts, i.e. at the first pool of this process
         ctx.set_forkserver_preload([module])
     return ctx
-
-
-class ReadAhead:
-    """``self(k)`` is ``read(k)``, computed by ``threads`` threads up to ``threads`` items ahead.
-
-    For callers asking for ``k = 0, 1, 2, ...`` in order; any other ``k`` is read directly.
-    At most ``2 * threads`` results are held.  An exception of ``read(k)`` is raised by
-    ``self(k)``.  Use as a context manager (the threads are joined on exit).  With one
-    thread or one item, ``self(k)`` simply calls ``read(k)``.
-
-    Parameters
-    ----------
-    read : callable
-        ``read(k)`` for ``k`` in ``range(n_items)``; called from worker threads.
-    n_items : int
-    threads : int
-
-    Examples
-    --------
-    >>> with ReadAhead(lambda k: k * k, 5, threads=2) as ahead:
-    ...     [ahead(k) for k in range(5)]
-    [0, 1, 4, 9, 16]
-    """
-
-    def __init__(self, read, n_items, threads):
-        self.read, self.n, self.ahead = read, n_items, max(1, int(threads))
-        self.pool = (concurrent.futures.ThreadPoolExecutor(self.ahead)
-                     if self.ahead > 1 and n_items > 1 else None)
-        self.futures, self.next = {}, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.pool is not None:
-            for fut in self.futures.values():
-                fut.cancel()
-            self.pool.shutdown(wait=True)
-
-    def __call__(self, k):
-        if self.pool is None:
-            return self.read(k)
-        while self.next < min(self.n, k + 1 + self.ahead):
-            self.futures[self.next] = self.pool.submit(self.read, self.next)
-            self.next += 1
-        for old in [j for j in self.futures if j < k]:  # skipped by the caller
-            self.futures.pop(old).cancel()
-        fut = self.futures.pop(k, None)
-        return self.read(k) if fut is None else fut.result()

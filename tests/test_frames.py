@@ -188,6 +188,27 @@ def test_frame_harmonization_recovers_gains_and_planes(sip):
     assert rep["overlap_offsets_after"]["median"] < 0.05 * rep["overlap_offsets_before"]["median"]
 
 
+def test_prebinned_frames_give_the_same_solution():
+    # the binning can run in worker processes: the solve must not see a difference
+    from photometry_graph.frames import bin_frame_on_grid
+    s = make_frame_survey(2, 2, frame_shape=(200, 300), rng=5, **RICH)
+    g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=256)
+    get = _getter(s)
+    direct = harmonize_frames(get, s.frame_wcs_list, s.frame_shapes, g.wcs, g.shape, rng=0)
+
+    def binned(k):
+        data, mask = get(k)
+        return bin_frame_on_grid(data, s.frame_wcs_list[k], g.wcs, g.shape, 4, mask=mask)
+    pre = harmonize_frames(binned, s.frame_wcs_list, s.frame_shapes, g.wcs, g.shape, rng=0,
+                           prebinned=True)
+    assert set(pre.corrections) == set(direct.corrections) == set(range(4))
+    for k, c in direct.corrections.items():
+        np.testing.assert_array_equal(pre.corrections[k].gain, c.gain)
+        np.testing.assert_array_equal(pre.corrections[k].offset, c.offset)
+    # real corrections were compared
+    assert max(abs(c.gain[0] - 1) for c in direct.corrections.values()) > 0.01
+
+
 def test_frame_harmonization_rgb():
     s = make_frame_survey(2, 2, frame_shape=(200, 300), channels=3, rng=1, **RICH)
     g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=256)

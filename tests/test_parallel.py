@@ -7,7 +7,7 @@ import pytest
 
 import grid_mode
 from photometry_graph.options import GridOptions
-from photometry_graph.parallel import ReadAhead, default_workers, map_tasks
+from photometry_graph.parallel import default_workers, map_tasks
 
 
 def _mutate(task):
@@ -67,47 +67,3 @@ def test_dask_client_is_used_and_left_open():
 def test_grid_mode_passes_its_options():
     out = list(grid_mode._map_tasks(math.sqrt, [9.0], GridOptions(workers=1)))
     assert out == [(9.0, 3.0)]
-
-
-def test_read_ahead_returns_every_item_in_order_and_reads_ahead():
-    import threading
-    started, lock = [], threading.Lock()
-
-    def read(k):
-        with lock:
-            started.append(k)
-        return k * 10
-
-    with ReadAhead(read, 6, threads=2) as ahead:
-        assert ahead(0) == 0
-        first = sorted(started)
-        got = [ahead(k) for k in range(1, 6)]
-    assert got == [10, 20, 30, 40, 50]
-    assert set(first) <= {0, 1, 2} and 0 in first  # at most `threads` items ahead
-    assert sorted(started) == list(range(6))  # every item read once
-
-
-def test_read_ahead_skipped_items_repeats_and_errors():
-    reads = []
-
-    def read(k):
-        reads.append(k)
-        if k == 3:
-            raise OSError("unreadable frame")
-        return -k
-
-    with ReadAhead(read, 5, threads=2) as ahead:
-        assert ahead(2) == -2  # 0 and 1 skipped: cancelled or dropped
-        assert ahead(2) == -2  # asked again: read directly
-        with pytest.raises(OSError, match="unreadable"):
-            ahead(3)
-        assert ahead(4) == -4
-    assert reads.count(2) == 2
-
-
-def test_read_ahead_with_one_thread_reads_directly():
-    calls = []
-    with ReadAhead(lambda k: calls.append(k) or k, 3, threads=1) as ahead:
-        assert ahead.pool is None
-        assert [ahead(k) for k in (2, 0)] == [2, 0]
-    assert calls == [2, 0]
