@@ -41,7 +41,8 @@ and of weighted squared deviations about the pixel's first valid value (a
 shifted-data form of Welford's accumulation: the sums stay small, so float32
 keeps them exact enough), plus the extreme low and high values; the pass-1
 centre and scale leave the two extremes out (robust to one outlier per side
-and pixel, the scale corrected for the trimming of a normal sample); pass 2 accumulates only the values within kappa of these.
+and pixel, the scale corrected for the trimming of a normal sample); pass 2
+accumulates only the values within kappa of these.
 ``"median"`` cannot be streamed and falls back to that clipped mean with a
 ``[GRID]`` warning.
 """
@@ -157,10 +158,11 @@ def _norm_method(name, what="method"):
 
 
 def _read_frame(get_frame, k, shape):
-    """Frame ``k`` as ``(data (h, w, C), pixel weight or None, window slices or None)``.
+    """Frame ``k`` as ``(data (h, w, C), pixel weight or None, window slices in the tile)``.
 
-    ``shape`` is the tile's ``(h, w, C)``, or None for the first frame read
-    when no tile shape was given (the frame then sets it).
+    ``shape`` is the tile's ``(h, w, C)`` or ``(h, w)`` (channels not
+    checked), or None for the first frame read when no tile shape was given
+    (the frame then sets it).  A frame that is not a window spans the tile.
     """
     got = get_frame(k)
     origin = None
@@ -173,17 +175,17 @@ def _read_frame(get_frame, k, shape):
     else:
         data, pw = got, None
     arr = as_channels_last(np.asarray(data))
-    window = None
+    window = (slice(0, arr.shape[0]), slice(0, arr.shape[1]))
     if origin is not None:
         if shape is None:
             raise ValueError("frames given as windows need the tile shape: pass shape=(h, w)")
         y0, x0 = (int(v) for v in origin)
         if (y0 < 0 or x0 < 0 or y0 + arr.shape[0] > shape[0] or x0 + arr.shape[1] > shape[1]
-                or arr.shape[2] != shape[2]):
+                or arr.shape[2:] != tuple(shape[2:]) and len(shape) == 3):
             raise ValueError(f"frame {k}: a window of shape {arr.shape} at {(y0, x0)} does not "
                              f"fit the tile of shape {shape}")
         window = (slice(y0, y0 + arr.shape[0]), slice(x0, x0 + arr.shape[1]))
-    elif shape is not None and arr.shape != shape:
+    elif shape is not None and arr.shape[:len(shape)] != tuple(shape):
         raise ValueError(f"frame {k} has shape {arr.shape}, expected {shape} like the first "
                          "frame; every frame must be reprojected onto the same tile")
     if pw is not None:
@@ -410,9 +412,8 @@ class _Accumulator:
             self.vmin = np.full(shape, np.inf, dtype=np.float32)
             self.wmin = np.zeros(shape, dtype=np.float32)
 
-    def add(self, x, w, window=None):
-        """Add values ``x`` with weights ``w`` (0: invalid), on a window of the tile."""
-        win = (slice(None),) if window is None else window
+    def add(self, x, w, win=(slice(None),)):
+        """Add values ``x`` with weights ``w`` (0: invalid), on the window ``win`` of the tile."""
         ok = w > 0
         self.s0[win] += w
         if not self.moments:
@@ -484,7 +485,6 @@ def _stack_streaming(frames, shape, method, kappa_low, kappa_high):
     s0 = np.zeros(shape)
     total = used = 0
     for arr, wk, win in frames():
-        win = (slice(None),) if win is None else win
         ok = wk > 0
         with np.errstate(invalid="ignore"):
             use = ok & (arr >= lo[win]) & (arr <= hi[win])
@@ -585,16 +585,11 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
 
     active = [k for k in range(n_frames) if wts[k] > 0]
     first = active[0]
-    tile = None if shape is None else tuple(int(v) for v in shape)[:2]
-    if tile is not None and len(tile) != 2:
+    tile = None if shape is None else tuple(int(v) for v in shape)
+    if tile is not None and len(tile) not in (2, 3):
         raise ValueError(f"shape must be (h, w) or (h, w, C), got {shape!r}")
-    if tile is None:
-        arr0, pw0, win0 = _read_frame(get_frame, first, None)
-    else:  # the channel count comes from the first frame
-        got = get_frame(first)
-        arr = as_channels_last(np.asarray(got[0] if isinstance(got, tuple) else got))
-        arr0, pw0, win0 = _read_frame(lambda _: got, first, tile + (arr.shape[2],))
-    shape = arr0.shape if tile is None else tile + (arr0.shape[2],)
+    arr0, pw0, win0 = _read_frame(get_frame, first, tile)
+    shape = arr0.shape if tile is None else tile[:2] + (arr0.shape[2],)  # C of the first frame
     h, w, C = shape
     frame_bytes = h * w * C * 8  # data + weights, float32
     streaming = len(active) * frame_bytes > memory_budget_bytes
@@ -620,7 +615,6 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
         cube = np.zeros((len(active),) + shape, dtype=np.float32)
         wcube = np.zeros((len(active),) + shape, dtype=np.float32)
         for i, (arr, wk, win) in enumerate(frames()):
-            win = (slice(None),) if win is None else win
             wcube[i][win] = wk
             np.copyto(cube[i][win], np.where(wk > 0, arr, 0.0))
         del arr0, pw0
