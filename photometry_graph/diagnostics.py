@@ -1760,12 +1760,10 @@ def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, grow_kappa=2.0, max_poi
     with np.errstate(invalid="ignore"):
         clipped = ~(np.abs(r) <= kappa * scale) if scale > 0 else np.zeros(r.shape, bool)
     if scale > 0 and grow_kappa is not None and grow_kappa < kappa and clipped.any():
-        from .regression import _GROW_MAX_FRACTION, _hysteresis
+        from .regression import grown_outliers
         d = np.zeros(joint.shape)
         d[iy, ix] = r / scale
-        grown = _hysteresis(d, joint & np.isfinite(d), kappa, grow_kappa)[iy, ix]
-        if np.count_nonzero(grown) <= _GROW_MAX_FRACTION * iy.size:
-            clipped |= grown
+        clipped |= grown_outliers(d, joint & np.isfinite(d), kappa, grow_kappa)[iy, ix]
     if max_points is not None and iy.size > max_points:
         pick = np.sort(np.random.default_rng(rng).choice(iy.size, int(max_points), replace=False))
         x, y, gx, gy, pred, clipped = (v[pick] for v in (x, y, gx, gy, pred, clipped))

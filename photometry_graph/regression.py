@@ -19,8 +19,8 @@ do not stay in the fit.  Iterative clipping can converge to a wrong,
 self-consistent relation (a trail pulls the first slope off, the stars are
 clipped, the trail's remains hold the slope); when the clipped pixels hold
 much of the signal common to both images, a scan of gain ratios scored by a
-Tukey biweight loss checks for a better one.  When it does not, only the offset is fitted and the fit says
-so (``status='offset_only'``).
+Tukey biweight loss checks for a better one.  When it does not, only the offset is
+fitted and the fit says so (``status='offset_only'``).
 
 Every fit also carries the *planar moments* of the two images over the pixels
 it used (centroid, means, plane slopes).  They let a global solve write, for
@@ -43,7 +43,8 @@ import numpy as np
 from ._log import get_logger, grid_debug
 
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS",
-           "SUBSAMPLE_METHODS", "fit_pair", "fit_pair_image", "fit_ols", "robust_noise_1d"]
+           "SUBSAMPLE_METHODS", "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers",
+           "robust_noise_1d"]
 
 logger = get_logger(__name__)
 
@@ -527,7 +528,7 @@ class _Design:
     def coherent_outliers(self, d, finite, kappa, grow_kappa):
         """Pixels joined to a ``|d| > kappa`` outlier through ``|d| > grow_kappa`` ones.
 
-        ``d`` is the standardised residual of every pixel; see :func:`_hysteresis`.
+        ``d`` is the standardised residual of every pixel; see :func:`grown_outliers`.
         """
         raster = self._raster()
         if raster is None:
@@ -540,7 +541,7 @@ class _Design:
         img[rows, cols] = d
         ok = np.zeros(shape, dtype=bool)
         ok[rows, cols] = finite
-        return _hysteresis(img, ok, kappa, grow_kappa, radius)[rows, cols]
+        return grown_outliers(img, ok, kappa, grow_kappa, radius=radius)[rows, cols]
 
     def moments(self, used):
         """Moment matrix ``Z.T @ Z`` of the used pixels."""
@@ -708,7 +709,7 @@ class _GridDesign:
 
     def coherent_outliers(self, d, finite, kappa, grow_kappa):
         """Pixels joined to a ``|d| > kappa`` outlier through ``|d| > grow_kappa`` ones."""
-        return _hysteresis(d, finite, kappa, grow_kappa)
+        return grown_outliers(d, finite, kappa, grow_kappa)
 
     def moments(self, used):
         """Moment matrix of the used pixels (the sum of the block moments)."""
@@ -857,20 +858,57 @@ def _hysteresis(d, valid, high, low, radius=None):
 _GROW_MAX_FRACTION = 0.25
 
 
+def grown_outliers(d, valid, kappa, grow_kappa, *, radius=None):
+    """Outliers of a residual image grown into their coherent surroundings, when sparse.
+
+    The pixels of :func:`_hysteresis` (seeds beyond ``kappa``, grown through
+    pixels beyond ``grow_kappa``, then dilated by ``radius``).  Growing
+    assumes the outliers are sparse: when the grown set would cover more than
+    :data:`_GROW_MAX_FRACTION` of the valid pixels, the residuals are
+    dominated by structure (a wrong relation, PSF differences far above the
+    noise) rather than by a few outliers, and no pixel is returned (the plain
+    ``kappa`` clip then stands alone).  The clipping of the pairwise fits and
+    the rejected pixels shown by the diagnostics both use this rule.
+
+    Parameters
+    ----------
+    d : numpy.ndarray, shape (h, w)
+        Standardised residuals (ignored where not ``valid``).
+    valid : numpy.ndarray of bool, shape (h, w)
+    kappa, grow_kappa : float
+        Seed and growth thresholds, ``kappa >= grow_kappa > 0``.
+    radius : int, optional
+        Final dilation (default :data:`_GROW_RADIUS`).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (h, w)
+
+    Examples
+    --------
+    >>> d = np.zeros((6, 6)); d[2, 1:5] = [2.5, 9.0, 2.5, 2.5]
+    >>> int(grown_outliers(d, np.ones((6, 6), bool), 4.0, 2.0, radius=0).sum())
+    4
+    >>> d[:4] = 9.0   # most of the image deviates: structure, not outliers
+    >>> bool(grown_outliers(d, np.ones((6, 6), bool), 4.0, 2.0).any())
+    False
+    """
+    grown = _hysteresis(d, valid, kappa, grow_kappa, radius)
+    if np.count_nonzero(grown) > _GROW_MAX_FRACTION * np.count_nonzero(valid):
+        return np.zeros_like(grown)
+    return grown
+
+
 def _keep_mask(design, z, finite, med, spread, kappa, grow_kappa):
     """Pixels kept by a clipping rule: ``|z - med| <= kappa spread``, minus coherent outliers.
 
-    Growing outliers assumes they are sparse; when the grown set would cover
-    more than :data:`_GROW_MAX_FRACTION` of the pixels, the residuals are
-    dominated by structure (a wrong relation, PSF differences far above the
-    noise) rather than by a few outliers, and the plain clip is kept.
+    The coherent outliers are those of :func:`grown_outliers` (none when they
+    would not be sparse).
     """
     d = (z - med) / spread
     keep = finite & (np.abs(d) <= kappa)
     if grow_kappa is not None and grow_kappa < kappa:
-        grown = design.coherent_outliers(d, finite, kappa, grow_kappa)
-        if np.count_nonzero(grown) <= _GROW_MAX_FRACTION * np.count_nonzero(finite):
-            keep &= ~grown
+        keep &= ~design.coherent_outliers(d, finite, kappa, grow_kappa)
     return keep
 
 
