@@ -1,6 +1,8 @@
 """Grid/Survey mode: plate-solved frames in, one photometrically seamless mosaic out.
 
-This module orchestrates and does the I/O; the mathematics lives in :mod:`photometry_graph`::
+This module orchestrates; the mathematics lives in :mod:`photometry_graph`, the reading of
+the stack plan in :mod:`photometry_graph.plan`, the file writing and tile reading in
+:mod:`photometry_graph.fileio`::
 
     stack_plan.csv + FITS frames -> plan -> global grid -> frame photometry
     -> tiles (reproject, correct, stack; in parallel) -> assemble_tiles -> outputs
@@ -11,25 +13,17 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 """
 
 import argparse
-import csv
 import functools
-import io
-import json
-import math
 import os
 import re
 import sys
 import time
 import traceback
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
@@ -37,8 +31,10 @@ from photometry_graph.assembly import assemble_mosaic
 from photometry_graph.background import estimate_tile_background, match_backgrounds
 from photometry_graph.bayer import debayer
 from photometry_graph.datasets import make_frame_survey
-from photometry_graph.diagnostics import (asinh_stretch, demo_quality_table,
-                                          mosaic_vs_frame_survey)
+from photometry_graph.diagnostics import demo_quality_table, mosaic_vs_frame_survey
+from photometry_graph.fileio import (atomic, fits_stream, load_tiles, write_hdus, write_json,
+                                     write_preview, write_uint16)
+from photometry_graph.fileio import open_fits as _fits
 from photometry_graph.frames import bin_frame_on_grid, harmonize_frames, masked_gaussian_blur
 from photometry_graph.harmonize import harmonize_tiles
 from photometry_graph.images import FrameInfo, frame_noise, frame_pixels, image_layout
@@ -48,17 +44,17 @@ from photometry_graph.options import (OPTION_HELP, GridModeError, GridOptions,
                                       add_option_arguments)
 from photometry_graph.options import n_workers as _n_workers
 from photometry_graph.options import resolve_options as _resolve_options
-from photometry_graph.outputs import (ChunkSummary, chunk_coverage, jsonable, mosaic_header,
-                                      tile_header, uint16_block)
+from photometry_graph.outputs import ChunkSummary, chunk_coverage, mosaic_header, tile_header
 from photometry_graph.overlap import build_tile_overlap_graph
 from photometry_graph.parallel import map_tasks
+from photometry_graph.plan import (PLAN_HEADER, PLAN_NAME, PlanEntry, as_float, detect_grid_mode,
+                                   plan_entries, read_stack_plan)
 from photometry_graph.progress import Progress, callback_logging, console_logging
 from photometry_graph.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
                                       reconstruct_from_laplacian)
 from photometry_graph.stack import frame_on_tile, frame_weights, radial_weight, stack_frames
 from photometry_graph.tiles import BBox, TilePhotometryInfo
-from photometry_graph.wcsgrid import (assign_frames_to_tiles, build_global_grid, footprint_bbox,
-                                      tile_wcs)
+from photometry_graph.wcsgrid import assign_frames_to_tiles, build_global_grid, footprint_bbox
 
 __all__ = [
     "GridModeError", "GridOptions", "GridResult", "PlanEntry", "FrameInfo", "OPTION_HELP",
@@ -71,13 +67,6 @@ __all__ = [
 
 logger = get_logger("photometry_graph.grid_mode")
 
-PLAN_NAME = "stack_plan.csv"
-PLAN_HEADER = "order,batch_id,mount,bortle,telescope,session_date,filter,exposure,file_path,ra,dec"
-FITS_SUFFIXES = (".fit", ".fits", ".fts")
-PATH_ALIASES = ("file_path", "filepath", "path", "file", "filename", "file_name", "fits",
-                "frame", "fullpath", "full_path")
-EXPOSURE_ALIASES = ("exposure", "exptime", "exp", "exposure_time", "exp_time", "exposure_s")
-ORDER_ALIASES = ("order", "index", "idx", "#")
 COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
 # Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
 # none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
@@ -85,139 +74,7 @@ FRAME_MAX_GAIN_ERROR = 0.05
 FRAME_BIN = 4  # binning of the global grid for the frame photometry
 
 
-# -------------------------------------------------------------------------------- plan
-@dataclass
-class PlanEntry:
-    """One frame listed by the stack plan (or found in the folder)."""
-
-    path: Path
-    order: float = math.inf
-    exposure: float = None
-    row: dict = field(default_factory=dict)
-
-
-def detect_grid_mode(input_folder):
-    """True when ``input_folder`` holds a ``stack_plan.csv`` (any letter case)."""
-    return _find_plan(input_folder) is not None
-
-
-def _find_plan(folder):
-    try:
-        with os.scandir(folder) as entries:
-            return next((Path(e.path) for e in entries
-                         if e.name.lower() == PLAN_NAME and e.is_file()), None)
-    except OSError:
-        return None
-
-
-def _as_float(value):
-    try:
-        out = float(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _resolve_path(value, base):
-    """Plan path: absolute, relative to the CSV, or (foreign/Windows paths) by name there."""
-    text = value.strip().strip("\"'")
-    posix = text.replace("\\", "/")
-    drive = re.match(r"^[A-Za-z]:", posix)
-    for cand in (Path(text).expanduser(), Path(posix[2:] if drive else posix)):
-        cand = cand if cand.is_absolute() else base / cand
-        if cand.is_file():
-            return cand
-    by_name = base / posix.rsplit("/", 1)[-1]
-    return by_name if by_name.is_file() else base / Path(text)
-
-
-def read_stack_plan(csv_path):
-    """Parse a ``stack_plan.csv`` leniently.
-
-    The delimiter is sniffed (``, ; tab |``), a UTF-8 BOM is tolerated, column names are
-    case-insensitive with aliases (``file_path``/``path``/``file``/``filename``...,
-    ``exposure``/``exptime``/``exp``), paths are taken relative to the CSV, and Windows or
-    foreign paths are resolved by file name in the CSV's folder.
-
-    Returns
-    -------
-    list of PlanEntry
-        Sorted by the ``order`` column when present (stable), else in row order.
-
-    Raises
-    ------
-    GridModeError
-        When the file cannot be read, is empty, lists no frame or has no path column.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / "stack_plan.csv").write_text("Order;Path;EXPTIME\\n1;a.fits;10\\n")
-    >>> [(e.path.name, e.exposure) for e in read_stack_plan(d / "stack_plan.csv")]
-    [('a.fits', 10.0)]
-    """
-    csv_path = Path(csv_path)
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")
-    except OSError as exc:
-        raise GridModeError(f"cannot read the stack plan {csv_path}: "
-                            f"{exc.strerror or exc}") from None
-    try:
-        dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
-    if not rows:
-        raise GridModeError(f"the stack plan {csv_path} is empty; write a header line "
-                            f"({PLAN_HEADER}) and one line per frame")
-    header = [re.sub(r"[\s\-]+", "_", c.strip().lower()) for c in rows[0]]
-    col = {name: i for i, name in reversed(list(enumerate(header)))}
-    path_col, exp_col, order_col = (next((col[a] for a in aliases if a in col), None) for
-                                    aliases in (PATH_ALIASES, EXPOSURE_ALIASES, ORDER_ALIASES))
-    if path_col is None:
-        raise GridModeError(f"the stack plan {csv_path} has no file path column (found "
-                            f"{', '.join(rows[0])}); name one of: {', '.join(PATH_ALIASES)}")
-    if len(rows) < 2:
-        raise GridModeError(f"the stack plan {csv_path} lists no frame (only a header line)")
-    entries = []
-    for number, row in enumerate(rows[1:], start=2):
-        cell = dict(enumerate(row)).get
-        if not cell(path_col, "").strip():
-            grid_warning(logger, "%s line %d has no file path; skipped", csv_path.name, number)
-            continue
-        order = _as_float(cell(order_col))
-        entries.append(PlanEntry(path=_resolve_path(cell(path_col), csv_path.parent),
-                                 order=math.inf if order is None else order,
-                                 exposure=_as_float(cell(exp_col)), row=dict(zip(header, row))))
-    return sorted(entries, key=lambda e: e.order)
-
-
-def _plan_entries(input_folder):
-    plan = _find_plan(input_folder)
-    if plan is not None:
-        entries = read_stack_plan(plan)
-        grid_info(logger, "stack plan %s: %d frames listed", plan, len(entries))
-        return entries
-    files = sorted(p for p in Path(input_folder).iterdir()
-                   if p.is_file() and p.suffix.lower() in FITS_SUFFIXES)
-    if not files:
-        raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts) in "
-                            f"{input_folder}")
-    grid_info(logger, "no %s: using the %d FITS files of %s", PLAN_NAME, len(files), input_folder)
-    return [PlanEntry(path=p) for p in files]
-
-
 # ------------------------------------------------------------------------------ frames
-@contextmanager
-def _fits(path):
-    """Open a FITS file quietly (no memmap: astropy cannot memmap scaled BZERO integers)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            yield hdul
-
-
 def _celestial_wcs(header, hdul):
     try:
         wcs = WCS(header, fobj=hdul, relax=True)
@@ -254,13 +111,13 @@ def read_frame_info(path, *, index=0, exposure=None):
             wcs = _celestial_wcs(header, hdul)
             try:
                 layout, n_ch, shape, bayer = image_layout(shape, header.get("BAYERPAT"), [
-                    int(_as_float(header.get(k)) or 0) for k in ("XBAYROFF", "YBAYROFF")])
+                    int(as_float(header.get(k)) or 0) for k in ("XBAYROFF", "YBAYROFF")])
             except ValueError as exc:  # the data shape or the Bayer pattern
                 raise GridModeError(str(exc)) from None
             cov = next((i for i, h in enumerate(hdul) if i != hdu and h.is_image
                         and str(h.name).upper() in COVERAGE_EXTNAMES
                         and tuple(h.shape or ()) == tuple(shape)), None)
-            exptime = _as_float(header.get("EXPTIME", header.get("EXPOSURE")))
+            exptime = as_float(header.get("EXPTIME", header.get("EXPOSURE")))
     except GridModeError:
         raise
     except Exception as exc:  # not FITS, unreadable, broken header: skipped with the reason
@@ -295,129 +152,22 @@ def _scan_frame(info, mask_eps):
     return info
 
 
-# ----------------------------------------------------------------------------- outputs
-@contextmanager
-def _atomic(final_path):
-    """Yield a temporary path next to ``final_path``; on success rename it over the target.
+def _scan_entry(task):
+    """Worker: :func:`read_frame_info` and :func:`_scan_frame` of one planned frame.
 
-    On any exception (or interruption) the temporary file is removed, the target untouched.
+    Returns ``(info, None)``, or ``(None, reason)`` for a frame to skip: the caller logs the
+    reason (records logged in a worker process would be lost).
     """
-    final_path = Path(final_path)
-    tmp = final_path.with_name(f".{final_path.stem}.{os.getpid()}.{time.time_ns()}.tmp"
-                               f"{final_path.suffix}")
     try:
-        yield tmp
-        os.replace(tmp, final_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        if not Path(task["path"]).is_file():
+            raise GridModeError("the file does not exist")
+        info = read_frame_info(task["path"], index=task["index"], exposure=task["exposure"])
+        return _scan_frame(info, task["mask_eps"]), None
+    except Exception as exc:  # GridModeError, or pixels that cannot be read
+        return None, str(exc)
 
 
-def _write_hdus(path, hdus):
-    with _atomic(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
-
-
-class _FitsStream:
-    """A FITS image on disk, written and read back by row blocks: nothing is mapped.
-
-    ``layout`` says how the pipeline's (h, w, C) blocks lie in the file: ``"mono"`` (H, W),
-    ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C) interleaved.  Memory stays at one block
-    whatever the image size (a memmap would keep every written page resident).
-    """
-
-    def __init__(self, fd, path, offset, shape, layout, dtype):
-        self.fd, self.path, self.offset, self.layout = fd, path, offset, layout
-        self.dtype = np.dtype(dtype)
-        self.height, self.width = shape[-2:] if layout == "chw" else shape[:2]
-        self.planes = shape[0] if layout == "chw" else 1
-        self.depth = shape[2] if layout == "hwc" else 1
-
-    def _pos(self, plane, y, x):
-        return self.offset + (((plane * self.height + y) * self.width + x) * self.depth
-                              * self.dtype.itemsize)
-
-    def write(self, y0, x0, block):
-        """Write ``block`` (h, w, C) with its top-left pixel at row ``y0``, column ``x0``."""
-        h, w = block.shape[:2]
-        planes = [block] if self.layout == "hwc" else [block[..., p] for p in
-                                                      range(block.shape[2])]
-        for p, plane in enumerate(planes):
-            buf = np.ascontiguousarray(plane, dtype=self.dtype).reshape(h, -1).view(np.uint8)
-            if w == self.width:  # full rows: one contiguous run per plane
-                _pwrite(self.fd, buf, self._pos(p, y0, 0))
-            else:
-                for r in range(h):
-                    _pwrite(self.fd, buf[r], self._pos(p, y0 + r, x0))
-
-    def read(self, y0, y1):
-        """Rows ``y0:y1`` as (h, W, C), in the file's type, native byte order."""
-        n = (y1 - y0) * self.width * self.depth
-        return np.concatenate([np.fromfile(self.path, self.dtype, n, offset=self._pos(p, y0, 0))
-                               .reshape(y1 - y0, self.width, self.depth)
-                               for p in range(self.planes)], axis=2)
-
-
-def _pwrite(fd, buf, offset):
-    view = memoryview(buf.reshape(-1))
-    while view.nbytes:
-        if hasattr(os, "pwrite"):
-            n = os.pwrite(fd, view, offset)
-        else:  # Windows
-            os.lseek(fd, offset, os.SEEK_SET)
-            n = os.write(fd, view)
-        view, offset = view[n:], offset + n
-
-
-@contextmanager
-def _fits_stream(path, shape, header, layout="mono", dtype=">f4"):
-    """Create the FITS image ``path`` atomically; yield a :class:`_FitsStream` to fill.
-
-    The file (header + data, padded to 2880 bytes) is allocated under a temporary name,
-    filled by the caller with ``os.pwrite``, fsync'ed and renamed; an exception leaves
-    nothing behind.  ``header`` gives the keywords after the structural ones.
-    """
-    dtype = np.dtype(dtype)
-    hdr = fits.Header([("SIMPLE", True), ("BITPIX", (-8 if dtype.kind == "f" else 8)
-                                          * dtype.itemsize), ("NAXIS", len(shape))])
-    for k, n in enumerate(reversed(shape), start=1):
-        hdr[f"NAXIS{k}"] = int(n)
-    hdr["EXTEND"] = True
-    hdr.extend([c for c in header.cards if c.keyword not in hdr
-                and not c.keyword.startswith("NAXIS")], strip=False)
-    head = hdr.tostring().encode("ascii")
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    with _atomic(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(head)
-            f.truncate(len(head) + -(-nbytes // 2880) * 2880)
-        fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
-        try:
-            yield _FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json(path, payload):
-    """Write ``payload`` as strict JSON (NaN/inf -> null) atomically; return what was written."""
-    payload = jsonable(payload)
-    with _atomic(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
-    return payload
-
-
-def _write_preview(path, image):
-    """8-bit PNG of (h, w, C) with an asinh stretch (percentiles over finite pixels)."""
-    img = np.nan_to_num(asinh_stretch([image])[0][0], nan=0.0)
-    img = np.round(255 * img).astype(np.uint8)
-    ok, buf = cv2.imencode(".png", img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1]))
-    if not ok:
-        raise GridModeError(f"OpenCV could not encode the preview {path}")
-    with _atomic(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
-
-
+# ----------------------------------------------------------------------------- outputs
 def _check_output_folder(input_folder, output_folder):
     out = Path(output_folder)
     if input_folder is not None and out.resolve() == Path(input_folder).resolve():
@@ -469,7 +219,7 @@ def _build_tile(task):
         header = tile_header(task["grid_wcs"], bbox, task["tile_id"], task["canvas_shape"],
                              len(frames))
         data = stacked[..., 0] if stacked.shape[2] == 1 else np.moveaxis(stacked, -1, 0)
-        _write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
+        write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
                                    fits.ImageHDU(coverage.astype(np.float32), name="COVERAGE")])
     return dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(frames), n_valid=n_valid,
                 path=str(task["path"]) if n_valid else None, stack=info,
@@ -486,18 +236,28 @@ def _read_frames(entries, opts, progress):
     """Headers and a pixel check of every planned frame; bad ones are skipped with a warning.
 
     Mono and colour frames are not mixed: the minority channel count is skipped (warned).
+    With several workers (or a scheduler) the frames are read by :func:`_map_tasks`; the
+    warnings are logged here, in the order of the plan.
     """
+    tasks = [dict(index=i, path=e.path, exposure=e.exposure, mask_eps=opts.mask_eps)
+             for i, e in enumerate(entries)]
+    results = [None] * len(tasks)
+    if opts.scheduler is None and _n_workers(opts) <= 1:
+        done_tasks = ((t, _scan_entry(t)) for t in tasks)
+    else:
+        done_tasks = _map_tasks(_scan_entry, tasks, opts)
+    for done, (task, res) in enumerate(done_tasks, start=1):
+        # a task that could not run at all (e.g. a worker died) comes back as its exception
+        results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
+                                  if isinstance(res, BaseException) else res)
+        if done % 10 == 1 or done == len(tasks):
+            progress("reading frames %d/%d", done / len(tasks), done, len(tasks))
     frames = []
-    for i, entry in enumerate(entries):
-        try:
-            if not Path(entry.path).is_file():
-                raise GridModeError("the file does not exist")
-            info = read_frame_info(entry.path, index=len(frames), exposure=entry.exposure)
-            frames.append(_scan_frame(info, opts.mask_eps))
-        except Exception as exc:  # GridModeError, or pixels that cannot be read
-            grid_warning(logger, "skipping %s: %s", entry.path, exc)
-        if i % 10 == 0 or i == len(entries) - 1:
-            progress("reading frames %d/%d", (i + 1) / len(entries), i + 1, len(entries))
+    for entry, (info, reason) in zip(entries, results):
+        if info is None:
+            grid_warning(logger, "skipping %s: %s", entry.path, reason)
+        else:
+            frames.append(info)
     frames = _majority(frames, lambda f: f.n_channels, lambda f: f.path, "frames")
     if not frames:
         raise GridModeError(f"no usable frame left: {len(entries)} listed, all skipped "
@@ -636,7 +396,7 @@ def _run(input_folder, output_folder, options):
     out = _check_output_folder(input_folder, output_folder)
     progress = _Progress()
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
-    frames = _read_frames(_plan_entries(input_folder), opts, progress.stage(0, 10))
+    frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
     lap("frames")
     grid = build_global_grid([f.wcs for f in frames], [f.shape for f in frames],
                              pixel_scale=None if opts.pixel_scale is None
@@ -675,74 +435,6 @@ class GridResult:
     report: dict = field(default_factory=dict)
 
 
-class _TileHDU:
-    """A float32 image HDU of a tile file, read lazily and never held open.
-
-    ``hdu()`` maps it afresh (the tile data, channels last), for the caller to drop after
-    use; ``hdu[ys, xs]`` and ``np.asarray(hdu)`` (2-D HDUs: the coverage) read only the
-    rows needed, so that the coverage of every tile does not stay mapped and resident.
-    """
-
-    def __init__(self, path, offset, shape, channels_last=False):
-        self.path, self.offset, self.shape = str(path), offset, tuple(shape)
-        self.channels_last, self.ndim = channels_last, len(shape)
-
-    def __call__(self):
-        data = np.memmap(self.path, dtype=">f4", mode="r", offset=self.offset, shape=self.shape)
-        return np.moveaxis(data, 0, -1) if self.channels_last and data.ndim == 3 else data
-
-    def __getitem__(self, key):
-        ys, xs = key
-        (y0, y1, step), width = ys.indices(self.shape[0]), self.shape[1]
-        rows = np.fromfile(self.path, ">f4", max(0, y1 - y0) * width,
-                           offset=self.offset + 4 * y0 * width)
-        return rows.reshape(-1, width)[::step, xs].astype(np.float32)
-
-    def __array__(self, dtype=None, copy=None):
-        return self[:, :].astype(dtype or np.float32, copy=False)
-
-
-def _read_tile_header(path):
-    with _fits(path) as hdul:
-        hdr = hdul[0].header
-        if hdr["BITPIX"] != -32 or "BZERO" in hdr or "BSCALE" in hdr:
-            raise GridModeError("tile data must be unscaled float32")
-        shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(int(hdr["NAXIS"]), 0, -1))
-        names = [h.name.upper() for h in hdul]
-        cov = hdul[names.index("COVERAGE")] if "COVERAGE" in names else None
-        return dict(tile_id=int(hdr["TILEID"]), y0=int(hdr["GRID_Y0"]), x0=int(hdr["GRID_X0"]),
-                    shape=shape[-2:], n_channels=shape[0] if len(shape) == 3 else 1,
-                    n_frames=int(hdr.get("NFRAMES", 0)), path=path,
-                    data=_TileHDU(path, hdul[0].fileinfo()["datLoc"], shape, True),
-                    coverage=None if cov is None else _TileHDU(
-                        path, cov.fileinfo()["datLoc"], cov.shape),
-                    wcs=WCS(hdr, relax=True).celestial)
-
-
-def _load_tiles(paths):
-    """Tile files -> lazily loaded TilePhotometryInfo on the canvas cropped to the tiles."""
-    metas = []
-    for p in paths:
-        try:
-            metas.append(_read_tile_header(p))
-        except Exception as exc:
-            grid_warning(logger, "skipping tile file %s: %s", p, exc)
-    metas = _majority(metas, lambda m: m["n_channels"], lambda m: m["path"], "tiles")
-    if not metas:
-        raise GridModeError("no readable tile file (tile_0001.fits ...) to assemble")
-    oy, ox = min(m["y0"] for m in metas), min(m["x0"] for m in metas)
-    shape = (max(m["y0"] + m["shape"][0] for m in metas) - oy,
-             max(m["x0"] + m["shape"][1] for m in metas) - ox)
-    tiles = [TilePhotometryInfo(m["tile_id"], BBox(m["y0"] - oy, m["y0"] - oy + m["shape"][0],
-                                                   m["x0"] - ox, m["x0"] - ox + m["shape"][1]),
-                                data=m["data"], coverage=m["coverage"], wcs=m["wcs"],
-                                meta=dict(path=str(m["path"]), n_frames=m["n_frames"]))
-             for m in metas]
-    dy, dx = oy - metas[0]["y0"], ox - metas[0]["x0"]  # the tile WCS shifted to the canvas
-    wcs = tile_wcs(metas[0]["wcs"], BBox(dy, dy + shape[0], dx, dx + shape[1]))
-    return tiles, shape, wcs, (oy, ox)
-
-
 def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     """Assemble the tile files of ``tiles_dir`` into the mosaic outputs in ``output_dir``.
 
@@ -776,7 +468,7 @@ def _assemble_dir(tiles_dir, output_dir, options):
 
 def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     t1 = time.perf_counter()
-    tiles, shape, wcs, origin = _load_tiles(tile_paths)
+    tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
     corrections, harm_report = None, {"enabled": False}
@@ -798,8 +490,8 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
-    with _fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
-            _fits_stream(paths["coverage"], shape, header) as coverage:
+    with fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
+            fits_stream(paths["coverage"], shape, header) as coverage:
         def sink(bbox, data, weight_sum):
             mosaic.write(bbox.y0, bbox.x0, data)
             coverage.write(bbox.y0, bbox.x0, chunk_coverage(tiles, bbox)[..., None])
@@ -815,8 +507,8 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
         timings["assembly"] = time.perf_counter() - t2
         if opts.save_uint16:
             paths["uint16"] = out / "mosaic_grid_uint16.fits"
-            _write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
-    _write_preview(paths["preview"], summary.preview)
+            write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
+    write_preview(paths["preview"], summary.preview)
     timings["total"] = time.perf_counter() - t0
     report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,
                   layout=layout, mosaic_origin=origin,
@@ -825,7 +517,7 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
                               correction=(corrections or {}).get(t.tile_id)) for t in tiles],
                   harmonization=harm_report, blending=asm.report, timings=timings,
                   outputs={k: str(v) for k, v in paths.items()})
-    report = _write_json(paths["report"], report)
+    report = write_json(paths["report"], report)
     grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s", paths["mosaic"],
               shape[1], shape[0], C, paths["report"])
     progress("done", 1.0)
@@ -833,18 +525,6 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
                       report_path=paths["report"], preview=paths["preview"],
                       tiles_dir=Path(tile_paths[0]).parent, uint16=paths.get("uint16"),
                       report=report)
-
-
-def _write_uint16(path, mosaic, shape, header, lo, hi):
-    """uint16 copy of the float mosaic ([lo, hi] -> [0, 65535], NaN -> 0), block by block."""
-    hdr = header.copy()
-    hdr["BZERO"], hdr["BSCALE"] = 32768, 1
-    hdr["FLTMIN"] = (float(lo), "mosaic value mapped to 0")
-    hdr["FLTMAX"] = (float(hi), "mosaic value mapped to 65535")
-    with _fits_stream(path, shape, hdr, mosaic.layout, dtype=">i2") as out:
-        rows = max(1, (32 << 20) // (mosaic.width * mosaic.planes * mosaic.depth * 4))
-        for y in range(0, mosaic.height, rows):
-            out.write(y, 0, uint16_block(mosaic.read(y, min(y + rows, mosaic.height)), lo, hi))
 
 
 # -------------------------------------------------------------------------------- demo
@@ -859,9 +539,9 @@ def write_frame_survey(survey, folder, *, rgb_layout="chw"):
     for f in survey.frames:
         name = f"frame_{f.index:03d}.fits"
         data = np.moveaxis(f.data, -1, 0) if f.data.ndim == 3 and rgb_layout == "chw" else f.data
-        _write_hdus(folder / name, [fits.PrimaryHDU(np.ascontiguousarray(data), f.header)])
+        write_hdus(folder / name, [fits.PrimaryHDU(np.ascontiguousarray(data), f.header)])
         lines.append(f"{f.index + 1},1,demo,4,synthetic,2024-01-01,L,{f.exptime:g},{name},,")
-    with _atomic(folder / PLAN_NAME) as tmp:
+    with atomic(folder / PLAN_NAME) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
@@ -905,7 +585,7 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     demo = {"harmonized": mosaic_quality(survey, result.mosaic, boxes),
             "plain": mosaic_quality(survey, plain.mosaic, boxes),
             "injected": survey.info, "frames_dir": str(frames_dir)}
-    result.report = _write_json(result.report_path, dict(result.report, demo=demo))
+    result.report = write_json(result.report_path, dict(result.report, demo=demo))
     for name in ("plain", "harmonized"):
         q = demo[name]
         grid_info(logger, "demo %s: seam metric %.2f at tile borders, %.2f at frame borders "

@@ -105,7 +105,10 @@ def _tree_rss_bytes(proc):
 
 
 def measure(cmd, *, timeout):
-    """Run ``cmd`` in a subprocess; return (wall s, peak tree RSS bytes, return code, stderr tail)."""
+    """Run ``cmd`` in a subprocess.
+
+    Returns (wall s, peak tree RSS bytes, return code, stderr tail).
+    """
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -159,7 +162,8 @@ def write_frames(folder, grid, shape):
 def format_table(rows, peer_name):
     """Text table of the measured rows with ratios against the peer row."""
     peer = next((r for r in rows if r["method"] == peer_name and r["ok"]), None)
-    head = f"{'method':<26}{'wall s':>10}{'peak RSS MB':>14}{'time/peer':>11}{'RSS/peer':>10}  status"
+    head = (f"{'method':<26}{'wall s':>10}{'peak RSS MB':>14}{'time/peer':>11}"
+            f"{'RSS/peer':>10}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
         t_ratio = f"{r['wall'] / peer['wall']:.2f}" if peer else "-"

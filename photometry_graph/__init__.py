@@ -1,8 +1,8 @@
 """Graph-based photometric harmonization and seamless blending of mosaic tiles.
 
 The package holds the mathematics of Grid/Survey mode as pure functions on
-arrays, masks and WCS objects; ``grid_mode`` runs the pipeline and does the
-file I/O.  Stages, one module each:
+arrays, masks and WCS objects; ``grid_mode`` runs the pipeline.  Stages, one
+module each:
 
 ``masks``        valid-pixel masks
 ``tiles``        bounding boxes and the tile object
@@ -26,7 +26,8 @@ Pipeline support used by ``grid_mode`` (imported by module name, not
 re-exported): ``options`` (run options, host keywords), ``progress``
 (progress and log forwarding), ``parallel`` (tasks on a process pool or a
 dask cluster), ``images`` (frame pixel layouts), ``outputs`` (output
-headers, coverage and preview helpers).
+headers, coverage and preview helpers), ``plan`` (the stack_plan.csv),
+``fileio`` (atomic and streamed output files, lazily read tile files).
 """
 
 from ._log import GRID_PREFIX  # noqa: F401

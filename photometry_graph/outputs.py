@@ -1,10 +1,11 @@
 """What goes into the output files, computed without touching a file.
 
-``grid_mode`` writes the mosaic chunk by chunk; these helpers compute the pieces: the
-coverage map of an output chunk (:func:`chunk_coverage`), the preview and the value range
-gathered while the chunks pass (:class:`ChunkSummary`), the 16-bit copy of a block
-(:func:`uint16_block`), the JSON-friendly report (:func:`jsonable`) and the FITS headers
-of the tile files and of the mosaic (:func:`tile_header`, :func:`mosaic_header`).
+The mosaic is written chunk by chunk (:mod:`photometry_graph.fileio` does the writing);
+these helpers compute the pieces: the coverage map of an output chunk
+(:func:`chunk_coverage`), the preview and the value range gathered while the chunks pass
+(:class:`ChunkSummary`), the 16-bit copy of a block (:func:`uint16_block`), the
+JSON-friendly report (:func:`jsonable`) and the FITS headers of the tile files and of the
+mosaic (:func:`tile_header`, :func:`mosaic_header`).
 """
 
 import json

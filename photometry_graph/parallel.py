@@ -5,9 +5,13 @@ The tiles of a Grid/Survey run are independent tasks: :func:`map_tasks` sends th
 (``forkserver`` where available, else ``spawn``), else (one worker) runs them here.  Results
 arrive as they complete; a failing task comes back with its exception, so that one bad task
 never stops the others.
+
+The worker processes of the pool share the CPUs among themselves: each runs OpenCV and BLAS
+(OpenBLAS) on one thread (:func:`_limit_threads`), where the calling process may use several.
 """
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -49,7 +53,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         libraries (~1-2 s), which one task rarely repays.  1 runs the tasks here, one
         after the other, each task through a pickle round trip as in a worker so that
         results match bit for bit.  The workers fork from a server process that has
-        imported ``func``'s module once (``forkserver``), so they start at once.
+        imported ``func``'s module once (``forkserver``), so they start at once, and run
+        OpenCV and BLAS on one thread each (the calling process is left as it is).
 
     Yields
     ------
@@ -86,7 +91,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
             except Exception as exc:
                 yield t, exc
         return
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
+                                                initializer=_limit_threads) as pool:
         futures = {pool.submit(func, t): t for t in tasks}
         for fut in concurrent.futures.as_completed(futures):
             yield futures[fut], (fut.exception() or fut.result())
@@ -103,3 +109,55 @@ def _context(func):
         # takes effect when the server starts, i.e. at the first pool of this process
         ctx.set_forkserver_preload([module])
     return ctx
+
+
+# Thread limits of the worker processes: variables read by the libraries loaded after them ...
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# ... and the setters of the OpenBLAS copies already loaded (numpy's, scipy's, OpenCV's)
+_OPENBLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "openblas_set_num_threads64_")
+
+
+def _limit_threads():
+    """Pool initializer: run OpenCV and BLAS on one thread in this worker process.
+
+    The pool has one worker per CPU it may use; OpenCV's thread pool and OpenBLAS's threads
+    (which parallelise e.g. the coordinate-map products of the reprojection) would otherwise
+    oversubscribe the CPUs.  The environment variables cover libraries loaded later in the
+    worker; those already loaded (the server process preloaded them) are set directly.
+    Runs only in pool workers, never in the calling process.
+    """
+    os.environ.update(dict.fromkeys(THREAD_ENV, "1"))
+    try:
+        import cv2  # a dependency of the package; loads its own OpenBLAS too
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    for set_threads, _ in _openblas_controls():
+        set_threads(1)
+
+
+def _openblas_controls():
+    """``(set_num_threads, get_num_threads)`` of each OpenBLAS loaded in this process.
+
+    Read from ``/proc/self/maps`` (Linux; elsewhere an empty list): numpy, scipy and OpenCV
+    each bundle their own copy, with differently prefixed functions.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            paths = {line.split()[-1] for line in fh
+                     if "openblas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:
+        return []
+    controls = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)  # loaded already: not loaded again
+        except OSError:
+            continue
+        name = next((n for n in _OPENBLAS_SETTERS if hasattr(lib, n)), None)
+        if name is not None:
+            setter, getter = getattr(lib, name), getattr(lib, name.replace("_set_", "_get_"))
+            setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+            controls.append((setter, getter))
+    return controls

@@ -1,10 +1,11 @@
-"""FITS frame reading, Bayer raws, bad-input handling and atomic outputs of grid_mode."""
+"""FITS frame reading, Bayer raws, bad-input handling and the output folder of grid_mode.
+
+The output files themselves are tested in tests/test_fileio.py.
+"""
 
 import logging
 import os
-import warnings
 
-import cv2
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -151,79 +152,6 @@ def test_no_usable_frame_is_an_error(tmp_path):
     with pytest.raises(GridModeError, match="no usable frame left: 1 listed"):
         grid_mode._read_frames([grid_mode.PlanEntry(path=tmp_path / "a.fits")],
                                grid_mode.GridOptions(), grid_mode._Progress())
-
-
-def test_fits_stream_writer_is_atomic(tmp_path):
-    target = tmp_path / "m.fits"
-    hdr = celestial_header((30, 50))
-    with pytest.raises(RuntimeError, match="boom"):
-        with grid_mode._fits_stream(target, (3, 30, 50), hdr, "chw") as out:
-            out.write(0, 0, np.ones((10, 50, 3), np.float32))
-            raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(KeyboardInterrupt):
-        with grid_mode._fits_stream(target, (30, 50), hdr) as out:
-            raise KeyboardInterrupt
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("layout", ["mono", "chw", "hwc"])
-def test_fits_stream_writes_chunks_in_every_layout(tmp_path, layout):
-    rng = np.random.default_rng(0)
-    C = 1 if layout == "mono" else 3
-    full = rng.normal(size=(30, 50, C)).astype(np.float32)
-    full[3:5, 7:9] = np.nan
-    shape = {"mono": (30, 50), "chw": (C, 30, 50), "hwc": (30, 50, C)}[layout]
-    target = tmp_path / "m.fits"
-    with grid_mode._fits_stream(target, shape, celestial_header((30, 50)), layout) as out:
-        for y0, y1, x0, x1 in [(0, 16, 0, 50), (16, 30, 0, 20), (16, 30, 20, 50)]:
-            out.write(y0, x0, full[y0:y1, x0:x1])  # full-row and partial-row chunks
-        back = out.read(10, 25)
-        assert back.dtype == np.float32 and back.shape == (15, 50, C)
-        np.testing.assert_array_equal(back, full[10:25])
-    assert [p.name for p in tmp_path.iterdir()] == ["m.fits"]
-    assert target.stat().st_size % 2880 == 0
-    with fits.open(target) as hdul:
-        data = hdul[0].data
-        assert data.dtype == np.dtype(">f4") and data.shape == shape
-        want = {"mono": full[..., 0], "chw": np.moveaxis(full, -1, 0), "hwc": full}[layout]
-        np.testing.assert_array_equal(data, want)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # 2-D CD matrix on a 3-axis header: 'cdfix'
-            assert WCS(hdul[0].header).celestial.has_celestial
-
-
-def test_tile_hdu_reads_crops_and_maps_data_lazily(tmp_path):
-    data = np.arange(3 * 12 * 16, dtype=np.float32).reshape(3, 12, 16)
-    cov = np.arange(12 * 16, dtype=np.float32).reshape(12, 16) / 7
-    path = tmp_path / "tile_0001.fits"
-    hdr = celestial_header((12, 16))
-    hdr["TILEID"], hdr["GRID_Y0"], hdr["GRID_X0"], hdr["NFRAMES"] = 1, 5, 9, 3
-    fits.HDUList([fits.PrimaryHDU(data, hdr),
-                  fits.ImageHDU(cov, name="COVERAGE")]).writeto(path)
-    meta = grid_mode._read_tile_header(path)
-    assert meta["shape"] == (12, 16) and meta["n_channels"] == 3 and meta["n_frames"] == 3
-    np.testing.assert_array_equal(meta["data"](), np.moveaxis(data, 0, -1))
-    c = meta["coverage"]
-    assert c.shape == (12, 16)
-    np.testing.assert_array_equal(c[2:7, 3:11], cov[2:7, 3:11])
-    np.testing.assert_array_equal(c[::2, 5:], cov[::2, 5:])
-    np.testing.assert_array_equal(np.asarray(c), cov)
-    assert np.asarray(c[2:7, 3:11]).dtype == np.float32 and c[12:, :].shape == (0, 16)
-
-
-def test_preview_is_an_asinh_stretch_over_finite_pixels(tmp_path):
-    img = np.linspace(0, 100, 400, dtype=np.float32).reshape(20, 20, 1)
-    img[:2] = np.nan
-    grid_mode._write_preview(tmp_path / "p.png", img)
-    out = cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED)
-    assert out.dtype == np.uint8 and out.shape == (20, 20)
-    assert out[:2].max() == 0 and out[-1, -1] == 255
-    assert np.all(np.diff(out[10].astype(int)) >= 0)
-    assert out[10, 10] > 255 * 0.5  # asinh lifts the middle of the range
-    grid_mode._write_preview(tmp_path / "c.png", np.full((4, 6, 3), np.nan))
-    assert cv2.imread(str(tmp_path / "c.png")).shape == (4, 6, 3)
-    assert [p.name for p in sorted(tmp_path.iterdir())] == ["c.png", "p.png"]
 
 
 def test_output_folder_checks(tmp_path):

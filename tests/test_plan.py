@@ -1,11 +1,15 @@
-"""stack_plan.csv parsing and frame discovery of grid_mode (options: tests/test_options.py)."""
+"""stack_plan.csv parsing and frame discovery (photometry_graph.plan)."""
 
 import logging
+import math
 
 import pytest
 
 import grid_mode
-from grid_mode import GridModeError, detect_grid_mode, read_stack_plan
+from photometry_graph import plan
+from photometry_graph.options import GridModeError
+from photometry_graph.plan import (PLAN_HEADER, as_float, detect_grid_mode, plan_entries,
+                                   read_stack_plan)
 
 
 def _touch(folder, *names):
@@ -17,7 +21,7 @@ def test_standard_plan_is_parsed_in_order_with_paths_relative_to_the_csv(tmp_pat
     (tmp_path / "sub").mkdir()
     _touch(tmp_path / "sub", "a.fits", "b.fits")
     (tmp_path / "stack_plan.csv").write_text(
-        grid_mode.PLAN_HEADER + "\n"
+        PLAN_HEADER + "\n"
         "2,1,EQ,4,S50,2024-01-01,L,10,sub/b.fits,150.0,20.0\n"
         "1,1,EQ,4,S50,2024-01-01,L,20,sub/a.fits,150.1,20.0\n")
     entries = read_stack_plan(tmp_path / "stack_plan.csv")
@@ -95,7 +99,7 @@ def test_without_plan_all_fits_files_are_taken(tmp_path, caplog):
     _touch(tmp_path, "b.FITS", "a.fit", "c.fts", "notes.txt", "d.png")
     (tmp_path / "sub.fits").mkdir()
     with caplog.at_level(logging.INFO):
-        entries = grid_mode._plan_entries(tmp_path)
+        entries = plan_entries(tmp_path)
     assert [e.path.name for e in entries] == ["a.fit", "b.FITS", "c.fts"]
     assert "no stack_plan.csv" in caplog.text
 
@@ -103,4 +107,28 @@ def test_without_plan_all_fits_files_are_taken(tmp_path, caplog):
 def test_folder_without_plan_or_fits_is_an_error(tmp_path):
     _touch(tmp_path, "notes.txt")
     with pytest.raises(GridModeError, match="no stack_plan.csv and no FITS file"):
-        grid_mode._plan_entries(tmp_path)
+        plan_entries(tmp_path)
+
+
+def test_rows_without_order_come_last_in_row_order(tmp_path):
+    _touch(tmp_path, "a.fits", "b.fits", "c.fits", "d.fits")
+    (tmp_path / "stack_plan.csv").write_text("order,file_path\n,a.fits\n2,b.fits\nx,c.fits\n"
+                                             "1,d.fits\n")
+    entries = read_stack_plan(tmp_path / "stack_plan.csv")
+    assert [e.path.name for e in entries] == ["d.fits", "b.fits", "a.fits", "c.fits"]
+    assert [e.order for e in entries] == [1.0, 2.0, math.inf, math.inf]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("12.5", 12.5), (" 3 ", 3.0), (7, 7.0), ("", None), (None, None), ("abc", None),
+    ("nan", None), ("inf", None), (float("-inf"), None),
+])
+def test_as_float_keeps_finite_numbers_only(value, expected):
+    assert as_float(value) == expected
+
+
+def test_grid_mode_keeps_the_plan_api():
+    assert grid_mode.read_stack_plan is read_stack_plan
+    assert grid_mode.detect_grid_mode is detect_grid_mode
+    assert grid_mode.PlanEntry is plan.PlanEntry and grid_mode.PLAN_HEADER == PLAN_HEADER
+    assert grid_mode.GridModeError is GridModeError
