@@ -1,0 +1,99 @@
+"""Accuracy sweep: how well ``grid-mode run`` recovers injected per-frame gains.
+
+For each seed, a 2 x 3 synthetic frame survey
+(:func:`photometry_graph.datasets.make_frame_survey`: gains +-15 % per frame
+and channel, offsets +-30 sigma, gradients, empty borders, a NaN blob and a
+satellite trail) is written to a temporary folder and run through
+:func:`grid_mode.run_grid_mode`.  The solved frame gain times the injected
+gain must be the same for every frame; printed per seed is the worst
+deviation of that product from its median over the frames (any channel),
+then the median and the maximum over the seeds.
+
+This measures accuracy, not speed; it backs the frame-size statements of
+``tests/test_grid_mode_e2e.py`` and the README.
+
+Run::
+
+    python benchmarks/frame_gains.py --channels 3 --frame-shape 200 300 --seeds 1-10
+    python benchmarks/frame_gains.py --channels bayer --frame-shape 800 1200 --seeds 1-5
+"""
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grid_mode  # noqa: E402
+from photometry_graph.datasets import make_frame_survey  # noqa: E402
+
+logger = logging.getLogger("frame_gains")
+
+
+def worst_frame_gain_error(channels, frame_shape, seed, *, workers=1):
+    """Worst relative deviation of solved x injected gain over the frames of one survey.
+
+    Parameters
+    ----------
+    channels : {1, 3, "bayer"}
+    frame_shape : tuple of int
+    seed : int
+    workers : int
+
+    Returns
+    -------
+    (float, float)
+        The worst deviation (fraction) and the run's wall time in seconds.
+    """
+    survey = make_frame_survey(2, 3, frame_shape=frame_shape, channels=channels, rng=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = grid_mode.write_frame_survey(survey, Path(tmp) / "frames")
+        t0 = time.perf_counter()
+        result = grid_mode.run_grid_mode(frames, Path(tmp) / "out",
+                                         tile_size=max(256, min(1024, frame_shape[0])),
+                                         overlap=0.25, workers=workers)
+        elapsed = time.perf_counter() - t0
+    injected = np.array([f.gain for f in survey.frames])
+    solved = np.array([f["correction"]["gain"] for f in result.report["frames"]])
+    product = solved * injected
+    return float(np.abs(product / np.median(product, axis=0) - 1).max()), elapsed
+
+
+def _seeds(text):
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", default="3", choices=["1", "3", "bayer"])
+    parser.add_argument("--frame-shape", type=int, nargs=2, default=(200, 300),
+                        metavar=("H", "W"))
+    parser.add_argument("--seeds", type=_seeds, default=_seeds("1-5"),
+                        help="'1-10' or '1,3,5'")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("photometry_graph").setLevel(logging.ERROR)
+    logging.getLogger("grid_mode").setLevel(logging.ERROR)
+    channels = args.channels if args.channels == "bayer" else int(args.channels)
+    shape = tuple(args.frame_shape)
+    errors = []
+    for seed in args.seeds:
+        err, elapsed = worst_frame_gain_error(channels, shape, seed, workers=args.workers)
+        errors.append(err)
+        logger.info("channels %s, frames %dx%d, seed %d: worst frame gain %.2f %% (%.1f s)",
+                    args.channels, shape[0], shape[1], seed, 100 * err, elapsed)
+    logger.info("worst frame gain over %d seeds: median %.2f %%, max %.2f %%", len(errors),
+                100 * float(np.median(errors)), 100 * max(errors))
+
+
+if __name__ == "__main__":
+    main()
