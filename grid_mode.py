@@ -41,7 +41,7 @@ from photometry_graph.images import FrameInfo, frame_noise, frame_pixels, image_
 from photometry_graph.images import majority_channels as _majority
 from photometry_graph.masks import compute_valid_mask
 from photometry_graph.options import (OPTION_HELP, GridModeError, GridOptions,
-                                      add_option_arguments)
+                                      add_option_arguments, frame_smooth_sigma)
 from photometry_graph.options import n_workers as _n_workers
 from photometry_graph.options import resolve_options as _resolve_options
 from photometry_graph.outputs import ChunkSummary, chunk_coverage, mosaic_header, tile_header
@@ -270,7 +270,8 @@ def _read_frames(entries, opts, progress):
 def _bin_frame(task):
     """Worker: one frame loaded, blurred and binned on the global grid for the frame photometry."""
     info, opts = task["frame"], task["options"]
-    data = masked_gaussian_blur(load_frame(info, mask_eps=opts.mask_eps)[0], opts.frame_smooth)
+    data = masked_gaussian_blur(load_frame(info, mask_eps=opts.mask_eps)[0],
+                                frame_smooth_sigma(opts, info.bayer))
     return bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"], FRAME_BIN)
 
 

@@ -1015,7 +1015,7 @@ def fit_truth_plane(image, truth, valid=None, *, plane=True, max_pixels=2_000_00
     >>> t = np.random.default_rng(0).normal(10, 2, (20, 30))
     >>> yy, xx = np.mgrid[:20, :30]
     >>> a, b, gx, gy = fit_truth_plane(2 * t + 1 + 0.1 * xx, t)
-    >>> np.round([a[0], b[0], gx[0], gy[0]], 6).tolist()
+    >>> (np.round([a[0], b[0], gx[0], gy[0]], 6) + 0.0).tolist()  # + 0.0: no -0.0
     [2.0, 1.0, 0.1, 0.0]
     """
     img = as_channels_last(image)

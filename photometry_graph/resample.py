@@ -21,6 +21,16 @@ value is then divided by the interpolated validity, so that a neighbour with
 a weight below 1e-3 that happens to be invalid cannot bias it.  Bicubic
 output requires the whole 4x4 neighbourhood to be valid; nearest-neighbour
 output requires the nearest pixel to be valid.
+
+Bilinear interpolation smooths: at a fractional position ``p`` between two
+samples its value exceeds the true one by ``p (1 - p) / 2 * f''`` per axis
+(Taylor expansion), so a star peak is flattened by an amount that depends
+on where the output grid falls between the source pixels.  Two frames that
+see the same star at different sub-pixel phases then disagree by up to a
+percent or two at its peak.  ``curvature_correction=True`` subtracts that
+term, estimated from the source's second differences, which makes the
+resampled values independent of the phase to second order (used for the
+frame photometry, where such disagreements bias the fitted gains).
 """
 
 import functools
@@ -200,8 +210,42 @@ def _remap(img, mx, my, interpolation, border):
     return out
 
 
+def _second_differences(sub, sub_valid):
+    """Second differences along x and y of an (h, w, C) image, 0 where undefined.
+
+    A difference is defined where the pixel and both neighbours along the
+    axis are valid and inside the array; elsewhere it is 0 (no correction).
+    """
+    dxx = np.zeros_like(sub)
+    dyy = np.zeros_like(sub)
+    dxx[:, 1:-1] = sub[:, :-2] - 2.0 * sub[:, 1:-1] + sub[:, 2:]
+    dyy[1:-1] = sub[:-2] - 2.0 * sub[1:-1] + sub[2:]
+    if sub_valid is not None:
+        okx = np.zeros_like(sub_valid)
+        okx[:, 1:-1] = sub_valid[:, :-2] & sub_valid[:, 1:-1] & sub_valid[:, 2:]
+        oky = np.zeros_like(sub_valid)
+        oky[1:-1] = sub_valid[:-2] & sub_valid[1:-1] & sub_valid[2:]
+        dxx[~okx] = 0.0
+        dyy[~oky] = 0.0
+    return dxx, dyy
+
+
+def _curvature_term(sub, sub_valid, fx, fy, border):
+    """Bilinear smoothing bias ``p(1-p)/2 f'' + q(1-q)/2 f''`` at the mapped points."""
+    import cv2
+    dxx, dyy = _second_differences(sub, sub_valid)
+    px = fx - np.floor(fx)
+    py = fy - np.floor(fy)
+    term = _remap(dxx, fx, fy, cv2.INTER_LINEAR, border)
+    term *= (0.5 * px * (1.0 - px))[..., np.newaxis]
+    term_y = _remap(dyy, fx, fy, cv2.INTER_LINEAR, border)
+    term_y *= (0.5 * py * (1.0 - py))[..., np.newaxis]
+    term += term_y
+    return term
+
+
 def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=None,
-                      order="bilinear", valid_threshold=0.999):
+                      order="bilinear", valid_threshold=0.999, curvature_correction=False):
     """Reproject an image onto a box of another celestial grid.
 
     Parameters
@@ -225,6 +269,13 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     valid_threshold : float
         Minimum interpolated validity of a valid output pixel (see the
         module notes).
+    curvature_correction : bool
+        Bilinear only: subtract the interpolation's smoothing bias
+        ``p (1 - p) / 2`` times the second difference, per axis, so that
+        star peaks come out the same whatever the sub-pixel phase (see the
+        module notes).  Raises white pixel noise by up to ~1.3x at a
+        half-pixel phase on both axes (much less on smooth, e.g. blurred,
+        images); meant for photometric comparisons, not for images.
 
     Returns
     -------
@@ -237,7 +288,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     Raises
     ------
     ValueError
-        Unknown ``order``, bad shapes, empty box.
+        Unknown ``order``, bad shapes, empty box, ``curvature_correction``
+        with an order other than bilinear.
 
     Examples
     --------
@@ -256,6 +308,9 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     except (KeyError, TypeError):
         raise ValueError(f"unknown interpolation order {order!r}; use one of "
                          "'bilinear', 'nearest-neighbor', 'bicubic'") from None
+    if curvature_correction and mode != "linear":
+        raise ValueError(f"curvature_correction applies to bilinear interpolation only, not "
+                         f"to order={order!r}; drop it or use order='bilinear'")
     arr = _check_data(data, src_wcs)
     H, W, C = arr.shape
     if H >= 32767 or W >= 32767:
@@ -316,6 +371,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
             vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
             ok = ok & (vres > valid_threshold)
             np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
+        if curvature_correction:
+            res -= _curvature_term(sub, None if all_valid else sub_valid, fx, fy, border)
     else:
         from scipy import ndimage
         res = _remap(sub, fx, fy, cv2.INTER_CUBIC, border)
