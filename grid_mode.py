@@ -37,11 +37,13 @@ from photometry_graph.fileio import (atomic, fits_stream, load_tiles, write_hdus
 from photometry_graph.fileio import open_fits as _fits
 from photometry_graph.frames import bin_frame_on_grid, harmonize_frames, masked_gaussian_blur
 from photometry_graph.harmonize import harmonize_tiles
-from photometry_graph.images import FrameInfo, frame_noise, frame_pixels, image_layout
+from photometry_graph.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
+                                     saturation_level)
 from photometry_graph.images import majority_channels as _majority
 from photometry_graph.masks import compute_valid_mask
 from photometry_graph.options import (OPTION_HELP, GridModeError, GridOptions,
-                                      add_option_arguments, frame_smooth_sigma)
+                                      add_option_arguments, frame_saturation,
+                                      frame_smooth_sigma)
 from photometry_graph.options import n_workers as _n_workers
 from photometry_graph.options import resolve_options as _resolve_options
 from photometry_graph.outputs import ChunkSummary, chunk_coverage, mosaic_header, tile_header
@@ -90,6 +92,8 @@ def read_frame_info(path, *, index=0, exposure=None):
 
     ``EXPTIME`` (or ``EXPOSURE``) gives the exposure, else ``exposure`` (from the plan),
     else 1.  ``BAYERPAT`` (shifted by odd ``XBAYROFF``/``YBAYROFF``) marks 2-D raws.
+    ``SATURATE``, or the ceiling of integer data, gives the saturation level
+    (:func:`photometry_graph.images.saturation_level`).
 
     Raises
     ------
@@ -118,6 +122,7 @@ def read_frame_info(path, *, index=0, exposure=None):
                         and str(h.name).upper() in COVERAGE_EXTNAMES
                         and tuple(h.shape or ()) == tuple(shape)), None)
             exptime = as_float(header.get("EXPTIME", header.get("EXPOSURE")))
+            saturation = saturation_level(header)
     except GridModeError:
         raise
     except Exception as exc:  # not FITS, unreadable, broken header: skipped with the reason
@@ -125,23 +130,26 @@ def read_frame_info(path, *, index=0, exposure=None):
     wcs.pixel_shape = (shape[1], shape[0])
     return FrameInfo(index=index, path=str(path), hdu=hdu, shape=tuple(shape), layout=layout,
                      n_channels=n_ch, wcs=wcs, bayer=bayer, coverage_hdu=cov,
-                     exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0))
+                     exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0),
+                     saturation=saturation)
 
 
-def load_frame(info, *, mask_eps=1e-6, erode=1):
+def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None):
     """Load a frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
 
     Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
     per raw site, so that they cannot leak into their neighbours), or zero coverage; the
     valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one).
-    Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W) or None.
+    With a ``saturation`` level, saturated pixels and a 2 px margin are invalid too (for the
+    frame photometry).  Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W)
+    or None.
     """
     with _fits(info.path) as hdul:  # memmap=False: the data are read into memory here
         raw = hdul[info.hdu].data
         weight = (None if info.coverage_hdu is None
                   else np.array(hdul[info.coverage_hdu].data, dtype=np.float32))
     return frame_pixels(raw, info.layout, info.bayer, weight=weight, mask_eps=mask_eps,
-                        erode=erode)
+                        erode=erode, saturation=saturation)
 
 
 def _scan_frame(info, mask_eps):
@@ -270,8 +278,9 @@ def _read_frames(entries, opts, progress):
 def _bin_frame(task):
     """Worker: one frame loaded, blurred and binned on the global grid for the frame photometry."""
     info, opts = task["frame"], task["options"]
-    data = masked_gaussian_blur(load_frame(info, mask_eps=opts.mask_eps)[0],
-                                frame_smooth_sigma(opts, info.bayer))
+    data, _ = load_frame(info, mask_eps=opts.mask_eps,
+                         saturation=frame_saturation(opts, info.saturation))
+    data = masked_gaussian_blur(data, frame_smooth_sigma(opts, info.bayer))
     return bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"], FRAME_BIN)
 
 
@@ -416,7 +425,7 @@ def _run(input_folder, output_folder, options):
     extra = {"input_folder": str(input_folder), "grid": dict(grid.info, shape=grid.shape),
              "frames": [dict(path=f.path, shape=f.shape, layout=f.layout, bayer=f.bayer,
                              exptime=f.exptime, noise=f.noise, weight=w, footprint=fp,
-                             correction=c)
+                             saturation=frame_saturation(opts, f.saturation), correction=c)
                         for f, w, fp, c in zip(frames, weights, footprints, corrections)],
              "frame_photometry": frame_report, "tile_stacking": tile_stats}
     return _assemble(tile_paths, out, opts, progress.stage(80, 100), extra, timings, t0)

@@ -4,7 +4,9 @@ A frame's pixels come as a mono image (H, W), a colour cube (C, H, W) or (H, W, 
 colour-filter (Bayer) raw.  :func:`image_layout` tells which from the data shape and the
 Bayer pattern of the header (:class:`FrameInfo` holds what is known of a frame before its
 pixels are loaded), :func:`frame_pixels` turns the stored array into channels-last
-float32 with every invalid pixel NaN, :func:`frame_noise` measures a frame's noise (and
+float32 with every invalid pixel NaN (and, for photometry, saturated pixels too:
+:func:`saturation_level` reads the level from the header), :func:`frame_noise` measures a
+frame's noise (and
 refuses a frame without usable pixels), and :func:`majority_channels` keeps mono and colour
 data from being mixed in one mosaic.
 """
@@ -20,7 +22,7 @@ from .masks import compute_valid_mask
 from .overlap import estimate_noise
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
-           "majority_channels"]
+           "majority_channels", "saturation_level", "saturated_mask"]
 
 logger = get_logger(__name__)
 
@@ -36,7 +38,9 @@ class FrameInfo:
     ``layout``: ``"mono"`` (H, W), ``"chw"`` (C, H, W), ``"hwc"`` (H, W, C) or ``"bayer"``
     (2-D colour-filter raw with pattern ``bayer``); ``shape`` is (H, W); ``noise`` is the
     robust noise sigma of the raw pixels (:func:`frame_noise`); ``hdu`` the index of the
-    image HDU in the file ``path``, ``coverage_hdu`` an optional weight/alpha HDU.
+    image HDU in the file ``path``, ``coverage_hdu`` an optional weight/alpha HDU;
+    ``saturation`` the stored value at or above which a pixel is saturated
+    (:func:`saturation_level`), or None.
     """
 
     index: int
@@ -50,6 +54,93 @@ class FrameInfo:
     bayer: str = None
     coverage_hdu: int = None
     noise: float = float("nan")
+    saturation: float = None
+
+
+def saturation_level(header):
+    """Stored value at or above which a frame's pixels are saturated, or None.
+
+    The ``SATURATE`` keyword when it is a positive number; else, for integer data
+    (``BITPIX`` 8, 16, 32, 64), the largest value the file can hold after ``BSCALE`` and
+    ``BZERO`` (65535 for the usual unsigned 16-bit camera files); else None (floating-point
+    data without the keyword: nothing is known).
+
+    Parameters
+    ----------
+    header : mapping
+        The image HDU's FITS header.
+
+    Returns
+    -------
+    float or None
+
+    Examples
+    --------
+    >>> saturation_level({"BITPIX": 16, "BZERO": 32768, "BSCALE": 1})
+    65535.0
+    >>> saturation_level({"BITPIX": -32, "SATURATE": 60000}), saturation_level({"BITPIX": -32})
+    (60000.0, None)
+    """
+    level = _number(header.get("SATURATE"))
+    if level is not None and level > 0:
+        return level
+    bitpix = _number(header.get("BITPIX"))
+    if bitpix not in (8, 16, 32, 64):
+        return None
+    top = 255 if bitpix == 8 else 2 ** (int(bitpix) - 1) - 1
+    scale = _number(header.get("BSCALE"))
+    zero = _number(header.get("BZERO"))
+    scale = 1.0 if scale is None else scale
+    return float(top * scale + (zero or 0.0)) if scale > 0 else None
+
+
+def _number(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def saturated_mask(raw, layout, level, *, grow=2):
+    """Pixels at or above ``level`` in any channel of a stored frame, grown by ``grow`` px.
+
+    Saturated star cores do not scale with the frame's gain, so they must stay out of the
+    photometric fits; their neighbours (bloom, and the debayering or a blur that spreads
+    them) go with them.
+
+    Parameters
+    ----------
+    raw : array_like
+        The stored data in ``layout`` (not modified).
+    layout : str
+        One of :data:`LAYOUTS`.
+    level : float
+        Saturation level in stored units (see :func:`saturation_level`).
+    grow : int
+        Dilation of the saturated zone, pixels.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (H, W)
+
+    Examples
+    --------
+    >>> raw = np.zeros((7, 7), np.uint16); raw[3, 3] = 65535
+    >>> m = saturated_mask(raw, "mono", 65535.0, grow=1)
+    >>> int(m.sum()), bool(m[2:5, 2:5].all())
+    (9, True)
+    """
+    arr = np.asarray(raw)
+    with np.errstate(invalid="ignore"):
+        hit = arr >= level - 1e-6 * abs(level)  # float rounding of scaled integers
+    if layout in ("chw", "hwc"):
+        hit = hit.any(axis=0 if layout == "chw" else 2)
+    if grow > 0 and hit.any():
+        import cv2
+        k = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+        hit = cv2.dilate(hit.astype(np.uint8), k).astype(bool)
+    return hit
 
 
 def image_layout(shape, bayer=None, offsets=(0, 0)):
@@ -105,13 +196,15 @@ def image_layout(shape, bayer=None, offsets=(0, 0)):
     raise ValueError(f"its data shape {shape} is not (H, W), (3, H, W) or (H, W, 3)")
 
 
-def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1):
+def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1,
+                 saturation=None):
     """A stored frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
 
     Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
     per raw site, so that they cannot leak into their neighbours), or zero ``weight``; the
     valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one,
-    so raws are eroded by one pixel less).
+    so raws are eroded by one pixel less).  With ``saturation``, saturated pixels and their
+    neighbours (:func:`saturated_mask`) are invalid too: for photometry, not for images.
 
     Parameters
     ----------
@@ -125,6 +218,8 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
         Coverage or alpha of the frame; 0 (or NaN) = no data.
     mask_eps : float
     erode : int
+    saturation : float, optional
+        Saturation level in stored units; None = no saturation masking.
 
     Returns
     -------
@@ -139,6 +234,7 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
     >>> data.shape, bool(np.isnan(data[0, 0]).all()), float(data[1, 1, 1])
     ((4, 5, 2), True, 1.0)
     """
+    saturated = None if saturation is None else saturated_mask(raw, layout, saturation)
     raw = np.array(raw, dtype=np.float32)
     if layout == "bayer":
         with np.errstate(invalid="ignore"):
@@ -150,6 +246,8 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
     else:
         raise ValueError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
+    if saturated is not None:
+        valid &= ~saturated
     data[~valid] = np.nan
     if weight is not None:
         weight = np.where(valid, np.nan_to_num(weight, nan=0.0), 0.0).astype(np.float32)

@@ -99,6 +99,10 @@ class GridOptions:
     memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
                             "frames are streamed twice)")
     mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
+    saturation: float = _opt(None, "stored value at or above which a pixel is saturated; "
+                             "saturated pixels and a 2 px margin stay out of the frame "
+                             "photometry (default: the SATURATE keyword, else the ceiling "
+                             "of integer data; 0 = off)")
     save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
                              "0..65535, NaN -> 0)", run=False)
     legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)",
@@ -276,6 +280,30 @@ def frame_smooth_sigma(opts, bayer):
     if opts.frame_smooth is not None:
         return float(opts.frame_smooth)
     return FRAME_SMOOTH_BAYER if bayer else 0.0
+
+
+def frame_saturation(opts, header_level):
+    """Saturation level of a frame for the frame photometry, or None (no masking).
+
+    Parameters
+    ----------
+    opts : GridOptions
+    header_level : float or None
+        The frame's level from its header (``FrameInfo.saturation``).
+
+    Returns
+    -------
+    float or None
+
+    Examples
+    --------
+    >>> frame_saturation(GridOptions(), 65535.0), frame_saturation(GridOptions(), None)
+    (65535.0, None)
+    >>> frame_saturation(GridOptions(saturation=0), 65535.0) is None
+    True
+    """
+    level = header_level if opts.saturation is None else opts.saturation
+    return None if level is None or not level > 0 else float(level)
 
 
 def n_workers(opts):

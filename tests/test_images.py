@@ -7,7 +7,7 @@ import pytest
 
 import grid_mode
 from photometry_graph.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
-                                     majority_channels)
+                                     majority_channels, saturated_mask, saturation_level)
 
 
 @pytest.mark.parametrize("shape, bayer, expected", [
@@ -124,3 +124,35 @@ def test_frame_pixels_never_modifies_its_input(layout, shape):
     keep = raw.copy()
     data, _ = frame_pixels(raw, layout, "RGGB", erode=0)
     assert np.isnan(data[0, 0]).all() and np.array_equal(raw, keep)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ({"BITPIX": 16, "BZERO": 32768, "BSCALE": 1}, 65535.0),   # unsigned 16-bit cameras
+    ({"BITPIX": 16}, 32767.0),
+    ({"BITPIX": 8}, 255.0),
+    ({"BITPIX": 16, "BZERO": 32768, "SATURATE": 60000.0}, 60000.0),  # the keyword wins
+    ({"BITPIX": -32, "SATURATE": "50000"}, 50000.0),
+    ({"BITPIX": -32}, None),                                  # float data: unknown
+    ({"BITPIX": -32, "SATURATE": 0}, None),                   # not a level
+    ({"BITPIX": -32, "SATURATE": "n/a"}, None),
+])
+def test_saturation_level_from_the_header(header, expected):
+    assert saturation_level(header) == expected
+
+
+def test_saturated_pixels_are_masked_with_a_margin_in_every_layout():
+    rgb = np.full((3, 20, 30), 100.0, np.float32)
+    rgb[2, 10, 15] = 65535.0                       # one channel saturated is enough
+    m = saturated_mask(rgb, "chw", 65535.0, grow=2)
+    assert m.shape == (20, 30) and m.sum() == 25 and m[8:13, 13:18].all()
+    assert saturated_mask(np.moveaxis(rgb, 0, -1), "hwc", 65535.0, grow=2).sum() == 25
+    assert not saturated_mask(rgb, "chw", 70000.0).any()
+    data, _ = frame_pixels(rgb, "chw", erode=0, saturation=65535.0)
+    assert np.isnan(data[8:13, 13:18]).all()
+    assert np.isfinite(data).sum(axis=2)[~m].min() == 3  # nothing else lost
+    plain, _ = frame_pixels(rgb, "chw", erode=0)
+    assert np.isfinite(plain).all()                      # images keep their star cores
+    raw = np.full((20, 30), 100.0, np.float32)
+    raw[10, 15] = 65535.0                                # one Bayer site
+    bayer, _ = frame_pixels(raw, "bayer", "RGGB", erode=0, saturation=65535.0)
+    assert np.isnan(bayer[8:13, 13:18]).all() and np.isfinite(bayer[:5, :5]).all()
