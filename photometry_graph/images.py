@@ -4,11 +4,11 @@ A frame's pixels come as a mono image (H, W), a colour cube (C, H, W) or (H, W, 
 colour-filter (Bayer) raw.  :func:`image_layout` tells which from the data shape and the
 Bayer pattern of the header (:class:`FrameInfo` holds what is known of a frame before its
 pixels are loaded), :func:`frame_pixels` turns the stored array into channels-last
-float32 with every invalid pixel NaN (and, for photometry, saturated pixels too:
-:func:`saturation_level` reads the level from the header), :func:`frame_noise` measures a
-frame's noise (and
-refuses a frame without usable pixels), and :func:`majority_channels` keeps mono and colour
-data from being mixed in one mosaic.
+float32 with every invalid pixel NaN (for photometry, saturated pixels too:
+:func:`saturation_level` reads the level from the header, :func:`saturated_mask` finds
+them), :func:`frame_noise` measures a frame's noise (and refuses a frame without usable
+pixels), and :func:`majority_channels` keeps mono and colour data from being mixed in one
+mosaic.
 """
 
 import math

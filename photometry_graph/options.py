@@ -117,12 +117,12 @@ class GridOptions:
         return out
 
 
-#: Help text of every :class:`GridOptions` field, by field name.
 #: Default blur of debayered frames for the frame solve (see ``GridOptions.frame_smooth``).
 #: Measured (``benchmarks/frame_gains.py``, worst frame gain, Bayer 600x900, seeds 1-5):
 #: blur 0 0.39-0.81 %, 1 px 0.23-0.55 %, 2 px 0.19-0.45 %.
 FRAME_SMOOTH_BAYER = 2.0
 
+#: Help text of every :class:`GridOptions` field, by field name.
 OPTION_HELP = {f.name: f.metadata["help"] for f in fields(GridOptions)}
 #: Allowed values of the fields that have a fixed set of them.
 OPTION_CHOICES = {f.name: f.metadata["choices"] for f in fields(GridOptions)
