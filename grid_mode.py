@@ -38,7 +38,7 @@ from photometry_graph.fileio import open_fits as _fits
 from photometry_graph.frames import bin_frame_on_grid, harmonize_frames, masked_gaussian_blur
 from photometry_graph.harmonize import harmonize_tiles
 from photometry_graph.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
-                                     saturation_level)
+                                     saturation_level, saturation_pileup)
 from photometry_graph.images import majority_channels as _majority
 from photometry_graph.masks import compute_valid_mask
 from photometry_graph.options import (OPTION_HELP, GridModeError, GridOptions,
@@ -92,8 +92,8 @@ def read_frame_info(path, *, index=0, exposure=None):
 
     ``EXPTIME`` (or ``EXPOSURE``) gives the exposure, else ``exposure`` (from the plan),
     else 1.  ``BAYERPAT`` (shifted by odd ``XBAYROFF``/``YBAYROFF``) marks 2-D raws.
-    ``SATURATE``, or the ceiling of integer data, gives the saturation level
-    (:func:`photometry_graph.images.saturation_level`).
+    ``SATURATE`` gives the saturation level (else :func:`_scan_frame` looks for it in the
+    data).
 
     Raises
     ------
@@ -153,10 +153,16 @@ def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None):
 
 
 def _scan_frame(info, mask_eps):
-    """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma."""
+    """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma.
+
+    A frame without a ``SATURATE`` keyword gets the level at which its brightest pixels
+    pile up, if they do (:func:`photometry_graph.images.saturation_pileup`).
+    """
     with _fits(info.path) as hdul:
         raw = np.asarray(hdul[info.hdu].data, dtype=np.float32)
     info.noise = frame_noise(raw, info.layout, mask_eps=mask_eps)
+    if info.saturation is None:
+        info.saturation = saturation_pileup(raw)
     return info
 
 

@@ -5,10 +5,10 @@ colour-filter (Bayer) raw.  :func:`image_layout` tells which from the data shape
 Bayer pattern of the header (:class:`FrameInfo` holds what is known of a frame before its
 pixels are loaded), :func:`frame_pixels` turns the stored array into channels-last
 float32 with every invalid pixel NaN (for photometry, saturated pixels too:
-:func:`saturation_level` reads the level from the header, :func:`saturated_mask` finds
-them), :func:`frame_noise` measures a frame's noise (and refuses a frame without usable
-pixels), and :func:`majority_channels` keeps mono and colour data from being mixed in one
-mosaic.
+:func:`saturation_level` reads the level from the header, :func:`saturation_pileup` finds
+it in the data, :func:`saturated_mask` finds the pixels), :func:`frame_noise` measures a
+frame's noise (and refuses a frame without usable pixels), and :func:`majority_channels`
+keeps mono and colour data from being mixed in one mosaic.
 """
 
 import math
@@ -22,7 +22,7 @@ from .masks import compute_valid_mask
 from .overlap import estimate_noise
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
-           "majority_channels", "saturation_level", "saturated_mask"]
+           "majority_channels", "saturation_level", "saturation_pileup", "saturated_mask"]
 
 logger = get_logger(__name__)
 
@@ -40,7 +40,7 @@ class FrameInfo:
     robust noise sigma of the raw pixels (:func:`frame_noise`); ``hdu`` the index of the
     image HDU in the file ``path``, ``coverage_hdu`` an optional weight/alpha HDU;
     ``saturation`` the stored value at or above which a pixel is saturated
-    (:func:`saturation_level`), or None.
+    (:func:`saturation_level`, :func:`saturation_pileup`), or None.
     """
 
     index: int
@@ -58,12 +58,7 @@ class FrameInfo:
 
 
 def saturation_level(header):
-    """Stored value at or above which a frame's pixels are saturated, or None.
-
-    The ``SATURATE`` keyword when it is a positive number; else, for integer data
-    (``BITPIX`` 8, 16, 32, 64), the largest value the file can hold after ``BSCALE`` and
-    ``BZERO`` (65535 for the usual unsigned 16-bit camera files); else None (floating-point
-    data without the keyword: nothing is known).
+    """Saturation level written in a frame's header (``SATURATE``), or None.
 
     Parameters
     ----------
@@ -73,25 +68,50 @@ def saturation_level(header):
     Returns
     -------
     float or None
+        The keyword's value when it is a positive number.
 
     Examples
     --------
-    >>> saturation_level({"BITPIX": 16, "BZERO": 32768, "BSCALE": 1})
-    65535.0
-    >>> saturation_level({"BITPIX": -32, "SATURATE": 60000}), saturation_level({"BITPIX": -32})
+    >>> saturation_level({"SATURATE": 60000}), saturation_level({"SATURATE": "n/a"})
     (60000.0, None)
     """
     level = _number(header.get("SATURATE"))
-    if level is not None and level > 0:
-        return level
-    bitpix = _number(header.get("BITPIX"))
-    if bitpix not in (8, 16, 32, 64):
+    return level if level is not None and level > 0 else None
+
+
+def saturation_pileup(raw, *, min_pixels=4):
+    """The value at which a frame's brightest pixels pile up (clipped star cores), or None.
+
+    Saturated pixels all hold the same, largest value of the frame (65535, 65520 for
+    12-bit data scaled to 16 bits, 1.0 for normalised data, ...), whatever the camera; in a
+    frame without saturation the maximum is a lone star peak.  The maximum is taken as the
+    saturation level when at least ``min_pixels`` values (any channel) equal it.
+
+    Parameters
+    ----------
+    raw : array_like
+        The stored data, any layout (not modified); NaN ignored.
+    min_pixels : int
+
+    Returns
+    -------
+    float or None
+
+    Examples
+    --------
+    >>> img = np.arange(100.0).reshape(10, 10)
+    >>> saturation_pileup(img) is None
+    True
+    >>> img[4:6, 4:6] = 200.0
+    >>> saturation_pileup(img)
+    200.0
+    """
+    arr = np.asarray(raw)
+    with np.errstate(invalid="ignore"):
+        top = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
+    if not np.isfinite(top) or top <= 0:
         return None
-    top = 255 if bitpix == 8 else 2 ** (int(bitpix) - 1) - 1
-    scale = _number(header.get("BSCALE"))
-    zero = _number(header.get("BZERO"))
-    scale = 1.0 if scale is None else scale
-    return float(top * scale + (zero or 0.0)) if scale > 0 else None
+    return float(top) if int(np.count_nonzero(arr == top)) >= min_pixels else None
 
 
 def _number(value):
@@ -116,7 +136,8 @@ def saturated_mask(raw, layout, level, *, grow=2):
     layout : str
         One of :data:`LAYOUTS`.
     level : float
-        Saturation level in stored units (see :func:`saturation_level`).
+        Saturation level in stored units (see :func:`saturation_level` and
+        :func:`saturation_pileup`).
     grow : int
         Dilation of the saturated zone, pixels.
 

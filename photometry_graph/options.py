@@ -101,8 +101,8 @@ class GridOptions:
     mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
     saturation: float = _opt(None, "stored value at or above which a pixel is saturated; "
                              "saturated pixels and a 2 px margin stay out of the frame "
-                             "photometry (default: the SATURATE keyword, else the ceiling "
-                             "of integer data; 0 = off)")
+                             "photometry (default: the SATURATE keyword, else the value "
+                             "at which a frame's brightest pixels pile up; 0 = off)")
     save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
                              "0..65535, NaN -> 0)", run=False)
     legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)",

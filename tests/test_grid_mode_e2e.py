@@ -442,18 +442,16 @@ def test_process_pool_and_dask_cluster_give_the_same_mosaic(mono_frames, tmp_pat
 
 def test_saturated_star_cores_do_not_bias_the_frame_gains(tmp_path):
     # Saturated cores do not scale with a frame's gain: clipped at the same level in every
-    # frame they pull the fitted gain ratios towards 1.  The level comes from the SATURATE
-    # keyword (integer files: their ceiling).  Seed 1, level 150 (0.05 % of the pixels, the
-    # cores of the brightest stars): worst frame gain 0.31 % masked, 1.74 % unmasked;
-    # seeds 1-3 at level 100: 0.42-0.67 % vs 0.76-2.37 % (400x600 frames; unsaturated
-    # 0.12-0.45 %).
+    # frame they pull the fitted gain ratios towards 1.  The level is found where the
+    # brightest pixels pile up (no SATURATE keyword here).  Seed 1, level 150 (0.05 % of the
+    # pixels, the cores of the brightest stars): worst frame gain 0.31 % masked, 1.74 %
+    # unmasked; seeds 1-3 at level 100: 0.42-0.67 % vs 0.76-2.37 % (400x600 frames;
+    # unsaturated 0.12-0.45 %).
     survey = make_frame_survey(2, 3, frame_shape=(400, 600), channels=1, rng=1)
     level = 150.0
     for f in survey.frames:
         f.data = np.minimum(f.data, level)
     frames_dir = grid_mode.write_frame_survey(survey, tmp_path / "frames")
-    for path in sorted(frames_dir.glob("frame_*.fits")):
-        fits.setval(path, "SATURATE", value=level)
     injected = np.array([f.gain for f in survey.frames])
 
     def worst(**options):

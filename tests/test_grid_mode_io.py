@@ -106,22 +106,24 @@ def test_coverage_extension_becomes_pixel_weight_and_mask(tmp_path):
     assert weight[15, 18] == 0.5 and weight[5, 3] == 0.0
 
 
-def test_saturation_level_is_read_and_masks_only_on_request(tmp_path):
+def test_saturation_level_is_found_and_masks_only_on_request(tmp_path):
     data = np.full((20, 24), 1000, np.uint16)
-    data[10, 12] = 65535
+    data[9:12, 11:14] = 65535                            # a clipped star core
     hdu = fits.PrimaryHDU(data, celestial_header((20, 24)))
     hdu.writeto(tmp_path / "u16.fits")
     with fits.open(tmp_path / "u16.fits") as hdul:      # stored as int16 + BZERO 32768
         assert hdul[0].header["BITPIX"] == 16 and hdul[0].header["BZERO"] == 32768
     info = read_frame_info(tmp_path / "u16.fits")
-    assert info.saturation == 65535.0
+    assert info.saturation is None                      # no SATURATE keyword ...
+    info = grid_mode._scan_frame(info, 1e-6)
+    assert info.saturation == 65535.0                   # ... found in the data
     plain, _ = load_frame(info, erode=0)
     assert np.isfinite(plain).all() and plain[10, 12, 0] == 65535.0
     masked, _ = load_frame(info, erode=0, saturation=info.saturation)
-    assert np.isnan(masked[8:13, 10:15]).all() and np.isfinite(masked).sum() == 20 * 24 - 25
+    assert np.isnan(masked[7:14, 9:16]).all() and np.isfinite(masked).sum() == 20 * 24 - 49
     path = write_frame(tmp_path / "f.fits", data.astype(np.float32),
                        celestial_header((20, 24)), extra={"SATURATE": 50000.0})
-    assert read_frame_info(path).saturation == 50000.0
+    assert grid_mode._scan_frame(read_frame_info(path), 1e-6).saturation == 50000.0
 
 
 def test_zero_borders_and_nan_become_invalid(tmp_path):

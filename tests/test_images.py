@@ -7,7 +7,8 @@ import pytest
 
 import grid_mode
 from photometry_graph.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
-                                     majority_channels, saturated_mask, saturation_level)
+                                     majority_channels, saturated_mask, saturation_level,
+                                     saturation_pileup)
 
 
 @pytest.mark.parametrize("shape, bayer, expected", [
@@ -127,17 +128,29 @@ def test_frame_pixels_never_modifies_its_input(layout, shape):
 
 
 @pytest.mark.parametrize("header, expected", [
-    ({"BITPIX": 16, "BZERO": 32768, "BSCALE": 1}, 65535.0),   # unsigned 16-bit cameras
-    ({"BITPIX": 16}, 32767.0),
-    ({"BITPIX": 8}, 255.0),
-    ({"BITPIX": 16, "BZERO": 32768, "SATURATE": 60000.0}, 60000.0),  # the keyword wins
+    ({"BITPIX": 16, "SATURATE": 60000.0}, 60000.0),
     ({"BITPIX": -32, "SATURATE": "50000"}, 50000.0),
-    ({"BITPIX": -32}, None),                                  # float data: unknown
-    ({"BITPIX": -32, "SATURATE": 0}, None),                   # not a level
+    ({"BITPIX": 16, "BZERO": 32768}, None),                 # no keyword: look at the data
+    ({"BITPIX": -32, "SATURATE": 0}, None),                 # not a level
     ({"BITPIX": -32, "SATURATE": "n/a"}, None),
 ])
 def test_saturation_level_from_the_header(header, expected):
     assert saturation_level(header) == expected
+
+
+@pytest.mark.parametrize("top", [65535.0, 65520.0, 1.0])  # 16 bit, 12 bit scaled, normalised
+def test_saturation_pileup_finds_clipped_cores_only(top):
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.1 * top, 0.01 * top, (3, 60, 80))
+    img[1, 30, 40] = 0.9 * top                              # an unsaturated star peak
+    assert saturation_pileup(img) is None
+    clipped = img.copy()
+    clipped[:, 10:12, 10:12] = top                          # a clipped core
+    clipped[0, 0, 0] = np.nan
+    assert saturation_pileup(clipped) == top
+    assert saturation_pileup(clipped, min_pixels=13) is None
+    assert saturation_pileup(np.full((4, 4), np.nan)) is None
+    assert saturation_pileup(np.zeros((4, 4))) is None      # an empty frame has no level
 
 
 def test_saturated_pixels_are_masked_with_a_margin_in_every_layout():
