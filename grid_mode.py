@@ -311,7 +311,8 @@ def _frame_photometry(frames, grid, opts, progress):
     result = harmonize_frames(get_binned, [f.wcs for f in frames], [f.shape for f in frames],
                               grid.wcs, grid.shape, bin_factor=FRAME_BIN, prebinned=True,
                               model=opts.frame_model, background=False, rng=0,
-                              fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR})
+                              fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR},
+                              max_degree=opts.frame_overlaps or None)
     progress("frame photometry done", 1.0)
     return [result.corrections.get(k) for k in range(len(frames))], result.report
 

@@ -22,7 +22,8 @@ import numpy as np
 from ._log import get_logger, grid_info, grid_warning
 from .background import match_backgrounds
 from .correction import identity_correction
-from .overlap import _check_workers, build_tile_overlap_graph, fit_overlap_edges
+from .overlap import (_check_workers, build_tile_overlap_graph, fit_overlap_edges,
+                      sparsify_overlap_graph)
 from .solve import SOLVE_MODELS, solve_global_photometry
 from .tiles import TilePhotometryInfo
 
@@ -109,10 +110,42 @@ def _fit_counts(graph):
     return counts
 
 
+def _nodes_without_gain_edge(graph, n_channels):
+    """Nodes with, in some channel, no edge whose fit gives a gain (status ``ok``)."""
+    out = []
+    for node in graph.nodes:
+        fits = [d.get("fits") or [] for _, _, d in graph.edges(node, data=True)]
+        if any(not any(len(f) > c and f[c].status == "ok" for f in fits)
+               for c in range(n_channels)):
+            out.append(node)
+    return out
+
+
+def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args):
+    """Fit the other overlaps of the nodes whose kept overlaps constrain no gain (in place).
+
+    The largest overlaps of a node can all be flat sky (offset-only fits)
+    while a smaller one holds the stars that pin its gain: such nodes get
+    every overlap of the full graph fitted.  Returns the added fit counts.
+    """
+    lacking = _nodes_without_gain_edge(graph, n_channels)
+    extra = sorted({tuple(sorted((u, v), key=repr)) for node in lacking
+                    for u, v in full_graph.edges(node) if not graph.has_edge(u, v)},
+                   key=repr)
+    if not extra:
+        return {}
+    sub = full_graph.edge_subgraph(extra).copy()
+    counts = fit_overlap_edges(sub, **fit_args)
+    graph.add_edges_from(sub.edges(data=True))
+    grid_info(logger, "Harmonize: %d tile(s) had no gain in their largest overlaps; fitted "
+              "%d more overlaps", len(lacking), len(extra))
+    return counts
+
+
 def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0),
                     min_pixels=500, min_overlap_pixels=None, reference=None, rng=None,
                     irls_iterations=6, fit_kwargs=None, solve_kwargs=None,
-                    background_kwargs=None, workers=None):
+                    background_kwargs=None, workers=None, max_degree=None):
     """Photometric corrections that make overlapping tiles agree.
 
     Parameters
@@ -155,6 +188,12 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
     workers : int, optional
         Threads for the masks, the pairwise fits and the background step
         (default ``min(2, os.cpu_count())``); the result does not depend on it.
+    max_degree : int, optional
+        Fit only the ``max_degree`` largest overlaps of every node (plus a
+        maximum spanning tree; :func:`~photometry_graph.overlap.sparsify_overlap_graph`):
+        for many frames of one field, where every pair overlaps.  A node whose
+        kept overlaps give no gain (flat sky: offset-only fits) gets all its
+        other overlaps fitted too.  None fits every overlap.
 
     Returns
     -------
@@ -187,6 +226,8 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         raise ValueError("tile ids must be unique; give every tile its own tile_id")
     if model not in SOLVE_MODELS:
         raise ValueError(f"model must be one of {SOLVE_MODELS}, got {model!r}")
+    if max_degree is not None and not int(max_degree) >= 1:
+        raise ValueError(f"max_degree must be None or >= 1, got {max_degree!r}")
     if reference is not None:
         refs = [reference] if not np.iterable(reference) or isinstance(reference, str) \
             else list(reference)
@@ -209,7 +250,7 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
                       min_pixels=min_pixels, min_overlap=min_overlap, reference=reference,
                       rng=rng, irls_iterations=irls_iterations, fit_kwargs=fit_kwargs,
                       solve_kwargs=solve_kwargs, background_kwargs=background_kwargs,
-                      workers=workers)
+                      workers=workers, max_degree=max_degree)
     finally:
         root.removeHandler(collector)
     result.report["warnings"] = list(collector.messages)
@@ -236,7 +277,7 @@ def _background_normalisation(tiles, graph, background_kwargs, report):
 
 
 def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference, rng,
-         irls_iterations, fit_kwargs, solve_kwargs, background_kwargs, workers):
+         irls_iterations, fit_kwargs, solve_kwargs, background_kwargs, workers, max_degree):
     C = _n_channels(tiles)
     report = {"tiles": len(tiles), "channels": C, "model": model, "edges": 0,
               "fits": {"ok": 0, "offset_only": 0, "failed": 0},
@@ -282,6 +323,15 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
         bg = _background_normalisation(tiles, None, background_kwargs, report)
         corr = bg.corrections if bg is not None else _identity(tiles, C)
         return finish(corr, "fallback" if bg is not None else "identity", bg=bg)
+    full_graph = None
+    if max_degree is not None and graph.number_of_edges():
+        full_graph, graph = graph, sparsify_overlap_graph(graph, max_degree)
+        if graph.number_of_edges() < full_graph.number_of_edges():
+            grid_info(logger, "Harmonize: fitting %d of %d overlaps (the %d largest per tile "
+                      "and a maximum spanning tree)", graph.number_of_edges(),
+                      full_graph.number_of_edges(), max_degree)
+        else:
+            full_graph = None
     lap("graph")
     report["edges"] = graph.number_of_edges()
     report["steps"].append("graph")
@@ -297,6 +347,14 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
     try:
         edge_counts = fit_overlap_edges(graph, model=model, origin=origin,
                                         min_pixels=min_pixels, rng=rng, **fit_kwargs)
+        if full_graph is not None:
+            more = _fit_more_gain_edges(graph, full_graph, C, dict(
+                model=model, origin=origin, min_pixels=min_pixels, rng=rng, **fit_kwargs))
+            edge_counts = {k: edge_counts.get(k, 0) + more.get(k, 0)
+                           for k in set(edge_counts) | set(more)}
+            report["edges"] = graph.number_of_edges()
+            report["edges_not_fitted"] = (full_graph.number_of_edges()
+                                          - graph.number_of_edges())
         lap("fits")
         report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
         report["fits"] = _fit_counts(graph)

@@ -76,6 +76,9 @@ class GridOptions:
     frame_photometry: bool = _opt(True, "match the frames before stacking (gain + offset or "
                                   "plane per frame, solved over their overlap graph)")
     frame_model: str = _opt("plane", "additive model of the frame solve", ("plane", "offset"))
+    frame_overlaps: int = _opt(8, "largest overlaps fitted per frame by the frame solve "
+                               "(many frames of one field all overlap: n(n-1)/2 pairs); "
+                               "0 = every overlap")
     frame_smooth: float = _opt(None, "Gaussian sigma (px) of a blur of the frames seen by the "
                                "frame solve only; 0 = off (default: 2 for Bayer raws, whose "
                                "debayered planes carry demosaicing structure that differs "
@@ -247,6 +250,8 @@ def check_options(opts):
         raise GridModeError(f"invalid numeric option: {exc}") from None
     for bad, what in [
             (opts.tile_size < 16, f"tile_size must be >= 16, got {opts.tile_size}"),
+            (opts.frame_overlaps < 0, f"frame_overlaps must be >= 0 (0 = all), got "
+             f"{opts.frame_overlaps}"),
             (not 0 <= opts.overlap < (1 if opts.overlap < 1 else opts.tile_size),
              f"overlap must be in [0, 1) or fewer pixels than a tile, got {opts.overlap}"),
             (opts.chunk_size < 64, f"chunk_size must be >= 64, got {opts.chunk_size}"),

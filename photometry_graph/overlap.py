@@ -23,8 +23,8 @@ from .regression import (FIT_MODELS, NOISE_ESTIMATORS, SUBSAMPLE_METHODS, Pairwi
                          _image_noise, fit_pair_image)
 from .tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 
-__all__ = ["build_tile_overlap_graph", "fit_overlap_edges", "estimate_noise",
-           "find_overlapping_pairs", "edge_status"]
+__all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
+           "estimate_noise", "find_overlapping_pairs", "edge_status"]
 
 logger = get_logger(__name__)
 
@@ -165,6 +165,61 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
               "below min_overlap_pixels)", graph.number_of_edges(), graph.number_of_nodes(),
               skipped)
     return graph
+
+
+def sparsify_overlap_graph(graph, max_degree):
+    """The overlap graph with only the largest overlaps of every node.
+
+    Many frames of one field all overlap each other: ``n (n - 1) / 2`` pairwise
+    fits, most of them redundant.  An edge is kept when it is among the
+    ``max_degree`` largest (``weight``, the jointly valid pixel count) of
+    either of its nodes, or on a maximum spanning tree of the graph, so the
+    connected components are those of the full graph; a node can thus keep
+    more than ``max_degree`` edges, but the total stays below
+    ``n * max_degree + n``.  Ties are broken by the node ids (reproducible).
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        From :func:`build_tile_overlap_graph`; not modified.
+    max_degree : int
+        Largest overlaps kept per node, >= 1.
+
+    Returns
+    -------
+    networkx.Graph
+        A new graph with every node and the kept edges (attributes shared
+        with ``graph``).
+
+    Raises
+    ------
+    ValueError
+        ``max_degree`` below 1.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> g = nx.complete_graph(6)
+    >>> nx.set_edge_attributes(g, {e: 10 * e[0] + e[1] for e in g.edges}, "weight")
+    >>> h = sparsify_overlap_graph(g, 2)
+    >>> h.number_of_edges() < g.number_of_edges(), nx.is_connected(h)
+    (True, True)
+    """
+    k = int(max_degree)
+    if k < 1:
+        raise ValueError(f"max_degree must be >= 1, got {max_degree!r}")
+    keep = set()
+    for node in graph.nodes:
+        ranked = sorted(graph.edges(node, data="weight", default=0),
+                        key=lambda e: (-e[2], repr(e[1])))
+        keep.update(frozenset(e[:2]) for e in ranked[:k])
+    keep.update(frozenset(e) for e in nx.maximum_spanning_tree(graph, weight="weight").edges)
+    out = nx.Graph()
+    out.graph.update(graph.graph)
+    out.add_nodes_from(graph.nodes(data=True))
+    out.add_edges_from((u, v, d) for u, v, d in graph.edges(data=True)
+                       if frozenset((u, v)) in keep)
+    return out
 
 
 def estimate_noise(data, mask=None, *, max_samples=None, estimator="mad"):

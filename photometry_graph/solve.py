@@ -22,8 +22,9 @@ overlap when
 
 The solve runs per connected component and per channel:
 
-1. the reference of each component (the most-connected node; ties: most
-   overlap pixels, then smallest id) is fixed at ``g = 1, o = 0, p = 0``;
+1. the reference of each component (the most-connected node, counting the
+   edges that carry a gain first; ties: most overlap pixels, then the most
+   central, then the smallest id) is fixed at ``g = 1, o = 0, p = 0``;
 2. log-gains are initialised by propagating the edge ratios along a *maximum*
    spanning tree (weight ``1 / sigma^2``) from the reference, then refined by
    sparse weighted least squares over all edges, iteratively reweighted
@@ -252,7 +253,7 @@ def _edge_usable(data):
 
 
 def select_reference(graph, nodes=None):
-    """Pick the reference node: most connected, then most overlap pixels, then most central.
+    """Pick the reference node: most gain edges, most connected, most overlap pixels, central.
 
     Centrality is geometric (distance of the node's bbox centre to the mean
     centre of the candidates, when nodes carry a ``bbox``): a central
@@ -285,6 +286,7 @@ def select_reference(graph, nodes=None):
         raise ValueError("cannot select a reference among zero nodes")
     ids = _sorted_ids(nodes)
     degree = np.zeros(len(ids))
+    gain_degree = np.zeros(len(ids))
     pixels = np.zeros(len(ids))
     centres = np.zeros((len(ids), 2))
     for k, node in enumerate(ids):
@@ -292,20 +294,26 @@ def select_reference(graph, nodes=None):
             if "fits" in data and not _edge_usable(data):
                 continue
             degree[k] += 1
+            gain_degree[k] += "fits" not in data or any(
+                getattr(f, "status", "failed") == "ok" for f in data["fits"])
             pixels[k] += _edge_pixels(data)
         centres[k] = _node_center(graph, node)[0]
-    return ids[_best_reference(np.arange(len(ids)), degree, pixels, centres)]
+    return ids[_best_reference(np.arange(len(ids)), degree, pixels, centres, gain_degree)]
 
 
-def _best_reference(idx, degree, pixels, centres):
+def _best_reference(idx, degree, pixels, centres, gain_degree=None):
     """Index (into the full arrays) of the reference among ``idx``.
 
-    Most connected, then most overlap pixels, then nearest to the mean
-    centre of ``idx``, then the first of ``idx`` (ids are sorted).
+    Most gain edges (edges with a fitted gain in some channel: a reference
+    whose overlaps are all offset-only ties no other node's gain to its
+    own), then most connected, then most overlap pixels, then nearest to the
+    mean centre of ``idx``, then the first of ``idx`` (ids are sorted).
     """
     idx = np.asarray(idx)
+    gain_degree = degree if gain_degree is None else gain_degree
     distance = np.hypot(*(centres[idx] - centres[idx].mean(axis=0)).T)
-    order = np.lexsort((np.arange(len(idx)), distance, -pixels[idx], -degree[idx]))
+    order = np.lexsort((np.arange(len(idx)), distance, -pixels[idx], -degree[idx],
+                        -gain_degree[idx]))
     return idx[order[0]]
 
 
@@ -736,8 +744,8 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
         ``(x, y)`` global origin of the plane term of the corrections.
     reference : node id or iterable of node ids, optional
         Reference node(s), at most one per connected component; the others
-        are chosen automatically (most connected, most overlap pixels,
-        smallest id).
+        are chosen automatically (:func:`select_reference`: most gain edges,
+        most connected, most overlap pixels, most central, smallest id).
     irls_iterations : int
         Robust reweighting iterations (0 = plain weighted least squares).
     solver : {"direct", "lsqr"}
@@ -816,6 +824,9 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
     refs_given = _normalise_references(reference, index)
     degree = (np.bincount(table.src[usable], minlength=n)
               + np.bincount(table.dst[usable], minlength=n))
+    has_gain = (table.status == _OK).any(axis=1)
+    gain_degree = (np.bincount(table.src[has_gain], minlength=n)
+                   + np.bincount(table.dst[has_gain], minlength=n))
     pix = (np.bincount(table.src[usable], weights=table.pixels[usable], minlength=n)
            + np.bincount(table.dst[usable], weights=table.pixels[usable], minlength=n))
     centers = np.zeros((n, 2))
@@ -832,7 +843,8 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
         if given:
             references.append(given[0])
         else:
-            references.append(tile_ids[_best_reference(idx, degree, pix, centers)])
+            references.append(tile_ids[_best_reference(idx, degree, pix, centers,
+                                                        gain_degree)])
     length = float(np.median(sizes)) if n else 1.0
 
     gains = np.ones((n, C))

@@ -72,7 +72,7 @@ def test_none_keeps_the_default():
 
 @pytest.mark.parametrize("bad", [dict(blend="pyramid"), dict(tile_size=4), dict(overlap=-1),
                                  dict(workers=0), dict(chunk_size="big"),
-                                 dict(overlap=5000, tile_size=256)])
+                                 dict(overlap=5000, tile_size=256), dict(frame_overlaps=-1)])
 def test_bad_option_values_are_clear_errors(bad):
     with pytest.raises(GridModeError, match=next(iter(bad)) + "|numeric"):
         resolve_options(bad)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import photometry_graph.overlap as overlap
 from photometry_graph.datasets import make_survey
 from photometry_graph.overlap import (build_tile_overlap_graph, estimate_noise, edge_status,
-                                      find_overlapping_pairs, fit_overlap_edges)
+                                      find_overlapping_pairs, fit_overlap_edges,
+                                      sparsify_overlap_graph)
 from photometry_graph.regression import PairwiseFit
 from photometry_graph.tiles import BBox, TilePhotometryInfo
 
@@ -335,3 +336,27 @@ def test_edge_status_is_the_worst_channel():
     assert edge_status([ok, off]) == "offset_only"
     assert edge_status([ok, bad, off]) == "failed"
     assert edge_status([ok]) == "ok" and edge_status([]) == "failed"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 14), st.integers(1, 5), st.integers(0, 2 ** 31 - 1),
+       st.floats(0.3, 1.0))
+def test_sparsified_graph_keeps_the_largest_overlaps_and_the_components(n, k, seed, p):
+    rng = np.random.default_rng(seed)
+    g = nx.gnp_random_graph(n, p, seed=seed)
+    g.add_edges_from((u + n, v + n) for u, v in list(g.edges))   # a second component
+    for u, v in g.edges:
+        g.edges[u, v]["weight"] = int(rng.integers(1, 10_000))
+    before = {e: dict(d) for e, d in g.edges.items()}
+    h = sparsify_overlap_graph(g, k)
+    assert {e: dict(d) for e, d in g.edges.items()} == before     # input untouched
+    assert set(h.nodes) == set(g.nodes) and set(h.edges) <= set(g.edges)
+    assert sorted(map(sorted, nx.connected_components(h))) == \
+        sorted(map(sorted, nx.connected_components(g)))
+    assert h.number_of_edges() <= g.number_of_nodes() * (k + 1)
+    for node in g.nodes:  # every node keeps its k largest overlaps
+        weights = sorted((d for _, _, d in g.edges(node, data="weight")), reverse=True)
+        kept = sorted((d for _, _, d in h.edges(node, data="weight")), reverse=True)
+        assert kept[:k] == weights[:k]
+    with pytest.raises(ValueError, match="max_degree"):
+        sparsify_overlap_graph(g, 0)

@@ -240,6 +240,22 @@ def test_reference_selection_rules():
     assert select_reference(g) == 1          # most connected
 
 
+def test_reference_is_a_node_with_gain_edges():
+    # the centre of a 3 x 3 pattern is the most connected node, but here all its overlaps
+    # are flat sky (offset-only fits): as the reference it would tie no gain to its own
+    g, _ = edge_statistics_graph(3, 3, rng=3)
+    flat = {tuple(sorted(e)) for e in g.edges(4)}
+    g2, truth = edge_statistics_graph(3, 3, rng=3, offset_only=flat)
+    assert select_reference(g) == 4 and g.degree[4] == max(dict(g.degree).values())
+    ref = select_reference(g2)
+    assert ref != 4
+    sol = solve_global_photometry(g2)
+    assert sol.references == [ref]
+    others = [k for k in range(9) if k != 4]  # exact statistics: exact gains
+    np.testing.assert_allclose(sol.gains[others], truth.expected(ref)["gain"][others],
+                               rtol=1e-9)
+
+
 def test_explicit_reference_is_honoured_and_bad_arguments_raise():
     g, truth = edge_statistics_graph(3, 3, rng=9)
     sol = solve_global_photometry(g, reference=8)
