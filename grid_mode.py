@@ -35,7 +35,8 @@ from photometry_graph.diagnostics import demo_quality_table, mosaic_vs_frame_sur
 from photometry_graph.fileio import (atomic, fits_stream, load_tiles, write_hdus, write_json,
                                      write_preview, write_uint16)
 from photometry_graph.fileio import open_fits as _fits
-from photometry_graph.frames import bin_frame_on_grid, harmonize_frames, masked_gaussian_blur
+from photometry_graph.frames import (bin_frame_on_grid, frame_bin_factor, harmonize_frames,
+                                     masked_gaussian_blur)
 from photometry_graph.harmonize import harmonize_tiles
 from photometry_graph.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
                                      saturation_level, saturation_pileup)
@@ -73,7 +74,8 @@ COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
 # Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
 # none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
 FRAME_MAX_GAIN_ERROR = 0.05
-FRAME_BIN = 4  # binning of the global grid for the frame photometry
+FRAME_BIN = 4  # binning of the global grid for the frame photometry (more for many frames)
+FRAME_MIN_PIXELS = 500  # smallest overlap fitted by the frame solve, pixels binned FRAME_BIN x
 
 
 # ------------------------------------------------------------------------------ frames
@@ -287,16 +289,22 @@ def _bin_frame(task):
     data, _ = load_frame(info, mask_eps=opts.mask_eps,
                          saturation=frame_saturation(opts, info.saturation))
     data = masked_gaussian_blur(data, frame_smooth_sigma(opts, info.bayer))
-    return bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"], FRAME_BIN)
+    return bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"],
+                             task["bin_factor"])
 
 
 def _frame_photometry(frames, grid, opts, progress):
     """Gain + offset/plane per frame in global pixels (None = identity) and the report."""
     if not opts.frame_photometry or len(frames) < 2:
         return [None] * len(frames), {"enabled": False}
-    tasks = [dict(index=k, frame=f, options=opts, grid_wcs=grid.wcs, grid_shape=grid.shape)
-             for k, f in enumerate(frames)]
-    binned = {}  # small: 1 / FRAME_BIN**2 of the frames
+    bin_factor = frame_bin_factor([f.shape for f in frames], frames[0].n_channels,
+                                  opts.memory_mb * 2 ** 20, base=FRAME_BIN)
+    if bin_factor != FRAME_BIN:
+        progress("frame photometry: %d frames, binned %dx (not %dx) to stay within "
+                 "memory_mb=%g", 0.0, len(frames), bin_factor, FRAME_BIN, opts.memory_mb)
+    tasks = [dict(index=k, frame=f, options=opts, grid_wcs=grid.wcs, grid_shape=grid.shape,
+                  bin_factor=bin_factor) for k, f in enumerate(frames)]
+    binned = {}  # all binned frames: within the memory budget (frame_bin_factor)
     for done, (task, res) in enumerate(_map_tasks(_bin_frame, tasks, opts), start=1):
         binned[task["index"]] = res
         progress("frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
@@ -309,10 +317,13 @@ def _frame_photometry(frames, grid, opts, progress):
         return res
 
     result = harmonize_frames(get_binned, [f.wcs for f in frames], [f.shape for f in frames],
-                              grid.wcs, grid.shape, bin_factor=FRAME_BIN, prebinned=True,
+                              grid.wcs, grid.shape, bin_factor=bin_factor, prebinned=True,
                               model=opts.frame_model, background=False, rng=0,
                               fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR},
-                              max_degree=opts.frame_overlaps or None)
+                              max_degree=opts.frame_overlaps or None,
+                              # the same overlap area at any binning
+                              min_pixels=max(50, round(FRAME_MIN_PIXELS
+                                                       * (FRAME_BIN / bin_factor) ** 2)))
     progress("frame photometry done", 1.0)
     return [result.corrections.get(k) for k in range(len(frames))], result.report
 

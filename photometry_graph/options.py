@@ -100,7 +100,8 @@ class GridOptions:
     scheduler: object = _opt(None, "dask.distributed scheduler address (or a Client) for "
                              "the tiles, e.g. tcp://host:8786")
     memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
-                            "frames are streamed twice)")
+                            "frames are streamed twice), and of the binned frames held by "
+                            "the frame solve (beyond it they are binned more)")
     mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
     saturation: float = _opt(None, "stored value at or above which a pixel is saturated; "
                              "saturated pixels and a 2 px margin stay out of the frame "

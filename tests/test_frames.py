@@ -267,6 +267,17 @@ def test_frames_off_the_canvas_and_single_frames_are_left_uncorrected(caplog):
                for r in caplog.records)
 
 
+def test_frames_without_a_large_enough_overlap_are_left_uncorrected(caplog):
+    s = make_frame_survey(1, 2, frame_shape=(60, 90), rng=5)
+    g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=64)
+    res = harmonize_frames(_getter(s), s.frame_wcs_list, s.frame_shapes, g.wcs, g.shape,
+                           min_pixels=10 ** 6)
+    assert res.report["status"] == "no_overlaps" and res.report["n_solved"] == 0
+    assert all(c.is_identity for c in res.corrections.values())
+    assert any("[GRID]" in r.getMessage() and "no overlaps" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_bad_arguments():
     s = make_frame_survey(1, 2, frame_shape=(40, 60), rng=6)
     g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=64)
@@ -305,3 +316,19 @@ def test_masked_gaussian_blur_keeps_levels_and_never_leaks_invalid_zones():
     assert masked_gaussian_blur(noisy, 0) is noisy
     with pytest.raises(ValueError, match="H, W, C"):
         masked_gaussian_blur(noisy[..., 0], 2.0)
+
+
+def test_frame_bin_factor_keeps_the_binned_frames_within_the_budget():
+    from photometry_graph.frames import frame_bin_factor
+    shapes = [(1080, 1920)]
+    budget = 256 * 2 ** 20
+    previous = 4
+    for n in (1, 10, 100, 1000, 10_000):
+        b = frame_bin_factor(shapes * n, 3, budget)
+        assert b >= previous and b in (4, 8, 16, 32)      # grows with the frame count
+        if b < 32:
+            assert n * 1080 * 1920 * 13 / b ** 2 <= budget
+        if b > 4:                                         # and only when needed
+            assert n * 1080 * 1920 * 13 / (b // 2) ** 2 > budget
+        previous = b
+    assert frame_bin_factor(shapes * 10 ** 6, 3, budget) == 32   # capped
