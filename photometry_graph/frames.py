@@ -213,6 +213,9 @@ def _solve_nodes(nodes, model, background, rng, kwargs):
         result = harmonize_tiles(nodes, model=model, background=background, origin=(0.0, 0.0),
                                  **kw)
         report = getattr(result, "report", {}) or {}
+        graph = getattr(result, "graph", None)
+        if graph is not None:
+            report = dict(report, fitted_pairs=sorted(tuple(sorted(e)) for e in graph.edges))
         return dict(result.corrections), report
     grid_warning(logger, "frame photometry: photometry_graph.harmonize is not available; "
                  "using the overlap graph and the global solve directly")
@@ -221,17 +224,26 @@ def _solve_nodes(nodes, model, background, rng, kwargs):
     graph = build_tile_overlap_graph(nodes)
     counts = fit_overlap_edges(graph, model=model, origin=(0.0, 0.0), rng=rng)
     sol = solve_global_photometry(graph, model=model, origin=(0.0, 0.0))
-    return dict(sol.corrections), {"fits": counts, "solve": sol.to_dict(include_edges=False)}
+    return dict(sol.corrections), {"fits": counts, "solve": sol.to_dict(include_edges=False),
+                                   "fitted_pairs": sorted(tuple(sorted(e))
+                                                          for e in graph.edges)}
 
 
-def _overlap_residuals(nodes, corrections):
-    """Median over overlapping node pairs of |median difference| on joint pixels."""
+def _overlap_residuals(nodes, corrections, pairs=None):
+    """Median over overlapping node pairs of |median difference| on joint pixels.
+
+    ``pairs`` (node ids) restricts the measure to those overlaps (the fitted ones: with
+    many frames of one field, all pairs would be n(n-1)/2); None takes every overlap.
+    """
     from .correction import apply_correction
     from .overlap import find_overlapping_pairs
     out = []
-    boxes = [t.bbox for t in nodes]
-    for i, j in find_overlapping_pairs(boxes):
-        ti, tj = nodes[i], nodes[j]
+    if pairs is None:
+        pairs = [(nodes[i].tile_id, nodes[j].tile_id)
+                 for i, j in find_overlapping_pairs([t.bbox for t in nodes])]
+    by_id = {t.tile_id: t for t in nodes}
+    for a, b in pairs:
+        ti, tj = by_id[a], by_id[b]
         inter = ti.bbox.intersection(tj.bbox)
         di, mi = ti.read(inter)
         dj, mj = tj.read(inter)
@@ -368,8 +380,9 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
             corrections[k] = identity_correction(n_channels)
         else:
             corrections[k] = binned_to_full_correction(c, b)
-    before = _overlap_residuals(nodes, None) if len(nodes) >= 2 else None
-    after = _overlap_residuals(nodes, binned_corr) if binned_corr else None
+    pairs = h_report.pop("fitted_pairs", None)
+    before = _overlap_residuals(nodes, None, pairs) if len(nodes) >= 2 else None
+    after = _overlap_residuals(nodes, binned_corr, pairs) if binned_corr else None
     report = {
         "status": status,
         "n_frames": n,
