@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import pickle
 
-from ._log import get_logger, grid_debug
+from ._log import get_logger, grid_debug, grid_warning
 
 __all__ = ["map_tasks", "default_workers"]
 
@@ -60,7 +60,9 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
     ------
     tuple
         ``(task, result)``, in the order of completion; ``result`` is the exception the
-        task raised when it failed.
+        task raised when it failed.  When the worker processes die (a script without the
+        ``__main__`` guard, a worker killed for memory), the remaining tasks run here,
+        with a [GRID] warning.
 
     Examples
     --------
@@ -91,11 +93,25 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
             except Exception as exc:
                 yield t, exc
         return
+    done, broken = set(), None
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
                                                 initializer=_limit_threads) as pool:
-        futures = {pool.submit(func, t): t for t in tasks}
+        futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futures):
-            yield futures[fut], (fut.exception() or fut.result())
+            exc = fut.exception()
+            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+                broken = exc
+                break
+            done.add(futures[fut])
+            yield tasks[futures[fut]], (exc or fut.result())
+    if broken is not None:  # the pool is dead: every pending task would fail the same way
+        rest = [t for k, t in enumerate(tasks) if k not in done]
+        grid_warning(logger, "worker processes died or could not start (%s); running the %d "
+                     "remaining task(s) in this process. A script that runs grid mode with "
+                     "workers needs `if __name__ == \"__main__\":` around its top-level "
+                     "code; a worker killed for lack of memory needs fewer workers "
+                     "(--workers)", type(broken).__name__, len(rest))
+        yield from map_tasks(func, rest, workers=1)
 
 
 def _context(func):

@@ -50,6 +50,25 @@ def test_a_pool_is_started_only_for_two_tasks_per_worker_or_more():
     assert os.getpid() not in set(many.values())
 
 
+def _die_in_a_worker(task):
+    import os
+    parent, value = task
+    if os.getpid() != parent:
+        os._exit(3)  # the worker process dies: the pool is broken
+    return value * 10
+
+
+def test_a_broken_pool_falls_back_to_this_process_with_a_warning(caplog):
+    import os
+    tasks = [(os.getpid(), v) for v in range(6)]
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        out = list(map_tasks(_die_in_a_worker, tasks, workers=2))
+    assert sorted(r for _, r in out) == [0, 10, 20, 30, 40, 50]
+    assert sorted(t for t, _ in out) == tasks
+    assert any("[GRID]" in r.getMessage() and "worker processes died" in r.getMessage()
+               and "__main__" in r.getMessage() for r in caplog.records)
+
+
 def _thread_counts(task):
     import os
 
