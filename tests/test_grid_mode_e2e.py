@@ -192,17 +192,17 @@ def test_injected_photometric_errors_are_removed(run):
     # and per frame against the injected gains: corrected gain x injected gain is the same
     # for every frame.  Measured with benchmarks/frame_gains.py (max deviation from the median
     # frame, 200x300 frames): mono 0.22-0.44 % (seeds 1-10), RGB 0.38-0.86 % (seeds 1-6),
-    # Bayer 0.74-2.81 % (seeds 1-5); without noise <= 0.05 % (mono) and <= 0.15 % (Bayer),
-    # seeds 1-5.  The frame solve is limited by the noise in the small overlaps (G and B hold
+    # Bayer 0.74-2.81 % (seeds 1-5); without noise (seeds 1-5) <= 0.03 % (mono, RGB) and
+    # <= 0.15 % (Bayer).  The frame solve is limited by the noise in the small overlaps (G and B hold
     # fainter nebulae; Bayer R and B have a quarter of the samples), so for colour frames the
     # 0.5 % target is met on larger frames
     # (test_colour_frame_gains_within_half_a_percent_on_larger_frames).  Seed 3: 0.30, 0.75,
-    # 1.39 %.
+    # 1.39 % (the limits leave room for other BLAS/OpenCV builds).
     injected = np.array([f.gain for f in run.survey.frames])
     solved = np.array([f["correction"]["gain"] for f in run.result.report["frames"]])
     product = solved * injected
     worst = np.abs(product / np.median(product, axis=0) - 1).max()
-    assert worst <= {1: 0.005, 3: 0.0125, "bayer": 0.015}[run.survey.channels]
+    assert worst <= {1: 0.005, 3: 0.0125, "bayer": 0.02}[run.survey.channels]
     # offsets per frame region and seams (frame borders inside tiles, tile borders)
     q = grid_mode.mosaic_quality(run.survey, run.result.mosaic, run.tiles)
     assert q["frame_offset_max_sigma"] <= 0.3
