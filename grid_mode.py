@@ -252,17 +252,13 @@ def _read_frames(entries, opts, progress):
     """Headers and a pixel check of every planned frame; bad ones are skipped with a warning.
 
     Mono and colour frames are not mixed: the minority channel count is skipped (warned).
-    With several workers (or a scheduler) the frames are read by :func:`_map_tasks`; the
-    warnings are logged here, in the order of the plan.
+    The frames are read by :func:`_map_tasks` (here, in worker processes or on a cluster);
+    the warnings are logged here, in the order of the plan.
     """
     tasks = [dict(index=i, path=e.path, exposure=e.exposure, mask_eps=opts.mask_eps)
              for i, e in enumerate(entries)]
     results = [None] * len(tasks)
-    if opts.scheduler is None and _n_workers(opts) <= 1:
-        done_tasks = ((t, _scan_entry(t)) for t in tasks)
-    else:
-        done_tasks = _map_tasks(_scan_entry, tasks, opts)
-    for done, (task, res) in enumerate(done_tasks, start=1):
+    for done, (task, res) in enumerate(_map_tasks(_scan_entry, tasks, opts), start=1):
         # a task that could not run at all (e.g. a worker died) comes back as its exception
         results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
                                   if isinstance(res, BaseException) else res)
