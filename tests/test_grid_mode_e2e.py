@@ -193,9 +193,9 @@ def test_injected_photometric_errors_are_removed(run):
     # for every frame.  Measured with benchmarks/frame_gains.py (max deviation from the median
     # frame, 200x300 frames): mono 0.22-0.44 % (seeds 1-10), RGB 0.38-0.86 % (seeds 1-6),
     # Bayer 0.74-2.81 % (seeds 1-5); without noise (seeds 1-5) <= 0.03 % (mono, RGB) and
-    # <= 0.15 % (Bayer).  The frame solve is limited by the noise in the small overlaps (G and B hold
-    # fainter nebulae; Bayer R and B have a quarter of the samples), so for colour frames the
-    # 0.5 % target is met on larger frames
+    # <= 0.15 % (Bayer).  The frame solve is limited by the noise in the small overlaps (G
+    # and B hold fainter nebulae; Bayer R and B have a quarter of the samples), so for colour
+    # frames the 0.5 % target is met on larger frames
     # (test_colour_frame_gains_within_half_a_percent_on_larger_frames).  Seed 3: 0.30, 0.75,
     # 1.39 % (the limits leave room for other BLAS/OpenCV builds).
     injected = np.array([f.gain for f in run.survey.frames])
