@@ -20,6 +20,7 @@ from ._log import get_logger, grid_warning
 from .bayer import BAYER_CODES, bayer_pattern, debayer
 from .masks import compute_valid_mask
 from .overlap import estimate_noise
+from .plan import as_float
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
            "majority_channels", "saturation_level", "saturation_pileup", "saturated_mask"]
@@ -75,7 +76,7 @@ def saturation_level(header):
     >>> saturation_level({"SATURATE": 60000}), saturation_level({"SATURATE": "n/a"})
     (60000.0, None)
     """
-    level = _number(header.get("SATURATE"))
+    level = as_float(header.get("SATURATE"))
     return level if level is not None and level > 0 else None
 
 
@@ -112,14 +113,6 @@ def saturation_pileup(raw, *, min_pixels=4):
     if not np.isfinite(top) or top <= 0:
         return None
     return float(top) if int(np.count_nonzero(arr == top)) >= min_pixels else None
-
-
-def _number(value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def saturated_mask(raw, layout, level, *, grow=2):
