@@ -1,8 +1,8 @@
 """Grid/Survey mode: plate-solved frames in, one photometrically seamless mosaic out.
 
 This module orchestrates; the mathematics lives in :mod:`photometry_graph`, the reading of
-the stack plan in :mod:`photometry_graph.plan`, the file writing and tile reading in
-:mod:`photometry_graph.fileio`::
+the stack plan in :mod:`photometry_graph.pipeline.plan`, the file writing and tile reading in
+:mod:`photometry_graph.pipeline.fileio`::
 
     stack_plan.csv + FITS frames -> plan -> global grid -> frame photometry
     -> tiles (reproject, correct, stack; in parallel) -> assemble_tiles -> outputs
@@ -27,37 +27,37 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
-from photometry_graph.assembly import assemble_mosaic
-from photometry_graph.background import estimate_tile_background, match_backgrounds
-from photometry_graph.bayer import debayer
+from photometry_graph.blending.assembly import assemble_mosaic
+from photometry_graph.photometry.background import estimate_tile_background, match_backgrounds
+from photometry_graph.stacking.bayer import debayer
 from photometry_graph.datasets import make_frame_survey
 from photometry_graph.diagnostics import demo_quality_table, mosaic_vs_frame_survey
-from photometry_graph.fileio import (atomic, fits_stream, load_tiles, write_hdus, write_json,
+from photometry_graph.pipeline.fileio import (atomic, fits_stream, load_tiles, write_hdus, write_json,
                                      write_preview, write_uint16)
-from photometry_graph.fileio import open_fits as _fits
-from photometry_graph.frames import (bin_frame_on_grid, frame_bin_factor, harmonize_frames,
+from photometry_graph.pipeline.fileio import open_fits as _fits
+from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor, harmonize_frames,
                                      masked_gaussian_blur)
-from photometry_graph.harmonize import harmonize_tiles
-from photometry_graph.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
+from photometry_graph.photometry.harmonize import harmonize_tiles
+from photometry_graph.pipeline.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
                                      saturation_level, saturation_pileup)
-from photometry_graph.images import majority_channels as _majority
-from photometry_graph.masks import compute_valid_mask
-from photometry_graph.options import (OPTION_HELP, GridModeError, GridOptions,
+from photometry_graph.pipeline.images import majority_channels as _majority
+from photometry_graph.core.masks import compute_valid_mask
+from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError, GridOptions,
                                       add_option_arguments, frame_saturation,
                                       frame_smooth_sigma)
-from photometry_graph.options import n_workers as _n_workers
-from photometry_graph.options import resolve_options as _resolve_options
-from photometry_graph.outputs import ChunkSummary, chunk_coverage, mosaic_header, tile_header
-from photometry_graph.overlap import build_tile_overlap_graph
-from photometry_graph.parallel import map_tasks
-from photometry_graph.plan import (PLAN_HEADER, PLAN_NAME, PlanEntry, as_float, detect_grid_mode,
+from photometry_graph.pipeline.options import n_workers as _n_workers
+from photometry_graph.pipeline.options import resolve_options as _resolve_options
+from photometry_graph.pipeline.outputs import ChunkSummary, chunk_coverage, mosaic_header, tile_header
+from photometry_graph.photometry.overlap import build_tile_overlap_graph
+from photometry_graph.pipeline.parallel import map_tasks
+from photometry_graph.pipeline.plan import (PLAN_HEADER, PLAN_NAME, PlanEntry, as_float, detect_grid_mode,
                                    plan_entries, read_stack_plan)
-from photometry_graph.progress import Progress, callback_logging, console_logging
-from photometry_graph.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
+from photometry_graph.pipeline.progress import Progress, callback_logging, console_logging
+from photometry_graph.blending.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
                                       reconstruct_from_laplacian)
-from photometry_graph.stack import frame_on_tile, frame_weights, radial_weight, stack_frames
-from photometry_graph.tiles import BBox, TilePhotometryInfo
-from photometry_graph.wcsgrid import assign_frames_to_tiles, build_global_grid, footprint_bbox
+from photometry_graph.stacking.stack import frame_on_tile, frame_weights, radial_weight, stack_frames
+from photometry_graph.core.tiles import BBox, TilePhotometryInfo
+from photometry_graph.core.wcsgrid import assign_frames_to_tiles, build_global_grid, footprint_bbox
 
 __all__ = [
     "GridModeError", "GridOptions", "GridResult", "PlanEntry", "FrameInfo", "OPTION_HELP",
@@ -158,7 +158,7 @@ def _scan_frame(info, mask_eps):
     """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma.
 
     A frame without a ``SATURATE`` keyword gets the level at which its brightest pixels
-    pile up, if they do (:func:`photometry_graph.images.saturation_pileup`).
+    pile up, if they do (:func:`photometry_graph.pipeline.images.saturation_pileup`).
     """
     with _fits(info.path) as hdul:
         raw = np.asarray(hdul[info.hdu].data, dtype=np.float32)

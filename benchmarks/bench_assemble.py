@@ -57,7 +57,7 @@ RSS_TARGET_MB = 1024.0
 # -- synthetic tiles ------------------------------------------------------------------
 
 def survey_geometry(n, tile):
-    from photometry_graph.tiles import grid_layout
+    from photometry_graph.core.tiles import grid_layout
 
     step = tile - int(round(OVERLAP * tile))
     canvas = ((n - 1) * step + tile, (n - 1) * step + tile)
@@ -137,9 +137,9 @@ def _own_blend(tiles_dir, out_dir, workers):
 def _own_wrapper(tiles_dir, out_dir, workers, photometry=True):
     from astropy.io import fits
 
-    from photometry_graph.assembly import assemble_mosaic
-    from photometry_graph.harmonize import harmonize_tiles
-    from photometry_graph.tiles import BBox, TilePhotometryInfo
+    from photometry_graph.blending.assembly import assemble_mosaic
+    from photometry_graph.photometry.harmonize import harmonize_tiles
+    from photometry_graph.core.tiles import BBox, TilePhotometryInfo
 
     tiles = []
     canvas = None
@@ -248,10 +248,10 @@ def _peak_rss_mb():
 
 
 IMPORTS = {"assemble_tiles": ["grid_mode"],
-           "own-wrapper": ["astropy.io.fits", "photometry_graph.assembly",
-                           "photometry_graph.harmonize"],
-           "own-blend": ["astropy.io.fits", "photometry_graph.assembly",
-                         "photometry_graph.harmonize"],
+           "own-wrapper": ["astropy.io.fits", "photometry_graph.blending.assembly",
+                           "photometry_graph.photometry.harmonize"],
+           "own-blend": ["astropy.io.fits", "photometry_graph.blending.assembly",
+                         "photometry_graph.photometry.harmonize"],
            "reproject": ["astropy.io.fits", "reproject", "reproject.mosaicking"]}
 
 
@@ -296,7 +296,7 @@ def quality_on_crop(mosaic_path, canvas, boxes, crop=1536):
     from astropy.io import fits
 
     from photometry_graph.diagnostics import bbox_boundaries, seam_metric
-    from photometry_graph.tiles import BBox
+    from photometry_graph.core.tiles import BBox
 
     c = min(crop, canvas[0], canvas[1])
     y0, x0 = (canvas[0] - c) // 2, (canvas[1] - c) // 2

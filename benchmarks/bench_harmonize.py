@@ -71,7 +71,7 @@ class _Memmap:
 
 
 def _geometry(n, tile):
-    from photometry_graph.tiles import grid_layout
+    from photometry_graph.core.tiles import grid_layout
 
     step = tile - int(round(OVERLAP * tile))
     canvas = ((n - 1) * step + tile, (n - 1) * step + tile)
@@ -121,7 +121,7 @@ def write_large(folder, n=10, tile=1024, seed=SEED):
 
 def large_tiles(folder, meta):
     """Fresh lazily read tiles (memmap data and coverage, masks computed on first use)."""
-    from photometry_graph.tiles import BBox, TilePhotometryInfo
+    from photometry_graph.core.tiles import BBox, TilePhotometryInfo
 
     boxes = [BBox(*b) for b in meta["boxes"]]
     return [TilePhotometryInfo(k, b, data=_Memmap(folder / f"tile_{k:04d}.f4", b.shape),
@@ -159,7 +159,7 @@ def _step_times(result):
 
 
 def run_once(make_tiles, settings, origin, truth):
-    from photometry_graph.harmonize import harmonize_tiles
+    from photometry_graph.photometry.harmonize import harmonize_tiles
 
     tiles = make_tiles()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -197,7 +197,7 @@ def report(name, n_tiles, n_edges, new, old):
 
 def bench_small():
     from photometry_graph.datasets import make_survey
-    from photometry_graph.tiles import TilePhotometryInfo
+    from photometry_graph.core.tiles import TilePhotometryInfo
 
     s = make_survey(5, 5, 512, 0.2, rng=6)
 

@@ -3,7 +3,7 @@
 One 1080x1920 plate-solved frame (a Seestar-sized frame, slightly rotated,
 optionally with SIP distortion) is put onto a 2000x2000 tile of a global TAN
 grid, once with ``reproject.reproject_interp(order='bilinear')`` and once
-with :func:`photometry_graph.resample.reproject_to_bbox`, in the same run.
+with :func:`photometry_graph.stacking.resample.reproject_to_bbox`, in the same run.
 Printed: both times, their ratio, the coordinate-map error against the exact
 per-pixel transform and the pixel differences in units of the noise sigma.
 
@@ -18,9 +18,9 @@ from astropy.wcs import WCS, Sip
 from reproject import reproject_interp
 
 from photometry_graph.datasets import make_sky
-from photometry_graph.resample import coordinate_map, reproject_to_bbox
-from photometry_graph.tiles import BBox
-from photometry_graph.wcsgrid import tile_wcs
+from photometry_graph.stacking.resample import coordinate_map, reproject_to_bbox
+from photometry_graph.core.tiles import BBox
+from photometry_graph.core.wcsgrid import tile_wcs
 
 
 def make_inputs(sip, rng):

@@ -3,7 +3,7 @@
 Builds a 100 x 100 grid of overlapping tiles (edges to the 8 neighbours:
 row, column and diagonal overlaps) whose edges carry pairwise statistics
 computed from known per-tile gains, offsets and planar gradients, with a
-little noise, then times :func:`photometry_graph.solve.solve_global_photometry`
+little noise, then times :func:`photometry_graph.photometry.solve.solve_global_photometry`
 for the offset and the plane models and prints the recovery error against the
 truth and the ratio to the 2 s target.
 
@@ -27,9 +27,9 @@ import networkx as nx
 import numpy as np
 
 from photometry_graph.datasets import expected_corrections
-from photometry_graph.regression import PairwiseFit
-from photometry_graph.solve import solve_global_photometry
-from photometry_graph.tiles import BBox
+from photometry_graph.photometry.regression import PairwiseFit
+from photometry_graph.photometry.solve import solve_global_photometry
+from photometry_graph.core.tiles import BBox
 
 TARGET_S = 2.0
 

@@ -393,7 +393,7 @@ def evaluate(result, meta, truth, footprint):
     from astropy.io import fits
     from astropy.wcs import WCS
     from photometry_graph.diagnostics import mosaic_vs_truth
-    from photometry_graph.tiles import BBox
+    from photometry_graph.core.tiles import BBox
     wcs = WCS(fits.Header.fromstring(meta["wcs_header"], sep="\n"))
     img = load_mosaic(result["mosaic"], tuple(meta["canvas_shape"]), wcs)
     if result["method"] in ("swarp", "montage"):
@@ -492,10 +492,10 @@ def before_after_figure(path, *, rng=11, dpi=72):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from photometry_graph.assembly import assemble_mosaic
+    from photometry_graph.blending.assembly import assemble_mosaic
     from photometry_graph.datasets import make_survey
     from photometry_graph.diagnostics import plot_before_after
-    from photometry_graph.harmonize import harmonize_tiles
+    from photometry_graph.photometry.harmonize import harmonize_tiles
     s = make_survey(3, 3, tile_size=256, overlap=0.2, channels=3, rng=rng, gradient=1.0,
                     empty_zones=True, empty_value=np.nan)
     H, W = s.canvas_shape

@@ -1,51 +1,66 @@
 """Graph-based photometric harmonization and seamless blending of mosaic tiles.
 
-The package holds the mathematics of Grid/Survey mode as pure functions on
-arrays, masks and WCS objects; ``grid_mode`` runs the pipeline.  Stages, one
-module each:
+The package holds the mathematics of Grid/Survey mode as pure functions on arrays, masks
+and WCS objects; ``grid_mode`` runs the pipeline.  The subpackages follow the data flow:
 
-``masks``        valid-pixel masks
-``tiles``        bounding boxes and the tile object
-``overlap``      the overlap graph (networkx) and its pairwise fits
-``regression``   errors-in-variables pairwise fits with clipping
-``solve``        global per-tile gain/offset(/plane) solve
-``background``   guarded SWarp-like background matching
-``harmonize``    the photometric chain above, with fallbacks
-``pyramid``      Gaussian/Laplacian pyramids (OpenCV)
-``blend``        feathering weights and multi-band blending
-``assembly``     chunked mosaic assembly in bounded memory
-``wcsgrid``      global celestial grid and frame footprints
-``resample``     fast WCS-to-WCS reprojection
-``stack``        weighted, clipped stacking
-``bayer``        debayering of raw colour frames
-``frames``       frame photometry before stacking
-``diagnostics``  residual tables, seam metric, plots
-``datasets``     synthetic surveys with known truth
+``core``         tiles and bounding boxes, corrections, valid-pixel masks, the global grid
+``stacking``     debayering, fast WCS-to-WCS resampling, weighted clipped stacking
+``photometry``   pairwise fits, the overlap graph, the global solve, background matching,
+                 the harmonization chain and the frame photometry
+``blending``     pyramids, feathering and multi-band blending, chunked assembly
+``pipeline``     options, the stack plan, file I/O, task dispatch, progress
+``diagnostics``  truth metrics, residual tables, plots
+``datasets``     synthetic skies and surveys with known truth
 
-Pipeline support used by ``grid_mode`` (imported by module name, not
-re-exported): ``options`` (run options, host keywords), ``progress``
-(progress and log forwarding), ``parallel`` (tasks on a process pool or a
-dask cluster), ``images`` (frame pixel layouts), ``outputs`` (output
-headers, coverage and preview helpers), ``plan`` (the stack_plan.csv),
-``fileio`` (atomic and streamed output files, lazily read tile files).
+The names below are the ones a user calls; everything else is imported from its
+subpackage (``from photometry_graph.photometry import fit_pair``).  They are loaded on first
+use, so that ``import photometry_graph`` stays cheap.
 """
 
-from ._log import GRID_PREFIX  # noqa: F401
-from .assembly import *  # noqa: F401,F403
-from .background import *  # noqa: F401,F403
-from .bayer import *  # noqa: F401,F403
-from .blend import *  # noqa: F401,F403
-from .correction import *  # noqa: F401,F403
-from .frames import *  # noqa: F401,F403
-from .harmonize import *  # noqa: F401,F403
-from .masks import *  # noqa: F401,F403
-from .overlap import *  # noqa: F401,F403
-from .pyramid import *  # noqa: F401,F403
-from .regression import *  # noqa: F401,F403
-from .resample import *  # noqa: F401,F403
-from .solve import *  # noqa: F401,F403
-from .stack import *  # noqa: F401,F403
-from .tiles import *  # noqa: F401,F403
-from .wcsgrid import *  # noqa: F401,F403
+import importlib
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_API = {
+    "GRID_PREFIX": "._log",
+    "BBox": ".core.tiles",
+    "TilePhotometryInfo": ".core.tiles",
+    "Correction": ".core.correction",
+    "apply_correction": ".core.correction",
+    "compute_valid_mask": ".core.masks",
+    "build_global_grid": ".core.wcsgrid",
+    "debayer": ".stacking.bayer",
+    "reproject_to_bbox": ".stacking.resample",
+    "stack_frames": ".stacking.stack",
+    "fit_pair": ".photometry.regression",
+    "estimate_noise": ".photometry.overlap",
+    "build_tile_overlap_graph": ".photometry.overlap",
+    "fit_overlap_edges": ".photometry.overlap",
+    "solve_global_photometry": ".photometry.solve",
+    "match_backgrounds": ".photometry.background",
+    "harmonize_tiles": ".photometry.harmonize",
+    "harmonize_frames": ".photometry.frames",
+    "build_laplacian_pyramid": ".blending.pyramid",
+    "reconstruct_from_laplacian": ".blending.pyramid",
+    "blend_layers": ".blending.blend",
+    "assemble_mosaic": ".blending.assembly",
+}
+_SUBPACKAGES = ("core", "stacking", "photometry", "blending", "pipeline", "diagnostics",
+                "datasets")
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API) | set(_SUBPACKAGES))

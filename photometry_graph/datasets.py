@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import erf
 
-from .tiles import BBox, TilePhotometryInfo, grid_layout
+from .core.tiles import BBox, TilePhotometryInfo, grid_layout
 
 __all__ = ["SkyModel", "SyntheticSurvey", "make_sky", "make_survey", "expected_corrections"]
 
@@ -563,7 +563,7 @@ class FrameSurvey:
 
     def star_positions_world(self):
         """``(lon, lat)`` in degrees of the catalogue stars."""
-        from .wcsgrid import _celestial, _lonlat_from_world
+        from .core.wcsgrid import _celestial, _lonlat_from_world
         cel = _celestial(self.truth_wcs)
         return _lonlat_from_world(cel, cel.all_pix2world(self.sky.star_x, self.sky.star_y, 0))
 
@@ -600,11 +600,11 @@ def _sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
     """Surface brightness of ``sky`` at the pixel centres of ``box`` of a target grid.
 
     Target pixels are mapped to the truth grid with the interpolated
-    coordinate map of :func:`photometry_graph.resample.coordinate_map`
+    coordinate map of :func:`photometry_graph.stacking.resample.coordinate_map`
     (exact transform every 8 pixels; ~1e-6 px from the exact map).
     """
-    from .resample import coordinate_map
-    from .wcsgrid import celestial_pixel_scale, transform_pixels
+    from .stacking.resample import coordinate_map
+    from .core.wcsgrid import celestial_pixel_scale, transform_pixels
     tx, ty = coordinate_map(truth_wcs, target_wcs, box, grid_step=8)
     bad = ~np.isfinite(tx) | ~np.isfinite(ty)
     out = sky.smooth_at(np.where(bad, 0.0, tx), np.where(bad, 0.0, ty))

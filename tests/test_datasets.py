@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from photometry_graph.datasets import make_sky, make_survey
-from photometry_graph.tiles import BBox
+from photometry_graph.core.tiles import BBox
 
 
 def _corrected(survey, k, corr, origin):

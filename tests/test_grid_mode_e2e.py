@@ -19,8 +19,8 @@ from scipy import ndimage
 
 import grid_mode
 from photometry_graph.datasets import make_frame_survey
-from photometry_graph.tiles import BBox
-from photometry_graph.wcsgrid import transform_pixels
+from photometry_graph.core.tiles import BBox
+from photometry_graph.core.wcsgrid import transform_pixels
 
 FAST = dict(tile_size=256, overlap=0.25, workers=1)
 LEVELS = {"INFO", "WARN", "ERROR", "DEBUG"}

@@ -30,8 +30,8 @@ def _mosaic_raw(pattern, values, shape=(16, 20)):
 
 def test_debayer_is_the_package_function():
     # unit tests of the demosaicing are in test_bayer.py; grid_mode re-exports it
-    import photometry_graph.bayer
-    assert debayer is photometry_graph.bayer.debayer
+    import photometry_graph.stacking.bayer
+    assert debayer is photometry_graph.stacking.bayer.debayer
     rgb = debayer(_mosaic_raw("GBRG", {"R": 0.0, "G": 0.0, "B": 50.0}), "GBRG")
     np.testing.assert_allclose(rgb[2:-2, 2:-2].reshape(-1, 3).mean(0), [0, 0, 50], atol=0.5)
 

@@ -1,0 +1,37 @@
+"""Photometric harmonization over overlap graphs: pairwise errors-in-variables fits,
+the overlap graph, the global gain/offset/plane solve, guarded background matching, the
+chain with its fallbacks, and the frame photometry before stacking.
+"""
+
+from .regression import (  # noqa: F401
+    PairwiseFit, FIT_STATUSES, FIT_MODELS, NOISE_ESTIMATORS, SUBSAMPLE_METHODS, fit_pair,
+    fit_pair_image, fit_ols, grown_outliers, robust_noise_1d,
+)
+from .overlap import (  # noqa: F401
+    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
+    find_overlapping_pairs, edge_status,
+)
+from .solve import (  # noqa: F401
+    PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
+)
+from .background import (  # noqa: F401
+    estimate_tile_background, overlap_differences, match_backgrounds, BackgroundMatchResult,
+)
+from .harmonize import (  # noqa: F401
+    HarmonizationResult, harmonize_tiles,
+)
+from .frames import (  # noqa: F401
+    FrameHarmonization, harmonize_frames, bin_frame_on_grid, binned_to_full_correction,
+    masked_gaussian_blur, frame_bin_factor,
+)
+
+__all__ = [
+    "PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS", "SUBSAMPLE_METHODS",
+    "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers", "robust_noise_1d",
+    "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
+    "find_overlapping_pairs", "edge_status", "PhotometrySolution", "solve_global_photometry",
+    "select_reference", "SOLVE_MODELS", "estimate_tile_background", "overlap_differences",
+    "match_backgrounds", "BackgroundMatchResult", "HarmonizationResult", "harmonize_tiles",
+    "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",
+    "masked_gaussian_blur", "frame_bin_factor",
+]

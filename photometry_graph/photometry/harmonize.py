@@ -1,0 +1,425 @@
+"""One call from tiles to photometric corrections.
+
+:func:`harmonize_tiles` chains the stages of the package::
+
+    build_tile_overlap_graph -> fit_overlap_edges -> solve_global_photometry
+        -> match_backgrounds (optional, guarded)
+
+and never raises for a data problem: every advanced step that fails logs a
+``[GRID]`` warning and falls back (a failed graph, fit or solve gives the plain
+per-tile background normalisation towards the median background; a failed
+background step keeps the solve's corrections; a single tile or tiles without
+overlaps keep identity corrections).  Only bad arguments raise.
+"""
+
+from dataclasses import dataclass, field
+import logging
+import math
+import time
+
+import numpy as np
+
+from .._log import get_logger, grid_info, grid_warning
+from .background import match_backgrounds
+from ..core.correction import identity_correction
+from .overlap import (_check_workers, build_tile_overlap_graph, fit_overlap_edges,
+                      sparsify_overlap_graph)
+from .solve import SOLVE_MODELS, solve_global_photometry
+from ..core.tiles import TilePhotometryInfo
+
+__all__ = ["HarmonizationResult", "harmonize_tiles"]
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class HarmonizationResult:
+    """Outcome of :func:`harmonize_tiles`.
+
+    Attributes
+    ----------
+    corrections : dict
+        ``{tile_id: Correction}`` for every tile.
+    graph : networkx.Graph or None
+        Overlap graph with the pairwise fits (None when it could not be built).
+    solution : PhotometrySolution or None
+        Global solve (None when skipped or failed before it returned).
+    background : BackgroundMatchResult or None
+        Background matching (None when disabled or failed).
+    report : dict
+        JSON-friendly summary: counts of tiles, edges, fits, components,
+        references, residuals before/after, background decision, status,
+        the ``[GRID]`` warnings issued, timings (``time_s`` in all,
+        ``step_times_s`` per step: graph, fits, solve, background).
+    status : str
+        ``"ok"`` (everything ran), ``"partial"`` (the solve reported a partial
+        solution or a later step fell back), ``"fallback"`` (the solve was
+        replaced by background normalisation) or ``"identity"`` (nothing to
+        harmonize, or nothing worked).
+    """
+
+    corrections: dict
+    graph: object = None
+    solution: object = None
+    background: object = None
+    report: dict = field(default_factory=dict)
+    status: str = "ok"
+
+    def to_dict(self):
+        """The JSON-friendly report."""
+        return self.report
+
+
+class _WarningCollector(logging.Handler):
+    """Collect the ``[GRID]`` warnings issued while harmonizing (for the report)."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # noqa: BLE001 - a broken record must not break the run
+            self.messages.append(str(record.msg))
+
+
+def _finite_or_none(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _n_channels(tiles):
+    for t in tiles:
+        try:
+            return int(t.n_channels)
+        except Exception:  # noqa: BLE001 - unreadable tile: try the next one
+            continue
+    return 1
+
+
+def _fit_counts(graph):
+    """Per-channel fit status counts over all edges."""
+    counts = {"ok": 0, "offset_only": 0, "failed": 0}
+    for _, _, data in graph.edges(data=True):
+        for f in data.get("fits") or []:
+            counts[f.status if f.status in counts else "failed"] += 1
+    return counts
+
+
+def _nodes_without_gain_edge(graph, n_channels):
+    """Nodes with, in some channel, no edge whose fit gives a gain (status ``ok``)."""
+    out = []
+    for node in graph.nodes:
+        fits = [d.get("fits") or [] for _, _, d in graph.edges(node, data=True)]
+        if any(not any(len(f) > c and f[c].status == "ok" for f in fits)
+               for c in range(n_channels)):
+            out.append(node)
+    return out
+
+
+def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args):
+    """Fit the other overlaps of the nodes whose kept overlaps constrain no gain (in place).
+
+    The largest overlaps of a node can all be flat sky (offset-only fits)
+    while a smaller one holds the stars that pin its gain: such nodes get
+    every overlap of the full graph fitted.  Returns the added fit counts.
+    """
+    lacking = _nodes_without_gain_edge(graph, n_channels)
+    extra = sorted({tuple(sorted((u, v), key=repr)) for node in lacking
+                    for u, v in full_graph.edges(node) if not graph.has_edge(u, v)},
+                   key=repr)
+    if not extra:
+        return {}
+    sub = full_graph.edge_subgraph(extra).copy()
+    counts = fit_overlap_edges(sub, **fit_args)
+    graph.add_edges_from(sub.edges(data=True))
+    grid_info(logger, "Harmonize: %d tile(s) had no gain in their largest overlaps; fitted "
+              "%d more overlaps", len(lacking), len(extra))
+    return counts
+
+
+def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0),
+                    min_pixels=500, min_overlap_pixels=None, reference=None, rng=None,
+                    irls_iterations=6, fit_kwargs=None, solve_kwargs=None,
+                    background_kwargs=None, workers=None, max_degree=None):
+    """Photometric corrections that make overlapping tiles agree.
+
+    Parameters
+    ----------
+    tiles : sequence of TilePhotometryInfo
+        Nodes on one global pixel grid (tiles or frames) with unique
+        ``tile_id``; not modified.
+    model : {"offset", "plane"}
+        Additive term of the corrections: a constant, or a plane (offset plus
+        x/y slopes in global pixel coordinates, for gradients).
+    background : bool
+        Run the guarded SWarp-like background matching after the solve.
+    origin : tuple of float
+        ``(x, y)`` origin of the plane term of the corrections.
+    min_pixels : int
+        Smallest number of jointly valid pixels for a pairwise fit.
+    min_overlap_pixels : int, optional
+        Overlaps with fewer jointly valid pixels get no edge (default
+        ``min_pixels``).
+    reference : tile id or iterable of tile ids, optional
+        Reference tile(s), at most one per connected component.
+    rng : numpy.random.Generator or int, optional
+        Subsampling of large overlaps in the fits (reproducible default).
+    irls_iterations : int
+        Robust reweighting iterations of the solve.
+    fit_kwargs, solve_kwargs, background_kwargs : dict, optional
+        Extra options of :func:`~photometry_graph.photometry.overlap.fit_overlap_edges`,
+        :func:`~photometry_graph.photometry.solve.solve_global_photometry` and
+        :func:`~photometry_graph.photometry.background.match_backgrounds`.  The fits
+        run their outlier-clipping iterations on a regular subsample of large
+        overlaps and their final estimates on every pixel (``fit_kwargs``
+        ``max_pixels``, default 10 000; ``noise_samples``), and the background
+        step measures tiles on strided samples (``background_kwargs``
+        ``max_pixels``) and overlaps through the fits' means (``use_fits``);
+        ``fit_kwargs=dict(max_pixels=None, noise_samples=None,
+        noise_estimator='mad')`` and ``background_kwargs=dict(max_pixels=None,
+        overlap_max_pixels=None, use_fits=False)`` give the exhaustive
+        settings of earlier versions (several times slower, not more accurate:
+        see ``benchmarks/bench_harmonize.py``).
+    workers : int, optional
+        Threads for the masks, the pairwise fits and the background step
+        (default ``min(2, os.cpu_count())``); the result does not depend on it.
+    max_degree : int, optional
+        Fit only the ``max_degree`` largest overlaps of every node (plus a
+        maximum spanning tree; :func:`~photometry_graph.photometry.overlap.sparsify_overlap_graph`):
+        for many frames of one field, where every pair overlaps.  A node whose
+        kept overlaps give no gain (flat sky: offset-only fits) gets all its
+        other overlaps fitted too.  None fits every overlap.
+
+    Returns
+    -------
+    HarmonizationResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments only (no tiles, not TilePhotometryInfo, unknown model,
+        duplicate ids, unknown reference).
+
+    Examples
+    --------
+    >>> from photometry_graph.datasets import make_survey
+    >>> s = make_survey(1, 2, tile_size=128, rng=0, gain_range=(1, 1))
+    >>> res = harmonize_tiles(s.tiles, background=False)
+    >>> res.status, sorted(res.corrections)
+    ('ok', [0, 1])
+    """
+    t0 = time.perf_counter()
+    tiles = list(tiles)
+    if not tiles:
+        raise ValueError("harmonize_tiles needs at least one tile")
+    for t in tiles:
+        if not isinstance(t, TilePhotometryInfo):
+            raise TypeError(f"harmonize_tiles expects TilePhotometryInfo objects, got "
+                            f"{type(t).__name__}")
+    ids = [t.tile_id for t in tiles]
+    if len(set(ids)) != len(ids):
+        raise ValueError("tile ids must be unique; give every tile its own tile_id")
+    if model not in SOLVE_MODELS:
+        raise ValueError(f"model must be one of {SOLVE_MODELS}, got {model!r}")
+    if max_degree is not None and not int(max_degree) >= 1:
+        raise ValueError(f"max_degree must be None or >= 1, got {max_degree!r}")
+    if reference is not None:
+        refs = [reference] if not np.iterable(reference) or isinstance(reference, str) \
+            else list(reference)
+        unknown = [r for r in refs if r not in set(ids)]
+        if unknown:
+            raise ValueError(f"reference {unknown[0]!r} is not the id of a tile")
+    workers = _check_workers(workers)
+    fit_kwargs = dict(fit_kwargs or {})
+    fit_kwargs.setdefault("workers", workers)
+    solve_kwargs = dict(solve_kwargs or {})
+    background_kwargs = dict(background_kwargs or {})
+    background_kwargs.setdefault("workers", workers)
+    min_overlap = min_pixels if min_overlap_pixels is None else min_overlap_pixels
+
+    collector = _WarningCollector()
+    root = get_logger("photometry_graph")
+    root.addHandler(collector)
+    try:
+        result = _run(tiles, model=model, background=background, origin=origin,
+                      min_pixels=min_pixels, min_overlap=min_overlap, reference=reference,
+                      rng=rng, irls_iterations=irls_iterations, fit_kwargs=fit_kwargs,
+                      solve_kwargs=solve_kwargs, background_kwargs=background_kwargs,
+                      workers=workers, max_degree=max_degree)
+    finally:
+        root.removeHandler(collector)
+    result.report["warnings"] = list(collector.messages)
+    result.report["time_s"] = time.perf_counter() - t0
+    return result
+
+
+def _identity(tiles, n_channels, status="fallback"):
+    return {t.tile_id: identity_correction(n_channels, status=status) for t in tiles}
+
+
+def _background_normalisation(tiles, graph, background_kwargs, report):
+    """Fallback of a failed solve: per-tile shift towards the median background."""
+    try:
+        bg = match_backgrounds(tiles, None, graph, **background_kwargs)
+    except Exception as exc:  # noqa: BLE001 - never crash the mode
+        grid_warning(logger, "Harmonize: background normalisation failed too (%s: %s); "
+                     "identity corrections", type(exc).__name__, exc)
+        report["steps"].append("background_normalisation_failed")
+        return None
+    report["steps"].append("background_normalisation")
+    report["background"] = bg.to_dict()
+    return bg
+
+
+def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference, rng,
+         irls_iterations, fit_kwargs, solve_kwargs, background_kwargs, workers, max_degree):
+    C = _n_channels(tiles)
+    report = {"tiles": len(tiles), "channels": C, "model": model, "edges": 0,
+              "fits": {"ok": 0, "offset_only": 0, "failed": 0},
+              "edge_fits": {"ok": 0, "offset_only": 0, "failed": 0},
+              "components": None, "references": [], "residuals": None,
+              "background": None, "steps": [], "status": None, "step_times_s": {}}
+    clock = [time.perf_counter()]
+
+    def lap(step):
+        now = time.perf_counter()
+        report["step_times_s"][step] = now - clock[0]
+        clock[0] = now
+
+    def finish(corrections, status, graph=None, solution=None, bg=None):
+        report["status"] = status
+        grid_info(logger, "Harmonize: %d tiles, %d overlaps, status %s", len(tiles),
+                  report["edges"], status)
+        return HarmonizationResult(corrections=corrections, graph=graph, solution=solution,
+                                   background=bg, report=report, status=status)
+
+    if len(tiles) == 1:
+        grid_warning(logger, "Harmonize: a single tile: nothing to harmonize; identity "
+                     "correction")
+        report["components"], report["references"] = 1, [tiles[0].tile_id]
+        return finish({tiles[0].tile_id: identity_correction(C, status="reference")},
+                      "identity")
+
+    # ---- graph
+    try:
+        graph = build_tile_overlap_graph(tiles, min_overlap_pixels=min_overlap, workers=workers)
+    except (TypeError, ValueError) as exc:
+        if "duplicate" in str(exc):
+            raise
+        graph = None
+        grid_warning(logger, "Harmonize: overlap graph failed (%s: %s); falling back to "
+                     "per-tile background normalisation", type(exc).__name__, exc)
+    except Exception as exc:  # noqa: BLE001 - unreadable tiles etc.
+        graph = None
+        grid_warning(logger, "Harmonize: overlap graph failed (%s: %s); falling back to "
+                     "per-tile background normalisation", type(exc).__name__, exc)
+    if graph is None:
+        report["steps"].append("graph_failed")
+        bg = _background_normalisation(tiles, None, background_kwargs, report)
+        corr = bg.corrections if bg is not None else _identity(tiles, C)
+        return finish(corr, "fallback" if bg is not None else "identity", bg=bg)
+    full_graph = None
+    if max_degree is not None and graph.number_of_edges():
+        full_graph, graph = graph, sparsify_overlap_graph(graph, max_degree)
+        if graph.number_of_edges() < full_graph.number_of_edges():
+            grid_info(logger, "Harmonize: fitting %d of %d overlaps (the %d largest per tile "
+                      "and a maximum spanning tree)", graph.number_of_edges(),
+                      full_graph.number_of_edges(), max_degree)
+        else:
+            full_graph = None
+    lap("graph")
+    report["edges"] = graph.number_of_edges()
+    report["steps"].append("graph")
+    if graph.number_of_edges() == 0:
+        grid_warning(logger, "Harmonize: no overlaps with at least %d valid pixels between "
+                     "the %d tiles; identity corrections", min_overlap, len(tiles))
+        report["components"] = len(tiles)
+        report["references"] = [t.tile_id for t in tiles]
+        return finish({t.tile_id: identity_correction(C, status="reference") for t in tiles},
+                      "identity", graph=graph)
+
+    # ---- pairwise fits
+    try:
+        edge_counts = fit_overlap_edges(graph, model=model, origin=origin,
+                                        min_pixels=min_pixels, rng=rng, **fit_kwargs)
+        if full_graph is not None:
+            more = _fit_more_gain_edges(graph, full_graph, C, dict(
+                model=model, origin=origin, min_pixels=min_pixels, rng=rng, **fit_kwargs))
+            edge_counts = {k: edge_counts.get(k, 0) + more.get(k, 0)
+                           for k in set(edge_counts) | set(more)}
+            report["edges"] = graph.number_of_edges()
+            report["edges_not_fitted"] = (full_graph.number_of_edges()
+                                          - graph.number_of_edges())
+        lap("fits")
+        report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
+        report["fits"] = _fit_counts(graph)
+        report["steps"].append("fits")
+    except TypeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - never crash the mode
+        grid_warning(logger, "Harmonize: pairwise fits failed (%s: %s); falling back to "
+                     "per-tile background normalisation", type(exc).__name__, exc)
+        report["steps"].append("fits_failed")
+        bg = _background_normalisation(tiles, graph, background_kwargs, report)
+        corr = bg.corrections if bg is not None else _identity(tiles, C)
+        return finish(corr, "fallback" if bg is not None else "identity", graph=graph, bg=bg)
+
+    # ---- global solve
+    solution = None
+    try:
+        solution = solve_global_photometry(graph, model=model, origin=origin,
+                                           reference=reference,
+                                           irls_iterations=irls_iterations,
+                                           n_channels=C, **solve_kwargs)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - never crash the mode
+        grid_warning(logger, "Harmonize: global solve raised (%s: %s); falling back to "
+                     "per-tile background normalisation", type(exc).__name__, exc)
+    lap("solve")
+    if solution is not None:
+        report["components"] = len(solution.components)
+        report["references"] = list(solution.references)
+        report["solve_status"] = solution.status
+        report["solve_message"] = solution.message
+        report["residuals"] = {k: _finite_or_none(v) for k, v in solution.summary.items()}
+        report["steps"].append("solve")
+    if solution is None or solution.status == "failed":
+        if solution is not None:
+            grid_warning(logger, "Harmonize: global solve failed (%s); falling back to "
+                         "per-tile background normalisation", solution.message)
+        report["steps"].append("solve_failed")
+        bg = _background_normalisation(tiles, graph, background_kwargs, report)
+        corr = bg.corrections if bg is not None else _identity(tiles, C)
+        return finish(corr, "fallback" if bg is not None else "identity", graph=graph,
+                      solution=solution, bg=bg)
+    corrections = solution.corrections
+    status = "ok" if solution.status == "ok" else "partial"
+
+    # ---- background matching (guarded)
+    bg = None
+    if background:
+        try:
+            bg = match_backgrounds(tiles, corrections, graph, **background_kwargs)
+            report["background"] = bg.to_dict()
+            report["steps"].append("background")
+            if bg.decision == "failed":
+                status = "partial"
+            else:
+                corrections = bg.corrections
+        except TypeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keep the solve's corrections
+            grid_warning(logger, "Harmonize: background matching failed (%s: %s); keeping "
+                         "the corrections of the global solve", type(exc).__name__, exc)
+            report["steps"].append("background_failed")
+            status = "partial"
+            bg = None
+    if background:
+        lap("background")
+    return finish(corrections, status, graph=graph, solution=solution, bg=bg)

@@ -1,0 +1,405 @@
+"""The files of a Grid/Survey run: atomic writes, streamed FITS images, lazily read tiles.
+
+Every output is written under a temporary name next to its target and renamed when complete
+(:func:`atomic`), so that an error or an interruption leaves no partial file.  The mosaic is
+written block by block into a pre-allocated FITS file (:func:`fits_stream`, memory bounded
+by one block) and its 16-bit copy read back the same way (:func:`write_uint16`); the tile
+files are read lazily (:func:`load_tiles`).  What goes into the files is computed by
+:mod:`photometry_graph.pipeline.outputs`.
+"""
+
+import json
+import os
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
+
+from .._log import get_logger, grid_warning
+from ..diagnostics.metrics import asinh_stretch
+from .images import majority_channels
+from .options import GridModeError
+from .outputs import jsonable, uint16_block
+from ..core.tiles import BBox, TilePhotometryInfo
+from ..core.wcsgrid import tile_wcs
+
+__all__ = ["open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
+           "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles"]
+
+logger = get_logger(__name__)
+
+
+# ------------------------------------------------------------------------------ writing
+@contextmanager
+def open_fits(path):
+    """Open a FITS file quietly (astropy warnings silenced), without memory mapping.
+
+    astropy cannot memory-map integer data scaled by ``BZERO``/``BSCALE``; the data of an
+    HDU are read into memory when accessed.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Yields
+    ------
+    astropy.io.fits.HDUList
+        Lazily loaded HDUs, closed on exit.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            yield hdul
+
+
+@contextmanager
+def atomic(final_path):
+    """Yield a temporary path next to ``final_path``; on success rename it over the target.
+
+    On any exception (or interruption) the temporary file is removed, the target untouched.
+
+    Parameters
+    ----------
+    final_path : str or Path
+
+    Yields
+    ------
+    Path
+        A hidden temporary file name in the target's folder, with the target's suffix.
+    """
+    final_path = Path(final_path)
+    tmp = final_path.with_name(f".{final_path.stem}.{os.getpid()}.{time.time_ns()}.tmp"
+                               f"{final_path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_hdus(path, hdus):
+    """Write a FITS file of ``hdus`` atomically (replacing an existing file).
+
+    Parameters
+    ----------
+    path : str or Path
+    hdus : list of astropy.io.fits HDUs
+        The first one a ``PrimaryHDU``.
+    """
+    with atomic(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+
+
+class FitsStream:
+    """A FITS image on disk, written and read back by row blocks: nothing is mapped.
+
+    Made by :func:`fits_stream`.  ``layout`` says how the pipeline's (h, w, C) blocks lie in
+    the file: ``"mono"`` (H, W), ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C)
+    interleaved.  Memory stays at one block whatever the image size (a memmap would keep
+    every written page resident).
+
+    Parameters
+    ----------
+    fd : int
+        File descriptor open for writing.
+    path : str or Path
+        The file (read back by name).
+    offset : int
+        Byte offset of the data (the header length).
+    shape : tuple of int
+        The FITS data shape in ``layout``.
+    layout : {"mono", "chw", "hwc"}
+    dtype : numpy.dtype
+        The file's data type (big-endian).
+    """
+
+    def __init__(self, fd, path, offset, shape, layout, dtype):
+        self.fd, self.path, self.offset, self.layout = fd, path, offset, layout
+        self.dtype = np.dtype(dtype)
+        self.height, self.width = shape[-2:] if layout == "chw" else shape[:2]
+        self.planes = shape[0] if layout == "chw" else 1
+        self.depth = shape[2] if layout == "hwc" else 1
+
+    def _pos(self, plane, y, x):
+        return self.offset + (((plane * self.height + y) * self.width + x) * self.depth
+                              * self.dtype.itemsize)
+
+    def write(self, y0, x0, block):
+        """Write ``block`` (h, w, C) with its top-left pixel at row ``y0``, column ``x0``."""
+        h, w = block.shape[:2]
+        planes = [block] if self.layout == "hwc" else [block[..., p] for p in
+                                                      range(block.shape[2])]
+        for p, plane in enumerate(planes):
+            buf = np.ascontiguousarray(plane, dtype=self.dtype).reshape(h, -1).view(np.uint8)
+            if w == self.width:  # full rows: one contiguous run per plane
+                _pwrite(self.fd, buf, self._pos(p, y0, 0))
+            else:
+                for r in range(h):
+                    _pwrite(self.fd, buf[r], self._pos(p, y0 + r, x0))
+
+    def read(self, y0, y1):
+        """Rows ``y0:y1`` as (h, W, C), in the file's type, native byte order."""
+        n = (y1 - y0) * self.width * self.depth
+        return np.concatenate([np.fromfile(self.path, self.dtype, n, offset=self._pos(p, y0, 0))
+                               .reshape(y1 - y0, self.width, self.depth)
+                               for p in range(self.planes)], axis=2)
+
+
+def _pwrite(fd, buf, offset):
+    view = memoryview(buf.reshape(-1))
+    while view.nbytes:
+        if hasattr(os, "pwrite"):
+            n = os.pwrite(fd, view, offset)
+        else:  # Windows
+            os.lseek(fd, offset, os.SEEK_SET)
+            n = os.write(fd, view)
+        view, offset = view[n:], offset + n
+
+
+@contextmanager
+def fits_stream(path, shape, header, layout="mono", dtype=">f4"):
+    """Create the FITS image ``path`` atomically; yield a :class:`FitsStream` to fill.
+
+    The file (header + data, padded to 2880 bytes) is allocated under a temporary name,
+    filled by the caller with ``os.pwrite``, fsync'ed and renamed; an exception leaves
+    nothing behind.
+
+    Parameters
+    ----------
+    path : str or Path
+    shape : tuple of int
+        The FITS data shape: (H, W) for ``"mono"``, (C, H, W) for ``"chw"``, (H, W, C)
+        for ``"hwc"``.
+    header : astropy.io.fits.Header
+        The keywords after the structural ones (``NAXISn`` of it are ignored).
+    layout : {"mono", "chw", "hwc"}
+    dtype : str or numpy.dtype
+        Big-endian FITS type, ``">f4"`` or an integer type such as ``">i2"``.
+
+    Yields
+    ------
+    FitsStream
+    """
+    dtype = np.dtype(dtype)
+    hdr = fits.Header([("SIMPLE", True), ("BITPIX", (-8 if dtype.kind == "f" else 8)
+                                          * dtype.itemsize), ("NAXIS", len(shape))])
+    for k, n in enumerate(reversed(shape), start=1):
+        hdr[f"NAXIS{k}"] = int(n)
+    hdr["EXTEND"] = True
+    hdr.extend([c for c in header.cards if c.keyword not in hdr
+                and not c.keyword.startswith("NAXIS")], strip=False)
+    head = hdr.tostring().encode("ascii")
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    with atomic(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.truncate(len(head) + -(-nbytes // 2880) * 2880)
+        fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        try:
+            yield FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_uint16(path, mosaic, shape, header, lo, hi):
+    """uint16 copy of a float mosaic, read back and written block by block.
+
+    Parameters
+    ----------
+    path : str or Path
+    mosaic : FitsStream
+        The float mosaic, complete.
+    shape : tuple of int
+        Its FITS data shape (the copy has the same shape and layout).
+    header : astropy.io.fits.Header
+        The mosaic's keywords; ``BZERO``, ``BSCALE``, ``FLTMIN`` and ``FLTMAX`` are added.
+    lo, hi : float
+        The mosaic's value range, mapped to [0, 65535] (NaN -> 0; see
+        :func:`photometry_graph.pipeline.outputs.uint16_block`).
+    """
+    hdr = header.copy()
+    hdr["BZERO"], hdr["BSCALE"] = 32768, 1
+    hdr["FLTMIN"] = (float(lo), "mosaic value mapped to 0")
+    hdr["FLTMAX"] = (float(hi), "mosaic value mapped to 65535")
+    with fits_stream(path, shape, hdr, mosaic.layout, dtype=">i2") as out:
+        rows = max(1, (32 << 20) // (mosaic.width * mosaic.planes * mosaic.depth * 4))
+        for y in range(0, mosaic.height, rows):
+            out.write(y, 0, uint16_block(mosaic.read(y, min(y + rows, mosaic.height)), lo, hi))
+
+
+def write_json(path, payload):
+    """Write ``payload`` as strict JSON (NaN/inf -> null) atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+    payload : dict
+        Converted by :func:`photometry_graph.pipeline.outputs.jsonable`.
+
+    Returns
+    -------
+    dict
+        What was written.
+    """
+    payload = jsonable(payload)
+    with atomic(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
+    return payload
+
+
+def write_preview(path, image):
+    """Write an 8-bit PNG of ``image`` with an asinh stretch, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+    image : numpy.ndarray, (h, w, C)
+        C = 1 (grey) or 3 (RGB); the stretch uses percentiles over the finite pixels and
+        non-finite pixels become 0.
+
+    Raises
+    ------
+    GridModeError
+        When OpenCV cannot encode the image.
+    """
+    img = np.nan_to_num(asinh_stretch([image])[0][0], nan=0.0)
+    img = np.round(255 * img).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1]))
+    if not ok:
+        raise GridModeError(f"OpenCV could not encode the preview {path}")
+    with atomic(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+# ------------------------------------------------------------------------------ reading
+class TileHDU:
+    """A float32 image HDU of a tile file, read lazily and never held open.
+
+    ``hdu()`` maps it afresh (the tile data, channels last), for the caller to drop after
+    use; ``hdu[ys, xs]`` and ``np.asarray(hdu)`` (2-D HDUs: the coverage) read only the
+    rows needed, so that the coverage of every tile does not stay mapped and resident.
+
+    Parameters
+    ----------
+    path : str or Path
+    offset : int
+        Byte offset of the HDU's data in the file.
+    shape : tuple of int
+        The FITS data shape.
+    channels_last : bool
+        Whether ``hdu()`` moves the first axis of 3-D data last.
+    """
+
+    def __init__(self, path, offset, shape, channels_last=False):
+        self.path, self.offset, self.shape = str(path), offset, tuple(shape)
+        self.channels_last, self.ndim = channels_last, len(shape)
+
+    def __call__(self):
+        data = np.memmap(self.path, dtype=">f4", mode="r", offset=self.offset, shape=self.shape)
+        return np.moveaxis(data, 0, -1) if self.channels_last and data.ndim == 3 else data
+
+    def __getitem__(self, key):
+        ys, xs = key
+        (y0, y1, step), width = ys.indices(self.shape[0]), self.shape[1]
+        rows = np.fromfile(self.path, ">f4", max(0, y1 - y0) * width,
+                           offset=self.offset + 4 * y0 * width)
+        return rows.reshape(-1, width)[::step, xs].astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:, :].astype(dtype or np.float32, copy=False)
+
+
+def read_tile_header(path):
+    """What a tile file holds, its pixels left on disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        A tile file written by the pipeline (``TILEID``, ``GRID_Y0``, ``GRID_X0`` keywords,
+        unscaled float32 data, optional ``COVERAGE`` extension).
+
+    Returns
+    -------
+    dict
+        ``tile_id``, ``y0``, ``x0`` (origin on the global grid), ``shape`` (H, W),
+        ``n_channels``, ``n_frames``, ``path``, ``data`` and ``coverage`` (:class:`TileHDU`,
+        coverage None when absent) and ``wcs`` (celestial).
+
+    Raises
+    ------
+    GridModeError
+        When the data are not unscaled float32.
+    KeyError
+        When a required keyword is missing.
+    """
+    with open_fits(path) as hdul:
+        hdr = hdul[0].header
+        if hdr["BITPIX"] != -32 or "BZERO" in hdr or "BSCALE" in hdr:
+            raise GridModeError("tile data must be unscaled float32")
+        shape = tuple(int(hdr[f"NAXIS{k}"]) for k in range(int(hdr["NAXIS"]), 0, -1))
+        names = [h.name.upper() for h in hdul]
+        cov = hdul[names.index("COVERAGE")] if "COVERAGE" in names else None
+        return dict(tile_id=int(hdr["TILEID"]), y0=int(hdr["GRID_Y0"]), x0=int(hdr["GRID_X0"]),
+                    shape=shape[-2:], n_channels=shape[0] if len(shape) == 3 else 1,
+                    n_frames=int(hdr.get("NFRAMES", 0)), path=path,
+                    data=TileHDU(path, hdul[0].fileinfo()["datLoc"], shape, True),
+                    coverage=None if cov is None else TileHDU(
+                        path, cov.fileinfo()["datLoc"], cov.shape),
+                    wcs=WCS(hdr, relax=True).celestial)
+
+
+def load_tiles(paths):
+    """Tile files -> lazily loaded tiles on the global canvas cropped to the tiles.
+
+    Unreadable tile files are skipped with a ``[GRID]`` warning, and so are tiles whose
+    channel count differs from the majority's.
+
+    Parameters
+    ----------
+    paths : list of str or Path
+
+    Returns
+    -------
+    tiles : list of TilePhotometryInfo
+        Bounding boxes on the cropped canvas; ``data`` and ``coverage`` are
+        :class:`TileHDU`; ``meta`` holds ``path`` and ``n_frames``.
+    shape : (int, int)
+        The cropped canvas (H, W).
+    wcs : astropy.wcs.WCS
+        Its celestial WCS.
+    origin : (int, int)
+        Its first pixel (row, column) on the global grid.
+
+    Raises
+    ------
+    GridModeError
+        When no tile file is readable.
+    """
+    metas = []
+    for p in paths:
+        try:
+            metas.append(read_tile_header(p))
+        except Exception as exc:
+            grid_warning(logger, "skipping tile file %s: %s", p, exc)
+    metas = majority_channels(metas, lambda m: m["n_channels"], lambda m: m["path"], "tiles")
+    if not metas:
+        raise GridModeError("no readable tile file (tile_0001.fits ...) to assemble")
+    oy, ox = min(m["y0"] for m in metas), min(m["x0"] for m in metas)
+    shape = (max(m["y0"] + m["shape"][0] for m in metas) - oy,
+             max(m["x0"] + m["shape"][1] for m in metas) - ox)
+    tiles = [TilePhotometryInfo(m["tile_id"], BBox(m["y0"] - oy, m["y0"] - oy + m["shape"][0],
+                                                   m["x0"] - ox, m["x0"] - ox + m["shape"][1]),
+                                data=m["data"], coverage=m["coverage"], wcs=m["wcs"],
+                                meta=dict(path=str(m["path"]), n_frames=m["n_frames"]))
+             for m in metas]
+    dy, dx = oy - metas[0]["y0"], ox - metas[0]["x0"]  # the tile WCS shifted to the canvas
+    wcs = tile_wcs(metas[0]["wcs"], BBox(dy, dy + shape[0], dx, dx + shape[1]))
+    return tiles, shape, wcs, (oy, ox)

@@ -1,0 +1,345 @@
+"""Frame images as stored -> the package's (H, W, C) float32 with NaN where invalid.
+
+A frame's pixels come as a mono image (H, W), a colour cube (C, H, W) or (H, W, 3), or a 2-D
+colour-filter (Bayer) raw.  :func:`image_layout` tells which from the data shape and the
+Bayer pattern of the header (:class:`FrameInfo` holds what is known of a frame before its
+pixels are loaded), :func:`frame_pixels` turns the stored array into channels-last
+float32 with every invalid pixel NaN (for photometry, saturated pixels too:
+:func:`saturation_level` reads the level from the header, :func:`saturation_pileup` finds
+it in the data, :func:`saturated_mask` finds the pixels), :func:`frame_noise` measures a
+frame's noise (and refuses a frame without usable pixels), and :func:`majority_channels`
+keeps mono and colour data from being mixed in one mosaic.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._log import get_logger, grid_warning
+from ..stacking.bayer import BAYER_CODES, bayer_pattern, debayer
+from ..core.masks import compute_valid_mask
+from ..photometry.overlap import estimate_noise
+from .plan import as_float
+
+__all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
+           "majority_channels", "saturation_level", "saturation_pileup", "saturated_mask"]
+
+logger = get_logger(__name__)
+
+#: How a stored image's axes lie: mono (H, W), planes (C, H, W), interleaved (H, W, C),
+#: 2-D colour-filter raw.
+LAYOUTS = ("mono", "chw", "hwc", "bayer")
+
+
+@dataclass
+class FrameInfo:
+    """What is known of a frame before its pixels are loaded.
+
+    ``layout``: ``"mono"`` (H, W), ``"chw"`` (C, H, W), ``"hwc"`` (H, W, C) or ``"bayer"``
+    (2-D colour-filter raw with pattern ``bayer``); ``shape`` is (H, W); ``noise`` is the
+    robust noise sigma of the raw pixels (:func:`frame_noise`); ``hdu`` the index of the
+    image HDU in the file ``path``, ``coverage_hdu`` an optional weight/alpha HDU;
+    ``saturation`` the stored value at or above which a pixel is saturated
+    (:func:`saturation_level`, :func:`saturation_pileup`), or None.
+    """
+
+    index: int
+    path: str
+    hdu: int
+    shape: tuple
+    layout: str
+    n_channels: int
+    wcs: object
+    exptime: float = 1.0
+    bayer: str = None
+    coverage_hdu: int = None
+    noise: float = float("nan")
+    saturation: float = None
+
+
+def saturation_level(header):
+    """Saturation level written in a frame's header (``SATURATE``), or None.
+
+    Parameters
+    ----------
+    header : mapping
+        The image HDU's FITS header.
+
+    Returns
+    -------
+    float or None
+        The keyword's value when it is a positive number.
+
+    Examples
+    --------
+    >>> saturation_level({"SATURATE": 60000}), saturation_level({"SATURATE": "n/a"})
+    (60000.0, None)
+    """
+    level = as_float(header.get("SATURATE"))
+    return level if level is not None and level > 0 else None
+
+
+def saturation_pileup(raw, *, min_pixels=4):
+    """The value at which a frame's brightest pixels pile up (clipped star cores), or None.
+
+    Saturated pixels all hold the same, largest value of the frame (65535, 65520 for
+    12-bit data scaled to 16 bits, 1.0 for normalised data, ...), whatever the camera; in a
+    frame without saturation the maximum is a lone star peak.  The maximum is taken as the
+    saturation level when at least ``min_pixels`` values (any channel) equal it.
+
+    Parameters
+    ----------
+    raw : array_like
+        The stored data, any layout (not modified); NaN ignored.
+    min_pixels : int
+
+    Returns
+    -------
+    float or None
+
+    Examples
+    --------
+    >>> img = np.arange(100.0).reshape(10, 10)
+    >>> saturation_pileup(img) is None
+    True
+    >>> img[4:6, 4:6] = 200.0
+    >>> saturation_pileup(img)
+    200.0
+    """
+    arr = np.asarray(raw)
+    with np.errstate(invalid="ignore"):
+        top = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
+    if not np.isfinite(top) or top <= 0:
+        return None
+    return float(top) if int(np.count_nonzero(arr == top)) >= min_pixels else None
+
+
+def saturated_mask(raw, layout, level, *, grow=2):
+    """Pixels at or above ``level`` in any channel of a stored frame, grown by ``grow`` px.
+
+    Saturated star cores do not scale with the frame's gain, so they must stay out of the
+    photometric fits; their neighbours (bloom, and the debayering or a blur that spreads
+    them) go with them.
+
+    Parameters
+    ----------
+    raw : array_like
+        The stored data in ``layout`` (not modified).
+    layout : str
+        One of :data:`LAYOUTS`.
+    level : float
+        Saturation level in stored units (see :func:`saturation_level` and
+        :func:`saturation_pileup`).
+    grow : int
+        Dilation of the saturated zone, pixels.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (H, W)
+
+    Examples
+    --------
+    >>> raw = np.zeros((7, 7), np.uint16); raw[3, 3] = 65535
+    >>> m = saturated_mask(raw, "mono", 65535.0, grow=1)
+    >>> int(m.sum()), bool(m[2:5, 2:5].all())
+    (9, True)
+    """
+    arr = np.asarray(raw)
+    with np.errstate(invalid="ignore"):
+        hit = arr >= level - 1e-6 * abs(level)  # float rounding of scaled integers
+    if layout in ("chw", "hwc"):
+        hit = hit.any(axis=0 if layout == "chw" else 2)
+    if grow > 0 and hit.any():
+        import cv2
+        k = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+        hit = cv2.dilate(hit.astype(np.uint8), k).astype(bool)
+    return hit
+
+
+def image_layout(shape, bayer=None, offsets=(0, 0)):
+    """Layout, channel count and (H, W) of a stored image from its shape and Bayer pattern.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The data shape as numpy gives it (FITS ``NAXISn`` reversed).
+    bayer : str, optional
+        The header's ``BAYERPAT`` (case and blanks ignored); it makes a 2-D image a raw.
+    offsets : (int, int)
+        ``XBAYROFF``, ``YBAYROFF`` of a cropped raw (odd values shift the pattern).
+
+    Returns
+    -------
+    layout : str
+        One of :data:`LAYOUTS`.
+    n_channels : int
+        3 for a Bayer raw (after debayering), 1 or 3 otherwise.
+    hw : tuple of int
+        (H, W).
+    pattern : str or None
+        The raw's pattern shifted by ``offsets`` (see :func:`photometry_graph.stacking.bayer.
+        bayer_pattern`); for 3-D data the normalised ``bayer`` as given (unused).
+
+    Raises
+    ------
+    ValueError
+        When the shape is not (H, W), (1 or 3, H, W) or (H, W, 3), or the pattern is not
+        one of :data:`photometry_graph.stacking.bayer.BAYER_CODES`.
+
+    Examples
+    --------
+    >>> image_layout((3, 100, 200))
+    ('chw', 3, (100, 200), None)
+    >>> image_layout((100, 200), "rggb", offsets=(1, 0))
+    ('bayer', 3, (100, 200), 'GRBG')
+    """
+    shape = tuple(int(n) for n in shape)
+    bayer = str(bayer or "").strip().upper() or None
+    if len(shape) == 2:
+        if bayer is None:
+            return "mono", 1, shape, None
+        if bayer not in BAYER_CODES:
+            raise ValueError(f"its Bayer pattern {bayer!r} is not one of "
+                             f"{', '.join(BAYER_CODES)}")
+        return "bayer", 3, shape, bayer_pattern(bayer, *offsets)
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return "chw", shape[0], shape[1:], bayer
+    if len(shape) == 3 and shape[2] == 3:
+        return "hwc", 3, shape[:2], bayer
+    raise ValueError(f"its data shape {shape} is not (H, W), (3, H, W) or (H, W, 3)")
+
+
+def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1,
+                 saturation=None):
+    """A stored frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
+
+    Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
+    per raw site, so that they cannot leak into their neighbours), or zero ``weight``; the
+    valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one,
+    so raws are eroded by one pixel less).  With ``saturation``, saturated pixels and their
+    neighbours (:func:`saturated_mask`) are invalid too: for photometry, not for images.
+
+    Parameters
+    ----------
+    raw : array_like
+        The stored data in ``layout`` (not modified).
+    layout : str
+        One of :data:`LAYOUTS` (see :func:`image_layout`).
+    bayer : str, optional
+        Pattern of a ``"bayer"`` raw.
+    weight : array_like, shape (H, W), optional
+        Coverage or alpha of the frame; 0 (or NaN) = no data.
+    mask_eps : float
+    erode : int
+    saturation : float, optional
+        Saturation level in stored units; None = no saturation masking.
+
+    Returns
+    -------
+    data : numpy.ndarray, shape (H, W, C), float32
+    weight : numpy.ndarray, shape (H, W), float32, or None
+        ``weight`` with invalid pixels 0, or None when none was given.
+
+    Examples
+    --------
+    >>> raw = np.ones((2, 4, 5), np.float32); raw[:, 0, 0] = 0.0
+    >>> data, _ = frame_pixels(raw, "chw", erode=0)
+    >>> data.shape, bool(np.isnan(data[0, 0]).all()), float(data[1, 1, 1])
+    ((4, 5, 2), True, 1.0)
+    """
+    saturated = None if saturation is None else saturated_mask(raw, layout, saturation)
+    raw = np.array(raw, dtype=np.float32)
+    if layout == "bayer":
+        with np.errstate(invalid="ignore"):
+            raw[np.abs(raw) <= mask_eps] = np.nan
+        data, erode = debayer(raw, bayer), max(0, erode - 1)
+    elif layout in LAYOUTS:
+        data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(raw, 0, -1)),
+                "hwc": lambda: raw, "mono": lambda: raw[:, :, None]}[layout]()
+    else:
+        raise ValueError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
+    if saturated is not None:
+        valid &= ~saturated
+    data[~valid] = np.nan
+    if weight is not None:
+        weight = np.where(valid, np.nan_to_num(weight, nan=0.0), 0.0).astype(np.float32)
+    return data, weight
+
+
+def frame_noise(raw, layout, *, mask_eps=1e-6):
+    """Robust noise sigma of a stored frame (median over channels); refuse an empty frame.
+
+    One colour of a Bayer raw is measured (neighbours of different colours differ by more
+    than the noise).
+
+    Parameters
+    ----------
+    raw : array_like
+        The stored data in ``layout`` (not modified).
+    layout : str
+        One of :data:`LAYOUTS`.
+    mask_eps : float
+        ``|x| <= mask_eps`` in every channel is empty.
+
+    Returns
+    -------
+    float
+        NaN when no channel's noise can be measured.
+
+    Raises
+    ------
+    ValueError
+        When fewer than 0.1 % of the pixels are valid (all NaN or zero).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> round(frame_noise(rng.normal(100, 2, (200, 200)), "mono"), 1)
+    2.0
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    arr = {"chw": lambda: np.moveaxis(raw, 0, -1),
+           "bayer": lambda: raw[::2, ::2]}.get(layout, lambda: raw)()
+    valid = compute_valid_mask(arr, eps=mask_eps)
+    if valid.mean() < 1e-3:
+        raise ValueError("it holds no usable pixel (all NaN or zero)")
+    sigma = estimate_noise(arr, valid)
+    return float(np.median(sigma[np.isfinite(sigma)])) if np.isfinite(sigma).any() \
+        else math.nan
+
+
+def majority_channels(items, channels, name, kind):
+    """Items with the most common channel count (ties: more channels); the others are warned.
+
+    Mono and colour data are not mixed in one mosaic.
+
+    Parameters
+    ----------
+    items : list
+    channels : callable
+        ``channels(item)`` -> channel count.
+    name : callable
+        ``name(item)`` -> what the warning calls the item (a path).
+    kind : str
+        What the items are, for the warning ("frames", "tiles").
+
+    Returns
+    -------
+    list
+        The items kept, in their order.
+
+    Examples
+    --------
+    >>> majority_channels([1, 3, 3], lambda c: c, str, "frames")
+    [3, 3]
+    """
+    counts = {c: sum(channels(i) == c for i in items) for c in {channels(i) for i in items}}
+    keep = max(counts, key=lambda c: (counts[c], c)) if counts else None
+    for item in items:
+        if channels(item) != keep:
+            grid_warning(logger, "skipping %s: %d channel(s) while most %s have %d (mono and "
+                         "colour are not mixed in one mosaic)", name(item), channels(item),
+                         kind, keep)
+    return [i for i in items if channels(i) == keep]

@@ -1,0 +1,229 @@
+"""What goes into the output files, computed without touching a file.
+
+The mosaic is written chunk by chunk (:mod:`photometry_graph.pipeline.fileio` does the writing);
+these helpers compute the pieces: the coverage map of an output chunk
+(:func:`chunk_coverage`), the preview and the value range gathered while the chunks pass
+(:class:`ChunkSummary`), the 16-bit copy of a block (:func:`uint16_block`), the
+JSON-friendly report (:func:`jsonable`) and the FITS headers of the tile files and of the
+mosaic (:func:`tile_header`, :func:`mosaic_header`).
+"""
+
+import json
+import math
+
+import numpy as np
+
+from ..core.tiles import BBox
+from ..core.wcsgrid import tile_wcs
+
+__all__ = ["chunk_coverage", "ChunkSummary", "uint16_block", "jsonable", "tile_header",
+           "mosaic_header"]
+
+
+def chunk_coverage(tiles, bbox):
+    """Frame coverage of an output chunk: the largest coverage of the tiles valid there.
+
+    Parameters
+    ----------
+    tiles : list of TilePhotometryInfo
+        Tiles on the mosaic canvas; their ``coverage`` (indexable by slices, e.g. an array)
+        and ``mask`` are read on the chunk only.  Tiles without coverage count as 0.
+    bbox : BBox
+        The chunk on the canvas.
+
+    Returns
+    -------
+    numpy.ndarray, shape ``bbox.shape``, float32
+        0 where no tile is valid; NaN coverage counts as 0.
+
+    Examples
+    --------
+    >>> from photometry_graph.core.tiles import TilePhotometryInfo
+    >>> t = TilePhotometryInfo(1, BBox(0, 4, 0, 4), data=np.ones((4, 4, 1)),
+    ...                        coverage=np.full((4, 4), 3.0))
+    >>> chunk_coverage([t], BBox(2, 6, 2, 6))[:, 1]
+    array([3., 3., 0., 0.], dtype=float32)
+    """
+    cov = np.zeros(bbox.shape, dtype=np.float32)
+    for t in tiles:
+        inter = t.bbox.intersection(bbox)
+        if not inter.is_empty and t.coverage is not None:
+            sl = inter.slices_in(t.bbox)
+            c = np.where(t.mask[sl], np.nan_to_num(np.asarray(t.coverage[sl]), nan=0.0), 0.0)
+            cov[inter.slices_in(bbox)] = np.maximum(cov[inter.slices_in(bbox)], c)
+    return cov
+
+
+class ChunkSummary:
+    """Preview, finite value range and area of a mosaic that passes chunk by chunk.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Canvas (H, W).
+    channels : int
+    preview_size : int
+        Longest side of the preview; it keeps every ``step``-th pixel of the canvas in both
+        axes, ``step = ceil(max(shape) / preview_size)``.
+
+    Attributes
+    ----------
+    preview : numpy.ndarray, (ceil(H / step), ceil(W / step), channels), float32
+        NaN where no chunk has passed yet.
+    lo, hi : float
+        Smallest and largest finite value so far (``inf``, ``-inf`` before any).
+    area : int
+        Pixels of the chunks added (the chunks must not overlap).
+
+    Examples
+    --------
+    >>> s = ChunkSummary((4, 6), 1, preview_size=3)
+    >>> s.add(BBox(0, 4, 0, 3), np.arange(12.0).reshape(4, 3, 1))
+    >>> s.add(BBox(0, 4, 3, 6), np.full((4, 3, 1), np.nan))
+    >>> s.preview[..., 0]
+    array([[ 0.,  2., nan],
+           [ 6.,  8., nan]], dtype=float32)
+    >>> float(s.lo), float(s.hi), s.area
+    (0.0, 11.0, 24)
+    """
+
+    def __init__(self, shape, channels, preview_size=2048):
+        self.step = step = max(1, math.ceil(max(shape) / preview_size))
+        self.preview = np.full((-(-shape[0] // step), -(-shape[1] // step), channels), np.nan,
+                               np.float32)
+        self.lo, self.hi, self.area = np.inf, -np.inf, 0
+
+    def add(self, bbox, data):
+        """Take in the chunk ``data`` (h, w, C) at ``bbox`` of the canvas."""
+        step = self.step
+        sy, sx = -bbox.y0 % step, -bbox.x0 % step  # the preview: every step-th pixel
+        sub = data[sy::step, sx::step]
+        gy, gx = (bbox.y0 + sy) // step, (bbox.x0 + sx) // step
+        self.preview[gy:gy + sub.shape[0], gx:gx + sub.shape[1]] = sub
+        fin = data[np.isfinite(data)]
+        if fin.size:
+            self.lo, self.hi = min(self.lo, fin.min()), max(self.hi, fin.max())
+        self.area += bbox.area
+
+
+def uint16_block(block, lo, hi):
+    """16-bit copy of a block: ``[lo, hi]`` -> ``[0, 65535]`` (clipped, rounded), NaN -> 0.
+
+    Returned as the int16 values a FITS file stores with ``BZERO = 32768`` (unsigned
+    value - 32768).  A non-finite ``lo`` (no finite pixel anywhere) maps everything to 0.
+
+    Parameters
+    ----------
+    block : array_like
+    lo, hi : float
+        The value range of the whole image (not only of the block).
+
+    Returns
+    -------
+    numpy.ndarray of int16, the shape of ``block``
+
+    Examples
+    --------
+    >>> uint16_block(np.array([0.0, 0.5, 1.0, np.nan]), 0.0, 1.0).astype(int) + 32768
+    array([    0, 32768, 65535,     0])
+    """
+    block = np.asarray(block, dtype=np.float64)
+    if not np.isfinite(lo):  # no finite pixel in the image
+        return np.full(block.shape, -32768, dtype=np.int16)
+    scale = 65535.0 / max(float(hi - lo), 1e-12)
+    with np.errstate(invalid="ignore"):
+        u = np.where(np.isfinite(block), np.clip((block - lo) * scale, 0, 65535), 0)
+    return (np.round(u) - 32768).astype(np.int16)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, BBox):
+        return [obj.y0, obj.y1, obj.x0, obj.x1]
+    return obj.to_dict() if hasattr(obj, "to_dict") else str(obj)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_finite(x) for x in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def jsonable(payload):
+    """A copy of ``payload`` that strict JSON can hold.
+
+    numpy scalars and arrays become numbers and lists, a :class:`~photometry_graph.core.tiles.BBox`
+    ``[y0, y1, x0, x1]``, an object with ``to_dict()`` that dict, anything else its ``str``;
+    tuples become lists and NaN/inf become None (JSON null).
+
+    Examples
+    --------
+    >>> jsonable({"g": np.float32(1.5), "bad": float("nan"), "box": BBox(0, 2, 1, 3)})
+    {'g': 1.5, 'bad': None, 'box': [0, 2, 1, 3]}
+    """
+    return _finite(json.loads(json.dumps(payload, default=_json_default)))
+
+
+def tile_header(grid_wcs, bbox, tile_id, canvas_shape, n_frames):
+    """FITS header of a tile file: the tile's WCS and where the tile lies on the global grid.
+
+    Parameters
+    ----------
+    grid_wcs : astropy.wcs.WCS
+        The global grid.
+    bbox : BBox
+        The tile on it.
+    tile_id : int
+        1-based tile number (``TILEID``).
+    canvas_shape : (int, int)
+        The global canvas (``GRID_NY``, ``GRID_NX``).
+    n_frames : int
+        Frames stacked into the tile (``NFRAMES``).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The celestial WCS of the tile (``CRPIX`` shifted by the tile origin), ``TILEID``,
+        ``GRID_Y0``, ``GRID_X0`` (0-based origin), ``GRID_NY``, ``GRID_NX``, ``NFRAMES``.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]; w.wcs.crpix = [50, 50]
+    >>> h = tile_header(w, BBox(10, 60, 20, 70), 3, (100, 100), 5)
+    >>> h["TILEID"], h["GRID_Y0"], h["GRID_X0"], h["CRPIX1"]
+    (3, 10, 20, 30.0)
+    """
+    header = tile_wcs(grid_wcs, bbox).to_header(relax=True)
+    for key, value, comment in [
+            ("TILEID", tile_id, "tile number (1-based)"),
+            ("GRID_Y0", bbox.y0, "tile origin row on the global grid (0-based)"),
+            ("GRID_X0", bbox.x0, "tile origin column on the global grid (0-based)"),
+            ("GRID_NY", canvas_shape[0], "global canvas height"),
+            ("GRID_NX", canvas_shape[1], "global canvas width"),
+            ("NFRAMES", n_frames, "frames stacked into this tile")]:
+        header[key] = (value, comment)
+    return header
+
+
+def mosaic_header(wcs, n_tiles, origin):
+    """FITS header of the mosaic: its WCS, ``NTILES`` and ``GRID_Y0``/``GRID_X0``.
+
+    ``origin`` is the (row, column) of the mosaic's first pixel on the global grid (the
+    mosaic is the global canvas cropped to the tiles).
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> h = mosaic_header(WCS(naxis=2), 4, (0, 128))
+    >>> h["NTILES"], h["GRID_X0"]
+    (4, 128)
+    """
+    header = wcs.to_header(relax=True)
+    header["NTILES"] = (n_tiles, "tiles assembled")
+    header["GRID_Y0"] = (origin[0], "mosaic origin row on the global grid")
+    header["GRID_X0"] = (origin[1], "mosaic origin column on the global grid")
+    return header

@@ -1,0 +1,179 @@
+"""Run independent tasks on a dask cluster, in a process pool or in-process.
+
+The tiles of a Grid/Survey run are independent tasks: :func:`map_tasks` sends them to a
+``dask.distributed`` scheduler when one is given, else to a pool of worker processes
+(``forkserver`` where available, else ``spawn``), else (one worker) runs them here.  Results
+arrive as they complete; a failing task comes back with its exception, so that one bad task
+never stops the others.
+
+The worker processes of the pool share the CPUs among themselves: each runs OpenCV and BLAS
+(OpenBLAS) on one thread (:func:`_limit_threads`), where the calling process may use several.
+"""
+
+import concurrent.futures
+import ctypes
+import multiprocessing
+import os
+import pickle
+
+from .._log import get_logger, grid_debug, grid_warning
+
+__all__ = ["map_tasks", "default_workers"]
+
+logger = get_logger(__name__)
+
+
+def default_workers():
+    """Default number of worker processes: the CPUs, at most 4.
+
+    Examples
+    --------
+    >>> 1 <= default_workers() <= 4
+    True
+    """
+    return min(4, os.cpu_count() or 1)
+
+
+def map_tasks(func, tasks, *, scheduler=None, workers=None):
+    """Yield ``(task, result or exception)`` from a dask cluster, a process pool or in-process.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(task)``; a top-level function taking and returning picklable values (it runs
+        in other processes).
+    tasks : list
+        Picklable tasks.
+    scheduler : str or dask.distributed.Client, optional
+        A scheduler address (a client is opened and closed here) or a client (left open).
+        ``dask.distributed`` is imported only then.
+    workers : int, optional
+        Worker processes when there is no scheduler (default :func:`default_workers`),
+        capped at half the number of tasks (rounded up): a worker starts by importing the
+        libraries (~1-2 s), which one task rarely repays.  1 runs the tasks here, one
+        after the other, each task through a pickle round trip as in a worker so that
+        results match bit for bit.  The workers fork from a server process that has
+        imported ``func``'s module once (``forkserver``), so they start at once, and run
+        OpenCV and BLAS on one thread each (the calling process is left as it is).
+
+    Yields
+    ------
+    tuple
+        ``(task, result)``, in the order of completion; ``result`` is the exception the
+        task raised when it failed.  When the worker processes die (a script without the
+        ``__main__`` guard, a worker killed for memory), the remaining tasks run here,
+        with a [GRID] warning.
+
+    Examples
+    --------
+    >>> [r for _, r in map_tasks(abs, [-2, 3], workers=1)]
+    [2, 3]
+    """
+    if scheduler is not None:
+        from dask.distributed import Client, as_completed  # optional dependency
+        own = not isinstance(scheduler, Client)
+        client = Client(scheduler, set_as_default=False) if own else scheduler
+        try:
+            futures = {client.submit(func, t, pure=False): t for t in tasks}
+            for fut in as_completed(futures, loop=client.loop):
+                yield futures[fut], (fut.exception() or fut.result())
+        finally:
+            if own:
+                client.close()
+        return
+    asked = default_workers() if workers is None else workers
+    workers = max(1, min(asked, -(-len(tasks) // 2)))
+    if workers < asked:
+        grid_debug(logger, "%d task(s): %d worker process(es) instead of %d", len(tasks),
+                   workers, asked)
+    if workers == 1:
+        for t in tasks:
+            try:  # through pickle like in a worker: WCS objects round-trip through FITS text,
+                yield t, func(pickle.loads(pickle.dumps(t)))  # so results match bit for bit
+            except Exception as exc:
+                yield t, exc
+        return
+    done, broken = set(), None
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
+                                                initializer=_limit_threads) as pool:
+        futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
+        for fut in concurrent.futures.as_completed(futures):
+            exc = fut.exception()
+            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+                broken = exc
+                break
+            done.add(futures[fut])
+            yield tasks[futures[fut]], (exc or fut.result())
+    if broken is not None:  # the pool is dead: every pending task would fail the same way
+        rest = [t for k, t in enumerate(tasks) if k not in done]
+        grid_warning(logger, "worker processes died or could not start (%s); running the %d "
+                     "remaining task(s) in this process. A script that runs grid mode with "
+                     "workers needs `if __name__ == \"__main__\":` around its top-level "
+                     "code; a worker killed for lack of memory needs fewer workers "
+                     "(--workers)", type(broken).__name__, len(rest))
+        yield from map_tasks(func, rest, workers=1)
+
+
+def _context(func):
+    """``forkserver`` (preloading ``func``'s module) where available, else ``spawn``."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    module = getattr(func, "__module__", None)
+    if module and module != "__main__":
+        # imported once by the server (from the same sys.path), inherited by every worker;
+        # takes effect when the server starts, i.e. at the first pool of this process
+        ctx.set_forkserver_preload([module])
+    return ctx
+
+
+# Thread limits of the worker processes: variables read by the libraries loaded after them ...
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# ... and the setters of the OpenBLAS copies already loaded (numpy's, scipy's, OpenCV's)
+_OPENBLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "openblas_set_num_threads64_")
+
+
+def _limit_threads():
+    """Pool initializer: run OpenCV and BLAS on one thread in this worker process.
+
+    The pool has one worker per CPU it may use; OpenCV's thread pool and OpenBLAS's threads
+    (which parallelise e.g. the coordinate-map products of the reprojection) would otherwise
+    oversubscribe the CPUs.  The environment variables cover libraries loaded later in the
+    worker; those already loaded (the server process preloaded them) are set directly.
+    Runs only in pool workers, never in the calling process.
+    """
+    os.environ.update(dict.fromkeys(THREAD_ENV, "1"))
+    try:
+        import cv2  # a dependency of the package; loads its own OpenBLAS too
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    for set_threads, _ in _openblas_controls():
+        set_threads(1)
+
+
+def _openblas_controls():
+    """``(set_num_threads, get_num_threads)`` of each OpenBLAS loaded in this process.
+
+    Read from ``/proc/self/maps`` (Linux; elsewhere an empty list): numpy, scipy and OpenCV
+    each bundle their own copy, with differently prefixed functions.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            paths = {line.split()[-1] for line in fh
+                     if "openblas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:
+        return []
+    controls = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)  # loaded already: not loaded again
+        except OSError:
+            continue
+        name = next((n for n in _OPENBLAS_SETTERS if hasattr(lib, n)), None)
+        if name is not None:
+            setter, getter = getattr(lib, name), getattr(lib, name.replace("_set_", "_get_"))
+            setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+            controls.append((setter, getter))
+    return controls

@@ -1,0 +1,21 @@
+"""From frames to tiles: debayering, fast WCS-to-WCS resampling and weighted, clipped,
+streaming stacking.
+"""
+
+from .bayer import (  # noqa: F401
+    BAYER_CODES, BAYER_PATTERNS, bayer_pattern, debayer,
+)
+from .resample import (  # noqa: F401
+    reproject_to_bbox, coordinate_map, spline_upsample_matrix, ORDERS,
+)
+from .stack import (  # noqa: F401
+    stack_frames, estimate_frame_noise, inverse_variance_weight, STACK_METHODS, WEIGHT_METHODS,
+    frame_weights, radial_weight, frame_on_tile,
+)
+
+__all__ = [
+    "BAYER_CODES", "BAYER_PATTERNS", "bayer_pattern", "debayer", "reproject_to_bbox",
+    "coordinate_map", "spline_upsample_matrix", "ORDERS", "stack_frames",
+    "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS", "WEIGHT_METHODS",
+    "frame_weights", "radial_weight", "frame_on_tile",
+]

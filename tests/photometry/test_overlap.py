@@ -1,0 +1,362 @@
+import logging
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import photometry_graph.photometry.overlap as overlap
+from photometry_graph.datasets import make_survey
+from photometry_graph.photometry.overlap import (build_tile_overlap_graph, estimate_noise, edge_status,
+                                      find_overlapping_pairs, fit_overlap_edges,
+                                      sparsify_overlap_graph)
+from photometry_graph.photometry.regression import PairwiseFit
+from photometry_graph.core.tiles import BBox, TilePhotometryInfo
+
+
+def _brute_force_pairs(boxes):
+    return sorted((i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+                  if boxes[i].overlaps(boxes[j]))
+
+
+def _true_ratio(survey, fit):
+    c = fit.channel
+    a = survey.gains[fit.dst, c] / survey.gains[fit.src, c]
+    b = survey.offsets[fit.dst, c] - a * survey.offsets[fit.src, c]
+    return a, b
+
+
+def _side_edges(graph):
+    """Edges between left/right or top/bottom neighbours (not diagonal)."""
+    return [(u, v) for u, v, e in graph.edges(data=True) if max(e["bbox"].shape) > 100]
+
+
+boxes_strategy = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(0, 15), st.integers(0, 40), st.integers(0, 15))
+    .map(lambda t: BBox(t[0], t[0] + t[1], t[2], t[2] + t[3])),
+    max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(boxes_strategy)
+def test_sweep_finds_exactly_the_brute_force_pairs(boxes):
+    assert find_overlapping_pairs(boxes) == _brute_force_pairs(boxes)
+
+
+@pytest.mark.parametrize("empty_value", [0.0, np.nan])
+def test_3x3_survey_graph_has_20_edges_with_true_valid_counts(empty_value, caplog):
+    s = make_survey(3, 3, tile_size=128, overlap=0.2, rng=2, empty_zones=True,
+                    empty_value=empty_value)
+    # same data but masks computed from the data (0 / NaN borders must be excluded)
+    tiles = [TilePhotometryInfo(t.tile_id, t.bbox, data=t.data) for t in s.tiles]
+    with caplog.at_level(logging.INFO, logger="photometry_graph"):
+        g = build_tile_overlap_graph(tiles)
+    assert g.number_of_nodes() == 9
+    assert g.number_of_edges() == 20          # 12 side + 8 diagonal neighbours
+    assert len(_side_edges(g)) == 12
+    assert g.has_edge(0, 4) and g.has_edge(2, 4) and not g.has_edge(0, 2)
+    assert "[GRID] Photometry: built overlap graph with 20 edges" in caplog.text
+    zone_edges = 0
+    for u, v, e in g.edges(data=True):
+        ti, tj = s.tiles[u], s.tiles[v]
+        inter = ti.bbox.intersection(tj.bbox)
+        true_joint = (ti.mask[inter.slices_in(ti.bbox)] & tj.mask[inter.slices_in(tj.bbox)])
+        assert e["bbox"] == inter and e["area"] == inter.area
+        assert e["n_valid"] == int(true_joint.sum()) == e["weight"]
+        assert (e["src"], e["dst"]) == (min(u, v), max(u, v))
+        assert e["fits"] == []
+        zone_edges += e["n_valid"] < e["area"]
+    assert zone_edges > 0                     # the empty zones really cut some overlaps
+    for k in g.nodes:
+        assert g.nodes[k]["bbox"] == s.tiles[k].bbox and g.nodes[k]["tile"] is tiles[k]
+
+
+def test_compute_valid_false_does_not_touch_the_data():
+    def unreadable():
+        raise AssertionError("data must not be read")
+
+    tiles = [TilePhotometryInfo(k, BBox(0, 10, 8 * k, 8 * k + 10), data=unreadable)
+             for k in range(3)]
+    g = build_tile_overlap_graph(tiles, compute_valid=False)
+    assert sorted(g.edges) == [(0, 1), (1, 2)]
+    assert g.edges[0, 1]["n_valid"] == g.edges[0, 1]["area"] == 20
+
+
+def test_small_overlaps_are_dropped_and_isolated_nodes_kept():
+    ones = np.ones((10, 10))
+    tiles = [TilePhotometryInfo(0, BBox(0, 10, 0, 10), data=ones),
+             TilePhotometryInfo(1, BBox(0, 10, 8, 18), data=ones),     # 20 px overlap
+             TilePhotometryInfo(2, BBox(50, 60, 50, 60), data=ones)]   # alone
+    assert build_tile_overlap_graph(tiles, min_overlap_pixels=20).number_of_edges() == 1
+    g = build_tile_overlap_graph(tiles, min_overlap_pixels=21)
+    assert g.number_of_edges() == 0 and g.number_of_nodes() == 3
+    # an overlap where one tile is empty (zeros) has no valid pixel
+    empty = ones.copy(); empty[:, :3] = 0.0
+    tiles[0] = TilePhotometryInfo(0, BBox(0, 10, 0, 10), data=empty[:, ::-1])
+    assert build_tile_overlap_graph(tiles).number_of_edges() == 0
+
+
+def test_bad_tiles_are_rejected_with_a_message():
+    ones = np.ones((4, 4))
+    with pytest.raises(ValueError, match="duplicate tile_id 7"):
+        build_tile_overlap_graph([TilePhotometryInfo(7, BBox(0, 4, 0, 4), data=ones),
+                                  TilePhotometryInfo(7, BBox(0, 4, 2, 6), data=ones)])
+    with pytest.raises(TypeError, match="TilePhotometryInfo"):
+        build_tile_overlap_graph([BBox(0, 4, 0, 4)])
+
+
+def test_string_tile_ids_work():
+    ones = np.ones((10, 10))
+    tiles = [TilePhotometryInfo("b", BBox(0, 10, 0, 10), data=ones),
+             TilePhotometryInfo("a", BBox(0, 10, 5, 15), data=ones)]
+    g = build_tile_overlap_graph(tiles)
+    assert (g.edges["a", "b"]["src"], g.edges["a", "b"]["dst"]) == ("a", "b")
+
+
+def test_estimate_noise_is_robust_per_channel():
+    rng = np.random.default_rng(0)
+    h, w = 120, 160
+    yy, xx = np.mgrid[:h, :w]
+    sigmas = np.array([1.0, 2.0, 0.5])
+    img = 50 + 0.3 * xx[..., None] - 0.2 * yy[..., None] + rng.normal(0, 1, (h, w, 3)) * sigmas
+    stars = rng.integers(0, h * w, 150)
+    img.reshape(-1, 3)[stars] += 500.0                 # hot pixels / star cores
+    mask = np.ones((h, w), dtype=bool)
+    mask[40:80, 60:100] = False
+    img[40:80, 60:100] = np.nan                       # invalid zone, excluded by the mask
+    est = estimate_noise(img, mask)
+    np.testing.assert_allclose(est, sigmas, rtol=0.05)
+    # bands of three rows only (~6 000 differences), clipped RMS: same answer
+    sampled = estimate_noise(img, mask, max_samples=6000, estimator="clipped")
+    np.testing.assert_allclose(sampled, sigmas, rtol=0.05)
+    assert np.isnan(estimate_noise(np.ones((2, 2)))).all()
+    with pytest.raises(ValueError, match="mask shape"):
+        estimate_noise(img, mask[:10])
+    with pytest.raises(ValueError, match="estimator"):
+        estimate_noise(img, mask, estimator="std")
+    with pytest.raises(ValueError, match="max_samples"):
+        estimate_noise(img, mask, max_samples=0)
+
+
+def test_fitted_gains_match_the_injected_ratios(caplog):
+    s = make_survey(3, 3, 256, 0.2, rng=0, star_density=1.5e-3)
+    g = build_tile_overlap_graph(s.tiles)
+    with caplog.at_level(logging.INFO, logger="photometry_graph"):
+        counts = fit_overlap_edges(g, max_rel_gain_error=0.0015)
+    assert sum(counts.values()) == 20 and counts["failed"] == 0
+    assert "[GRID] Photometry: fitted 20 overlaps (ok=%d, offset-only=%d, failed=0)" % (
+        counts["ok"], counts["offset_only"]) in caplog.text
+    assert counts["ok"] >= 10
+    for u, v, e in g.edges(data=True):
+        (fit,) = e["fits"]
+        assert isinstance(fit, PairwiseFit) and (fit.src, fit.dst) == (e["src"], e["dst"])
+        assert e["status"] == fit.status
+        a_true, b_true = _true_ratio(s, fit)
+        if fit.status == "ok":
+            assert abs(fit.a / a_true - 1) < 0.005
+        # moments hold the relation on every edge that was not a failure
+        err = fit.y_mean - a_true * fit.x_mean - b_true
+        assert abs(err) < 4 * math.hypot(fit.sigma_y_mean, a_true * fit.sigma_x_mean)
+        assert abs(err) < 0.05 * s.noise_sigma
+
+
+def test_default_threshold_gains_are_within_their_uncertainty():
+    s = make_survey(3, 3, 256, 0.2, rng=3, star_density=1.5e-3, empty_zones=True,
+                    empty_value=np.nan)
+    g = build_tile_overlap_graph(s.tiles)
+    counts = fit_overlap_edges(g)
+    assert counts["ok"] >= 14
+    for u, v in _side_edges(g):
+        assert g.edges[u, v]["status"] == "ok"
+    for u, v, e in g.edges(data=True):
+        fit = e["fits"][0]
+        assert fit.n_total <= e["n_valid"]
+        if fit.status == "ok":
+            a_true, _ = _true_ratio(s, fit)
+            assert fit.sigma_a / fit.a <= 0.01
+            assert abs(fit.a / a_true - 1) < 3.5 * fit.sigma_a
+
+
+def test_plane_fits_recover_injected_gradient_differences():
+    s = make_survey(3, 3, 256, 0.2, rng=1, gradient=8.0, star_density=1.5e-3)
+    origin = (100.0, 50.0)
+    g = build_tile_overlap_graph(s.tiles)
+    counts = fit_overlap_edges(g, model="plane", origin=origin)
+    assert counts["ok"] >= 8 and g.graph["fit_model"] == "plane"
+    for u, v, e in g.edges(data=True):
+        fit = e["fits"][0]
+        assert fit.model == "plane" and fit.origin == origin
+        if fit.status == "failed":
+            continue
+        a_true = s.gains[fit.dst, 0] / s.gains[fit.src, 0]
+        p_true = s.slopes[fit.dst, 0] - a_true * s.slopes[fit.src, 0]
+        # the planar moments carry the gradient difference for every edge, to the
+        # precision noise allows across the overlap's narrow side
+        p_mom = np.subtract(fit.y_slope, a_true * np.asarray(fit.x_slope))
+        narrow = min(e["bbox"].shape)
+        tol = 4 * math.hypot(1.0, a_true) / math.sqrt(fit.n_used * narrow ** 2 / 12)
+        assert np.abs(p_mom - p_true).max() < tol
+        if fit.status == "ok":
+            assert abs(fit.px - p_true[0]) < 4 * fit.sigma_px + 1e-4
+            assert abs(fit.py - p_true[1]) < 4 * fit.sigma_py + 1e-4
+
+
+def test_rgb_edges_get_one_fit_per_channel():
+    s = make_survey(2, 2, 128, 0.25, channels=3, rng=4, star_density=2e-3)
+    g = build_tile_overlap_graph(s.tiles)
+    fit_overlap_edges(g)
+    for u, v, e in g.edges(data=True):
+        assert [f.channel for f in e["fits"]] == [0, 1, 2]
+        for f in e["fits"]:
+            if f.status == "ok":
+                a_true, _ = _true_ratio(s, f)
+                assert abs(f.a / a_true - 1) < 3.5 * f.sigma_a
+
+
+def test_subsampling_is_reproducible():
+    s = make_survey(1, 2, 128, 0.3, rng=5, star_density=2e-3)
+    n_valid = build_tile_overlap_graph(s.tiles).edges[0, 1]["n_valid"]
+    for kw, n_total in ((dict(polish=False), 2000),
+                        (dict(polish=False, subsample="random", rng=np.random.default_rng(9)),
+                         2000),
+                        (dict(), n_valid)):        # polished: the fit uses every pixel
+        runs = []
+        for _ in range(2):
+            g = build_tile_overlap_graph(s.tiles)
+            kw_run = dict(kw)
+            if "rng" in kw_run:
+                kw_run["rng"] = np.random.default_rng(9)
+            fit_overlap_edges(g, max_pixels=2000, min_pixels=200, **kw_run)
+            runs.append(g.edges[0, 1]["fits"][0])
+        assert runs[0].n_total == n_total
+        assert runs[0].to_dict() == runs[1].to_dict()
+
+
+@pytest.mark.parametrize("model", ["offset", "plane"])
+def test_polished_subsample_fit_equals_the_exhaustive_fit(model):
+    # clipping iterations on 5 000 of the ~24 000 pixels, final fit on all of them
+    s = make_survey(2, 1, 256, 0.4, rng=11, star_density=1.5e-3,
+                    gradient=4.0 if model == "plane" else 0.0)
+    fits = {}
+    for name, kw in (("exhaustive", dict(max_pixels=None)), ("polished", dict(max_pixels=5000)),
+                     ("subsample", dict(max_pixels=5000, polish=False))):
+        g = build_tile_overlap_graph(s.tiles)
+        fit_overlap_edges(g, model=model, origin=(128.0, 128.0), **kw)
+        fits[name] = g.edges[0, 1]["fits"][0]
+    ex, po, sub = fits["exhaustive"], fits["polished"], fits["subsample"]
+    assert ex.status == po.status == "ok"
+    assert po.n_total == ex.n_total and abs(po.n_used - ex.n_used) <= 0.002 * ex.n_total
+    # same pixels up to a handful at the clipping threshold: same estimates to a small
+    # fraction of their uncertainties, and the same uncertainties
+    assert abs(po.a - ex.a) < 0.25 * ex.sigma_a
+    assert abs(po.b - ex.b) < 0.25 * ex.sigma_b
+    assert po.sigma_a == pytest.approx(ex.sigma_a, rel=0.05)
+    assert po.rms == pytest.approx(ex.rms, rel=0.01)
+    assert po.x_mean == pytest.approx(ex.x_mean, abs=0.01)
+    if model == "plane":
+        assert abs(po.px - ex.px) < 0.25 * ex.sigma_px
+        assert abs(po.py - ex.py) < 0.25 * ex.sigma_py
+    # the subsample alone is measurably less precise
+    assert sub.n_total == 5000 and sub.sigma_a > 1.5 * ex.sigma_a
+
+
+def test_threaded_fits_equal_serial_fits():
+    s = make_survey(2, 2, 128, 0.25, rng=4, star_density=2e-3)
+    results = []
+    for workers in (1, 2):
+        g = build_tile_overlap_graph(s.tiles, workers=workers)
+        fit_overlap_edges(g, model="plane", workers=workers, max_pixels=1000)
+        results.append({e: [f.to_dict() for f in g.edges[e]["fits"]] for e in g.edges})
+    assert results[0] == results[1]
+    with pytest.raises(ValueError, match="workers"):
+        fit_overlap_edges(g, workers=0)
+
+
+def test_a_failing_fit_marks_the_edge_failed_and_warns(monkeypatch, caplog):
+    s = make_survey(2, 2, 96, 0.25, rng=6)
+    g = build_tile_overlap_graph(s.tiles)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(overlap, "fit_pair_image", boom)
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        counts = fit_overlap_edges(g)
+    assert counts == {"ok": 0, "offset_only": 0, "failed": g.number_of_edges()}
+    for u, v, e in g.edges(data=True):
+        (fit,) = e["fits"]
+        assert fit.status == "failed" and "synthetic failure" in fit.message
+        assert fit.a == 1.0 and fit.b == 0.0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all(r.getMessage().startswith("[GRID]") for r in warnings)
+
+
+def test_unreadable_tile_gives_failed_edges_not_a_crash(caplog):
+    ones = np.ones((10, 10))
+    good = TilePhotometryInfo(0, BBox(0, 10, 0, 10), data=ones)
+
+    def broken():
+        raise OSError("file vanished")
+
+    bad = TilePhotometryInfo(1, BBox(0, 10, 5, 15), data=broken, mask=np.ones((10, 10), bool))
+    g = build_tile_overlap_graph([good, bad])
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        counts = fit_overlap_edges(g)
+    assert counts["failed"] == 1
+    assert "file vanished" in g.edges[0, 1]["fits"][0].message
+    assert "[GRID]" in caplog.text
+
+
+def test_too_small_overlap_is_failed_without_warning(caplog):
+    s = make_survey(1, 2, 64, 0.1, rng=0)         # 6 x 64 px overlap < min_pixels
+    g = build_tile_overlap_graph(s.tiles)
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        counts = fit_overlap_edges(g)
+    assert counts["failed"] == 1
+    assert "min_pixels" in g.edges[0, 1]["fits"][0].message
+    assert not caplog.records
+
+
+def test_bad_fit_arguments_are_rejected():
+    g = nx.Graph()
+    with pytest.raises(ValueError, match="model"):
+        fit_overlap_edges(g, model="spline")
+    with pytest.raises(ValueError, match="max_pixels"):
+        fit_overlap_edges(g, max_pixels=0)
+    with pytest.raises(ValueError, match="subsample"):
+        fit_overlap_edges(g, subsample="every other")
+    with pytest.raises(ValueError, match="noise_estimator"):
+        fit_overlap_edges(g, noise_estimator="std")
+
+
+def test_edge_status_is_the_worst_channel():
+    ok, off, bad = (PairwiseFit(status=x) for x in ("ok", "offset_only", "failed"))
+    assert edge_status([ok, off]) == "offset_only"
+    assert edge_status([ok, bad, off]) == "failed"
+    assert edge_status([ok]) == "ok" and edge_status([]) == "failed"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 14), st.integers(1, 5), st.integers(0, 2 ** 31 - 1),
+       st.floats(0.3, 1.0))
+def test_sparsified_graph_keeps_the_largest_overlaps_and_the_components(n, k, seed, p):
+    rng = np.random.default_rng(seed)
+    g = nx.gnp_random_graph(n, p, seed=seed)
+    g.add_edges_from((u + n, v + n) for u, v in list(g.edges))   # a second component
+    for u, v in g.edges:
+        g.edges[u, v]["weight"] = int(rng.integers(1, 10_000))
+    before = {e: dict(d) for e, d in g.edges.items()}
+    h = sparsify_overlap_graph(g, k)
+    assert {e: dict(d) for e, d in g.edges.items()} == before     # input untouched
+    assert set(h.nodes) == set(g.nodes) and set(h.edges) <= set(g.edges)
+    assert sorted(map(sorted, nx.connected_components(h))) == \
+        sorted(map(sorted, nx.connected_components(g)))
+    assert h.number_of_edges() <= g.number_of_nodes() * (k + 1)
+    for node in g.nodes:  # every node keeps its k largest overlaps
+        weights = sorted((d for _, _, d in g.edges(node, data="weight")), reverse=True)
+        kept = sorted((d for _, _, d in h.edges(node, data="weight")), reverse=True)
+        assert kept[:k] == weights[:k]
+    with pytest.raises(ValueError, match="max_degree"):
+        sparsify_overlap_graph(g, 0)

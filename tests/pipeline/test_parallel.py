@@ -1,0 +1,150 @@
+"""Dispatch of independent tasks (photometry_graph.pipeline.parallel)."""
+
+import logging
+import math
+import operator
+import sys
+
+import pytest
+
+import grid_mode
+from photometry_graph.pipeline.options import GridOptions
+from photometry_graph.pipeline.parallel import default_workers, map_tasks
+
+
+def _mutate(task):
+    task.append("touched")
+    return len(task)
+
+
+def test_in_process_results_and_failures_come_back_in_order():
+    out = list(map_tasks(math.sqrt, [4.0, -1.0, 9.0], workers=1))
+    assert [t for t, _ in out] == [4.0, -1.0, 9.0]
+    assert out[0][1] == 2.0 and out[2][1] == 3.0
+    assert isinstance(out[1][1], ValueError)  # raised by the task, returned, not raised
+
+
+def test_in_process_tasks_go_through_pickle_like_in_a_worker():
+    task = ["a"]
+    [(same, result)] = list(map_tasks(_mutate, [task], workers=1))
+    assert result == 2 and task == ["a"] and same is task
+
+
+def test_process_pool_runs_every_task():
+    tasks = [4.0, -1.0, 16.0, 25.0]
+    out = dict(map_tasks(math.sqrt, tasks, workers=2))
+    assert set(out) == set(tasks)
+    assert out[16.0] == 4.0 and out[25.0] == 5.0 and isinstance(out[-1.0], ValueError)
+
+
+def _pid(task):
+    import os
+    return os.getpid()
+
+
+def test_a_pool_is_started_only_for_two_tasks_per_worker_or_more():
+    import os
+    few = dict(map_tasks(_pid, [1, 2], workers=2))          # one worker: runs here
+    assert set(few.values()) == {os.getpid()}
+    many = dict(map_tasks(_pid, [1, 2, 3, 4], workers=2))   # two worker processes
+    assert os.getpid() not in set(many.values())
+
+
+def _die_in_a_worker(task):
+    import os
+    parent, value = task
+    if os.getpid() != parent:
+        os._exit(3)  # the worker process dies: the pool is broken
+    return value * 10
+
+
+def test_a_broken_pool_falls_back_to_this_process_with_a_warning(caplog):
+    import os
+    tasks = [(os.getpid(), v) for v in range(6)]
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        out = list(map_tasks(_die_in_a_worker, tasks, workers=2))
+    assert sorted(r for _, r in out) == [0, 10, 20, 30, 40, 50]
+    assert sorted(t for t, _ in out) == tasks
+    assert any("[GRID]" in r.getMessage() and "worker processes died" in r.getMessage()
+               and "__main__" in r.getMessage() for r in caplog.records)
+
+
+def _thread_counts(task):
+    import os
+
+    import cv2
+
+    from photometry_graph.pipeline.parallel import THREAD_ENV, _openblas_controls
+    return (os.getpid(), cv2.getNumThreads(), [get() for _, get in _openblas_controls()],
+            {k: os.environ.get(k) for k in THREAD_ENV})
+
+
+def test_pool_workers_run_opencv_and_blas_on_one_thread():
+    import os
+
+    import cv2
+
+    from photometry_graph.pipeline.parallel import THREAD_ENV, _openblas_controls
+    before = _thread_counts(None)
+    out = dict(map_tasks(_thread_counts, [1, 2, 3, 4], workers=2))
+    assert not [r for r in out.values() if isinstance(r, BaseException)]
+    assert os.getpid() not in {pid for pid, *_ in out.values()}  # ran in worker processes
+    for _, cv_threads, blas_threads, env in out.values():
+        assert cv_threads == 1
+        assert set(blas_threads) <= {1}  # numpy's, scipy's, OpenCV's OpenBLAS ...
+        assert blas_threads or not sys.platform.startswith("linux")  # ... found on Linux
+        assert env == dict.fromkeys(THREAD_ENV, "1")
+    assert _thread_counts(None) == before  # this process is left as it was
+    assert cv2.getNumThreads() == before[1]
+    assert [get() for _, get in _openblas_controls()] == before[2]
+
+
+def test_in_process_run_keeps_the_thread_settings():
+    before = _thread_counts(None)
+    [(_, here)] = list(map_tasks(_thread_counts, [1], workers=2))  # one task: runs here
+    assert here == before
+
+
+def test_no_tasks_and_default_workers():
+    assert list(map_tasks(abs, [], workers=3)) == []
+    assert 1 <= default_workers() <= 4
+
+
+def test_dask_client_is_used_and_left_open():
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        out = dict(map_tasks(operator.neg, [1, 2], scheduler=client))
+        assert out == {1: -1, 2: -2}
+        assert client.status == "running"
+        by_address = dict(map_tasks(operator.neg, [3], scheduler=client.scheduler.address))
+        assert by_address == {3: -3}
+
+
+def test_frames_read_by_workers_are_those_read_here(tmp_path, frame_factory, caplog):
+    good = [frame_factory(f"g{k}.fits", crval=(150.0 + 0.003 * k, 20.0)) for k in range(3)]
+    (tmp_path / "text.fits").write_text("this is not a FITS file\n")
+    entries = [grid_mode.PlanEntry(path=p, exposure=5.0) for p in
+               [good[0], tmp_path / "missing.fits", good[1], tmp_path / "text.fits", good[2]]]
+    runs = {}
+    for workers in (1, 2):  # 2: five frames, so two worker processes
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            frames = grid_mode._read_frames(entries, GridOptions(workers=workers),
+                                            grid_mode._Progress())
+        runs[workers] = frames, [r.getMessage() for r in caplog.records]
+    (one, warned_one), (two, warned_two) = runs[1], runs[2]
+    assert [f.path for f in two] == [f.path for f in one] == [str(p) for p in good]
+    assert [f.index for f in two] == [0, 1, 2]
+    assert [(f.noise, f.exptime, f.shape) for f in two] == [(f.noise, f.exptime, f.shape)
+                                                            for f in one]
+    assert all((f.wcs.wcs.crval == g.wcs.wcs.crval).all() for f, g in zip(one, two))
+    assert warned_two == warned_one and len(warned_two) == 2
+    assert warned_two[0].startswith("[GRID] skipping ") and "missing.fits: the file" in \
+        warned_two[0]
+    assert "text.fits: it is not a readable FITS image" in warned_two[1]
+
+
+def test_grid_mode_passes_its_options():
+    out = list(grid_mode._map_tasks(math.sqrt, [9.0], GridOptions(workers=1)))
+    assert out == [(9.0, 3.0)]
