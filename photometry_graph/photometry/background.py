@@ -19,17 +19,16 @@ import math
 import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
+from .._stats import MAD_TO_SIGMA, median
+from .._threads import check_workers, thread_map
 from ..core.correction import Correction, apply_correction
 from ..core.masks import as_channels_last
-from .overlap import _check_workers, _thread_map
-from .regression import _median
 
 __all__ = ["estimate_tile_background", "overlap_differences", "match_backgrounds",
            "BackgroundMatchResult"]
 
 logger = get_logger(__name__)
 
-_MAD_TO_SIGMA = 1.482602218505602
 #: Default number of pixels sampled per tile for its background.
 TILE_SAMPLE_PIXELS = 25_000
 #: Default number of pixels sampled per overlap for the guard's differences.
@@ -104,16 +103,16 @@ def estimate_tile_background(tile_data, tile_mask, *, kappa=3.0, iterations=5,
             raise ValueError(f"channel {c} of the tile has no valid finite pixel: cannot "
                              "estimate its background")
         keep = np.ones(v.size, dtype=bool)
-        med = _median(v)
+        med = median(v)
         for _ in range(int(iterations)):
-            sigma = _MAD_TO_SIGMA * _median(np.abs(v[keep] - med))
+            sigma = MAD_TO_SIGMA * median(np.abs(v[keep] - med))
             if sigma <= 0:
                 break
             new = np.abs(v - med) <= kappa * sigma
             if not new.any() or np.array_equal(new, keep):
                 break
             keep = new
-            med = _median(v[keep])
+            med = median(v[keep])
         out[c] = med
     return out
 
@@ -206,7 +205,7 @@ def _pair_difference(ti, tj, bbox, ci, cj, min_pixels, max_pixels):
     for c in range(d.shape[1]):
         v = d[:, c][np.isfinite(d[:, c])]
         if v.size >= min_pixels:
-            row[c] = _median(v)
+            row[c] = median(v)
     return row
 
 
@@ -306,7 +305,7 @@ def overlap_differences(tiles, corrections=None, graph=None, *, min_pixels=16,
         return _pair_difference(tiles_by_id[i], tiles_by_id[j], bbox, ci, cj, min_pixels,
                                 max_pixels)
 
-    rows = _thread_map(measure, todo, workers)
+    rows = thread_map(measure, todo, workers)
     pairs = [(i, j) for (i, j, _), row in zip(todo, rows) if row is not None]
     diffs = [row for row in rows if row is not None]
     C = diffs[0].shape[0] if diffs else 0
@@ -499,7 +498,7 @@ def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterati
         raise ValueError("no tiles given: pass at least one TilePhotometryInfo")
     corrections = dict(corrections or {})
 
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
 
     def measure(tid):
         try:
@@ -510,7 +509,7 @@ def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterati
 
     backgrounds = {}
     n_channels = None
-    for tid, got in zip(tiles_by_id, _thread_map(measure, list(tiles_by_id), workers)):
+    for tid, got in zip(tiles_by_id, thread_map(measure, list(tiles_by_id), workers)):
         if isinstance(got, Exception):
             grid_warning(logger, "Background: tile %s: background not measured (%s); "
                          "no shift", tid, got)

@@ -20,9 +20,10 @@ import time
 import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
+from .._threads import check_workers
 from .background import match_backgrounds
 from ..core.correction import identity_correction
-from .overlap import (_check_workers, build_tile_overlap_graph, fit_overlap_edges,
+from .overlap import (build_tile_overlap_graph, fit_overlap_edges,
                       sparsify_overlap_graph)
 from .solve import SOLVE_MODELS, solve_global_photometry
 from ..core.tiles import TilePhotometryInfo
@@ -234,7 +235,7 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         unknown = [r for r in refs if r not in set(ids)]
         if unknown:
             raise ValueError(f"reference {unknown[0]!r} is not the id of a tile")
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     fit_kwargs = dict(fit_kwargs or {})
     fit_kwargs.setdefault("workers", workers)
     solve_kwargs = dict(solve_kwargs or {})

@@ -11,13 +11,13 @@ boxes, so a survey of N tiles costs about ``N log N + N * k`` box tests (``k``
 tiles open at once) rather than ``N**2``.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 import os
 
 import networkx as nx
 import numpy as np
 
 from .._log import get_logger, grid_debug, grid_info, grid_warning
+from .._threads import check_workers, thread_map
 from ..core.masks import as_channels_last
 from .regression import (FIT_MODELS, NOISE_ESTIMATORS, SUBSAMPLE_METHODS, PairwiseFit,
                          _image_noise, fit_pair_image)
@@ -135,7 +135,7 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
                 f"duplicate tile_id {t.tile_id!r} (tiles with bboxes {seen[t.tile_id].bbox} and "
                 f"{t.bbox}); give every tile a unique tile_id")
         seen[t.tile_id] = t
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     graph = nx.Graph()
     for t in tiles:
         graph.add_node(t.tile_id, bbox=t.bbox, tile=t)
@@ -143,7 +143,7 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     pairs = find_overlapping_pairs([t.bbox for t in tiles])
     if compute_valid:
         in_pairs = sorted({k for pair in pairs for k in pair})
-        _thread_map(lambda k: _prefetch_mask(tiles[k]), in_pairs, workers)
+        thread_map(lambda k: _prefetch_mask(tiles[k]), in_pairs, workers)
     for i, j in pairs:
         ti, tj = tiles[i], tiles[j]
         inter = ti.bbox.intersection(tj.bbox)
@@ -338,33 +338,6 @@ def _failed_edge_fits(graph, u, v, exc, origin, model):
             for c in range(_n_channels_or_one(graph, edge["src"]))]
 
 
-def _default_workers():
-    """Default number of threads: ``min(2, os.cpu_count())``."""
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def _check_workers(workers):
-    if workers is None:
-        return _default_workers()
-    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
-    return int(workers)
-
-
-def _thread_map(func, items, workers):
-    """``[func(item) for item in items]``, on ``workers`` threads (order kept).
-
-    numpy releases the GIL in its large operations, so tile reads, masks and
-    fits overlap on several cores; results are those of the serial loop.
-    """
-    items = list(items)
-    workers = _check_workers(workers)
-    if workers == 1 or len(items) < 2:
-        return [func(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(func, items))
-
-
 def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=500, kappa=4.0,
                       max_iter=10, max_pixels=10_000, subsample="grid", polish=True,
                       noise_samples=120_000, noise_estimator="auto", rng=None, workers=None,
@@ -452,7 +425,7 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
                          f"{noise_estimator!r}")
     if noise_samples is not None and int(noise_samples) < 1:
         raise ValueError(f"noise_samples must be >= 1 or None, got {noise_samples!r}")
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     max_pixels = None if max_pixels is None else int(max_pixels)
     rng = np.random.default_rng(0 if rng is None else rng)
     origin = (float(origin[0]), float(origin[1]))
@@ -479,7 +452,7 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
         except Exception as exc:  # reading the tiles failed: keep going
             return _failed_edge_fits(graph, u, v, exc, origin, model)
 
-    for (u, v), fits in zip(edges, _thread_map(fit_one, range(len(edges)), workers)):
+    for (u, v), fits in zip(edges, thread_map(fit_one, range(len(edges)), workers)):
         status = edge_status(fits)
         graph.edges[u, v]["fits"] = fits
         graph.edges[u, v]["status"] = status

@@ -50,6 +50,7 @@ accumulates only the values within kappa of these.
 import numpy as np
 
 from .._log import get_logger, grid_debug, grid_warning
+from .._stats import MAD_TO_SIGMA
 from ..core.correction import apply_correction
 from ..core.masks import as_channels_last
 from .resample import reproject_to_bbox
@@ -69,7 +70,6 @@ STACK_METHODS = {
     "winsorized_sigma": "winsorized", "winsor": "winsorized",
 }
 
-_MAD_TO_SIGMA = 1.482602218505602
 
 # E[s^2] / sigma^2 of the sample variance (ddof=1) of n normal values after removing
 # the smallest and the largest one (computed once by simulation, 2e5 draws per n <= 40).
@@ -307,7 +307,7 @@ def _clip_block(x, w, method, kappa_low, kappa_high, iterations, winsor_limits, 
         if method == "kappa_sigma" and it == 0:
             c = _masked_median(x, keep)
             with np.errstate(invalid="ignore"):
-                s = _MAD_TO_SIGMA * _masked_median(np.abs(x - c.astype(x.dtype)), keep)
+                s = MAD_TO_SIGMA * _masked_median(np.abs(x - c.astype(x.dtype)), keep)
             zero = s == 0
             if zero.any():  # quantised data: fall back to the standard deviation
                 _, s_std = _weighted_stats(x[:, zero], w[:, zero], c[zero])
