@@ -11,8 +11,6 @@ boxes, so a survey of N tiles costs about ``N log N + N * k`` box tests (``k``
 tiles open at once) rather than ``N**2``.
 """
 
-import os
-
 import networkx as nx
 import numpy as np
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
+from .._json import jsonable
 from .._log import get_logger, grid_debug
 
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS",
@@ -172,7 +173,7 @@ class PairwiseFit:
         """JSON-friendly dict (tuples become lists, NaN and infinities become ``None``)."""
         out = {}
         for f in fields(self):
-            out[f.name] = _jsonable(getattr(self, f.name))
+            out[f.name] = jsonable(getattr(self, f.name))
         return out
 
     @classmethod
@@ -182,20 +183,6 @@ class PairwiseFit:
         return cls(src=src, dst=dst, channel=channel, n_total=int(n_total), n_used=int(n_used),
                    status="failed", message=str(message),
                    origin=(float(origin[0]), float(origin[1])), model=model)
-
-
-def _jsonable(value):
-    if isinstance(value, (tuple, list, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
 
 
 # --------------------------------------------------------------------------- helpers

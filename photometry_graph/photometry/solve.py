@@ -76,6 +76,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as spla
 
+from .._json import jsonable
 from .._log import get_logger, grid_info, grid_warning
 from ..core.correction import Correction
 
@@ -197,34 +198,16 @@ class PhotometrySolution:
             "message": self.message,
             "model": self.model,
             "origin": [float(v) for v in self.origin],
-            "references": [_jsonable(r) for r in self.references],
-            "components": [[_jsonable(t) for t in comp] for comp in self.components],
+            "references": [jsonable(r) for r in self.references],
+            "components": [[jsonable(t) for t in comp] for comp in self.components],
             "uncertainty_method": self.uncertainty_method,
-            "summary": _jsonable(self.summary),
-            "info": _jsonable(self.info),
+            "summary": jsonable(self.summary),
+            "info": jsonable(self.info),
             "tiles": {str(t): self.corrections[t].to_dict() for t in self.tile_ids},
         }
         if include_edges:
-            out["edge_residuals"] = _jsonable(self.edge_residuals)
+            out["edge_residuals"] = jsonable(self.edge_residuals)
         return out
-
-
-def _jsonable(value):
-    """Convert numpy containers to plain Python, NaN/inf to ``None``."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
 
 
 # --------------------------------------------------------------------------- helpers

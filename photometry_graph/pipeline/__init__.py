@@ -19,7 +19,7 @@ from .fileio import (  # noqa: F401
     write_uint16, TileHDU, read_tile_header, load_tiles,
 )
 from .outputs import (  # noqa: F401
-    chunk_coverage, ChunkSummary, uint16_block, jsonable, tile_header, mosaic_header,
+    chunk_coverage, ChunkSummary, uint16_block, tile_header, mosaic_header,
 )
 from .parallel import (  # noqa: F401
     map_tasks, default_workers,
@@ -38,7 +38,7 @@ __all__ = [
     "saturation_level", "saturation_pileup", "saturated_mask", "open_fits", "atomic",
     "write_hdus", "FitsStream", "fits_stream", "write_json", "write_preview", "write_uint16",
     "TileHDU", "read_tile_header", "load_tiles", "chunk_coverage", "ChunkSummary",
-    "uint16_block", "jsonable", "tile_header", "mosaic_header", "map_tasks", "default_workers",
+    "uint16_block", "tile_header", "mosaic_header", "map_tasks", "default_workers",
     "LEVELS", "Progress", "CallbackHandler", "callback_logging", "TqdmLogHandler",
     "ConsoleProgress", "console_logging",
 ]

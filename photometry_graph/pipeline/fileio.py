@@ -21,11 +21,12 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
+from .._json import jsonable
 from .._log import get_logger, grid_warning
 from ..diagnostics.metrics import asinh_stretch
 from .images import majority_channels
 from .options import GridModeError
-from .outputs import jsonable, uint16_block
+from .outputs import uint16_block
 from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import tile_wcs
 
@@ -242,7 +243,7 @@ def write_json(path, payload):
     ----------
     path : str or Path
     payload : dict
-        Converted by :func:`photometry_graph.pipeline.outputs.jsonable`.
+        Converted by :func:`photometry_graph._json.jsonable`.
 
     Returns
     -------

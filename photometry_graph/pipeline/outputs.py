@@ -3,20 +3,18 @@
 The mosaic is written chunk by chunk (:mod:`photometry_graph.pipeline.fileio` does the writing);
 these helpers compute the pieces: the coverage map of an output chunk
 (:func:`chunk_coverage`), the preview and the value range gathered while the chunks pass
-(:class:`ChunkSummary`), the 16-bit copy of a block (:func:`uint16_block`), the
-JSON-friendly report (:func:`jsonable`) and the FITS headers of the tile files and of the
+(:class:`ChunkSummary`), the 16-bit copy of a block (:func:`uint16_block`) and the FITS headers of the tile files and of the
 mosaic (:func:`tile_header`, :func:`mosaic_header`).
 """
 
-import json
 import math
 
 import numpy as np
 
-from ..core.tiles import BBox
+from ..core.tiles import BBox  # noqa: F401 (doctests)
 from ..core.wcsgrid import tile_wcs
 
-__all__ = ["chunk_coverage", "ChunkSummary", "uint16_block", "jsonable", "tile_header",
+__all__ = ["chunk_coverage", "ChunkSummary", "uint16_block", "tile_header",
            "mosaic_header"]
 
 
@@ -134,37 +132,6 @@ def uint16_block(block, lo, hi):
     with np.errstate(invalid="ignore"):
         u = np.where(np.isfinite(block), np.clip((block - lo) * scale, 0, 65535), 0)
     return (np.round(u) - 32768).astype(np.int16)
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    if isinstance(obj, BBox):
-        return [obj.y0, obj.y1, obj.x0, obj.x1]
-    return obj.to_dict() if hasattr(obj, "to_dict") else str(obj)
-
-
-def _finite(value):
-    if isinstance(value, dict):
-        return {k: _finite(x) for k, x in value.items()}
-    if isinstance(value, list):
-        return [_finite(x) for x in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def jsonable(payload):
-    """A copy of ``payload`` that strict JSON can hold.
-
-    numpy scalars and arrays become numbers and lists, a :class:`~photometry_graph.core.tiles.BBox`
-    ``[y0, y1, x0, x1]``, an object with ``to_dict()`` that dict, anything else its ``str``;
-    tuples become lists and NaN/inf become None (JSON null).
-
-    Examples
-    --------
-    >>> jsonable({"g": np.float32(1.5), "bad": float("nan"), "box": BBox(0, 2, 1, 3)})
-    {'g': 1.5, 'bad': None, 'box': [0, 2, 1, 3]}
-    """
-    return _finite(json.loads(json.dumps(payload, default=_json_default)))
 
 
 def tile_header(grid_wcs, bbox, tile_id, canvas_shape, n_frames):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from photometry_graph.pipeline.outputs import (ChunkSummary, chunk_coverage, jsonable, mosaic_header,
+from photometry_graph._json import jsonable
+from photometry_graph.pipeline.outputs import (ChunkSummary, chunk_coverage, mosaic_header,
                                       tile_header, uint16_block)
 from photometry_graph.core.tiles import BBox, TilePhotometryInfo
 from photometry_graph.core.wcsgrid import tile_wcs

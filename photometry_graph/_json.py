@@ -1,0 +1,41 @@
+"""One converter from the package's results to strict JSON (reports, ``to_dict`` methods)."""
+
+import json
+import math
+
+import numpy as np
+
+from .core.tiles import BBox
+
+__all__ = ["jsonable"]
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, BBox):
+        return [obj.y0, obj.y1, obj.x0, obj.x1]
+    return obj.to_dict() if hasattr(obj, "to_dict") else str(obj)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_finite(x) for x in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def jsonable(payload):
+    """A copy of ``payload`` that strict JSON can hold.
+
+    numpy scalars and arrays become numbers and lists, a :class:`~photometry_graph.core.tiles.BBox`
+    ``[y0, y1, x0, x1]``, an object with ``to_dict()`` that dict, anything else its ``str``;
+    tuples become lists and NaN/inf become None (JSON null).
+
+    Examples
+    --------
+    >>> jsonable({"g": np.float32(1.5), "bad": float("nan"), "box": BBox(0, 2, 1, 3)})
+    {'g': 1.5, 'bad': None, 'box': [0, 2, 1, 3]}
+    """
+    return _finite(json.loads(json.dumps(payload, default=_json_default)))
