@@ -12,192 +12,58 @@ Python: :func:`detect_grid_mode`, :func:`run_grid_mode`, :func:`assemble_tiles`,
 Worker processes start with ``forkserver``: call the API under ``if __name__ == "__main__":``.
 """
 
-import argparse
 import functools
 import os
 import re
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
 from photometry_graph.blending.assembly import assemble_mosaic
-from photometry_graph.photometry.background import estimate_tile_background, match_backgrounds
-from photometry_graph.stacking.bayer import debayer
-from photometry_graph.datasets import make_frame_survey
-from photometry_graph.diagnostics import demo_quality_table, mosaic_vs_frame_survey
-from photometry_graph.pipeline.fileio import (atomic, fits_stream, load_tiles, write_hdus, write_json,
-                                     write_preview, write_uint16)
-from photometry_graph.pipeline.fileio import open_fits as _fits
-from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor, harmonize_frames,
-                                     masked_gaussian_blur)
+from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
+                                           footprint_bbox)
+from photometry_graph.photometry.background import match_backgrounds
+from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
+                                                harmonize_frames, masked_gaussian_blur)
 from photometry_graph.photometry.harmonize import harmonize_tiles
-from photometry_graph.pipeline.images import (FrameInfo, frame_noise, frame_pixels, image_layout,
-                                     saturation_level, saturation_pileup)
+from photometry_graph.pipeline.cli import main
+from photometry_graph.pipeline.demo import run_demo
+from photometry_graph.pipeline.fileio import (check_output_folder, fits_stream, load_tiles,
+                                              write_hdus, write_json, write_preview,
+                                              write_uint16)
+from photometry_graph.pipeline.frameio import load_frame, scan_entry
+from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.images import majority_channels as _majority
-from photometry_graph.core.masks import compute_valid_mask
-from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError, GridOptions,
-                                      add_option_arguments, frame_saturation,
-                                      frame_smooth_sigma)
+from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # noqa: F401
+                                               GridOptions, frame_saturation,
+                                               frame_smooth_sigma)
 from photometry_graph.pipeline.options import n_workers as _n_workers
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
-from photometry_graph.pipeline.outputs import ChunkSummary, chunk_coverage, mosaic_header, tile_header
-from photometry_graph.photometry.overlap import build_tile_overlap_graph
+from photometry_graph.pipeline.outputs import (ChunkSummary, GridResult, chunk_coverage,
+                                               mosaic_header, tile_header)
 from photometry_graph.pipeline.parallel import map_tasks
-from photometry_graph.pipeline.plan import (PLAN_HEADER, PLAN_NAME, PlanEntry, as_float, detect_grid_mode,
-                                   plan_entries, read_stack_plan)
-from photometry_graph.pipeline.progress import Progress, callback_logging, console_logging
-from photometry_graph.blending.pyramid import (build_gaussian_pyramid, build_laplacian_pyramid,
-                                      reconstruct_from_laplacian)
-from photometry_graph.stacking.stack import frame_on_tile, frame_weights, radial_weight, stack_frames
-from photometry_graph.core.tiles import BBox, TilePhotometryInfo
-from photometry_graph.core.wcsgrid import assign_frames_to_tiles, build_global_grid, footprint_bbox
+from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
+                                            detect_grid_mode, plan_entries, read_stack_plan)
+from photometry_graph.pipeline.progress import Progress, callback_logging
+from photometry_graph.stacking.stack import (frame_on_tile, frame_weights, radial_weight,
+                                             stack_frames)
 
 __all__ = [
-    "GridModeError", "GridOptions", "GridResult", "PlanEntry", "FrameInfo", "OPTION_HELP",
-    "detect_grid_mode", "read_stack_plan", "read_frame_info", "load_frame", "debayer",
-    "run_grid_mode", "assemble_tiles", "run_demo", "write_frame_survey", "mosaic_quality",
-    "main", "compute_valid_mask", "estimate_tile_background", "TilePhotometryInfo",
-    "build_tile_overlap_graph", "build_gaussian_pyramid", "build_laplacian_pyramid",
-    "reconstruct_from_laplacian",
+    "GridModeError", "GridOptions", "GridResult", "OPTION_HELP", "detect_grid_mode",
+    "run_grid_mode", "assemble_tiles", "run_demo", "main",
 ]
 
 logger = get_logger("photometry_graph.grid_mode")
 
-COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
 # Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
 # none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
 FRAME_MAX_GAIN_ERROR = 0.05
 FRAME_BIN = 4  # binning of the global grid for the frame photometry (more for many frames)
 FRAME_MIN_PIXELS = 500  # smallest overlap fitted by the frame solve, pixels binned FRAME_BIN x
-
-
-# ------------------------------------------------------------------------------ frames
-def _celestial_wcs(header, hdul):
-    try:
-        wcs = WCS(header, fobj=hdul, relax=True)
-    except Exception as exc:  # astropy raises many kinds of errors on broken headers
-        raise GridModeError(f"its WCS cannot be read ({exc})") from None
-    if not wcs.has_celestial:
-        raise GridModeError("it has no celestial WCS (plate-solve it first)")
-    return wcs if wcs.naxis == 2 else wcs.celestial
-
-
-def read_frame_info(path, *, index=0, exposure=None):
-    """Read a frame's header: layout, celestial WCS (SIP honoured), exposure, Bayer pattern.
-
-    ``EXPTIME`` (or ``EXPOSURE``) gives the exposure, else ``exposure`` (from the plan),
-    else 1.  ``BAYERPAT`` (shifted by odd ``XBAYROFF``/``YBAYROFF``) marks 2-D raws.
-    ``SATURATE`` gives the saturation level (else :func:`_scan_frame` looks for it in the
-    data).
-
-    Raises
-    ------
-    GridModeError
-        When the file is not FITS, is truncated, holds no image or no celestial WCS.
-    """
-    path = Path(path)
-    try:
-        with _fits(path) as hdul:
-            hdu = next((i for i, h in enumerate(hdul)
-                        if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
-            if hdu is None:
-                raise GridModeError("it holds no image HDU")
-            header = hdul[hdu].header
-            shape = tuple(int(header[f"NAXIS{k}"]) for k in range(int(header["NAXIS"]), 0, -1))
-            nbytes = abs(int(header["BITPIX"])) // 8 * int(np.prod(shape))
-            if path.stat().st_size < hdul[hdu].fileinfo()["datLoc"] + nbytes:
-                raise GridModeError("it is truncated (shorter than its header says)")
-            wcs = _celestial_wcs(header, hdul)
-            try:
-                layout, n_ch, shape, bayer = image_layout(shape, header.get("BAYERPAT"), [
-                    int(as_float(header.get(k)) or 0) for k in ("XBAYROFF", "YBAYROFF")])
-            except ValueError as exc:  # the data shape or the Bayer pattern
-                raise GridModeError(str(exc)) from None
-            cov = next((i for i, h in enumerate(hdul) if i != hdu and h.is_image
-                        and str(h.name).upper() in COVERAGE_EXTNAMES
-                        and tuple(h.shape or ()) == tuple(shape)), None)
-            exptime = as_float(header.get("EXPTIME", header.get("EXPOSURE")))
-            saturation = saturation_level(header)
-    except GridModeError:
-        raise
-    except Exception as exc:  # not FITS, unreadable, broken header: skipped with the reason
-        raise GridModeError(f"it is not a readable FITS image ({exc})") from None
-    wcs.pixel_shape = (shape[1], shape[0])
-    return FrameInfo(index=index, path=str(path), hdu=hdu, shape=tuple(shape), layout=layout,
-                     n_channels=n_ch, wcs=wcs, bayer=bayer, coverage_hdu=cov,
-                     exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0),
-                     saturation=saturation)
-
-
-def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None):
-    """Load a frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
-
-    Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
-    per raw site, so that they cannot leak into their neighbours), or zero coverage; the
-    valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one).
-    With a ``saturation`` level, saturated pixels and a 2 px margin are invalid too (for the
-    frame photometry).  Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W)
-    or None.
-    """
-    with _fits(info.path) as hdul:  # memmap=False: the data are read into memory here
-        raw = hdul[info.hdu].data
-        weight = (None if info.coverage_hdu is None
-                  else np.array(hdul[info.coverage_hdu].data, dtype=np.float32))
-    return frame_pixels(raw, info.layout, info.bayer, weight=weight, mask_eps=mask_eps,
-                        erode=erode, saturation=saturation)
-
-
-def _scan_frame(info, mask_eps):
-    """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma.
-
-    A frame without a ``SATURATE`` keyword gets the level at which its brightest pixels
-    pile up, if they do (:func:`photometry_graph.pipeline.images.saturation_pileup`).
-    """
-    with _fits(info.path) as hdul:
-        raw = np.asarray(hdul[info.hdu].data, dtype=np.float32)
-    info.noise = frame_noise(raw, info.layout, mask_eps=mask_eps)
-    if info.saturation is None:
-        info.saturation = saturation_pileup(raw)
-    return info
-
-
-def _scan_entry(task):
-    """Worker: :func:`read_frame_info` and :func:`_scan_frame` of one planned frame.
-
-    Returns ``(info, None)``, or ``(None, reason)`` for a frame to skip: the caller logs the
-    reason (records logged in a worker process would be lost).
-    """
-    try:
-        if not Path(task["path"]).is_file():
-            raise GridModeError("the file does not exist")
-        info = read_frame_info(task["path"], index=task["index"], exposure=task["exposure"])
-        return _scan_frame(info, task["mask_eps"]), None
-    except Exception as exc:  # GridModeError, or pixels that cannot be read
-        return None, str(exc)
-
-
-# ----------------------------------------------------------------------------- outputs
-def _check_output_folder(input_folder, output_folder):
-    out = Path(output_folder)
-    if input_folder is not None and out.resolve() == Path(input_folder).resolve():
-        raise GridModeError(f"the output folder must differ from the input folder ({out}); "
-                            "outputs must never mix with the frames")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".grid_write_probe.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise GridModeError(f"the output folder {out} is not writable "
-                            f"({exc.strerror or exc})") from None
-    return out
 
 
 # ---------------------------------------------------------------------------- progress
@@ -258,7 +124,7 @@ def _read_frames(entries, opts, progress):
     tasks = [dict(index=i, path=e.path, exposure=e.exposure, mask_eps=opts.mask_eps)
              for i, e in enumerate(entries)]
     results = [None] * len(tasks)
-    for done, (task, res) in enumerate(_map_tasks(_scan_entry, tasks, opts), start=1):
+    for done, (task, res) in enumerate(_map_tasks(scan_entry, tasks, opts), start=1):
         # a task that could not run at all (e.g. a worker died) comes back as its exception
         results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
                                   if isinstance(res, BaseException) else res)
@@ -417,7 +283,7 @@ def _run(input_folder, output_folder, options):
     if not input_folder.is_dir():
         raise GridModeError(f"the input folder {input_folder} does not exist")
     opts = _resolve_options(options)
-    out = _check_output_folder(input_folder, output_folder)
+    out = check_output_folder(input_folder, output_folder)
     progress = _Progress()
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
     frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
@@ -446,19 +312,6 @@ def _run(input_folder, output_folder, options):
 
 
 # ---------------------------------------------------------------------------- assembly
-@dataclass
-class GridResult:
-    """Output paths of a run and its report (also written as ``grid_report.json``)."""
-
-    mosaic: Path
-    coverage: Path
-    report_path: Path
-    preview: Path
-    tiles_dir: Path
-    uint16: Path = None
-    report: dict = field(default_factory=dict)
-
-
 def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     """Assemble the tile files of ``tiles_dir`` into the mosaic outputs in ``output_dir``.
 
@@ -486,7 +339,7 @@ def _assemble_dir(tiles_dir, output_dir, options):
                    if re.fullmatch(r"tile_\d+\.fits?", p.name, flags=re.IGNORECASE))
     if not paths:
         raise GridModeError(f"no tile file (tile_0001.fits ...) in {tiles_dir}")
-    return _assemble(paths, _check_output_folder(None, output_dir), opts, _Progress(),
+    return _assemble(paths, check_output_folder(None, output_dir), opts, _Progress(),
                      {"tiles_dir": str(tiles_dir)}, {}, time.perf_counter())
 
 
@@ -549,145 +402,6 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
                       report_path=paths["report"], preview=paths["preview"],
                       tiles_dir=Path(tile_paths[0]).parent, uint16=paths.get("uint16"),
                       report=report)
-
-
-# -------------------------------------------------------------------------------- demo
-def write_frame_survey(survey, folder, *, rgb_layout="chw"):
-    """Write a :class:`photometry_graph.datasets.FrameSurvey` as FITS frames + stack_plan.csv.
-
-    RGB frames are written as (3, H, W) (``rgb_layout="chw"``) or (H, W, 3) ("hwc").
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [PLAN_HEADER]
-    for f in survey.frames:
-        name = f"frame_{f.index:03d}.fits"
-        data = np.moveaxis(f.data, -1, 0) if f.data.ndim == 3 and rgb_layout == "chw" else f.data
-        write_hdus(folder / name, [fits.PrimaryHDU(np.ascontiguousarray(data), f.header)])
-        lines.append(f"{f.index + 1},1,demo,4,synthetic,2024-01-01,L,{f.exptime:g},{name},,")
-    with atomic(folder / PLAN_NAME) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
-
-
-def mosaic_quality(survey, mosaic_path, tile_bboxes):
-    """Seam metrics and frame-to-frame offsets of a mosaic file against a survey's truth.
-
-    Reads the mosaic and measures it with
-    :func:`photometry_graph.diagnostics.mosaic_vs_frame_survey` (frame footprints 2 px
-    inside their borders, star-free pixels; ``tile_bboxes`` on the mosaic grid).
-    """
-    with _fits(mosaic_path) as hdul:
-        data, wcs = hdul[0].data.astype(np.float64), _celestial_wcs(hdul[0].header, hdul)
-    img = data[..., None] if data.ndim == 2 else np.moveaxis(data, 0, -1) \
-        if data.shape[0] in (1, 3) else data
-    return mosaic_vs_frame_survey(img, wcs, survey, tile_bboxes, border=2)
-
-
-def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callback=None,
-             **options):
-    """Synthetic survey end to end: frames with injected errors -> mosaic, measured vs. truth.
-
-    Writes 6 frames of 200x300 px (gain +-15 %, offset +-30 sigma, 3 sigma gradients, empty
-    borders, a NaN blob, a satellite trail; :func:`photometry_graph.datasets.make_frame_survey`)
-    and their stack_plan.csv to ``output_dir/frames``, runs the mode into ``output_dir`` and,
-    for comparison, a plain run with every correction off into ``output_dir/plain``; their
-    :func:`mosaic_quality` goes into the report (``report["demo"]``) and the log.
-
-    Returns
-    -------
-    GridResult
-    """
-    out = Path(output_dir)
-    survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels, rng=rng)
-    frames_dir = write_frame_survey(survey, out / "frames")
-    options = dict(dict(tile_size=256, overlap=0.25), **options)
-    result = run_grid_mode(frames_dir, out, progress_callback, **options)
-    plain = run_grid_mode(frames_dir, out / "plain", None, **dict(
-        options, frame_photometry=False, photometry=False, background=False, blend="none"))
-    boxes = [BBox(*t["bbox"]) for t in result.report["tiles"]]
-    demo = {"harmonized": mosaic_quality(survey, result.mosaic, boxes),
-            "plain": mosaic_quality(survey, plain.mosaic, boxes),
-            "injected": survey.info, "frames_dir": str(frames_dir)}
-    result.report = write_json(result.report_path, dict(result.report, demo=demo))
-    for name in ("plain", "harmonized"):
-        q = demo[name]
-        grid_info(logger, "demo %s: seam metric %.2f at tile borders, %.2f at frame borders "
-                  "(1 = seamless); frame offsets spread %.2f sigma", name,
-                  q["seam_tile_borders"], q["seam_frame_borders"],
-                  q["frame_offset_spread_sigma"])
-    return result
-
-
-def _demo_summary(result):
-    return "\n".join([f"mosaic:  {result.mosaic}", f"preview: {result.preview}",
-                      f"report:  {result.report_path}", "seam metric: 1 = seamless; frame "
-                      "offsets: spread between the frames' regions of the mosaic",
-                      demo_quality_table(result.report["demo"])])
-
-
-# --------------------------------------------------------------------------------- CLI
-def _parser():
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("options ((run) = run and demo only)")
-    add_option_arguments(group)  # one flag per GridOptions field
-    group.add_argument("--kappa", type=float, metavar="K", help="(run) set both kappas")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="debug messages, and tracebacks on errors")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="warnings and errors only, no progress bar")
-    parser = argparse.ArgumentParser(
-        prog="grid-mode", description="Grid/Survey mode: stack overlapping plate-solved FITS "
-        "frames into the tiles of a global grid and assemble them into one photometrically "
-        "seamless mosaic (frame and tile photometry solved over overlap graphs, multi-band "
-        "blending).", epilog="Outputs: OUTPUT_DIR/tiles/tile_0001.fits..., mosaic_grid.fits, "
-        "mosaic_grid_coverage.fits, grid_report.json, mosaic_grid_preview.png. Exit codes: "
-        "0 success, 2 bad input, 1 unexpected failure, 130 interrupted.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, args, text in [
-            ("run", ("input_dir", "output_dir"), "stack the frames listed in "
-             "INPUT_DIR/stack_plan.csv (or all FITS files of INPUT_DIR), assemble the mosaic"),
-            ("assemble", ("tiles_dir", "output_dir"), "assemble existing tiles "
-             "(tile_0001.fits ...) into the mosaic"),
-            ("demo", ("output_dir",), "synthetic survey with injected errors end to end, "
-             "measured against its truth (default OUTPUT_DIR: ./grid_demo_output)")]:
-        p = sub.add_parser(name, parents=[common], help=text, description=text)
-        for arg in args:
-            p.add_argument(arg, metavar=arg.upper(), **(
-                dict(nargs="?", default="grid_demo_output") if name == "demo" else {}))
-    return parser
-
-
-def main(argv=None):
-    """Command-line entry point ``grid-mode``; returns the exit code."""
-    args = _parser().parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k in OPTION_HELP and v is not None}
-    if args.kappa is not None:
-        options = dict(dict(kappa_low=args.kappa, kappa_high=args.kappa), **options)
-    with console_logging(quiet=args.quiet, verbose=args.verbose, stream=sys.stderr) as bar:
-        try:
-            if args.command == "run":
-                result = run_grid_mode(args.input_dir, args.output_dir, bar, **options)
-            elif args.command == "assemble":
-                result = assemble_tiles(args.tiles_dir, args.output_dir, bar, **options)
-            else:
-                result = run_demo(args.output_dir, progress_callback=bar, **options)
-            bar.close()
-            if args.command == "demo":
-                print(_demo_summary(result))
-            elif not args.quiet:
-                print(f"mosaic: {result.mosaic}\nreport: {result.report_path}")
-            return 0
-        except (GridModeError, OSError) as exc:
-            bar.close()
-            if args.verbose:
-                traceback.print_exc()
-            print(f"grid-mode: error: {exc}", file=sys.stderr)
-            return 1 if getattr(exc, "__cause__", None) is not None else 2
-        except KeyboardInterrupt:
-            bar.close()
-            print("grid-mode: interrupted (no partial output file was left)", file=sys.stderr)
-            return 130
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ A synthetic survey of ``R x C`` overlapping plate-solved mono frames
 frames of 1080 x 1920 px, a Seestar-sized frame, with injected gains,
 offsets, gradients, empty borders, a NaN blob and a satellite trail) is
 written as FITS frames + ``stack_plan.csv``
-(:func:`grid_mode.write_frame_survey`) in a temporary folder.  Then, each
+(:func:`photometry_graph.pipeline.demo.write_frame_survey`) in a temporary folder.  Then, each
 in its own subprocess so that its memory is its own:
 
 * ``grid-mode run --workers 1``: the full pipeline (frame photometry,
@@ -149,7 +149,7 @@ def grid_mode_command():
 
 def write_frames(folder, grid, shape):
     """Generate the synthetic survey and write it; return the generation time in s."""
-    from grid_mode import write_frame_survey
+    from photometry_graph.pipeline.demo import write_frame_survey
     from photometry_graph.datasets import make_frame_survey
 
     t0 = time.perf_counter()

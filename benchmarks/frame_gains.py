@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grid_mode  # noqa: E402
 from photometry_graph.datasets import make_frame_survey  # noqa: E402
+from photometry_graph.pipeline.demo import write_frame_survey  # noqa: E402
 
 logger = logging.getLogger("frame_gains")
 
@@ -63,7 +64,7 @@ def worst_frame_gain_error(channels, frame_shape, seed, *, workers=1, grid=(2, 3
     survey = make_frame_survey(grid[0], grid[1], frame_shape=frame_shape,
                                overlap=frame_overlap, channels=channels, rng=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        frames = grid_mode.write_frame_survey(survey, Path(tmp) / "frames")
+        frames = write_frame_survey(survey, Path(tmp) / "frames")
         t0 = time.perf_counter()
         result = grid_mode.run_grid_mode(frames, Path(tmp) / "out",
                                          tile_size=max(256, min(1024, frame_shape[0])),

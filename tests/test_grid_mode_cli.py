@@ -9,6 +9,7 @@ import pytest
 from astropy.io import fits
 
 import grid_mode
+from photometry_graph.pipeline.demo import write_frame_survey
 
 
 def test_help_explains_every_option(capsys):
@@ -95,7 +96,7 @@ def small_survey(tmp_path_factory):
     from photometry_graph.datasets import make_frame_survey
     root = tmp_path_factory.mktemp("cli")
     survey = make_frame_survey(2, 2, frame_shape=(160, 240), channels=1, rng=7)
-    return grid_mode.write_frame_survey(survey, root / "frames"), root
+    return write_frame_survey(survey, root / "frames"), root
 
 
 def test_run_then_assemble_with_other_blending(small_survey, capsys):

@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 from scipy import ndimage
 
 import grid_mode
+from photometry_graph.pipeline.demo import mosaic_quality, write_frame_survey
 from photometry_graph.datasets import make_frame_survey
 from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import transform_pixels
@@ -47,7 +48,7 @@ class Run:
         root = tmp_path_factory.mktemp(f"grid_{channels}")
         self.survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels,
                                         rng=seed)
-        self.frames_dir = grid_mode.write_frame_survey(self.survey, root / "frames")
+        self.frames_dir = write_frame_survey(self.survey, root / "frames")
         self.before = _hash_tree(self.frames_dir)
         self.result = grid_mode.run_grid_mode(self.frames_dir, root / "out",
                                               **dict(FAST, **options))
@@ -204,7 +205,7 @@ def test_injected_photometric_errors_are_removed(run):
     worst = np.abs(product / np.median(product, axis=0) - 1).max()
     assert worst <= {1: 0.005, 3: 0.0125, "bayer": 0.02}[run.survey.channels]
     # offsets per frame region and seams (frame borders inside tiles, tile borders)
-    q = grid_mode.mosaic_quality(run.survey, run.result.mosaic, run.tiles)
+    q = mosaic_quality(run.survey, run.result.mosaic, run.tiles)
     assert q["frame_offset_max_sigma"] <= 0.3
     assert q["seam_tile_borders"] <= 1.2 and q["seam_frame_borders"] <= 1.2
 
@@ -218,7 +219,7 @@ def test_colour_frame_gains_within_half_a_percent_on_larger_frames(tmp_path, cha
     # Bayer 600x900 0.19-0.45 % (Bayer R and B have a quarter of the samples); RGB 600x900
     # 0.10-0.26 %, Bayer 800x1200 0.15-0.27 %.  Seed 3: 0.22 % and 0.19 %.
     survey = make_frame_survey(2, 3, frame_shape=shape, channels=channels, rng=3)
-    frames_dir = grid_mode.write_frame_survey(survey, tmp_path / "frames")
+    frames_dir = write_frame_survey(survey, tmp_path / "frames")
     result = grid_mode.run_grid_mode(frames_dir, tmp_path / "out", tile_size=1024,
                                      overlap=0.25, workers=1)
     injected = np.array([f.gain for f in survey.frames])
@@ -289,7 +290,7 @@ def test_outputs_tiles_and_report(run):
 def mono_frames(tmp_path_factory):
     root = tmp_path_factory.mktemp("mono")
     survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=1, rng=3)
-    return survey, grid_mode.write_frame_survey(survey, root / "frames"), root
+    return survey, write_frame_survey(survey, root / "frames"), root
 
 
 def test_plain_mode_is_reproducible_coverage_weighted_placement(mono_frames):
@@ -318,13 +319,13 @@ def test_plain_mode_is_reproducible_coverage_weighted_placement(mono_frames):
     sel[:1], sel[-1:], sel[:, :1], sel[:, -1:] = False, False, False, False
     assert sel.sum() > 1000 and np.allclose(sub[sel], tile[sel], rtol=0, atol=1e-5)
     # and without the corrections the injected errors are plainly visible
-    q = grid_mode.mosaic_quality(survey, a.mosaic, boxes)
+    q = mosaic_quality(survey, a.mosaic, boxes)
     assert q["frame_offset_max_sigma"] > 3 and q["seam_frame_borders"] > 1.5
 
 
 def test_drop_in_call_with_the_host_keywords_reports_progress(tmp_path, caplog):
     survey = make_frame_survey(2, 2, frame_shape=(160, 240), channels=3, rng=5)
-    frames = grid_mode.write_frame_survey(survey, tmp_path / "frames", rgb_layout="hwc")
+    frames = write_frame_survey(survey, tmp_path / "frames", rgb_layout="hwc")
     calls = []
 
     def callback(message, progress, level, **extra):
@@ -451,7 +452,7 @@ def test_saturated_star_cores_do_not_bias_the_frame_gains(tmp_path):
     level = 150.0
     for f in survey.frames:
         f.data = np.minimum(f.data, level)
-    frames_dir = grid_mode.write_frame_survey(survey, tmp_path / "frames")
+    frames_dir = write_frame_survey(survey, tmp_path / "frames")
     injected = np.array([f.gain for f in survey.frames])
 
     def worst(**options):

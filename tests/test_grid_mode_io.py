@@ -1,6 +1,7 @@
-"""FITS frame reading, Bayer raws, bad-input handling and the output folder of grid_mode.
+"""The run's first stage (grid_mode._read_frames): bad frames skipped with warnings.
 
-The output files themselves are tested in tests/test_fileio.py.
+The reading of one frame is tested in tests/pipeline/test_frameio.py, the output folder
+checks in tests/pipeline/test_fileio.py, the output files in tests/pipeline/test_fileio.py.
 """
 
 import logging
@@ -9,132 +10,9 @@ import os
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
 
 import grid_mode
-from grid_mode import GridModeError, debayer, load_frame, read_frame_info
-
-from conftest import celestial_header, write_frame
-
-PATTERNS = {"RGGB": ("R", "G", "G", "B"), "BGGR": ("B", "G", "G", "R"),
-            "GRBG": ("G", "R", "B", "G"), "GBRG": ("G", "B", "R", "G")}
-
-
-def _mosaic_raw(pattern, values, shape=(16, 20)):
-    """A CFA raw of a uniform colour scene: each site gets its filter's value."""
-    raw = np.zeros(shape)
-    for site, (dy, dx) in zip(PATTERNS[pattern], [(0, 0), (0, 1), (1, 0), (1, 1)]):
-        raw[dy::2, dx::2] = values[site]
-    return raw
-
-
-def test_debayer_is_the_package_function():
-    # unit tests of the demosaicing are in test_bayer.py; grid_mode re-exports it
-    import photometry_graph.stacking.bayer
-    assert debayer is photometry_graph.stacking.bayer.debayer
-    rgb = debayer(_mosaic_raw("GBRG", {"R": 0.0, "G": 0.0, "B": 50.0}), "GBRG")
-    np.testing.assert_allclose(rgb[2:-2, 2:-2].reshape(-1, 3).mean(0), [0, 0, 50], atol=0.5)
-
-
-def test_bayer_frame_is_read_as_rgb_with_offsets(tmp_path):
-    raw = _mosaic_raw("GRBG", {"R": 900.0, "G": 5.0, "B": 5.0}, shape=(20, 30))
-    hdr = celestial_header((20, 30))
-    # GRBG shifted by one column is RGGB: the red sites are where the header says
-    path = write_frame(tmp_path / "b.fits", raw.astype(np.uint16), hdr,
-                       extra={"BAYERPAT": "RGGB", "XBAYROFF": 1, "EXPTIME": 12.5})
-    info = read_frame_info(path)
-    assert (info.layout, info.bayer, info.n_channels, info.shape) == ("bayer", "GRBG", 3, (20, 30))
-    assert info.exptime == 12.5
-    data, weight = load_frame(info)
-    assert weight is None and data.shape == (20, 30, 3)
-    inner = data[3:-3, 3:-3].reshape(-1, 3)
-    assert inner[:, 0].min() > 899 and np.abs(inner[:, 1:] - 5).max() < 1
-    raw[4, 4] = 0  # an empty raw site never leaks into its neighbours: they become invalid
-    path = write_frame(tmp_path / "b0.fits", raw.astype(np.uint16), hdr,
-                       extra={"BAYERPAT": "GRBG"})
-    data, _ = load_frame(read_frame_info(path), erode=1)
-    assert np.isnan(data[3:6, 3:6]).all() and np.isfinite(data[7:10, 7:10]).all()
-
-
-@pytest.mark.parametrize("layout", ["mono", "chw", "hwc"])
-def test_layouts_are_read_channels_last(tmp_path, layout):
-    base = np.arange(12 * 16, dtype=np.float32).reshape(12, 16) + 1
-    cube = np.stack([base, 2 * base, 3 * base])
-    data = {"mono": base, "chw": cube, "hwc": np.moveaxis(cube, 0, -1)}[layout]
-    hdr = celestial_header((12, 16))
-    path = write_frame(tmp_path / "f.fits", data, hdr, extra={"EXPOSURE": 4.0})
-    info = read_frame_info(path)
-    assert info.layout == layout and info.shape == (12, 16) and info.exptime == 4.0
-    got, _ = load_frame(info, erode=0)
-    want = base[..., None] if layout == "mono" else np.moveaxis(cube, 0, -1)
-    np.testing.assert_array_equal(got, want)
-
-
-@pytest.mark.parametrize("kind", ["cd", "pc", "cdelt"])
-def test_wcs_flavours_and_sip_are_honoured(tmp_path, kind):
-    sip = {"A_2_0": 2e-5, "B_0_2": -3e-5, "A_1_1": 1e-5}
-    hdr = celestial_header((30, 40), kind=kind, rot_deg=0.0 if kind == "cdelt" else 25.0,
-                           sip=sip if kind == "cd" else None)
-    path = write_frame(tmp_path / "w.fits", np.ones((30, 40), np.float32), hdr)
-    info = read_frame_info(path)
-    ref = WCS(hdr, relax=True)
-    x, y = np.array([0.0, 39.0, 20.0]), np.array([0.0, 29.0, 5.0])
-    np.testing.assert_allclose(info.wcs.all_pix2world(x, y, 0), ref.all_pix2world(x, y, 0),
-                               atol=1e-10)
-    assert (info.wcs.sip is not None) == (kind == "cd")
-    assert info.exptime == 1.0 and read_frame_info(path, exposure=7.5).exptime == 7.5
-
-
-def test_cube_with_a_third_wcs_axis_keeps_the_celestial_part(tmp_path):
-    hdr = celestial_header((10, 12))
-    hdr["CTYPE3"], hdr["CRVAL3"], hdr["CDELT3"], hdr["CRPIX3"] = "FREQ", 1e9, 1e6, 1
-    path = write_frame(tmp_path / "c.fits", np.ones((3, 10, 12), np.float32), hdr)
-    info = read_frame_info(path)
-    assert info.wcs.naxis == 2 and info.wcs.has_celestial
-
-
-def test_coverage_extension_becomes_pixel_weight_and_mask(tmp_path):
-    data = np.full((20, 24), 5.0, np.float32)
-    cov = np.ones((20, 24), np.float32)
-    cov[:, :6] = 0.0
-    cov[10:, 12:] = 0.5
-    path = write_frame(tmp_path / "c.fits", data, celestial_header((20, 24)), coverage=cov)
-    info = read_frame_info(path)
-    assert info.coverage_hdu == 1
-    got, weight = load_frame(info, erode=1)
-    assert np.isnan(got[:, :7]).all() and np.isfinite(got[1:-1, 8:-1]).all()
-    assert weight[15, 18] == 0.5 and weight[5, 3] == 0.0
-
-
-def test_saturation_level_is_found_and_masks_only_on_request(tmp_path):
-    data = np.full((20, 24), 1000, np.uint16)
-    data[9:12, 11:14] = 65535                            # a clipped star core
-    hdu = fits.PrimaryHDU(data, celestial_header((20, 24)))
-    hdu.writeto(tmp_path / "u16.fits")
-    with fits.open(tmp_path / "u16.fits") as hdul:      # stored as int16 + BZERO 32768
-        assert hdul[0].header["BITPIX"] == 16 and hdul[0].header["BZERO"] == 32768
-    info = read_frame_info(tmp_path / "u16.fits")
-    assert info.saturation is None                      # no SATURATE keyword ...
-    info = grid_mode._scan_frame(info, 1e-6)
-    assert info.saturation == 65535.0                   # ... found in the data
-    plain, _ = load_frame(info, erode=0)
-    assert np.isfinite(plain).all() and plain[10, 12, 0] == 65535.0
-    masked, _ = load_frame(info, erode=0, saturation=info.saturation)
-    assert np.isnan(masked[7:14, 9:16]).all() and np.isfinite(masked).sum() == 20 * 24 - 49
-    path = write_frame(tmp_path / "f.fits", data.astype(np.float32),
-                       celestial_header((20, 24)), extra={"SATURATE": 50000.0})
-    assert grid_mode._scan_frame(read_frame_info(path), 1e-6).saturation == 50000.0
-
-
-def test_zero_borders_and_nan_become_invalid(tmp_path):
-    data = np.full((20, 24), 7.0, np.float32)
-    data[:3] = 0.0
-    data[10, 10] = np.nan
-    path = write_frame(tmp_path / "z.fits", data, celestial_header((20, 24)))
-    got, _ = load_frame(read_frame_info(path), erode=1)
-    assert np.isnan(got[:4]).all() and np.isnan(got[9:12, 9:12]).all()
-    assert np.isfinite(got[5:9]).all()
-
+from grid_mode import GridModeError
 
 def test_bad_frames_are_skipped_with_warnings(tmp_path, frame_factory, caplog):
     good = [frame_factory(f"g{k}.fits", crval=(150.0 + 0.003 * k, 20.0)) for k in range(2)]
@@ -172,12 +50,3 @@ def test_no_usable_frame_is_an_error(tmp_path):
     with pytest.raises(GridModeError, match="no usable frame left: 1 listed"):
         grid_mode._read_frames([grid_mode.PlanEntry(path=tmp_path / "a.fits")],
                                grid_mode.GridOptions(), grid_mode._Progress())
-
-
-def test_output_folder_checks(tmp_path):
-    with pytest.raises(GridModeError, match="must differ from the input folder"):
-        grid_mode._check_output_folder(tmp_path, tmp_path)
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(GridModeError, match="not writable"):
-        grid_mode._check_output_folder(tmp_path, blocker / "out")

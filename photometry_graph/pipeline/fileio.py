@@ -30,8 +30,8 @@ from .outputs import uint16_block
 from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import tile_wcs
 
-__all__ = ["open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
-           "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles"]
+__all__ = ["check_output_folder", "open_fits", "atomic", "write_hdus", "FitsStream",
+           "fits_stream", "write_json", "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles"]
 
 logger = get_logger(__name__)
 
@@ -404,3 +404,36 @@ def load_tiles(paths):
     dy, dx = oy - metas[0]["y0"], ox - metas[0]["x0"]  # the tile WCS shifted to the canvas
     wcs = tile_wcs(metas[0]["wcs"], BBox(dy, dy + shape[0], dx, dx + shape[1]))
     return tiles, shape, wcs, (oy, ox)
+
+
+def check_output_folder(input_folder, output_folder):
+    """Create the output folder if needed and check that it is writable and apart from the input.
+
+    Parameters
+    ----------
+    input_folder : str or Path or None
+        The run's input folder; the output folder must differ from it.
+    output_folder : str or Path
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    GridModeError
+        When the folders are the same or the output folder is not writable.
+    """
+    out = Path(output_folder)
+    if input_folder is not None and out.resolve() == Path(input_folder).resolve():
+        raise GridModeError(f"the output folder must differ from the input folder ({out}); "
+                            "outputs must never mix with the frames")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".grid_write_probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GridModeError(f"the output folder {out} is not writable "
+                            f"({exc.strerror or exc})") from None
+    return out

@@ -8,13 +8,15 @@ mosaic (:func:`tile_header`, :func:`mosaic_header`).
 """
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..core.tiles import BBox  # noqa: F401 (doctests)
 from ..core.wcsgrid import tile_wcs
 
-__all__ = ["chunk_coverage", "ChunkSummary", "uint16_block", "tile_header",
+__all__ = ["GridResult", "chunk_coverage", "ChunkSummary", "uint16_block", "tile_header",
            "mosaic_header"]
 
 
@@ -194,3 +196,16 @@ def mosaic_header(wcs, n_tiles, origin):
     header["GRID_Y0"] = (origin[0], "mosaic origin row on the global grid")
     header["GRID_X0"] = (origin[1], "mosaic origin column on the global grid")
     return header
+
+
+@dataclass
+class GridResult:
+    """Output paths of a run and its report (also written as ``grid_report.json``)."""
+
+    mosaic: Path
+    coverage: Path
+    report_path: Path
+    preview: Path
+    tiles_dir: Path
+    uint16: Path = None
+    report: dict = field(default_factory=dict)

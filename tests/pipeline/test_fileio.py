@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from photometry_graph.pipeline.fileio import (atomic, fits_stream, load_tiles, read_tile_header,
+from photometry_graph.pipeline.fileio import (atomic, check_output_folder, fits_stream, load_tiles, read_tile_header,
                                      write_hdus, write_json, write_preview, write_uint16)
 from photometry_graph.pipeline.options import GridModeError
 from photometry_graph.pipeline.outputs import tile_header
@@ -155,3 +155,12 @@ def test_load_tiles_crops_the_canvas_and_skips_bad_files(tmp_path, caplog):
                                grid_wcs.pixel_to_world_values(30, 20))
     with pytest.raises(GridModeError, match="no readable tile file"):
         load_tiles([tmp_path / "tile_0004.fits"])
+
+
+def test_output_folder_checks(tmp_path):
+    with pytest.raises(GridModeError, match="must differ from the input folder"):
+        check_output_folder(tmp_path, tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GridModeError, match="not writable"):
+        check_output_folder(tmp_path, blocker / "out")
