@@ -3,7 +3,7 @@ corrections, valid-pixel masks and the global celestial grid.
 """
 
 from .tiles import (  # noqa: F401
-    BBox, TilePhotometryInfo, grid_layout,
+    BBox, TilePhotometryInfo, common_channels, grid_layout,
 )
 from .correction import (  # noqa: F401
     Correction, apply_correction, identity_correction,
@@ -17,7 +17,7 @@ from .wcsgrid import (  # noqa: F401
 )
 
 __all__ = [
-    "BBox", "TilePhotometryInfo", "grid_layout", "Correction", "apply_correction",
+    "BBox", "TilePhotometryInfo", "common_channels", "grid_layout", "Correction", "apply_correction",
     "identity_correction", "compute_valid_mask", "as_channels_last", "erode_mask", "GlobalGrid",
     "celestial_pixel_scale", "build_global_grid", "footprint_bbox", "assign_frames_to_tiles",
     "tile_wcs", "binned_wcs", "transform_pixels", "frame_border",

@@ -13,7 +13,7 @@ import numpy as np
 
 from .masks import as_channels_last, compute_valid_mask
 
-__all__ = ["BBox", "TilePhotometryInfo", "grid_layout"]
+__all__ = ["BBox", "TilePhotometryInfo", "common_channels", "grid_layout"]
 
 
 @dataclass(frozen=True, order=True)
@@ -131,6 +131,9 @@ class TilePhotometryInfo:
         Free-form metadata (file name, frame count, ...).
     mask_eps, mask_erode : float, int
         Passed to :func:`compute_valid_mask` when the mask is computed here.
+    n_channels : int, optional
+        Channel count, for lazily loaded data whose count is known from a header; else it
+        is taken from ``data`` (its shape, without reading pixels, when it has one).
 
     Examples
     --------
@@ -141,7 +144,7 @@ class TilePhotometryInfo:
     """
 
     def __init__(self, tile_id, bbox, data=None, mask=None, coverage=None, wcs=None,
-                 meta=None, *, mask_eps=1e-6, mask_erode=0):
+                 meta=None, *, mask_eps=1e-6, mask_erode=0, n_channels=None):
         self.tile_id = tile_id
         self.bbox = bbox if isinstance(bbox, BBox) else BBox(*bbox)
         if self.bbox.is_empty:
@@ -153,6 +156,7 @@ class TilePhotometryInfo:
         self.mask_eps = mask_eps
         self.mask_erode = mask_erode
         self._mask = None
+        self._n_channels = None if n_channels is None else int(n_channels)
         if mask is not None:
             self.mask = mask
 
@@ -177,8 +181,17 @@ class TilePhotometryInfo:
 
     @property
     def n_channels(self):
-        """Number of channels of the image."""
-        return self.get_data().shape[2]
+        """Number of channels of the image, read from the pixels only when nothing else tells.
+
+        Raises
+        ------
+        Exception
+            Whatever loading lazily given data raises when the count is not known otherwise.
+        """
+        if self._n_channels is None:
+            data = self.data if isinstance(self.data, np.ndarray) else self.get_data()
+            self._n_channels = as_channels_last(data).shape[2]
+        return self._n_channels
 
     @property
     def mask(self):
@@ -214,6 +227,25 @@ class TilePhotometryInfo:
         """
         sl = region.slices_in(self.bbox)
         return self.get_data()[sl], self.mask[sl]
+
+
+def common_channels(tiles, default=1):
+    """Channel count of the first tile whose count can be known (``default`` when none).
+
+    A lazily loaded tile that cannot be read is passed over: whoever needs its pixels
+    reports it.
+
+    Examples
+    --------
+    >>> common_channels([TilePhotometryInfo(1, BBox(0, 2, 0, 2), data=np.ones((2, 2, 3)))])
+    3
+    """
+    for t in tiles:
+        try:
+            return int(t.n_channels)
+        except Exception:  # noqa: BLE001 - an unreadable tile: try the next one
+            continue
+    return default
 
 
 def _axis_spans(length, size, ov):

@@ -23,6 +23,7 @@ from .._stats import MAD_TO_SIGMA, median
 from .._threads import check_workers, thread_map
 from ..core.correction import Correction, apply_correction
 from ..core.masks import as_channels_last
+from ..core.tiles import common_channels
 
 __all__ = ["estimate_tile_background", "overlap_differences", "match_backgrounds",
            "BackgroundMatchResult"]
@@ -289,11 +290,8 @@ def overlap_differences(tiles, corrections=None, graph=None, *, min_pixels=16,
     corrections = corrections or {}
     todo = _overlap_pairs(tiles_by_id, graph)
     n_channels = None
-    if use_fits and graph is not None and todo:
-        try:
-            n_channels = int(tiles_by_id[todo[0][0]].n_channels)
-        except Exception:  # noqa: BLE001 - unreadable tile: its edges are measured below
-            n_channels = None
+    if use_fits and graph is not None and todo:  # an unreadable tile: measured below
+        n_channels = common_channels([tiles_by_id[todo[0][0]]], default=None)
 
     def measure(p):
         i, j, bbox = p

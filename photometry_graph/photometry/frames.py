@@ -20,15 +20,16 @@ b O_b)`` at full resolution: gains are unchanged, slopes are divided by
 """
 
 from dataclasses import dataclass, field
-import inspect
 
 import cv2
 import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
-from ..core.correction import Correction, identity_correction
+from ..core.correction import Correction, apply_correction, identity_correction
 from ..core.masks import as_channels_last
 from ..stacking.resample import reproject_to_bbox
+from .harmonize import harmonize_tiles
+from .overlap import find_overlapping_pairs
 from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import footprint_bbox
 
@@ -192,41 +193,17 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
     return BBox(by0, by1, bx0, bx1), binned, valid
 
 
-def _accepts(func, name):
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def _solve_nodes(nodes, model, background, rng, kwargs):
-    """Run harmonize_tiles (or the graph solve directly if it is unavailable)."""
-    try:
-        from .harmonize import harmonize_tiles
-    except ImportError:
-        harmonize_tiles = None
-    if harmonize_tiles is not None:
-        kw = dict(kwargs)
-        if rng is not None and _accepts(harmonize_tiles, "rng"):
-            kw["rng"] = rng
-        result = harmonize_tiles(nodes, model=model, background=background, origin=(0.0, 0.0),
-                                 **kw)
-        report = getattr(result, "report", {}) or {}
-        graph = getattr(result, "graph", None)
-        if graph is not None:
-            report = dict(report, fitted_pairs=sorted(tuple(sorted(e)) for e in graph.edges))
-        return dict(result.corrections), report
-    grid_warning(logger, "frame photometry: photometry_graph.photometry.harmonize is not available; "
-                 "using the overlap graph and the global solve directly")
-    from .overlap import build_tile_overlap_graph, fit_overlap_edges
-    from .solve import solve_global_photometry
-    graph = build_tile_overlap_graph(nodes)
-    counts = fit_overlap_edges(graph, model=model, origin=(0.0, 0.0), rng=rng)
-    sol = solve_global_photometry(graph, model=model, origin=(0.0, 0.0))
-    return dict(sol.corrections), {"fits": counts, "solve": sol.to_dict(include_edges=False),
-                                   "fitted_pairs": sorted(tuple(sorted(e))
-                                                          for e in graph.edges)}
+    """Run :func:`~photometry_graph.photometry.harmonize.harmonize_tiles` on the frame nodes."""
+    kw = dict(kwargs)
+    if rng is not None:
+        kw["rng"] = rng
+    result = harmonize_tiles(nodes, model=model, background=background, origin=(0.0, 0.0),
+                             **kw)
+    report = result.report or {}
+    if result.graph is not None:
+        report = dict(report, fitted_pairs=sorted(tuple(sorted(e)) for e in result.graph.edges))
+    return dict(result.corrections), report
 
 
 def _overlap_residuals(nodes, corrections, pairs=None):
@@ -235,8 +212,6 @@ def _overlap_residuals(nodes, corrections, pairs=None):
     ``pairs`` (node ids) restricts the measure to those overlaps (the fitted ones: with
     many frames of one field, all pairs would be n(n-1)/2); None takes every overlap.
     """
-    from ..core.correction import apply_correction
-    from .overlap import find_overlapping_pairs
     out = []
     if pairs is None:
         pairs = [(nodes[i].tile_id, nodes[j].tile_id)

@@ -26,7 +26,7 @@ from ..core.correction import identity_correction
 from .overlap import (build_tile_overlap_graph, fit_overlap_edges,
                       sparsify_overlap_graph)
 from .solve import SOLVE_MODELS, solve_global_photometry
-from ..core.tiles import TilePhotometryInfo
+from ..core.tiles import TilePhotometryInfo, common_channels
 
 __all__ = ["HarmonizationResult", "harmonize_tiles"]
 
@@ -91,15 +91,6 @@ def _finite_or_none(v):
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-def _n_channels(tiles):
-    for t in tiles:
-        try:
-            return int(t.n_channels)
-        except Exception:  # noqa: BLE001 - unreadable tile: try the next one
-            continue
-    return 1
 
 
 def _fit_counts(graph):
@@ -279,7 +270,7 @@ def _background_normalisation(tiles, graph, background_kwargs, report):
 
 def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference, rng,
          irls_iterations, fit_kwargs, solve_kwargs, background_kwargs, workers, max_degree):
-    C = _n_channels(tiles)
+    C = common_channels(tiles)
     report = {"tiles": len(tiles), "channels": C, "model": model, "edges": 0,
               "fits": {"ok": 0, "offset_only": 0, "failed": 0},
               "edge_fits": {"ok": 0, "offset_only": 0, "failed": 0},

@@ -399,7 +399,8 @@ def load_tiles(paths):
     tiles = [TilePhotometryInfo(m["tile_id"], BBox(m["y0"] - oy, m["y0"] - oy + m["shape"][0],
                                                    m["x0"] - ox, m["x0"] - ox + m["shape"][1]),
                                 data=m["data"], coverage=m["coverage"], wcs=m["wcs"],
-                                meta=dict(path=str(m["path"]), n_frames=m["n_frames"]))
+                                meta=dict(path=str(m["path"]), n_frames=m["n_frames"]),
+                                n_channels=m["n_channels"])
              for m in metas]
     dy, dx = oy - metas[0]["y0"], ox - metas[0]["x0"]  # the tile WCS shifted to the canvas
     wcs = tile_wcs(metas[0]["wcs"], BBox(dy, dy + shape[0], dx, dx + shape[1]))
