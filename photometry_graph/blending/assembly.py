@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._log import get_logger, grid_debug, grid_info, grid_warning
+from .._threads import check_workers
 from .blend import (
     BLEND_METHODS,
     BlendLayer,
@@ -393,44 +394,11 @@ def assemble_mosaic(tiles, canvas_shape, *, corrections=None, blend="multiband",
     True
     """
     t_start = time.perf_counter()
-    if blend not in BLEND_METHODS:
-        raise ValueError(f"unknown blend {blend!r}; choose one of {BLEND_METHODS}")
-    if len(canvas_shape) != 2 or min(int(canvas_shape[0]), int(canvas_shape[1])) < 1:
-        raise ValueError(f"canvas_shape must be (H, W) with positive sizes, got {canvas_shape!r}")
-    canvas_shape = (int(canvas_shape[0]), int(canvas_shape[1]))
-    if int(chunk_size) != chunk_size or chunk_size < 16:
-        raise ValueError(f"chunk_size must be an integer >= 16, got {chunk_size!r}")
-    chunk_size = int(chunk_size)
-    if int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if levels is not None and (int(levels) != levels or levels < 1):
-        raise ValueError(f"levels must be None or an integer >= 1, got {levels!r}")
-    if feather_ramp is not None and not (np.isfinite(feather_ramp) and feather_ramp > 0):
-        raise ValueError(f"feather_ramp must be a positive number of pixels, got {feather_ramp!r}")
-    if sink is not None and not callable(sink):
-        raise TypeError("sink must be callable as sink(chunk_bbox, data, weight_sum)")
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise ValueError(f"dtype must be a floating type (NaN marks empty pixels), got {dtype}")
-
+    canvas_shape, chunk_size, workers, dtype = _check_arguments(
+        blend=blend, canvas_shape=canvas_shape, chunk_size=chunk_size, workers=workers,
+        levels=levels, feather_ramp=feather_ramp, sink=sink, dtype=dtype)
     all_tiles = list(tiles)
-    if not all_tiles:
-        raise ValueError("no tiles to assemble")
-    ids = [t.tile_id for t in all_tiles]
-    if len(set(ids)) != len(ids):
-        raise ValueError("tile ids must be unique")
-    canvas = BBox(0, canvas_shape[0], 0, canvas_shape[1])
-    inside = [t for t in all_tiles if t.bbox.overlaps(canvas)]
-    if len(inside) < len(all_tiles):
-        grid_warning(logger, "Blending: %d tile(s) lie outside the %dx%d canvas and are ignored",
-                     len(all_tiles) - len(inside), *canvas_shape)
-    if not inside:
-        raise ValueError("no tile overlaps the canvas; check the tile boxes and canvas_shape")
-    channels = {t.n_channels for t in inside}
-    if len(channels) != 1:
-        raise ValueError(f"tiles have different channel counts {sorted(channels)}; "
-                         "assemble mono and colour tiles separately")
-    n_channels = channels.pop()
+    inside, n_channels = _tiles_on_canvas(all_tiles, canvas_shape)
     corr_list, missing = _resolve_corrections(corrections, inside)
     if missing:
         grid_warning(logger, "Blending: %d tile(s) have no photometric correction and are used "
@@ -455,78 +423,41 @@ def assemble_mosaic(tiles, canvas_shape, *, corrections=None, blend="multiband",
         n_levels = 1
     ramp = float(feather_ramp) if feather_ramp is not None else max(2.0, ref_width)
     halo = pyramid_halo(n_levels)
-    align = 2 ** max(0, n_levels - 1)
     plan = _Plan(tiles=inside, boxes=boxes, corrections=corr_list, canvas_shape=canvas_shape,
                  n_channels=n_channels, method=blend, levels=n_levels, ramp=ramp, halo=halo,
-                 align=align, fill=fill, index=index, dtype=dtype)
+                 align=2 ** max(0, n_levels - 1), fill=fill, index=index, dtype=dtype)
     grid_info(logger, "Blending: %d tiles, canvas %dx%d, method %s, %d level(s), ramp %.0f px, "
               "chunks of %d px (halo %d px), %d worker(s)", len(inside), canvas_shape[0],
-              canvas_shape[1], blend, n_levels, ramp, chunk_size, halo, int(workers))
+              canvas_shape[1], blend, n_levels, ramp, chunk_size, halo, workers)
 
-    mosaic = weight_sum = None
-    if sink is None:
-        mosaic = np.full(canvas_shape + (n_channels,), np.nan, dtype=dtype)
-        weight_sum = np.zeros(canvas_shape, dtype=np.float32)
-
+    tally = _Tally(plan, sink, progress)
     chunks = chunk_boxes(canvas_shape, chunk_size)
-    pyramid_pairs, feathered_pairs, placed_pairs = set(), set(), set()
-    n_written = n_fallbacks = 0
-    seconds = 0.0
-
-    def consume(res):
-        nonlocal n_written, n_fallbacks, seconds
-        if sink is None:
-            sl = res.chunk.slices_in(canvas)
-            mosaic[sl] = res.image
-            weight_sum[sl] = res.weight_sum
-        else:
-            sink(res.chunk, res.image, res.weight_sum)
-        n_written += 1
-        seconds += res.seconds
-        if res.fallback:
-            n_fallbacks += 1
-            feathered_pairs.update(res.pairs)
-        elif res.pyramid:
-            pyramid_pairs.update(res.pairs)
-        elif blend == "none":
-            placed_pairs.update(res.pairs)
-        else:
-            feathered_pairs.update(res.pairs)
-        if progress is not None:
-            progress(n_written, len(chunks))
-
+    tally.total = len(chunks)
     if workers == 1:
         for chunk in chunks:
-            consume(_process_chunk(plan, chunk))
+            tally.consume(_process_chunk(plan, chunk))
     else:
-        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
             for chunk in chunks:
                 pending.append(pool.submit(_process_chunk, plan, chunk))
                 if len(pending) >= 2 * workers:
-                    consume(pending.pop(0).result())
+                    tally.consume(pending.pop(0).result())
             for fut in pending:
-                consume(fut.result())
+                tally.consume(fut.result())
 
-    # pairs too narrow for the pyramid are feathered by the level-0 weights
-    id_of = {i: t.tile_id for i, t in enumerate(inside)}
-    narrow = set()
-    for (i, j), w in widths.items():
-        if levels_for_overlap(w, max_levels=max_levels) < 2:
-            a, b = id_of[i], id_of[j]
-            narrow.add((a, b) if str(a) <= str(b) else (b, a))
-    feathered_pairs |= pyramid_pairs & narrow
-    pyramid_only = pyramid_pairs - feathered_pairs
-    m_pyr, m_feather = len(pyramid_only), len(feathered_pairs)
+    narrow = _narrow_pairs(widths, inside, max_levels)
+    feathered = tally.feathered | (tally.pyramid & narrow)
+    m_pyr, m_feather = len(tally.pyramid - feathered), len(feathered)
     if blend == "multiband":
         grid_info(logger, "Blending: applied pyramidal blending on %d overlaps", m_pyr)
     grid_info(logger, "Blending: feathered %d overlaps", m_feather)
     if blend == "none":
-        grid_info(logger, "Blending: plain placement of %d overlaps", len(placed_pairs))
-    grid_info(logger, "Blending: %d chunks written", n_written)
-    grid_info(logger, "Blending: %d fallbacks used", n_fallbacks)
+        grid_info(logger, "Blending: plain placement of %d overlaps", len(tally.placed))
+    grid_info(logger, "Blending: %d chunks written", tally.written)
+    grid_info(logger, "Blending: %d fallbacks used", tally.fallbacks)
     elapsed = time.perf_counter() - t_start
-    grid_debug(logger, "Blending: %.2f s wall, %.2f s in chunks", elapsed, seconds)
+    grid_debug(logger, "Blending: %.2f s wall, %.2f s in chunks", elapsed, tally.seconds)
     report = {
         "blend": blend,
         "levels": n_levels,
@@ -535,20 +466,113 @@ def assemble_mosaic(tiles, canvas_shape, *, corrections=None, blend="multiband",
         "reference_overlap_px": ref_width,
         "chunk_size": chunk_size,
         "halo_px": halo if blend == "multiband" else 0,
-        "workers": int(workers),
+        "workers": workers,
         "n_tiles": len(inside),
         "n_tiles_outside_canvas": len(all_tiles) - len(inside),
         "n_overlaps": len(widths),
         "pyramid_overlaps": m_pyr,
         "feathered_overlaps": m_feather,
-        "placed_overlaps": len(placed_pairs),
+        "placed_overlaps": len(tally.placed),
         "narrow_overlaps": len(narrow),
-        "chunks_written": n_written,
-        "fallbacks": n_fallbacks,
+        "chunks_written": tally.written,
+        "fallbacks": tally.fallbacks,
         "tiles_without_correction": [str(i) for i in missing],
         "seconds": round(elapsed, 3),
     }
-    return AssemblyResult(mosaic=mosaic, weight_sum=weight_sum, canvas_shape=canvas_shape,
-                          n_channels=n_channels, blend=blend, levels=n_levels,
-                          chunks_written=n_written, pyramid_overlaps=m_pyr,
-                          feathered_overlaps=m_feather, fallbacks=n_fallbacks, report=report)
+    return AssemblyResult(mosaic=tally.mosaic, weight_sum=tally.weight_sum,
+                          canvas_shape=canvas_shape, n_channels=n_channels, blend=blend,
+                          levels=n_levels, chunks_written=tally.written, pyramid_overlaps=m_pyr,
+                          feathered_overlaps=m_feather, fallbacks=tally.fallbacks, report=report)
+
+
+def _check_arguments(*, blend, canvas_shape, chunk_size, workers, levels, feather_ramp, sink,
+                     dtype):
+    """Validated ``(canvas_shape, chunk_size, workers, dtype)`` of :func:`assemble_mosaic`."""
+    if blend not in BLEND_METHODS:
+        raise ValueError(f"unknown blend {blend!r}; choose one of {BLEND_METHODS}")
+    if len(canvas_shape) != 2 or min(int(canvas_shape[0]), int(canvas_shape[1])) < 1:
+        raise ValueError(f"canvas_shape must be (H, W) with positive sizes, got {canvas_shape!r}")
+    if int(chunk_size) != chunk_size or chunk_size < 16:
+        raise ValueError(f"chunk_size must be an integer >= 16, got {chunk_size!r}")
+    if workers is None:
+        raise ValueError("workers must be a positive integer, got None")
+    workers = check_workers(workers)
+    if levels is not None and (int(levels) != levels or levels < 1):
+        raise ValueError(f"levels must be None or an integer >= 1, got {levels!r}")
+    if feather_ramp is not None and not (np.isfinite(feather_ramp) and feather_ramp > 0):
+        raise ValueError(f"feather_ramp must be a positive number of pixels, got {feather_ramp!r}")
+    if sink is not None and not callable(sink):
+        raise TypeError("sink must be callable as sink(chunk_bbox, data, weight_sum)")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating type (NaN marks empty pixels), got {dtype}")
+    return (int(canvas_shape[0]), int(canvas_shape[1])), int(chunk_size), workers, dtype
+
+
+def _tiles_on_canvas(all_tiles, canvas_shape):
+    """The tiles that touch the canvas (others warned about) and their common channel count."""
+    if not all_tiles:
+        raise ValueError("no tiles to assemble")
+    ids = [t.tile_id for t in all_tiles]
+    if len(set(ids)) != len(ids):
+        raise ValueError("tile ids must be unique")
+    canvas = BBox(0, canvas_shape[0], 0, canvas_shape[1])
+    inside = [t for t in all_tiles if t.bbox.overlaps(canvas)]
+    if len(inside) < len(all_tiles):
+        grid_warning(logger, "Blending: %d tile(s) lie outside the %dx%d canvas and are ignored",
+                     len(all_tiles) - len(inside), *canvas_shape)
+    if not inside:
+        raise ValueError("no tile overlaps the canvas; check the tile boxes and canvas_shape")
+    channels = {t.n_channels for t in inside}
+    if len(channels) != 1:
+        raise ValueError(f"tiles have different channel counts {sorted(channels)}; "
+                         "assemble mono and colour tiles separately")
+    return inside, channels.pop()
+
+
+def _narrow_pairs(widths, inside, max_levels):
+    """Tile-id pairs too narrow for the pyramid: the level-0 weights feather them."""
+    id_of = {i: t.tile_id for i, t in enumerate(inside)}
+    narrow = set()
+    for (i, j), w in widths.items():
+        if levels_for_overlap(w, max_levels=max_levels) < 2:
+            a, b = id_of[i], id_of[j]
+            narrow.add((a, b) if str(a) <= str(b) else (b, a))
+    return narrow
+
+
+class _Tally:
+    """Receives the processed chunks in order: the sink (or the in-memory mosaic) and counts."""
+
+    def __init__(self, plan, sink, progress):
+        self.sink, self.progress, self.blend, self.total = sink, progress, plan.method, 0
+        H, W = plan.canvas_shape
+        self.canvas = BBox(0, H, 0, W)
+        self.mosaic = self.weight_sum = None
+        if sink is None:
+            self.mosaic = np.full((H, W, plan.n_channels), np.nan, dtype=plan.dtype)
+            self.weight_sum = np.zeros((H, W), dtype=np.float32)
+        self.pyramid, self.feathered, self.placed = set(), set(), set()
+        self.written = self.fallbacks = 0
+        self.seconds = 0.0
+
+    def consume(self, res):
+        if self.sink is None:
+            sl = res.chunk.slices_in(self.canvas)
+            self.mosaic[sl] = res.image
+            self.weight_sum[sl] = res.weight_sum
+        else:
+            self.sink(res.chunk, res.image, res.weight_sum)
+        self.written += 1
+        self.seconds += res.seconds
+        if res.fallback:
+            self.fallbacks += 1
+            self.feathered.update(res.pairs)
+        elif res.pyramid:
+            self.pyramid.update(res.pairs)
+        elif self.blend == "none":
+            self.placed.update(res.pairs)
+        else:
+            self.feathered.update(res.pairs)
+        if self.progress is not None:
+            self.progress(self.written, self.total)
