@@ -268,86 +268,119 @@ def _background_normalisation(tiles, graph, background_kwargs, report):
     return bg
 
 
-def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference, rng,
-         irls_iterations, fit_kwargs, solve_kwargs, background_kwargs, workers, max_degree):
-    C = common_channels(tiles)
-    report = {"tiles": len(tiles), "channels": C, "model": model, "edges": 0,
-              "fits": {"ok": 0, "offset_only": 0, "failed": 0},
-              "edge_fits": {"ok": 0, "offset_only": 0, "failed": 0},
-              "components": None, "references": [], "residuals": None,
-              "background": None, "steps": [], "status": None, "step_times_s": {}}
-    clock = [time.perf_counter()]
+class _Chain:
+    """The state of one harmonization: its report, step clock and fallbacks."""
 
-    def lap(step):
+    def __init__(self, tiles, settings):
+        self.tiles, self.settings = tiles, settings
+        self.C = common_channels(tiles)
+        self.report = {"tiles": len(tiles), "channels": self.C, "model": settings["model"],
+                       "edges": 0, "fits": {"ok": 0, "offset_only": 0, "failed": 0},
+                       "edge_fits": {"ok": 0, "offset_only": 0, "failed": 0},
+                       "components": None, "references": [], "residuals": None,
+                       "background": None, "steps": [], "status": None, "step_times_s": {}}
+        self.clock = time.perf_counter()
+
+    def lap(self, step):
         now = time.perf_counter()
-        report["step_times_s"][step] = now - clock[0]
-        clock[0] = now
+        self.report["step_times_s"][step] = now - self.clock
+        self.clock = now
 
-    def finish(corrections, status, graph=None, solution=None, bg=None):
-        report["status"] = status
-        grid_info(logger, "Harmonize: %d tiles, %d overlaps, status %s", len(tiles),
-                  report["edges"], status)
+    def finish(self, corrections, status, graph=None, solution=None, bg=None):
+        self.report["status"] = status
+        grid_info(logger, "Harmonize: %d tiles, %d overlaps, status %s", len(self.tiles),
+                  self.report["edges"], status)
         return HarmonizationResult(corrections=corrections, graph=graph, solution=solution,
-                                   background=bg, report=report, status=status)
+                                   background=bg, report=self.report, status=status)
 
+    def fallback(self, step, graph=None, solution=None):
+        """Per-tile background normalisation after a failed ``step`` (identity if it fails)."""
+        self.report["steps"].append(f"{step}_failed")
+        bg = _background_normalisation(self.tiles, graph, self.settings["background_kwargs"],
+                                       self.report)
+        corr = bg.corrections if bg is not None else _identity(self.tiles, self.C)
+        return self.finish(corr, "fallback" if bg is not None else "identity", graph=graph,
+                           solution=solution, bg=bg)
+
+    def all_references(self, graph=None):
+        """Every tile its own reference: identity corrections."""
+        self.report["components"] = len(self.tiles)
+        self.report["references"] = [t.tile_id for t in self.tiles]
+        return self.finish({t.tile_id: identity_correction(self.C, status="reference")
+                            for t in self.tiles}, "identity", graph=graph)
+
+
+def _run(tiles, **settings):
+    chain = _Chain(tiles, settings)
     if len(tiles) == 1:
         grid_warning(logger, "Harmonize: a single tile: nothing to harmonize; identity "
                      "correction")
-        report["components"], report["references"] = 1, [tiles[0].tile_id]
-        return finish({tiles[0].tile_id: identity_correction(C, status="reference")},
-                      "identity")
-
-    # ---- graph
-    try:
-        graph = build_tile_overlap_graph(tiles, min_overlap_pixels=min_overlap, workers=workers)
-    except (TypeError, ValueError) as exc:
-        if "duplicate" in str(exc):
-            raise
-        graph = None
-        grid_warning(logger, "Harmonize: overlap graph failed (%s: %s); falling back to "
-                     "per-tile background normalisation", type(exc).__name__, exc)
-    except Exception as exc:  # noqa: BLE001 - unreadable tiles etc.
-        graph = None
-        grid_warning(logger, "Harmonize: overlap graph failed (%s: %s); falling back to "
-                     "per-tile background normalisation", type(exc).__name__, exc)
+        return chain.all_references()
+    graph, full_graph = _graph_step(chain)
     if graph is None:
-        report["steps"].append("graph_failed")
-        bg = _background_normalisation(tiles, None, background_kwargs, report)
-        corr = bg.corrections if bg is not None else _identity(tiles, C)
-        return finish(corr, "fallback" if bg is not None else "identity", bg=bg)
-    full_graph = None
-    if max_degree is not None and graph.number_of_edges():
-        full_graph, graph = graph, sparsify_overlap_graph(graph, max_degree)
-        if graph.number_of_edges() < full_graph.number_of_edges():
-            grid_info(logger, "Harmonize: fitting %d of %d overlaps (the %d largest per tile "
-                      "and a maximum spanning tree)", graph.number_of_edges(),
-                      full_graph.number_of_edges(), max_degree)
-        else:
-            full_graph = None
-    lap("graph")
-    report["edges"] = graph.number_of_edges()
-    report["steps"].append("graph")
+        return chain.fallback("graph")
+    chain.lap("graph")
+    chain.report["edges"] = graph.number_of_edges()
+    chain.report["steps"].append("graph")
     if graph.number_of_edges() == 0:
         grid_warning(logger, "Harmonize: no overlaps with at least %d valid pixels between "
-                     "the %d tiles; identity corrections", min_overlap, len(tiles))
-        report["components"] = len(tiles)
-        report["references"] = [t.tile_id for t in tiles]
-        return finish({t.tile_id: identity_correction(C, status="reference") for t in tiles},
-                      "identity", graph=graph)
+                     "the %d tiles; identity corrections", settings["min_overlap"], len(tiles))
+        return chain.all_references(graph)
+    if not _fits_step(chain, graph, full_graph):
+        return chain.fallback("fits", graph)
+    solution = _solve_step(chain, graph)
+    if solution is None or solution.status == "failed":
+        if solution is not None:
+            grid_warning(logger, "Harmonize: global solve failed (%s); falling back to "
+                         "per-tile background normalisation", solution.message)
+        return chain.fallback("solve", graph, solution)
+    corrections, bg = solution.corrections, None
+    status = "ok" if solution.status == "ok" else "partial"
+    if settings["background"]:
+        corrections, bg, status = _background_step(chain, graph, corrections, status)
+        chain.lap("background")
+    return chain.finish(corrections, status, graph=graph, solution=solution, bg=bg)
 
-    # ---- pairwise fits
+
+def _graph_step(chain):
+    """The overlap graph (None when it failed: warned) and, when sparsified, the full one."""
+    s = chain.settings
     try:
-        edge_counts = fit_overlap_edges(graph, model=model, origin=origin,
-                                        min_pixels=min_pixels, rng=rng, **fit_kwargs)
+        graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
+                                         workers=s["workers"])
+    except Exception as exc:  # noqa: BLE001 - unreadable tiles etc.
+        if isinstance(exc, (TypeError, ValueError)) and "duplicate" in str(exc):
+            raise
+        grid_warning(logger, "Harmonize: overlap graph failed (%s: %s); falling back to "
+                     "per-tile background normalisation", type(exc).__name__, exc)
+        return None, None
+    max_degree = s["max_degree"]
+    if max_degree is None or not graph.number_of_edges():
+        return graph, None
+    full_graph, graph = graph, sparsify_overlap_graph(graph, max_degree)
+    if graph.number_of_edges() == full_graph.number_of_edges():
+        return graph, None
+    grid_info(logger, "Harmonize: fitting %d of %d overlaps (the %d largest per tile "
+              "and a maximum spanning tree)", graph.number_of_edges(),
+              full_graph.number_of_edges(), max_degree)
+    return graph, full_graph
+
+
+def _fits_step(chain, graph, full_graph):
+    """Fit every edge (in place); False when the fits failed (warned)."""
+    s, report = chain.settings, chain.report
+    kwargs = dict(model=s["model"], origin=s["origin"], min_pixels=s["min_pixels"],
+                  rng=s["rng"], **s["fit_kwargs"])
+    try:
+        edge_counts = fit_overlap_edges(graph, **kwargs)
         if full_graph is not None:
-            more = _fit_more_gain_edges(graph, full_graph, C, dict(
-                model=model, origin=origin, min_pixels=min_pixels, rng=rng, **fit_kwargs))
+            more = _fit_more_gain_edges(graph, full_graph, chain.C, kwargs)
             edge_counts = {k: edge_counts.get(k, 0) + more.get(k, 0)
                            for k in set(edge_counts) | set(more)}
             report["edges"] = graph.number_of_edges()
             report["edges_not_fitted"] = (full_graph.number_of_edges()
                                           - graph.number_of_edges())
-        lap("fits")
+        chain.lap("fits")
         report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
         report["fits"] = _fit_counts(graph)
         report["steps"].append("fits")
@@ -356,24 +389,25 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
     except Exception as exc:  # noqa: BLE001 - never crash the mode
         grid_warning(logger, "Harmonize: pairwise fits failed (%s: %s); falling back to "
                      "per-tile background normalisation", type(exc).__name__, exc)
-        report["steps"].append("fits_failed")
-        bg = _background_normalisation(tiles, graph, background_kwargs, report)
-        corr = bg.corrections if bg is not None else _identity(tiles, C)
-        return finish(corr, "fallback" if bg is not None else "identity", graph=graph, bg=bg)
+        return False
+    return True
 
-    # ---- global solve
+
+def _solve_step(chain, graph):
+    """The global solve (None when it raised: warned); its summary goes into the report."""
+    s, report = chain.settings, chain.report
     solution = None
     try:
-        solution = solve_global_photometry(graph, model=model, origin=origin,
-                                           reference=reference,
-                                           irls_iterations=irls_iterations,
-                                           n_channels=C, **solve_kwargs)
+        solution = solve_global_photometry(graph, model=s["model"], origin=s["origin"],
+                                           reference=s["reference"],
+                                           irls_iterations=s["irls_iterations"],
+                                           n_channels=chain.C, **s["solve_kwargs"])
     except (TypeError, ValueError):
         raise
     except Exception as exc:  # noqa: BLE001 - never crash the mode
         grid_warning(logger, "Harmonize: global solve raised (%s: %s); falling back to "
                      "per-tile background normalisation", type(exc).__name__, exc)
-    lap("solve")
+    chain.lap("solve")
     if solution is not None:
         report["components"] = len(solution.components)
         report["references"] = list(solution.references)
@@ -381,37 +415,23 @@ def _run(tiles, *, model, background, origin, min_pixels, min_overlap, reference
         report["solve_message"] = solution.message
         report["residuals"] = {k: _finite_or_none(v) for k, v in solution.summary.items()}
         report["steps"].append("solve")
-    if solution is None or solution.status == "failed":
-        if solution is not None:
-            grid_warning(logger, "Harmonize: global solve failed (%s); falling back to "
-                         "per-tile background normalisation", solution.message)
-        report["steps"].append("solve_failed")
-        bg = _background_normalisation(tiles, graph, background_kwargs, report)
-        corr = bg.corrections if bg is not None else _identity(tiles, C)
-        return finish(corr, "fallback" if bg is not None else "identity", graph=graph,
-                      solution=solution, bg=bg)
-    corrections = solution.corrections
-    status = "ok" if solution.status == "ok" else "partial"
+    return solution
 
-    # ---- background matching (guarded)
-    bg = None
-    if background:
-        try:
-            bg = match_backgrounds(tiles, corrections, graph, **background_kwargs)
-            report["background"] = bg.to_dict()
-            report["steps"].append("background")
-            if bg.decision == "failed":
-                status = "partial"
-            else:
-                corrections = bg.corrections
-        except TypeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - keep the solve's corrections
-            grid_warning(logger, "Harmonize: background matching failed (%s: %s); keeping "
-                         "the corrections of the global solve", type(exc).__name__, exc)
-            report["steps"].append("background_failed")
-            status = "partial"
-            bg = None
-    if background:
-        lap("background")
-    return finish(corrections, status, graph=graph, solution=solution, bg=bg)
+
+def _background_step(chain, graph, corrections, status):
+    """Guarded background matching: ``(corrections, result or None, status)``."""
+    try:
+        bg = match_backgrounds(chain.tiles, corrections, graph,
+                               **chain.settings["background_kwargs"])
+    except TypeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - keep the solve's corrections
+        grid_warning(logger, "Harmonize: background matching failed (%s: %s); keeping "
+                     "the corrections of the global solve", type(exc).__name__, exc)
+        chain.report["steps"].append("background_failed")
+        return corrections, None, "partial"
+    chain.report["background"] = bg.to_dict()
+    chain.report["steps"].append("background")
+    if bg.decision == "failed":
+        return corrections, bg, "partial"
+    return bg.corrections, bg, status
