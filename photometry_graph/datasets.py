@@ -563,9 +563,9 @@ class FrameSurvey:
 
     def star_positions_world(self):
         """``(lon, lat)`` in degrees of the catalogue stars."""
-        from .core.wcsgrid import _celestial, _lonlat_from_world
-        cel = _celestial(self.truth_wcs)
-        return _lonlat_from_world(cel, cel.all_pix2world(self.sky.star_x, self.sky.star_y, 0))
+        from .core.wcsgrid import celestial_part, lonlat_from_world
+        cel = celestial_part(self.truth_wcs)
+        return lonlat_from_world(cel, cel.all_pix2world(self.sky.star_x, self.sky.star_y, 0))
 
     def render_truth(self, wcs, shape, *, stars=True, bbox=None):
         """Noise-free sky on any WCS grid.

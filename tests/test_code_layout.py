@@ -102,3 +102,22 @@ def test_the_stage_layers_do_not_import_upwards(trees):
             if own and other and rank[other] > rank[own]:
                 upward.append(f"{_rel(p)}:{node.lineno} imports {'.'.join(target)}")
     assert not upward, f"imports from a later stage: {upward}"
+
+
+def test_each_subpackage_exports_its_modules_public_names(trees):
+    for init in sorted((ROOT / "photometry_graph").glob("*/__init__.py")):
+        package = init.parent
+        expected = []
+        for path in sorted(package.glob("*.py")):
+            if path.name == "__init__.py" or path.name.startswith("_"):
+                continue
+            names = next((ast.literal_eval(n.value) for n in trees[path].body
+                          if isinstance(n, ast.Assign)
+                          and any(getattr(t, "id", None) == "__all__" for t in n.targets)),
+                         None)
+            assert names is not None, f"{_rel(path)} has no __all__"
+            expected += names
+        exported = next(ast.literal_eval(n.value) for n in trees[init].body
+                        if isinstance(n, ast.Assign)
+                        and any(getattr(t, "id", None) == "__all__" for t in n.targets))
+        assert sorted(exported) == sorted(expected), _rel(init)

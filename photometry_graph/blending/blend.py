@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from .._log import get_logger
-from .pyramid import _gaussian, fill_invalid, max_levels, pyr_down, pyr_up
+from .pyramid import fill_invalid, gaussian_levels, max_levels, pyr_down, pyr_up
 
 __all__ = [
     "smoothstep",
@@ -426,7 +426,7 @@ def _multiband_correction(prepared, mosaic, wsum, ncov, levels, fill):
     halo = pyramid_halo(levels)
     covered = (ncov > 0).astype(np.float32)
     inv_den = []
-    for d in _gaussian(covered, levels):
+    for d in gaussian_levels(covered, levels):
         inv = np.zeros(d.shape, dtype=np.float32)
         np.divide(np.float32(1.0), d, out=inv, where=d > 1e-6)
         inv_den.append(inv)
@@ -476,7 +476,7 @@ def _multiband_correction(prepared, mosaic, wsum, ncov, levels, fill):
         gd = [diff, pyr_down(diff)]
         for _ in range(levels - 2):
             gd.append(pyr_down(gd[-1]))
-        gw = _gaussian(wn, levels)
+        gw = gaussian_levels(wn, levels)
         up = pyr_up(gd[1], shape)
         _add_product_into(acc[0][reg], up[dst] if C > 1 else up[dst][:, :, np.newaxis],
                           wn[dst])

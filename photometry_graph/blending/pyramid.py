@@ -24,6 +24,7 @@ __all__ = [
     "level_shapes",
     "max_levels",
     "build_gaussian_pyramid",
+    "gaussian_levels",
     "build_laplacian_pyramid",
     "reconstruct_from_laplacian",
     "fill_invalid",
@@ -189,11 +190,22 @@ def build_gaussian_pyramid(image, levels):
     """
     img = _as_image(image)
     levels = _check_levels(levels, img.shape)
-    return _gaussian(np.array(img, dtype=np.float32, copy=True), levels)
+    return gaussian_levels(np.array(img, dtype=np.float32, copy=True), levels)
 
 
-def _gaussian(img, levels):
-    """Gaussian pyramid without validation or copy (``img`` is level 0)."""
+def gaussian_levels(img, levels):
+    """Gaussian pyramid without validation or copy: ``img`` itself is level 0.
+
+    For inner loops that already hold a float32 image and a level count that suits it;
+    :func:`build_gaussian_pyramid` is the checked version.
+
+    Examples
+    --------
+    >>> img = np.zeros((9, 6), np.float32)
+    >>> pyr = gaussian_levels(img, 3)
+    >>> pyr[0] is img, [g.shape for g in pyr]
+    (True, [(9, 6), (5, 3), (3, 2)])
+    """
     pyramid = [img]
     for _ in range(levels - 1):
         pyramid.append(pyr_down(pyramid[-1]))
@@ -226,7 +238,7 @@ def build_laplacian_pyramid(image, levels):
     True
     """
     img = _as_image(image)
-    gauss = _gaussian(img, _check_levels(levels, img.shape))
+    gauss = gaussian_levels(img, _check_levels(levels, img.shape))
     lap = []
     for k in range(len(gauss) - 1):
         band = gauss[k] - pyr_up(gauss[k + 1], gauss[k].shape)

@@ -12,13 +12,15 @@ from .masks import (  # noqa: F401
     compute_valid_mask, as_channels_last, erode_mask,
 )
 from .wcsgrid import (  # noqa: F401
-    GlobalGrid, celestial_pixel_scale, build_global_grid, footprint_bbox,
-    assign_frames_to_tiles, tile_wcs, binned_wcs, transform_pixels, frame_border,
+    celestial_part, lonlat_from_world, GlobalGrid, celestial_pixel_scale, build_global_grid,
+    footprint_bbox, assign_frames_to_tiles, tile_wcs, binned_wcs, transform_pixels,
+    frame_border,
 )
 
 __all__ = [
-    "BBox", "TilePhotometryInfo", "common_channels", "grid_layout", "Correction", "apply_correction",
-    "identity_correction", "compute_valid_mask", "as_channels_last", "erode_mask", "GlobalGrid",
-    "celestial_pixel_scale", "build_global_grid", "footprint_bbox", "assign_frames_to_tiles",
-    "tile_wcs", "binned_wcs", "transform_pixels", "frame_border",
+    "BBox", "TilePhotometryInfo", "common_channels", "grid_layout", "Correction",
+    "apply_correction", "identity_correction", "compute_valid_mask", "as_channels_last",
+    "erode_mask", "celestial_part", "lonlat_from_world", "GlobalGrid", "celestial_pixel_scale",
+    "build_global_grid", "footprint_bbox", "assign_frames_to_tiles", "tile_wcs", "binned_wcs",
+    "transform_pixels", "frame_border",
 ]

@@ -17,6 +17,8 @@ from .._log import get_logger, grid_debug, grid_info, grid_warning
 from .tiles import BBox, grid_layout
 
 __all__ = [
+    "celestial_part",
+    "lonlat_from_world",
     "GlobalGrid",
     "celestial_pixel_scale",
     "build_global_grid",
@@ -31,8 +33,16 @@ __all__ = [
 logger = get_logger(__name__)
 
 
-def _celestial(wcs):
-    """Return the 2-D celestial part of ``wcs`` or raise a ValueError."""
+def celestial_part(wcs):
+    """The 2-D celestial part of ``wcs``, its keywords normalised.
+
+    Raises
+    ------
+    TypeError
+        When ``wcs`` is not an ``astropy.wcs.WCS``.
+    ValueError
+        When it has no celestial axes.
+    """
     if not isinstance(wcs, WCS):
         raise TypeError(f"expected an astropy.wcs.WCS, got {type(wcs).__name__}")
     if not wcs.has_celestial:
@@ -71,7 +81,7 @@ def celestial_pixel_scale(wcs):
     >>> round(celestial_pixel_scale(w) * 3600, 6)
     2.0
     """
-    cel = _celestial(wcs)
+    cel = celestial_part(wcs)
     matrix = np.asarray(cel.pixel_scale_matrix, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(matrix))))
     if not np.isfinite(scale) or scale <= 0:
@@ -80,7 +90,7 @@ def celestial_pixel_scale(wcs):
     return scale
 
 
-def _lonlat_from_world(cel, world):
+def lonlat_from_world(cel, world):
     """Put the two world arrays returned by ``all_pix2world`` in (lon, lat) order."""
     if cel.wcs.lng == 1 and cel.wcs.lat == 0:
         return world[1], world[0]
@@ -128,14 +138,14 @@ def transform_pixels(src_wcs, dst_wcs, x, y, *, tol=1e-6, check_roundtrip=True):
     (numpy.ndarray, numpy.ndarray)
         ``x``, ``y`` in ``dst_wcs`` pixels, NaN where undefined.
     """
-    src = _celestial(src_wcs)
-    dst = _celestial(dst_wcs)
+    src = celestial_part(src_wcs)
+    dst = celestial_part(dst_wcs)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     shape = x.shape
     xf, yf = x.ravel(), y.ravel()
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        lon, lat = _lonlat_from_world(src, src.all_pix2world(xf, yf, 0))
+        lon, lat = lonlat_from_world(src, src.all_pix2world(xf, yf, 0))
     if not _same_frame(src, dst):
         from astropy.coordinates import SkyCoord
         from astropy.wcs.utils import wcs_to_celestial_frame
@@ -310,7 +320,7 @@ def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_si
         raise ValueError("no frames: build_global_grid needs at least one frame WCS")
     if len(wcs_list) != len(shapes):
         raise ValueError(f"got {len(wcs_list)} WCS but {len(shapes)} frame shapes")
-    cels = [_celestial(w) for w in wcs_list]
+    cels = [celestial_part(w) for w in wcs_list]
     scales = np.array([celestial_pixel_scale(c) for c in cels])
     scale = float(np.median(scales)) if pixel_scale is None else float(pixel_scale)
     if not np.isfinite(scale) or scale <= 0:
@@ -324,7 +334,7 @@ def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_si
         bx, by = frame_border(shp, step=border_step)
         if _same_frame(c, template):
             with np.errstate(invalid="ignore"):
-                lon, lat = _lonlat_from_world(c, c.all_pix2world(bx, by, 0))
+                lon, lat = lonlat_from_world(c, c.all_pix2world(bx, by, 0))
         else:
             from astropy.wcs.utils import pixel_to_skycoord, wcs_to_celestial_frame
             sc = pixel_to_skycoord(bx, by, c, origin=0, mode="all")
@@ -520,7 +530,7 @@ def binned_wcs(wcs, factor):
     b = int(factor)
     if b < 1 or b != factor:
         raise ValueError(f"bin factor must be a positive integer, got {factor!r}")
-    w = _celestial(wcs).deepcopy()
+    w = celestial_part(wcs).deepcopy()
     if w.sip is not None or w.cpdis1 is not None or w.det2im1 is not None:
         raise ValueError("binned_wcs needs an undistorted WCS (the global TAN grid); "
                          "reproject distorted frames onto the global grid first")

@@ -15,11 +15,11 @@ from .images import (  # noqa: F401
     saturation_level, saturation_pileup, saturated_mask,
 )
 from .fileio import (  # noqa: F401
-    open_fits, atomic, write_hdus, FitsStream, fits_stream, write_json, write_preview,
-    write_uint16, TileHDU, read_tile_header, load_tiles,
+    check_output_folder, open_fits, atomic, write_hdus, FitsStream, fits_stream, write_json,
+    write_preview, write_uint16, TileHDU, read_tile_header, load_tiles,
 )
 from .outputs import (  # noqa: F401
-    chunk_coverage, ChunkSummary, uint16_block, tile_header, mosaic_header,
+    GridResult, chunk_coverage, ChunkSummary, uint16_block, tile_header, mosaic_header,
 )
 from .parallel import (  # noqa: F401
     map_tasks, default_workers,
@@ -28,6 +28,15 @@ from .progress import (  # noqa: F401
     LEVELS, Progress, CallbackHandler, callback_logging, TqdmLogHandler, ConsoleProgress,
     console_logging,
 )
+from .cli import (  # noqa: F401
+    build_parser, main,
+)
+from .demo import (  # noqa: F401
+    DEMO_DEFAULTS, write_frame_survey, mosaic_quality, run_demo, demo_summary,
+)
+from .frameio import (  # noqa: F401
+    COVERAGE_EXTNAMES, celestial_wcs, read_frame_info, load_frame, scan_frame, scan_entry,
+)
 
 __all__ = [
     "GridModeError", "GridOptions", "OPTION_HELP", "OPTION_CHOICES", "resolve_options",
@@ -35,10 +44,13 @@ __all__ = [
     "FITS_SUFFIXES", "PATH_ALIASES", "EXPOSURE_ALIASES", "ORDER_ALIASES", "PlanEntry",
     "detect_grid_mode", "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS",
     "FrameInfo", "image_layout", "frame_pixels", "frame_noise", "majority_channels",
-    "saturation_level", "saturation_pileup", "saturated_mask", "open_fits", "atomic",
-    "write_hdus", "FitsStream", "fits_stream", "write_json", "write_preview", "write_uint16",
-    "TileHDU", "read_tile_header", "load_tiles", "chunk_coverage", "ChunkSummary",
-    "uint16_block", "tile_header", "mosaic_header", "map_tasks", "default_workers",
-    "LEVELS", "Progress", "CallbackHandler", "callback_logging", "TqdmLogHandler",
-    "ConsoleProgress", "console_logging",
+    "saturation_level", "saturation_pileup", "saturated_mask", "check_output_folder",
+    "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
+    "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles", "GridResult",
+    "chunk_coverage", "ChunkSummary", "uint16_block", "tile_header", "mosaic_header",
+    "map_tasks", "default_workers", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
+    "TqdmLogHandler", "ConsoleProgress", "console_logging", "build_parser", "main",
+    "DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo", "demo_summary",
+    "COVERAGE_EXTNAMES", "celestial_wcs", "read_frame_info", "load_frame", "scan_frame",
+    "scan_entry",
 ]

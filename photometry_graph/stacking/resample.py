@@ -40,7 +40,7 @@ import numpy as np
 from .._log import get_logger, grid_debug
 from ..core.masks import as_channels_last
 from ..core.tiles import BBox
-from ..core.wcsgrid import _celestial, frame_border, transform_pixels
+from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS"]
 
@@ -321,8 +321,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         if m.shape != (H, W):
             raise ValueError(f"src_mask shape {m.shape} does not match the data shape {(H, W)}")
         valid &= m
-    _celestial(src_wcs)
-    _celestial(dst_wcs)
+    celestial_part(src_wcs)
+    celestial_part(dst_wcs)
     h, w = box.shape
     out = np.full((h, w, C), np.nan, dtype=np.float32)
     footprint = np.zeros((h, w), dtype=np.float32)
