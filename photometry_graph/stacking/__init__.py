@@ -12,10 +12,16 @@ from .stack import (  # noqa: F401
     stack_frames, estimate_frame_noise, inverse_variance_weight, STACK_METHODS, WEIGHT_METHODS,
     frame_weights, radial_weight, frame_on_tile,
 )
+from .clip import (  # noqa: F401
+    ClipSettings, trim_variance_ratio, weighted_stats, masked_median, scale_floor, clip_block,
+    clip_sparse, combine_block,
+)
 
 __all__ = [
     "BAYER_CODES", "BAYER_PATTERNS", "bayer_pattern", "debayer", "reproject_to_bbox",
     "coordinate_map", "spline_upsample_matrix", "ORDERS", "stack_frames",
     "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS", "WEIGHT_METHODS",
-    "frame_weights", "radial_weight", "frame_on_tile",
+    "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "trim_variance_ratio",
+    "weighted_stats", "masked_median", "scale_floor", "clip_block", "clip_sparse",
+    "combine_block",
 ]

@@ -312,21 +312,3 @@ def test_frame_on_tile_window_is_the_crop_of_the_full_tile():
     assert wt_full.sum() == wt.sum()
     empty, wt_e, _ = frame_on_tile(frame, w, w, box, footprint=BBox(100, 120, 0, 10))
     assert empty.size == 0 and wt_e.size == 0
-
-
-@pytest.mark.parametrize("method", ["kappa_sigma", "winsorized"])
-def test_sparse_clipping_equals_clipping_every_pixel(method):
-    # only pixels with >= 3 values can lose one: clipping just those gives the same mask
-    from photometry_graph.stacking.stack import _clip_block, _clip_sparse
-    rng = np.random.default_rng(3)
-    n, npix, C = 8, 500, 3
-    x = rng.normal(0, 1, (n, npix * C)).astype(np.float32)
-    x[rng.random(x.shape) < 0.02] += 40  # outliers
-    w = (rng.random((n, npix)) < rng.random(npix)).astype(np.float32)  # 0..8 frames per pixel
-    w = np.repeat(w, C, axis=1)
-    x[w == 0] = 0
-    args = (method, 3.0, 3.0, 3, (0.1, 0.1), C)
-    dense = _clip_block(x, w, *args)
-    sparse = _clip_sparse(x, w, *args)
-    assert np.array_equal(dense, sparse)
-    assert (dense != (w > 0)).any()  # something was rejected
