@@ -1,0 +1,33 @@
+"""Synthetic skies and surveys with known truth.
+
+The same generators feed the tests, the demo, the notebooks and the
+benchmarks, so that every photometric claim of the project is checked against
+injected values.  Every random choice goes through an ``rng`` argument
+(anything :func:`numpy.random.default_rng` accepts).
+
+Photometric model of an observed node ``k`` (tile or frame) at global pixel
+``r = (x, y)``::
+
+    observed_k(r) = gain_k * sky(r) + offset_k + slope_k . (r - centre_k) + noise
+
+with ``centre_k`` the centre of node ``k``'s bounding box, so that
+``offset_k`` is the additive error at the node's centre.
+
+The modules: ``sky`` (skies and artefacts), ``tile_survey`` (tile grids), ``frame_survey``
+(plate-solved frames).
+"""
+
+from .sky import (  # noqa: F401
+    SkyModel, make_sky, draw_empty_zones, add_trail,
+)
+from .tile_survey import (  # noqa: F401
+    SyntheticSurvey, expected_corrections, make_survey,
+)
+from .frame_survey import (  # noqa: F401
+    SyntheticFrame, FrameSurvey, make_frame_survey,
+)
+
+__all__ = [
+    "SkyModel", "make_sky", "draw_empty_zones", "add_trail", "SyntheticSurvey",
+    "expected_corrections", "make_survey", "SyntheticFrame", "FrameSurvey", "make_frame_survey",
+]

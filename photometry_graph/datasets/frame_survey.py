@@ -1,0 +1,409 @@
+"""Synthetic plate-solved frames: the input of the Grid/Survey pipeline with known truth.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.tiles import BBox
+from .sky import SkyModel, add_trail, make_sky
+
+__all__ = ["SyntheticFrame", "FrameSurvey", "make_frame_survey"]
+
+_BAYER_RGGB = np.array([[0, 1], [1, 2]])  # channel of (row % 2, col % 2)
+
+
+@dataclass
+class SyntheticFrame:
+    """One synthetic plate-solved frame with its injected photometric errors.
+
+    The frame's noise-free pixel ``(x, y)`` (0-based native coordinates) is::
+
+        gain * sky(x, y) + offset + slope . ((x, y) - centre)
+
+    per channel, where ``sky`` is the truth seen through the frame's WCS.
+
+    Attributes
+    ----------
+    index : int
+    data : numpy.ndarray, float32
+        ``(H, W)`` mono, ``(H, W, 3)`` RGB or ``(H, W)`` Bayer RGGB mosaic;
+        0.0 in empty borders, NaN in the NaN blob.
+    header : astropy.io.fits.Header
+        Celestial TAN WCS (``-SIP`` when distorted), ``EXPTIME``, and
+        ``BAYERPAT = 'RGGB'`` for Bayer frames.
+    wcs : astropy.wcs.WCS
+    gain, offset : numpy.ndarray, shape (C,)
+        ``C = 3`` for RGB and Bayer frames.
+    slope : numpy.ndarray, shape (C, 2)
+        ``(d/dx, d/dy)`` per native pixel.
+    valid : numpy.ndarray of bool, shape (H, W)
+        False in empty borders and the NaN blob (the trail is valid data).
+    centre : tuple of float
+        ``(x, y)`` of the frame centre (origin of the gradient).
+    exptime : float
+    bayer_pattern : str or None
+    has_trail : bool
+    """
+
+    index: int
+    data: np.ndarray
+    header: object
+    wcs: object
+    gain: np.ndarray
+    offset: np.ndarray
+    slope: np.ndarray
+    valid: np.ndarray
+    centre: tuple
+    exptime: float
+    bayer_pattern: object = None
+    has_trail: bool = False
+
+    @property
+    def shape(self):
+        """``(H, W)`` of the frame."""
+        return self.data.shape[:2]
+
+    def model(self, sky_values, x, y):
+        """Noise-free observed values for sky values at native coordinates.
+
+        Parameters
+        ----------
+        sky_values : numpy.ndarray, shape ``x.shape + (C,)``
+        x, y : array_like
+            Native pixel coordinates of the frame.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``x.shape + (C,)``
+        """
+        x = np.asarray(x, float)[..., np.newaxis]
+        y = np.asarray(y, float)[..., np.newaxis]
+        return (self.gain * sky_values + self.offset
+                + self.slope[:, 0] * (x - self.centre[0]) + self.slope[:, 1] * (y - self.centre[1]))
+
+
+@dataclass
+class FrameSurvey:
+    """Overlapping plate-solved frames of one analytic sky.
+
+    Attributes
+    ----------
+    frames : list of SyntheticFrame
+    sky : SkyModel
+        The sky in the pixel grid of ``truth_wcs``.
+    truth_wcs : astropy.wcs.WCS
+        North-up TAN grid at the frames' pixel scale, covering every frame.
+    truth_shape : tuple of int
+    noise_sigma : float
+    channels : int or str
+        1, 3 or ``"bayer"``.
+    info : dict
+        Parameters and the indices of the frames with a trail, a NaN blob
+        and empty borders.
+    """
+
+    frames: list
+    sky: SkyModel
+    truth_wcs: object
+    truth_shape: tuple
+    noise_sigma: float
+    channels: object
+    info: dict = field(default_factory=dict)
+
+    @property
+    def frame_wcs_list(self):
+        """WCS of every frame."""
+        return [f.wcs for f in self.frames]
+
+    @property
+    def frame_shapes(self):
+        """``(H, W)`` of every frame."""
+        return [f.shape for f in self.frames]
+
+    def star_positions_world(self):
+        """``(lon, lat)`` in degrees of the catalogue stars."""
+        from ..core.wcsgrid import celestial_part, lonlat_from_world
+        cel = celestial_part(self.truth_wcs)
+        return lonlat_from_world(cel, cel.all_pix2world(self.sky.star_x, self.sky.star_y, 0))
+
+    def render_truth(self, wcs, shape, *, stars=True, bbox=None):
+        """Noise-free sky on any WCS grid.
+
+        Every target pixel takes the sky's surface brightness at its centre's
+        sky position (the frames of the survey are rendered the same way),
+        so any two grids agree wherever they overlap, distortion included.
+
+        Parameters
+        ----------
+        wcs : astropy.wcs.WCS
+            Target grid (SIP honoured).
+        shape : tuple of int
+            ``(h, w)`` of the target array (pixels ``0..w-1``, ``0..h-1``).
+        stars : bool
+            Render the stars (Gaussian PSF sampled at the pixel's exact sky
+            position, so stars sit at the right sub-pixel places).
+        bbox : BBox, optional
+            Render only this box of the target grid (``shape`` is then
+            ignored).
+
+        Returns
+        -------
+        numpy.ndarray, shape (h, w, C), float64
+            NaN where the target pixel has no sky position.
+        """
+        box = BBox(0, int(shape[0]), 0, int(shape[1])) if bbox is None else bbox
+        return _sample_sky(self.sky, self.truth_wcs, wcs, box, stars=stars)
+
+
+def _sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
+    """Surface brightness of ``sky`` at the pixel centres of ``box`` of a target grid.
+
+    Target pixels are mapped to the truth grid with the interpolated
+    coordinate map of :func:`photometry_graph.stacking.resample.coordinate_map`
+    (exact transform every 8 pixels; ~1e-6 px from the exact map).
+    """
+    from ..stacking.resample import coordinate_map
+    from ..core.wcsgrid import celestial_pixel_scale, transform_pixels
+    tx, ty = coordinate_map(truth_wcs, target_wcs, box, grid_step=8)
+    bad = ~np.isfinite(tx) | ~np.isfinite(ty)
+    out = sky.smooth_at(np.where(bad, 0.0, tx), np.where(bad, 0.0, ty))
+    if stars and sky.star_x.size:
+        sx, sy = transform_pixels(truth_wcs, target_wcs, sky.star_x, sky.star_y)
+        sigma = sky.fwhm / 2.3548200450309493
+        ratio = celestial_pixel_scale(truth_wcs) / celestial_pixel_scale(target_wcs)
+        radius = int(np.ceil(4.5 * sigma * ratio)) + 2
+        peak = sky.star_flux / (2 * np.pi * sigma ** 2)
+        x_origin, y_origin = box.x0, box.y0
+        h, w = box.shape
+        for i in np.flatnonzero(np.isfinite(sx) & np.isfinite(sy)):
+            cx, cy = int(np.floor(sx[i] - x_origin)), int(np.floor(sy[i] - y_origin))
+            x0, x1 = max(0, cx - radius), min(w, cx + radius + 2)
+            y0, y1 = max(0, cy - radius), min(h, cy + radius + 2)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            dx = tx[y0:y1, x0:x1] - sky.star_x[i]
+            dy = ty[y0:y1, x0:x1] - sky.star_y[i]
+            with np.errstate(invalid="ignore"):
+                prof = peak[i] * np.exp(-0.5 * (dx * dx + dy * dy) / sigma ** 2)
+            out[y0:y1, x0:x1] += np.nan_to_num(prof)[..., np.newaxis] * sky.star_color[i]
+    out[bad] = np.nan
+    return out
+
+
+def _frame_wcs(truth_wcs, cx, cy, shape, scale_deg, theta, sip_coeffs):
+    from astropy.wcs import WCS, Sip
+    H, W = shape
+    lon, lat = truth_wcs.all_pix2world([cx], [cy], 0)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"] if sip_coeffs else ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [float(lon[0]), float(lat[0])]
+    w.wcs.crpix = [(W + 1) / 2.0, (H + 1) / 2.0]
+    c, s = np.cos(theta), np.sin(theta)
+    w.wcs.cd = scale_deg * np.array([[-c, s], [s, c]])
+    w.wcs.radesys = "ICRS"
+    w.wcs.cunit = ["deg", "deg"]
+    if sip_coeffs:
+        a, b = sip_coeffs
+        w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    w.wcs.set()
+    w.pixel_shape = (W, H)
+    return w
+
+
+def _random_sip(rng, shape, amplitude):
+    """Third-order SIP coefficients moving the corners by about ``amplitude`` px."""
+    H, W = shape
+    r = 0.5 * np.hypot(H, W)
+    a = np.zeros((4, 4))
+    b = np.zeros((4, 4))
+    for p, q in ((2, 0), (1, 1), (0, 2)):
+        a[p, q] = rng.normal(0, 0.5) * amplitude / r ** 2
+        b[p, q] = rng.normal(0, 0.5) * amplitude / r ** 2
+    for p, q in ((3, 0), (2, 1), (1, 2), (0, 3)):
+        a[p, q] = rng.normal(0, 0.3) * amplitude / r ** 3
+        b[p, q] = rng.normal(0, 0.3) * amplitude / r ** 3
+    return a, b
+
+
+def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *, channels=1,
+                      rng=None, pixel_scale_arcsec=2.0, rotation_deg_range=(-3.0, 3.0),
+                      center=(150.0, 30.0), sip=False, sip_amplitude=2.0,
+                      gain_range=(0.85, 1.15), offset_range=30.0, gradient=3.0,
+                      noise_sigma=1.0, sky_level=20.0, star_density=5e-4, fwhm=3.0,
+                      nebulae=3, nebula_amplitude=(5.0, 40.0), empty_borders=True,
+                      nan_blob=True, trail=True, exptime=10.0, jitter=5.0, add_noise=True):
+    """Make overlapping plate-solved frames of one sky with injected errors.
+
+    Frames sit on an ``n_rows x n_cols`` pattern with the given overlap,
+    each slightly rotated and shifted, at the same pixel scale as the truth
+    grid.  Their pixels are mapped through their WCS (SIP included) into
+    the truth grid, so stars land exactly where the WCS says: a frame pixel
+    holds the sky's surface brightness at its centre's sky position (stars:
+    the Gaussian PSF sampled there), so all frames agree after reprojection,
+    SIP distortion included (see :meth:`FrameSurvey.render_truth`).
+
+    Parameters
+    ----------
+    n_rows, n_cols : int
+        Frame pattern.
+    frame_shape : tuple of int
+        ``(H, W)`` of every frame.
+    overlap : float
+        Overlap between neighbouring frames (fraction of the frame size).
+    channels : {1, 3, "bayer"}
+        Mono, RGB ``(H, W, 3)`` or a 2-D Bayer RGGB mosaic (the sky is RGB).
+    rng : numpy.random.Generator or int, optional
+    pixel_scale_arcsec : float
+    rotation_deg_range : tuple of float
+        Frame rotations are uniform in this range.
+    center : tuple of float
+        ``(ra, dec)`` of the pattern centre, degrees.
+    sip : bool
+        Give every frame a random third-order SIP distortion moving its
+        corners by about ``sip_amplitude`` pixels.
+    gain_range : tuple of float
+        Per frame (and per channel) gains, uniform.
+    offset_range : float
+        Offsets uniform in ``±offset_range * noise_sigma``.
+    gradient : float
+        Peak-to-peak amplitude (in ``noise_sigma``) of a plane over each
+        frame (random direction per frame and channel); 0 for none.
+    noise_sigma : float
+    sky_level, star_density, fwhm, nebulae, nebula_amplitude
+        Passed to :func:`make_sky`.
+    empty_borders : bool
+        About half of the frames (at least one) get an empty (0.0) strip
+        along one side, invalid in ``valid``.
+    nan_blob : bool
+        One frame gets a round NaN zone.
+    trail : bool
+        One frame gets a satellite trail (50 sigma, valid data: an outlier
+        for stacking and fitting).
+    exptime : float
+        ``EXPTIME`` of every frame, seconds.
+    jitter : float
+        Random shift of each frame centre, uniform ``±jitter`` pixels.
+    add_noise : bool
+        Add Gaussian noise of ``noise_sigma``.
+
+    Returns
+    -------
+    FrameSurvey
+
+    Examples
+    --------
+    >>> s = make_frame_survey(1, 2, frame_shape=(40, 60), rng=0)
+    >>> len(s.frames), s.frames[0].data.shape, s.frames[0].header["EXPTIME"]
+    (2, (40, 60), 10.0)
+    """
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(rng)
+    if channels not in (1, 3, "bayer"):
+        raise ValueError(f"channels must be 1, 3 or 'bayer', got {channels!r}")
+    if n_rows < 1 or n_cols < 1:
+        raise ValueError(f"n_rows and n_cols must be >= 1, got {n_rows}x{n_cols}")
+    H, W = int(frame_shape[0]), int(frame_shape[1])
+    n_ch = 1 if channels == 1 else 3
+    scale = pixel_scale_arcsec / 3600.0
+    step_x = W - int(round(overlap * W))
+    step_y = H - int(round(overlap * H))
+    max_rot = np.radians(max(abs(rotation_deg_range[0]), abs(rotation_deg_range[1])))
+    margin = int(np.ceil(0.5 * (W + H) * np.sin(max_rot) + jitter
+                         + (2 * sip_amplitude if sip else 0) + 8))
+    tW = 2 * margin + W + (n_cols - 1) * step_x
+    tH = 2 * margin + H + (n_rows - 1) * step_y
+    truth_wcs = WCS(naxis=2)
+    truth_wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    truth_wcs.wcs.crval = [float(center[0]), float(center[1])]
+    truth_wcs.wcs.crpix = [(tW + 1) / 2.0, (tH + 1) / 2.0]
+    truth_wcs.wcs.cdelt = [-scale, scale]
+    truth_wcs.wcs.cunit = ["deg", "deg"]
+    truth_wcs.wcs.radesys = "ICRS"
+    truth_wcs.wcs.set()
+    truth_wcs.pixel_shape = (tW, tH)
+    sky = make_sky((tH, tW), n_ch, rng=rng, star_density=star_density, fwhm=fwhm,
+                   nebulae=nebulae, nebula_amplitude=nebula_amplitude, sky_level=sky_level,
+                   noise_sigma=noise_sigma)
+
+    n = n_rows * n_cols
+    gains = rng.uniform(gain_range[0], gain_range[1], (n, n_ch))
+    offsets = rng.uniform(-offset_range, offset_range, (n, n_ch)) * noise_sigma
+    slopes = np.zeros((n, n_ch, 2))
+    if gradient:
+        direction = rng.uniform(0, 2 * np.pi, (n, n_ch))
+        unit = np.stack([np.cos(direction), np.sin(direction)], axis=-1)
+        extent = np.abs(unit[..., 0]) * W + np.abs(unit[..., 1]) * H
+        slopes = unit * (gradient * noise_sigma / extent)[..., np.newaxis]
+    thetas = np.radians(rng.uniform(rotation_deg_range[0], rotation_deg_range[1], n))
+    border_frames = set()
+    if empty_borders:
+        border_frames = set(rng.choice(n, size=max(1, n // 2), replace=False).tolist())
+    blob_frame = int(rng.integers(n)) if nan_blob else None
+    trail_frame = int(rng.integers(n)) if trail else None
+
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    centre = ((W - 1) / 2.0, (H - 1) / 2.0)
+    frames = []
+    for k in range(n):
+        r, c = divmod(k, n_cols)
+        cx = margin + (W - 1) / 2.0 + c * step_x + rng.uniform(-jitter, jitter)
+        cy = margin + (H - 1) / 2.0 + r * step_y + rng.uniform(-jitter, jitter)
+        coeffs = _random_sip(rng, (H, W), sip_amplitude) if sip else None
+        w = _frame_wcs(truth_wcs, cx, cy, (H, W), scale, thetas[k], coeffs)
+        clean = _sample_sky(sky, truth_wcs, w, BBox(0, H, 0, W))
+        observed = (gains[k] * clean + offsets[k]
+                    + slopes[k, :, 0] * (xx - centre[0])[..., np.newaxis]
+                    + slopes[k, :, 1] * (yy - centre[1])[..., np.newaxis])
+        if channels == "bayer":
+            ch = _BAYER_RGGB[(np.arange(H) % 2)[:, None], (np.arange(W) % 2)[None, :]]
+            img = np.take_along_axis(observed, ch[..., np.newaxis], axis=2)[..., 0]
+        elif channels == 1:
+            img = observed[..., 0]
+        else:
+            img = observed
+        if add_noise:
+            img = img + rng.normal(0.0, noise_sigma, img.shape)
+        if k == trail_frame:
+            img3 = img[..., np.newaxis] if img.ndim == 2 else img
+            add_trail(img3, rng, 50.0 * noise_sigma)
+        valid = np.ones((H, W), dtype=bool)
+        if k in border_frames:
+            side = int(rng.integers(4))
+            width = int(rng.integers(3, max(4, min(H, W) // 20)))
+            strip = np.zeros((H, W), dtype=bool)
+            if side == 0:
+                strip[:width] = True
+            elif side == 1:
+                strip[H - width:] = True
+            elif side == 2:
+                strip[:, :width] = True
+            else:
+                strip[:, W - width:] = True
+            img[strip] = 0.0
+            valid &= ~strip
+        if k == blob_frame:
+            by, bx = rng.uniform(0.25, 0.75) * H, rng.uniform(0.25, 0.75) * W
+            radius = rng.uniform(0.05, 0.1) * min(H, W)
+            blob = (yy - by) ** 2 + (xx - bx) ** 2 < radius ** 2
+            img[blob] = np.nan
+            valid &= ~blob
+        header = fits.Header()
+        header.update(w.to_header(relax=True))
+        header["EXPTIME"] = (float(exptime), "exposure time, s")
+        if channels == "bayer":
+            header["BAYERPAT"] = ("RGGB", "Bayer pattern of the mosaic")
+        header["FRAMEIDX"] = (k, "synthetic frame index")
+        frames.append(SyntheticFrame(
+            index=k, data=np.ascontiguousarray(img, dtype=np.float32), header=header, wcs=w,
+            gain=gains[k], offset=offsets[k], slope=slopes[k], valid=valid, centre=centre,
+            exptime=float(exptime), bayer_pattern="RGGB" if channels == "bayer" else None,
+            has_trail=(k == trail_frame)))
+    info = dict(n_rows=n_rows, n_cols=n_cols, frame_shape=(H, W), overlap=overlap,
+                channels=channels, sip=sip, gradient=gradient,
+                empty_border_frames=sorted(border_frames), nan_blob_frame=blob_frame,
+                trail_frame=trail_frame, pixel_scale_arcsec=pixel_scale_arcsec)
+    return FrameSurvey(frames=frames, sky=sky, truth_wcs=truth_wcs, truth_shape=(tH, tW),
+                       noise_sigma=float(noise_sigma), channels=channels, info=info)
