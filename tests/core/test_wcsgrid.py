@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.wcs import WCS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from photometry_graph.datasets import make_frame_survey
 from photometry_graph.core.tiles import BBox
+from conftest import celestial_header
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, binned_wcs, build_global_grid,
                                       celestial_pixel_scale, footprint_bbox, frame_border,
                                       tile_wcs, transform_pixels)
@@ -15,26 +15,9 @@ SCALE = 2.0 / 3600.0
 
 
 def _header(kind, rot_deg=0.0, scale=SCALE, sip=False, shape=(200, 300)):
-    h, w = shape
-    c, s = np.cos(np.radians(rot_deg)), np.sin(np.radians(rot_deg))
-    hdr = fits.Header()
-    suffix = "-SIP" if sip else ""
-    hdr["CTYPE1"], hdr["CTYPE2"] = "RA---TAN" + suffix, "DEC--TAN" + suffix
-    hdr["CRVAL1"], hdr["CRVAL2"] = 150.0, 30.0
-    hdr["CRPIX1"], hdr["CRPIX2"] = (w + 1) / 2.0, (h + 1) / 2.0
-    hdr["CUNIT1"], hdr["CUNIT2"] = "deg", "deg"
-    if kind == "cd":
-        hdr["CD1_1"], hdr["CD1_2"], hdr["CD2_1"], hdr["CD2_2"] = -scale * c, scale * s, \
-            scale * s, scale * c
-    elif kind == "pc":
-        hdr["CDELT1"], hdr["CDELT2"] = -scale, scale
-        hdr["PC1_1"], hdr["PC1_2"], hdr["PC2_1"], hdr["PC2_2"] = c, -s, s, c
-    else:
-        hdr["CDELT1"], hdr["CDELT2"] = -scale, scale
-    if sip:
-        hdr["A_ORDER"] = hdr["B_ORDER"] = 2
-        hdr["A_2_0"], hdr["A_1_1"], hdr["B_0_2"] = 2e-5, -1e-5, 3e-5
-    return hdr
+    return celestial_header(shape, crval=(150.0, 30.0), scale_arcsec=scale * 3600.0, kind=kind,
+                            rot_deg=rot_deg,
+                            sip={"A_2_0": 2e-5, "A_1_1": -1e-5, "B_0_2": 3e-5} if sip else None)
 
 
 @pytest.mark.parametrize("kind,rot", [("cd", 0.0), ("cd", 33.0), ("pc", 0.0), ("pc", 20.0),
