@@ -1,5 +1,5 @@
 """Core objects shared by every stage: tiles and bounding boxes, per-node photometric
-corrections, valid-pixel masks and the global celestial grid.
+corrections, valid-pixel masks, the global celestial grid and the display stretch.
 """
 
 from .tiles import (  # noqa: F401
@@ -11,6 +11,9 @@ from .correction import (  # noqa: F401
 from .masks import (  # noqa: F401
     compute_valid_mask, as_channels_last, erode_mask,
 )
+from .display import (  # noqa: F401
+    asinh_stretch,
+)
 from .wcsgrid import (  # noqa: F401
     celestial_part, lonlat_from_world, GlobalGrid, celestial_pixel_scale, build_global_grid,
     footprint_bbox, assign_frames_to_tiles, tile_wcs, binned_wcs, transform_pixels,
@@ -20,7 +23,7 @@ from .wcsgrid import (  # noqa: F401
 __all__ = [
     "BBox", "TilePhotometryInfo", "common_channels", "grid_layout", "Correction",
     "apply_correction", "identity_correction", "compute_valid_mask", "as_channels_last",
-    "erode_mask", "celestial_part", "lonlat_from_world", "GlobalGrid", "celestial_pixel_scale",
-    "build_global_grid", "footprint_bbox", "assign_frames_to_tiles", "tile_wcs", "binned_wcs",
-    "transform_pixels", "frame_border",
+    "erode_mask", "asinh_stretch", "celestial_part", "lonlat_from_world", "GlobalGrid",
+    "celestial_pixel_scale", "build_global_grid", "footprint_bbox", "assign_frames_to_tiles",
+    "tile_wcs", "binned_wcs", "transform_pixels", "frame_border",
 ]

@@ -18,6 +18,7 @@ called and return the figure.  Nothing here reads or writes files.
 import numpy as np
 from scipy import ndimage
 
+from ..core.display import asinh_stretch
 from ..core.masks import as_channels_last
 from ..core.tiles import BBox
 from ..core.wcsgrid import transform_pixels
@@ -1183,59 +1184,6 @@ def _pyplot():
         raise ImportError("the diagnostics plots need matplotlib: "
                           "pip install 'photometry-graph[plots]'") from exc
     return plt
-
-
-def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference=None):
-    """Apply one asinh stretch to several images (same limits for all).
-
-    Parameters
-    ----------
-    images : sequence of array_like, shape (H, W) or (H, W, C)
-        Images on comparable scales (e.g. a mosaic before and after).
-    low_pct, high_pct : float
-        Percentiles of the finite pixels mapped to 0 and 1 (per channel).
-    stretch : float
-        Strength of the asinh (larger brightens faint levels).
-    reference : int, optional
-        Take the percentiles from this image only (default: pooled over all).
-
-    Returns
-    -------
-    stretched : list of numpy.ndarray
-        Float arrays in [0, 1], ``(H, W)`` for one channel else ``(H, W, C)``;
-        NaN where the input is not finite.
-    limits : numpy.ndarray, shape (C, 2)
-        ``(low, high)`` per channel.
-
-    Examples
-    --------
-    >>> out, lim = asinh_stretch([np.arange(10.0).reshape(2, 5)], low_pct=0, high_pct=100)
-    >>> float(out[0][0, 0]), float(out[0][1, 4]), lim.tolist()
-    (0.0, 1.0, [[0.0, 9.0]])
-    """
-    arrs = [as_channels_last(np.asarray(im, dtype=np.float64)) for im in images]
-    if not arrs:
-        raise ValueError("asinh_stretch needs at least one image")
-    C = arrs[0].shape[2]
-    if any(a.shape[2] != C for a in arrs):
-        raise ValueError("all images must have the same number of channels")
-    pool = arrs if reference is None else [arrs[int(reference)]]
-    limits = np.zeros((C, 2))
-    for c in range(C):
-        vals = np.concatenate([a[..., c][np.isfinite(a[..., c])] for a in pool])
-        if vals.size == 0:
-            limits[c] = (0.0, 1.0)
-            continue
-        lo, hi = np.percentile(vals, [low_pct, high_pct])
-        limits[c] = (lo, hi if hi > lo else lo + 1.0)
-    out = []
-    norm = np.arcsinh(stretch)
-    for a in arrs:
-        x = (a - limits[:, 0]) / (limits[:, 1] - limits[:, 0])
-        with np.errstate(invalid="ignore"):
-            y = np.arcsinh(stretch * np.clip(x, 0.0, 1.0)) / norm
-        out.append(y[..., 0] if C == 1 else y)
-    return out, limits
 
 
 def _show(ax, img, title=None):

@@ -23,7 +23,7 @@ from astropy.wcs import WCS
 
 from .._json import jsonable
 from .._log import get_logger, grid_warning
-from ..diagnostics.metrics import asinh_stretch
+from ..core.display import asinh_stretch
 from .images import majority_channels
 from .options import GridModeError
 from .outputs import uint16_block

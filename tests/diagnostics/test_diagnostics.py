@@ -17,7 +17,7 @@ from matplotlib.patches import Polygon  # noqa: E402
 from photometry_graph.core.correction import Correction  # noqa: E402
 from photometry_graph.datasets import make_survey  # noqa: E402
 from photometry_graph.diagnostics import (  # noqa: E402
-    EDGE_COLUMNS, TILE_COLUMNS, asinh_stretch, bbox_boundaries, edge_residual_table,
+    EDGE_COLUMNS, TILE_COLUMNS, bbox_boundaries, edge_residual_table,
     format_table, graph_from_report, mosaic_vs_truth, overlap_pixels, plot_before_after,
     plot_edge_residuals, plot_overlap_graph, plot_overlap_scatter, plot_residual_map,
     plot_solution_vs_truth, tile_cells, tile_table, truth_summary)
@@ -263,13 +263,6 @@ def test_mosaic_vs_truth_measures_an_injected_step():
     assert 2.3 < bad["offset_max_sigma"] < 3.1
     assert bad["seam"] > 2 * clean["seam"]
     assert bad["coverage"] == pytest.approx(1 - 5 / s.canvas_shape[0])
-
-
-def test_asinh_stretch_shares_limits():
-    a = np.linspace(0, 10, 100).reshape(10, 10)
-    (sa, sb), lim = asinh_stretch([a, a + 5], low_pct=0, high_pct=100)
-    assert lim.tolist() == [[0.0, 15.0]]
-    assert sb.mean() > sa.mean() and sa.min() == 0.0 and sb.max() == 1.0
 
 
 def test_plot_overlap_graph_draws_tiles_edges_and_reference(mono):
