@@ -1,4 +1,5 @@
-"""Shared fixtures of the grid_mode tests: tiny plate-solved FITS frames."""
+"""Shared fixtures of the tests: tiny plate-solved FITS frames (grid_mode), harmonized
+synthetic surveys (diagnostics)."""
 
 import os
 
@@ -6,6 +7,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from hypothesis import settings
+
+from photometry_graph.datasets import make_survey
+from photometry_graph.photometry.harmonize import harmonize_tiles
 
 # CI runs the property tests on a fixed sequence of examples (reproducible failures);
 # elsewhere hypothesis draws new examples on every run.
@@ -63,3 +67,17 @@ def frame_factory(tmp_path):
         return write_frame(tmp_path / name, img, hdr, extra=extra, coverage=coverage)
 
     return make
+
+
+# harmonized synthetic surveys of the diagnostics tests (tests/diagnostics)
+@pytest.fixture(scope="module")
+def mono():
+    s = make_survey(3, 3, tile_size=128, overlap=0.25, rng=3, nebula_fill_tile=4)
+    return s, harmonize_tiles(s.tiles, model="offset", background=True)
+
+
+@pytest.fixture(scope="module")
+def rgb_plane():
+    s = make_survey(2, 3, tile_size=128, overlap=0.25, channels=3, gradient=3.0, rng=7)
+    return s, harmonize_tiles(s.tiles, model="plane", background=False,
+                              origin=(100.0, 50.0))

@@ -1,20 +1,36 @@
 """Diagnostics: truth metrics, residual tables, report parsing and plots, used by the
 notebooks, the report and the benchmarks.
+
+``metrics``  seam metric, fits to the truth, a mosaic against its truth, overlap pixels
+``report``   one view of a result, a solution, a graph or a parsed ``grid_report.json``
+``tables``   edge residuals, tile corrections, errors against the truth, text tables
+``plots``    matplotlib figures (matplotlib is an optional extra, imported when called)
 """
 
+from .report import (  # noqa: F401
+    RESIDUAL_KEYS, RunView, unpack_run, graph_from_report, float_or_nan,
+)
 from .metrics import (  # noqa: F401
-    seam_metric, bbox_boundaries, fit_to_truth, EDGE_COLUMNS, TILE_COLUMNS, edge_residual_table,
-    tile_table, truth_summary, format_table, graph_from_report, tile_cells, fit_truth_plane,
-    mosaic_vs_truth, asinh_stretch, plot_images, plot_before_after, plot_overlap_graph,
-    plot_edge_residuals, plot_residual_map, plot_solution_vs_truth, overlap_pixels,
-    plot_overlap_scatter, mosaic_vs_frame_truth, mosaic_vs_frame_survey, demo_quality_table,
+    bbox_boundaries, image_truth, fit_to_truth, masked_smooth, seam_metric, tile_cells,
+    fit_truth_plane, truth_residual, mosaic_vs_truth, overlap_pixels, mosaic_vs_frame_truth,
+    mosaic_vs_frame_survey,
+)
+from .tables import (  # noqa: F401
+    EDGE_COLUMNS, TILE_COLUMNS, edge_residual_table, tile_table, truth_errors, truth_summary,
+    format_table, demo_quality_table,
+)
+from .plots import (  # noqa: F401
+    asinh_stretch, plot_images, plot_before_after, plot_overlap_graph, plot_edge_residuals,
+    plot_residual_map, plot_solution_vs_truth, plot_overlap_scatter,
 )
 
 __all__ = [
-    "seam_metric", "bbox_boundaries", "fit_to_truth", "EDGE_COLUMNS", "TILE_COLUMNS",
-    "edge_residual_table", "tile_table", "truth_summary", "format_table", "graph_from_report",
-    "tile_cells", "fit_truth_plane", "mosaic_vs_truth", "asinh_stretch", "plot_images",
-    "plot_before_after", "plot_overlap_graph", "plot_edge_residuals", "plot_residual_map",
-    "plot_solution_vs_truth", "overlap_pixels", "plot_overlap_scatter", "mosaic_vs_frame_truth",
-    "mosaic_vs_frame_survey", "demo_quality_table",
+    "RESIDUAL_KEYS", "RunView", "unpack_run", "graph_from_report", "float_or_nan",
+    "bbox_boundaries", "image_truth", "fit_to_truth", "masked_smooth", "seam_metric",
+    "tile_cells", "fit_truth_plane", "truth_residual", "mosaic_vs_truth", "overlap_pixels",
+    "mosaic_vs_frame_truth", "mosaic_vs_frame_survey", "EDGE_COLUMNS", "TILE_COLUMNS",
+    "edge_residual_table", "tile_table", "truth_errors", "truth_summary", "format_table",
+    "demo_quality_table", "asinh_stretch", "plot_images", "plot_before_after",
+    "plot_overlap_graph", "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
+    "plot_overlap_scatter",
 ]
