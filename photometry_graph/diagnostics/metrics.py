@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from ..core.masks import as_channels_last
 from ..core.wcsgrid import transform_pixels
+from ..photometry.regression import grown_outliers
 from .report import float_or_nan, unpack_run
 
 __all__ = ["bbox_boundaries", "image_truth", "fit_to_truth", "masked_smooth", "seam_metric",
@@ -507,7 +508,6 @@ def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, grow_kappa=2.0, max_poi
     with np.errstate(invalid="ignore"):
         clipped = ~(np.abs(r) <= kappa * scale) if scale > 0 else np.zeros(r.shape, bool)
     if scale > 0 and grow_kappa is not None and grow_kappa < kappa and clipped.any():
-        from ..photometry.regression import grown_outliers
         d = np.zeros(joint.shape)
         d[iy, ix] = r / scale
         clipped |= grown_outliers(d, joint & np.isfinite(d), kappa, grow_kappa)[iy, ix]
