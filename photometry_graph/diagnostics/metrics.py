@@ -11,6 +11,7 @@ pairs of one overlap and the pixels its fit rejects.  Nothing here reads or writ
 import numpy as np
 from scipy import ndimage
 
+from .._stats import MAD_TO_SIGMA, median
 from ..core.masks import as_channels_last
 from ..core.wcsgrid import transform_pixels
 from ..photometry.regression import grown_outliers
@@ -502,8 +503,7 @@ def overlap_pixels(graph, edge, channel=0, *, kappa=4.0, grow_kappa=2.0, max_poi
     nx_, ny_ = float_or_nan(fit.noise_x), float_or_nan(fit.noise_y)
     scale = np.sqrt(ny_ ** 2 + fit.a ** 2 * nx_ ** 2) if np.isfinite(nx_ + ny_) else 0.0
     fin = r[np.isfinite(r)]
-    robust = 1.482602218505602 * float(np.median(np.abs(fin - np.median(fin)))) if fin.size \
-        else 0.0
+    robust = MAD_TO_SIGMA * median(np.abs(fin - median(fin))) if fin.size else 0.0
     scale = max(scale, robust)
     with np.errstate(invalid="ignore"):
         clipped = ~(np.abs(r) <= kappa * scale) if scale > 0 else np.zeros(r.shape, bool)
@@ -591,7 +591,7 @@ def mosaic_vs_frame_truth(image, truth, footprints, tile_bboxes, *, noise_sigma=
     for _ in range(2):
         alpha, beta, gx, gy = fit_truth_plane(img, tru, good)
         resid = img - (alpha * tru + beta + gx * xx[..., None] + gy * yy[..., None])
-        spread = 1.4826 * np.median(np.abs(resid[calm]))
+        spread = 1.4826 * median(np.abs(resid[calm]).ravel())
         with np.errstate(invalid="ignore"):
             good = calm & (np.abs(resid) < clip_sigma * max(noise_sigma, spread)).all(axis=2)
     borders, offsets = np.zeros(shape, bool), []

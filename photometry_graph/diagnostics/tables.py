@@ -9,6 +9,7 @@ Nothing here reads or writes files.
 
 import numpy as np
 
+from .._stats import median
 from .report import RESIDUAL_KEYS, float_or_nan, unpack_run
 
 __all__ = ["EDGE_COLUMNS", "TILE_COLUMNS", "edge_residual_table", "tile_table", "truth_errors",
@@ -327,7 +328,7 @@ def _median_level(tile):
         v = np.asarray(data[..., c][mask], dtype=np.float64)
         v = v[np.isfinite(v)]
         if v.size:
-            out[c] = np.median(v)
+            out[c] = median(v)
     return out
 
 
