@@ -591,7 +591,7 @@ def mosaic_vs_frame_truth(image, truth, footprints, tile_bboxes, *, noise_sigma=
     for _ in range(2):
         alpha, beta, gx, gy = fit_truth_plane(img, tru, good)
         resid = img - (alpha * tru + beta + gx * xx[..., None] + gy * yy[..., None])
-        spread = 1.4826 * median(np.abs(resid[calm]).ravel())
+        spread = MAD_TO_SIGMA * median(np.abs(resid[calm]).ravel())
         with np.errstate(invalid="ignore"):
             good = calm & (np.abs(resid) < clip_sigma * max(noise_sigma, spread)).all(axis=2)
     borders, offsets = np.zeros(shape, bool), []
