@@ -26,6 +26,9 @@ import cv2
 import numpy as np
 from astropy.io import fits
 
+# the checkout this script belongs to, not another one installed in the environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 VOLATILE = {"timings", "seconds", "worker_pid", "outputs", "path", "input_folder", "time_s",
             "step_times_s", "tiles_dir", "frames_dir", "options"}
 
