@@ -34,7 +34,7 @@ _API = {
     "reproject_to_bbox": ".stacking.resample",
     "stack_frames": ".stacking.stack",
     "fit_pair": ".photometry.regression",
-    "estimate_noise": ".photometry.overlap",
+    "estimate_noise": "._stats",
     "build_tile_overlap_graph": ".photometry.overlap",
     "fit_overlap_edges": ".photometry.overlap",
     "solve_global_photometry": ".photometry.solve",

@@ -3,13 +3,16 @@ the overlap graph, the global gain/offset/plane solve, guarded background matchi
 chain with its fallbacks, and the frame photometry before stacking.
 """
 
+from .._stats import (  # noqa: F401
+    NOISE_ESTIMATORS, estimate_noise, robust_noise_1d,
+)
 from .regression import (  # noqa: F401
-    PairwiseFit, FIT_STATUSES, FIT_MODELS, NOISE_ESTIMATORS, SUBSAMPLE_METHODS, fit_pair,
-    fit_pair_image, fit_ols, grown_outliers, robust_noise_1d,
+    PairwiseFit, FIT_STATUSES, FIT_MODELS, SUBSAMPLE_METHODS, fit_pair, fit_pair_image, fit_ols,
+    grown_outliers,
 )
 from .overlap import (  # noqa: F401
-    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
-    find_overlapping_pairs, edge_status,
+    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, find_overlapping_pairs,
+    edge_status,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,

@@ -16,13 +16,12 @@ import numpy as np
 
 from .._log import get_logger, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
-from ..core.masks import as_channels_last
-from .regression import (FIT_MODELS, NOISE_ESTIMATORS, SUBSAMPLE_METHODS, PairwiseFit,
-                         _image_noise, fit_pair_image)
+from .._stats import NOISE_ESTIMATORS, estimate_noise  # noqa: F401 (estimate_noise: re-exported)
+from .regression import FIT_MODELS, SUBSAMPLE_METHODS, PairwiseFit, fit_pair_image
 from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
-           "estimate_noise", "find_overlapping_pairs", "edge_status"]
+           "find_overlapping_pairs", "edge_status"]
 
 logger = get_logger(__name__)
 
@@ -217,64 +216,6 @@ def sparsify_overlap_graph(graph, max_degree):
     out.add_nodes_from(graph.nodes(data=True))
     out.add_edges_from((u, v, d) for u, v, d in graph.edges(data=True)
                        if frozenset((u, v)) in keep)
-    return out
-
-
-def estimate_noise(data, mask=None, *, max_samples=None, estimator="mad"):
-    """Robust per-channel noise sigma of an image region.
-
-    Parameters
-    ----------
-    data : array_like, shape (h, w) or (h, w, C)
-    mask : numpy.ndarray of bool, shape (h, w), optional
-        Valid pixels; only runs of three valid (and finite) neighbours are used.
-    max_samples : int, optional
-        Read only about this many second differences (per channel): evenly
-        spread bands of three full rows, which give horizontal differences on
-        their middle row and vertical differences on every column.  A MAD of
-        ``n`` samples is good to about ``1.2 / sqrt(n)``; ``None`` uses the
-        whole region (at most 100 000 differences, evenly strided).
-    estimator : {'mad', 'clipped', 'auto'}
-        ``'mad'``: ``1.4826 * MAD``.  ``'clipped'``: the RMS within 3.5 sigma
-        (iterated from the MAD, corrected for the truncation): as robust to
-        stars, about 2.5 times as efficient for Gaussian noise.  ``'auto'``:
-        ``'clipped'`` when ``max_samples`` makes it read bands of rows,
-        ``'mad'`` when it reads the whole region.
-
-    Returns
-    -------
-    numpy.ndarray, shape (C,)
-        ``1.4826 * MAD(d2) / sqrt(6)`` with ``d2`` the second differences of
-        horizontal and vertical neighbours (each direction median-centred):
-        robust to stars, blind to gradients and to most smooth structure.
-        NaN for a channel with fewer than 10 differences.  Noise correlated
-        between neighbours (interpolation) is underestimated; images processed
-        alike are underestimated alike, so the ratio used by the
-        errors-in-variables fit stays right.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> img = 100 + 0.5 * np.arange(200)[None, :] + rng.normal(0, 3, (200, 200))
-    >>> np.round(estimate_noise(img), 0)
-    array([3.])
-    >>> np.round(estimate_noise(img, max_samples=5000, estimator="clipped"), 0)
-    array([3.])
-    """
-    arr = as_channels_last(data)
-    h, w, n_ch = arr.shape
-    if mask is None:
-        mask = np.ones((h, w), dtype=bool)
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != (h, w):
-        raise ValueError(f"mask shape {mask.shape} does not match the image shape {(h, w)}")
-    if estimator not in NOISE_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {NOISE_ESTIMATORS}, got {estimator!r}")
-    if max_samples is not None and int(max_samples) < 1:
-        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples!r}")
-    out = np.full(n_ch, np.nan)
-    for c in range(n_ch):
-        out[c] = _image_noise(arr[..., c], mask, max_samples=max_samples, estimator=estimator)
     return out
 
 

@@ -42,6 +42,8 @@ import numpy as np
 
 from .._json import jsonable
 from .._log import get_logger, grid_debug
+from .._stats import (MAD_TO_SIGMA, NOISE_ESTIMATORS, image_noise, median,
+                      robust_noise_1d, split_coords)
 
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS",
            "SUBSAMPLE_METHODS", "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers",
@@ -54,7 +56,6 @@ FIT_STATUSES = ("ok", "offset_only", "failed")
 #: Possible values of the ``model`` argument of :func:`fit_pair`.
 FIT_MODELS = ("offset", "plane")
 
-_MAD_TO_SIGMA = 1.482602218505602
 _NAN2 = (math.nan, math.nan)
 
 
@@ -224,184 +225,6 @@ def fit_ols(x, y):
     return a, float(ym - a * xm)
 
 
-def _median(v):
-    """Median of a non-empty 1-D array without NaN (``np.median`` without its copies)."""
-    n = v.size
-    k = n // 2
-    part = np.partition(v, k)
-    if n % 2:
-        return float(part[k])
-    return 0.5 * (float(part[k]) + float(part[:k].max()))
-
-
-#: Estimators of the noise sigma from second differences (see ``_sigma_from_second_differences``).
-NOISE_ESTIMATORS = ("auto", "mad", "clipped")
-_CLIP_K = 3.5
-# sigma of a unit Gaussian truncated to |z| <= _CLIP_K
-_CLIP_C = math.sqrt(1.0 - 2.0 * _CLIP_K * math.exp(-0.5 * _CLIP_K ** 2) / math.sqrt(2 * math.pi)
-                    / math.erf(_CLIP_K / math.sqrt(2.0)))
-
-
-def _thinned(v, n):
-    """At most about ``n`` evenly strided elements of ``v``."""
-    return v if v.size <= n else v[::int(math.ceil(v.size / n))]
-
-
-def _sigma_from_second_differences(diffs_list, max_samples=100_000, estimator="mad"):
-    """Noise sigma from lists of second differences ``v[i-1] - 2 v[i] + v[i+1]``.
-
-    Each list is median-centred separately; for white noise of sigma ``s`` a
-    second difference has sigma ``sqrt(6) s``.  Beyond ``max_samples``
-    differences a regular stride is taken.
-
-    ``estimator='mad'`` (or ``'auto'``): ``1.4826 * MAD`` (the MAD of 1e5
-    samples is good to about 0.4 %; 37 % efficient for Gaussian noise).  ``'clipped'``: the RMS
-    of the differences within ``3.5`` sigma, iterated to its fixed point and
-    corrected for the truncation of a Gaussian; as robust to stars (their
-    large differences are clipped) and about 2.5 times as efficient.  It does
-    not centre the differences (second differences of noise are centred on
-    0, gradients cancel); its starting point (the MAD) is taken from at most
-    20 000 evenly strided samples, the fixed point itself uses every sample.
-    """
-    if estimator not in NOISE_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {NOISE_ESTIMATORS}, got {estimator!r}")
-    total = sum(d.size for d in diffs_list)
-    if max_samples and total > max_samples:
-        stride = int(math.ceil(total / max_samples))
-        diffs_list = [d[::stride] for d in diffs_list]
-    diffs_list = [d for d in diffs_list if d.size]
-    if not diffs_list or sum(d.size for d in diffs_list) < 10:
-        return math.nan
-    clipped = estimator == "clipped"
-    if clipped:
-        # second differences of noise are centred on 0 (gradients cancel): no centring
-        dev = np.abs(np.concatenate(diffs_list))
-        mad = _median(_thinned(dev, 20_000))
-    else:
-        dev = np.abs(np.concatenate([d - _median(d) for d in diffs_list]))
-        mad = _median(dev)
-    if not mad > 0:
-        # quantised or nearly constant data: mean absolute deviation (Gaussian factor)
-        return float(np.mean(dev)) * math.sqrt(math.pi / 2.0) / math.sqrt(6.0)
-    sigma = _MAD_TO_SIGMA * mad
-    if clipped:
-        # the fixed point attracts strongly (slope ~0.08 for Gaussian noise): a few steps
-        sq = dev * dev
-        total = float(sq.sum(dtype=np.float64))
-        for _ in range(20):
-            out = sq[sq > (_CLIP_K * sigma) ** 2]      # the (few) clipped differences
-            n_keep = max(sq.size - out.size, 1)
-            new = math.sqrt(max(total - float(out.sum(dtype=np.float64)), 0.0)
-                            / n_keep) / _CLIP_C
-            done = abs(new - sigma) <= 1e-4 * sigma
-            sigma = new
-            if done:
-                break
-    return sigma / math.sqrt(6.0)
-
-
-def _image_noise(image, mask, max_samples=None, estimator="mad"):
-    """Noise sigma of one ``(h, w)`` image from second differences of valid neighbours.
-
-    ``max_samples``: when the image has more differences, read only evenly
-    spread bands of three full rows giving about that many (horizontal ones
-    on their middle row, vertical ones on every column); otherwise (and with
-    ``None``) all of them, at most 100 000 (evenly strided) as in earlier
-    versions.  ``estimator='auto'``: ``'clipped'`` on the bands (its
-    efficiency makes a sample as precise as the whole), ``'mad'`` on whole
-    images (unchanged results for small overlaps).
-    """
-    h, w = image.shape
-    sampled = max_samples is not None and h >= 3 and 2 * h * w > int(max_samples)
-    if estimator == "auto":
-        estimator = "clipped" if sampled else "mad"
-    if sampled:
-        # n bands of three rows, one every `step` rows: strided views, nothing copied
-        n = max(1, min(math.ceil(int(max_samples) / (2 * max(w, 1))), h // 3))
-        step = max(3, h // n)
-        n = min(n, (h - 3) // step + 1)
-        band = image[:n * step].reshape(n, step, w)[:, :3]
-        ok = mask[:n * step].reshape(n, step, w)[:, :3] & np.isfinite(band)
-        diffs = []
-        if w >= 3:
-            mid, okm = band[:, 1], ok[:, 1]
-            run = okm[:, :-2] & okm[:, 1:-1] & okm[:, 2:]
-            diffs.append((mid[:, :-2] - 2 * mid[:, 1:-1] + mid[:, 2:])[run])
-        diffs.append((band[:, 0] - 2 * band[:, 1] + band[:, 2])[ok.all(axis=1)])
-        return _sigma_from_second_differences(diffs, max_samples=2 * int(max_samples),
-                                              estimator=estimator)
-    ch = np.asarray(image, dtype=np.float64)
-    ok = mask & np.isfinite(ch)
-    diffs = []
-    if w >= 3:
-        run = ok[:, :-2] & ok[:, 1:-1] & ok[:, 2:]
-        diffs.append((ch[:, :-2] - 2.0 * ch[:, 1:-1] + ch[:, 2:])[run])
-    if h >= 3:
-        run = ok[:-2] & ok[1:-1] & ok[2:]
-        diffs.append((ch[:-2] - 2.0 * ch[1:-1] + ch[2:])[run])
-    return _sigma_from_second_differences(diffs, estimator=estimator)
-
-
-def robust_noise_1d(values, coords=None):
-    """Per-pixel noise sigma from second differences of neighbouring pixels.
-
-    Parameters
-    ----------
-    values : array_like, shape (n,)
-        Pixel values.
-    coords : array_like, shape (n, 2), optional
-        Integer global pixel coordinates ``(x, y)``.  When given, only runs of
-        three pixels that are horizontal or vertical neighbours are used.
-        Without coordinates the values are assumed to be in raster order (a
-        flattened image region) and consecutive values are used.
-
-    Returns
-    -------
-    float
-        ``1.4826 * MAD(d2) / sqrt(6)`` with ``d2 = v[i-1] - 2 v[i] + v[i+1]``
-        (NaN with fewer than 10 differences).  The median makes it robust to
-        stars; second differences cancel gradients and most of the smooth
-        structure (nebulae).  Noise correlated between neighbours (e.g. after
-        interpolation) is underestimated, by about the same factor in two
-        images processed alike, so their noise *ratio* stays right.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> round(robust_noise_1d(rng.normal(5.0, 2.0, 20000)), 1)
-    2.0
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if coords is None:
-        d = v[:-2] - 2.0 * v[1:-1] + v[2:]
-        return _sigma_from_second_differences([d[np.isfinite(d)]])
-    cx, cy = _split_coords(coords, v.size)
-    diffs = []
-    for major, minor in ((cy, cx), (cx, cy)):
-        order = np.lexsort((minor, major))
-        vo, mj, mn = v[order], major[order], minor[order]
-        step = (mj[1:] == mj[:-1]) & (mn[1:] - mn[:-1] == 1)
-        run = step[:-1] & step[1:]
-        d = (vo[:-2] - 2.0 * vo[1:-1] + vo[2:])[run]
-        diffs.append(d[np.isfinite(d)])
-    return _sigma_from_second_differences(diffs)
-
-
-def _split_coords(coords, n):
-    if isinstance(coords, (tuple, list)) and len(coords) == 2 and np.ndim(coords[0]) >= 1:
-        cx = np.asarray(coords[0], dtype=np.float64).ravel()
-        cy = np.asarray(coords[1], dtype=np.float64).ravel()
-    else:
-        c = np.asarray(coords, dtype=np.float64)
-        if c.ndim != 2 or c.shape[1] != 2:
-            raise ValueError(
-                f"coords must have shape (n, 2) with columns (x, y), got shape {c.shape}")
-        cx, cy = c[:, 0], c[:, 1]
-    if cx.size != n or cy.size != n:
-        raise ValueError(f"coords hold {cx.size} points but there are {n} values")
-    return cx, cy
-
-
 def _deming_slope(sxx, syy, sxy, lam):
     """Deming slope for the error variance ratio ``lam = var(e_y) / var(e_x)``.
 
@@ -467,8 +290,8 @@ class _Design:
             counts = np.bincount(block, minlength=self.n_blocks)
             self.bounds = np.concatenate([[0], np.cumsum(counts)])
         self.xv, self.yv = x, y
-        self.x_shift = _median(x)
-        self.y_shift = _median(y)
+        self.x_shift = median(x)
+        self.y_shift = median(y)
         self.m = 5 if self.has_coords else 3
         Z = np.empty((self.m, x.size))  # one contiguous row per column of the design
         Z[0] = 1.0
@@ -773,8 +596,8 @@ def _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin):
     z = design.residuals(sol_clip, plane)
     z /= scale
     zu = z if used.all() else z[used]
-    med = _median(zu)
-    spread = _MAD_TO_SIGMA * _median(np.abs(zu - med))
+    med = median(zu)
+    spread = MAD_TO_SIGMA * median(np.abs(zu - med))
     if known:
         spread = max(spread, 1.0)
     elif not spread > 0:
@@ -1005,7 +828,7 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
         ``model='plane'``, for the planar moments and for the block jackknife.
     noise_x, noise_y : float, optional
         Per-pixel noise sigma of ``x`` and ``y`` (e.g. from
-        :func:`photometry_graph.photometry.overlap.estimate_noise` on the image region).
+        :func:`photometry_graph.estimate_noise` on the image region).
         Estimated from neighbouring pixels with :func:`robust_noise_1d` when
         omitted; if that is impossible the noise ratio is taken as 1.
     model : {'offset', 'plane'}
@@ -1106,7 +929,7 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
         raise ValueError(f"x and y must have the same number of pixels, got {x.size} and {y.size}")
     cx = cy = None
     if coords is not None:
-        cx, cy = _split_coords(coords, x.size)
+        cx, cy = split_coords(coords, x.size)
     elif plane:
         raise ValueError("model='plane' needs the pixel coordinates: pass coords=(n, 2) array")
     min_pixels = max(int(min_pixels), 8)
@@ -1195,7 +1018,7 @@ def _clipped_common_signal(design, used, finite):
     """
     x, y = design.xv[finite], design.yv[finite]
     u = used[finite]
-    p = (x - _median(x[u])) * (y - _median(y[u]))
+    p = (x - median(x[u])) * (y - median(y[u]))
     total = float(np.abs(p).sum())
     if not total > 0:
         return 0.0
@@ -1205,8 +1028,8 @@ def _clipped_common_signal(design, used, finite):
 def _spread_ratio(design, finite):
     """``MAD(dst) / MAD(src)``: a gain ratio that no minority of outliers can move far."""
     x, y = design.xv[finite], design.yv[finite]
-    mx = _median(np.abs(x - _median(x)))
-    my = _median(np.abs(y - _median(y)))
+    mx = median(np.abs(x - median(x)))
+    my = median(np.abs(y - median(y)))
     return my / mx if mx > 0 and my > 0 else math.nan
 
 
@@ -1461,7 +1284,7 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
     noise_x, noise_y : float, optional
         Per-pixel noise sigma of the images; measured from second differences
         of neighbouring valid pixels (``noise_samples``, ``noise_estimator``,
-        as :func:`photometry_graph.photometry.overlap.estimate_noise`) when omitted.
+        as :func:`photometry_graph.estimate_noise`) when omitted.
     max_pixels : int or None
         Size of the subsample of the clipping iterations (``None``: every pixel).
     subsample : {'grid', 'random'}
@@ -1479,7 +1302,7 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
     noise_estimator : {'auto', 'clipped', 'mad'}
         ``'auto'``: the clipped RMS on bands of rows (2.5 times as efficient
         as the MAD, so the sample is as precise as the whole), the MAD on a
-        whole image (as :func:`photometry_graph.photometry.overlap.estimate_noise`).
+        whole image (as :func:`photometry_graph.estimate_noise`).
     model, origin, kappa, max_iter, min_pixels, min_signal_to_noise, max_rel_gain_error,
     n_blocks, grow_kappa, src, dst, channel
         As in :func:`fit_pair` (the coherent outliers of ``grow_kappa`` are
@@ -1525,9 +1348,9 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
                              f"{X.shape}")
         valid &= mask
     if noise_x is None:
-        noise_x = _image_noise(X, valid, noise_samples, noise_estimator)
+        noise_x = image_noise(X, valid, noise_samples, noise_estimator)
     if noise_y is None:
-        noise_y = _image_noise(Y, valid, noise_samples, noise_estimator)
+        noise_y = image_noise(Y, valid, noise_samples, noise_estimator)
     if rng is not None or subsample == "random":
         rng = np.random.default_rng(0 if rng is None else rng)
     max_pixels = None if max_pixels is None else int(max_pixels)

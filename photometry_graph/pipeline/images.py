@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._log import get_logger, grid_warning
+from .._stats import estimate_noise
 from ..stacking.bayer import BAYER_CODES, bayer_pattern, debayer
 from ..core.masks import compute_valid_mask
-from ..photometry.overlap import estimate_noise
 from .plan import as_float
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",

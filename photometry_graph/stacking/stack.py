@@ -50,6 +50,7 @@ accumulates only the values within kappa of these.
 import numpy as np
 
 from .._log import get_logger, grid_debug, grid_warning
+from .._stats import estimate_noise
 from ..core.correction import apply_correction
 from ..core.masks import as_channels_last
 from .clip import ClipSettings, clip_sparse, combine_block, scale_floor, trim_variance_ratio
@@ -74,7 +75,7 @@ STACK_METHODS = {
 def estimate_frame_noise(data, mask=None):
     """Robust per-channel noise sigma of a frame.
 
-    Uses :func:`photometry_graph.photometry.overlap.estimate_noise` (MAD of second
+    Uses :func:`photometry_graph.estimate_noise` (MAD of second
     differences of neighbouring pixels: blind to gradients and smooth
     structure, robust to stars).  Estimate it on the native frame: a
     reprojected frame has correlated noise and reads lower.
@@ -94,7 +95,6 @@ def estimate_frame_noise(data, mask=None):
     >>> np.round(estimate_frame_noise(rng.normal(10, 2, (100, 100))), 0)
     array([2.])
     """
-    from ..photometry.overlap import estimate_noise
     return estimate_noise(data, mask)
 
 

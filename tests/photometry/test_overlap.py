@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import photometry_graph.photometry.overlap as overlap
 from photometry_graph.datasets import make_survey
-from photometry_graph.photometry.overlap import (build_tile_overlap_graph, estimate_noise, edge_status,
+from photometry_graph.photometry.overlap import (build_tile_overlap_graph, edge_status,
                                       find_overlapping_pairs, fit_overlap_edges,
                                       sparsify_overlap_graph)
 from photometry_graph.photometry.regression import PairwiseFit
@@ -113,31 +113,6 @@ def test_string_tile_ids_work():
              TilePhotometryInfo("a", BBox(0, 10, 5, 15), data=ones)]
     g = build_tile_overlap_graph(tiles)
     assert (g.edges["a", "b"]["src"], g.edges["a", "b"]["dst"]) == ("a", "b")
-
-
-def test_estimate_noise_is_robust_per_channel():
-    rng = np.random.default_rng(0)
-    h, w = 120, 160
-    yy, xx = np.mgrid[:h, :w]
-    sigmas = np.array([1.0, 2.0, 0.5])
-    img = 50 + 0.3 * xx[..., None] - 0.2 * yy[..., None] + rng.normal(0, 1, (h, w, 3)) * sigmas
-    stars = rng.integers(0, h * w, 150)
-    img.reshape(-1, 3)[stars] += 500.0                 # hot pixels / star cores
-    mask = np.ones((h, w), dtype=bool)
-    mask[40:80, 60:100] = False
-    img[40:80, 60:100] = np.nan                       # invalid zone, excluded by the mask
-    est = estimate_noise(img, mask)
-    np.testing.assert_allclose(est, sigmas, rtol=0.05)
-    # bands of three rows only (~6 000 differences), clipped RMS: same answer
-    sampled = estimate_noise(img, mask, max_samples=6000, estimator="clipped")
-    np.testing.assert_allclose(sampled, sigmas, rtol=0.05)
-    assert np.isnan(estimate_noise(np.ones((2, 2)))).all()
-    with pytest.raises(ValueError, match="mask shape"):
-        estimate_noise(img, mask[:10])
-    with pytest.raises(ValueError, match="estimator"):
-        estimate_noise(img, mask, estimator="std")
-    with pytest.raises(ValueError, match="max_samples"):
-        estimate_noise(img, mask, max_samples=0)
 
 
 def test_fitted_gains_match_the_injected_ratios(caplog):

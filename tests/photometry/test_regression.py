@@ -4,40 +4,16 @@ import math
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from photometry_graph.datasets import make_sky
-from photometry_graph.photometry.regression import (FIT_STATUSES, PairwiseFit, _image_noise, fit_ols,
+from photometry_graph.photometry.regression import (FIT_STATUSES, PairwiseFit, fit_ols,
                                          fit_pair, fit_pair_image, grown_outliers,
                                          robust_noise_1d)
 from photometry_graph.core.tiles import BBox
 
-H, W = 102, 512          # a 20 % overlap of 512 px tiles
-X0, Y0 = 1000, 400       # where the overlap sits on the global grid
-A_TRUE, B_TRUE = 1.08, 2.0
-
-
-def _coords(h=H, w=W, x0=X0, y0=Y0):
-    yy, xx = np.mgrid[:h, :w]
-    return np.column_stack([xx.ravel() + x0, yy.ravel() + y0]).astype(np.float64)
-
-
-def _smooth_signal(rng, var, h=H, w=W, level=20.0):
-    """Sky level plus faint smooth structure of variance ``var`` (noise units)."""
-    f = ndimage.gaussian_filter(rng.normal(0.0, 1.0, (h, w)), 3.0)
-    return level + f / f.std() * math.sqrt(var)
-
-
-def _sky_signal(seed, h=H, w=W, **kw):
-    """Sky with stars and nebulae (plenty of signal range)."""
-    sky = make_sky((h, w), rng=seed, **kw)
-    return sky.render(BBox(0, h, 0, w))[..., 0], sky
-
-
-def _pair(s, rng, a=A_TRUE, b=B_TRUE, noise_x=1.0, noise_y=1.0):
-    x = s + rng.normal(0.0, noise_x, s.shape)
-    y = a * s + b + rng.normal(0.0, noise_y, s.shape)
-    return x, y
+from overlap_pairs import A_TRUE, B_TRUE, H, W, X0, Y0
+from overlap_pairs import grid_coords as _coords, noisy_pair as _pair
+from overlap_pairs import sky_signal as _sky_signal, smooth_signal as _smooth_signal
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -484,20 +460,3 @@ def test_fit_pair_image_rejects_bad_arguments():
         fit_pair_image(x, y, max_pixels=0)
     with pytest.raises(ValueError, match="estimator"):
         fit_pair_image(x, y, noise_estimator="std")
-
-
-def test_noise_estimators_are_robust_to_stars_and_clipped_is_more_precise():
-    s, _ = _sky_signal(8, 256, 512)                 # default star density and nebulae
-    rng = np.random.default_rng(9)
-    ones = np.ones(s.shape, bool)
-    est = {"mad": [], "clipped": []}
-    for _ in range(30):
-        img = s + rng.normal(0.0, 1.0, s.shape)
-        for name in est:
-            est[name].append(_image_noise(img, ones, 40_000, name))
-    for name, values in est.items():
-        assert abs(np.mean(values) - 1.0) < 0.02, name   # stars hardly inflate either
-    # the clipped RMS is the more efficient estimator: less scatter for the same samples
-    assert np.std(est["clipped"]) < 0.8 * np.std(est["mad"])
-    with pytest.raises(ValueError, match="estimator"):
-        _image_noise(s, ones, 1000, "std")
