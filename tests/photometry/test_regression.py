@@ -7,8 +7,7 @@ import pytest
 
 from photometry_graph.datasets import make_sky
 from photometry_graph.photometry.regression import (FIT_STATUSES, PairwiseFit, fit_ols,
-                                         fit_pair, fit_pair_image, grown_outliers,
-                                         robust_noise_1d)
+                                         fit_pair, fit_pair_image, robust_noise_1d)
 from photometry_graph.core.tiles import BBox
 
 from overlap_pairs import A_TRUE, B_TRUE, H, W, X0, Y0
@@ -138,24 +137,6 @@ def test_coherent_outliers_take_their_faint_wings_but_noise_stays():
     quiet = fit_pair(x.ravel(), y.ravel(), coords=_coords())
     assert quiet.n_used > 0.99 * quiet.n_total
     assert abs(quiet.a / A_TRUE - 1) < 0.003
-
-
-def test_grown_outliers_take_a_trail_not_the_noise_and_only_when_sparse():
-    rng = np.random.default_rng(7)
-    d = rng.normal(size=(120, 160))
-    yy, xx = np.mgrid[:120, :160]
-    dist = np.abs(yy - 0.4 * xx - 30)
-    trail = 12.0 * np.exp(-0.5 * (dist / 1.5) ** 2)
-    valid = np.ones(d.shape, bool)
-    valid[:, :10] = False
-    grown = grown_outliers(d + trail, valid, 4.0, 2.0)
-    assert not grown[~valid].any()
-    wings = valid & (trail > 2.5)          # the core and the wings above 2.5 sigma
-    assert grown[wings].mean() > 0.99
-    far = valid & (dist > 8)               # noise alone: a few isolated pixels at most
-    assert grown[far].mean() < 0.002
-    # a residual dominated by structure (a quarter of the pixels beyond kappa) is not grown
-    assert not grown_outliers(d + 10.0 * (xx > 110), valid, 4.0, 2.0).any()
 
 
 @pytest.mark.parametrize("seed", [0, 2])
