@@ -35,7 +35,7 @@ vectorised passes over the pixels.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -184,6 +184,50 @@ class PairwiseFit:
         return cls(src=src, dst=dst, channel=channel, n_total=int(n_total), n_used=int(n_used),
                    status="failed", message=str(message),
                    origin=(float(origin[0]), float(origin[1])), model=model)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Settings of one pairwise fit, shared by its solve, its clipping and its status tests.
+
+    Attributes
+    ----------
+    model : {'offset', 'plane'}
+    origin : tuple of float
+        ``(x0, y0)`` at which ``b`` and the plane are expressed.
+    lam : float
+        Noise variance ratio ``noise_y**2 / noise_x**2`` of the Deming slope.
+    noise_x, noise_y : float or None
+        Per-pixel noise sigmas that scale the residuals of the clipping; ``None`` when the
+        noise is unknown (the residuals are then scaled by their robust spread alone).
+    kappa, max_iter, min_pixels, grow_kappa, min_signal_to_noise, max_rel_gain_error
+        As in :func:`fit_pair` (``min_pixels`` at least 8, ``max_iter`` an int).
+
+    Examples
+    --------
+    >>> s = FitSettings(model="plane", origin=(0.0, 0.0), lam=1.0, kappa=4.0, max_iter=10,
+    ...                 min_pixels=500, grow_kappa=2.0, min_signal_to_noise=3.0,
+    ...                 max_rel_gain_error=0.01)
+    >>> s.plane, s.noise_x
+    (True, None)
+    """
+
+    model: str
+    origin: tuple
+    lam: float
+    kappa: float
+    max_iter: int
+    min_pixels: int
+    grow_kappa: object
+    min_signal_to_noise: float
+    max_rel_gain_error: float
+    noise_x: object = None
+    noise_y: object = None
+
+    @property
+    def plane(self):
+        """True for ``model='plane'``."""
+        return self.model == "plane"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -540,8 +584,9 @@ class _GridDesign:
         return float(np.sqrt(max(float(beta @ M @ beta), 0.0) / n)) if n > 0 else math.nan
 
 
-def _solve(M, design, lam, plane, a_fixed=None, origin=(0.0, 0.0)):
+def _solve(M, design, settings, a_fixed=None):
     """Fit quantities from moment matrices (vectorised over leading axes)."""
+    lam, plane = settings.lam, settings.plane
     n = M[..., 0, 0]
     xm_c = M[..., 0, -2] / n
     ym_c = M[..., 0, -1] / n
@@ -566,7 +611,7 @@ def _solve(M, design, lam, plane, a_fixed=None, origin=(0.0, 0.0)):
     out["resid_var"] = np.maximum(syy - 2.0 * a * sxy + a * a * sxx, 0.0)
     if plane:
         p = out["y_slope"] - a[..., np.newaxis] * out["x_slope"]
-        lever = out["centroid"] - np.asarray(origin, dtype=np.float64)
+        lever = out["centroid"] - np.asarray(settings.origin, dtype=np.float64)
         out["p"] = p
         out["b"] = out["b_c"] - (p * lever).sum(axis=-1)
     else:
@@ -575,7 +620,7 @@ def _solve(M, design, lam, plane, a_fixed=None, origin=(0.0, 0.0)):
     return out
 
 
-def _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin):
+def _clip_params(design, sol, used, settings):
     """Clipping rule after a solve: ``(z, (sol_clip, scale, med, spread))``.
 
     ``z`` is the residual of every pixel of the design scaled by
@@ -583,17 +628,18 @@ def _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin):
     with ``|z - med| <= kappa * spread`` are kept.  The rule is ``None`` when
     the noise is unknown and the residuals have no spread (nothing to clip).
     """
+    noise_x, noise_y = settings.noise_x, settings.noise_y
     a = float(sol["a"])
     sol_clip = sol
     if not (math.isfinite(a) and a > 0):
         # gain undefined for now: clip around the unit-gain relation
         a = 1.0
-        sol_clip = _solve(sol["M"], design, lam, plane, 1.0, origin)
+        sol_clip = _solve(sol["M"], design, settings, 1.0)
     known = noise_x is not None and noise_y is not None
     scale = math.sqrt(noise_y ** 2 + a * a * noise_x ** 2) if known else 1.0
     if not scale > 0:
         scale = 1.0
-    z = design.residuals(sol_clip, plane)
+    z = design.residuals(sol_clip, settings.plane)
     z /= scale
     zu = z if used.all() else z[used]
     med = median(zu)
@@ -605,12 +651,13 @@ def _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin):
     return z, (sol_clip, scale, med, spread)
 
 
-def _keep_mask(design, z, finite, med, spread, kappa, grow_kappa):
+def _keep_mask(design, z, finite, med, spread, settings):
     """Pixels kept by a clipping rule: ``|z - med| <= kappa spread``, minus coherent outliers.
 
     The coherent outliers are those of :func:`grown_outliers` (none when they
     would not be sparse).
     """
+    kappa, grow_kappa = settings.kappa, settings.grow_kappa
     d = (z - med) / spread
     keep = finite & (np.abs(d) <= kappa)
     if grow_kappa is not None and grow_kappa < kappa:
@@ -618,13 +665,12 @@ def _keep_mask(design, z, finite, med, spread, kappa, grow_kappa):
     return keep
 
 
-def _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa, max_iter, min_pixels,
-               a_fixed, origin, init=None, grow_kappa=None, init_used=None):
+def _clip_loop(design, finite, settings, a_fixed=None, *, init=None, init_used=None):
     """Iterative kappa-clipping on the errors-in-variables residual.
 
     The residual is scaled by ``sqrt(noise_y^2 + a^2 noise_x^2)`` and clipped at
     ``kappa`` times the larger of 1 and its robust spread (the spread alone when
-    the noise is unknown, ``noise_x=None``).  With ``grow_kappa``, clipped
+    the noise is unknown, ``settings.noise_x=None``).  With ``grow_kappa``, clipped
     pixels also take along the pixels connected to them by residuals beyond
     ``grow_kappa`` (:func:`grown_outliers`; only for designs that know the
     pixels' neighbours).  ``init`` (a rule from
@@ -634,29 +680,30 @@ def _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa, max_iter, mi
     Returns ``(used, sol, n_iter)``; ``sol`` is ``None`` when fewer than
     ``min_pixels`` pixels survive.
     """
+    max_iter = settings.max_iter
     if init is not None:
         sol_clip, scale, med, spread = init
-        z = design.residuals(sol_clip, plane)
+        z = design.residuals(sol_clip, settings.plane)
         z /= scale
-        used = _keep_mask(design, z, finite, med, spread, kappa, grow_kappa)
+        used = _keep_mask(design, z, finite, med, spread, settings)
     elif init_used is not None:
         used = finite & init_used
     else:
         used = finite.copy()
     sol = None
     for it in range(max_iter + 1):
-        if np.count_nonzero(used) < min_pixels:
+        if np.count_nonzero(used) < settings.min_pixels:
             return used, None, it
         M = design.moments(used)
-        sol = _solve(M, design, lam, plane, a_fixed, origin)
+        sol = _solve(M, design, settings, a_fixed)
         sol["M"] = M
         if it == max_iter:
             break
-        z, rule = _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin)
+        z, rule = _clip_params(design, sol, used, settings)
         if rule is None:
             break
         med, spread = rule[2], rule[3]
-        new_used = _keep_mask(design, z, finite, med, spread, kappa, grow_kappa)
+        new_used = _keep_mask(design, z, finite, med, spread, settings)
         if np.array_equal(new_used, used):
             break
         used = new_used
@@ -675,7 +722,7 @@ def _blocks(cx, cy, n_blocks):
     return by * nbx + bx, nbx * nby
 
 
-def _jackknife(design, used, lam, plane, a_fixed, origin):
+def _jackknife(design, used, settings, a_fixed):
     """Delete-one-block jackknife standard errors of a, b, px, py (None if < 4 blocks)."""
     Mk = design.block_moments(used)
     counts = Mk[:, 0, 0]
@@ -687,7 +734,7 @@ def _jackknife(design, used, lam, plane, a_fixed, origin):
     # a deleted block may leave too little spread in the coordinates to fit a plane
     with np.errstate(all="ignore"):
         try:
-            rep = _solve(loo, design, lam, plane, a_fixed, origin)
+            rep = _solve(loo, design, settings, a_fixed)
         except np.linalg.LinAlgError:
             return None
     K = loo.shape[0]
@@ -699,7 +746,7 @@ def _jackknife(design, used, lam, plane, a_fixed, origin):
         return float(np.sqrt((K - 1) / K * np.sum((v - v.mean(axis=0)) ** 2, axis=0)))
 
     out = {"a": se(rep["a"]), "b": se(rep["b"])}
-    if plane:
+    if settings.plane:
         out["px"] = se(rep["p"][:, 0])
         out["py"] = se(rep["p"][:, 1])
     return out
@@ -871,12 +918,12 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
         X, Y, valid, x0, y0 = images
         polish = _GridDesign(X, Y, valid, x0, y0, design, n_blocks)
         n_total = int(np.count_nonzero(polish.finite))
-    return _fit_core(design, polish, lam=lam, noise_x=noise_x, noise_y=noise_y,
-                     noise_known=noise_known, notes=notes, plane=plane, kappa=kappa,
-                     max_iter=int(max_iter), min_pixels=min_pixels,
-                     min_signal_to_noise=min_signal_to_noise,
-                     max_rel_gain_error=max_rel_gain_error, origin=origin, n_total=n_total,
-                     labels=labels, grow_kappa=grow_kappa)
+    settings = FitSettings(
+        model=model, origin=origin, lam=lam, kappa=kappa, max_iter=int(max_iter),
+        min_pixels=min_pixels, grow_kappa=grow_kappa, min_signal_to_noise=min_signal_to_noise,
+        max_rel_gain_error=max_rel_gain_error, noise_x=noise_x if noise_known else None,
+        noise_y=noise_y if noise_known else None)
+    return _fit_core(design, polish, settings, notes=notes, n_total=n_total, labels=labels)
 
 
 #: Relative gain steps tried by :func:`_scan_gains` (15 % apart, a factor 2 either way).
@@ -888,18 +935,19 @@ _SCAN_FINE_STEPS = np.exp(np.linspace(-0.07, 0.07, 7))
 _SCAN_TRIGGER = 0.02
 
 
-def _tukey_cost(design, sol, finite, noise_x, noise_y, plane, scale, c):
+def _tukey_cost(design, sol, finite, settings, scale):
     """Tukey biweight loss of every finite pixel around a solution (noise-scaled residuals).
 
-    Residuals are divided by ``scale * sqrt(noise_y**2 + a**2 noise_x**2)``;
-    clipped pixels count ``c**2 / 6`` each, so a relation that keeps the stars
+    Residuals are divided by ``c * scale * sqrt(noise_y**2 + a**2 noise_x**2)`` with
+    ``c = settings.kappa``; clipped pixels count ``c**2 / 6`` each, so a relation that keeps the stars
     and leaves out a trail scores better than one that keeps the trail's wings
     and leaves out the stars.
     """
+    noise_x, noise_y, c = settings.noise_x, settings.noise_y, settings.kappa
     a = float(sol["a"])
     if not (math.isfinite(a) and a > 0):
         return math.inf
-    z = design.residuals(sol, plane)[finite]
+    z = design.residuals(sol, settings.plane)[finite]
     z /= math.sqrt(noise_y ** 2 + a * a * noise_x ** 2) * scale * c
     u = np.minimum(z * z, 1.0)
     return float(np.sum(1.0 - (1.0 - u) ** 3)) * c * c / 6.0
@@ -929,8 +977,7 @@ def _spread_ratio(design, finite):
     return my / mx if mx > 0 and my > 0 else math.nan
 
 
-def _scan_gains(design, finite, used, sol, *, lam, noise_x, noise_y, plane, kappa, max_iter,
-                min_pixels, origin, grow_kappa):
+def _scan_gains(design, finite, used, sol, settings):
     """Check a clipped fit against a scan of gain ratios; return the better ``(used, sol)``.
 
     Iterative clipping converges to the nearest self-consistent relation, not
@@ -953,17 +1000,20 @@ def _scan_gains(design, finite, used, sol, *, lam, noise_x, noise_y, plane, kapp
     stars) and costs ~0.1 s each on a 10 000-pixel subsample.
     """
     a0 = float(sol["a"])
-    if not (math.isfinite(a0) and a0 > 0) or noise_x is None or noise_y is None \
+    kappa = settings.kappa
+    if not (math.isfinite(a0) and a0 > 0) or settings.noise_x is None \
+            or settings.noise_y is None \
             or _clipped_common_signal(design, used, finite) <= _SCAN_TRIGGER:
         return used, sol
     cands = {}   # gain -> (used, sol, robust residual spread)
+    # the candidates: a few iterations, no grown outliers
+    trial = replace(settings, max_iter=min(settings.max_iter, 5), grow_kappa=None)
 
     def run(a):
         if a not in cands:
-            u, s, _ = _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa,
-                                 min(max_iter, 5), min_pixels, a, origin)
+            u, s, _ = _clip_loop(design, finite, trial, a)
             if s is not None:
-                rule = _clip_params(design, s, u, lam, noise_x, noise_y, plane, origin)[1]
+                rule = _clip_params(design, s, u, settings)[1]
                 cands[a] = (u, s, math.inf if rule is None else rule[3])
 
     centres = [a0]
@@ -973,14 +1023,14 @@ def _scan_gains(design, finite, used, sol, *, lam, noise_x, noise_y, plane, kapp
     for centre in centres:
         for step in _SCAN_STEPS:
             run(centre * float(step))
-    rule0 = _clip_params(design, sol, used, lam, noise_x, noise_y, plane, origin)[1]
+    rule0 = _clip_params(design, sol, used, settings)[1]
     scales = [v[2] for v in cands.values()] + [math.inf if rule0 is None else rule0[3]]
     scale = min(scales)
     if not (math.isfinite(scale) and scale > 0):
         return used, sol
 
     def cost(s):
-        return _tukey_cost(design, s, finite, noise_x, noise_y, plane, scale, kappa)
+        return _tukey_cost(design, s, finite, settings, scale)
 
     if not cands:
         return used, sol
@@ -988,9 +1038,7 @@ def _scan_gains(design, finite, used, sol, *, lam, noise_x, noise_y, plane, kapp
     for step in _SCAN_FINE_STEPS:
         run(best_a * float(step))
     best_a = min(cands, key=lambda k: cost(cands[k][1]))
-    u, s, _ = _clip_loop(design, finite, lam, noise_x, noise_y, plane, kappa, max_iter,
-                         min_pixels, None, origin, grow_kappa=grow_kappa,
-                         init_used=cands[best_a][0])
+    u, s, _ = _clip_loop(design, finite, settings, init_used=cands[best_a][0])
     if s is not None and cost(s) < cost(sol) - kappa * kappa / 3.0:
         grid_debug(logger, "Photometry: clipping converged to gain %.5f; a scan of gain "
                    "ratios found %.5f with a lower robust loss", a0, float(s["a"]))
@@ -998,41 +1046,43 @@ def _scan_gains(design, finite, used, sol, *, lam, noise_x, noise_y, plane, kapp
     return used, sol
 
 
-def _fit_core(design, polish, *, lam, noise_x, noise_y, noise_known, notes, plane, kappa,
-              max_iter, min_pixels, min_signal_to_noise, max_rel_gain_error, origin, n_total,
-              labels, grow_kappa=None):
+def _clip_and_polish(design, polish, settings, a_fixed=None):
+    """The clipped fit of :func:`fit_pair`: ``(design, used, sol)``, ``sol`` None if too few.
+
+    Clipping iterations on ``design`` (with the gain fixed at ``a_fixed``, or free and
+    checked by :func:`_scan_gains`); with ``polish`` (a :class:`_GridDesign` holding every
+    pixel of which ``design`` is a subsample) the converged rule then selects the pixels of
+    the whole image, and the returned design is ``polish``.
+    """
+    ones = np.ones(design.size, dtype=bool)
+    used, sol, _ = _clip_loop(design, ones, settings, a_fixed)
+    if sol is not None and a_fixed is None:
+        used, sol = _scan_gains(design, ones, used, sol, settings)
+    if sol is None or polish is None:
+        return design, used, sol
+    _, rule = _clip_params(design, sol, used, settings)
+    used, sol, _ = _clip_loop(polish, polish.finite, replace(settings, max_iter=0), a_fixed,
+                              init=rule)
+    return polish, used, sol
+
+
+def _fit_core(design, polish, settings, *, notes, n_total, labels):
     """Clipping, conditioning tests and uncertainties of :func:`fit_pair`.
 
     ``polish`` (a :class:`_GridDesign` holding every pixel of which ``design``
     is a subsample) makes the final estimates full-resolution: the clipping
     iterates on the subsample, its converged rule selects the pixels of the
-    whole image, whose moments (and block moments) give the fit.
+    whole image, whose moments (and block moments) give the fit
+    (:func:`_clip_and_polish`).
     """
     src, dst, channel, model = labels["src"], labels["dst"], labels["channel"], labels["model"]
     has_coords = design.has_coords
-    ones = np.ones(design.size, dtype=bool)
-    clip_nx = noise_x if noise_known else None
-    clip_ny = noise_y if noise_known else None
+    lam, plane, min_pixels = settings.lam, settings.plane, settings.min_pixels
+    noise_x, noise_y = settings.noise_x, settings.noise_y
+    noise_known = noise_x is not None
 
     sub = design
-
-    def clip(a_fixed):
-        used, sol, _ = _clip_loop(sub, ones, lam, clip_nx, clip_ny, plane, kappa, max_iter,
-                                  min_pixels, a_fixed, origin, grow_kappa=grow_kappa)
-        if sol is not None and a_fixed is None:
-            used, sol = _scan_gains(sub, ones, used, sol, lam=lam, noise_x=clip_nx,
-                                    noise_y=clip_ny, plane=plane, kappa=kappa,
-                                    max_iter=max_iter, min_pixels=min_pixels, origin=origin,
-                                    grow_kappa=grow_kappa)
-        if sol is None or polish is None:
-            return sub, used, sol
-        _, rule = _clip_params(sub, sol, used, lam, clip_nx, clip_ny, plane, origin)
-        used, sol, _ = _clip_loop(polish, polish.finite, lam, clip_nx, clip_ny, plane, kappa,
-                                  0, min_pixels, a_fixed, origin, init=rule,
-                                  grow_kappa=grow_kappa)
-        return polish, used, sol
-
-    design, used, sol = clip(None)
+    design, used, sol = _clip_and_polish(sub, polish, settings)
     if sol is None:
         return PairwiseFit.failed(
             f"only {int(np.count_nonzero(used))} pixels left after outlier clipping, fewer "
@@ -1049,6 +1099,8 @@ def _fit_core(design, polish, *, lam, noise_x, noise_y, noise_known, notes, plan
     signal_var = float(sol["sxx"]) - noise_x ** 2
     snr = _snr(signal_var, noise_x)
 
+    min_signal_to_noise = settings.min_signal_to_noise
+    max_rel_gain_error = settings.max_rel_gain_error
     status, why = "ok", ""
     if snr < min_signal_to_noise:
         status = "offset_only"
@@ -1059,19 +1111,19 @@ def _fit_core(design, polish, *, lam, noise_x, noise_y, noise_known, notes, plan
         why = "src and dst are not positively correlated: gain undefined"
 
     if status == "ok":
-        unc = _uncertainties(design, used, sol, lam, plane, noise_x, noise_y, None, origin)
+        unc = _uncertainties(design, used, sol, settings)
         rel = unc["a"] / a
         if not rel <= max_rel_gain_error:
             status = "offset_only"
             why = (f"relative gain uncertainty {rel:.3g} exceeds max_rel_gain_error="
                    f"{max_rel_gain_error}")
     if status == "offset_only":
-        design, used, sol = clip(1.0)
+        design, used, sol = _clip_and_polish(sub, polish, settings, 1.0)
         if sol is None:
             return PairwiseFit.failed(
                 f"{why}; and only {int(np.count_nonzero(used))} pixels left after outlier "
                 "clipping", n_total=n_total, n_used=int(np.count_nonzero(used)), **labels)
-        unc = _uncertainties(design, used, sol, lam, plane, noise_x, noise_y, 1.0, origin)
+        unc = _uncertainties(design, used, sol, settings, 1.0)
         unc["a"] = math.inf
 
     a = float(sol["a"])
@@ -1088,7 +1140,7 @@ def _fit_core(design, polish, *, lam, noise_x, noise_y, noise_known, notes, plan
         sigma_a=float(unc["a"]), sigma_b=float(unc["b"]),
         sigma_px=float(unc["px"]), sigma_py=float(unc["py"]),
         n_used=n_used, n_total=n_total, rms=rms, status=status, message=message,
-        origin=origin,
+        origin=settings.origin,
         centroid=(tuple(float(c) for c in sol["centroid"]) if has_coords else _NAN2),
         x_mean=float(sol["x_mean"]), y_mean=float(sol["y_mean"]),
         x_slope=(tuple(float(c) for c in sol["x_slope"]) if has_coords else _NAN2),
@@ -1283,8 +1335,9 @@ def _snr(signal_var, noise_x):
     return math.sqrt(signal_var) / noise_x
 
 
-def _uncertainties(design, used, sol, lam, plane, noise_x, noise_y, a_fixed, origin):
+def _uncertainties(design, used, sol, settings, a_fixed=None):
     """Analytic uncertainties, replaced by the block jackknife where that is larger."""
+    lam, plane = settings.lam, settings.plane
     n = float(sol["n"])
     a = float(sol["a"])
     s_vv = float(sol["resid_var"])
@@ -1305,14 +1358,14 @@ def _uncertainties(design, used, sol, lam, plane, noise_x, noise_y, a_fixed, ori
         Ainv = np.linalg.pinv(M[:3, :3])
         scale = np.array([design.sx, design.sy])
         var_p = s_vv * np.diag(Ainv)[1:3] / scale ** 2 + np.asarray(sol["x_slope"]) ** 2 * var_a
-        lever = np.asarray(sol["centroid"]) - np.asarray(origin)
+        lever = np.asarray(sol["centroid"]) - np.asarray(settings.origin)
         out["px"], out["py"] = (float(v) for v in np.sqrt(var_p))
         out["b"] = math.sqrt(var_bc + float(np.sum(lever ** 2 * var_p)))
     else:
         out["px"] = out["py"] = 0.0
         out["b"] = math.sqrt(var_bc)
     if design.n_blocks:
-        jk = _jackknife(design, used, lam, plane, a_fixed, origin)
+        jk = _jackknife(design, used, settings, a_fixed)
         if jk is not None:
             for key, value in jk.items():
                 if math.isfinite(value) and (key != "a" or a_fixed is None):
