@@ -6,9 +6,9 @@ chain with its fallbacks, and the frame photometry before stacking.
 from .._stats import (  # noqa: F401
     NOISE_ESTIMATORS, estimate_noise, robust_noise_1d,
 )
+from .outliers import grown_outliers  # noqa: F401
 from .regression import (  # noqa: F401
     PairwiseFit, FIT_STATUSES, FIT_MODELS, SUBSAMPLE_METHODS, fit_pair, fit_pair_image, fit_ols,
-    grown_outliers,
 )
 from .overlap import (  # noqa: F401
     build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, find_overlapping_pairs,
