@@ -7,6 +7,10 @@ from .._stats import (  # noqa: F401
     NOISE_ESTIMATORS, estimate_noise, robust_noise_1d,
 )
 from .outliers import grown_outliers  # noqa: F401
+from .moments import (  # noqa: F401
+    FitSettings, PixelDesign, GridDesign, solve_moments, spatial_blocks, fit_uncertainties,
+)
+from .clipping import clip_and_polish  # noqa: F401
 from .regression import (  # noqa: F401
     PairwiseFit, FIT_STATUSES, FIT_MODELS, SUBSAMPLE_METHODS, fit_pair, fit_pair_image, fit_ols,
 )
@@ -31,6 +35,8 @@ from .frames import (  # noqa: F401
 __all__ = [
     "PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS", "SUBSAMPLE_METHODS",
     "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers", "robust_noise_1d",
+    "FitSettings", "PixelDesign", "GridDesign", "solve_moments", "spatial_blocks",
+    "fit_uncertainties", "clip_and_polish",
     "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
     "find_overlapping_pairs", "edge_status", "PhotometrySolution", "solve_global_photometry",
     "select_reference", "SOLVE_MODELS", "estimate_tile_background", "overlap_differences",

@@ -2,14 +2,14 @@
 
 A fit of ``y ~ a * x + b (+ plane)`` over a set of pixels needs only the cross-products of
 the columns ``[1, u, w, x, y]`` over them (``u, w`` the centred, scaled pixel coordinates):
-:class:`Design` holds these columns for a list of pixels (the pixels offered to a fit, or a
-subsample of an overlap), :class:`GridDesign` for two co-registered images at full
-resolution.  Both give the moment matrix of any set of used pixels and of each spatial
-block, the residuals of a relation and their RMS.  :func:`solve_moments` turns moment
-matrices into the Deming slope, the offset, the plane and the planar moments (vectorised
-over leading axes, so that the delete-one-block jackknife is one call), and
-:func:`uncertainties` into analytic uncertainties, replaced by the block jackknife where
-that is larger.  The moment sums are accumulated once per spatial block, so the fit, the
+:class:`PixelDesign` holds these columns for a list of pixels (the pixels offered to a
+fit, or a subsample of an overlap), :class:`GridDesign` for two co-registered images at
+full resolution.  Both give the moment matrix of any set of used pixels and of each
+spatial block, the residuals of a relation and their RMS.  :func:`solve_moments` turns
+moment matrices into the Deming slope, the offset, the plane and the planar moments
+(vectorised over leading axes, so that the delete-one-block jackknife is one call), and
+:func:`fit_uncertainties` into analytic uncertainties, replaced by the block jackknife
+where that is larger.  The moment sums are accumulated once per spatial block, so the fit, the
 jackknife and the clipping iterations are a few vectorised passes over the pixels.
 
 :class:`FitSettings` holds what one fit hands to its solve, its clipping
@@ -24,8 +24,8 @@ import numpy as np
 from .._stats import median
 from .outliers import grown_outliers
 
-__all__ = ["FitSettings", "Design", "GridDesign", "solve_moments", "spatial_blocks",
-           "uncertainties"]
+__all__ = ["FitSettings", "PixelDesign", "GridDesign", "solve_moments", "spatial_blocks",
+           "fit_uncertainties"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _moment_matrix(cols):
     return M
 
 
-class Design:
+class PixelDesign:
     """Columns ``[1, u, w, x, y]`` (``u, w`` centred/scaled coordinates) or ``[1, x, y]``.
 
     With a spatial ``block`` index the pixels are reordered by block (a
@@ -242,7 +242,7 @@ class Design:
 class GridDesign:
     """Full-resolution moments of two co-registered images (the polish of a fit).
 
-    The same columns ``[1, u, w, x, y]`` as the subsample's :class:`Design`
+    The same columns ``[1, u, w, x, y]`` as the subsample's :class:`PixelDesign`
     ``ref`` (same centring, scaling and shifts, so :func:`solve_moments` reads both
     alike), but the pixels are the ``(h, w)`` images themselves and ``used``
     is an ``(h, w)`` mask.  The moment sums of all spatial blocks come from
@@ -467,7 +467,7 @@ def _jackknife(design, used, settings, a_fixed):
 
 
 
-def uncertainties(design, used, sol, settings, a_fixed=None):
+def fit_uncertainties(design, used, sol, settings, a_fixed=None):
     """Analytic uncertainties, replaced by the block jackknife where that is larger."""
     lam, plane = settings.lam, settings.plane
     n = float(sol["n"])

@@ -16,12 +16,13 @@ import numpy as np
 
 from .._log import get_logger, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
-from .._stats import NOISE_ESTIMATORS, estimate_noise  # noqa: F401 (estimate_noise: re-exported)
+from .._stats import NOISE_ESTIMATORS, estimate_noise
 from .regression import FIT_MODELS, SUBSAMPLE_METHODS, PairwiseFit, fit_pair_image
 from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 
+# estimate_noise (from _stats) is exported from here as before it moved
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
-           "find_overlapping_pairs", "edge_status"]
+           "estimate_noise", "find_overlapping_pairs", "edge_status"]
 
 logger = get_logger(__name__)
 

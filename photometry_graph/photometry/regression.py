@@ -50,11 +50,12 @@ from .._json import jsonable
 from .._log import get_logger, grid_debug
 from .._stats import NOISE_ESTIMATORS, image_noise, robust_noise_1d, split_coords
 from .clipping import clip_and_polish
-from .moments import Design, FitSettings, GridDesign, spatial_blocks, uncertainties
+from .moments import FitSettings, GridDesign, PixelDesign, fit_uncertainties, spatial_blocks
 from .outliers import grown_outliers  # noqa: F401 (re-exported: imported from here before)
 
+# NOISE_ESTIMATORS and robust_noise_1d (from _stats) are exported from here as before the split
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair",
-           "fit_pair_image", "fit_ols"]
+           "fit_pair_image", "fit_ols", "NOISE_ESTIMATORS", "robust_noise_1d"]
 
 logger = get_logger(__name__)
 
@@ -389,7 +390,7 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
     block = n_cells = None
     if cx is not None and n_blocks >= 4 and images is None:  # (polished: jackknife on all)
         block, n_cells = spatial_blocks(cx, cy, int(n_blocks))
-    design = Design(x, y, cx, cy, block, n_cells)
+    design = PixelDesign(x, y, cx, cy, block, n_cells)
     polish = None
     if images is not None:  # from fit_pair_image: x, y are a subsample of these images
         X, Y, valid, x0, y0 = images
@@ -448,7 +449,7 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
         why = "src and dst are not positively correlated: gain undefined"
 
     if status == "ok":
-        unc = uncertainties(design, used, sol, settings)
+        unc = fit_uncertainties(design, used, sol, settings)
         rel = unc["a"] / a
         if not rel <= max_rel_gain_error:
             status = "offset_only"
@@ -460,7 +461,7 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
             return PairwiseFit.failed(
                 f"{why}; and only {int(np.count_nonzero(used))} pixels left after outlier "
                 "clipping", n_total=n_total, n_used=int(np.count_nonzero(used)), **labels)
-        unc = uncertainties(design, used, sol, settings, 1.0)
+        unc = fit_uncertainties(design, used, sol, settings, 1.0)
         unc["a"] = math.inf
 
     a = float(sol["a"])
