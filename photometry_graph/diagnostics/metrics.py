@@ -14,7 +14,7 @@ from scipy import ndimage
 from .._stats import MAD_TO_SIGMA, median
 from ..core.masks import as_channels_last
 from ..core.wcsgrid import transform_pixels
-from ..photometry.regression import grown_outliers
+from ..photometry.outliers import grown_outliers
 from .report import float_or_nan, unpack_run
 
 __all__ = ["bbox_boundaries", "image_truth", "fit_to_truth", "masked_smooth", "seam_metric",

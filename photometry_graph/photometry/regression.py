@@ -51,7 +51,7 @@ from .._log import get_logger, grid_debug
 from .._stats import NOISE_ESTIMATORS, image_noise, robust_noise_1d, split_coords
 from .clipping import clip_and_polish
 from .moments import FitSettings, GridDesign, PixelDesign, fit_uncertainties, spatial_blocks
-from .outliers import grown_outliers  # noqa: F401 (re-exported: imported from here before)
+from .outliers import grown_outliers  # noqa: F401 (re-exported: tests and users import it here)
 
 # NOISE_ESTIMATORS and robust_noise_1d (from _stats) are exported from here as before the split
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair",
