@@ -53,12 +53,9 @@ prior (``gain_prior``) keeps the neighbours' value.  When every node has gain
 edges the refinement is skipped by default: on the test surveys it did not
 improve the gains measurably (``joint=True`` forces it).
 
-Linear algebra: normal equations of the weighted sparse design, factorised
-with SuperLU (``MMD_ATA`` ordering, the least fill on grid graphs); later
-reweighting iterations run conjugate gradients preconditioned by that first
-factorisation (a new factorisation only when CG does not converge).
-``solver="lsqr"`` uses :func:`scipy.sparse.linalg.lsqr` started from the
-spanning-tree solution instead.
+The edge table is built by :mod:`.edges`; the sparse least squares (normal
+equations factorised with SuperLU, conjugate gradients for the reweighted
+systems, or ``lsqr``) are in :mod:`.lsq`.
 
 Failures never raise: a failed solve of a component (singular system,
 non-finite result) gives identity corrections (``status="fallback"``) for its
@@ -74,11 +71,14 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
-from scipy.sparse import linalg as spla
 
 from .._json import jsonable
 from .._log import get_logger, grid_info, grid_warning
+from .._stats import MAD_TO_SIGMA, robust_weights
 from ..core.correction import Correction
+from .edges import (STATUS_FAILED, STATUS_OK, clean_sigma, collect_edges, edge_pixels,
+                    edge_residuals, summarise)
+from .lsq import diag_inverse, irls, normal_matrix, resolve
 
 __all__ = ["PhotometrySolution", "solve_global_photometry", "select_reference",
            "SOLVE_MODELS"]
@@ -87,15 +87,6 @@ logger = get_logger(__name__)
 
 SOLVE_MODELS = ("offset", "plane")
 
-_FAILED, _OFFSET_ONLY, _OK = 0, 1, 2
-_STATUS_CODES = {"failed": _FAILED, "offset_only": _OFFSET_ONLY, "ok": _OK}
-_MAD_TO_SIGMA = 1.482602218505602
-_HUBER_K = 1.345
-_TUKEY_C = 4.685
-_MIN_WEIGHT = 1e-6
-_WEIGHT_TOL = 1e-2
-_X_TOL = 0.05
-_EXACT_UNCERTAINTY_MAX_UNKNOWNS = 1000
 
 
 # --------------------------------------------------------------------------- result
@@ -221,15 +212,6 @@ def _sorted_ids(ids):
         return sorted(ids, key=repr)
 
 
-def _edge_pixels(data):
-    for key in ("n_valid", "area"):
-        v = data.get(key)
-        if v is not None and np.isfinite(v):
-            return float(v)
-    bbox = data.get("bbox")
-    return float(bbox.area) if bbox is not None else 0.0
-
-
 def _edge_usable(data):
     fits = data.get("fits") or []
     return any(getattr(f, "status", "failed") in ("ok", "offset_only") for f in fits)
@@ -279,7 +261,7 @@ def select_reference(graph, nodes=None):
             degree[k] += 1
             gain_degree[k] += "fits" not in data or any(
                 getattr(f, "status", "failed") == "ok" for f in data["fits"])
-            pixels[k] += _edge_pixels(data)
+            pixels[k] += edge_pixels(data)
         centres[k] = _node_center(graph, node)[0]
     return ids[_best_reference(np.arange(len(ids)), degree, pixels, centres, gain_degree)]
 
@@ -339,300 +321,6 @@ def _n_channels(graph, override):
     return 1
 
 
-# --------------------------------------------------------------------------- edge table
-
-
-@dataclass
-class _EdgeTable:
-    keys: list          # (src, dst) ids
-    src: np.ndarray     # node index
-    dst: np.ndarray
-    status: np.ndarray  # (m, C) codes
-    a: np.ndarray       # (m, C)
-    sig_loga: np.ndarray
-    xm: np.ndarray
-    ym: np.ndarray
-    sxm: np.ndarray
-    sym: np.ndarray
-    centroid: np.ndarray  # (m, C, 2) (x, y)
-    xs: np.ndarray        # (m, C, 2)
-    ys: np.ndarray
-    extent: np.ndarray    # (m, 2) (width, height) of the overlap box
-    corners: np.ndarray   # (m, 4, 2) (x, y)
-    pixels: np.ndarray    # (m,) jointly valid pixels (reference tie-break)
-    n_missing: int
-
-
-def _num(v):
-    """Float of ``v`` (NaN when it is not a number)."""
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _num2(v):
-    """Pair of floats from ``v`` (NaNs when it is not a pair of numbers)."""
-    try:
-        x, y = v
-        return float(x), float(y)
-    except (TypeError, ValueError):
-        return math.nan, math.nan
-
-
-def _collect_edges(graph, index, n_channels):
-    """Turn the graph's edge attributes into arrays (one pass over the edges)."""
-    C = n_channels
-    keys, src_i, dst_i, boxes, pixels = [], [], [], [], []
-    # per edge and channel: status, a, sig_a, xm, ym, sxm, sym, cx, cy, xsx, xsy, ysx, ysy
-    vals = []
-    n_missing = 0
-    nan_row = (_FAILED,) + (math.nan,) * 12
-    for u, v, data in graph.edges(data=True):
-        fits = data.get("fits")
-        src, dst = data.get("src", u), data.get("dst", v)
-        if src not in index or dst not in index or {src, dst} != {u, v}:
-            src, dst = u, v
-        keys.append((src, dst))
-        src_i.append(index[src])
-        dst_i.append(index[dst])
-        pixels.append(_edge_pixels(data))
-        bbox = data.get("bbox")
-        boxes.append(None if bbox is None or bbox.is_empty
-                     else (bbox.x0, bbox.x1, bbox.y0, bbox.y1))
-        if not fits:
-            n_missing += 1
-            fits = ()
-        for c in range(C):
-            fit = fits[c] if c < len(fits) else None
-            if fit is None:
-                vals.append(nan_row)
-                continue
-            code = _STATUS_CODES.get(getattr(fit, "status", "failed"), _FAILED)
-            xm, ym = _num(getattr(fit, "x_mean", None)), _num(getattr(fit, "y_mean", None))
-            sxm = _num(getattr(fit, "sigma_x_mean", None))
-            sym = _num(getattr(fit, "sigma_y_mean", None))
-            a, sig_a = _num(getattr(fit, "a", None)), _num(getattr(fit, "sigma_a", None))
-            xs = _num2(getattr(fit, "x_slope", None))
-            ys = _num2(getattr(fit, "y_slope", None))
-            cx, cy = _num2(getattr(fit, "centroid", None))
-            if getattr(fit, "src", src) == dst and getattr(fit, "dst", dst) == src and src != dst:
-                # the fit was made the other way round: dst ≈ a src <=> src ≈ dst / a
-                xm, ym, xs, ys, sxm, sym = ym, xm, ys, xs, sym, sxm
-                a, sig_a = (1.0 / a, sig_a / a ** 2) if a else (math.nan, math.nan)
-            if code != _FAILED and not (math.isfinite(xm) and math.isfinite(ym)):
-                code = _FAILED
-            if code == _OK and not (math.isfinite(a) and a > 0):
-                code = _OFFSET_ONLY
-            if code != _OK:
-                a = sig_a = math.nan
-            vals.append((code, a, sig_a, xm, ym, sxm, sym, cx, cy, xs[0], xs[1], ys[0], ys[1]))
-    m = len(keys)
-    arr = np.array(vals, dtype=float).reshape(m, C, 13)
-    ext = np.ones((m, 2))
-    corners = np.full((m, 4, 2), np.nan)
-    centre = np.full((m, 2), np.nan)
-    have = np.array([b is not None for b in boxes], dtype=bool)
-    if have.any():
-        bb = np.array([b for b in boxes if b is not None], dtype=float)  # x0, x1, y0, y1
-        ext[have] = np.maximum(np.column_stack([bb[:, 1] - bb[:, 0], bb[:, 3] - bb[:, 2]]), 1)
-        x0, x1, y0, y1 = bb[:, 0], bb[:, 1] - 1, bb[:, 2], bb[:, 3] - 1
-        corners[have] = np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y0]),
-                                  np.column_stack([x0, y1]), np.column_stack([x1, y1])], axis=1)
-        centre[have] = np.column_stack([(x0 + x1) / 2.0, (y0 + y1) / 2.0])
-    centroid = arr[:, :, 7:9].copy()
-    missing = ~np.isfinite(centroid).all(axis=2)
-    centroid[missing] = np.broadcast_to(centre[:, None, :], centroid.shape)[missing]
-    sig_a = arr[:, :, 2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sig_loga = np.where(np.isfinite(sig_a), sig_a / arr[:, :, 1], np.nan)
-    return _EdgeTable(keys=keys, src=np.array(src_i, dtype=np.int64),
-                      dst=np.array(dst_i, dtype=np.int64),
-                      status=arr[:, :, 0].astype(np.int8), a=arr[:, :, 1], sig_loga=sig_loga,
-                      xm=arr[:, :, 3], ym=arr[:, :, 4], sxm=arr[:, :, 5], sym=arr[:, :, 6],
-                      centroid=centroid, xs=arr[:, :, 9:11].copy(), ys=arr[:, :, 11:13].copy(),
-                      extent=ext, corners=corners, pixels=np.array(pixels, dtype=float),
-                      n_missing=n_missing)
-
-
-def _clean_sigma(sig, mask, default):
-    """Replace missing sigmas by the median, floor at a tenth of the median."""
-    out = np.array(sig, dtype=float)
-    good = mask & np.isfinite(out) & (out > 0)
-    med = float(np.median(out[good])) if good.any() else default
-    out[mask & ~good] = med
-    floor = max(0.1 * med, 1e-12)
-    out[mask] = np.maximum(out[mask], floor)
-    return out
-
-
-# --------------------------------------------------------------------------- linear algebra
-
-
-def _solve_normal(normal, rhs):
-    """Solve the sparse symmetric positive definite system ``normal @ x = rhs``.
-
-    Module-level so that the failure path can be exercised in tests.  Raises
-    ``RuntimeError`` when the matrix is singular or the result is not finite.
-    """
-    # MMD on A^T A gives the least fill on the block-sparse normal matrices of grid graphs
-    lu = spla.splu(sp.csc_matrix(normal), permc_spec="MMD_ATA")
-    x = lu.solve(np.asarray(rhs, dtype=float))
-    if not np.all(np.isfinite(x)):
-        raise RuntimeError("sparse solve returned non-finite values")
-    return x, lu
-
-
-def _resolve(normal, rhs, x0, lu):
-    """Solve a reweighted system with CG preconditioned by an earlier factorisation.
-
-    IRLS changes the weights a little from one iteration to the next, so the
-    factorisation of the first normal matrix is an excellent preconditioner:
-    a few CG iterations replace a new factorisation (the expensive part for
-    large graphs).  Falls back to a fresh factorisation when CG does not
-    converge.
-    """
-    if lu is None:
-        return _solve_normal(normal, rhs)
-    op = spla.LinearOperator(normal.shape, matvec=lu.solve, dtype=float)
-    x, status = spla.cg(normal, rhs, x0=x0, rtol=1e-9, atol=0.0, maxiter=40, M=op)
-    if status != 0 or not np.all(np.isfinite(x)):
-        return _solve_normal(normal, rhs)
-    return x, lu
-
-
-def _robust_weights(resid, kind):
-    """Huber or Tukey weights of normalised residuals (robust scale from the MAD)."""
-    r = np.abs(resid)
-    finite = np.isfinite(r)
-    if not finite.any():
-        return np.ones_like(r), 1.0
-    # residuals are normalised by their sigma: a scale below 1 means the edges agree
-    # better than their uncertainties say, and nothing within ~4.7 sigma is down-weighted
-    scale = max(1.4826 * float(np.median(r[finite])), 1.0)
-    u = np.where(finite, r / scale, 0.0)
-    if kind == "huber":
-        w = np.where(u <= _HUBER_K, 1.0, _HUBER_K / np.maximum(u, _HUBER_K))
-    else:
-        w = np.where(u < _TUKEY_C, (1.0 - (u / _TUKEY_C) ** 2) ** 2, 0.0)
-    return np.maximum(w, _MIN_WEIGHT), scale
-
-
-def _robust_weights_scaled(u, kind):
-    """Huber or Tukey weights of residuals already divided by their scale."""
-    u = np.abs(np.where(np.isfinite(u), u, 0.0))
-    if kind == "huber":
-        w = np.where(u <= _HUBER_K, 1.0, _HUBER_K / np.maximum(u, _HUBER_K))
-    else:
-        w = np.where(u < _TUKEY_C, (1.0 - (u / _TUKEY_C) ** 2) ** 2, 0.0)
-    return np.maximum(w, _MIN_WEIGHT)
-
-
-def _irls(design, rhs, sigma, *, iterations, groups=None, ridge=None, x0=None,
-          solver="direct"):
-    """Iteratively reweighted sparse least squares.
-
-    Parameters
-    ----------
-    design : scipy.sparse matrix (m, n)
-    rhs, sigma : numpy.ndarray (m,)
-    iterations : int
-        Robust reweighting iterations after the first (plain weighted) solve:
-        two Huber steps, then Tukey's biweight.
-    groups : numpy.ndarray of int (m,), optional
-        Rows of different kinds (offset rows, slope rows) get their own
-        robust scale.
-    ridge : numpy.ndarray (n,), optional
-        Tiny diagonal regularisation added to the normal matrix.
-    x0 : numpy.ndarray, optional
-        Starting point for ``solver="lsqr"``.
-    solver : {"direct", "lsqr"}
-
-    Returns
-    -------
-    x, weights, info
-    """
-    design = sp.csr_matrix(design)
-    m, n = design.shape
-    groups = np.zeros(m, dtype=np.int64) if groups is None else groups
-    inv_sig = 1.0 / sigma
-    robust = np.ones(m)
-    x = None
-    scales = {}
-    lu = None
-    it_done = 0
-    for it in range(iterations + 1):
-        w = robust * inv_sig ** 2
-        if solver == "lsqr":
-            sw = np.sqrt(w)
-            A = sp.diags(sw) @ design
-            b = sw * rhs
-            if ridge is not None:
-                A = sp.vstack([A, sp.diags(np.sqrt(ridge))]).tocsr()
-                b = np.concatenate([b, np.zeros(n)])
-            res = spla.lsqr(A, b, atol=1e-12, btol=1e-12, iter_lim=20 * n + 100,
-                            x0=x if x is not None else x0)
-            x_new = res[0]
-            if not np.all(np.isfinite(x_new)):
-                raise RuntimeError("lsqr returned non-finite values")
-        else:
-            normal = (design.T @ sp.diags(w) @ design).tocsc()
-            if ridge is not None:
-                normal = normal + sp.diags(ridge)
-            x_new, lu = _resolve(normal, design.T @ (w * rhs), x, lu)
-            if it == 0:
-                d = normal.diagonal()
-                x_scale = float(np.median(1.0 / np.sqrt(d[d > 0]))) if np.any(d > 0) else 0.0
-        # converged when no unknown moves by more than a small fraction of its
-        # (approximate, 1/sqrt(diag N)) uncertainty
-        converged = (it >= 3 and x is not None and solver == "direct"
-                     and np.max(np.abs(x_new - x)) <= _X_TOL * x_scale)
-        x = x_new
-        it_done = it
-        if it == iterations or converged:
-            break
-        resid = (design @ x - rhs) * inv_sig
-        kind = "huber" if it < 2 else "tukey"
-        new = robust.copy()
-        for g in np.unique(groups):
-            sel = groups == g
-            new[sel], scales[int(g)] = _robust_weights(resid[sel], kind)
-        settled = it >= 2 and np.max(np.abs(new - robust)) < _WEIGHT_TOL
-        robust = new
-        if settled:  # the weights no longer move: the next solve would repeat this one
-            break
-    resid = (design @ x - rhs) * inv_sig
-    final_scale = {}
-    for g in np.unique(groups):
-        sel = groups == g
-        r = np.abs(resid[sel])
-        final_scale[int(g)] = float(1.4826 * np.median(r)) if r.size else 1.0
-    return x, robust, {"iterations": it_done + 1, "scale": final_scale,
-                       "weights": robust * inv_sig ** 2}
-
-
-def _diag_inverse(weights, design, ridge, n):
-    """Variance of each unknown: exact for small systems, else 1/diag(N).
-
-    Exact (diagonal of the dense inverse of the normal matrix) up to
-    ``_EXACT_UNCERTAINTY_MAX_UNKNOWNS`` unknowns; above, the inverse of the
-    normal matrix's diagonal, which ignores the accumulation of errors along
-    the paths to the reference (an under-estimate, cheap for 10^4 nodes).
-    """
-    normal = (design.T @ sp.diags(weights) @ design).tocsc()
-    if ridge is not None:
-        normal = normal + sp.diags(ridge)
-    if n <= _EXACT_UNCERTAINTY_MAX_UNKNOWNS:
-        try:
-            inv = np.linalg.inv(normal.toarray())
-            return np.clip(np.diag(inv), 0.0, None), "exact"
-        except np.linalg.LinAlgError:
-            pass
-    d = normal.diagonal()
-    with np.errstate(divide="ignore"):
-        return np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), np.inf), "diagonal"
-
-
 # --------------------------------------------------------------------------- gains
 
 
@@ -690,9 +378,9 @@ def _solve_log_gains(nodes_local, ref_local, edges, logratio, sig, *, iterations
                            shape=(k, n - 1))
     x0 = init[free]
     x0 = np.where(np.isfinite(x0), x0, 0.0)
-    x, robust, info = _irls(design, logratio, sig, iterations=iterations, x0=x0,
-                            solver=solver)
-    var, method = _diag_inverse(info["weights"], design, None, n - 1)
+    x, robust, info = irls(design, logratio, sig, iterations=iterations, x0=x0,
+                           solver=solver)
+    var, method = diag_inverse(info["weights"], design, None, n - 1)
     scale = max(1.0, info["scale"].get(0, 1.0))
     out = np.zeros(n)
     out[free] = x
@@ -791,13 +479,13 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
     index = {t: k for k, t in enumerate(tile_ids)}
     n = len(tile_ids)
     C = _n_channels(graph, n_channels)
-    table = _collect_edges(graph, index, C)
+    table = collect_edges(graph, index, C)
     if table.n_missing:
         grid_warning(logger, "Photometry: %d edge(s) carry no pairwise fits; treated as failed "
                      "(run fit_overlap_edges first)", table.n_missing)
 
     # components over edges with at least one usable channel
-    usable = (table.status != _FAILED).any(axis=1)
+    usable = (table.status != STATUS_FAILED).any(axis=1)
     adj = sp.coo_matrix((np.ones(usable.sum()), (table.src[usable], table.dst[usable])),
                         shape=(n, n))
     n_comp, labels = csgraph.connected_components(adj, directed=False)
@@ -807,7 +495,7 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
     refs_given = _normalise_references(reference, index)
     degree = (np.bincount(table.src[usable], minlength=n)
               + np.bincount(table.dst[usable], minlength=n))
-    has_gain = (table.status == _OK).any(axis=1)
+    has_gain = (table.status == STATUS_OK).any(axis=1)
     gain_degree = (np.bincount(table.src[has_gain], minlength=n)
                    + np.bincount(table.dst[has_gain], minlength=n))
     pix = (np.bincount(table.src[usable], weights=table.pixels[usable], minlength=n)
@@ -900,10 +588,10 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
                                     origin=origin, gain_err=gain_err[k].copy(),
                                     offset_err=off_err[k].copy(), status=str(status[k]))
 
-    edge_res = _edge_residuals(table, gains, offsets, slopes, origin, model)
+    edge_res = edge_residuals(table, gains, offsets, slopes, origin)
     edge_res["gain_weight"] = gain_w
     edge_res["offset_weight"] = off_w
-    summary = _summarise(edge_res)
+    summary = summarise(edge_res)
 
     n_fallback = int(np.sum(status == "fallback"))
     n_solved = n - n_fallback
@@ -981,7 +669,7 @@ def _solve_component(table, idx, ref_k, centers, length, C, model, origin, itera
     org = np.asarray(origin, dtype=float)
     for c in range(C):
         st = table.status[edge_rows, c]
-        usable = st != _FAILED
+        usable = st != STATUS_FAILED
         reach = _reachable(nl, ref_l, es[usable], ed[usable])
         if not reach.all():
             lost = idx[~reach]
@@ -990,7 +678,7 @@ def _solve_component(table, idx, ref_k, centers, length, C, model, origin, itera
             fallback.update(lost.tolist())
             usable &= reach[es] & reach[ed]
         # ---- gains (log-linear, "ok" edges only)
-        ok = (st == _OK) & usable
+        ok = (st == STATUS_OK) & usable
         logg, var_logg, w_gain = _gains_for_channel(
             nl, ref_l, es, ed, ok, usable, table, edge_rows, c, iterations, solver, info, reach)
         res["gain_w"][edge_rows[ok], c] = w_gain
@@ -1047,7 +735,7 @@ def _gains_for_channel(nl, ref_l, es, ed, ok, usable, table, edge_rows, c, itera
     var[ref_l] = 0.0
     rows_ok = edge_rows[ok]
     lr = np.log(table.a[rows_ok, c])
-    sig = _clean_sigma(table.sig_loga[rows_ok, c], np.ones(len(rows_ok), dtype=bool), 1e-3)
+    sig = clean_sigma(table.sig_loga[rows_ok, c], np.ones(len(rows_ok), dtype=bool), 1e-3)
     s_ok, d_ok = es[ok], ed[ok]
     weights = np.ones(len(rows_ok))
     if len(rows_ok):
@@ -1138,7 +826,7 @@ def _offsets_for_channel(nl, ref_l, es, ed, table, rows, c, g, cen, length, mode
     rhs_o = gj * ym - gi * xm
     with np.errstate(invalid="ignore"):
         sig_o = np.sqrt((gj * sym) ** 2 + (gi * sxm) ** 2)
-    sig_o = _clean_sigma(sig_o, np.ones(k, dtype=bool), 1e-2)
+    sig_o = clean_sigma(sig_o, np.ones(k, dtype=bool), 1e-2)
     centroid = table.centroid[rows, c]
     r_i, c_i, v_i = [], [], []
     row_id = np.arange(k)
@@ -1182,9 +870,9 @@ def _offsets_for_channel(nl, ref_l, es, ed, table, rows, c, g, cen, length, mode
         ridge = np.zeros(nfree * npar)
         ridge[np.arange(nfree) * npar + 1] = ridge[np.arange(nfree) * npar + 2] = (
             1e-12 * float(np.median(1.0 / sig_o ** 2)))
-    x, robust, sinfo = _irls(design, rhs, sig, iterations=iterations, groups=groups,
-                             ridge=ridge, solver=solver)
-    var, method = _diag_inverse(sinfo["weights"], design, ridge, nfree * npar)
+    x, robust, sinfo = irls(design, rhs, sig, iterations=iterations, groups=groups,
+                            ridge=ridge, solver=solver)
+    var, method = diag_inverse(sinfo["weights"], design, ridge, nfree * npar)
     if method == "diagonal":
         info["uncertainty_method"] = "diagonal"
     scale = {gk: max(1.0, v) for gk, v in sinfo["scale"].items()}
@@ -1205,65 +893,6 @@ def _offsets_for_channel(nl, ref_l, es, ed, table, rows, c, g, cen, length, mode
     var_o[~reach] = np.nan
     var_p[~reach] = np.nan
     return o_t, p_t, var_o, var_p, robust[:k]
-
-
-def _edge_residuals(table, gains, offsets, slopes, origin, model):
-    """Gain-ratio and offset residuals of every edge before/after the corrections."""
-    m, C = table.status.shape
-    out = {"edges": [(s, d) for s, d in table.keys],
-           "status": np.array([["failed", "offset_only", "ok"][v] for v in table.status.ravel()],
-                              dtype=object).reshape(m, C)}
-    i, j = table.src, table.dst
-    gi, gj = gains[i], gains[j]
-    ok = table.status == _OK
-    live = table.status != _FAILED
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["gain_before"] = np.where(ok, 1.0 / table.a - 1.0, np.nan)
-        out["gain_after"] = np.where(ok, gi / (gj * table.a) - 1.0, np.nan)
-    org = np.asarray(origin, float)
-
-    def additive(node_idx, r):
-        # r: (m, C, 2) points; O_k(r) = o_k + p_k . (r - origin)
-        return offsets[node_idx] + (slopes[node_idx] * (r - org)).sum(axis=-1)
-
-    cen = table.centroid
-    before = table.xm - table.ym
-    after = gi * table.xm + additive(i, cen) - gj * table.ym - additive(j, cen)
-    out["offset_before"] = np.where(live, before, np.nan)
-    out["offset_after"] = np.where(live, after, np.nan)
-    cb = np.full((m, C), np.nan)
-    ca = np.full((m, C), np.nan)
-    for k in range(4):
-        r = np.broadcast_to(table.corners[:, k][:, None, :], (m, C, 2))
-        xh = table.xm + (table.xs * (r - cen)).sum(axis=-1)
-        yh = table.ym + (table.ys * (r - cen)).sum(axis=-1)
-        b = np.abs(xh - yh)
-        a = np.abs(gi * xh + additive(i, r) - gj * yh - additive(j, r))
-        with np.errstate(invalid="ignore"):
-            cb = np.fmax(cb, b)
-            ca = np.fmax(ca, a)
-    out["corner_before"] = np.where(live, cb, np.nan)
-    out["corner_after"] = np.where(live, ca, np.nan)
-    return out
-
-
-def _abs_stats(values):
-    v = np.abs(np.asarray(values, dtype=float))
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(np.median(v)), float(np.max(v))
-
-
-def _summarise(res):
-    summary = {}
-    for key in ("gain", "offset", "corner"):
-        for when in ("before", "after"):
-            med, mx = _abs_stats(res[f"{key}_{when}"])
-            summary[f"{key}_{when}_median"] = med
-            summary[f"{key}_{when}_max"] = mx
-    summary["n_edges"] = len(res["edges"])
-    return summary
 
 
 def _joint_refine(nl, ref_l, es, ed, ok, usable, table, edge_rows, c, logg, var_logg, o_t, p_t,
@@ -1307,7 +936,7 @@ def _joint_refine(nl, ref_l, es, ed, ok, usable, table, edge_rows, c, logg, var_
     rows_g = edge_rows[ok]
     gs, gd = es[ok], ed[ok]
     lr = np.log(table.a[rows_g, c])
-    sig_g = _clean_sigma(table.sig_loga[rows_g, c], np.ones(len(rows_g), dtype=bool), 1e-3)
+    sig_g = clean_sigma(table.sig_loga[rows_g, c], np.ones(len(rows_g), dtype=bool), 1e-3)
     rows_o = edge_rows[usable]
     os_, od = es[usable], ed[usable]
     xm, ym = table.xm[rows_o, c], table.ym[rows_o, c]
@@ -1361,7 +990,7 @@ def _joint_refine(nl, ref_l, es, ed, ok, usable, table, edge_rows, c, logg, var_
             r = r + (pt[os_] * di).sum(axis=1) - (pt[od] * dj).sum(axis=1)
         with np.errstate(invalid="ignore"):
             so = np.sqrt((gj * sym) ** 2 + (gi * sxm) ** 2)
-        so = _clean_sigma(so, np.ones(ko, dtype=bool), 1e-2)
+        so = clean_sigma(so, np.ones(ko, dtype=bool), 1e-2)
         R.append(r)
         S.append(so)
         Gp.append(np.ones(ko, dtype=np.int64))
@@ -1426,7 +1055,7 @@ def _joint_refine(nl, ref_l, es, ed, ok, usable, table, edge_rows, c, logg, var_
                     continue
                 m_g = int(sel.sum())
                 dof = max(m_g - owned.get(int(gk), 0), 1)
-                s_g = _MAD_TO_SIGMA * float(np.median(np.abs(z[sel]))) * math.sqrt(m_g / dof)
+                s_g = MAD_TO_SIGMA * float(np.median(np.abs(z[sel]))) * math.sqrt(m_g / dof)
                 vscale[sel] = max(s_g, 1e-3)
             info.setdefault("variance_components", []).append(
                 {int(gk): float(vscale[groups == gk][0]) for gk in np.unique(groups)})
@@ -1435,21 +1064,19 @@ def _joint_refine(nl, ref_l, es, ed, ok, usable, table, edge_rows, c, logg, var_
                 sel = groups == gk
                 if gk == 4:  # priors are neither rescaled nor robustified
                     continue
-                robust[sel] = _robust_weights_scaled(z[sel] / vscale[sel],
-                                                     "huber" if it < 2 else "tukey")
+                robust[sel] = robust_weights(z[sel] / vscale[sel],
+                                             "huber" if it < 2 else "tukey")
         w = robust / (vscale * sig) ** 2
-        normal = (J.T @ sp.diags(w) @ J).tocsc()
-        if ridge is not None:
-            normal = normal + sp.diags(ridge)
-        delta, lu = _resolve(normal, -(J.T @ (w * r)), None if lu is None else
-                             np.zeros(normal.shape[0]), lu)
+        normal = normal_matrix(J, w, ridge)
+        delta, lu = resolve(normal, -(J.T @ (w * r)), None if lu is None else
+                            np.zeros(normal.shape[0]), lu)
         x = x + delta
         n_it = it + 1
         if it >= 3 and np.max(np.abs(delta)) <= 1e-10 * (1.0 + np.max(np.abs(x))):
             break
     r, sig, groups, J = system(x)
     w = robust / (vscale * sig) ** 2
-    var, method = _diag_inverse(w, J, ridge, nfree * npar)
+    var, method = diag_inverse(w, J, ridge, nfree * npar)
     if method == "diagonal":
         info["uncertainty_method"] = "diagonal"
     z = r / sig

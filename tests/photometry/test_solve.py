@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from photometry_graph.photometry import solve as solve_mod
+from photometry_graph.photometry import lsq as lsq_mod
 from photometry_graph.datasets import expected_corrections
 from photometry_graph.photometry.regression import PairwiseFit
 from photometry_graph.photometry.solve import select_reference, solve_global_photometry
@@ -180,7 +180,7 @@ def test_forced_solve_failure_falls_back_to_identity_with_warning(monkeypatch, c
     def broken(normal, rhs):
         raise RuntimeError("Factor is exactly singular")
 
-    monkeypatch.setattr(solve_mod, "_solve_normal", broken)
+    monkeypatch.setattr(lsq_mod, "_solve_normal", broken)
     with caplog.at_level(logging.WARNING, logger="photometry_graph"):
         sol = solve_global_photometry(g)
     assert sol.status == "failed"
