@@ -1,4 +1,4 @@
-"""The edges of the global solve as arrays: the edge table and the residuals of corrections.
+"""The edges of the global solve as arrays: the edge table, one channel's problem, residuals.
 
 :func:`collect_edges` turns the ``fits`` of every edge of the overlap graph into
 an :class:`EdgeTable` in one pass: per edge the ``(src, dst)`` node indices,
@@ -8,7 +8,10 @@ their sigmas, their slopes) at the overlap centroid, plus the overlap box.  A
 fit made the other way round (``src`` and ``dst`` swapped) is turned around
 here, so that every row reads ``dst ≈ a * src + b``.
 
-:func:`edge_residuals` measures how well corrections make the two
+The per-component, per-channel solve (:mod:`.gains`, :mod:`.offsets`,
+:mod:`.joint`) reads a :class:`ChannelProblem`: the rows of the table that take
+part in it, sliced once, with local node indices, the reference and the node
+geometry.  :func:`edge_residuals` measures how well corrections make the two
 sides of every edge agree (before and after the solve).
 """
 
@@ -17,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable",
+__all__ = ["STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
            "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise"]
 
 #: Fit status codes of the edge table (``status`` of a pairwise fit).
@@ -73,6 +76,123 @@ class EdgeTable:
     corners: np.ndarray
     pixels: np.ndarray
     n_missing: int
+
+    def channel_problem(self, channel, gain_rows, moment_rows, local, *, ref, reach, centres,
+                        length, model):
+        """The rows of one component and channel, sliced once (see :class:`ChannelProblem`).
+
+        Parameters
+        ----------
+        channel : int
+        gain_rows, moment_rows : numpy.ndarray of int
+            Rows of the table with a usable gain ratio (``"ok"``), resp. usable moments.
+        local : numpy.ndarray of int
+            Local index (in the component) of every node of the graph.
+        ref, reach, centres, length, model
+            As in :class:`ChannelProblem`.
+
+        Returns
+        -------
+        ChannelProblem
+        """
+        return ChannelProblem(
+            channel=channel, n=len(reach), ref=ref, reach=reach, centres=centres,
+            length=length, plane=model == "plane",
+            gain_src=local[self.src[gain_rows]], gain_dst=local[self.dst[gain_rows]],
+            log_a=np.log(self.a[gain_rows, channel]),
+            sigma_log_a=clean_sigma(self.sig_loga[gain_rows, channel],
+                                    np.ones(len(gain_rows), dtype=bool), 1e-3),
+            src=local[self.src[moment_rows]], dst=local[self.dst[moment_rows]],
+            x_mean=self.xm[moment_rows, channel], y_mean=self.ym[moment_rows, channel],
+            sigma_x_mean=self.sxm[moment_rows, channel],
+            sigma_y_mean=self.sym[moment_rows, channel],
+            centroid=self.centroid[moment_rows, channel],
+            x_slope=self.xs[moment_rows, channel], y_slope=self.ys[moment_rows, channel],
+            extent=self.extent[moment_rows])
+
+
+@dataclass(frozen=True)
+class ChannelProblem:
+    """The solve of one connected component in one channel.
+
+    Node indices are local to the component.  *Gain rows* are the edges with a
+    usable gain ratio (fit status ``"ok"``); *moment rows* are every usable
+    edge (``"ok"`` or ``"offset_only"``) between nodes that reach the reference.
+
+    Attributes
+    ----------
+    channel : int
+    n : int
+        Nodes in the component.
+    ref : int
+        Local index of the reference (fixed at ``g = 1, o = 0, p = 0``).
+    reach : numpy.ndarray of bool, shape (n,)
+        Nodes with a usable path to the reference in this channel.
+    centres : numpy.ndarray, shape (n, 2)
+        Node centres ``(x, y)``: offsets are parametrised there.
+    length : float
+        Typical node size: slopes are solved scaled by it.
+    plane : bool
+        Solve planes too (``model="plane"``).
+    gain_src, gain_dst : numpy.ndarray of int
+        Nodes of the gain rows.
+    log_a, sigma_log_a : numpy.ndarray
+        ``log a`` of the gain rows and its sigma (missing sigmas replaced, floored).
+    src, dst : numpy.ndarray of int
+        Nodes of the moment rows.
+    x_mean, y_mean, sigma_x_mean, sigma_y_mean : numpy.ndarray
+        Moments of the src and dst nodes on the moment rows, and their sigmas.
+    centroid : numpy.ndarray, shape (k, 2)
+    x_slope, y_slope : numpy.ndarray, shape (k, 2)
+        Slopes of the src and dst planes.
+    extent : numpy.ndarray, shape (k, 2)
+        Overlap box ``(width, height)``.
+    """
+
+    channel: int
+    n: int
+    ref: int
+    reach: np.ndarray
+    centres: np.ndarray
+    length: float
+    plane: bool
+    gain_src: np.ndarray
+    gain_dst: np.ndarray
+    log_a: np.ndarray
+    sigma_log_a: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    sigma_x_mean: np.ndarray
+    sigma_y_mean: np.ndarray
+    centroid: np.ndarray
+    x_slope: np.ndarray
+    y_slope: np.ndarray
+    extent: np.ndarray
+
+    def free_columns(self):
+        """Unknowns: the reachable nodes but the reference.
+
+        Returns
+        -------
+        free : numpy.ndarray of bool, shape (n,)
+        col : numpy.ndarray of int, shape (n,)
+            Column block of each free node (-1 for the others).
+        nfree : int
+        """
+        free = self.reach.copy()
+        free[self.ref] = False
+        col = np.full(self.n, -1, dtype=np.int64)
+        col[free] = np.arange(free.sum())
+        return free, col, int(free.sum())
+
+    def moment_sigma(self, gi, gj):
+        """Sigma of each moment row for the gains ``gi`` (src) and ``gj`` (dst)."""
+        with np.errstate(invalid="ignore"):
+            sig = np.sqrt((gj * self.sigma_y_mean) ** 2 + (gi * self.sigma_x_mean) ** 2)
+        return clean_sigma(sig, np.ones(len(self.src), dtype=bool), 1e-2)
+
 
 def _num(v):
     """Float of ``v`` (NaN when it is not a number)."""
