@@ -282,9 +282,9 @@ def joint_refine(problem, logg, var_logg, o_t, p_t, info, *, iterations, gain_pr
     for gk in (_GAIN_ROWS, _MOMENT_ROWS):
         sel = groups == gk
         if sel.any():
-            scale = max(1.0, 1.4826 * float(np.median(np.abs(z[sel]))))
+            scale = max(1.0, MAD_TO_SIGMA * float(np.median(np.abs(z[sel]))))
             info.setdefault("scale_joint", []).append(scale)
-    scale_all = (max(1.0, 1.4826 * float(np.median(np.abs(z[groups == _MOMENT_ROWS]))))
+    scale_all = (max(1.0, MAD_TO_SIGMA * float(np.median(np.abs(z[groups == _MOMENT_ROWS]))))
                  if ko else 1.0)
     var = var * scale_all ** 2
     info.setdefault("iterations_joint", []).append(n_it)

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import linalg as spla
 
-from .._stats import robust_weights
+from .._stats import MAD_TO_SIGMA, robust_weights
 
 __all__ = ["normal_matrix", "resolve", "irls", "diag_inverse"]
 
@@ -105,7 +105,7 @@ def _scaled_robust_weights(resid, kind):
         return np.ones_like(r), 1.0
     # residuals are normalised by their sigma: a scale below 1 means the edges agree
     # better than their uncertainties say, and nothing within ~4.7 sigma is down-weighted
-    scale = max(1.4826 * float(np.median(r[finite])), 1.0)
+    scale = max(MAD_TO_SIGMA * float(np.median(r[finite])), 1.0)
     u = np.where(finite, r / scale, 0.0)
     return robust_weights(u, kind), scale
 
@@ -191,7 +191,7 @@ def irls(design, rhs, sigma, *, iterations, groups=None, ridge=None, x0=None,
     for g in np.unique(groups):
         sel = groups == g
         r = np.abs(resid[sel])
-        final_scale[int(g)] = float(1.4826 * np.median(r)) if r.size else 1.0
+        final_scale[int(g)] = float(MAD_TO_SIGMA * np.median(r)) if r.size else 1.0
     return x, robust, {"iterations": it_done + 1, "scale": final_scale,
                        "weights": robust * inv_sig ** 2}
 
