@@ -1,6 +1,7 @@
 """Photometric harmonization over overlap graphs: pairwise errors-in-variables fits,
-the overlap graph, the global gain/offset/plane solve, guarded background matching, the
-chain with its fallbacks, and the frame photometry before stacking.
+the overlap graph, the global gain/offset/plane solve (its edge table, sparse least squares,
+gains, offsets and joint refinement), guarded background matching, the chain with its
+fallbacks, and the frame photometry before stacking.
 """
 
 from .._stats import (  # noqa: F401
@@ -21,6 +22,16 @@ from .overlap import (  # noqa: F401
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
 )
+from .edges import (  # noqa: F401
+    STATUS_FAILED, STATUS_OFFSET_ONLY, STATUS_OK, EdgeTable, ChannelProblem, collect_edges,
+    edge_pixels, clean_sigma, edge_residuals, summarise_residuals,
+)
+from .lsq import (  # noqa: F401
+    normal_matrix, solve_reweighted, irls, diag_inverse,
+)
+from .gains import gains_for_channel  # noqa: F401
+from .offsets import offsets_for_channel  # noqa: F401
+from .joint import joint_refine  # noqa: F401
 from .background import (  # noqa: F401
     estimate_tile_background, overlap_differences, match_backgrounds, BackgroundMatchResult,
 )
@@ -43,4 +54,8 @@ __all__ = [
     "match_backgrounds", "BackgroundMatchResult", "HarmonizationResult", "harmonize_tiles",
     "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",
     "masked_gaussian_blur", "frame_bin_factor",
+    "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
+    "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise_residuals",
+    "normal_matrix", "solve_reweighted", "irls", "diag_inverse", "gains_for_channel",
+    "offsets_for_channel", "joint_refine",
 ]

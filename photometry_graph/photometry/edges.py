@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 __all__ = ["STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
-           "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise"]
+           "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals",
+           "summarise_residuals"]
 
 #: Fit status codes of the edge table (``status`` of a pairwise fit).
 STATUS_FAILED, STATUS_OFFSET_ONLY, STATUS_OK = 0, 1, 2
@@ -418,7 +419,7 @@ def _abs_stats(values):
     return float(np.median(v)), float(np.max(v))
 
 
-def summarise(res):
+def summarise_residuals(res):
     """Median and maximum absolute residuals of :func:`edge_residuals` before/after.
 
     Parameters

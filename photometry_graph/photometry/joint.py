@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._stats import MAD_TO_SIGMA, robust_weights
-from .lsq import diag_inverse, normal_matrix, resolve
+from .lsq import diag_inverse, normal_matrix, solve_reweighted
 
 __all__ = ["joint_refine"]
 
@@ -224,8 +224,8 @@ def _gauss_newton(system, x, ridge, info, *, iterations):
                                              "huber" if it < 2 else "tukey")
         w = robust / (vscale * sig) ** 2
         normal = normal_matrix(J, w, ridge)
-        delta, lu = resolve(normal, -(J.T @ (w * r)), None if lu is None else
-                            np.zeros(normal.shape[0]), lu)
+        delta, lu = solve_reweighted(normal, -(J.T @ (w * r)), None if lu is None else
+                                     np.zeros(normal.shape[0]), lu)
         x = x + delta
         n_it = it + 1
         if it >= 3 and np.max(np.abs(delta)) <= 1e-10 * (1.0 + np.max(np.abs(x))):

@@ -19,7 +19,7 @@ from scipy.sparse import linalg as spla
 
 from .._stats import MAD_TO_SIGMA, robust_weights
 
-__all__ = ["normal_matrix", "resolve", "irls", "diag_inverse"]
+__all__ = ["normal_matrix", "solve_reweighted", "irls", "diag_inverse"]
 
 _WEIGHT_TOL = 1e-2
 _X_TOL = 0.05
@@ -59,7 +59,7 @@ def _solve_normal(normal, rhs):
     return x, lu
 
 
-def resolve(normal, rhs, x0, lu):
+def solve_reweighted(normal, rhs, x0, lu):
     """Solve a reweighted system with CG preconditioned by an earlier factorisation.
 
     IRLS changes the weights a little from one iteration to the next, so the
@@ -164,7 +164,7 @@ def irls(design, rhs, sigma, *, iterations, groups=None, ridge=None, x0=None,
                 raise RuntimeError("lsqr returned non-finite values")
         else:
             normal = normal_matrix(design, w, ridge)
-            x_new, lu = resolve(normal, design.T @ (w * rhs), x, lu)
+            x_new, lu = solve_reweighted(normal, design.T @ (w * rhs), x, lu)
             if it == 0:
                 d = normal.diagonal()
                 x_scale = float(np.median(1.0 / np.sqrt(d[d > 0]))) if np.any(d > 0) else 0.0

@@ -57,7 +57,7 @@ from .._json import jsonable
 from .._log import get_logger, grid_info, grid_warning
 from ..core.correction import Correction
 from .edges import (STATUS_FAILED, STATUS_OK, collect_edges, edge_pixels, edge_residuals,
-                    summarise)
+                    summarise_residuals)
 from .gains import gains_for_channel
 from .joint import joint_refine
 from .offsets import offsets_for_channel
@@ -611,7 +611,7 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
     edge_res = edge_residuals(table, nodes.gains, nodes.offsets, nodes.slopes, origin)
     edge_res["gain_weight"] = nodes.gain_weight
     edge_res["offset_weight"] = nodes.offset_weight
-    summary = summarise(edge_res)
+    summary = summarise_residuals(edge_res)
 
     sol_status, message, n_fallback = _status_and_message(
         nodes.status, len(references), n_comp, n_failed_components, info)
