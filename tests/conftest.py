@@ -56,6 +56,19 @@ def write_frame(path, data, header, *, extra=None, coverage=None):
     return path
 
 
+#: Filter of each 2x2 site of a colour-filter array, in row-major order.
+CFA_SITES = {"RGGB": ("R", "G", "G", "B"), "BGGR": ("B", "G", "G", "R"),
+             "GRBG": ("G", "R", "B", "G"), "GBRG": ("G", "B", "R", "G")}
+
+
+def cfa_raw(pattern, values, shape=(16, 20)):
+    """A CFA raw of a uniform colour scene: each site gets its filter's value."""
+    raw = np.zeros(shape)
+    for site, (dy, dx) in zip(CFA_SITES[pattern], [(0, 0), (0, 1), (1, 0), (1, 1)]):
+        raw[dy::2, dx::2] = values[site]
+    return raw
+
+
 @pytest.fixture
 def frame_factory(tmp_path):
     """Write a small noisy mono frame; returns ``make(name, **kw) -> Path``."""

@@ -11,28 +11,16 @@ from astropy.wcs import WCS
 from photometry_graph.pipeline.frameio import load_frame, read_frame_info, scan_frame
 from photometry_graph.stacking.bayer import debayer
 
-from conftest import celestial_header, write_frame
-
-PATTERNS = {"RGGB": ("R", "G", "G", "B"), "BGGR": ("B", "G", "G", "R"),
-            "GRBG": ("G", "R", "B", "G"), "GBRG": ("G", "B", "R", "G")}
-
-
-def _mosaic_raw(pattern, values, shape=(16, 20)):
-    """A CFA raw of a uniform colour scene: each site gets its filter's value."""
-    raw = np.zeros(shape)
-    for site, (dy, dx) in zip(PATTERNS[pattern], [(0, 0), (0, 1), (1, 0), (1, 1)]):
-        raw[dy::2, dx::2] = values[site]
-    return raw
-
+from conftest import cfa_raw, celestial_header, write_frame
 
 def test_debayer_of_a_uniform_colour_raw():
     # unit tests of the demosaicing are in test_bayer.py
-    rgb = debayer(_mosaic_raw("GBRG", {"R": 0.0, "G": 0.0, "B": 50.0}), "GBRG")
+    rgb = debayer(cfa_raw("GBRG", {"R": 0.0, "G": 0.0, "B": 50.0}), "GBRG")
     np.testing.assert_allclose(rgb[2:-2, 2:-2].reshape(-1, 3).mean(0), [0, 0, 50], atol=0.5)
 
 
 def test_bayer_frame_is_read_as_rgb_with_offsets(tmp_path):
-    raw = _mosaic_raw("GRBG", {"R": 900.0, "G": 5.0, "B": 5.0}, shape=(20, 30))
+    raw = cfa_raw("GRBG", {"R": 900.0, "G": 5.0, "B": 5.0}, shape=(20, 30))
     hdr = celestial_header((20, 30))
     # GRBG shifted by one column is RGGB: the red sites are where the header says
     path = write_frame(tmp_path / "b.fits", raw.astype(np.uint16), hdr,

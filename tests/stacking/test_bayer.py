@@ -5,31 +5,22 @@ import pytest
 
 from photometry_graph.stacking.bayer import BAYER_PATTERNS, bayer_pattern, debayer
 
-SITES = {"RGGB": ("R", "G", "G", "B"), "BGGR": ("B", "G", "G", "R"),
-         "GRBG": ("G", "R", "B", "G"), "GBRG": ("G", "B", "R", "G")}
+from conftest import CFA_SITES, cfa_raw
 
 
-def mosaic_raw(pattern, values, shape=(16, 20)):
-    """A CFA raw of a uniform colour scene: each site gets its filter's value."""
-    raw = np.zeros(shape)
-    for site, (dy, dx) in zip(SITES[pattern], [(0, 0), (0, 1), (1, 0), (1, 1)]):
-        raw[dy::2, dx::2] = values[site]
-    return raw
-
-
-@pytest.mark.parametrize("pattern", sorted(SITES))
+@pytest.mark.parametrize("pattern", sorted(CFA_SITES))
 @pytest.mark.parametrize("colour", ["R", "G", "B"])
 def test_a_single_colour_scene_stays_in_its_colour(pattern, colour):
     scene = {"R": 0.0, "G": 0.0, "B": 0.0}
     scene[colour] = 1000.0
-    rgb = debayer(mosaic_raw(pattern, scene), pattern)
+    rgb = debayer(cfa_raw(pattern, scene), pattern)
     inner = rgb[2:-2, 2:-2].reshape(-1, 3)
     expected = np.array([scene["R"], scene["G"], scene["B"]])
     np.testing.assert_allclose(inner, np.broadcast_to(expected, inner.shape), atol=1.0)
 
 
 def test_float_data_and_nan_neighbourhoods():
-    raw = mosaic_raw("RGGB", {"R": 10.25, "G": -3.5, "B": 7.125})
+    raw = cfa_raw("RGGB", {"R": 10.25, "G": -3.5, "B": 7.125})
     raw[8, 8] = np.nan
     before = raw.copy()
     rgb = debayer(raw, "rggb")
@@ -42,7 +33,7 @@ def test_float_data_and_nan_neighbourhoods():
 
 
 def test_integer_raws_are_exact_and_empty_raws_are_nan():
-    raw = mosaic_raw("BGGR", {"R": 65535, "G": 1, "B": 0}).astype(np.uint16)
+    raw = cfa_raw("BGGR", {"R": 65535, "G": 1, "B": 0}).astype(np.uint16)
     rgb = debayer(raw, "BGGR")
     assert np.array_equal(rgb[4:-4, 4:-4].reshape(-1, 3).mean(0), [65535.0, 1.0, 0.0])
     assert np.isnan(debayer(np.full((4, 4), np.nan), "RGGB")).all()
@@ -59,7 +50,7 @@ def test_bad_input_is_a_clear_error():
 def test_pattern_shift_matches_cropping_the_raw(pattern):
     """A raw cropped by (dy, dx) pixels has the pattern shifted by (dy, dx)."""
     scene = {"R": 900.0, "G": 30.0, "B": 5.0}
-    raw = mosaic_raw(pattern, scene, shape=(18, 22))
+    raw = cfa_raw(pattern, scene, shape=(18, 22))
     for dy in (0, 1):
         for dx in (0, 1):
             shifted = bayer_pattern(pattern.lower(), x_offset=dx, y_offset=dy)
