@@ -12,6 +12,7 @@ raise :class:`GridModeError` (a ``ValueError``).
 from dataclasses import asdict, dataclass, field, fields
 
 from .._log import get_logger, grid_info, grid_warning
+from .._threads import check_workers
 from .parallel import default_workers
 from ..stacking.stack import WEIGHT_METHODS
 
@@ -255,11 +256,13 @@ def check_options(opts):
              f"{opts.frame_overlaps}"),
             (not 0 <= opts.overlap < (1 if opts.overlap < 1 else opts.tile_size),
              f"overlap must be in [0, 1) or fewer pixels than a tile, got {opts.overlap}"),
-            (opts.chunk_size < 64, f"chunk_size must be >= 64, got {opts.chunk_size}"),
-            (opts.workers is not None and opts.workers < 1, f"workers must be >= 1, got "
-             f"{opts.workers}")]:
+            (opts.chunk_size < 64, f"chunk_size must be >= 64, got {opts.chunk_size}")]:
         if bad:
             raise GridModeError(what)
+    try:
+        check_workers(opts.workers, default=lambda: None)
+    except ValueError as exc:
+        raise GridModeError(str(exc)) from None
     return opts
 
 
