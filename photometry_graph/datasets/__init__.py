@@ -26,8 +26,12 @@ from .tile_survey import (  # noqa: F401
 from .frame_survey import (  # noqa: F401
     SyntheticFrame, FrameSurvey, make_frame_survey,
 )
+from .pairs import (  # noqa: F401
+    OverlapPair, make_overlap_pair,
+)
 
 __all__ = [
     "SkyModel", "make_sky", "draw_empty_zones", "add_trail", "SyntheticSurvey",
     "expected_corrections", "make_survey", "SyntheticFrame", "FrameSurvey", "make_frame_survey",
+    "OverlapPair", "make_overlap_pair",
 ]
