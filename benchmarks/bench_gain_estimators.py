@@ -29,7 +29,8 @@ Both estimators get the same per-pixel noise of each image: measured on the over
 :func:`photometry_graph.estimate_noise` (as the overlap fits do), or the injected truth
 with ``--true-noise``; ``--noise-bias F`` multiplies the noise given for dst by ``F`` (a
 misestimated noise ratio, as correlated noise after resampling gives: it biases the pixel
-slope on faint overlaps, and only weights the stars).
+slope on faint overlaps, and only weights the stars); ``--fwhm-dst`` gives dst another
+PSF than src's 3 px (seeing that changed between the nodes: star pixels then disagree).
 
 Printed per cell: how many seeds gave a gain (``n``), the median and the worst relative
 gain error (%) of each estimator over the seeds that gave one, the median number of stars
@@ -43,6 +44,7 @@ Run::
     python benchmarks/bench_gain_estimators.py            # 5 x 5 cells x 10 seeds, minutes
     python benchmarks/bench_gain_estimators.py --quick    # 3 seeds, about 30 s
     python benchmarks/bench_gain_estimators.py --quick --noise-bias 0.8
+    python benchmarks/bench_gain_estimators.py --quick --fwhm-dst 4
 """
 
 import argparse
@@ -64,7 +66,7 @@ SNRS = (0.5, 1.0, 2.0, 5.0, 10.0)
 STARS = (0, 5, 20, 50, 200)
 
 
-def draw_pair(shape, snr, n_stars, seed):
+def draw_pair(shape, snr, n_stars, seed, *, fwhm_dst=None):
     """One overlap pair of the sweep (see the module docstring); ``seed`` as
     :func:`numpy.random.default_rng` takes it."""
     rng = np.random.default_rng(seed)
@@ -74,7 +76,7 @@ def draw_pair(shape, snr, n_stars, seed):
                              gain=rng.uniform(0.85, 1.15), noise_src=1.0,
                              noise_dst=rng.uniform(0.7, 1.5),
                              offsets=tuple(rng.uniform(-30, 30, 2)), gradient_src=slopes[0],
-                             gradient_dst=slopes[1], rng=rng)
+                             gradient_dst=slopes[1], fwhm=3.0, fwhm_dst=fwhm_dst, rng=rng)
 
 
 def run_case(pair, *, true_noise, noise_bias=1.0):
@@ -159,20 +161,25 @@ def main(argv=None):
     parser.add_argument("--noise-bias", type=float, default=1.0,
                         help="multiply the noise of dst given to both estimators (e.g. 0.8: a "
                              "noise ratio misestimated by 20 %%, as correlated noise does)")
+    parser.add_argument("--fwhm-dst", type=float, default=None,
+                        help="PSF FWHM of dst in pixels (src: 3; default the same): seeing "
+                             "that differs between the two nodes")
     args = parser.parse_args(argv)
     n_seeds = args.seeds or (3 if args.quick else 10)
     print(f"overlap {args.shape[0]} x {args.shape[1]}, {n_seeds} seeds per cell, noise "
           f"{'injected' if args.true_noise else 'measured (estimate_noise)'}, dst noise x "
-          f"{args.noise_bias:g}; load "
+          f"{args.noise_bias:g}, FWHM src 3 dst {args.fwhm_dst or 3.0:g} px; load "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print("errors: |estimated gain / true gain - 1| in %; '-': no estimate in any seed")
     print(HEADER)
     all_results, worse, median_fail, disagree = [], 0, [], 0
     for i, snr in enumerate(SNRS):
         for n_stars in STARS:
-            cell = [run_case(draw_pair(tuple(args.shape), snr, n_stars, [k, i, n_stars]),
+            pairs = (draw_pair(tuple(args.shape), snr, n_stars, [k, i, n_stars],
+                               fwhm_dst=args.fwhm_dst) for k in range(n_seeds))
+            cell = [run_case(pair,
                              true_noise=args.true_noise, noise_bias=args.noise_bias)
-                    for k in range(n_seeds)]
+                    for pair in pairs]
             s = summarise(cell)
             print(row(snr, n_stars, s), flush=True)
             all_results += cell
