@@ -42,8 +42,6 @@ class OverlapPair:
         stars excluded) over the valid pixels, divided by ``noise_src``.
     star_x, star_y, star_flux : numpy.ndarray
         Star positions (pixel centres at integers) and total fluxes in src units.
-    star_peak : numpy.ndarray
-        Peak value of each star's noise-free profile in dst (before saturation).
     fwhm_src, fwhm_dst : float
         PSF full widths at half maximum, pixels.
     noise_src, noise_dst : float
@@ -59,7 +57,6 @@ class OverlapPair:
     star_x: np.ndarray
     star_y: np.ndarray
     star_flux: np.ndarray
-    star_peak: np.ndarray
     fwhm_src: float
     fwhm_dst: float
     noise_src: float
@@ -166,12 +163,8 @@ def make_overlap_pair(shape=(128, 512), *, n_stars=50, signal_to_noise=3.0, gain
     stars_dst = stars_src if fwhm_dst == fwhm else _stars_image((h, w), x, y, flux, fwhm_dst)
     src = (smooth + stars_src + offsets[0] + _plane((h, w), gradient_src)
            + noise_src * rng.standard_normal((h, w)))
-    dst_smooth = gain * smooth + offsets[1] + _plane((h, w), gradient_dst)
-    dst = dst_smooth + gain * stars_dst + noise_dst * rng.standard_normal((h, w))
-    iy = np.clip(np.rint(y).astype(int), 0, h - 1)
-    ix = np.clip(np.rint(x).astype(int), 0, w - 1)
-    star_peak = dst_smooth[iy, ix] + gain * flux / (2.0 * np.pi * (fwhm_dst * _FWHM_TO_SIGMA)
-                                                    ** 2)
+    dst = (gain * (smooth + stars_dst) + offsets[1] + _plane((h, w), gradient_dst)
+           + noise_dst * rng.standard_normal((h, w)))
     saturated = None
     if saturation is not None:
         saturated = (src >= saturation) | (dst >= saturation)
@@ -182,5 +175,5 @@ def make_overlap_pair(shape=(128, 512), *, n_stars=50, signal_to_noise=3.0, gain
     snr = float(smooth[valid].std() / noise_src) if valid.any() else 0.0
     return OverlapPair(src=src, dst=dst, valid=valid, saturated=saturated, gain=float(gain),
                        signal_to_noise=snr, star_x=x, star_y=y, star_flux=flux,
-                       star_peak=star_peak, fwhm_src=float(fwhm), fwhm_dst=fwhm_dst,
+                       fwhm_src=float(fwhm), fwhm_dst=fwhm_dst,
                        noise_src=float(noise_src), noise_dst=float(noise_dst))
