@@ -41,8 +41,8 @@ disagreements (the stars trusted) and time the two estimators against each other
 
 Run::
 
-    python benchmarks/bench_gain_estimators.py            # 5 x 5 cells x 10 seeds, minutes
-    python benchmarks/bench_gain_estimators.py --quick    # 3 seeds, about 30 s
+    python benchmarks/bench_gain_estimators.py            # 5 x 5 cells x 20 seeds, ~1 min
+    python benchmarks/bench_gain_estimators.py --quick    # 3 seeds, ~10 s
     python benchmarks/bench_gain_estimators.py --quick --noise-bias 0.8
     python benchmarks/bench_gain_estimators.py --quick --fwhm-dst 4
 """
@@ -153,8 +153,8 @@ def _median_check(s):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds per cell (~30 s)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 10)")
+    parser.add_argument("--quick", action="store_true", help="3 seeds per cell (~10 s)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 20)")
     parser.add_argument("--shape", type=int, nargs=2, default=(128, 512), metavar=("H", "W"))
     parser.add_argument("--true-noise", action="store_true",
                         help="give both estimators the injected noise instead of measuring it")
@@ -165,7 +165,7 @@ def main(argv=None):
                         help="PSF FWHM of dst in pixels (src: 3; default the same): seeing "
                              "that differs between the two nodes")
     args = parser.parse_args(argv)
-    n_seeds = args.seeds or (3 if args.quick else 10)
+    n_seeds = args.seeds or (3 if args.quick else 20)
     print(f"overlap {args.shape[0]} x {args.shape[1]}, {n_seeds} seeds per cell, noise "
           f"{'injected' if args.true_noise else 'measured (estimate_noise)'}, dst noise x "
           f"{args.noise_bias:g}, FWHM src 3 dst {args.fwhm_dst or 3.0:g} px; load "
