@@ -8,9 +8,29 @@ caller then takes its documented fallback.
 
 import logging
 
-__all__ = ["GRID_PREFIX", "get_logger", "grid_info", "grid_warning", "grid_debug"]
+__all__ = ["GRID_PREFIX", "NODE_KINDS", "graph_label", "get_logger", "grid_info",
+           "grid_warning", "grid_debug"]
 
 GRID_PREFIX = "[GRID]"
+
+#: What the nodes of an overlap graph are -> the stage name its log lines start with.
+NODE_KINDS = {"tiles": "Photometry", "frames": "Frame photometry"}
+
+
+def graph_label(node_kind):
+    """Stage name and singular noun of the log lines about a graph of ``node_kind`` nodes.
+
+    The tile graph keeps the documented wording (``[GRID] Photometry: built overlap graph
+    with N edges``); the frame graph says what its nodes are.
+
+    Examples
+    --------
+    >>> graph_label("tiles"), graph_label("frames")
+    (('Photometry', 'tile'), ('Frame photometry', 'frame'))
+    """
+    if node_kind not in NODE_KINDS:
+        raise ValueError(f"node_kind must be one of {sorted(NODE_KINDS)}, got {node_kind!r}")
+    return NODE_KINDS[node_kind], node_kind[:-1]
 
 
 def get_logger(name="photometry_graph"):

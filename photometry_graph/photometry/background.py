@@ -10,7 +10,8 @@ therefore *measures* the effect first: the median (and mean) absolute
 difference of the corrected tiles on their overlaps, with and without the
 shifts.  If the shifts would increase it beyond a small tolerance, they are
 scaled down to the largest fraction that does not (``"reduced"``) or dropped
-(``"skipped"``), with a ``[GRID]`` warning.
+(``"skipped"``), said by a ``[GRID]`` INFO line (the guard doing its job is an
+expected outcome, not a fault).
 """
 
 from dataclasses import dataclass, field
@@ -579,7 +580,8 @@ def match_backgrounds(tiles, corrections=None, graph=None, *, kappa=3.0, iterati
                    f"{med0:.4g} -> {med1:.4g}, mean {mean0:.4g} -> {mean1:.4g}); "
                    + (f"reduced to {fraction:.2f} of the shifts (median {med_f:.4g}, mean "
                       f"{mean_f:.4g})" if decision == "reduced" else "shifts skipped"))
-        grid_warning(logger, "Background: %s", message)
+        # the guard doing its job (a tile full of nebula, a solve already flat): INFO
+        grid_info(logger, "Background: %s", message)
     return BackgroundMatchResult(
         corrections=new_corr, shifts=shifts, proposed_shifts=proposed, backgrounds=backgrounds,
         target=target, fraction=float(fraction), decision=decision, residual_before=med0,

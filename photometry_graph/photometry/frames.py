@@ -199,7 +199,7 @@ def _solve_nodes(nodes, model, background, rng, kwargs):
     if rng is not None:
         kw["rng"] = rng
     result = harmonize_tiles(nodes, model=model, background=background, origin=(0.0, 0.0),
-                             **kw)
+                             node_kind="frames", **kw)
     report = result.report or {}
     if result.graph is not None:
         report = dict(report, fitted_pairs=sorted(tuple(sorted(e)) for e in result.graph.edges))

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from .._log import get_logger, grid_info, grid_warning
+from .._json import jsonable
+from .._log import get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
 from ..core.correction import identity_correction
@@ -28,7 +29,7 @@ from .overlap import (build_tile_overlap_graph, fit_overlap_edges,
 from .solve import SOLVE_MODELS, solve_global_photometry
 from ..core.tiles import TilePhotometryInfo, common_channels
 
-__all__ = ["HarmonizationResult", "harmonize_tiles"]
+__all__ = ["HarmonizationResult", "harmonize_tiles", "graph_report"]
 
 logger = get_logger(__name__)
 
@@ -51,7 +52,8 @@ class HarmonizationResult:
         JSON-friendly summary: counts of tiles, edges, fits, components,
         references, residuals before/after, background decision, status,
         the ``[GRID]`` warnings issued, timings (``time_s`` in all,
-        ``step_times_s`` per step: graph, fits, solve, background).
+        ``step_times_s`` per step: graph, fits, solve, background) and the graph itself
+        (``graph``: :func:`graph_report`).
     status : str
         ``"ok"`` (everything ran), ``"partial"`` (the solve reported a partial
         solution or a later step fell back), ``"fallback"`` (the solve was
@@ -129,7 +131,8 @@ def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args):
     sub = full_graph.edge_subgraph(extra).copy()
     counts = fit_overlap_edges(sub, **fit_args)
     graph.add_edges_from(sub.edges(data=True))
-    grid_info(logger, "Harmonize: %d tile(s) had no gain in their largest overlaps; fitted "
+    stage, noun = graph_label(graph.graph.get("node_kind", "tiles"))
+    grid_info(logger, f"{stage}: %d {noun}(s) had no gain in their largest overlaps; fitted "
               "%d more overlaps", len(lacking), len(extra))
     return counts
 
@@ -137,7 +140,7 @@ def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args):
 def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0),
                     min_pixels=500, min_overlap_pixels=None, reference=None, rng=None,
                     irls_iterations=6, fit_kwargs=None, solve_kwargs=None,
-                    background_kwargs=None, workers=None, max_degree=None):
+                    background_kwargs=None, workers=None, max_degree=None, node_kind="tiles"):
     """Photometric corrections that make overlapping tiles agree.
 
     Parameters
@@ -186,6 +189,10 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         for many frames of one field, where every pair overlaps.  A node whose
         kept overlaps give no gain (flat sky: offset-only fits) gets all its
         other overlaps fitted too.  None fits every overlap.
+    node_kind : {"tiles", "frames"}
+        What the nodes are, for the log lines (``[GRID] Frame photometry: built overlap
+        graph with N edges (M frames, ...)``; the tiles keep the documented wording) and
+        the report's ``graph``.
 
     Returns
     -------
@@ -227,6 +234,7 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         if unknown:
             raise ValueError(f"reference {unknown[0]!r} is not the id of a tile")
     workers = check_workers(workers)
+    graph_label(node_kind)  # a ValueError for an unknown kind
     fit_kwargs = dict(fit_kwargs or {})
     fit_kwargs.setdefault("workers", workers)
     solve_kwargs = dict(solve_kwargs or {})
@@ -242,7 +250,7 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
                       min_pixels=min_pixels, min_overlap=min_overlap, reference=reference,
                       rng=rng, irls_iterations=irls_iterations, fit_kwargs=fit_kwargs,
                       solve_kwargs=solve_kwargs, background_kwargs=background_kwargs,
-                      workers=workers, max_degree=max_degree)
+                      workers=workers, max_degree=max_degree, node_kind=node_kind)
     finally:
         root.removeHandler(collector)
     result.report["warnings"] = list(collector.messages)
@@ -288,8 +296,10 @@ class _Chain:
 
     def finish(self, corrections, status, graph=None, solution=None, bg=None):
         self.report["status"] = status
-        grid_info(logger, "Harmonize: %d tiles, %d overlaps, status %s", len(self.tiles),
-                  self.report["edges"], status)
+        self.report["graph"] = graph_report(graph, solution, self.settings["node_kind"])
+        stage, noun = graph_label(self.settings["node_kind"])
+        grid_info(logger, f"{stage}: harmonized %d {noun}s over %d overlaps, status %s",
+                  len(self.tiles), self.report["edges"], status)
         return HarmonizationResult(corrections=corrections, graph=graph, solution=solution,
                                    background=bg, report=self.report, status=status)
 
@@ -312,9 +322,9 @@ class _Chain:
 
 def _run(tiles, **settings):
     chain = _Chain(tiles, settings)
-    if len(tiles) == 1:
-        grid_warning(logger, "Harmonize: a single tile: nothing to harmonize; identity "
-                     "correction")
+    if len(tiles) == 1:  # an expected outcome, nothing for the user to do: INFO
+        grid_info(logger, "%s: a single %s: nothing to harmonize; identity correction",
+                  *graph_label(settings["node_kind"]))
         return chain.all_references()
     graph, full_graph = _graph_step(chain)
     if graph is None:
@@ -347,7 +357,7 @@ def _graph_step(chain):
     s = chain.settings
     try:
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
-                                         workers=s["workers"])
+                                         workers=s["workers"], node_kind=s["node_kind"])
     except Exception as exc:  # noqa: BLE001 - unreadable tiles etc.
         if isinstance(exc, (TypeError, ValueError)) and "duplicate" in str(exc):
             raise
@@ -360,7 +370,8 @@ def _graph_step(chain):
     full_graph, graph = graph, sparsify_overlap_graph(graph, max_degree)
     if graph.number_of_edges() == full_graph.number_of_edges():
         return graph, None
-    grid_info(logger, "Harmonize: fitting %d of %d overlaps (the %d largest per tile "
+    stage, noun = graph_label(s["node_kind"])
+    grid_info(logger, f"{stage}: fitting %d of %d overlaps (the %d largest per {noun} "
               "and a maximum spanning tree)", graph.number_of_edges(),
               full_graph.number_of_edges(), max_degree)
     return graph, full_graph
@@ -435,3 +446,52 @@ def _background_step(chain, graph, corrections, status):
     if bg.decision == "failed":
         return corrections, bg, "partial"
     return bg.corrections, bg, status
+
+
+#: Fields of a pairwise fit that the edge already says (``graph_report`` leaves them out).
+_EDGE_FIELDS = ("src", "dst", "channel", "origin", "model")
+
+
+def graph_report(graph, solution=None, node_kind="tiles"):
+    """The overlap graph, its pairwise fits and its edge residuals as JSON-friendly data.
+
+    Parameters
+    ----------
+    graph : networkx.Graph or None
+        From :func:`~photometry_graph.photometry.overlap.build_tile_overlap_graph`, fitted or
+        not (None: no graph).
+    solution : PhotometrySolution, optional
+        Its ``edge_residuals`` (before/after the solve, per edge and channel) and references.
+    node_kind : {"tiles", "frames"}
+
+    Returns
+    -------
+    dict
+        ``node_kind``; ``nodes``: ``{"id", "bbox"}`` (``[y0, y1, x0, x1]`` on the nodes'
+        pixel grid); ``edges``: ``{"src", "dst", "bbox", "n_valid", "status", "fits"}``
+        with one dict of :class:`~photometry_graph.photometry.regression.PairwiseFit`
+        fields per channel; ``edge_residuals`` and ``references`` of the solution (None
+        and ``[]`` without one).
+
+    Examples
+    --------
+    >>> from photometry_graph.datasets import make_survey
+    >>> res = harmonize_tiles(make_survey(1, 2, tile_size=96, rng=0).tiles, background=False)
+    >>> g = res.report["graph"]
+    >>> len(g["nodes"]), [(e["src"], e["dst"]) for e in g["edges"]], g["references"]
+    (2, [(0, 1)], [0])
+    """
+    out = {"node_kind": node_kind, "nodes": [], "edges": [], "edge_residuals": None,
+           "references": []}
+    if graph is not None:
+        out["nodes"] = [{"id": n, "bbox": b} for n, b in graph.nodes(data="bbox")]
+        for _, _, d in graph.edges(data=True):
+            fits = [{k: v for k, v in f.to_dict().items() if k not in _EDGE_FIELDS}
+                    for f in d.get("fits") or [] if hasattr(f, "to_dict")]
+            out["edges"].append({"src": d.get("src"), "dst": d.get("dst"),
+                                 "bbox": d.get("bbox"), "n_valid": d.get("n_valid"),
+                                 "status": d.get("status"), "fits": fits})
+    if solution is not None:
+        out["edge_residuals"] = solution.edge_residuals
+        out["references"] = list(solution.references)
+    return jsonable(out)

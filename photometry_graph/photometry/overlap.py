@@ -14,7 +14,7 @@ tiles open at once) rather than ``N**2``.
 import networkx as nx
 import numpy as np
 
-from .._log import get_logger, grid_debug, grid_info, grid_warning
+from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
 from .._stats import NOISE_ESTIMATORS, estimate_noise
 from .regression import FIT_MODELS, SUBSAMPLE_METHODS, PairwiseFit, fit_pair_image
@@ -79,7 +79,8 @@ def _ordered(a, b):
         return a, b
 
 
-def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True, workers=None):
+def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True, workers=None,
+                             node_kind="tiles"):
     """Build the overlap graph of a set of tiles.
 
     Parameters
@@ -96,6 +97,9 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     workers : int, optional
         Threads computing the masks of the tiles that have none yet (default
         ``min(2, os.cpu_count())``).
+    node_kind : {"tiles", "frames"}
+        What the nodes are: the graph attribute ``node_kind``, which the log lines of the
+        graph, its fits and its solve name (:func:`photometry_graph._log.graph_label`).
 
     Returns
     -------
@@ -134,7 +138,8 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
                 f"{t.bbox}); give every tile a unique tile_id")
         seen[t.tile_id] = t
     workers = check_workers(workers)
-    graph = nx.Graph()
+    stage, noun = graph_label(node_kind)
+    graph = nx.Graph(node_kind=node_kind)
     for t in tiles:
         graph.add_node(t.tile_id, bbox=t.bbox, tile=t)
     skipped = 0
@@ -159,7 +164,7 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
         src, dst = _ordered(ti.tile_id, tj.tile_id)
         graph.add_edge(ti.tile_id, tj.tile_id, bbox=inter, area=inter.area, n_valid=n_valid,
                        src=src, dst=dst, fits=[], weight=n_valid)
-    grid_info(logger, "Photometry: built overlap graph with %d edges (%d tiles, %d overlaps "
+    grid_info(logger, f"{stage}: built overlap graph with %d edges (%d {noun}s, %d overlaps "
               "below min_overlap_pixels)", graph.number_of_edges(), graph.number_of_nodes(),
               skipped)
     return graph
@@ -397,6 +402,7 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
         graph.edges[u, v]["fits"] = fits
         graph.edges[u, v]["status"] = status
         counts[status] += 1
-    grid_info(logger, "Photometry: fitted %d overlaps (ok=%d, offset-only=%d, failed=%d)",
+    stage = graph_label(graph.graph.get("node_kind", "tiles"))[0]
+    grid_info(logger, f"{stage}: fitted %d overlaps (ok=%d, offset-only=%d, failed=%d)",
               len(edges), counts["ok"], counts["offset_only"], counts["failed"])
     return counts

@@ -54,7 +54,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from .._json import jsonable
-from .._log import get_logger, grid_info, grid_warning
+from .._log import get_logger, graph_label, grid_info, grid_warning
 from ..core.correction import Correction
 from .edges import (STATUS_FAILED, STATUS_OK, collect_edges, edge_pixels, edge_residuals,
                     summarise_residuals)
@@ -474,9 +474,10 @@ def _status_and_message(status, n_references, n_comp, n_failed_components, info)
     return sol_status, message, n_fallback
 
 
-def _log_summary(n_solved, summary):
-    grid_info(logger, "Photometry: solved global gain/offset for %d tiles", n_solved)
-    grid_info(logger, "Photometry: edge offset residual |median| %.4g / max %.4g before, "
+def _log_summary(n_solved, summary, node_kind):
+    stage, noun = graph_label(node_kind)
+    grid_info(logger, f"{stage}: solved global gain/offset for %d {noun}s", n_solved)
+    grid_info(logger, f"{stage}: edge offset residual |median| %.4g / max %.4g before, "
               "%.4g / %.4g after; gain-ratio residual %.3g / %.3g before, %.3g / %.3g after",
               summary["offset_before_median"], summary["offset_before_max"],
               summary["offset_after_median"], summary["offset_after_max"],
@@ -615,7 +616,7 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
 
     sol_status, message, n_fallback = _status_and_message(
         nodes.status, len(references), n_comp, n_failed_components, info)
-    _log_summary(n - n_fallback, summary)
+    _log_summary(n - n_fallback, summary, graph.graph.get("node_kind", "tiles"))
     info["time_s"] = time.perf_counter() - t_start
     info["n_edges"] = m
     info["n_components"] = n_comp

@@ -131,13 +131,15 @@ def test_partial_shift_is_reduced_not_dropped(caplog):
     # identity corrections on tiles with offsets AND a nebula tile: part of the shift helps
     survey = make_survey(3, 3, 256, 0.2, rng=3, gain_range=(1.0, 1.0), nebula_fill_tile=4)
     naive = match_backgrounds(survey.tiles, guard=False)
-    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+    with caplog.at_level(logging.INFO, logger="photometry_graph"):
         res = match_backgrounds(survey.tiles)
     assert naive.residual_after > 1.5 * naive.residual_before
     assert res.decision == "reduced" and 0.0 < res.fraction < 1.0
     assert res.residual_after < res.residual_before < res.residual_naive
     assert res.mean_after <= res.mean_before
     assert "reduced to" in caplog.text
+    # the guard reducing the shifts is an expected outcome: said at INFO, not as a warning
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     for k in range(9):
         np.testing.assert_allclose(res.shifts[k], res.fraction * res.proposed_shifts[k])
 
