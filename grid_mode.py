@@ -32,9 +32,9 @@ from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_fac
 from photometry_graph.photometry.harmonize import harmonize_tiles
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
-from photometry_graph.pipeline.fileio import (check_output_folder, fits_stream, load_tiles,
-                                              write_hdus, write_json, write_preview,
-                                              write_uint16)
+from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
+                                              fits_stream, load_tiles, write_hdus, write_json,
+                                              write_preview, write_uint16)
 from photometry_graph.pipeline.frameio import load_frame, scan_entry
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.images import majority_channels as _majority
@@ -258,18 +258,21 @@ def run_grid_mode(input_folder, output_folder, progress_callback=None, **options
         When the run is impossible (no usable frame, unwritable output, ...); any other
         failure is raised as a GridModeError too, chained to its cause.
     """
-    with callback_logging(progress_callback):
+    with callback_logging(progress_callback), discard_if_empty(output_folder):
         return _guarded(_run, input_folder, output_folder, options)
 
 
 def _guarded(func, *args):
+    # the error is logged for a host's callback; the command line prints it itself (once)
+    final = {"grid_final_error": True}
     try:
         return func(*args)
     except GridModeError as exc:
-        logger.error(f"{GRID_PREFIX} %s", exc)
+        logger.error(f"{GRID_PREFIX} %s", exc, extra=final)
         raise
     except Exception as exc:
-        logger.error(f"{GRID_PREFIX} grid mode failed: %s: %s", type(exc).__name__, exc)
+        logger.error(f"{GRID_PREFIX} grid mode failed: %s: %s", type(exc).__name__, exc,
+                     extra=final)
         raise GridModeError(f"grid mode failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -327,7 +330,7 @@ def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     -------
     GridResult
     """
-    with callback_logging(progress_callback):
+    with callback_logging(progress_callback), discard_if_empty(output_dir):
         return _guarded(_assemble_dir, tiles_dir, output_dir, options)
 
 

@@ -15,8 +15,8 @@ from .images import (  # noqa: F401
     saturation_level, saturation_pileup, saturated_mask,
 )
 from .fileio import (  # noqa: F401
-    check_output_folder, open_fits, atomic, write_hdus, FitsStream, fits_stream, write_json,
-    write_preview, write_uint16, TileHDU, read_tile_header, load_tiles,
+    check_output_folder, discard_if_empty, open_fits, atomic, write_hdus, FitsStream,
+    fits_stream, write_json, write_preview, write_uint16, TileHDU, read_tile_header, load_tiles,
 )
 from .outputs import (  # noqa: F401
     GridResult, chunk_coverage, ChunkSummary, uint16_block, tile_header, mosaic_header,
@@ -25,8 +25,8 @@ from .parallel import (  # noqa: F401
     map_tasks, default_workers,
 )
 from .progress import (  # noqa: F401
-    LEVELS, Progress, CallbackHandler, callback_logging, TqdmLogHandler, ConsoleProgress,
-    console_logging,
+    LEVELS, Progress, CallbackHandler, callback_logging, scaled_callback, HostLevelFormatter,
+    TqdmLogHandler, ConsoleProgress, console_logging,
 )
 from .cli import (  # noqa: F401
     build_parser, main,
@@ -45,12 +45,12 @@ __all__ = [
     "detect_grid_mode", "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS",
     "FrameInfo", "image_layout", "frame_pixels", "frame_noise", "majority_channels",
     "saturation_level", "saturation_pileup", "saturated_mask", "check_output_folder",
-    "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
-    "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles", "GridResult",
-    "chunk_coverage", "ChunkSummary", "uint16_block", "tile_header", "mosaic_header",
-    "map_tasks", "default_workers", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
-    "TqdmLogHandler", "ConsoleProgress", "console_logging", "build_parser", "main",
-    "DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo", "demo_summary",
-    "COVERAGE_EXTNAMES", "celestial_wcs", "read_frame_info", "load_frame", "scan_frame",
-    "scan_entry",
+    "discard_if_empty", "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream",
+    "write_json", "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles",
+    "GridResult", "chunk_coverage", "ChunkSummary", "uint16_block", "tile_header",
+    "mosaic_header", "map_tasks", "default_workers", "LEVELS", "Progress", "CallbackHandler",
+    "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
+    "ConsoleProgress", "console_logging", "build_parser", "main", "DEMO_DEFAULTS",
+    "write_frame_survey", "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES",
+    "celestial_wcs", "read_frame_info", "load_frame", "scan_frame", "scan_entry",
 ]

@@ -9,31 +9,41 @@ import argparse
 import sys
 import traceback
 
-from .demo import demo_summary, run_demo
+from .demo import DEMO_DEFAULTS, demo_summary, run_demo
 from .options import OPTION_HELP, GridModeError, add_option_arguments
 from .progress import console_logging
 
 __all__ = ["build_parser", "main"]
 
 
-def build_parser():
-    """The ``grid-mode`` argument parser: ``run``, ``assemble`` and ``demo`` with every option."""
+def _options_parent(defaults=None):
+    """A parent parser with one flag per option, its help showing ``defaults`` where given."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("options ((run) = run and demo only)")
-    add_option_arguments(group)  # one flag per GridOptions field
+    add_option_arguments(group, defaults)  # one flag per GridOptions field
     group.add_argument("--kappa", type=float, metavar="K", help="(run) set both kappas")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="debug messages, and tracebacks on errors")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="warnings and errors only, no progress bar")
+    return common
+
+
+def build_parser():
+    """The ``grid-mode`` argument parser: ``run``, ``assemble`` and ``demo`` with every option.
+
+    The demo's help shows the demo's own defaults (:data:`~.demo.DEMO_DEFAULTS`).
+    """
     parser = argparse.ArgumentParser(
         prog="grid-mode", description="Grid/Survey mode: stack overlapping plate-solved FITS "
         "frames into the tiles of a global grid and assemble them into one photometrically "
         "seamless mosaic (frame and tile photometry solved over overlap graphs, multi-band "
         "blending).", epilog="Outputs: OUTPUT_DIR/tiles/tile_0001.fits..., mosaic_grid.fits, "
-        "mosaic_grid_coverage.fits, grid_report.json, mosaic_grid_preview.png. Exit codes: "
-        "0 success, 2 bad input, 1 unexpected failure, 130 interrupted.")
+        "mosaic_grid_coverage.fits, grid_report.json, grid_report.html (the report to look "
+        "at), mosaic_grid_preview.png. Exit codes: 0 success, 2 bad input, 1 unexpected "
+        "failure, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _options_parent()
     for name, args, text in [
             ("run", ("input_dir", "output_dir"), "stack the frames listed in "
              "INPUT_DIR/stack_plan.csv (or all FITS files of INPUT_DIR), assemble the mosaic"),
@@ -41,7 +51,8 @@ def build_parser():
              "(tile_0001.fits ...) into the mosaic"),
             ("demo", ("output_dir",), "synthetic survey with injected errors end to end, "
              "measured against its truth (default OUTPUT_DIR: ./grid_demo_output)")]:
-        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        parent = _options_parent(DEMO_DEFAULTS) if name == "demo" else common
+        p = sub.add_parser(name, parents=[parent], help=text, description=text)
         for arg in args:
             p.add_argument(arg, metavar=arg.upper(), **(
                 dict(nargs="?", default="grid_demo_output") if name == "demo" else {}))

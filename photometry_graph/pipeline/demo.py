@@ -18,6 +18,7 @@ from ..diagnostics import demo_quality_table, mosaic_vs_frame_survey
 from .fileio import atomic, open_fits, write_hdus, write_json
 from .frameio import celestial_wcs
 from .plan import PLAN_HEADER, PLAN_NAME
+from .progress import scaled_callback
 
 __all__ = ["DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo",
            "demo_summary"]
@@ -80,9 +81,12 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels, rng=rng)
     frames_dir = write_frame_survey(survey, out / "frames")
     options = dict(DEMO_DEFAULTS, **options)
-    result = run_grid_mode(frames_dir, out, progress_callback, **options)
-    plain = run_grid_mode(frames_dir, out / "plain", None, **dict(
-        options, frame_photometry=False, photometry=False, background=False, blend="none"))
+    # one progress bar over both runs: the plain run is the quick one
+    result = run_grid_mode(frames_dir, out, scaled_callback(progress_callback, 0, 80),
+                           **options)
+    plain = run_grid_mode(frames_dir, out / "plain", scaled_callback(progress_callback, 80, 100),
+                          **dict(options, frame_photometry=False, photometry=False,
+                                 background=False, blend="none"))
     boxes = [BBox(*t["bbox"]) for t in result.report["tiles"]]
     demo = {"harmonized": mosaic_quality(survey, result.mosaic, boxes),
             "plain": mosaic_quality(survey, plain.mosaic, boxes),

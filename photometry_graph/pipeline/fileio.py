@@ -30,8 +30,9 @@ from .outputs import uint16_block
 from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import tile_wcs
 
-__all__ = ["check_output_folder", "open_fits", "atomic", "write_hdus", "FitsStream",
-           "fits_stream", "write_json", "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles"]
+__all__ = ["check_output_folder", "discard_if_empty", "open_fits", "atomic", "write_hdus",
+           "FitsStream", "fits_stream", "write_json", "write_preview", "write_uint16", "TileHDU",
+           "read_tile_header", "load_tiles"]
 
 logger = get_logger(__name__)
 
@@ -438,3 +439,46 @@ def check_output_folder(input_folder, output_folder):
         raise GridModeError(f"the output folder {out} is not writable "
                             f"({exc.strerror or exc})") from None
     return out
+
+
+@contextmanager
+def discard_if_empty(folder):
+    """Meanwhile: if ``folder`` did not exist and the block fails, remove it if it is empty.
+
+    A run that fails before writing anything (no usable frame, a bad option) leaves no
+    empty output folder behind; a folder that existed before, or that holds a file (a tile
+    written before the failure), is kept.  Empty subfolders (``tiles/``) count as empty.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "out"
+    >>> try:
+    ...     with discard_if_empty(out):
+    ...         (out / "tiles").mkdir(parents=True)
+    ...         raise RuntimeError("no usable frame")
+    ... except RuntimeError:
+    ...     pass
+    >>> out.exists()
+    False
+    """
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if not existed and folder.is_dir():
+            _remove_empty_tree(folder)
+        raise
+
+
+def _remove_empty_tree(folder):
+    """Remove ``folder`` if it holds no file, only (empty) folders; never raises."""
+    try:
+        dirs = [folder] + [p for p in folder.rglob("*")]
+        if any(not p.is_dir() for p in dirs):
+            return
+        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+            d.rmdir()
+    except OSError:  # a file appeared meanwhile, permissions: keep the folder
+        pass

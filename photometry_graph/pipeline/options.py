@@ -326,7 +326,7 @@ def n_workers(opts):
     return opts.workers or default_workers()
 
 
-def add_option_arguments(group):
+def add_option_arguments(group, defaults=None):
     """Add one command-line flag per :class:`GridOptions` field to an argparse group.
 
     ``tile_size`` becomes ``--tile-size``; a boolean that is on by default becomes
@@ -339,6 +339,8 @@ def add_option_arguments(group):
     ----------
     group : argparse.ArgumentParser or argparse._ArgumentGroup
         Modified in place.
+    defaults : dict, optional
+        Defaults shown in the help instead of the fields' own (the demo's tile size...).
 
     Examples
     --------
@@ -349,7 +351,8 @@ def add_option_arguments(group):
     512
     """
     for f in fields(GridOptions):
-        name, default, flag = f.name, f.default, "--" + f.name.replace("_", "-")
+        name, flag = f.name, "--" + f.name.replace("_", "-")
+        default = (defaults or {}).get(name, f.default)
         off = default is True  # --no-X switches off what is on by default
         text = (("(run) " if f.metadata["run"] else "") + ("do not " if off else "")
                 + f.metadata["help"].replace("%", "%%"))

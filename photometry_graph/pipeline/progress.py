@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from .._log import GRID_PREFIX, get_logger
 
-__all__ = ["LEVELS", "Progress", "CallbackHandler", "callback_logging", "TqdmLogHandler",
-           "ConsoleProgress", "console_logging"]
+__all__ = ["LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
+           "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging"]
 
 #: logging level -> level name of the host program's callback
 LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
@@ -26,22 +26,25 @@ LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
 class CallbackHandler(logging.Handler):
     """Forward [GRID] log records to ``callback(message, progress, level)``.
 
-    ``progress`` is the record's ``grid_progress`` (a percentage) or None, ``level`` one of
-    :data:`LEVELS`' values.  Records without the ``[GRID]`` prefix are not forwarded; an
-    exception raised by the callback is reported by :meth:`logging.Handler.handleError`,
-    never raised into the run.
+    ``progress`` is the record's ``grid_progress`` (a percentage) or, for the records of a
+    stage that carry none (its counts, its warnings), the last percentage reported (0 before
+    any), so that every call gets a number; ``level`` is one of :data:`LEVELS`' values.
+    Records without the ``[GRID]`` prefix are not forwarded; an exception raised by the
+    callback is reported by :meth:`logging.Handler.handleError`, never raised into the run.
     """
 
     def __init__(self, callback):
         super().__init__(logging.DEBUG)
         self.callback = callback
+        self.last = 0.0
 
     def emit(self, record):
         try:
             msg = record.getMessage()
             if msg.startswith(GRID_PREFIX):
-                self.callback(msg, getattr(record, "grid_progress", None),
-                              LEVELS.get(record.levelno, "INFO"))
+                pct = getattr(record, "grid_progress", None)
+                self.last = self.last if pct is None else pct
+                self.callback(msg, self.last, LEVELS.get(record.levelno, "INFO"))
         except Exception:  # a host's callback must never break the run
             self.handleError(record)
 
@@ -105,8 +108,44 @@ def callback_logging(callback):
         root.setLevel(old)
 
 
+def scaled_callback(callback, lo, hi):
+    """``callback`` with the percentages of a run mapped to ``lo..hi`` (None: None).
+
+    For a caller that makes several runs under one progress bar (the demo: its run and
+    the plain run for comparison).
+
+    Examples
+    --------
+    >>> got = []
+    >>> cb = scaled_callback(lambda m, p, level, **kw: got.append(p), 80, 100)
+    >>> cb("[GRID] half", 50.0, "INFO"); got
+    [90.0]
+    """
+    if callback is None:
+        return None
+
+    def scaled(message, progress, level, **kwargs):
+        pct = None if progress is None else lo + (hi - lo) * float(progress) / 100.0
+        return callback(message, pct, level, **kwargs)
+    return scaled
+
+
+class HostLevelFormatter(logging.Formatter):
+    """``LEVEL message`` with the host program's level names (:data:`LEVELS`: ``WARN``)."""
+
+    def formatMessage(self, record):
+        return f"{LEVELS.get(record.levelno, record.levelname)} {record.message}"
+
+
 class TqdmLogHandler(logging.StreamHandler):
-    """Log handler writing through tqdm, so that a progress bar is not broken."""
+    """Log handler writing through tqdm, so that a progress bar is not broken.
+
+    Records flagged ``grid_final_error`` (the error that ends a run, which the command
+    line prints itself as its last line) are not shown, so that an error is printed once.
+    """
+
+    def filter(self, record):
+        return not getattr(record, "grid_final_error", False) and super().filter(record)
 
     def emit(self, record):
         try:
@@ -143,6 +182,8 @@ class ConsoleProgress:
 def console_logging(*, quiet=False, verbose=0, stream=None):
     """Log to ``stream`` through tqdm and yield a :class:`ConsoleProgress` meanwhile.
 
+    Each line starts with the level name the host program's callback gets (``INFO``,
+    ``WARN``, ``ERROR``, ``DEBUG``).
     Records of the ``photometry_graph`` loggers are shown from INFO (``verbose``: DEBUG),
     other libraries' from WARNING (``verbose > 1``: DEBUG); ``quiet`` shows warnings and
     errors only and no bar.  The bar is drawn only when ``stream`` is a terminal.  The
@@ -157,7 +198,7 @@ def console_logging(*, quiet=False, verbose=0, stream=None):
     """
     stream = sys.stderr if stream is None else stream
     handler = TqdmLogHandler(stream)  # progress travels in INFO records: filter here
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(HostLevelFormatter())
     handler.setLevel(logging.WARNING if quiet else logging.DEBUG)
     root, ours = logging.getLogger(), logging.getLogger("photometry_graph")
     saved = root.level, ours.level

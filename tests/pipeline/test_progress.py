@@ -43,7 +43,8 @@ def test_callback_receives_grid_records_with_host_levels():
         grid_warning(log, "careful")
         log.info("not ours")  # no [GRID] prefix: not forwarded
     grid_info(log, "after the block")  # not forwarded either
-    assert got == [("[GRID] half", 5.0, "INFO"), ("[GRID] careful", None, "WARN")]
+    # a record without a percentage of its own gets the last one: every call has a number
+    assert got == [("[GRID] half", 5.0, "INFO"), ("[GRID] careful", 5.0, "WARN")]
     assert (root.level, list(root.handlers)) == before
 
 
@@ -59,7 +60,7 @@ def test_a_failing_callback_never_breaks_the_run(monkeypatch):
     with callback_logging(broken):
         grid_info(get_logger("photometry_graph.test_progress"), "still running")
         reached = True
-    assert reached and calls == [("[GRID] still running", None, "INFO")]
+    assert reached and calls == [("[GRID] still running", 0.0, "INFO")]  # 0: before any
 
 
 def test_callback_none_changes_nothing():
@@ -84,7 +85,7 @@ def test_console_logging_filters_levels_and_restores_them():
         grid_warning(log, "quiet shows warnings")
     text = stream.getvalue()
     assert "INFO [GRID] info shown" in text and "debug hidden" not in text
-    assert "quiet hides info" not in text and "WARNING [GRID] quiet shows warnings" in text
+    assert "quiet hides info" not in text and "WARN [GRID] quiet shows warnings" in text
     assert (root.level, ours.level, list(root.handlers)) == before
 
 
