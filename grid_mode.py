@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from photometry_graph._log import GRID_PREFIX, get_logger, grid_info, grid_warning
+from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_info,
+                                   grid_warning)
 from photometry_graph.blending.assembly import assemble_mosaic
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            footprint_bbox)
@@ -33,8 +34,9 @@ from photometry_graph.photometry.harmonize import harmonize_tiles
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
-                                              fits_stream, load_tiles, write_hdus, write_json,
-                                              write_preview, write_uint16)
+                                              fits_stream, load_tiles, write_hdus,
+                                              write_html_report, write_json, write_preview,
+                                              write_uint16)
 from photometry_graph.pipeline.frameio import load_frame, scan_entry
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.images import majority_channels as _majority
@@ -44,7 +46,7 @@ from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # no
 from photometry_graph.pipeline.options import n_workers as _n_workers
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import (ChunkSummary, GridResult, chunk_coverage,
-                                               mosaic_header, tile_header)
+                                               mosaic_header, plain_preview, tile_header)
 from photometry_graph.pipeline.parallel import map_tasks
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
@@ -230,7 +232,8 @@ def run_grid_mode(input_folder, output_folder, progress_callback=None, **options
         Folder with ``stack_plan.csv`` (without it, all FITS files of the folder are used).
     output_folder : str or Path
         Receives ``tiles/tile_0001.fits``..., ``mosaic_grid.fits``,
-        ``mosaic_grid_coverage.fits``, ``grid_report.json`` and ``mosaic_grid_preview.png``;
+        ``mosaic_grid_coverage.fits``, ``grid_report.json``, ``grid_report.html`` and
+        ``mosaic_grid_preview.png``;
         must differ from the input folder.
     progress_callback : callable, optional
         ``progress_callback(message, progress, level)``: ``progress`` a percentage (rising)
@@ -258,8 +261,9 @@ def run_grid_mode(input_folder, output_folder, progress_callback=None, **options
         When the run is impossible (no usable frame, unwritable output, ...); any other
         failure is raised as a GridModeError too, chained to its cause.
     """
-    with callback_logging(progress_callback), discard_if_empty(output_folder):
-        return _guarded(_run, input_folder, output_folder, options)
+    with callback_logging(progress_callback), discard_if_empty(output_folder), \
+            collected_warnings() as warnings:
+        return _guarded(_run, input_folder, output_folder, options, warnings)
 
 
 def _guarded(func, *args):
@@ -276,7 +280,7 @@ def _guarded(func, *args):
         raise GridModeError(f"grid mode failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _run(input_folder, output_folder, options):
+def _run(input_folder, output_folder, options, warnings):
     timings, t0 = {}, time.perf_counter()
 
     def lap(name):
@@ -310,7 +314,8 @@ def _run(input_folder, output_folder, options):
                              exptime=f.exptime, noise=f.noise, weight=w, footprint=fp,
                              saturation=frame_saturation(opts, f.saturation), correction=c)
                         for f, w, fp, c in zip(frames, weights, footprints, corrections)],
-             "frame_photometry": frame_report, "tile_stacking": tile_stats}
+             "frame_photometry": frame_report, "tile_stacking": tile_stats,
+             "warnings": warnings}  # filled until the report is written
     return _assemble(tile_paths, out, opts, progress.stage(80, 100), extra, timings, t0)
 
 
@@ -330,11 +335,12 @@ def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     -------
     GridResult
     """
-    with callback_logging(progress_callback), discard_if_empty(output_dir):
-        return _guarded(_assemble_dir, tiles_dir, output_dir, options)
+    with callback_logging(progress_callback), discard_if_empty(output_dir), \
+            collected_warnings() as warnings:
+        return _guarded(_assemble_dir, tiles_dir, output_dir, options, warnings)
 
 
-def _assemble_dir(tiles_dir, output_dir, options):
+def _assemble_dir(tiles_dir, output_dir, options, warnings):
     opts, tiles_dir = _resolve_options(options), Path(tiles_dir)
     if not tiles_dir.is_dir():
         raise GridModeError(f"the tiles folder {tiles_dir} does not exist")
@@ -343,7 +349,8 @@ def _assemble_dir(tiles_dir, output_dir, options):
     if not paths:
         raise GridModeError(f"no tile file (tile_0001.fits ...) in {tiles_dir}")
     return _assemble(paths, check_output_folder(None, output_dir), opts, _Progress(),
-                     {"tiles_dir": str(tiles_dir)}, {}, time.perf_counter())
+                     {"tiles_dir": str(tiles_dir), "warnings": warnings}, {},
+                     time.perf_counter())
 
 
 def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
@@ -367,6 +374,7 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     paths = {k: out / f"mosaic_grid{v}" for k, v in dict(
         mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
     paths["report"] = out / "grid_report.json"
+    paths["html"] = out / "grid_report.html"
     summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
@@ -398,13 +406,18 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
                   harmonization=harm_report, blending=asm.report, timings=timings,
                   outputs={k: str(v) for k, v in paths.items()})
     report = write_json(paths["report"], report)
-    grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s", paths["mosaic"],
-              shape[1], shape[0], C, paths["report"])
+    previews = dict(step=summary.step, mosaic=summary.preview,
+                    plain=plain_preview(tiles, summary))
+    write_html_report(paths["html"], report, [
+        ("the tiles as stacked (no tile photometry, no blending)", previews["plain"]),
+        ("the mosaic", previews["mosaic"])])
+    grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s and %s",
+              paths["mosaic"], shape[1], shape[0], C, paths["report"], paths["html"].name)
     progress("done", 1.0)
     return GridResult(mosaic=paths["mosaic"], coverage=paths["coverage"],
                       report_path=paths["report"], preview=paths["preview"],
                       tiles_dir=Path(tile_paths[0]).parent, uint16=paths.get("uint16"),
-                      report=report)
+                      report=report, html=paths["html"], previews=previews)
 
 
 if __name__ == "__main__":

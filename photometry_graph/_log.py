@@ -7,9 +7,10 @@ caller then takes its documented fallback.
 """
 
 import logging
+from contextlib import contextmanager
 
 __all__ = ["GRID_PREFIX", "NODE_KINDS", "graph_label", "get_logger", "grid_info",
-           "grid_warning", "grid_debug"]
+           "grid_warning", "grid_debug", "collected_warnings"]
 
 GRID_PREFIX = "[GRID]"
 
@@ -69,3 +70,39 @@ def grid_warning(logger, message, *args):
     raises.
     """
     logger.warning(_prefixed(message), *args)
+
+
+class _WarningCollector(logging.Handler):
+    """Collect the messages of the warnings (and errors) logged while attached."""
+
+    def __init__(self, messages):
+        super().__init__(level=logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record):
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # noqa: BLE001 - a broken record must not break the run
+            self.messages.append(str(record.msg))
+
+
+@contextmanager
+def collected_warnings(name="photometry_graph"):
+    """Meanwhile, collect the warnings logged under the logger ``name`` (a list, yielded).
+
+    The list fills as the warnings come (for a report that says what happened).
+
+    Examples
+    --------
+    >>> with collected_warnings() as messages:
+    ...     grid_warning(get_logger("photometry_graph.doc"), "careful")
+    >>> messages
+    ['[GRID] careful']
+    """
+    messages = []
+    handler, logger = _WarningCollector(messages), logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)

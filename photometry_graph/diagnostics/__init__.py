@@ -8,7 +8,8 @@ notebooks, the report and the benchmarks.
 """
 
 from .report import (  # noqa: F401
-    RESIDUAL_KEYS, RunView, unpack_run, graph_from_report, float_or_nan,
+    RESIDUAL_KEYS, GRAPH_KINDS, RunView, unpack_run, graph_from_report, graph_view,
+    float_or_nan,
 )
 from .metrics import (  # noqa: F401
     bbox_boundaries, image_truth, fit_to_truth, masked_smooth, seam_metric, tile_cells,
@@ -23,14 +24,17 @@ from .plots import (  # noqa: F401
     asinh_stretch, plot_images, plot_before_after, plot_overlap_graph, plot_edge_residuals,
     plot_residual_map, plot_solution_vs_truth, plot_overlap_scatter,
 )
+from .html import (  # noqa: F401
+    WARNING_ADVICE, warning_advice, render_html_report,
+)
 
 __all__ = [
-    "RESIDUAL_KEYS", "RunView", "unpack_run", "graph_from_report", "float_or_nan",
-    "bbox_boundaries", "image_truth", "fit_to_truth", "masked_smooth", "seam_metric",
-    "tile_cells", "fit_truth_plane", "truth_residual", "mosaic_vs_truth", "overlap_pixels",
-    "mosaic_vs_frame_truth", "mosaic_vs_frame_survey", "EDGE_COLUMNS", "TILE_COLUMNS",
-    "edge_residual_table", "tile_table", "truth_errors", "truth_summary", "format_table",
-    "demo_quality_table", "asinh_stretch", "plot_images", "plot_before_after",
+    "RESIDUAL_KEYS", "GRAPH_KINDS", "RunView", "unpack_run", "graph_from_report", "graph_view",
+    "float_or_nan", "bbox_boundaries", "image_truth", "fit_to_truth", "masked_smooth",
+    "seam_metric", "tile_cells", "fit_truth_plane", "truth_residual", "mosaic_vs_truth",
+    "overlap_pixels", "mosaic_vs_frame_truth", "mosaic_vs_frame_survey", "EDGE_COLUMNS",
+    "TILE_COLUMNS", "edge_residual_table", "tile_table", "truth_errors", "truth_summary",
+    "format_table", "demo_quality_table", "asinh_stretch", "plot_images", "plot_before_after",
     "plot_overlap_graph", "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
-    "plot_overlap_scatter",
+    "plot_overlap_scatter", "WARNING_ADVICE", "warning_advice", "render_html_report",
 ]

@@ -130,6 +130,31 @@ def _edge_values(run, residuals, channel):
     return vals, f"{label}, {residuals.split('_')[1]}"
 
 
+#: Edge colours of :func:`plot_overlap_graph` by fit status ("stars": gain from the stars).
+_STATUS_COLOURS = {"ok": "tab:green", "stars": "tab:blue", "offset_only": "tab:orange",
+                   "failed": "tab:red"}
+_STATUS_LABELS = {"ok": "ok", "stars": "star estimate", "offset_only": "offset-only",
+                  "failed": "failed"}
+
+
+def _from_stars(fit):
+    """Whether a fit says that its gain came from the stars (a ``*source*`` or
+    ``*estimator*`` attribute equal to ``"stars"``)."""
+    attrs = fit if isinstance(fit, dict) else getattr(fit, "__dict__", {})
+    return any(v == "stars" for k, v in attrs.items() if "source" in k or "estimator" in k)
+
+
+def _edge_status(data):
+    """Worst fit status of an edge; ``"stars"`` for an ok edge whose gain is from its stars."""
+    fits = data.get("fits") or []
+    s = data.get("status")
+    if s is None and fits:
+        st = [getattr(f, "status", "failed") for f in fits]
+        s = "failed" if "failed" in st else "offset_only" if "offset_only" in st else "ok"
+    s = s or "ok"
+    return "stars" if s == "ok" and any(_from_stars(f) for f in fits) else s
+
+
 def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, channel=None,
                        wcs=None, cmap="viridis", vmin=None, vmax=None, log=True, annotate=True,
                        show_tiles=True, title=None):
@@ -146,7 +171,7 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
         (``"offset_after"``, ``"offset_before"``, ``"gain_after"``,
         ``"corner_after"``...; absolute value, worst channel unless
         ``channel``), a dict ``{(u, v): value}``, or None to colour by fit
-        status (green ok, orange offset-only, red failed).  ``"auto"``:
+        status (green ok, blue gain from the stars, orange offset-only, red failed).  ``"auto"``:
         ``"offset_after"`` when the residuals are known, else the status.
     solution : PhotometrySolution, optional
         Residuals for a bare graph.
@@ -220,18 +245,13 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
         residuals = "offset_after" if run.residuals is not None else None
     values, label = _edge_values(run, residuals, channel)
     if values is None:
-        colours = {"ok": "tab:green", "offset_only": "tab:orange", "failed": "tab:red"}
-        stat = []
-        for u, v, d in edges:
-            s = d.get("status")
-            if s is None and d.get("fits"):
-                st = [getattr(f, "status", "failed") for f in d["fits"]]
-                s = "failed" if "failed" in st else "offset_only" if "offset_only" in st else "ok"
-            stat.append(s or "ok")
-        lc = LineCollection(segs, colors=[colours.get(s, "k") for s in stat], linewidths=2.5)
+        stat = [_edge_status(d) for _, _, d in edges]
+        lc = LineCollection(segs, colors=[_STATUS_COLOURS.get(s, "k") for s in stat],
+                            linewidths=2.5)
         ax.add_collection(lc)
-        for s, colour in colours.items():
-            ax.plot([], [], color=colour, lw=2.5, label=s.replace("_", "-"))
+        for s, colour in _STATUS_COLOURS.items():
+            if s != "stars" or s in stat:
+                ax.plot([], [], color=colour, lw=2.5, label=_STATUS_LABELS[s])
         ax.legend(loc="best", fontsize=8, title="fit status", title_fontsize=8)
     else:
         vals = np.array([values.get((u, v), _NAN) for u, v, _ in edges])

@@ -7,13 +7,19 @@ corrections, references, components, backgrounds, boxes), which the tables and p
 output folder can be inspected.  Nothing here reads or writes files.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from ..core.tiles import BBox
 
-__all__ = ["RESIDUAL_KEYS", "RunView", "unpack_run", "graph_from_report", "float_or_nan"]
+__all__ = ["RESIDUAL_KEYS", "GRAPH_KINDS", "RunView", "unpack_run", "graph_from_report",
+           "graph_view", "float_or_nan"]
 
 _NAN = float("nan")
+
+#: The overlap graphs of a run: the frames' (before stacking) and the tiles' (at assembly).
+GRAPH_KINDS = ("frames", "tiles")
 
 #: Keys of a solution's ``edge_residuals`` that hold one value per edge and channel.
 RESIDUAL_KEYS = ("gain_before", "gain_after", "offset_before", "offset_after",
@@ -181,7 +187,8 @@ def _from_report(report):
         run.residuals = _residuals_from_solution(sol)
         run.references = [_id_key(r) for r in sol.get("references", [])]
         run.components = [[_id_key(t) for t in comp] for comp in sol.get("components", [])]
-        for key, corr in (sol.get("tiles") or {}).items():
+        sol_tiles = sol.get("tiles")  # a solution's {id: correction} (not a report's list)
+        for key, corr in (sol_tiles if isinstance(sol_tiles, dict) else {}).items():
             run.corrections[_report_id(key)] = _correction_dict(corr)
     for entry in report.get("tiles", []) if isinstance(report.get("tiles"), list) else []:
         tid = _id_key(entry.get("tile_id"))
@@ -310,8 +317,10 @@ def graph_from_report(report):
     networkx.Graph
         Nodes with ``bbox``; one edge per overlapping pair of boxes, or per
         edge of the solution when the report has one, with ``bbox``
-        (intersection), ``src``, ``dst`` and ``status`` (worst channel).
-        No pixel is read, so edges carry no ``fits``.
+        (intersection), ``src``, ``dst``, ``status`` (worst channel), ``n_valid`` and, when
+        the report holds the graph (``graph`` of the harmonization report), ``fits``: one
+        object per channel with the attributes of the stored pairwise fit (``a``,
+        ``sigma_a``, ``b``, ...).  No pixel is read.
 
     Examples
     --------
@@ -332,6 +341,7 @@ def graph_from_report(report):
             graph.add_node(_id_key(entry.get("tile_id")), bbox=bbox)
     sol = _find_solution_dict(report)
     res = _residuals_from_solution(sol) if sol is not None else None
+    fits = _report_fits(sol)
     if res is not None and res["edges"]:
         for k, (src, dst) in enumerate(res["edges"]):
             status = "failed"
@@ -342,8 +352,11 @@ def graph_from_report(report):
             bbox = None
             if src in graph and dst in graph:
                 bbox = graph.nodes[src]["bbox"].intersection(graph.nodes[dst]["bbox"])
+            n_valid, edge_fits = fits.get((src, dst), (None, []))
+            if n_valid is None:
+                n_valid = bbox.area if bbox is not None else 0
             graph.add_edge(src, dst, src=src, dst=dst, bbox=bbox, status=status,
-                           n_valid=bbox.area if bbox is not None else 0)
+                           n_valid=n_valid, fits=edge_fits)
     else:
         nodes = list(graph.nodes(data="bbox"))
         for i, (u, bu) in enumerate(nodes):
@@ -352,3 +365,89 @@ def graph_from_report(report):
                 if not inter.is_empty:
                     graph.add_edge(u, v, src=u, dst=v, bbox=inter, n_valid=inter.area)
     return graph
+
+
+def _report_fits(sol):
+    """``{(src, dst): (n_valid, [fit per channel])}`` of a report's graph section."""
+    out = {}
+    edges = sol.get("edges") if isinstance(sol, dict) else None
+    for e in edges if isinstance(edges, list) else []:
+        if isinstance(e, dict) and "src" in e and "dst" in e:
+            key = (_id_key(e["src"]), _id_key(e["dst"]))
+            out[key] = (e.get("n_valid"), [SimpleNamespace(**f) for f in e.get("fits") or []
+                                           if isinstance(f, dict)])
+    return out
+
+
+def _graph_section(report, kind):
+    """The stored graph of ``kind`` in a parsed report (None when it holds none)."""
+    if kind == "tiles":
+        harm = report.get("harmonization")
+    else:
+        harm = (report.get("frame_photometry") or {}).get("harmonize")
+    sec = harm.get("graph") if isinstance(harm, dict) else None
+    return sec if isinstance(sec, dict) and sec.get("nodes") else None
+
+
+def _shifted_correction(corr, dx, dy):
+    """A stored correction with its plane origin moved by ``(-dx, -dy)`` (same values)."""
+    if not isinstance(corr, dict):
+        return corr
+    origin = corr.get("origin") or (0.0, 0.0)
+    return dict(corr, origin=[float(origin[0]) - dx, float(origin[1]) - dy])
+
+
+def graph_view(report, kind="tiles"):
+    """The frame or tile graph of a run, on the mosaic's pixel grid, as a report to read.
+
+    Parameters
+    ----------
+    report : dict
+        The parsed ``grid_report.json`` of a run.
+    kind : {"tiles", "frames"}
+        The tile graph (solved at assembly) or the frame graph (solved before stacking, on
+        frames binned ``frame_photometry.bin_factor`` times).
+
+    Returns
+    -------
+    dict or None
+        A report of that graph alone, which :func:`unpack_run`, :func:`graph_from_report`,
+        the tables and the plots read like a run's report: ``tiles`` (one entry per node:
+        ``tile_id``, ``bbox`` on the mosaic's pixel grid, ``correction`` in those pixel
+        coordinates), ``edges`` (the stored fits), ``edge_residuals``, ``references`` and
+        ``node_kind``.  None when the report holds no such graph (a run without frame
+        photometry, or a report written before the graphs were stored).
+
+    Examples
+    --------
+    >>> report = {"mosaic_origin": [0, 10], "frame_photometry": {"bin_factor": 4,
+    ...           "harmonize": {"graph": {"nodes": [{"id": 0, "bbox": [0, 5, 3, 8]}],
+    ...                                   "edges": [], "references": [0]}}}}
+    >>> graph_view(report, "frames")["tiles"]
+    [{'tile_id': 0, 'bbox': [0, 20, 2, 22], 'correction': None}]
+    """
+    if kind not in GRAPH_KINDS:
+        raise ValueError(f"kind must be one of {GRAPH_KINDS}, got {kind!r}")
+    sec = _graph_section(report, kind)
+    if sec is None:
+        return None
+    scale, (oy, ox) = 1, (0, 0)
+    corrections = {}
+    if kind == "frames":
+        scale = int((report.get("frame_photometry") or {}).get("bin_factor") or 1)
+        oy, ox = report.get("mosaic_origin") or (0, 0)
+        for k, f in enumerate(report.get("frames") or []):
+            corrections[k] = _shifted_correction(f.get("correction"), ox, oy)
+    else:
+        for t in report.get("tiles") or []:
+            corrections[_id_key(t.get("tile_id"))] = t.get("correction")
+    nodes = []
+    for n in sec["nodes"]:
+        y0, y1, x0, x1 = n["bbox"]
+        nid = _id_key(n["id"])
+        nodes.append({"tile_id": nid, "bbox": [y0 * scale - oy, y1 * scale - oy,
+                                               x0 * scale - ox, x1 * scale - ox],
+                      "correction": corrections.get(nid)})
+    return {"node_kind": kind, "tiles": nodes, "edges": sec.get("edges") or [],
+            "edge_residuals": sec.get("edge_residuals"),
+            "references": sec.get("references") or []}

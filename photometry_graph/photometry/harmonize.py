@@ -13,14 +13,13 @@ overlaps keep identity corrections).  Only bad arguments raise.
 """
 
 from dataclasses import dataclass, field
-import logging
 import math
 import time
 
 import numpy as np
 
 from .._json import jsonable
-from .._log import get_logger, graph_label, grid_info, grid_warning
+from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
 from ..core.correction import identity_correction
@@ -71,20 +70,6 @@ class HarmonizationResult:
     def to_dict(self):
         """The JSON-friendly report."""
         return self.report
-
-
-class _WarningCollector(logging.Handler):
-    """Collect the ``[GRID]`` warnings issued while harmonizing (for the report)."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        try:
-            self.messages.append(record.getMessage())
-        except Exception:  # noqa: BLE001 - a broken record must not break the run
-            self.messages.append(str(record.msg))
 
 
 def _finite_or_none(v):
@@ -242,18 +227,13 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
     background_kwargs.setdefault("workers", workers)
     min_overlap = min_pixels if min_overlap_pixels is None else min_overlap_pixels
 
-    collector = _WarningCollector()
-    root = get_logger("photometry_graph")
-    root.addHandler(collector)
-    try:
+    with collected_warnings() as warnings:
         result = _run(tiles, model=model, background=background, origin=origin,
                       min_pixels=min_pixels, min_overlap=min_overlap, reference=reference,
                       rng=rng, irls_iterations=irls_iterations, fit_kwargs=fit_kwargs,
                       solve_kwargs=solve_kwargs, background_kwargs=background_kwargs,
                       workers=workers, max_degree=max_degree, node_kind=node_kind)
-    finally:
-        root.removeHandler(collector)
-    result.report["warnings"] = list(collector.messages)
+    result.report["warnings"] = list(warnings)
     result.report["time_s"] = time.perf_counter() - t0
     return result
 

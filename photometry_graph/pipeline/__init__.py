@@ -16,10 +16,12 @@ from .images import (  # noqa: F401
 )
 from .fileio import (  # noqa: F401
     check_output_folder, discard_if_empty, open_fits, atomic, write_hdus, FitsStream,
-    fits_stream, write_json, write_preview, write_uint16, TileHDU, read_tile_header, load_tiles,
+    fits_stream, write_json, write_html_report, write_preview, write_uint16, TileHDU,
+    read_tile_header, load_tiles,
 )
 from .outputs import (  # noqa: F401
-    GridResult, chunk_coverage, ChunkSummary, uint16_block, tile_header, mosaic_header,
+    GridResult, chunk_coverage, ChunkSummary, plain_preview, uint16_block, tile_header,
+    mosaic_header,
 )
 from .parallel import (  # noqa: F401
     map_tasks, default_workers,
@@ -46,11 +48,12 @@ __all__ = [
     "FrameInfo", "image_layout", "frame_pixels", "frame_noise", "majority_channels",
     "saturation_level", "saturation_pileup", "saturated_mask", "check_output_folder",
     "discard_if_empty", "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream",
-    "write_json", "write_preview", "write_uint16", "TileHDU", "read_tile_header", "load_tiles",
-    "GridResult", "chunk_coverage", "ChunkSummary", "uint16_block", "tile_header",
-    "mosaic_header", "map_tasks", "default_workers", "LEVELS", "Progress", "CallbackHandler",
-    "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
-    "ConsoleProgress", "console_logging", "build_parser", "main", "DEMO_DEFAULTS",
-    "write_frame_survey", "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES",
-    "celestial_wcs", "read_frame_info", "load_frame", "scan_frame", "scan_entry",
+    "write_json", "write_html_report", "write_preview", "write_uint16", "TileHDU",
+    "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
+    "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks",
+    "default_workers", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
+    "scaled_callback", "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress",
+    "console_logging", "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey",
+    "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "celestial_wcs",
+    "read_frame_info", "load_frame", "scan_frame", "scan_entry",
 ]

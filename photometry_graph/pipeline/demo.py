@@ -15,7 +15,7 @@ from .._log import get_logger, grid_info
 from ..core.tiles import BBox
 from ..datasets import make_frame_survey
 from ..diagnostics import demo_quality_table, mosaic_vs_frame_survey
-from .fileio import atomic, open_fits, write_hdus, write_json
+from .fileio import atomic, open_fits, write_hdus, write_html_report, write_json
 from .frameio import celestial_wcs
 from .plan import PLAN_HEADER, PLAN_NAME
 from .progress import scaled_callback
@@ -69,7 +69,10 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     borders, a NaN blob, a satellite trail; :func:`photometry_graph.datasets.make_frame_survey`)
     and their stack_plan.csv to ``output_dir/frames``, runs the mode into ``output_dir`` and,
     for comparison, a plain run with every correction off into ``output_dir/plain``; their
-    :func:`mosaic_quality` goes into the report (``report["demo"]``) and the log.
+    :func:`mosaic_quality` goes into the report (``report["demo"]``, with ``survey``: the
+    arguments of :func:`~photometry_graph.datasets.make_frame_survey` that rebuild the
+    survey and its truth), the log and ``grid_report.html``, which shows the plain run's
+    preview beside the harmonized one.
 
     Returns
     -------
@@ -78,7 +81,8 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     from grid_mode import run_grid_mode  # the run itself lives at the top level
 
     out = Path(output_dir)
-    survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels, rng=rng)
+    recipe = dict(n_rows=2, n_cols=3, frame_shape=(200, 300), channels=channels, rng=rng)
+    survey = make_frame_survey(**recipe)
     frames_dir = write_frame_survey(survey, out / "frames")
     options = dict(DEMO_DEFAULTS, **options)
     # one progress bar over both runs: the plain run is the quick one
@@ -90,8 +94,11 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     boxes = [BBox(*t["bbox"]) for t in result.report["tiles"]]
     demo = {"harmonized": mosaic_quality(survey, result.mosaic, boxes),
             "plain": mosaic_quality(survey, plain.mosaic, boxes),
-            "injected": survey.info, "frames_dir": str(frames_dir)}
+            "injected": survey.info, "frames_dir": str(frames_dir), "survey": recipe}
     result.report = write_json(result.report_path, dict(result.report, demo=demo))
+    write_html_report(result.html, result.report, [
+        ("plain run: every correction off", plain.previews.get("mosaic")),
+        ("harmonized", result.previews.get("mosaic"))], title="Grid/Survey mode demo")
     for name in ("plain", "harmonized"):
         q = demo[name]
         grid_info(logger, "demo %s: seam metric %.2f at tile borders, %.2f at frame borders "

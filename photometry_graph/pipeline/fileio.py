@@ -24,6 +24,7 @@ from astropy.wcs import WCS
 from .._json import jsonable
 from .._log import get_logger, grid_warning
 from ..core.display import asinh_stretch
+from ..diagnostics.html import render_html_report
 from .images import majority_channels
 from .options import GridModeError
 from .outputs import uint16_block
@@ -31,7 +32,8 @@ from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import tile_wcs
 
 __all__ = ["check_output_folder", "discard_if_empty", "open_fits", "atomic", "write_hdus",
-           "FitsStream", "fits_stream", "write_json", "write_preview", "write_uint16", "TileHDU",
+           "FitsStream", "fits_stream", "write_json", "write_html_report", "write_preview",
+           "write_uint16", "TileHDU",
            "read_tile_header", "load_tiles"]
 
 logger = get_logger(__name__)
@@ -255,6 +257,37 @@ def write_json(path, payload):
     with atomic(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
     return payload
+
+
+def write_html_report(path, report, images=None, *, title=None):
+    """Draw ``report`` as one self-contained HTML page and write it atomically.
+
+    A page that cannot be drawn or written costs the run nothing: a ``[GRID]`` warning says
+    so (grid_report.json holds the same data) and False is returned.
+
+    Parameters
+    ----------
+    path : str or Path
+    report : dict
+        What :func:`write_json` wrote.
+    images : sequence of (str, numpy.ndarray), optional
+        Previews (see :func:`photometry_graph.diagnostics.html.render_html_report`).
+    title : str, optional
+
+    Returns
+    -------
+    bool
+        Whether the page was written.
+    """
+    try:
+        page = render_html_report(report, images=images, title=title)
+        with atomic(path) as tmp:
+            tmp.write_text(page, encoding="utf-8")
+    except Exception as exc:  # noqa: BLE001 - the report is a view, never a reason to fail
+        grid_warning(logger, "the HTML report %s could not be written (%s: %s); "
+                     "grid_report.json holds the same data", path, type(exc).__name__, exc)
+        return False
+    return True
 
 
 def write_preview(path, image):

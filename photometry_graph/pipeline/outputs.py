@@ -16,8 +16,8 @@ import numpy as np
 from ..core.tiles import BBox  # noqa: F401 (doctests)
 from ..core.wcsgrid import tile_wcs
 
-__all__ = ["GridResult", "chunk_coverage", "ChunkSummary", "uint16_block", "tile_header",
-           "mosaic_header"]
+__all__ = ["GridResult", "chunk_coverage", "ChunkSummary", "plain_preview", "uint16_block",
+           "tile_header", "mosaic_header"]
 
 
 def chunk_coverage(tiles, bbox):
@@ -104,6 +104,48 @@ class ChunkSummary:
         if fin.size:
             self.lo, self.hi = min(self.lo, fin.min()), max(self.hi, fin.max())
         self.area += bbox.area
+
+
+def plain_preview(tiles, summary):
+    """The tiles placed as they are (no correction, no blending) on the preview grid.
+
+    The "before" of a run's report: every ``summary.step``-th pixel of each tile's valid
+    pixels, later tiles over earlier ones where they overlap, so that the steps between
+    the tiles as stacked show.  Tile data are read with that stride only.
+
+    Parameters
+    ----------
+    tiles : list of TilePhotometryInfo
+        On the mosaic canvas (their masks are computed if not yet known).
+    summary : ChunkSummary
+        Gives the step and the preview's shape.
+
+    Returns
+    -------
+    numpy.ndarray, float32, the shape of ``summary.preview``
+        NaN where no tile is valid.
+
+    Examples
+    --------
+    >>> from photometry_graph.core.tiles import TilePhotometryInfo
+    >>> s = ChunkSummary((2, 6), 1, preview_size=3)
+    >>> ts = [TilePhotometryInfo(k, BBox(0, 2, 3 * k, 3 * k + 3),
+    ...                          data=np.full((2, 3), k + 1.0)) for k in range(2)]
+    >>> plain_preview(ts, s)[..., 0]
+    array([[1., 1., 2.]], dtype=float32)
+    """
+    step, out = summary.step, np.full_like(summary.preview, np.nan)
+    for t in tiles:
+        b = t.bbox
+        sy, sx = -b.y0 % step, -b.x0 % step
+        data = t.get_data()[sy::step, sx::step]
+        valid = t.mask[sy::step, sx::step]
+        gy, gx = (b.y0 + sy) // step, (b.x0 + sx) // step
+        h = min(data.shape[0], out.shape[0] - gy)
+        w = min(data.shape[1], out.shape[1] - gx)
+        block = out[gy:gy + h, gx:gx + w]
+        block[valid[:h, :w]] = np.asarray(data[:h, :w], np.float32)[valid[:h, :w]]
+    return out
 
 
 def uint16_block(block, lo, hi):
@@ -200,7 +242,13 @@ def mosaic_header(wcs, n_tiles, origin):
 
 @dataclass
 class GridResult:
-    """Output paths of a run and its report (also written as ``grid_report.json``)."""
+    """Output paths of a run, its report and its preview images.
+
+    ``report`` is also written as ``grid_report.json`` and drawn in ``grid_report.html``
+    (``html``); ``previews`` holds ``mosaic`` (the mosaic) and ``plain`` (the tiles as
+    stacked, placed without correction or blending), arrays ``(h, w, C)`` sampled every
+    ``previews["step"]`` mosaic pixels: what the HTML report shows.
+    """
 
     mosaic: Path
     coverage: Path
@@ -209,3 +257,5 @@ class GridResult:
     tiles_dir: Path
     uint16: Path = None
     report: dict = field(default_factory=dict)
+    html: Path = None
+    previews: dict = field(default_factory=dict)

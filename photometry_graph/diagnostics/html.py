@@ -1,0 +1,575 @@
+"""The report of a run as one self-contained HTML page (``grid_report.html``).
+
+:func:`render_html_report` turns the parsed ``grid_report.json`` of a run (and the preview
+images of the mosaic, when given) into one HTML page that opens from disk with no network:
+the plots are matplotlib figures embedded as PNG ``data:`` URIs, the tables are HTML.  It
+shows the before/after previews, the frame graph and the tile graph drawn where their
+nodes lie on the mosaic with edges coloured by fit status and by residual before/after,
+histograms of the overlap residuals, maps of the solved gains, offsets and gradients, the
+background decision, the blending counts, the warnings with what to do about them, the
+timings and the options -- and every other field of the report in a generic form, so that
+nothing the JSON holds is hidden.  A section that cannot be drawn says so in its place;
+the page is still written.  Nothing here reads or writes files.
+"""
+
+import base64
+import html
+import io
+import json
+import math
+import re
+
+import numpy as np
+
+from .plots import plot_images, plot_overlap_graph
+from .report import GRAPH_KINDS, float_or_nan, graph_view, unpack_run
+from .tables import demo_quality_table, edge_residual_table
+
+__all__ = ["WARNING_ADVICE", "warning_advice", "render_html_report"]
+
+#: (pattern of a ``[GRID]`` warning, what a user can do about it), first match wins.
+WARNING_ADVICE = (
+    (r"skipping .*: |skipped|not solved",
+     "A frame or file could not be used and the run went on without it: check that it is "
+     "a FITS image with a celestial WCS (plate-solved) and that it is not empty or truncated."),
+    (r"unknown option|ignoring unknown|is accepted but|is done as|unknown stack_",
+     "An option was not understood as given: check its spelling and values "
+     "(grid-mode run --help)."),
+    (r"disconnected components|no overlaps? with at least",
+     "Some frames or tiles do not overlap the others: each group was solved on its own, so "
+     "their levels may differ. Add frames that bridge the gap, or lower --tile-size's "
+     "overlap requirements."),
+    (r"no usable (overlap )?relation|no gain relation|no usable gain edge|from neighbours",
+     "Some nodes could not get a gain from their own overlaps (too small or flat sky) and "
+     "took it from their neighbours or kept gain 1. Larger overlaps or more stars help."),
+    (r"could not be fitted|fit of overlap|pairwise fits failed",
+     "An overlap could not be fitted and was left out of the solve; its neighbours still tie "
+     "the nodes together. Look at that overlap (trails, bad pixels, misregistration)."),
+    (r"global solve|falling back|background normalisation",
+     "The photometric solve fell back to a simpler correction. Check the fits of the graph "
+     "below; a run with --model offset may be more robust on few, small overlaps."),
+    (r"worker processes|could not start",
+     "Worker processes could not be used and the work ran in one process. From Python, "
+     "call the API under if __name__ == \"__main__\": (or pass workers=1)."),
+    (r"memory budget|do not fit the memory|binned .* to stay within",
+     "The memory budget forced a slower path. Raise --memory-mb if the machine has the room."),
+    (r"pyramid failed|feathering",
+     "Multi-band blending failed on a part of the mosaic, which was feathered instead."),
+    (r"tile .* failed|left out|have no photometric correction",
+     "A tile was lost or left uncorrected: the mosaic may have a hole or a step there."),
+    (r"background",
+     "The background step could not be measured everywhere; the solve's corrections were kept."),
+)
+
+_DEFAULT_ADVICE = ("The run took its documented fallback and went on; the log line says which "
+                   "step and why.")
+
+# report keys drawn by a section of their own (every other key goes to "Everything else")
+_KNOWN = {"input_folder", "tiles_dir", "grid", "frames", "frame_photometry", "tile_stacking",
+          "version", "options", "canvas_shape", "channels", "layout", "mosaic_origin", "tiles",
+          "harmonization", "blending", "timings", "outputs", "demo", "warnings"}
+_MAX_ROWS = 60  # rows of a table before "... N more"
+_STATUS_NAMES = {"ok": "ok", "offset_only": "offset-only", "stars": "star estimate",
+                 "failed": "failed"}
+
+
+def warning_advice(message):
+    """What a user can do about a ``[GRID]`` warning (:data:`WARNING_ADVICE`).
+
+    Examples
+    --------
+    >>> warning_advice("[GRID] ignoring unknown option foo=1")[:22]
+    'An option was not unde'
+    """
+    for pattern, advice in WARNING_ADVICE:
+        if re.search(pattern, message, flags=re.IGNORECASE):
+            return advice
+    return _DEFAULT_ADVICE
+
+
+# ------------------------------------------------------------------------------ formatting
+def _esc(value):
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value):
+    """A scalar for a table cell: floats to 4 significant digits, None as a dash."""
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return "nan" if math.isnan(v) else _esc(format(v + 0.0, ".4g"))
+    return _esc(value)
+
+
+def _fmt_channels(values):
+    """Per-channel values joined by " / " (one value shown alone)."""
+    vals = list(np.ravel(values)) if np.ndim(values) else [values]
+    return " / ".join(_fmt(float_or_nan(v)) for v in vals)
+
+
+def _table(rows, columns, *, labels=None, max_rows=_MAX_ROWS, cls="data"):
+    """An HTML table of dicts (cells already HTML, or scalars formatted here)."""
+    head = "".join(f"<th>{_esc(labels.get(c, c) if labels else c)}</th>" for c in columns)
+    head = "" if cls == "kv" else f"<tr>{head}</tr>"  # key/value tables need no header
+    body = []
+    for row in rows[:max_rows]:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            cells.append(f"<td>{v.html if isinstance(v, _Html) else _fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = (f'<p class="note">&hellip; {len(rows) - max_rows} more rows in grid_report.json</p>'
+            if len(rows) > max_rows else "")
+    return f'<table class="{cls}">{head}{"".join(body)}</table>{more}'
+
+
+class _Html:
+    """A table cell that is HTML already."""
+
+    def __init__(self, text):
+        self.html = text
+
+
+def _generic(value, depth=0):
+    """Any JSON value as HTML: dicts as key/value tables, lists of dicts as tables."""
+    if isinstance(value, dict):
+        if not value:
+            return "<i>empty</i>"
+        if depth >= 4:
+            return f"<code>{_esc(json.dumps(value)[:400])}</code>"
+        items = list(value.items())
+        rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_generic(v, depth + 1)}</td></tr>"
+                       for k, v in items[:_MAX_ROWS])
+        more = (f"<tr><td colspan=2>&hellip; {len(items) - _MAX_ROWS} more</td></tr>"
+                if len(items) > _MAX_ROWS else "")
+        return f'<table class="kv">{rows}{more}</table>'
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        if all(isinstance(v, dict) for v in value) and depth < 4:
+            columns = list(dict.fromkeys(k for v in value[:_MAX_ROWS] for k in v))
+            rows = [{k: _Html(_generic(v.get(k), depth + 1)) for k in columns} for v in value]
+            return _table(rows, columns, max_rows=_MAX_ROWS // 2, cls="data small")
+        if all(not isinstance(v, (dict, list)) for v in value):
+            shown = ", ".join(_fmt(v) for v in value[:24])
+            return shown + (f" &hellip; ({len(value)} values)" if len(value) > 24 else "")
+        return "[" + ", ".join(_generic(v, depth + 1) for v in value[:12]) + (
+            " &hellip;" if len(value) > 12 else "") + "]"
+    return _fmt(value)
+
+
+def _note(text):
+    return f'<p class="note">{_esc(text)}</p>'
+
+
+# --------------------------------------------------------------------------------- figures
+def _figure(width, height, **adjust):
+    """A matplotlib Figure that belongs to no GUI backend (safe in any host program).
+
+    Margins are set by hand (``adjust``): a layout engine would cost more than the drawing.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=80)
+    fig.subplots_adjust(**dict(dict(left=0.05, right=0.98, bottom=0.16, top=0.9,
+                                    wspace=0.3), **adjust))
+    return fig
+
+
+def _png(fig, alt):
+    """The figure as an ``<img>`` with a PNG ``data:`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})  # speed over bytes
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _grey_backdrop(image):
+    """The mosaic preview as a faint grey backdrop (NaN transparent), or None."""
+    if image is None:
+        return None
+    from ..core.display import asinh_stretch
+
+    img = np.asarray(image, dtype=np.float64)
+    grey = img.mean(axis=2) if img.ndim == 3 else img
+    return asinh_stretch([grey])[0][0]
+
+
+def _draw_backdrop(ax, backdrop, step):
+    if backdrop is not None:
+        h, w = backdrop.shape
+        ax.imshow(np.ma.masked_invalid(backdrop), cmap="gray", origin="lower", alpha=0.45,
+                  extent=(-0.5 * step, (w - 0.5) * step, -0.5 * step, (h - 0.5) * step),
+                  interpolation="nearest")
+
+
+def _abs_values(view, key):
+    run = unpack_run(view)
+    arr = (run.residuals or {}).get(key)
+    if arr is None:
+        return np.zeros(0)
+    vals = np.abs(np.asarray(arr, dtype=float)).ravel()
+    return vals[np.isfinite(vals)]
+
+
+def _graph_figure(view, backdrop, step):
+    """Status, residual before and residual after of one graph, side by side."""
+    fig = _figure(15.0, 4.8)
+    axes = fig.subplots(1, 3)
+    n = len(view["tiles"])
+    noun = view["node_kind"]
+    before, after = _abs_values(view, "offset_before"), _abs_values(view, "offset_after")
+    both = np.concatenate([before, after])
+    both = both[both > 0]
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (1e-6, 1.0)
+    for ax, residuals, title in zip(
+            axes, (None, "offset_before", "offset_after"),
+            (f"{n} {noun}: fit status per edge", "|offset residual| before the solve",
+             "|offset residual| after (same colour scale)")):
+        _draw_backdrop(ax, backdrop, step)
+        if residuals is not None and view.get("edge_residuals") is None:
+            ax.set_title(f"{title}: no solve", fontsize=10)
+            continue
+        plot_overlap_graph(view, ax=ax, residuals=residuals, vmin=lo, vmax=max(hi, lo * 10),
+                           annotate=n <= 40, title=title)
+        for cbar_ax in ax.figure.axes[len(axes):]:
+            cbar_ax.minorticks_off()  # the ticks of a log colour bar cost more than its plot
+        ax.set_xlabel("x (mosaic pixel)")
+        ax.set_ylabel("y (mosaic pixel)")
+    return _png(fig, f"the {noun} graph")
+
+
+def _histogram_figure(view):
+    """Histograms of the absolute offset and gain-ratio residuals before/after."""
+    fig = _figure(11.0, 3.4)
+    axes = fig.subplots(1, 2)
+    for ax, kind, unit in zip(axes, ("offset", "gain"), ("data units", "relative")):
+        before, after = _abs_values(view, f"{kind}_before"), _abs_values(view, f"{kind}_after")
+        vals = np.concatenate([before, after])
+        vals = vals[vals > 0]
+        if not vals.size:
+            ax.set_title(f"{kind}: no residual", fontsize=10)
+            continue
+        lo, hi = math.log10(vals.min()), math.log10(vals.max())
+        bins = np.logspace(lo - 0.1, max(hi, lo + 1) + 0.1, 30)
+        floor = bins[0]
+        for v, colour, label in ((before, "tab:red", "before"), (after, "tab:blue", "after")):
+            ax.hist(np.maximum(v, floor), bins=bins, color=colour, alpha=0.6,
+                    label=f"{label} (median {np.median(v):.3g})" if v.size else label)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"|{kind} residual| per edge and channel ({unit})")
+        ax.set_ylabel("edges")
+        ax.legend(fontsize=8)
+    return _png(fig, f"{view['node_kind']} residual histograms")
+
+
+def _node_values(view):
+    """Per node: box, mean gain, mean offset at the node centre, mean gradient across it."""
+    run = unpack_run(view)
+    out = []
+    for node in view["tiles"]:
+        corr = run.corrections.get(node["tile_id"])
+        y0, y1, x0, x1 = node["bbox"]
+        if corr is None:
+            continue
+        cx, cy = (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0
+        ox, oy = corr["origin"]
+        slope = corr["slope"]
+        level = corr["offset"] + slope[:, 0] * (cx - ox) + slope[:, 1] * (cy - oy)
+        across = np.hypot(slope[:, 0] * (x1 - x0), slope[:, 1] * (y1 - y0))
+        out.append((node, float(np.mean(corr["gain"])), float(np.mean(level)),
+                    float(np.mean(across)), corr))
+    return out
+
+
+def _maps_figure(view, backdrop, step):
+    """Maps of the solved gains, offsets (at each node's centre) and gradients."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    values = _node_values(view)
+    if not values:
+        return _note("no solved corrections to map")
+    fig = _figure(15.0, 4.4)
+    axes = fig.subplots(1, 3)
+    alpha = 0.8 if view["node_kind"] == "tiles" else 0.35
+    for k, (ax, title) in enumerate(zip(axes, (
+            "gain (mean over channels)", "offset at the node centre (data units)",
+            "gradient: change across the node (data units)"))):
+        _draw_backdrop(ax, backdrop, step)
+        patches = [Rectangle((b[2] - 0.5, b[0] - 0.5), b[3] - b[2], b[1] - b[0])
+                   for b in (v[0]["bbox"] for v in values)]
+        coll = PatchCollection(patches, cmap="coolwarm" if k < 2 else "viridis", alpha=alpha,
+                               edgecolor="k", linewidth=0.6)
+        coll.set_array(np.array([v[k + 1] for v in values]))
+        ax.add_collection(coll)
+        fig.colorbar(coll, ax=ax, shrink=0.85)
+        ax.autoscale_view()
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("x (mosaic pixel)")
+    return _png(fig, f"{view['node_kind']} corrections")
+
+
+def _preview_figure(images):
+    """The previews side by side with one asinh stretch."""
+    titles = [t for t, _ in images]
+    h, w = np.shape(images[0][1])[:2]
+    width = min(7.5, 13.0 / len(images))  # inches per image
+    fig = _figure(width * len(images), width * h / max(w, 1) + 0.5, left=0.01, right=0.99,
+                  bottom=0.01, top=0.92, wspace=0.03)
+    axes = list(np.ravel(fig.subplots(1, len(images), squeeze=False)))
+    plot_images([np.asarray(im, dtype=np.float64) for _, im in images], titles, axes=axes)
+    return _png(fig, "previews")
+
+
+# -------------------------------------------------------------------------------- sections
+def _residual_line(res):
+    """``median before -> after`` of a harmonization's residual summary."""
+    if not isinstance(res, dict):
+        return "&ndash;"
+    return (f"{_fmt(res.get('offset_before_median'))} &rarr; "
+            f"{_fmt(res.get('offset_after_median'))}")
+
+
+def _summary_section(report):
+    fp = report.get("frame_photometry") or {}
+    harm = report.get("harmonization") or {}
+    shape = report.get("canvas_shape") or ["?", "?"]
+    rows = [("input", report.get("input_folder") or report.get("tiles_dir")),
+            ("mosaic", f"{shape[1]} x {shape[0]} px, {report.get('channels', '?')} channel(s)"),
+            ("frames", len(report.get("frames") or []) or None),
+            ("tiles", len(report.get("tiles") or [])),
+            ("frame photometry", f"{fp.get('status', 'off')}; {fp.get('n_solved', 0)} of "
+                                 f"{fp.get('n_frames', 0)} frames solved" if fp.get("status")
+             else "off"),
+            ("frame overlap offsets, median", _Html(
+                f"{_fmt((fp.get('overlap_offsets_before') or {}).get('median'))} &rarr; "
+                f"{_fmt((fp.get('overlap_offsets_after') or {}).get('median'))}")),
+            ("tile photometry", harm.get("status") or "off"),
+            ("tile overlap offsets, |median|", _Html(_residual_line(harm.get("residuals")))),
+            ("background", (harm.get("background") or {}).get("decision")),
+            ("blending", (report.get("blending") or {}).get("blend")),
+            ("total time", f"{float_or_nan((report.get('timings') or {}).get('total')):.1f} s"),
+            ("outputs", _Html("<br>".join(
+                f"{_esc(k)}: <code>{_esc(v)}</code>"
+                for k, v in (report.get("outputs") or {}).items())))]
+    return _table([{"k": k, "v": v} for k, v in rows if v is not None], ["k", "v"],
+                  cls="kv")
+
+
+def _run_warnings(report):
+    """Every [GRID] warning of the run (the run's own list, else the harmonizations')."""
+    if isinstance(report.get("warnings"), list):
+        return [str(w) for w in report["warnings"]]
+    out = []
+    for harm in ((report.get("frame_photometry") or {}).get("harmonize"),
+                 report.get("harmonization")):
+        if isinstance(harm, dict):
+            out += [str(w) for w in harm.get("warnings") or []]
+    return out
+
+
+def _warnings_section(report):
+    warnings = _run_warnings(report)
+    if not warnings:
+        return '<p class="ok">No warning: every step ran as planned.</p>'
+    rows = [{"warning": w, "what to do": warning_advice(w)} for w in warnings]
+    return _table(rows, ["warning", "what to do"], max_rows=200)
+
+
+def _edges_table(view):
+    rows = edge_residual_table(view)
+    columns = ["src", "dst", "channel", "n_valid", "status", "a", "sigma_a", "b",
+               "offset_before", "offset_after", "gain_before", "gain_after"]
+    return _table(rows, columns, labels={"a": "gain ratio a", "sigma_a": "σ(a)",
+                                         "b": "offset b"})
+
+
+def _nodes_table(view):
+    rows = []
+    for node, _, level, across, corr in _node_values(view):
+        rows.append({"id": node["tile_id"], "gain": _Html(_fmt_channels(corr["gain"])),
+                     "σ(gain)": _Html(_fmt_channels(corr["gain_err"])),
+                     "offset at centre": _Html(_fmt(level)),
+                     "change across": _Html(_fmt(across)), "status": corr["status"]})
+    return _table(rows, ["id", "gain", "σ(gain)", "offset at centre", "change across",
+                         "status"])
+
+
+def _graph_section(report, kind, backdrop, step):
+    view = graph_view(report, kind)
+    if view is None:
+        what = ("frame photometry was off or had fewer than two frames" if kind == "frames"
+                else "the tile photometry was off or had a single tile")
+        return _note(f"No {kind[:-1]} graph in this report ({what}).")
+    n_edges = len(view["edges"]) or len((view.get("edge_residuals") or {}).get("edges", []))
+    parts = [f"<p>{len(view['tiles'])} {kind}, {n_edges} fitted overlaps; reference "
+             f"{_esc(', '.join(str(r) for r in view['references']) or '-')}.  Boxes and edges "
+             "are drawn where the nodes lie on the mosaic (x to the right, y up, as the "
+             "previews); an edge joins the centres of two overlapping nodes.</p>"]
+    for title, func in (("graph", lambda: _graph_figure(view, backdrop, step)),
+                        ("histograms", lambda: _histogram_figure(view)),
+                        ("maps", lambda: _maps_figure(view, backdrop, step))):
+        parts.append(_guarded(func, title))
+    parts.append("<details><summary>per-node corrections</summary>"
+                 + _guarded(lambda: _nodes_table(view), "nodes") + "</details>")
+    parts.append("<details><summary>per-edge fits and residuals</summary>"
+                 + _guarded(lambda: _edges_table(view), "edges") + "</details>")
+    return "".join(parts)
+
+
+def _background_section(report):
+    harm = report.get("harmonization") or {}
+    bg = harm.get("background")
+    if not isinstance(bg, dict):
+        return _note("No background matching in this run (off, or no tile photometry).")
+    head = (f"<p><b>{_esc(bg.get('decision'))}</b> (fraction {_fmt(bg.get('fraction'))} of the "
+            f"proposed shifts): {_esc(bg.get('message', ''))}</p>")
+    rows = []
+    for tid, level in (bg.get("backgrounds") or {}).items():
+        rows.append({"tile": tid, "background": _Html(_fmt_channels(level)),
+                     "proposed shift": _Html(_fmt_channels((bg.get("proposed_shifts") or {})
+                                                           .get(tid, []))),
+                     "applied shift": _Html(_fmt_channels((bg.get("shifts") or {})
+                                                          .get(tid, [])))})
+    return head + _table(rows, ["tile", "background", "proposed shift", "applied shift"])
+
+
+def _timings_section(report):
+    timings = dict(report.get("timings") or {})
+    total = float_or_nan(timings.pop("total", None))
+    rows = []
+    steps = [(k, v) for k, v in timings.items()]
+    for name, harm in (("frame photometry", (report.get("frame_photometry") or {})
+                        .get("harmonize")), ("tile photometry", report.get("harmonization"))):
+        for k, v in ((harm or {}).get("step_times_s") or {}).items():
+            steps.append((f"{name}: {k}", v))
+    scale = max([float_or_nan(v) for _, v in steps if np.isfinite(float_or_nan(v))] + [1e-9])
+    for name, sec in steps:
+        sec = float_or_nan(sec)
+        width = 0 if not np.isfinite(sec) else round(300 * sec / scale)
+        rows.append({"step": name, "seconds": sec,
+                     "": _Html(f'<span class="bar" style="width:{width}px"></span>')})
+    return (f"<p>total {total:.2f} s</p>" if np.isfinite(total) else "") + _table(
+        rows, ["step", "seconds", ""], max_rows=200)
+
+
+def _demo_section(report):
+    demo = report.get("demo")
+    if not isinstance(demo, dict):
+        return ""
+    text = _esc(demo_quality_table(demo))
+    return ("<p>The demo's mosaics against the truth of its synthetic survey (seam metric: "
+            "1 = seamless; frame offsets: spread between the frames' regions of the "
+            f"mosaic).</p><pre>{text}</pre><details><summary>the injected errors and every "
+            f"measure</summary>{_generic(demo)}</details>")
+
+
+def _guarded(func, what):
+    """``func()``, or a note in its place when it fails (a report is never lost to a plot)."""
+    try:
+        return func()
+    except Exception as exc:  # noqa: BLE001 - one section must not cost the page
+        return _note(f"The {what} could not be drawn ({type(exc).__name__}: {exc}); "
+                     "grid_report.json holds its data.")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;
+max-width:1400px;padding:0 1.5em 3em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin:.8em 0 .2em}h2{border-bottom:2px solid #ddd;padding-top:.6em}
+nav a{margin-right:1em}img{max-width:100%;height:auto;display:block;margin:.5em 0}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
+table.data th{background:#f3f3f3}table.small{font-size:.8em}table.kv th{background:#fafafa}
+.note{color:#8a5a00}.ok{color:#1a7f37}
+.bar{display:inline-block;height:.8em;background:#4c72b0;min-width:1px}
+details{margin:.4em 0}summary{cursor:pointer;color:#245}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}
+"""
+
+
+def render_html_report(report, *, images=None, title=None, preview_step=None):
+    """The HTML page of a run's report: one self-contained string.
+
+    Parameters
+    ----------
+    report : dict
+        The parsed ``grid_report.json`` of a run (any version: missing sections are said
+        to be missing, unknown ones are shown generically).
+    images : sequence of (str, numpy.ndarray), optional
+        Previews to show side by side with one stretch, e.g. ``[("plain placement",
+        before), ("this run", after)]``, arrays ``(h, w)`` or ``(h, w, C)`` sampled every
+        ``preview_step`` mosaic pixels (row 0 = mosaic row 0).  The last one is also the
+        backdrop of the graphs and maps.
+    title : str, optional
+    preview_step : int, optional
+        Mosaic pixels per preview pixel (default: from the preview and the canvas shape).
+
+    Returns
+    -------
+    str
+        An HTML5 document; images are PNG ``data:`` URIs, nothing is loaded from anywhere.
+
+    Examples
+    --------
+    >>> page = render_html_report({"tiles": [], "a_new_section": {"answer": 42}})
+    >>> page.startswith("<!DOCTYPE html>"), "a_new_section" in page, "42" in page
+    (True, True, True)
+    """
+    if not isinstance(report, dict):
+        raise TypeError(f"report must be the parsed grid_report.json dict, got "
+                        f"{type(report).__name__}")
+    images = [(str(t), im) for t, im in images or [] if im is not None]
+    backdrop, step = None, preview_step or 1
+    if images:
+        backdrop = _guarded(lambda: _grey_backdrop(images[-1][1]), "backdrop")
+        backdrop = backdrop if isinstance(backdrop, np.ndarray) else None
+        shape = report.get("canvas_shape")
+        if preview_step is None and shape and backdrop is not None:
+            step = max(1, math.ceil(max(shape) / max(backdrop.shape)))
+    sections = [("summary", "Summary", lambda: _summary_section(report)),
+                ("warnings", "Warnings and what to do", lambda: _warnings_section(report)),
+                ("previews", "Before / after", lambda: _preview_figure(images) if images
+                 else _note("No preview image was given to the report."))]
+    sections += [(f"{k}-graph", f"The {k[:-1]} graph" + (" (before stacking)" if k == "frames"
+                                                        else " (at assembly)"),
+                  lambda k=k: _graph_section(report, k, backdrop, step)) for k in GRAPH_KINDS]
+    sections += [
+        ("background", "Background decision", lambda: _background_section(report)),
+        ("blending", "Blending", lambda: _generic(report.get("blending") or {})),
+        ("demo", "Against the truth (demo)", lambda: _demo_section(report)),
+        ("timings", "Timings", lambda: _timings_section(report)),
+        ("options", "Options", lambda: _generic(report.get("options") or {})),
+        ("details", "Frames, tiles and every other field", lambda: _details_section(report))]
+    body, nav = [], []
+    for anchor, heading, func in sections:
+        content = _guarded(func, heading.lower())
+        if content:
+            nav.append(f'<a href="#{anchor}">{_esc(heading)}</a>')
+            body.append(f'<section id="{anchor}"><h2>{_esc(heading)}</h2>{content}</section>')
+    title = title or "Grid/Survey mode report"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{_esc(title)}</h1><nav>{''.join(nav)}</nav>{''.join(body)}</body></html>\n")
+
+
+def _details_section(report):
+    """The frames, the tiles and the report's other fields, generically."""
+    parts = []
+    for key, label in (("frames", "frames"), ("tile_stacking", "tile stacking"),
+                       ("tiles", "tiles"), ("frame_photometry", "frame photometry, all fields"),
+                       ("harmonization", "tile photometry, all fields"), ("grid", "grid")):
+        if report.get(key):
+            parts.append(f"<details><summary>{_esc(label)}</summary>"
+                         f"{_generic(report[key])}</details>")
+    other = {k: v for k, v in report.items() if k not in _KNOWN}
+    if other:
+        parts.append("<h3>Other fields</h3>" + _generic(other))
+    return "".join(parts)
