@@ -325,7 +325,8 @@ def _preview_figure(images):
                   bottom=0.01, top=0.92, wspace=0.03)
     axes = list(np.ravel(fig.subplots(1, len(images), squeeze=False)))
     plot_images([np.asarray(im, dtype=np.float64) for _, im in images], titles, axes=axes)
-    return _png(fig, "previews")
+    caption = " | ".join(titles) + (" (one asinh stretch for all)" if len(titles) > 1 else "")
+    return _png(fig, "previews") + f'<p class="caption">{_esc(caption)}</p>'
 
 
 # -------------------------------------------------------------------------------- sections

@@ -313,8 +313,10 @@ def _run(tiles, **settings):
     chain.report["edges"] = graph.number_of_edges()
     chain.report["steps"].append("graph")
     if graph.number_of_edges() == 0:
-        grid_warning(logger, "Harmonize: no overlaps with at least %d valid pixels between "
-                     "the %d tiles; identity corrections", settings["min_overlap"], len(tiles))
+        stage, noun = graph_label(settings["node_kind"])
+        grid_warning(logger, f"{stage}: no overlaps with at least %d valid pixels between "
+                     f"the %d {noun}s; identity corrections", settings["min_overlap"],
+                     len(tiles))
         return chain.all_references(graph)
     if not _fits_step(chain, graph, full_graph):
         return chain.fallback("fits", graph)
