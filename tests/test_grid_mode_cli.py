@@ -131,3 +131,25 @@ def test_demo_prints_its_summary(tmp_path, capsys):
     assert plain["seam_frame_borders"] > 3 * good["seam_frame_borders"]
     assert good["frame_offset_spread_sigma"] < 0.3 < plain["frame_offset_spread_sigma"]
     assert (tmp_path / "demo" / "frames" / "stack_plan.csv").exists()
+
+
+def test_an_early_failure_prints_one_error_and_leaves_no_empty_output_folder(tmp_path,
+                                                                             capsys):
+    (tmp_path / "junk.fits").write_text("not fits")
+    line = _one_line_error(capsys, ["run", str(tmp_path), str(tmp_path / "new" / "out")])
+    assert "no usable frame left" in line
+    assert not (tmp_path / "new" / "out").exists()  # created by the run, removed again
+    kept = tmp_path / "existing"
+    kept.mkdir()
+    assert grid_mode.main(["run", str(tmp_path), str(kept)]) == 2
+    err = capsys.readouterr().err
+    assert kept.is_dir()  # a folder that was there before is never removed
+    assert err.count("no usable frame left") == 1  # printed once, not logged as well
+
+
+def test_demo_help_shows_the_demo_defaults(capsys):
+    with pytest.raises(SystemExit):
+        grid_mode.main(["demo", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "on the global grid, pixels (default: 256)" in out and "(default: 0.25)" in out
+    assert "on the global grid, pixels (default: 2048)" not in out

@@ -1,0 +1,87 @@
+"""diagnostics.html: the report page from any report, never lost to one bad section."""
+
+import json
+
+import numpy as np
+import pytest
+
+from html_page import Page, edge_table
+from photometry_graph._json import jsonable
+from photometry_graph.diagnostics.html import render_html_report, warning_advice
+from photometry_graph.diagnostics.report import graph_view, unpack_run
+
+
+def _tile_report(result, survey):
+    """A run's report as _assemble writes it, from a harmonization of a synthetic survey."""
+    return jsonable({"canvas_shape": survey.canvas_shape, "channels": survey.n_channels,
+                     "tiles": [{"tile_id": t.tile_id, "bbox": t.bbox,
+                                "correction": result.corrections[t.tile_id]}
+                               for t in survey.tiles],
+                     "harmonization": result.report, "options": {"model": "offset"}})
+
+
+def test_tile_graph_page_tables_every_edge_as_the_report_stores_it(mono):
+    survey, result = mono
+    report = json.loads(json.dumps(_tile_report(result, survey)))  # as read from disk
+    page = Page(render_html_report(report, images=[("mosaic", survey.truth)]))
+    section = page.sections["tiles-graph"]
+    assert len(section["images"]) == 3 and "could not be drawn" not in section["text"]
+    header, rows = edge_table(section)
+    assert len(rows) == result.graph.number_of_edges() * survey.n_channels
+    solved = {tuple(e) for e in result.solution.edge_residuals["edges"]}
+    a_col, src_col, dst_col = (header.index(c) for c in ("gain ratio a", "src", "dst"))
+    for row in rows:
+        src, dst = int(row[src_col]), int(row[dst_col])
+        assert (src, dst) in solved
+        fit = result.graph.edges[src, dst]["fits"][0]  # channel 0 (mono)
+        assert float(row[a_col]) == pytest.approx(fit.a, rel=1e-3)
+    assert "No frame graph in this report" in page.sections["frames-graph"]["text"]
+
+
+def test_graph_view_puts_the_frame_graph_on_the_mosaic_grid():
+    report = {"mosaic_origin": [8, 4], "frames": [
+        {"correction": {"gain": [1.0], "offset": [2.0], "slope": [[0.5, 0.0]],
+                        "origin": [0.0, 0.0]}}, {"correction": None}],
+        "frame_photometry": {"bin_factor": 4, "harmonize": {"graph": {
+            "nodes": [{"id": 0, "bbox": [2, 10, 1, 11]}, {"id": 1, "bbox": [2, 10, 9, 19]}],
+            "edges": [{"src": 0, "dst": 1, "n_valid": 64, "status": "ok",
+                       "fits": [{"a": 1.1, "sigma_a": 0.01, "b": 3.0, "status": "ok"}]}],
+            "edge_residuals": {"edges": [[0, 1]], "status": [["ok"]],
+                               "offset_before": [[5.0]], "offset_after": [[0.1]]},
+            "references": [1]}}}}
+    view = graph_view(report, "frames")
+    assert [n["bbox"] for n in view["tiles"]] == [[0, 32, 0, 40], [0, 32, 32, 72]]
+    run = unpack_run(view)
+    # the plane is the same function of the sky: 2 + 0.5 x_global = 2 + 0.5 (x_view + 4)
+    corr = run.corrections[0]
+    assert corr["offset"][0] + 0.5 * (0 - corr["origin"][0]) == pytest.approx(4.0)
+    edge = run.graph.edges[0, 1]
+    assert edge["n_valid"] == 64 and edge["fits"][0].a == 1.1
+    assert run.residuals["offset_before"][0, 0] == 5.0 and run.references == [1]
+    assert graph_view(report, "tiles") is None
+    with pytest.raises(ValueError, match="kind must be"):
+        graph_view(report, "panels")
+
+
+def test_unknown_and_broken_sections_never_cost_the_page():
+    report = {"canvas_shape": [10, 10], "tiles": [{"tile_id": 1, "bbox": [0, 10, 0, 10]}],
+              "harmonization": {"graph": {"nodes": [{"id": 1, "bbox": "not a box"}]},
+                                "status": "ok"},
+              "resume": {"reused": {"tiles": [1, 2]}, "lost_frames": ["a.fits"]},
+              "warnings": ["[GRID] ignoring unknown option fooo=1",
+                           "[GRID] something nobody foresaw"]}
+    page = Page(render_html_report(report, images=[("broken", np.full((4, 4), np.nan))]))
+    assert "could not be drawn" in page.sections["tiles-graph"]["text"]
+    other = page.sections["details"]["text"]
+    assert "resume" in other and "reused" in other and "lost_frames" in other
+    warnings = page.sections["warnings"]["text"]
+    assert "check its spelling" in warnings and "documented fallback" in warnings
+    with pytest.raises(TypeError, match="grid_report.json"):
+        render_html_report([1, 2])
+
+
+def test_warning_advice_says_what_to_do():
+    assert "plate-solved" in warning_advice("[GRID] skipping a.fits: no celestial WCS")
+    assert "__main__" in warning_advice("[GRID] worker processes died or could not start")
+    assert "bridge" in warning_advice("[GRID] Photometry: the overlap graph has 2 "
+                                      "disconnected components")
