@@ -200,12 +200,35 @@ def _grey_backdrop(image):
     return asinh_stretch([grey])[0][0]
 
 
-def _draw_backdrop(ax, backdrop, step):
-    if backdrop is not None:
-        h, w = backdrop.shape
-        ax.imshow(np.ma.masked_invalid(backdrop), cmap="gray", origin="lower", alpha=0.45,
-                  extent=(-0.5 * step, (w - 0.5) * step, -0.5 * step, (h - 0.5) * step),
-                  interpolation="nearest")
+class _Sky:
+    """Where the graphs and maps are drawn: the mosaic's pixel grid, the preview behind."""
+
+    def __init__(self, canvas_shape=None, backdrop=None, step=1):
+        self.shape, self.backdrop, self.step = canvas_shape, backdrop, step
+
+    def panels(self, n):
+        """A figure of ``n`` panels shaped like the mosaic, the backdrop drawn in each."""
+        h, w = self.shape if self.shape else (1, 1)
+        height = min(11.0 / n * h / max(w, 1), 8.0) + 1.3  # inches: the panels + margins
+        fig = _figure(15.0, height, bottom=0.7 / height, top=1.0 - 0.45 / height)
+        axes = list(np.ravel(fig.subplots(1, n, squeeze=False)))
+        for ax in axes:
+            if self.backdrop is not None:
+                bh, bw = self.backdrop.shape
+                ax.imshow(np.ma.masked_invalid(self.backdrop), cmap="gray", origin="lower",
+                          alpha=0.45, interpolation="nearest",
+                          extent=(-0.5 * self.step, (bw - 0.5) * self.step,
+                                  -0.5 * self.step, (bh - 0.5) * self.step))
+        return fig, axes
+
+    def frame(self, ax):
+        """Axes limits on the mosaic (when its shape is known), one pixel = one pixel."""
+        if self.shape:
+            ax.set_xlim(-0.5, self.shape[1] - 0.5)
+            ax.set_ylim(-0.5, self.shape[0] - 0.5)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlabel("x (mosaic pixel)", fontsize=8)
+        ax.set_ylabel("y (mosaic pixel)", fontsize=8)
 
 
 def _abs_values(view, key):
@@ -217,10 +240,9 @@ def _abs_values(view, key):
     return vals[np.isfinite(vals)]
 
 
-def _graph_figure(view, backdrop, step):
+def _graph_figure(view, sky):
     """Status, residual before and residual after of one graph, side by side."""
-    fig = _figure(15.0, 4.8)
-    axes = fig.subplots(1, 3)
+    fig, axes = sky.panels(3)
     n = len(view["tiles"])
     noun = view["node_kind"]
     before, after = _abs_values(view, "offset_before"), _abs_values(view, "offset_after")
@@ -231,16 +253,14 @@ def _graph_figure(view, backdrop, step):
             axes, (None, "offset_before", "offset_after"),
             (f"{n} {noun}: fit status per edge", "|offset residual| before the solve",
              "|offset residual| after (same colour scale)")):
-        _draw_backdrop(ax, backdrop, step)
         if residuals is not None and view.get("edge_residuals") is None:
             ax.set_title(f"{title}: no solve", fontsize=10)
             continue
         plot_overlap_graph(view, ax=ax, residuals=residuals, vmin=lo, vmax=max(hi, lo * 10),
                            annotate=n <= 40, title=title)
+        sky.frame(ax)
         for cbar_ax in ax.figure.axes[len(axes):]:
             cbar_ax.minorticks_off()  # the ticks of a log colour bar cost more than its plot
-        ax.set_xlabel("x (mosaic pixel)")
-        ax.set_ylabel("y (mosaic pixel)")
     return _png(fig, f"the {noun} graph")
 
 
@@ -255,9 +275,10 @@ def _histogram_figure(view):
         if not vals.size:
             ax.set_title(f"{kind}: no residual", fontsize=10)
             continue
-        lo, hi = math.log10(vals.min()), math.log10(vals.max())
+        hi = math.log10(vals.max())
+        lo = max(math.log10(vals.min()), hi - 7)  # an exact 0 (1e-16) would stretch the axis
         bins = np.logspace(lo - 0.1, max(hi, lo + 1) + 0.1, 30)
-        floor = bins[0]
+        floor = bins[0]  # smaller values are counted in the first bin
         for v, colour, label in ((before, "tab:red", "before"), (after, "tab:blue", "after")):
             ax.hist(np.maximum(v, floor), bins=bins, color=colour, alpha=0.6,
                     label=f"{label} (median {np.median(v):.3g})" if v.size else label)
@@ -287,7 +308,7 @@ def _node_values(view):
     return out
 
 
-def _maps_figure(view, backdrop, step):
+def _maps_figure(view, sky):
     """Maps of the solved gains, offsets (at each node's centre) and gradients."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
@@ -295,13 +316,11 @@ def _maps_figure(view, backdrop, step):
     values = _node_values(view)
     if not values:
         return _note("no solved corrections to map")
-    fig = _figure(15.0, 4.4)
-    axes = fig.subplots(1, 3)
+    fig, axes = sky.panels(3)
     alpha = 0.8 if view["node_kind"] == "tiles" else 0.35
     for k, (ax, title) in enumerate(zip(axes, (
             "gain (mean over channels)", "offset at the node centre (data units)",
             "gradient: change across the node (data units)"))):
-        _draw_backdrop(ax, backdrop, step)
         patches = [Rectangle((b[2] - 0.5, b[0] - 0.5), b[3] - b[2], b[1] - b[0])
                    for b in (v[0]["bbox"] for v in values)]
         coll = PatchCollection(patches, cmap="coolwarm" if k < 2 else "viridis", alpha=alpha,
@@ -309,10 +328,8 @@ def _maps_figure(view, backdrop, step):
         coll.set_array(np.array([v[k + 1] for v in values]))
         ax.add_collection(coll)
         fig.colorbar(coll, ax=ax, shrink=0.85)
-        ax.autoscale_view()
-        ax.set_aspect("equal", adjustable="datalim")
+        sky.frame(ax)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("x (mosaic pixel)")
     return _png(fig, f"{view['node_kind']} corrections")
 
 
@@ -403,7 +420,7 @@ def _nodes_table(view):
                          "status"])
 
 
-def _graph_section(report, kind, backdrop, step):
+def _graph_section(report, kind, sky):
     view = graph_view(report, kind)
     if view is None:
         what = ("frame photometry was off or had fewer than two frames" if kind == "frames"
@@ -414,9 +431,9 @@ def _graph_section(report, kind, backdrop, step):
              f"{_esc(', '.join(str(r) for r in view['references']) or '-')}.  Boxes and edges "
              "are drawn where the nodes lie on the mosaic (x to the right, y up, as the "
              "previews); an edge joins the centres of two overlapping nodes.</p>"]
-    for title, func in (("graph", lambda: _graph_figure(view, backdrop, step)),
+    for title, func in (("graph", lambda: _graph_figure(view, sky)),
                         ("histograms", lambda: _histogram_figure(view)),
-                        ("maps", lambda: _maps_figure(view, backdrop, step))):
+                        ("maps", lambda: _maps_figure(view, sky))):
         parts.append(_guarded(func, title))
     parts.append("<details><summary>per-node corrections</summary>"
                  + _guarded(lambda: _nodes_table(view), "nodes") + "</details>")
@@ -528,20 +545,21 @@ def render_html_report(report, *, images=None, title=None, preview_step=None):
         raise TypeError(f"report must be the parsed grid_report.json dict, got "
                         f"{type(report).__name__}")
     images = [(str(t), im) for t, im in images or [] if im is not None]
-    backdrop, step = None, preview_step or 1
+    backdrop, step, shape = None, preview_step or 1, report.get("canvas_shape")
+    shape = tuple(shape) if isinstance(shape, (list, tuple)) and len(shape) == 2 else None
     if images:
         backdrop = _guarded(lambda: _grey_backdrop(images[-1][1]), "backdrop")
         backdrop = backdrop if isinstance(backdrop, np.ndarray) else None
-        shape = report.get("canvas_shape")
         if preview_step is None and shape and backdrop is not None:
             step = max(1, math.ceil(max(shape) / max(backdrop.shape)))
+    sky = _Sky(shape, backdrop, step)
     sections = [("summary", "Summary", lambda: _summary_section(report)),
                 ("warnings", "Warnings and what to do", lambda: _warnings_section(report)),
                 ("previews", "Before / after", lambda: _preview_figure(images) if images
                  else _note("No preview image was given to the report."))]
     sections += [(f"{k}-graph", f"The {k[:-1]} graph" + (" (before stacking)" if k == "frames"
                                                         else " (at assembly)"),
-                  lambda k=k: _graph_section(report, k, backdrop, step)) for k in GRAPH_KINDS]
+                  lambda k=k: _graph_section(report, k, sky)) for k in GRAPH_KINDS]
     sections += [
         ("background", "Background decision", lambda: _background_section(report)),
         ("blending", "Blending", lambda: _generic(report.get("blending") or {})),

@@ -1,10 +1,12 @@
 """What goes into the output files, computed without touching a file.
 
-The mosaic is written chunk by chunk (:mod:`photometry_graph.pipeline.fileio` does the writing);
-these helpers compute the pieces: the coverage map of an output chunk
+The mosaic is written chunk by chunk (:mod:`photometry_graph.pipeline.fileio` does the
+writing); these helpers compute the pieces: the coverage map of an output chunk
 (:func:`chunk_coverage`), the preview and the value range gathered while the chunks pass
-(:class:`ChunkSummary`), the 16-bit copy of a block (:func:`uint16_block`) and the FITS headers of the tile files and of the
-mosaic (:func:`tile_header`, :func:`mosaic_header`).
+(:class:`ChunkSummary`), the tiles placed as they are on the preview grid (the "before" of
+the report page, :func:`plain_preview`), the 16-bit copy of a block (:func:`uint16_block`)
+and the FITS headers of the tile files and of the mosaic (:func:`tile_header`,
+:func:`mosaic_header`).
 """
 
 import math
