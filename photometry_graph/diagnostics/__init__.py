@@ -1,10 +1,11 @@
-"""Diagnostics: truth metrics, residual tables, report parsing and plots, used by the
-notebooks, the report and the benchmarks.
+"""Diagnostics: truth metrics, residual tables, report parsing, plots and the report page,
+used by the notebooks, the pipeline's report and the benchmarks.
 
 ``metrics``  seam metric, fits to the truth, a mosaic against its truth, overlap pixels
 ``report``   one view of a result, a solution, a graph or a parsed ``grid_report.json``
 ``tables``   edge residuals, tile corrections, errors against the truth, text tables
-``plots``    matplotlib figures (matplotlib is an optional extra, imported when called)
+``plots``    matplotlib figures (matplotlib imported when called)
+``html``     the report of a run as one self-contained HTML page (``grid_report.html``)
 """
 
 from .report import (  # noqa: F401

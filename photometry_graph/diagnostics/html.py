@@ -221,14 +221,32 @@ class _Sky:
                                   -0.5 * self.step, (bh - 0.5) * self.step))
         return fig, axes
 
-    def frame(self, ax):
-        """Axes limits on the mosaic (when its shape is known), one pixel = one pixel."""
+    def frame(self, ax, labels=True):
+        """Axes limits on the mosaic (when its shape is known), one pixel = one pixel.
+
+        ``labels=False``: no tick labels (the panels of a row share the first one's; text
+        is what costs most in a figure).
+        """
         if self.shape:
             ax.set_xlim(-0.5, self.shape[1] - 0.5)
             ax.set_ylim(-0.5, self.shape[0] - 0.5)
         ax.set_aspect("equal", adjustable="box")
-        ax.set_xlabel("x (mosaic pixel)", fontsize=8)
-        ax.set_ylabel("y (mosaic pixel)", fontsize=8)
+        if labels:
+            ax.set_xlabel("x (mosaic pixel)", fontsize=8)
+            ax.set_ylabel("y (mosaic pixel)", fontsize=8)
+        else:
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.tick_params(labelleft=False, labelbottom=False)
+
+
+def _plain_log_ticks(axis):
+    """Ticks of a log axis as ``1e-04``, no minor ticks: mathtext labels (10 to the power)
+    would cost more than the rest of the figure."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+    axis.set_minor_locator(NullLocator())
 
 
 def _abs_values(view, key):
@@ -258,9 +276,9 @@ def _graph_figure(view, sky):
             continue
         plot_overlap_graph(view, ax=ax, residuals=residuals, vmin=lo, vmax=max(hi, lo * 10),
                            annotate=n <= 40, title=title)
-        sky.frame(ax)
-        for cbar_ax in ax.figure.axes[len(axes):]:
-            cbar_ax.minorticks_off()  # the ticks of a log colour bar cost more than its plot
+        sky.frame(ax, labels=ax is axes[0])
+    for cbar_ax in fig.axes[len(axes):]:  # the log colour bars
+        _plain_log_ticks(cbar_ax.yaxis)
     return _png(fig, f"the {noun} graph")
 
 
@@ -283,6 +301,7 @@ def _histogram_figure(view):
             ax.hist(np.maximum(v, floor), bins=bins, color=colour, alpha=0.6,
                     label=f"{label} (median {np.median(v):.3g})" if v.size else label)
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
         ax.set_xlabel(f"|{kind} residual| per edge and channel ({unit})")
         ax.set_ylabel("edges")
         ax.legend(fontsize=8)
@@ -328,7 +347,7 @@ def _maps_figure(view, sky):
         coll.set_array(np.array([v[k + 1] for v in values]))
         ax.add_collection(coll)
         fig.colorbar(coll, ax=ax, shrink=0.85)
-        sky.frame(ax)
+        sky.frame(ax, labels=k == 0)
         ax.set_title(title, fontsize=10)
     return _png(fig, f"{view['node_kind']} corrections")
 

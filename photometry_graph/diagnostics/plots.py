@@ -2,8 +2,8 @@
 
 The plots (:func:`plot_overlap_graph`, :func:`plot_overlap_scatter`,
 :func:`plot_edge_residuals`, :func:`plot_images`, :func:`plot_before_after`,
-:func:`plot_residual_map`, :func:`plot_solution_vs_truth`) import matplotlib (an optional
-extra) when called and return the figure.  Nothing here reads or writes files.
+:func:`plot_residual_map`, :func:`plot_solution_vs_truth`) import matplotlib when called
+and return the figure.  Nothing here reads or writes files.
 """
 
 import numpy as np
@@ -25,8 +25,8 @@ def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the diagnostics plots need matplotlib: "
-                          "pip install 'photometry-graph[plots]'") from exc
+        raise ImportError("the diagnostics plots need matplotlib, a dependency of the "
+                          "package: pip install matplotlib") from exc
     return plt
 
 
