@@ -164,14 +164,14 @@ def _frame_photometry(frames, grid, opts, progress):
     bin_factor = frame_bin_factor([f.shape for f in frames], frames[0].n_channels,
                                   opts.memory_mb * 2 ** 20, base=FRAME_BIN)
     if bin_factor != FRAME_BIN:
-        progress("frame photometry: %d frames, binned %dx (not %dx) to stay within "
+        progress("Frame photometry: %d frames, binned %dx (not %dx) to stay within "
                  "memory_mb=%g", 0.0, len(frames), bin_factor, FRAME_BIN, opts.memory_mb)
     tasks = [dict(index=k, frame=f, options=opts, grid_wcs=grid.wcs, grid_shape=grid.shape,
                   bin_factor=bin_factor) for k, f in enumerate(frames)]
     binned = {}  # all binned frames: within the memory budget (frame_bin_factor)
     for done, (task, res) in enumerate(_map_tasks(_bin_frame, tasks, opts), start=1):
         binned[task["index"]] = res
-        progress("frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
+        progress("Frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
                  len(frames))
 
     def get_binned(k):
@@ -188,7 +188,7 @@ def _frame_photometry(frames, grid, opts, progress):
                               # the same overlap area at any binning
                               min_pixels=max(50, round(FRAME_MIN_PIXELS
                                                        * (FRAME_BIN / bin_factor) ** 2)))
-    progress("frame photometry done", 1.0)
+    progress("Frame photometry: done", 1.0)
     return [result.corrections.get(k) for k in range(len(frames))], result.report
 
 

@@ -1,8 +1,6 @@
 """grid_report.html after a demo, a run and an assembly; the log lines of both graphs; the
 progress a host's callback gets."""
 
-import contextlib
-import io
 import json
 import math
 import re
@@ -21,12 +19,12 @@ DOCUMENTED = ("[GRID] Photometry: built overlap graph with ",
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """``grid-mode demo`` as a user runs it: its output folder and what it printed."""
+    """The demo, with a host's callback recording every call: its output folder and calls."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    err, std = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
-        assert grid_mode.main(["demo", str(out), "--workers", "1"]) == 0
-    return out, err.getvalue()
+    calls = []
+    grid_mode.run_demo(out, workers=1,
+                       progress_callback=lambda m, p, level, **kw: calls.append((m, p, level)))
+    return out, calls
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +80,16 @@ def test_demo_writes_a_self_contained_report_with_both_graphs(demo):
 
 
 def test_demo_log_says_the_documented_lines_once_per_tile_graph_and_frames_for_frames(demo):
-    _, log = demo
-    lines = log.splitlines()
+    _, calls = demo
+    lines = [m for m, _, _ in calls]
     for start in DOCUMENTED:  # the plain run has no tile graph: once in all
-        assert sum(f" {start}" in ln for ln in lines) == 1, start
-    frame_lines = [ln for ln in lines if "[GRID] Frame photometry:" in ln]
-    assert any(re.search(r"built overlap graph with \d+ edges \(6 frames", ln)
-               for ln in frame_lines)
-    assert any("solved global gain/offset for 6 frames" in ln for ln in frame_lines)
+        assert sum(m.startswith(start) for m in lines) == 1, start
+    frame_lines = [m for m in lines if m.startswith("[GRID] Frame photometry:")]
+    assert any(re.match(r"\[GRID\] Frame photometry: built overlap graph with \d+ edges "
+                        r"\(6 frames", m) for m in frame_lines)
+    assert "[GRID] Frame photometry: solved global gain/offset for 6 frames" in frame_lines
     # an expected outcome is no warning: the demo runs without one
-    assert not [ln for ln in lines if ln.startswith(("WARN", "ERROR"))]
+    assert not [m for m, _, level in calls if level != "INFO"]
 
 
 def test_frame_survey_run_writes_the_report_page(frame_run):
@@ -121,13 +119,29 @@ def test_every_callback_call_of_a_run_has_a_rising_percentage(frame_run):
     assert {level for _, _, level in calls} <= {"INFO", "WARN", "ERROR", "DEBUG"}
 
 
-def test_demo_progress_covers_both_runs(tmp_path):
-    calls = []
-    grid_mode.run_demo(tmp_path / "d", channels=1, workers=1,
-                       progress_callback=lambda m, p, level, **kw: calls.append((m, p)))
-    plain = [p for m, p in calls if "plain" in m]
+def test_demo_progress_covers_both_runs(demo):
+    _, calls = demo
+    plain = [p for m, p, _ in calls if "plain" in m]
     assert plain and min(plain) >= 80.0 - 1e-9  # the plain run: the last fifth of the bar
-    main = [p for m, p in calls if m.startswith("[GRID] tile photometry done")]
+    main = [p for m, p, _ in calls if m.startswith("[GRID] tile photometry done")]
     assert main and main[0] < 80.0
-    assert max(p for _, p in calls) == 100.0
-    assert [p for _, p in calls] == sorted(p for _, p in calls)
+    pcts = [p for _, p, _ in calls]
+    assert pcts == sorted(pcts) and pcts[-1] == 100.0
+
+
+@pytest.mark.slow
+def test_a_larger_survey_keeps_every_edge_in_the_json_and_a_readable_page(tmp_path):
+    """42 frames, many overlaps: the JSON keeps every edge, the page shows the first ones
+    and says how many more the JSON holds (it stays one file that opens from disk)."""
+    frames = write_frame_survey(make_frame_survey(6, 7, frame_shape=(200, 300), channels=1,
+                                                  rng=11), tmp_path / "frames")
+    result = grid_mode.run_grid_mode(frames, tmp_path / "out", tile_size=512, overlap=0.25)
+    graph = result.report["frame_photometry"]["harmonize"]["graph"]
+    assert len(graph["nodes"]) == 42
+    assert len(graph["edges"]) == len(graph["edge_residuals"]["edges"]) > 60
+    page = read_page(result.html)
+    section = page.sections["frames-graph"]
+    _, rows = edge_table(section)
+    assert len(rows) == 60
+    assert f"{len(graph['edges']) - 60} more rows in grid_report.json" in section["text"]
+    assert len(section["images"]) >= 3

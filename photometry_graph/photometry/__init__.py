@@ -5,22 +5,20 @@ fallbacks, the frame photometry before stacking, and the gain ratio of an overla
 stars.
 """
 
-from .outliers import (  # noqa: F401
-    grown_outliers,
+from .._stats import (  # noqa: F401
+    NOISE_ESTIMATORS, estimate_noise, robust_noise_1d,
 )
+from .outliers import grown_outliers  # noqa: F401
 from .moments import (  # noqa: F401
     FitSettings, PixelDesign, GridDesign, solve_moments, spatial_blocks, fit_uncertainties,
 )
-from .clipping import (  # noqa: F401
-    clip_and_polish,
-)
+from .clipping import clip_and_polish  # noqa: F401
 from .regression import (  # noqa: F401
     PairwiseFit, FIT_STATUSES, FIT_MODELS, SUBSAMPLE_METHODS, fit_pair, fit_pair_image, fit_ols,
-    NOISE_ESTIMATORS, robust_noise_1d,
 )
 from .overlap import (  # noqa: F401
-    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
-    find_overlapping_pairs, edge_status,
+    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, find_overlapping_pairs,
+    edge_status,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
@@ -32,15 +30,9 @@ from .edges import (  # noqa: F401
 from .lsq import (  # noqa: F401
     normal_matrix, solve_reweighted, irls, diag_inverse,
 )
-from .gains import (  # noqa: F401
-    gains_for_channel,
-)
-from .offsets import (  # noqa: F401
-    offsets_for_channel,
-)
-from .joint import (  # noqa: F401
-    joint_refine,
-)
+from .gains import gains_for_channel  # noqa: F401
+from .offsets import offsets_for_channel  # noqa: F401
+from .joint import joint_refine  # noqa: F401
 from .background import (  # noqa: F401
     estimate_tile_background, overlap_differences, match_backgrounds, BackgroundMatchResult,
 )
@@ -56,18 +48,20 @@ from .stars import (  # noqa: F401
 )
 
 __all__ = [
-    "grown_outliers", "FitSettings", "PixelDesign", "GridDesign", "solve_moments",
-    "spatial_blocks", "fit_uncertainties", "clip_and_polish", "PairwiseFit", "FIT_STATUSES",
-    "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair", "fit_pair_image", "fit_ols",
-    "NOISE_ESTIMATORS", "robust_noise_1d", "build_tile_overlap_graph", "sparsify_overlap_graph",
-    "fit_overlap_edges", "estimate_noise", "find_overlapping_pairs", "edge_status",
-    "PhotometrySolution", "solve_global_photometry", "select_reference", "SOLVE_MODELS",
+    "PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS", "SUBSAMPLE_METHODS",
+    "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers", "robust_noise_1d",
+    "FitSettings", "PixelDesign", "GridDesign", "solve_moments", "spatial_blocks",
+    "fit_uncertainties", "clip_and_polish",
+    "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
+    "find_overlapping_pairs", "edge_status", "PhotometrySolution", "solve_global_photometry",
+    "select_reference", "SOLVE_MODELS", "estimate_tile_background", "overlap_differences",
+    "match_backgrounds", "BackgroundMatchResult", "HarmonizationResult", "harmonize_tiles",
+    "graph_report",
+    "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",
+    "masked_gaussian_blur", "frame_bin_factor",
     "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
     "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise_residuals",
     "normal_matrix", "solve_reweighted", "irls", "diag_inverse", "gains_for_channel",
-    "offsets_for_channel", "joint_refine", "estimate_tile_background", "overlap_differences",
-    "match_backgrounds", "BackgroundMatchResult", "HarmonizationResult", "harmonize_tiles",
-    "graph_report", "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
-    "binned_to_full_correction", "masked_gaussian_blur", "frame_bin_factor", "StarRatio",
-    "STAR_STATUSES", "GAIN_SOURCES", "measure_star_ratio", "combine_gain_estimates",
+    "offsets_for_channel", "joint_refine", "StarRatio", "STAR_STATUSES", "GAIN_SOURCES",
+    "measure_star_ratio", "combine_gain_estimates",
 ]

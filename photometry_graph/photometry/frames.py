@@ -316,7 +316,7 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
                 binned = bin_frame_on_grid(arr, wcs_list[k], global_wcs, canvas_shape, b,
                                            mask=mask, grid_step=grid_step)
         except ValueError as exc:
-            grid_warning(logger, "frame photometry: frame %d skipped (%s)", k, exc)
+            grid_warning(logger, "Frame photometry: frame %d skipped (%s)", k, exc)
             skipped[k] = str(exc)
             continue
         if binned is None:
@@ -331,7 +331,7 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
                                         meta={"frame": k, "bin_factor": b}))
     n_channels = n_channels or 1
     for k, why in skipped.items():
-        grid_warning(logger, "frame photometry: frame %d not solved (%s); left uncorrected", k,
+        grid_warning(logger, "Frame photometry: frame %d not solved (%s); left uncorrected", k,
                      why)
 
     binned_corr, h_report, status = {}, {}, "ok"
@@ -339,7 +339,7 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
         try:
             binned_corr, h_report = _solve_nodes(nodes, model, background, rng, harmonize_kwargs)
         except Exception as exc:  # never crash the mode on an advanced step
-            grid_warning(logger, "frame photometry failed (%s: %s); frames left uncorrected",
+            grid_warning(logger, "Frame photometry: failed (%s: %s); frames left uncorrected",
                          type(exc).__name__, exc)
             status = "failed"
             binned_corr = {}
@@ -370,7 +370,7 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
         "harmonize": h_report,
         "gains": {str(k): corrections[k].gain.tolist() for k in range(n)},
     }
-    grid_info(logger, "frame photometry: %d of %d frames solved (bin %d, model %s); overlap "
+    grid_info(logger, "Frame photometry: %d of %d frames solved (bin %d, model %s); overlap "
               "offsets median %s -> %s", report["n_solved"], n, b, model,
               None if before is None else round(before["median"], 4),
               None if after is None else round(after["median"], 4))
