@@ -2,6 +2,7 @@
 progress a host's callback gets."""
 
 import json
+import logging
 import math
 import re
 
@@ -145,3 +146,19 @@ def test_a_larger_survey_keeps_every_edge_in_the_json_and_a_readable_page(tmp_pa
     assert len(rows) == 60
     assert f"{len(graph['edges']) - 60} more rows in grid_report.json" in section["text"]
     assert len(section["images"]) >= 3
+
+
+def test_a_page_that_cannot_be_drawn_is_a_warning_and_the_run_succeeds(frame_run, tmp_path,
+                                                                       monkeypatch, caplog):
+    import photometry_graph.pipeline.fileio as fileio
+
+    def broken(report, **kw):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(fileio, "render_html_report", broken)
+    result, _ = frame_run
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        again = grid_mode.assemble_tiles(result.tiles_dir, tmp_path / "again", workers=1)
+    assert again.mosaic.exists() and again.report_path.exists()
+    assert not again.html.exists() and not list((tmp_path / "again").glob(".*.tmp*"))
+    assert "the HTML report" in caplog.text and "RuntimeError: no fonts" in caplog.text
