@@ -374,7 +374,8 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     paths = {k: out / f"mosaic_grid{v}" for k, v in dict(
         mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
     paths["report"] = out / "grid_report.json"
-    paths["html"] = out / "grid_report.html"
+    if opts.html_report:
+        paths["html"] = out / "grid_report.html"
     summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
@@ -406,18 +407,20 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
                   harmonization=harm_report, blending=asm.report, timings=timings,
                   outputs={k: str(v) for k, v in paths.items()})
     report = write_json(paths["report"], report)
-    previews = dict(step=summary.step, mosaic=summary.preview,
-                    plain=plain_preview(tiles, summary))
-    write_html_report(paths["html"], report, [
-        ("the tiles as stacked (no tile photometry, no blending)", previews["plain"]),
-        ("the mosaic", previews["mosaic"])])
-    grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s and %s",
-              paths["mosaic"], shape[1], shape[0], C, paths["report"], paths["html"].name)
+    previews = dict(step=summary.step, mosaic=summary.preview)
+    if opts.html_report:
+        previews["plain"] = plain_preview(tiles, summary)
+        write_html_report(paths["html"], report, [
+            ("the tiles as stacked (no tile photometry, no blending)", previews["plain"]),
+            ("the mosaic", previews["mosaic"])])
+    grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s", paths["mosaic"],
+              shape[1], shape[0], C, " and ".join(str(paths[k]) for k in ("report", "html")
+                                                  if k in paths))
     progress("done", 1.0)
     return GridResult(mosaic=paths["mosaic"], coverage=paths["coverage"],
                       report_path=paths["report"], preview=paths["preview"],
                       tiles_dir=Path(tile_paths[0]).parent, uint16=paths.get("uint16"),
-                      report=report, html=paths["html"], previews=previews)
+                      report=report, html=paths.get("html"), previews=previews)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,12 @@ def test_a_page_that_cannot_be_drawn_is_a_warning_and_the_run_succeeds(frame_run
     assert again.mosaic.exists() and again.report_path.exists()
     assert not again.html.exists() and not list((tmp_path / "again").glob(".*.tmp*"))
     assert "the HTML report" in caplog.text and "RuntimeError: no fonts" in caplog.text
+
+
+def test_no_html_report_writes_no_page(frame_run, tmp_path):
+    result, _ = frame_run
+    assert grid_mode.main(["assemble", str(result.tiles_dir), str(tmp_path / "again"),
+                           "--workers", "1", "--no-html-report", "-q"]) == 0
+    report = json.loads((tmp_path / "again" / "grid_report.json").read_text())
+    assert "html" not in report["outputs"] and report["options"]["html_report"] is False
+    assert not (tmp_path / "again" / "grid_report.html").exists()

@@ -85,9 +85,11 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     survey = make_frame_survey(**recipe)
     frames_dir = write_frame_survey(survey, out / "frames")
     options = dict(DEMO_DEFAULTS, **options)
+    html = options.get("html_report", True)
     # one progress bar over both runs: the plain run is the quick one
+    # its page is drawn once, below, with the demo's measures and the plain run beside it
     result = run_grid_mode(frames_dir, out, scaled_callback(progress_callback, 0, 80),
-                           **options)
+                           **dict(options, html_report=False))
     plain = run_grid_mode(frames_dir, out / "plain", scaled_callback(progress_callback, 80, 100),
                           **dict(options, frame_photometry=False, photometry=False,
                                  background=False, blend="none"))
@@ -95,10 +97,16 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
     demo = {"harmonized": mosaic_quality(survey, result.mosaic, boxes),
             "plain": mosaic_quality(survey, plain.mosaic, boxes),
             "injected": survey.info, "frames_dir": str(frames_dir), "survey": recipe}
-    result.report = write_json(result.report_path, dict(result.report, demo=demo))
-    write_html_report(result.html, result.report, [
-        ("plain run: every correction off", plain.previews.get("mosaic")),
-        ("harmonized", result.previews.get("mosaic"))], title="Grid/Survey mode demo")
+    extra = {"demo": demo}
+    if html:  # the page the run left to the demo
+        result.html = result.report_path.with_suffix(".html")
+        extra["outputs"] = dict(result.report["outputs"], html=str(result.html))
+        extra["options"] = dict(result.report["options"], html_report=True)
+    result.report = write_json(result.report_path, dict(result.report, **extra))
+    if html:
+        write_html_report(result.html, result.report, [
+            ("plain run: every correction off", plain.previews["mosaic"]),
+            ("harmonized", result.previews["mosaic"])], title="Grid/Survey mode demo")
     for name in ("plain", "harmonized"):
         q = demo[name]
         grid_info(logger, "demo %s: seam metric %.2f at tile borders, %.2f at frame borders "

@@ -113,6 +113,9 @@ class GridOptions:
     legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)",
                                  run=False)
     preview_size: int = _opt(2048, "longest side of the preview PNG, pixels", run=False)
+    html_report: bool = _opt(True, "write grid_report.html, the report drawn as one page "
+                             "(previews, both overlap graphs, residuals, warnings)",
+                             run=False)
 
     def to_dict(self):
         """JSON-friendly copy (a Client object as scheduler is shown by its repr)."""
