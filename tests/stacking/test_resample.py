@@ -116,6 +116,23 @@ def test_more_than_four_channels_and_all_orders():
         reproject_to_bbox(cube, f.wcs, g.wcs, box, order="lanczos")
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6])
+def test_every_channel_count_is_interpolated_exactly(channels):
+    # OpenCV rounds the positions of 2-channel images to 1/32 px: pairs go one by one
+    from scipy import ndimage
+    s, g = _survey(False, (3.0, 6.0))
+    f = s.frames[0]
+    cube = np.stack([f.data * (k + 1) for k in range(channels)], axis=-1)
+    box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
+    out, fp = reproject_to_bbox(cube, f.wcs, g.wcs, box)
+    mx, my = coordinate_map(f.wcs, g.wcs, box)
+    ok = fp > 0
+    exact = ndimage.map_coordinates(f.data.astype(np.float64), [my[ok], mx[ok]], order=1,
+                                    mode="nearest")
+    for k in range(channels):
+        np.testing.assert_allclose(out[ok][:, k], (k + 1) * exact, rtol=1e-5, atol=1e-3)
+
+
 def test_box_off_the_frame_and_bad_inputs():
     s, g = _survey(False, (0.0, 1.0))
     f = s.frames[0]
