@@ -72,3 +72,51 @@ def test_bad_arguments_are_rejected_with_a_message():
         make_survey(2, 2, tile_size=32, outlier="meteor")
     with pytest.raises(ValueError, match="channels"):
         make_sky((10, 10), channels=2)
+
+
+def test_panel_set_draws_panels_each_on_its_own_grid():
+    from photometry_graph.core.wcsgrid import celestial_pixel_scale
+    from photometry_graph.datasets import make_panel_set
+    s = make_panel_set(rng=2)
+    scales = np.array([celestial_pixel_scale(p.wcs) * 3600 for p in s.frames])
+    rot = np.degrees([np.arctan2(p.wcs.wcs.cd[0, 1], -p.wcs.wcs.cd[0, 0]) for p in s.frames])
+    assert len(s.frames) == 6 and s.info["kind"] == "panels"
+    assert np.abs(scales / 2.0 - 1).max() == pytest.approx(0.1) and np.ptp(scales) > 0.1
+    assert np.abs(rot).max() == pytest.approx(20.0) and np.allclose(rot, s.info["rotations_deg"])
+    assert len({p.shape for p in s.frames}) == 6
+    gains = np.array([p.gain for p in s.frames])
+    assert gains.min() >= 0.85 and gains.max() <= 1.15 and np.ptp(gains) > 0.1
+    for k, p in enumerate(s.frames):
+        border = p.data[~p.valid]
+        assert 0.01 < (~p.valid).mean() < 0.3
+        assert np.isnan(border).all() if k % 2 == 0 else (border == 0).all()
+        assert np.isfinite(p.data[p.valid]).all()
+
+
+def test_panel_pixels_are_the_truth_through_their_own_photometry():
+    from photometry_graph.datasets import make_panel_set
+    s = make_panel_set(1, 2, panel_shape=(60, 90), rng=4, add_noise=False)
+    for p in s.frames:
+        truth = s.render_truth(p.wcs, p.shape)
+        yy, xx = np.mgrid[:p.shape[0], :p.shape[1]]
+        model = p.model(truth, xx, yy)[..., 0]
+        np.testing.assert_allclose(p.data[p.valid], model[p.valid], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("weights", [None, "extension", "sidecar"])
+def test_write_panel_set_writes_layouts_and_weights(tmp_path, weights):
+    from astropy.io import fits
+    from photometry_graph.datasets import make_panel_set, write_panel_set
+    s = make_panel_set(1, 2, panel_shape=(40, 60), channels=3, rng=0)
+    paths = write_panel_set(s, tmp_path, weights=weights)
+    shapes = [fits.getdata(p).shape for p in paths]
+    assert shapes == [(3,) + s.frames[0].shape, s.frames[1].shape + (3,)]
+    with fits.open(paths[0]) as hdul:
+        assert (len(hdul) == 2) == (weights == "extension")
+        assert hdul[0].header["PANELIDX"] == 0 and hdul[0].header["CTYPE1"] == "RA---TAN"
+    sidecar = tmp_path / "panel_2.weight.fits"
+    assert sidecar.exists() == (weights == "sidecar")
+    if weights == "sidecar":
+        np.testing.assert_array_equal(fits.getdata(sidecar) > 0, s.frames[1].valid)
+    with pytest.raises(ValueError, match="weights"):
+        write_panel_set(s, tmp_path, weights="alpha")

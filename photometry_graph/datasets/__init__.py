@@ -14,7 +14,8 @@ with ``centre_k`` the centre of node ``k``'s bounding box, so that
 ``offset_k`` is the additive error at the node's centre.
 
 The modules: ``sky`` (skies and artefacts), ``tile_survey`` (tile grids), ``frame_survey``
-(plate-solved frames).
+(plate-solved frames), ``panels`` (panels stacked one by one, each on its own grid),
+``pairs`` (overlap pairs with a known gain ratio).
 """
 
 from .sky import (  # noqa: F401
@@ -24,7 +25,10 @@ from .tile_survey import (  # noqa: F401
     SyntheticSurvey, expected_corrections, make_survey,
 )
 from .frame_survey import (  # noqa: F401
-    SyntheticFrame, FrameSurvey, make_frame_survey,
+    SyntheticFrame, FrameSurvey, make_frame_survey, sample_sky, truth_grid_wcs, tan_frame_wcs,
+)
+from .panels import (  # noqa: F401
+    make_panel_set, write_panel_set, WEIGHT_MODES,
 )
 from .pairs import (  # noqa: F401
     OverlapPair, make_overlap_pair,
@@ -33,5 +37,6 @@ from .pairs import (  # noqa: F401
 __all__ = [
     "SkyModel", "make_sky", "draw_empty_zones", "add_trail", "SyntheticSurvey",
     "expected_corrections", "make_survey", "SyntheticFrame", "FrameSurvey", "make_frame_survey",
-    "OverlapPair", "make_overlap_pair",
+    "sample_sky", "truth_grid_wcs", "tan_frame_wcs", "make_panel_set", "write_panel_set",
+    "WEIGHT_MODES", "OverlapPair", "make_overlap_pair",
 ]

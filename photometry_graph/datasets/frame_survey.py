@@ -8,7 +8,8 @@ import numpy as np
 from ..core.tiles import BBox
 from .sky import SkyModel, add_trail, make_sky
 
-__all__ = ["SyntheticFrame", "FrameSurvey", "make_frame_survey"]
+__all__ = ["SyntheticFrame", "FrameSurvey", "make_frame_survey", "sample_sky",
+           "truth_grid_wcs", "tan_frame_wcs"]
 
 _BAYER_RGGB = np.array([[0, 1], [1, 2]])  # channel of (row % 2, col % 2)
 
@@ -153,11 +154,13 @@ class FrameSurvey:
             NaN where the target pixel has no sky position.
         """
         box = BBox(0, int(shape[0]), 0, int(shape[1])) if bbox is None else bbox
-        return _sample_sky(self.sky, self.truth_wcs, wcs, box, stars=stars)
+        return sample_sky(self.sky, self.truth_wcs, wcs, box, stars=stars)
 
 
-def _sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
+def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
     """Surface brightness of ``sky`` at the pixel centres of ``box`` of a target grid.
+
+    Returns an ``(h, w, C)`` float64 array, NaN where a target pixel has no sky position.
 
     Target pixels are mapped to the truth grid with the interpolated
     coordinate map of :func:`photometry_graph.stacking.resample.coordinate_map`
@@ -191,7 +194,44 @@ def _sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
     return out
 
 
-def _frame_wcs(truth_wcs, cx, cy, shape, scale_deg, theta, sip_coeffs):
+def truth_grid_wcs(center, scale_deg, shape):
+    """North-up TAN grid of ``shape`` (H, W) centred on ``center`` (ra, dec), ICRS.
+
+    Examples
+    --------
+    >>> w = truth_grid_wcs((150.0, 30.0), 1e-3, (40, 60))
+    >>> w.pixel_shape, [round(float(v), 6) for v in w.wcs_pix2world([[29.5, 19.5]], 0)[0]]
+    ((60, 40), [150.0, 30.0])
+    """
+    from astropy.wcs import WCS
+    H, W = shape
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [float(center[0]), float(center[1])]
+    w.wcs.crpix = [(W + 1) / 2.0, (H + 1) / 2.0]
+    w.wcs.cdelt = [-scale_deg, scale_deg]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.radesys = "ICRS"
+    w.wcs.set()
+    w.pixel_shape = (W, H)
+    return w
+
+
+def tan_frame_wcs(truth_wcs, cx, cy, shape, scale_deg, theta, sip_coeffs):
+    """TAN WCS of a frame of ``shape`` (H, W) centred on truth pixel ``(cx, cy)``.
+
+    ``scale_deg`` degrees per pixel, rotated by ``theta`` radians, with SIP distortion when
+    ``sip_coeffs`` is an ``(a, b)`` pair of coefficient matrices (else None).
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> t = WCS(naxis=2); t.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> t.wcs.crval = [150, 30]; t.wcs.cdelt = [-1e-3, 1e-3]; t.wcs.crpix = [1, 1]
+    >>> w = tan_frame_wcs(t, 0.0, 0.0, (40, 60), 1e-3, 0.0, None)
+    >>> [round(float(v), 6) for v in w.wcs.crval], w.pixel_shape
+    ([150.0, 30.0], (60, 40))
+    """
     from astropy.wcs import WCS, Sip
     H, W = shape
     lon, lat = truth_wcs.all_pix2world([cx], [cy], 0)
@@ -298,7 +338,6 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
     (2, (40, 60), 10.0)
     """
     from astropy.io import fits
-    from astropy.wcs import WCS
 
     rng = np.random.default_rng(rng)
     if channels not in (1, 3, "bayer"):
@@ -315,15 +354,7 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
                          + (2 * sip_amplitude if sip else 0) + 8))
     tW = 2 * margin + W + (n_cols - 1) * step_x
     tH = 2 * margin + H + (n_rows - 1) * step_y
-    truth_wcs = WCS(naxis=2)
-    truth_wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    truth_wcs.wcs.crval = [float(center[0]), float(center[1])]
-    truth_wcs.wcs.crpix = [(tW + 1) / 2.0, (tH + 1) / 2.0]
-    truth_wcs.wcs.cdelt = [-scale, scale]
-    truth_wcs.wcs.cunit = ["deg", "deg"]
-    truth_wcs.wcs.radesys = "ICRS"
-    truth_wcs.wcs.set()
-    truth_wcs.pixel_shape = (tW, tH)
+    truth_wcs = truth_grid_wcs(center, scale, (tH, tW))
     sky = make_sky((tH, tW), n_ch, rng=rng, star_density=star_density, fwhm=fwhm,
                    nebulae=nebulae, nebula_amplitude=nebula_amplitude, sky_level=sky_level,
                    noise_sigma=noise_sigma)
@@ -352,8 +383,8 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
         cx = margin + (W - 1) / 2.0 + c * step_x + rng.uniform(-jitter, jitter)
         cy = margin + (H - 1) / 2.0 + r * step_y + rng.uniform(-jitter, jitter)
         coeffs = _random_sip(rng, (H, W), sip_amplitude) if sip else None
-        w = _frame_wcs(truth_wcs, cx, cy, (H, W), scale, thetas[k], coeffs)
-        clean = _sample_sky(sky, truth_wcs, w, BBox(0, H, 0, W))
+        w = tan_frame_wcs(truth_wcs, cx, cy, (H, W), scale, thetas[k], coeffs)
+        clean = sample_sky(sky, truth_wcs, w, BBox(0, H, 0, W))
         observed = (gains[k] * clean + offsets[k]
                     + slopes[k, :, 0] * (xx - centre[0])[..., np.newaxis]
                     + slopes[k, :, 1] * (yy - centre[1])[..., np.newaxis])
