@@ -12,7 +12,8 @@ from .masks import as_channels_last
 __all__ = ["asinh_stretch"]
 
 
-def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference=None):
+def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference=None,
+                  limits=None):
     """Apply one asinh stretch to several images (same limits for all).
 
     Parameters
@@ -25,6 +26,9 @@ def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference
         Strength of the asinh (larger brightens faint levels).
     reference : int, optional
         Take the percentiles from this image only (default: pooled over all).
+    limits : array_like, shape (C, 2), optional
+        ``(low, high)`` per channel to use instead of percentiles (e.g. the limits an
+        earlier call returned, to stretch the blocks of a large image alike).
 
     Returns
     -------
@@ -46,15 +50,10 @@ def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference
     C = arrs[0].shape[2]
     if any(a.shape[2] != C for a in arrs):
         raise ValueError("all images must have the same number of channels")
-    pool = arrs if reference is None else [arrs[int(reference)]]
-    limits = np.zeros((C, 2))
-    for c in range(C):
-        vals = np.concatenate([a[..., c][np.isfinite(a[..., c])] for a in pool])
-        if vals.size == 0:
-            limits[c] = (0.0, 1.0)
-            continue
-        lo, hi = np.percentile(vals, [low_pct, high_pct])
-        limits[c] = (lo, hi if hi > lo else lo + 1.0)
+    if limits is None:
+        limits = _percentile_limits(arrs if reference is None else [arrs[int(reference)]],
+                                    low_pct, high_pct)
+    limits = np.asarray(limits, dtype=np.float64).reshape(C, 2)
     out = []
     norm = np.arcsinh(stretch)
     for a in arrs:
@@ -63,3 +62,17 @@ def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference
             y = np.arcsinh(stretch * np.clip(x, 0.0, 1.0)) / norm
         out.append(y[..., 0] if C == 1 else y)
     return out, limits
+
+
+def _percentile_limits(pool, low_pct, high_pct):
+    """``(low, high)`` percentiles of the finite pixels of ``pool`` per channel."""
+    C = pool[0].shape[2]
+    limits = np.zeros((C, 2))
+    for c in range(C):
+        vals = np.concatenate([a[..., c][np.isfinite(a[..., c])] for a in pool])
+        if vals.size == 0:
+            limits[c] = (0.0, 1.0)
+            continue
+        lo, hi = np.percentile(vals, [low_pct, high_pct])
+        limits[c] = (lo, hi if hi > lo else lo + 1.0)
+    return limits

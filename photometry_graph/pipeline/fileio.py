@@ -33,7 +33,7 @@ from ..core.wcsgrid import tile_wcs
 
 __all__ = ["check_output_folder", "discard_if_empty", "open_fits", "atomic", "write_hdus",
            "FitsStream", "fits_stream", "write_json", "write_html_report", "write_preview",
-           "write_uint16", "TileHDU",
+           "write_uint16", "write_tiff", "TileHDU",
            "read_tile_header", "load_tiles"]
 
 logger = get_logger(__name__)
@@ -239,6 +239,56 @@ def write_uint16(path, mosaic, shape, header, lo, hi):
             out.write(y, 0, uint16_block(mosaic.read(y, min(y + rows, mosaic.height)), lo, hi))
 
 
+def write_tiff(path, mosaic, summary, *, stretch=False):
+    """16-bit TIFF copy of a float mosaic for image editors, block by block, atomically.
+
+    Rows are written from the last to the first, so that an image editor (row 0 at the
+    top) shows the mosaic as FITS viewers do (north up with the usual WCS).  Written with
+    ``tifffile`` (the ``tiff`` extra), uncompressed, grey or RGB, one row block in memory.
+
+    Parameters
+    ----------
+    path : str or Path
+    mosaic : FitsStream
+        The float mosaic, complete.
+    summary : ChunkSummary
+        Its value range (``lo``, ``hi``) and its preview (the stretch's percentiles).
+    stretch : bool
+        False: ``[lo, hi]`` -> ``[0, 65535]`` (as :func:`write_uint16`); True: the asinh
+        stretch of the preview (:func:`write_preview`), over the whole range.  NaN -> 0.
+
+    Raises
+    ------
+    GridModeError
+        When ``tifffile`` is not installed.
+    """
+    try:
+        import tifffile
+    except ImportError:
+        raise GridModeError("writing a TIFF needs the tifffile package: "
+                            "pip install 'photometry-graph[tiff]' (or tifffile)") from None
+    C = mosaic.planes * mosaic.depth
+    limits = asinh_stretch([summary.preview])[1] if stretch else None
+    rows = max(1, (32 << 20) // (mosaic.width * C * 4))
+
+    def rows_bottom_up():  # (W,) or (W, C) uint16 rows, the last row first
+        for y1 in range(mosaic.height, 0, -rows):
+            block = mosaic.read(max(0, y1 - rows), y1)[::-1]
+            if stretch:
+                img = np.nan_to_num(asinh_stretch([block], limits=limits)[0][0], nan=0.0)
+                u = np.round(65535 * img).astype(np.uint16)
+            else:
+                u = (uint16_block(block, summary.lo, summary.hi).astype(np.int32)
+                     + 32768).astype(np.uint16)
+            u = u.reshape(block.shape[0], mosaic.width, C)
+            yield from (u[..., 0] if C == 1 else u)
+
+    shape = (mosaic.height, mosaic.width) + ((C,) if C > 1 else ())
+    with atomic(path) as tmp:
+        tifffile.imwrite(tmp, data=rows_bottom_up(), shape=shape, dtype=np.uint16,
+                         photometric="rgb" if C > 1 else "minisblack")
+
+
 def write_json(path, payload):
     """Write ``payload`` as strict JSON (NaN/inf -> null) atomically.
 
@@ -290,7 +340,7 @@ def write_html_report(path, report, images=None, *, title=None):
     return True
 
 
-def write_preview(path, image):
+def write_preview(path, image, *, origin="lower"):
     """Write an 8-bit PNG of ``image`` with an asinh stretch, atomically.
 
     Parameters
@@ -299,14 +349,19 @@ def write_preview(path, image):
     image : numpy.ndarray, (h, w, C)
         C = 1 (grey) or 3 (RGB); the stretch uses percentiles over the finite pixels and
         non-finite pixels become 0.
+    origin : {"lower", "upper"}
+        Where row 0 of ``image`` goes: ``"lower"`` at the bottom of the picture, as FITS
+        viewers show a FITS image (north up with the usual WCS), ``"upper"`` at the top.
 
     Raises
     ------
     GridModeError
         When OpenCV cannot encode the image.
     """
+    if origin not in ("lower", "upper"):
+        raise ValueError(f"origin must be 'lower' or 'upper', got {origin!r}")
     img = np.nan_to_num(asinh_stretch([image])[0][0], nan=0.0)
-    img = np.round(255 * img).astype(np.uint8)
+    img = np.round(255 * (img[::-1] if origin == "lower" else img)).astype(np.uint8)
     ok, buf = cv2.imencode(".png", img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1]))
     if not ok:
         raise GridModeError(f"OpenCV could not encode the preview {path}")

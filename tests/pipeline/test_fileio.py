@@ -11,7 +11,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from photometry_graph.pipeline.fileio import (atomic, check_output_folder, fits_stream, load_tiles, read_tile_header,
-                                     write_hdus, write_json, write_preview, write_uint16)
+                                     write_hdus, write_json, write_preview, write_tiff,
+                                     write_uint16)
 from photometry_graph.pipeline.options import GridModeError
 from photometry_graph.pipeline.outputs import tile_header
 from photometry_graph.core.tiles import BBox
@@ -103,7 +104,7 @@ def test_tile_hdu_reads_crops_and_maps_data_lazily(tmp_path):
 def test_preview_is_an_asinh_stretch_over_finite_pixels(tmp_path):
     img = np.linspace(0, 100, 400, dtype=np.float32).reshape(20, 20, 1)
     img[:2] = np.nan
-    write_preview(tmp_path / "p.png", img)
+    write_preview(tmp_path / "p.png", img, origin="upper")
     out = cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.uint8 and out.shape == (20, 20)
     assert out[:2].max() == 0 and out[-1, -1] == 255
@@ -128,6 +129,41 @@ def test_uint16_copy_maps_the_range_block_by_block(tmp_path):
         assert u16[0, 0, 0] == 0 and u16[2, -1, -1] == 65535 and u16[:, 5, 5].max() == 0
         want = np.round((np.moveaxis(full, -1, 0) + 1.0) / 4.0 * 65535)
         np.testing.assert_allclose(u16[:, 10:], want[:, 10:], atol=1)
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc", "mono"])
+def test_tiff_copy_is_flipped_and_mapped_block_by_block(tmp_path, layout):
+    import tifffile
+    from photometry_graph.pipeline.outputs import ChunkSummary
+    C = 1 if layout == "mono" else 3
+    full = np.linspace(-1.0, 3.0, C * 40 * 30, dtype=np.float32).reshape(40, 30, C)
+    full[5, 5] = np.nan
+    shape = {"mono": (40, 30), "chw": (3, 40, 30), "hwc": (40, 30, 3)}[layout]
+    summary = ChunkSummary((40, 30), C, preview_size=16)
+    summary.add(BBox(0, 40, 0, 30), full)
+    with fits_stream(tmp_path / "m.fits", shape, celestial_header((40, 30)), layout) as m:
+        m.write(0, 0, full)
+        write_tiff(tmp_path / "lin.tif", m, summary)
+        write_tiff(tmp_path / "str.tif", m, summary, stretch=True)
+    lin, stretched = (tifffile.imread(tmp_path / n) for n in ("lin.tif", "str.tif"))
+    assert lin.dtype == np.uint16 and lin.shape == (40, 30) + ((3,) if C == 3 else ())
+    want = np.round((full[::-1] + 1.0) / 4.0 * 65535).reshape(lin.shape)
+    ok = np.isfinite(full[::-1]).all(axis=2).reshape(40, 30)
+    np.testing.assert_allclose(lin[ok], want[ok], atol=1)  # row 0 of the TIFF: the last row
+    assert (lin[~ok] == 0).all() and (stretched[~ok] == 0).all()
+    order = np.argsort(full[::-1][..., 0][ok])
+    assert np.all(np.diff(stretched.reshape(40, 30, C)[..., 0][ok][order].astype(int)) >= 0)
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["lin.tif", "m.fits", "str.tif"]
+
+
+def test_preview_origin_lower_puts_row_0_at_the_bottom(tmp_path):
+    img = np.zeros((10, 12, 1), np.float32)
+    img[0, :3] = 100.0  # first row, first columns
+    write_preview(tmp_path / "p.png", img)
+    out = cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED)
+    assert out[-1, :3].min() == 255 and out[0].max() == 0
+    with pytest.raises(ValueError, match="origin"):
+        write_preview(tmp_path / "q.png", img, origin="top")
 
 
 def _write_tile(path, grid_wcs, bbox, tile_id, channels, value):
