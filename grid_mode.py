@@ -14,7 +14,6 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 
 import functools
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,26 +26,28 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
 from photometry_graph.blending.assembly import assemble_mosaic
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            footprint_bbox)
-from photometry_graph.photometry.background import match_backgrounds
 from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
                                                 harmonize_frames, masked_gaussian_blur)
-from photometry_graph.photometry.harmonize import harmonize_tiles
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
                                               fits_stream, load_tiles, write_hdus,
                                               write_html_report, write_json, write_preview,
-                                              write_uint16)
+                                              write_tiff, write_uint16)
 from photometry_graph.pipeline.frameio import load_frame, scan_entry
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
-from photometry_graph.pipeline.images import majority_channels as _majority
+from photometry_graph.pipeline.images import usable_majority
 from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # noqa: F401
                                                GridOptions, frame_saturation,
                                                frame_smooth_sigma)
 from photometry_graph.pipeline.options import n_workers as _n_workers
+from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import (ChunkSummary, GridResult, chunk_coverage,
                                                mosaic_header, plain_preview, tile_header)
+from photometry_graph.pipeline.panels import (find_fits_files, is_project_tile, panel_grid,
+                                              read_reference, scan_panels, tile_photometry,
+                                              write_panel_tiles)
 from photometry_graph.pipeline.parallel import map_tasks
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
@@ -138,13 +139,8 @@ def _read_frames(entries, opts, progress):
             grid_warning(logger, "skipping %s: %s", entry.path, reason)
         else:
             frames.append(info)
-    frames = _majority(frames, lambda f: f.n_channels, lambda f: f.path, "frames")
-    if not frames:
-        raise GridModeError(f"no usable frame left: {len(entries)} listed, all skipped "
-                            "(see the warnings above)")
-    for k, f in enumerate(frames):
-        f.index = k
-    return frames
+    return usable_majority(frames, lambda f: f.n_channels, lambda f: f.path, "frames",
+                           len(entries))
 
 
 def _bin_frame(task):
@@ -320,16 +316,40 @@ def _run(input_folder, output_folder, options, warnings):
 
 
 # ---------------------------------------------------------------------------- assembly
-def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
-    """Assemble the tile files of ``tiles_dir`` into the mosaic outputs in ``output_dir``.
+def assemble_tiles(tiles_dir, output_dir, progress_callback=None, *, reference=None,
+                   **options):
+    """Assemble tiles, or plate-solved panels from any stacker, into the mosaic outputs.
 
-    Tiles are read lazily (memmaps, coverage crops).  The tile photometry (overlap graph,
-    global gain/offset/plane solve, guarded background matching) and the blending run as
-    the options say (``photometry``, ``model``, ``background``, ``blend``, ``levels``,
+    ``tiles_dir`` holds this project's tile files (``TILEID``, ``GRID_Y0``, ``GRID_X0``
+    keywords): they are read lazily in place (memmaps, coverage crops).  Any other FITS
+    image with a celestial WCS there is a panel (any projection, pixel scale, rotation and
+    size; mono or RGB in either axis order; NaN or zero borders; a weight extension or a
+    ``NAME.weight.fits`` beside it): the panels are put on one grid
+    (:func:`photometry_graph.pipeline.panels.panel_grid`: the optimal celestial TAN grid of
+    the set at ``pixel_scale`` or their median scale, their own pixel grid when they share
+    one, or ``reference``'s pixel grid extended to cover them), reprojected one at a time
+    and written as tiles to ``output_dir/tiles``, and assembled as tiles.  Unusable files
+    are skipped with a ``[GRID]`` warning.  The tile photometry (overlap graph, global
+    gain/offset/plane solve, guarded background matching) and the blending run as the
+    options say (``photometry``, ``model``, ``background``, ``blend``, ``levels``,
     ``chunk_size``, ``workers``); with photometry and background off and ``blend='none'``
     the mosaic is a plain coverage-weighted placement.  The mosaic is written chunk by
     chunk (``os.pwrite``, bounded memory) into a FITS file under a temporary name, then
-    renamed.
+    renamed.  Options that only ``run`` uses (stacking, frame photometry, tiling) are
+    refused with a :class:`GridModeError`.
+
+    Parameters
+    ----------
+    tiles_dir : str, Path or list of them
+        A folder, or FITS files.
+    output_dir : str or Path
+    progress_callback : callable, optional
+        As for :func:`run_grid_mode`.
+    reference : str or Path, optional
+        A FITS file whose pixel grid (projection, scale, rotation) the mosaic takes,
+        extended to cover every panel: the mosaic is pixel-aligned with it.
+    **options
+        :class:`GridOptions` fields that apply to an assembly.
 
     Returns
     -------
@@ -337,20 +357,41 @@ def assemble_tiles(tiles_dir, output_dir, progress_callback=None, **options):
     """
     with callback_logging(progress_callback), discard_if_empty(output_dir), \
             collected_warnings() as warnings:
-        return _guarded(_assemble_dir, tiles_dir, output_dir, options, warnings)
+        return _guarded(_assemble_dir, tiles_dir, output_dir, reference, options, warnings)
 
 
-def _assemble_dir(tiles_dir, output_dir, options, warnings):
-    opts, tiles_dir = _resolve_options(options), Path(tiles_dir)
-    if not tiles_dir.is_dir():
-        raise GridModeError(f"the tiles folder {tiles_dir} does not exist")
-    paths = sorted(p for p in tiles_dir.iterdir()
-                   if re.fullmatch(r"tile_\d+\.fits?", p.name, flags=re.IGNORECASE))
-    if not paths:
-        raise GridModeError(f"no tile file (tile_0001.fits ...) in {tiles_dir}")
-    return _assemble(paths, check_output_folder(None, output_dir), opts, _Progress(),
-                     {"tiles_dir": str(tiles_dir), "warnings": warnings}, {},
-                     time.perf_counter())
+def _assemble_dir(inputs, output_dir, reference, options, warnings):
+    refuse_run_only([k for k, v in options.items() if v is not None])
+    opts, t0 = _resolve_options(options), time.perf_counter()
+    paths = find_fits_files(inputs)
+    out = check_output_folder(inputs if isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
+                              else None, output_dir)
+    extra, progress = {"tiles_dir": str(inputs), "warnings": warnings}, _Progress()
+    if reference is not None or opts.pixel_scale is not None or \
+            not all(map(is_project_tile, paths)):
+        paths, panels = _panel_tiles(paths, out / "tiles", reference, opts, progress.stage(0, 30))
+        extra.update(panels)
+    return _assemble(paths, out, opts, progress.stage(progress.last, 100), extra, {}, t0)
+
+
+def _panel_tiles(paths, tiles_dir, reference, opts, progress):
+    """Panels -> their tile files on a common grid in ``tiles_dir``, and the report's part."""
+    if any(p.resolve().parent == tiles_dir.resolve() for p in paths):
+        raise GridModeError(f"the panels are in {tiles_dir}, where their tiles are to be "
+                            "written: choose another output folder")
+    panels = scan_panels(paths, mask_eps=opts.mask_eps)
+    ref_wcs = None if reference is None else read_reference(reference)[0]
+    wcs, shape, grid = panel_grid(panels, reference=ref_wcs, pixel_scale=opts.pixel_scale)
+    progress("%d panels on a %dx%d grid (%s)", 0.0, len(panels), shape[1], shape[0],
+             grid["kind"])
+    tiles_dir.mkdir(parents=True, exist_ok=True)
+    for stale in tiles_dir.glob("tile_*.fits"):  # outputs of an earlier run of ours
+        stale.unlink()
+    tile_paths, report = write_panel_tiles(panels, wcs, shape, tiles_dir,
+                                           mask_eps=opts.mask_eps, progress=progress)
+    return tile_paths, {"inputs": [str(p) for p in paths], "panels": report,
+                        "grid": dict(grid, reference=None if reference is None
+                                     else str(reference))}
 
 
 def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
@@ -358,14 +399,7 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
-    corrections, harm_report = None, {"enabled": False}
-    if opts.photometry:
-        result = harmonize_tiles(tiles, model=opts.model, background=opts.background,
-                                 origin=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0), rng=0)
-        corrections, harm_report = result.corrections, result.report
-    elif opts.background:
-        result = match_backgrounds(tiles)
-        corrections, harm_report = result.corrections, {"background": result.to_dict()}
+    _, corrections, harm_report = tile_photometry(tiles, shape, opts)
     timings["harmonize"] = time.perf_counter() - t1
     progress("tile photometry done", 0.3)
 
@@ -397,6 +431,9 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
         if opts.save_uint16:
             paths["uint16"] = out / "mosaic_grid_uint16.fits"
             write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
+        if opts.save_tiff != "none":
+            paths["tiff"] = out / "mosaic_grid.tif"
+            write_tiff(paths["tiff"], mosaic, summary, stretch=opts.save_tiff == "stretched")
     write_preview(paths["preview"], summary.preview)
     timings["total"] = time.perf_counter() - t0
     report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,

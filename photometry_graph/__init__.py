@@ -10,7 +10,10 @@ and WCS objects; ``grid_mode`` runs the pipeline.  The subpackages follow the da
 ``blending``     pyramids, feathering and multi-band blending, chunked assembly
 ``pipeline``     options, the stack plan, file I/O, task dispatch, progress
 ``diagnostics``  truth metrics, residual tables, plots
-``datasets``     synthetic skies and surveys with known truth
+``datasets``     synthetic skies, surveys and panel sets with known truth
+
+:func:`mosaic` (module ``api``) is the reproject-style entry point: images with a WCS in,
+``(array, footprint)`` out.
 
 The names below are the ones a user calls; everything else is imported from its
 subpackage (``from photometry_graph.photometry import fit_pair``).  They are loaded on first
@@ -45,6 +48,7 @@ _API = {
     "reconstruct_from_laplacian": ".blending.pyramid",
     "blend_layers": ".blending.blend",
     "assemble_mosaic": ".blending.assembly",
+    "mosaic": ".api",
 }
 _SUBPACKAGES = ("core", "stacking", "photometry", "blending", "pipeline", "diagnostics",
                 "datasets")

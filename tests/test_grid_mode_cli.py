@@ -153,3 +153,53 @@ def test_demo_help_shows_the_demo_defaults(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "on the global grid, pixels (default: 256)" in out and "(default: 0.25)" in out
     assert "on the global grid, pixels (default: 2048)" not in out
+
+
+def _run_only_flags():
+    """One command line per option that only ``run`` uses, with a value argparse accepts."""
+    from dataclasses import fields
+    from photometry_graph.pipeline.options import OPTION_CHOICES, RUN_ONLY, GridOptions
+    out = {}
+    for f in fields(GridOptions):
+        if f.name not in RUN_ONLY:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.default is True:
+            out[f.name] = ["--no-" + flag[2:]]
+        elif f.default is False:
+            out[f.name] = [flag]
+        elif f.name in OPTION_CHOICES:
+            out[f.name] = [flag, OPTION_CHOICES[f.name][-1]]
+        elif f.name == "winsor_limits":
+            out[f.name] = [flag, "0.1", "0.1"]
+        else:
+            out[f.name] = [flag, "tcp://localhost:1" if f.type is object else "2"]
+    out["kappa"] = ["--kappa", "2.5"]
+    return out
+
+
+RUN_ONLY_FLAGS = _run_only_flags()
+
+
+def test_every_stacking_and_frame_option_is_a_run_only_option():
+    assert set(RUN_ONLY_FLAGS) >= {
+        "tile_size", "overlap", "stack_method", "stack_combine", "kappa_low", "kappa_high",
+        "winsor_limits", "weight_method", "radial_weight", "frame_photometry", "frame_model",
+        "frame_overlaps", "frame_smooth", "scheduler", "memory_mb", "saturation", "kappa"}
+    assert not {"pixel_scale", "mask_eps", "blend", "model", "save_tiff"} & set(RUN_ONLY_FLAGS)
+
+
+@pytest.mark.parametrize("name", sorted(RUN_ONLY_FLAGS))
+def test_assemble_refuses_run_only_options_in_one_line(name, tmp_path, capsys):
+    argv = ["assemble", str(tmp_path), str(tmp_path / "o")] + RUN_ONLY_FLAGS[name]
+    line = _one_line_error(capsys, argv)
+    assert RUN_ONLY_FLAGS[name][0] in line and "apply to grid-mode run only" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_assemble_from_python_refuses_run_only_options(tmp_path):
+    with pytest.raises(grid_mode.GridModeError, match=r"--tile-size, --stack-method"):
+        grid_mode.assemble_tiles(tmp_path, tmp_path / "o", tile_size=512,
+                                 stack_method="median")
+    with pytest.raises(grid_mode.GridModeError, match="stack_kappa_low"):
+        grid_mode.assemble_tiles(tmp_path, tmp_path / "o", stack_kappa_low=2.0)

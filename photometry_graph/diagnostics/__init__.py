@@ -6,6 +6,7 @@ used by the notebooks, the pipeline's report and the benchmarks.
 ``tables``   edge residuals, tile corrections, errors against the truth, text tables
 ``plots``    matplotlib figures (matplotlib imported when called)
 ``html``     the report of a run as one self-contained HTML page (``grid_report.html``)
+``panels``   a mosaic of panels against its truth: footprints, coverage, seams, gains
 """
 
 from .report import (  # noqa: F401
@@ -28,6 +29,9 @@ from .plots import (  # noqa: F401
 from .html import (  # noqa: F401
     WARNING_ADVICE, warning_advice, render_html_report,
 )
+from .panels import (  # noqa: F401
+    panel_footprints, panel_cells, panel_gain_errors, star_gains, mosaic_vs_panels,
+)
 
 __all__ = [
     "RESIDUAL_KEYS", "GRAPH_KINDS", "RunView", "unpack_run", "graph_from_report", "graph_view",
@@ -38,4 +42,5 @@ __all__ = [
     "format_table", "demo_quality_table", "asinh_stretch", "plot_images", "plot_before_after",
     "plot_overlap_graph", "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
     "plot_overlap_scatter", "WARNING_ADVICE", "warning_advice", "render_html_report",
+    "panel_footprints", "panel_cells", "panel_gain_errors", "star_gains", "mosaic_vs_panels",
 ]

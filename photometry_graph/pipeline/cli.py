@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from .demo import DEMO_DEFAULTS, demo_summary, run_demo
-from .options import OPTION_HELP, GridModeError, add_option_arguments
+from .options import OPTION_HELP, GridModeError, add_option_arguments, refuse_run_only
 from .progress import console_logging
 
 __all__ = ["build_parser", "main"]
@@ -47,15 +47,23 @@ def build_parser():
     for name, args, text in [
             ("run", ("input_dir", "output_dir"), "stack the frames listed in "
              "INPUT_DIR/stack_plan.csv (or all FITS files of INPUT_DIR), assemble the mosaic"),
-            ("assemble", ("tiles_dir", "output_dir"), "assemble existing tiles "
-             "(tile_0001.fits ...) into the mosaic"),
+            ("assemble", ("input", "output_dir"), "assemble this project's tiles "
+             "(tile_0001.fits ...) or plate-solved panels from any stacker (FITS images with "
+             "a celestial WCS: a folder, or files) into the mosaic; (run) options are "
+             "refused"),
             ("demo", ("output_dir",), "synthetic survey with injected errors end to end, "
              "measured against its truth (default OUTPUT_DIR: ./grid_demo_output)")]:
         parent = _options_parent(DEMO_DEFAULTS) if name == "demo" else common
         p = sub.add_parser(name, parents=[parent], help=text, description=text)
         for arg in args:
             p.add_argument(arg, metavar=arg.upper(), **(
-                dict(nargs="?", default="grid_demo_output") if name == "demo" else {}))
+                dict(nargs="?", default="grid_demo_output") if name == "demo" else
+                dict(nargs="+") if arg == "input" else {}))
+        if name == "assemble":
+            p.add_argument("--reference", metavar="FILE", help="a FITS file whose pixel grid "
+                           "(projection, scale, rotation) the mosaic takes, extended to cover "
+                           "every panel (default: the optimal north-up TAN grid of the panels, "
+                           "or their own grid when they share one)")
     return parser
 
 
@@ -65,6 +73,7 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k in OPTION_HELP and v is not None}
+    given = list(options) + (["kappa"] if args.kappa is not None else [])
     if args.kappa is not None:
         options = dict(dict(kappa_low=args.kappa, kappa_high=args.kappa), **options)
     with console_logging(quiet=args.quiet, verbose=args.verbose, stream=sys.stderr) as bar:
@@ -72,7 +81,10 @@ def main(argv=None):
             if args.command == "run":
                 result = run_grid_mode(args.input_dir, args.output_dir, bar, **options)
             elif args.command == "assemble":
-                result = assemble_tiles(args.tiles_dir, args.output_dir, bar, **options)
+                refuse_run_only(given)
+                result = assemble_tiles(args.input[0] if len(args.input) == 1 else args.input,
+                                        args.output_dir, bar, reference=args.reference,
+                                        **options)
             else:
                 result = run_demo(args.output_dir, progress_callback=bar, **options)
             bar.close()

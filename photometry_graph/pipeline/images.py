@@ -20,10 +20,12 @@ from .._log import get_logger, grid_warning
 from .._stats import estimate_noise
 from ..stacking.bayer import BAYER_CODES, bayer_pattern, debayer
 from ..core.masks import compute_valid_mask
+from .options import GridModeError
 from .plan import as_float
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
-           "majority_channels", "saturation_level", "saturation_pileup", "saturated_mask"]
+           "majority_channels", "usable_majority", "saturation_level", "saturation_pileup",
+           "saturated_mask"]
 
 logger = get_logger(__name__)
 
@@ -343,3 +345,42 @@ def majority_channels(items, channels, name, kind):
                          "colour are not mixed in one mosaic)", name(item), channels(item),
                          kind, keep)
     return [i for i in items if channels(i) == keep]
+
+
+def usable_majority(items, channels, name, kind, listed):
+    """The usable items of a run's input, renumbered: :func:`majority_channels`, then ``index``.
+
+    Parameters
+    ----------
+    items : list
+        What could be read (the rest was skipped with a warning); each has an ``index``.
+    channels, name : callable
+        As for :func:`majority_channels`.
+    kind : str
+        Plural noun of the items ("frames", "panels").
+    listed : int
+        How many there were to read, for the error.
+
+    Returns
+    -------
+    list
+        The items kept, ``index`` set to 0, 1, ... in their order.
+
+    Raises
+    ------
+    GridModeError
+        When no item is left.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> [i.index for i in usable_majority([NS(index=4, c=1)], lambda i: i.c, str, "frames", 3)]
+    [0]
+    """
+    items = majority_channels(items, channels, name, kind)
+    if not items:
+        raise GridModeError(f"no usable {kind[:-1]} left: {listed} listed, all skipped (see "
+                            "the warnings above)")
+    for k, item in enumerate(items):
+        item.index = k
+    return items

@@ -16,8 +16,9 @@ from .._threads import check_workers
 from .parallel import default_workers
 from ..stacking.stack import WEIGHT_METHODS
 
-__all__ = ["GridModeError", "GridOptions", "OPTION_HELP", "OPTION_CHOICES", "resolve_options",
-           "check_options", "n_workers", "add_option_arguments"]
+__all__ = ["GridModeError", "GridOptions", "OPTION_HELP", "OPTION_CHOICES", "RUN_ONLY",
+           "resolve_options", "check_options", "refuse_run_only", "n_workers",
+           "add_option_arguments"]
 
 logger = get_logger(__name__)
 
@@ -58,7 +59,7 @@ class GridOptions:
     overlap: float = _opt(0.1, "overlap of neighbouring tiles: fraction of the tile size if "
                           "< 1, else pixels")
     pixel_scale: float = _opt(None, "mosaic pixel scale in arcsec/px (default: the frames' "
-                              "median scale)")
+                              "or panels' median scale)", run=False)
     stack_method: str = _opt("kappa_sigma", "rejection of outliers (trails, hot pixels) "
                              "between the frames of a tile, or a plain mean/median",
                              ("kappa_sigma", "winsorized", "mean", "median"))
@@ -103,13 +104,19 @@ class GridOptions:
     memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
                             "frames are streamed twice), and of the binned frames held by "
                             "the frame solve (beyond it they are binned more)")
-    mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)")
+    mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)",
+                           run=False)
     saturation: float = _opt(None, "stored value at or above which a pixel is saturated; "
                              "saturated pixels and a 2 px margin stay out of the frame "
                              "photometry (default: the SATURATE keyword, else the value "
                              "at which a frame's brightest pixels pile up; 0 = off)")
     save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
                              "0..65535, NaN -> 0)", run=False)
+    save_tiff: str = _opt("none", "also write mosaic_grid.tif, a 16-bit TIFF for image editors, "
+                          "rows flipped so that it shows the mosaic as FITS viewers do (north "
+                          "up with the usual WCS): 'linear' maps the finite range to 0..65535 "
+                          "as save_uint16 does, 'stretched' applies the preview's asinh "
+                          "stretch; NaN -> 0", ("none", "linear", "stretched"), run=False)
     legacy_rgb_cube: bool = _opt(False, "write RGB mosaics as (H, W, 3), not (3, H, W)",
                                  run=False)
     preview_size: int = _opt(2048, "longest side of the preview PNG, pixels", run=False)
@@ -135,6 +142,8 @@ OPTION_HELP = {f.name: f.metadata["help"] for f in fields(GridOptions)}
 #: Allowed values of the fields that have a fixed set of them.
 OPTION_CHOICES = {f.name: f.metadata["choices"] for f in fields(GridOptions)
                   if f.metadata["choices"]}
+#: Options that only ``run`` (and ``demo``) use: stacking, frame photometry, tiling.
+RUN_ONLY = tuple(f.name for f in fields(GridOptions) if f.metadata["run"])
 
 # the host program's keywords -> ours
 _RENAMES = {"stack_kappa_low": "kappa_low", "stack_kappa_high": "kappa_high",
@@ -221,6 +230,37 @@ def resolve_options(options):
     for name, value in options.items():
         grid_warning(logger, "ignoring unknown option %s=%r", name, value)
     return check_options(GridOptions(**values))
+
+
+def refuse_run_only(names, command="assemble"):
+    """Refuse options that only ``run`` uses: a :class:`GridModeError` naming them.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The options given (keywords or ``GridOptions`` fields); the host program's
+        stacking keywords (``stack_kappa_low``, ``stack_reject_algo`` ...) and the command
+        line's ``kappa`` count as run options too.
+    command : str
+        What refuses them, for the message.
+
+    Examples
+    --------
+    >>> refuse_run_only(["blend", "model"])
+    >>> refuse_run_only(["tile_size", "blend", "kappa"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    photometry_graph.pipeline.options.GridModeError: --tile-size, --kappa (tile_size, kappa) ...
+    """
+    host = {k for k, v in _RENAMES.items() if v in RUN_ONLY} | {
+        "stack_reject_algo", "stack_weight_method", "stack_norm_method", "kappa"}
+    given = [n for n in names if n in RUN_ONLY or n in host]
+    on = {f.name for f in fields(GridOptions) if f.default is True}  # flags --no-X
+    flags = [("--no-" if n in on else "--") + n.replace("_", "-") for n in given]
+    if given:
+        raise GridModeError(f"{', '.join(flags)} ({', '.join(given)}) apply to grid-mode run "
+                            f"only (stacking, frame photometry, tiling); {command} takes tiles "
+                            "or panels that are stacked already: drop them")
 
 
 def check_options(opts):
