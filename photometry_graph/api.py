@@ -131,8 +131,8 @@ def _as_panel(item, k, weight, hdu_in, mask_eps):
             panel = read_panel(item, index=k, mask_eps=mask_eps)
         except GridModeError as exc:
             raise ValueError(f"input {k} ({item}) cannot be used: {exc}") from None
-        if weight is not None:
-            panel.weight, panel.frame.coverage_hdu = weight, None
+        if weight is not None:  # input_weights: instead of the file's own weight
+            panel.weight, panel.frame.coverage_hdu = _weight_data(weight), None
         return panel
     if isinstance(item, fits.HDUList):
         image, ext = _hdu_pair(item, hdu_in, k)
@@ -311,10 +311,9 @@ def mosaic(input_data, output_projection=None, shape_out=None, *, input_weights=
         tiles, canvas, _, origin = load_tiles(paths)
         result, corrections, report = tile_photometry(tiles, canvas, opts)
         progress.stage(40, 60)("photometry done", 1.0)
-        if harmonize_only:
-            return _harmonization(tiles, result, corrections, report, origin, wcs, shape,
-                                  len(panels))
-        out = _coadd(tiles, canvas, corrections, opts, origin, shape, progress.stage(60, 100))
+        out = (_harmonization(tiles, result, corrections, report, origin, wcs, shape,
+                              len(panels)) if harmonize_only else
+               _coadd(tiles, canvas, corrections, opts, origin, shape, progress.stage(60, 100)))
     if bar is not None:
         bar.close()
     return out
@@ -322,20 +321,18 @@ def mosaic(input_data, output_projection=None, shape_out=None, *, input_weights=
 
 def _coadd(tiles, canvas, corrections, opts, origin, shape, progress):
     """Blend the corrected tiles into (array, footprint) of the output shape."""
-    C = tiles[0].n_channels
-    array = np.full(shape + (C,), np.nan, dtype=np.float32)
+    array = np.full((tiles[0].n_channels,) + shape, np.nan, dtype=np.float32)  # as FITS
     oy, ox = origin
 
     def sink(bbox, data, weight_sum):
-        array[oy + bbox.y0:oy + bbox.y1, ox + bbox.x0:ox + bbox.x1] = data
+        array[:, oy + bbox.y0:oy + bbox.y1, ox + bbox.x0:ox + bbox.x1] = np.moveaxis(data, -1, 0)
 
     assemble_mosaic(tiles, canvas, corrections=corrections, blend=opts.blend,
                     levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
                     workers=n_workers(opts), progress=lambda done, total: progress(
                         "blending chunk %d/%d", done / total, done, total))
-    footprint = np.isfinite(array).all(axis=2).astype(np.float32)
-    return (array[..., 0] if C == 1 else np.ascontiguousarray(np.moveaxis(array, -1, 0)),
-            footprint)
+    footprint = np.isfinite(array).all(axis=0).astype(np.float32)
+    return (array[0] if array.shape[0] == 1 else array), footprint
 
 
 def _harmonization(tiles, result, corrections, report, origin, wcs, shape, n_inputs):
