@@ -183,3 +183,27 @@ def test_progress_bar_and_work_dir(panels, tmp_path, capsys):
     mosaic(inputs, progress_bar=True, work_dir=tmp_path, workers=1)
     assert "100%" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # the temporary tiles are gone
+
+
+def test_readme_mosaic_example_runs_verbatim(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(encoding="utf-8"),
+                        flags=re.DOTALL)
+    found = [b for b in blocks if "mosaic(inputs" in b]
+    assert len(found) == 1
+    (tmp_path / "example.py").write_text(found[0], encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("gain ")]
+    assert len(lines) == 6  # one line per panel: gain x injected = product
+    reference = [float(ln[-1]) for ln in lines if float(ln[1]) == 1.0]
+    assert len(reference) == 1  # gains are relative to the reference panel's
+    assert all(abs(float(ln[-1]) / reference[0] - 1) < 0.003 for ln in lines)
