@@ -24,7 +24,7 @@ from .outputs import (  # noqa: F401
     mosaic_header,
 )
 from .parallel import (  # noqa: F401
-    map_tasks, default_workers,
+    map_tasks, default_workers, stop_pool,
 )
 from .progress import (  # noqa: F401
     LEVELS, Progress, CallbackHandler, callback_logging, scaled_callback, HostLevelFormatter,
@@ -56,7 +56,7 @@ __all__ = [
     "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
     "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks",
-    "default_workers", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
+    "default_workers", "stop_pool", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
     "scaled_callback", "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress",
     "console_logging", "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey",
     "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "celestial_wcs",

@@ -8,6 +8,12 @@ never stops the others.
 
 The worker processes of the pool share the CPUs among themselves: each runs OpenCV and BLAS
 (OpenBLAS) on one thread (:func:`_limit_threads`), where the calling process may use several.
+
+Faults: the workers never outlive the process that started them (Linux: the kernel kills a
+worker whose parent dies; elsewhere too: a watchdog thread ends a worker whose parent is
+gone), they start with SIGINT blocked (Ctrl-C reaches the calling process only, which stops
+them), and when the caller stops reading the results (an interrupt, an error, ``close()``)
+the queued tasks are cancelled and the workers killed at once (:func:`stop_pool`).
 """
 
 import concurrent.futures
@@ -15,10 +21,17 @@ import ctypes
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 
-__all__ = ["map_tasks", "default_workers"]
+__all__ = ["map_tasks", "default_workers", "stop_pool"]
 
 logger = get_logger(__name__)
 
@@ -62,7 +75,9 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         ``(task, result)``, in the order of completion; ``result`` is the exception the
         task raised when it failed.  When the worker processes die (a script without the
         ``__main__`` guard, a worker killed for memory), the remaining tasks run here,
-        with a [GRID] warning.
+        with a [GRID] warning.  When the caller stops early (an exception in its loop,
+        an interrupt), closing the generator (``contextlib.closing``) cancels the queued
+        tasks and kills the workers at once; a worker whose parent dies exits by itself.
 
     Examples
     --------
@@ -73,10 +88,14 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         from dask.distributed import Client, as_completed  # optional dependency
         own = not isinstance(scheduler, Client)
         client = Client(scheduler, set_as_default=False) if own else scheduler
+        futures = {}
         try:
             futures = {client.submit(func, t, pure=False): t for t in tasks}
             for fut in as_completed(futures, loop=client.loop):
                 yield futures[fut], (fut.exception() or fut.result())
+        except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
+            client.cancel(list(futures))
+            raise
         finally:
             if own:
                 client.close()
@@ -94,9 +113,12 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                 yield t, exc
         return
     done, broken = set(), None
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
-                                                initializer=_limit_threads) as pool:
-        futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
+                                                  initializer=_start_worker,
+                                                  initargs=(os.getpid(),))
+    try:
+        with _interrupts_blocked():  # the workers inherit it: Ctrl-C is for this process
+            futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futures):
             exc = fut.exception()
             if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
@@ -104,6 +126,10 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                 break
             done.add(futures[fut])
             yield tasks[futures[fut]], (exc or fut.result())
+    except BaseException:  # interrupted, or the caller stopped reading (GeneratorExit)
+        stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
     if broken is not None:  # the pool is dead: every pending task would fail the same way
         rest = [t for k, t in enumerate(tasks) if k not in done]
         grid_warning(logger, "worker processes died or could not start (%s); running the %d "
@@ -112,6 +138,92 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                      "code; a worker killed for lack of memory needs fewer workers "
                      "(--workers)", type(broken).__name__, len(rest))
         yield from map_tasks(func, rest, workers=1)
+
+
+def stop_pool(pool, timeout=5.0):
+    """Cancel the queued tasks of a process pool and kill its workers now.
+
+    Parameters
+    ----------
+    pool : concurrent.futures.ProcessPoolExecutor
+    timeout : float
+        Longest wait, seconds, for the killed workers to be reaped.
+
+    Examples
+    --------
+    >>> import concurrent.futures
+    >>> pool = concurrent.futures.ProcessPoolExecutor(1)
+    >>> stop_pool(pool)
+    """
+    procs = list(dict(getattr(pool, "_processes", None) or {}).values())  # before shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+
+
+@contextmanager
+def _interrupts_blocked():
+    """Block SIGINT in this thread meanwhile (a SIGINT that arrives is delivered after).
+
+    Processes started meanwhile inherit the blocked signal (across ``exec`` too): the
+    workers of a pool and its ``forkserver`` never see a Ctrl-C of the terminal, whose
+    SIGINT goes to the whole process group; the calling process handles it and stops them.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _start_worker(parent_pid):
+    """Pool initializer: one thread for OpenCV/BLAS, no Ctrl-C, die with the parent."""
+    _limit_threads()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles it and stops us
+    _die_with_parent(parent_pid)
+
+
+#: ``prctl`` option: the signal the kernel sends to this process when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid, period=0.5):
+    """End this worker process when the process that started the pool is gone.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the parent of a ``forkserver`` worker is the
+    server, which exits when the calling process dies).  Everywhere: a daemon thread checks
+    every ``period`` seconds that ``parent_pid`` is alive and that this process was not
+    re-parented, and exits at once otherwise, so that no orphan goes on writing files.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL),
+                                                    0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover
+            pass
+    ppid = os.getppid()
+
+    def watch():
+        while _alive(parent_pid) and os.getppid() == ppid:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="grid-parent-watch", daemon=True).start()
+
+
+def _alive(pid):
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # NoSuchProcess; AccessDenied: it exists
+        return psutil.pid_exists(pid)
 
 
 def _context(func):

@@ -148,3 +148,81 @@ def test_frames_read_by_workers_are_those_read_here(tmp_path, frame_factory, cap
 def test_grid_mode_passes_its_options():
     out = list(grid_mode._map_tasks(math.sqrt, [9.0], GridOptions(workers=1)))
     assert out == [(9.0, 3.0)]
+
+
+def _sleep_and_report(task):
+    import os
+    import signal
+    import time
+    folder, seconds = task
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    (folder / f"{os.getpid()}.pid").write_text(f"{int(blocked)}")
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _gone(pids, seconds):
+    import time
+
+    import psutil
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not [p for p in pids if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signal masks: POSIX")
+def test_closing_the_results_cancels_the_queue_and_kills_the_workers(tmp_path):
+    import contextlib
+    import time
+    tasks = [(tmp_path, 0.0)] + [(tmp_path, 30.0)] * 5  # 75 s if the queue were waited for
+    t0 = time.monotonic()
+    with contextlib.closing(map_tasks(_sleep_and_report, tasks, workers=2)) as results:
+        assert next(results)[0] == tasks[0]
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() - t0 < 20:
+            time.sleep(0.05)  # both workers busy with a 30 s task
+    assert time.monotonic() - t0 < 15
+    pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2 and _gone(pids, 5)
+    # the workers started with SIGINT blocked: a Ctrl-C of the terminal is for the parent
+    assert {p.read_text() for p in tmp_path.glob("*.pid")} == {"1"}
+
+
+_ORPHAN_SCRIPT = """
+import pathlib, sys
+from photometry_graph.pipeline.parallel import map_tasks
+sys.path.insert(0, {tests!r})
+from test_parallel import _sleep_and_report
+if __name__ == "__main__":
+    folder = pathlib.Path({folder!r})
+    for _ in map_tasks(_sleep_and_report, [(folder, 60.0)] * 4, workers=2):
+        pass
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9: POSIX")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_SCRIPT.format(tests=os.path.dirname(__file__),
+                                            folder=str(tmp_path)))
+    proc = subprocess.Popen([sys.executable, str(script)], env=dict(
+        os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        t0 = time.monotonic()
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        assert len(pids) == 2
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only, not its process group
+        proc.wait(10)
+        assert _gone(pids, 3)  # no orphan goes on working (60 s tasks)
+    finally:
+        proc.kill()
+        proc.wait()
