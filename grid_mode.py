@@ -16,6 +16,7 @@ import functools
 import os
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from photometry_graph.pipeline.frameio import load_frame, scan_entry
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.images import usable_majority
 from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # noqa: F401
-                                               GridOptions, frame_saturation,
+                                               GridOptions, GridRunError, frame_saturation,
                                                frame_smooth_sigma)
 from photometry_graph.pipeline.options import n_workers as _n_workers
 from photometry_graph.pipeline.options import refuse_run_only
@@ -112,7 +113,11 @@ def _build_tile(task):
 
 
 def _map_tasks(func, tasks, opts):
-    """Yield ``(task, result or exception)``: dask cluster, process pool or in-process."""
+    """Yield ``(task, result or exception)``: dask cluster, process pool or in-process.
+
+    Read it inside ``with closing(...)``: when the reading stops early (an error, an
+    interrupt), the queued tasks are cancelled and the workers stopped at once.
+    """
     return map_tasks(func, tasks, scheduler=opts.scheduler, workers=_n_workers(opts))
 
 
@@ -127,12 +132,13 @@ def _read_frames(entries, opts, progress):
     tasks = [dict(index=i, path=e.path, exposure=e.exposure, mask_eps=opts.mask_eps)
              for i, e in enumerate(entries)]
     results = [None] * len(tasks)
-    for done, (task, res) in enumerate(_map_tasks(scan_entry, tasks, opts), start=1):
-        # a task that could not run at all (e.g. a worker died) comes back as its exception
-        results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
-                                  if isinstance(res, BaseException) else res)
-        if done % 10 == 1 or done == len(tasks):
-            progress("reading frames %d/%d", done / len(tasks), done, len(tasks))
+    with closing(_map_tasks(scan_entry, tasks, opts)) as scanned:
+        for done, (task, res) in enumerate(scanned, start=1):
+            # a task that could not run at all (e.g. a worker died) comes back as its exception
+            results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
+                                      if isinstance(res, BaseException) else res)
+            if done % 10 == 1 or done == len(tasks):
+                progress("reading frames %d/%d", done / len(tasks), done, len(tasks))
     frames = []
     for entry, (info, reason) in zip(entries, results):
         if info is None:
@@ -165,10 +171,11 @@ def _frame_photometry(frames, grid, opts, progress):
     tasks = [dict(index=k, frame=f, options=opts, grid_wcs=grid.wcs, grid_shape=grid.shape,
                   bin_factor=bin_factor) for k, f in enumerate(frames)]
     binned = {}  # all binned frames: within the memory budget (frame_bin_factor)
-    for done, (task, res) in enumerate(_map_tasks(_bin_frame, tasks, opts), start=1):
-        binned[task["index"]] = res
-        progress("Frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
-                 len(frames))
+    with closing(_map_tasks(_bin_frame, tasks, opts)) as results:
+        for done, (task, res) in enumerate(results, start=1):
+            binned[task["index"]] = res
+            progress("Frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
+                     len(frames))
 
     def get_binned(k):
         res = binned.pop(k)
@@ -202,15 +209,16 @@ def _make_tiles(frames, footprints, corrections, weights, grid, tiles_dir, opts,
     progress("stacking %d tiles (%d without frames skipped)", 0.0, len(tasks),
              len(grid.tiles) - len(tasks))
     stats, errors = [], []
-    for done, (task, res) in enumerate(_map_tasks(_build_tile, tasks, opts), start=1):
-        if isinstance(res, BaseException):
-            grid_warning(logger, "tile %d failed and is left out: %s: %s", task["tile_id"],
-                         type(res).__name__, res)
-            errors.append(f"{type(res).__name__}: {res}")
-            continue
-        stats.append(res)
-        progress("tile %d done (%d frames, %.1f s), %d/%d", done / len(tasks), res["tile_id"],
-                 res["n_frames"], res["seconds"], done, len(tasks))
+    with closing(_map_tasks(_build_tile, tasks, opts)) as results:
+        for done, (task, res) in enumerate(results, start=1):
+            if isinstance(res, BaseException):
+                grid_warning(logger, "tile %d failed and is left out: %s: %s", task["tile_id"],
+                             type(res).__name__, res)
+                errors.append(f"{type(res).__name__}: {res}")
+                continue
+            stats.append(res)
+            progress("tile %d done (%d frames, %.1f s), %d/%d", done / len(tasks),
+                     res["tile_id"], res["n_frames"], res["seconds"], done, len(tasks))
     stats.sort(key=lambda s: s["tile_id"])
     paths = [Path(s["path"]) for s in stats if s["path"]]
     if not paths:
@@ -273,7 +281,7 @@ def _guarded(func, *args):
     except Exception as exc:
         logger.error(f"{GRID_PREFIX} grid mode failed: %s: %s", type(exc).__name__, exc,
                      extra=final)
-        raise GridModeError(f"grid mode failed: {type(exc).__name__}: {exc}") from exc
+        raise GridRunError(f"grid mode failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _run(input_folder, output_folder, options, warnings):

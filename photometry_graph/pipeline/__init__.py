@@ -3,8 +3,8 @@ pixel layouts, file I/O, output headers, task dispatch and progress.
 """
 
 from .options import (  # noqa: F401
-    GridModeError, GridOptions, OPTION_HELP, OPTION_CHOICES, RUN_ONLY, resolve_options,
-    check_options, refuse_run_only, n_workers, add_option_arguments,
+    GridModeError, GridRunError, EXIT_CODES, GridOptions, OPTION_HELP, OPTION_CHOICES, RUN_ONLY,
+    resolve_options, check_options, refuse_run_only, n_workers, add_option_arguments,
 )
 from .plan import (  # noqa: F401
     PLAN_NAME, PLAN_HEADER, FITS_SUFFIXES, PATH_ALIASES, EXPOSURE_ALIASES, ORDER_ALIASES,
@@ -24,14 +24,14 @@ from .outputs import (  # noqa: F401
     mosaic_header,
 )
 from .parallel import (  # noqa: F401
-    map_tasks, default_workers, stop_pool,
+    map_tasks, default_workers, stop_pool, STOP_SIGNALS,
 )
 from .progress import (  # noqa: F401
     LEVELS, Progress, CallbackHandler, callback_logging, scaled_callback, HostLevelFormatter,
     TqdmLogHandler, ConsoleProgress, console_logging,
 )
 from .cli import (  # noqa: F401
-    build_parser, main,
+    Interrupted, build_parser, main,
 )
 from .demo import (  # noqa: F401
     DEMO_DEFAULTS, write_frame_survey, mosaic_quality, run_demo, demo_summary,
@@ -45,22 +45,23 @@ from .panels import (  # noqa: F401
 )
 
 __all__ = [
-    "GridModeError", "GridOptions", "OPTION_HELP", "OPTION_CHOICES", "RUN_ONLY",
-    "resolve_options", "check_options", "refuse_run_only", "n_workers", "add_option_arguments",
-    "PLAN_NAME", "PLAN_HEADER", "FITS_SUFFIXES", "PATH_ALIASES", "EXPOSURE_ALIASES",
-    "ORDER_ALIASES", "PlanEntry", "detect_grid_mode", "find_plan", "as_float",
-    "read_stack_plan", "plan_entries", "LAYOUTS", "FrameInfo", "image_layout", "frame_pixels",
-    "frame_noise", "majority_channels", "usable_majority", "saturation_level",
-    "saturation_pileup", "saturated_mask", "check_output_folder", "discard_if_empty",
-    "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
-    "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
+    "GridModeError", "GridRunError", "EXIT_CODES", "GridOptions", "OPTION_HELP",
+    "OPTION_CHOICES", "RUN_ONLY", "resolve_options", "check_options", "refuse_run_only",
+    "n_workers", "add_option_arguments", "PLAN_NAME", "PLAN_HEADER", "FITS_SUFFIXES",
+    "PATH_ALIASES", "EXPOSURE_ALIASES", "ORDER_ALIASES", "PlanEntry", "detect_grid_mode",
+    "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS", "FrameInfo",
+    "image_layout", "frame_pixels", "frame_noise", "majority_channels", "usable_majority",
+    "saturation_level", "saturation_pileup", "saturated_mask", "check_output_folder",
+    "discard_if_empty", "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream",
+    "write_json", "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
     "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks",
-    "default_workers", "stop_pool", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
-    "scaled_callback", "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress",
-    "console_logging", "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey",
-    "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "celestial_wcs",
-    "read_frame_info", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel",
-    "find_fits_files", "is_project_tile", "read_panel", "scan_panels", "read_reference",
-    "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry",
+    "default_workers", "stop_pool", "STOP_SIGNALS", "LEVELS", "Progress", "CallbackHandler",
+    "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
+    "ConsoleProgress", "console_logging", "Interrupted", "build_parser", "main",
+    "DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo", "demo_summary",
+    "COVERAGE_EXTNAMES", "celestial_wcs", "read_frame_info", "load_frame", "scan_frame",
+    "scan_entry", "WEIGHT_SUFFIX", "Panel", "find_fits_files", "is_project_tile", "read_panel",
+    "scan_panels", "read_reference", "panel_grid", "integer_offset", "write_panel_tiles",
+    "tile_photometry",
 ]

@@ -16,9 +16,9 @@ from .._threads import check_workers
 from .parallel import default_workers
 from ..stacking.stack import WEIGHT_METHODS
 
-__all__ = ["GridModeError", "GridOptions", "OPTION_HELP", "OPTION_CHOICES", "RUN_ONLY",
-           "resolve_options", "check_options", "refuse_run_only", "n_workers",
-           "add_option_arguments"]
+__all__ = ["GridModeError", "GridRunError", "EXIT_CODES", "GridOptions", "OPTION_HELP",
+           "OPTION_CHOICES", "RUN_ONLY", "resolve_options", "check_options", "refuse_run_only",
+           "n_workers", "add_option_arguments"]
 
 logger = get_logger(__name__)
 
@@ -34,6 +34,31 @@ class GridModeError(ValueError, RuntimeError):
     >>> isinstance(GridModeError("no usable frame"), (ValueError, RuntimeError))
     True
     """
+
+    #: exit code of the command line: bad input or options
+    exit_code = 2
+
+
+class GridRunError(GridModeError):
+    """The run failed while running: a piece could not be made, a full disk, a killed worker.
+
+    A :class:`GridModeError` (callers catching that see it too) whose command-line exit code
+    is 1, where bad input or options give 2 (see :data:`EXIT_CODES`).
+
+    Examples
+    --------
+    >>> GridRunError("tile 3 could not be written").exit_code
+    1
+    """
+
+    exit_code = 1
+
+
+#: Exit codes of the ``grid-mode`` command line and what they mean.
+EXIT_CODES = {0: "complete", 1: "failed during the run (a piece lost, disk full, a worker "
+              "killed, an unexpected error)", 2: "bad input or options (nothing was done)",
+              129: "ended by SIGHUP", 130: "interrupted (Ctrl-C, SIGINT)",
+              143: "terminated (SIGTERM)"}
 
 
 def _opt(default, text, choices=None, run=True):
@@ -104,6 +129,14 @@ class GridOptions:
     memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
                             "frames are streamed twice), and of the binned frames held by "
                             "the frame solve (beyond it they are binned more)")
+    allow_partial: bool = _opt(False, "when a tile cannot be made even after a second try, "
+                               "assemble the mosaic without it (the report, the log and the "
+                               "FITS header PARTIAL say what was lost) instead of failing")
+    resume: bool = _opt(True, "reuse the finished pieces of an earlier run into the same "
+                        "output folder whose inputs are unchanged (binned frames, frame "
+                        "solve, tiles; recorded in OUTPUT_DIR/resume)")
+    max_canvas: float = _opt(None, "largest global canvas accepted, megapixels (default: 4x "
+                             "the frames' total area on the grid)")
     mask_eps: float = _opt(1e-6, "|x| <= mask_eps in every channel is empty (zero borders)",
                            run=False)
     saturation: float = _opt(None, "stored value at or above which a pixel is saturated; "
@@ -295,6 +328,8 @@ def check_options(opts):
         raise GridModeError(f"invalid numeric option: {exc}") from None
     for bad, what in [
             (opts.tile_size < 16, f"tile_size must be >= 16, got {opts.tile_size}"),
+            (opts.max_canvas is not None and not opts.max_canvas > 0,
+             f"max_canvas must be > 0 megapixels, got {opts.max_canvas}"),
             (opts.frame_overlaps < 0, f"frame_overlaps must be >= 0 (0 = all), got "
              f"{opts.frame_overlaps}"),
             (not 0 <= opts.overlap < (1 if opts.overlap < 1 else opts.tile_size),

@@ -31,7 +31,7 @@ import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 
-__all__ = ["map_tasks", "default_workers", "stop_pool"]
+__all__ = ["map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS"]
 
 logger = get_logger(__name__)
 
@@ -117,7 +117,7 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                                                   initializer=_start_worker,
                                                   initargs=(os.getpid(),))
     try:
-        with _interrupts_blocked():  # the workers inherit it: Ctrl-C is for this process
+        with _signals_deferred():  # the workers start whole, and never see a Ctrl-C
             futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futures):
             exc = fut.exception()
@@ -141,7 +141,7 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
 
 
 def stop_pool(pool, timeout=5.0):
-    """Cancel the queued tasks of a process pool and kill its workers now.
+    """Kill the workers of a process pool now and cancel its queued tasks.
 
     Parameters
     ----------
@@ -156,31 +156,47 @@ def stop_pool(pool, timeout=5.0):
     >>> stop_pool(pool)
     """
     procs = list(dict(getattr(pool, "_processes", None) or {}).values())  # before shutdown
-    pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         if proc.is_alive():
             proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + timeout
     for proc in procs:
         proc.join(max(0.0, deadline - time.monotonic()))
 
 
-@contextmanager
-def _interrupts_blocked():
-    """Block SIGINT in this thread meanwhile (a SIGINT that arrives is delivered after).
+#: Signals that stop a run (those the platform has); see :func:`_signals_deferred`.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
-    Processes started meanwhile inherit the blocked signal (across ``exec`` too): the
-    workers of a pool and its ``forkserver`` never see a Ctrl-C of the terminal, whose
-    SIGINT goes to the whole process group; the calling process handles it and stops them.
+
+@contextmanager
+def _signals_deferred():
+    """Meanwhile a stop signal waits; it is delivered (its handler runs here) on exit.
+
+    While worker processes start: SIGINT is blocked in this thread, and processes started
+    meanwhile inherit the block (across ``exec`` too), so the workers of a pool and its
+    ``forkserver`` never see a Ctrl-C of the terminal (whose SIGINT goes to the whole process
+    group): the calling process handles it and stops them.  In the main thread the Python
+    handlers of :data:`STOP_SIGNALS` are deferred too (a signal may be delivered through
+    another thread), so that no exception leaves a worker started but unknown to its pool.
     """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    pending, old = [], {}
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            if callable(signal.getsignal(s)):
+                old[s] = signal.signal(s, lambda signum, frame: pending.append(signum))
+    mask = (signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            if hasattr(signal, "pthread_sigmask") else None)  # not on Windows
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a blocked SIGINT arrives now
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in pending:
+            signal.raise_signal(s)
 
 
 def _start_worker(parent_pid):
