@@ -32,7 +32,8 @@ from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_fac
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
-                                              fits_stream, load_tiles, write_hdus,
+                                              fits_stream, load_tiles, output_lock,
+                                              remove_temporaries, write_hdus,
                                               write_html_report, write_json, write_preview,
                                               write_tiff, write_uint16)
 from photometry_graph.pipeline.frameio import load_frame, scan_entry
@@ -285,16 +286,33 @@ def _guarded(func, *args):
 
 
 def _run(input_folder, output_folder, options, warnings):
-    timings, t0 = {}, time.perf_counter()
-
-    def lap(name):
-        timings[name] = time.perf_counter() - t0 - sum(timings.values())
-
     input_folder = Path(input_folder)
     if not input_folder.is_dir():
         raise GridModeError(f"the input folder {input_folder} does not exist")
     opts = _resolve_options(options)
     out = check_output_folder(input_folder, output_folder)
+    return _locked(out, _stages, input_folder, out, opts, warnings)
+
+
+def _locked(out, func, *args):
+    """``func(*args)`` holding the lock of the output folder ``out``; temporaries removed."""
+    with output_lock(out):
+        removed = remove_temporaries(out)
+        if removed:
+            grid_warning(logger, "removed %d temporary file(s) left in %s by an interrupted run",
+                         removed, out)
+        try:
+            return func(*args)
+        finally:  # the workers are stopped by now: what they were writing goes
+            remove_temporaries(out)
+
+
+def _stages(input_folder, out, opts, warnings):
+    timings, t0 = {}, time.perf_counter()
+
+    def lap(name):
+        timings[name] = time.perf_counter() - t0 - sum(timings.values())
+
     progress = _Progress()
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
     frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
@@ -375,11 +393,16 @@ def _assemble_dir(inputs, output_dir, reference, options, warnings):
     out = check_output_folder(inputs if isinstance(inputs, (str, Path)) and Path(inputs).is_dir()
                               else None, output_dir)
     extra, progress = {"tiles_dir": str(inputs), "warnings": warnings}, _Progress()
-    if reference is not None or opts.pixel_scale is not None or \
-            not all(map(is_project_tile, paths)):
-        paths, panels = _panel_tiles(paths, out / "tiles", reference, opts, progress.stage(0, 30))
-        extra.update(panels)
-    return _assemble(paths, out, opts, progress.stage(progress.last, 100), extra, {}, t0)
+
+    def tiles_then_mosaic(paths):  # holding the output folder's lock
+        if reference is not None or opts.pixel_scale is not None or \
+                not all(map(is_project_tile, paths)):
+            paths, panels = _panel_tiles(paths, out / "tiles", reference, opts,
+                                         progress.stage(0, 30))
+            extra.update(panels)
+        return _assemble(paths, out, opts, progress.stage(progress.last, 100), extra, {}, t0)
+
+    return _locked(out, tiles_then_mosaic, paths)
 
 
 def _panel_tiles(paths, tiles_dir, reference, opts, progress):

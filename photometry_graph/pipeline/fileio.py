@@ -8,8 +8,12 @@ files are read lazily (:func:`load_tiles`).  What goes into the files is compute
 :mod:`photometry_graph.pipeline.outputs`.
 """
 
+import datetime
+import errno
 import json
 import os
+import re
+import socket
 import time
 import warnings
 from contextlib import contextmanager
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
@@ -31,10 +36,10 @@ from .outputs import uint16_block
 from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import tile_wcs
 
-__all__ = ["check_output_folder", "discard_if_empty", "open_fits", "atomic", "write_hdus",
-           "FitsStream", "fits_stream", "write_json", "write_html_report", "write_preview",
-           "write_uint16", "write_tiff", "TileHDU",
-           "read_tile_header", "load_tiles"]
+__all__ = ["check_output_folder", "discard_if_empty", "LOCK_NAME", "output_lock",
+           "remove_temporaries", "open_fits", "atomic", "write_hdus", "FitsStream",
+           "fits_stream", "write_json", "write_html_report", "write_preview", "write_uint16",
+           "write_tiff", "TileHDU", "read_tile_header", "load_tiles"]
 
 logger = get_logger(__name__)
 
@@ -77,7 +82,7 @@ def atomic(final_path):
     Path
         A hidden temporary file name in the target's folder, with the target's suffix.
     """
-    final_path = Path(final_path)
+    final_path = Path(final_path)  # the name is matched by _TEMPORARY
     tmp = final_path.with_name(f".{final_path.stem}.{os.getpid()}.{time.time_ns()}.tmp"
                                f"{final_path.suffix}")
     try:
@@ -570,3 +575,166 @@ def _remove_empty_tree(folder):
             d.rmdir()
     except OSError:  # a file appeared meanwhile, permissions: keep the folder
         pass
+
+
+# ------------------------------------------------------------------- the output folder
+#: The lock file of an output folder: one run at a time (:func:`output_lock`).
+LOCK_NAME = ".grid_mode.lock"
+# temporary files of atomic() and the probe of check_output_folder
+_TEMPORARY = re.compile(r"^\..+\.\d+\.\d+\.tmp(\.\w+)?$|^\.grid_write_probe\.\d+$")
+
+
+@contextmanager
+def output_lock(folder):
+    """Hold the exclusive lock of an output folder meanwhile: one run per folder.
+
+    The lock is the file ``folder/.grid_mode.lock`` holding the owner's pid, host and start
+    time, locked with ``flock`` while the run lasts (the kernel releases it when the process
+    dies, however it dies).  A lock file that nobody holds any more (a run killed with
+    ``kill -9``) is taken over with a ``[GRID]`` warning.  Where ``flock`` is not available
+    a lock file whose owner is a live process of this host, or of another host, is
+    respected.  The file is removed on exit.
+
+    Parameters
+    ----------
+    folder : str or Path
+        An existing folder.
+
+    Yields
+    ------
+    Path
+        The lock file.
+
+    Raises
+    ------
+    GridModeError
+        When another run holds the folder: who (pid, host, start time) and what to do.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with output_lock(d) as lock:
+    ...     lock.name in [p.name for p in d.iterdir()]
+    True
+    >>> list(d.iterdir())
+    []
+    """
+    path = Path(folder) / LOCK_NAME
+    fd = _acquire(path)
+    try:
+        yield path
+    finally:
+        try:
+            if os.path.samestat(os.stat(path), os.fstat(fd)):
+                os.unlink(path)  # still ours: removed while locked
+        except OSError:
+            pass
+        os.close(fd)  # releases the flock
+
+
+def _acquire(path, attempts=20):
+    """Open and lock ``path``; write our owner record; return the descriptor."""
+    for _ in range(attempts):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        held = _flock(fd)
+        owner = _read_owner(fd)
+        if held is None and owner and _owner_alive(owner):  # no flock here: by the pid
+            held = False
+        if held is False:
+            os.close(fd)
+            raise GridModeError(
+                f"another grid-mode run is writing into {path.parent} ({_describe(owner)}); "
+                "wait for it to finish or choose another output folder (if no such run "
+                f"exists any more, delete {path})")
+        try:
+            same = os.path.samestat(os.stat(path), os.fstat(fd))
+        except FileNotFoundError:  # its owner finished and removed it meanwhile
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        if owner:
+            grid_warning(logger, "taking over the lock of an earlier run that is gone (%s): "
+                         "%s", _describe(owner), path)
+        me = dict(pid=os.getpid(), host=socket.gethostname(), started=datetime.datetime.now()
+                  .isoformat(timespec="seconds"), process_start=_process_start(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        return fd
+    raise GridModeError(f"could not lock the output folder {path.parent} (its lock file "
+                        f"{path.name} keeps changing); is another run starting there?")
+
+
+def _flock(fd):
+    """Exclusive non-blocking flock: True taken, False held by another, None unsupported."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        return False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+
+
+def _read_owner(fd):
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (OSError, ValueError):
+        return {"unreadable": True}
+
+
+def _process_start(pid):
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _owner_alive(owner):
+    """Whether a lock's owner may still run: another host's always may."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    start = _process_start(int(owner.get("pid", -1)))
+    return start is not None and owner.get("process_start") in (None, start)
+
+
+def _describe(owner):
+    if not owner or "pid" not in owner:
+        return "it is just starting" if not owner else "owner unknown"
+    return (f"pid {owner['pid']} on host {owner.get('host', '?')}, started "
+            f"{owner.get('started', '?')}")
+
+
+def remove_temporaries(folder, subfolders=("tiles", "resume")):
+    """Remove the temporary files of interrupted writes in ``folder`` and its ``subfolders``.
+
+    Only the hidden names that :func:`atomic` and :func:`check_output_folder` make
+    (``.tile_0001.<pid>.<ns>.tmp.fits`` ...) are removed; hold the folder's
+    :func:`output_lock` meanwhile, so that no running write loses its file.
+
+    Parameters
+    ----------
+    folder : str or Path
+    subfolders : tuple of str
+
+    Returns
+    -------
+    int
+        The number of files removed.
+    """
+    removed = 0
+    for sub in (Path(folder), *(Path(folder) / s for s in subfolders)):
+        try:
+            names = [e for e in os.scandir(sub) if _TEMPORARY.match(e.name)]
+        except OSError:
+            continue
+        for entry in names:
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed

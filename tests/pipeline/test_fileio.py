@@ -10,9 +10,11 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from photometry_graph.pipeline.fileio import (atomic, check_output_folder, fits_stream, load_tiles, read_tile_header,
-                                     write_hdus, write_json, write_preview, write_tiff,
-                                     write_uint16)
+from photometry_graph.pipeline.fileio import (LOCK_NAME, atomic, check_output_folder,
+                                              fits_stream, load_tiles, output_lock,
+                                              read_tile_header, remove_temporaries, write_hdus,
+                                              write_json, write_preview, write_tiff,
+                                              write_uint16)
 from photometry_graph.pipeline.options import GridModeError
 from photometry_graph.pipeline.outputs import tile_header
 from photometry_graph.core.tiles import BBox
@@ -200,3 +202,50 @@ def test_output_folder_checks(tmp_path):
     blocker.write_text("x")
     with pytest.raises(GridModeError, match="not writable"):
         check_output_folder(tmp_path, blocker / "out")
+
+
+def test_one_run_per_output_folder(tmp_path):
+    import os
+    import socket
+    with output_lock(tmp_path) as lock:
+        owner = json.loads(lock.read_text())
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        with pytest.raises(GridModeError, match="another grid-mode run is writing into") as exc:
+            with output_lock(tmp_path):
+                pass
+        assert f"pid {os.getpid()} on host {socket.gethostname()}" in str(exc.value)
+        assert json.loads(lock.read_text()) == owner  # the refused run changed nothing
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_lock_of_a_dead_run_is_taken_over_with_a_warning(tmp_path, caplog):
+    import os
+    import socket
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / LOCK_NAME).write_text(json.dumps(dict(pid=int(dead), host=socket.gethostname(),
+                                                      started="2024-01-01T00:00:00")))
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        with output_lock(tmp_path) as lock:
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"taking over the lock of an earlier run that is gone (pid {dead} on host" in \
+        caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
+    (tmp_path / "tiles").mkdir()
+    keep = [tmp_path / "mosaic_grid.fits", tmp_path / "tiles" / "tile_0001.fits",
+            tmp_path / ".hidden.fits", tmp_path / "tiles" / ".tile_0002.x.tmp.fits"]
+    gone = [tmp_path / ".mosaic_grid.123.1700000000000000000.tmp.fits",
+            tmp_path / "tiles" / ".tile_0003.45.1700000000000000001.tmp.fits",
+            tmp_path / ".grid_report.9.17.tmp.json", tmp_path / ".grid_write_probe.77"]
+    for p in keep + gone:
+        p.write_bytes(b"x")
+    with pytest.raises(FileNotFoundError):  # a write whose temporary file was removed
+        with atomic(tmp_path / "tiles" / "tile_0004.fits") as tmp:  # the names atomic makes
+            tmp.write_bytes(b"y")
+            assert remove_temporaries(tmp_path) == len(gone) + 1
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)
