@@ -7,7 +7,6 @@ FITS files.
 """
 
 import csv
-import io
 import math
 import os
 import re
@@ -25,7 +24,7 @@ logger = get_logger(__name__)
 
 PLAN_NAME = "stack_plan.csv"
 PLAN_HEADER = "order,batch_id,mount,bortle,telescope,session_date,filter,exposure,file_path,ra,dec"
-FITS_SUFFIXES = (".fit", ".fits", ".fts")
+FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz")
 PATH_ALIASES = ("file_path", "filepath", "path", "file", "filename", "file_name", "fits",
                 "frame", "fullpath", "full_path")
 EXPOSURE_ALIASES = ("exposure", "exptime", "exp", "exposure_time", "exp_time", "exposure_s")
@@ -127,13 +126,14 @@ def _resolve_path(value, base):
 
 
 def read_stack_plan(csv_path):
-    """Parse a ``stack_plan.csv`` leniently.
+    """Parse a ``stack_plan.csv`` leniently, in memory bounded by the number of frames.
 
     The delimiter is sniffed (``, ; tab |``), a UTF-8 BOM is tolerated, column names are
     case-insensitive with aliases (``file_path``/``path``/``file``/``filename``...,
     ``exposure``/``exptime``/``exp``), paths are taken relative to the CSV, and Windows or
     foreign paths are resolved by file name in the CSV's folder.  Rows without a path are
-    skipped with a ``[GRID]`` warning.
+    skipped, and rows naming a frame listed before (by any spelling of its path) are
+    merged into the first, each with one ``[GRID]`` warning.  The file is read row by row.
 
     Parameters
     ----------
@@ -142,12 +142,14 @@ def read_stack_plan(csv_path):
     Returns
     -------
     list of PlanEntry
-        Sorted by the ``order`` column when present (stable), else in row order.
+        One per frame, sorted by the ``order`` column when present (stable), else in row
+        order.
 
     Raises
     ------
     GridModeError
-        When the file cannot be read, is empty, lists no frame or has no path column.
+        When the file cannot be read or parsed (naming the file and the line), is empty,
+        lists no frame or has no path column.
 
     Examples
     --------
@@ -159,38 +161,73 @@ def read_stack_plan(csv_path):
     """
     csv_path = Path(csv_path)
     try:
-        text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")
+        with open(csv_path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+            try:
+                dialect = csv.Sniffer().sniff(fh.read(65536), delimiters=",;\t|")
+            except csv.Error:
+                dialect = csv.excel
+            fh.seek(0)
+            reader = csv.reader(fh, dialect)
+            try:
+                entries = _plan_rows(reader, csv_path)
+            except csv.Error as exc:
+                raise GridModeError(f"cannot parse the stack plan {csv_path} (line "
+                                    f"{reader.line_num}): {exc}") from None
     except OSError as exc:
         raise GridModeError(f"cannot read the stack plan {csv_path}: "
                             f"{exc.strerror or exc}") from None
-    try:
-        dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
-    if not rows:
+    return sorted(entries, key=lambda e: e.order)
+
+
+def _plan_rows(reader, csv_path):
+    """The entries of a plan's rows, read one at a time: one per frame, duplicates merged."""
+    rows = (r for r in reader if any(c.strip() for c in r))
+    first = next(rows, None)
+    if first is None:
         raise GridModeError(f"the stack plan {csv_path} is empty; write a header line "
                             f"({PLAN_HEADER}) and one line per frame")
-    header = [re.sub(r"[\s\-]+", "_", c.strip().lower()) for c in rows[0]]
+    header = [re.sub(r"[\s\-]+", "_", c.strip().lower()) for c in first]
     col = {name: i for i, name in reversed(list(enumerate(header)))}
     path_col, exp_col, order_col = (next((col[a] for a in aliases if a in col), None) for
                                     aliases in (PATH_ALIASES, EXPOSURE_ALIASES, ORDER_ALIASES))
     if path_col is None:
         raise GridModeError(f"the stack plan {csv_path} has no file path column (found "
-                            f"{', '.join(rows[0])}); name one of: {', '.join(PATH_ALIASES)}")
-    if len(rows) < 2:
-        raise GridModeError(f"the stack plan {csv_path} lists no frame (only a header line)")
-    entries = []
-    for number, row in enumerate(rows[1:], start=2):
-        cell = dict(enumerate(row)).get
-        if not cell(path_col, "").strip():
-            grid_warning(logger, "%s line %d has no file path; skipped", csv_path.name, number)
+                            f"{', '.join(first)}); name one of: {', '.join(PATH_ALIASES)}")
+    entries, by_frame, resolved = [], {}, {}  # frame -> its entry; path text -> frame
+    no_path, repeats = [], {}
+    for row in rows:
+        text = row[path_col].strip() if path_col < len(row) else ""
+        if not text:
+            no_path.append(reader.line_num)
             continue
+        if text not in resolved:
+            path = _resolve_path(text, csv_path.parent)
+            try:
+                resolved[text] = (path, os.path.realpath(path))
+            except ValueError:  # a NUL byte: the frame is skipped as a bad path later
+                resolved[text] = (path, str(path))
+        path, frame = resolved[text]
+        if frame in by_frame:
+            repeats[frame] = repeats.get(frame, 0) + 1
+            continue
+        cell = dict(enumerate(row)).get
         order = as_float(cell(order_col))
-        entries.append(PlanEntry(path=_resolve_path(cell(path_col), csv_path.parent),
-                                 order=math.inf if order is None else order,
+        by_frame[frame] = len(entries)
+        entries.append(PlanEntry(path=path, order=math.inf if order is None else order,
                                  exposure=as_float(cell(exp_col)), row=dict(zip(header, row))))
-    return sorted(entries, key=lambda e: e.order)
+    if no_path:
+        grid_warning(logger, "%s: %d line(s) without a file path skipped (line %s)",
+                     csv_path.name, len(no_path), ", ".join(map(str, no_path[:5]))
+                     + (", ..." if len(no_path) > 5 else ""))
+    if repeats:
+        top = sorted(repeats.items(), key=lambda kv: -kv[1])[:3]
+        grid_warning(logger, "%s: %d duplicate row(s) merged: %s listed more than once (the "
+                     "first row of each is kept)", csv_path.name, sum(repeats.values()),
+                     ", ".join(f"{Path(f).name} {n + 1}x" for f, n in top)
+                     + (f" and {len(repeats) - 3} more frames" if len(repeats) > 3 else ""))
+    if not entries and not no_path:
+        raise GridModeError(f"the stack plan {csv_path} lists no frame (only a header line)")
+    return entries
 
 
 def plan_entries(input_folder):
@@ -217,9 +254,9 @@ def plan_entries(input_folder):
         grid_info(logger, "stack plan %s: %d frames listed", plan, len(entries))
         return entries
     files = sorted(p for p in Path(input_folder).iterdir()
-                   if p.is_file() and p.suffix.lower() in FITS_SUFFIXES)
+                   if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES))
     if not files:
-        raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts) in "
-                            f"{input_folder}")
+        raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts, also "
+                            f"gzipped) in {input_folder}")
     grid_info(logger, "no %s: using the %d FITS files of %s", PLAN_NAME, len(files), input_folder)
     return [PlanEntry(path=p) for p in files]

@@ -132,3 +132,85 @@ def test_grid_mode_keeps_the_plan_api():
     assert grid_mode.detect_grid_mode is detect_grid_mode
     assert grid_mode.PlanEntry is plan.PlanEntry and grid_mode.PLAN_HEADER == PLAN_HEADER
     assert grid_mode.GridModeError is GridModeError
+
+
+def test_duplicate_rows_are_merged_with_one_warning(tmp_path, caplog):
+    _touch(tmp_path, "a.fits", "b.fits")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "stack_plan.csv").write_text(
+        "order,file_path,exposure\n1,a.fits,10\n2,b.fits,20\n3,./a.fits,30\n4,sub/../a.fits,40\n"
+        f"5,{tmp_path / 'b.fits'},50\n")
+    with caplog.at_level(logging.WARNING):
+        entries = read_stack_plan(tmp_path / "stack_plan.csv")
+    assert [(e.path.name, e.exposure) for e in entries] == [("a.fits", 10.0), ("b.fits", 20.0)]
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ["[GRID] stack_plan.csv: 3 duplicate row(s) merged: a.fits 3x, b.fits 2x "
+                      "listed more than once (the first row of each is kept)"]
+
+
+def _plan_of_one_frame(folder, rows):
+    _touch(folder, "frame_0001.fits")
+    row = "1,1,mount,4,scope,2024-01-01,L,10,frame_0001.fits,150.0,20.0\n"
+    with open(folder / "stack_plan.csv", "w") as fh:
+        fh.write(PLAN_HEADER + "\n")
+        for _ in range(rows // 10_000):
+            fh.write(row * 10_000)
+    return folder / "stack_plan.csv"
+
+
+def test_a_plan_of_one_frame_repeated_is_read_in_bounded_memory(tmp_path, caplog):
+    import tracemalloc
+    path = _plan_of_one_frame(tmp_path, 20_000)
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            entries = read_stack_plan(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [e.path.name for e in entries] == ["frame_0001.fits"]
+    assert "19999 duplicate row(s) merged: frame_0001.fits 20000x" in caplog.text
+    assert path.stat().st_size > 1.2e6 and peak < 0.5e6  # the file is never held whole
+
+
+_MEASURE = """
+import resource, sys, time
+from photometry_graph.pipeline.plan import read_stack_plan
+before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+if sys.argv[1] != "-":
+    entries = read_stack_plan(sys.argv[1])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, time.perf_counter() - t0)
+"""
+
+
+@pytest.mark.slow
+def test_a_million_row_plan_of_one_frame_is_merged_in_seconds_and_bounded_memory(tmp_path):
+    import os
+    import subprocess
+    import sys
+    path = _plan_of_one_frame(tmp_path, 1_000_000)
+
+    def measure(arg):
+        out = subprocess.run([sys.executable, "-c", _MEASURE, arg], capture_output=True,
+                             text=True, check=True, env=dict(
+                                 os.environ, PYTHONPATH=os.pathsep.join(sys.path))).stdout
+        kb, seconds = out.split()
+        return int(kb), float(seconds)
+
+    grown_kb, seconds = measure(str(path))
+    print(f"1e6-row plan ({path.stat().st_size / 1e6:.0f} MB): read in {seconds:.2f} s, "
+          f"peak RSS +{grown_kb / 1024:.1f} MB")
+    assert grown_kb < 16 * 1024  # the 64 MB file (4.5 GB once held as rows) is streamed
+
+
+def test_a_csv_error_names_the_plan_and_the_line(tmp_path):
+    (tmp_path / "stack_plan.csv").write_text("order,file_path\n1,a.fits\n2,\"" + "b" * 200_000
+                                             + "\"\n")
+    with pytest.raises(GridModeError, match=r"cannot parse the stack plan .*stack_plan.csv "
+                                            r"\(line 3\): field larger than field limit"):
+        read_stack_plan(tmp_path / "stack_plan.csv")
+
+
+def test_gzipped_fits_files_are_frames_too(tmp_path):
+    _touch(tmp_path, "a.fits.gz", "b.FIT.GZ", "c.txt.gz")
+    assert [e.path.name for e in plan_entries(tmp_path)] == ["a.fits.gz", "b.FIT.GZ"]
