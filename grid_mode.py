@@ -26,7 +26,7 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
                                    grid_warning)
 from photometry_graph.blending.assembly import assemble_mosaic
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
-                                           footprint_bbox)
+                                           canvas_limit, footprint_bbox, geometry_outliers)
 from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
                                                 harmonize_frames, masked_gaussian_blur)
 from photometry_graph.pipeline.cli import main
@@ -126,7 +126,8 @@ def _map_tasks(func, tasks, opts):
 def _read_frames(entries, opts, progress):
     """Headers and a pixel check of every planned frame; bad ones are skipped with a warning.
 
-    Mono and colour frames are not mixed: the minority channel count is skipped (warned).
+    Mono and colour frames are not mixed: the minority channel count is skipped (warned);
+    so are frames whose geometry does not fit the others' (``geometry_outliers``).
     The frames are read by :func:`_map_tasks` (here, in worker processes or on a cluster);
     the warnings are logged here, in the order of the plan.
     """
@@ -146,8 +147,28 @@ def _read_frames(entries, opts, progress):
             grid_warning(logger, "skipping %s: %s", entry.path, reason)
         else:
             frames.append(info)
+    bad = geometry_outliers([f.wcs for f in frames], [f.shape for f in frames])
+    for k, reason in sorted(bad.items()):
+        grid_warning(logger, "skipping %s: %s", frames[k].path, reason)
+    frames = [f for k, f in enumerate(frames) if k not in bad]
     return usable_majority(frames, lambda f: f.n_channels, lambda f: f.path, "frames",
                            len(entries))
+
+
+def _global_grid(frames, opts):
+    """The global grid of the frames; a canvas beyond ``max_canvas`` (or 4x the frames'
+    total area) is refused before its tiles are laid out."""
+    wcs, shapes = [f.wcs for f in frames], [f.shape for f in frames]
+    scale = None if opts.pixel_scale is None else opts.pixel_scale / 3600.0
+    limit = (opts.max_canvas * 1e6 if opts.max_canvas else
+             canvas_limit(wcs, shapes, pixel_scale=scale))
+    try:
+        return build_global_grid(wcs, shapes, pixel_scale=scale, tile_size=opts.tile_size,
+                                 overlap=opts.overlap, max_pixels=limit)
+    except ValueError as exc:
+        raise GridModeError(f"{exc}: the frames are spread over far more sky than they "
+                            "cover; check their plate solutions, or raise the limit with "
+                            "max_canvas (--max-canvas MEGAPIXELS)") from None
 
 
 def _bin_frame(task):
@@ -317,10 +338,7 @@ def _stages(input_folder, out, opts, warnings):
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
     frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
     lap("frames")
-    grid = build_global_grid([f.wcs for f in frames], [f.shape for f in frames],
-                             pixel_scale=None if opts.pixel_scale is None
-                             else opts.pixel_scale / 3600.0,
-                             tile_size=opts.tile_size, overlap=opts.overlap)
+    grid = _global_grid(frames, opts)
     footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
     lap("grid")
     corrections, frame_report = _frame_photometry(frames, grid, opts, progress.stage(10, 30))

@@ -17,7 +17,7 @@ from .display import (  # noqa: F401
 from .wcsgrid import (  # noqa: F401
     celestial_part, lonlat_from_world, GlobalGrid, celestial_pixel_scale, build_global_grid,
     footprint_bbox, assign_frames_to_tiles, tile_wcs, binned_wcs, transform_pixels,
-    frame_border,
+    frame_border, MAX_SCALE_RATIO, geometry_outliers, canvas_limit,
 )
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "apply_correction", "identity_correction", "compute_valid_mask", "as_channels_last",
     "erode_mask", "asinh_stretch", "celestial_part", "lonlat_from_world", "GlobalGrid",
     "celestial_pixel_scale", "build_global_grid", "footprint_bbox", "assign_frames_to_tiles",
-    "tile_wcs", "binned_wcs", "transform_pixels", "frame_border",
+    "tile_wcs", "binned_wcs", "transform_pixels", "frame_border", "MAX_SCALE_RATIO",
+    "geometry_outliers", "canvas_limit",
 ]

@@ -28,6 +28,9 @@ __all__ = [
     "binned_wcs",
     "transform_pixels",
     "frame_border",
+    "MAX_SCALE_RATIO",
+    "geometry_outliers",
+    "canvas_limit",
 ]
 
 logger = get_logger(__name__)
@@ -268,8 +271,121 @@ def _make_tan(lon0, lat0, scale, template):
     return w
 
 
+def _sky_points(cel, template, x, y):
+    """(lon, lat) in degrees, in the celestial frame of ``template``, of pixels of ``cel``."""
+    if _same_frame(cel, template):
+        with np.errstate(invalid="ignore"):
+            return lonlat_from_world(cel, cel.all_pix2world(x, y, 0))
+    from astropy.wcs.utils import pixel_to_skycoord, wcs_to_celestial_frame
+    sc = pixel_to_skycoord(x, y, cel, origin=0, mode="all")
+    sph = sc.transform_to(wcs_to_celestial_frame(template)).spherical
+    return sph.lon.deg, sph.lat.deg
+
+
+#: Largest ratio between a frame's pixel scale and the median of the frames' (either way).
+MAX_SCALE_RATIO = 4.0
+
+
+def geometry_outliers(frame_wcs_list, frame_shapes, *, max_scale_ratio=MAX_SCALE_RATIO):
+    """Frames whose geometry does not fit with the others', and why.
+
+    A frame is an outlier when its pixel scale cannot be computed or differs from the
+    median scale of the frames by more than ``max_scale_ratio`` (either way), or (three
+    frames or more) when its centre lies farther from the frames' median centre than 3 times
+    the median such distance plus 2 frame diagonals: a frame on another part of the sky (a
+    wrong plate solution, a stray file) would only stretch the canvas over empty sky.
+
+    Parameters
+    ----------
+    frame_wcs_list : sequence of astropy.wcs.WCS
+    frame_shapes : sequence of tuple
+        ``(H, W)`` of each frame.
+    max_scale_ratio : float
+
+    Returns
+    -------
+    dict
+        ``{frame index: reason}``; empty when every frame fits.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> def frame(ra, scale):
+    ...     w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    ...     w.wcs.crval = [ra, 20]; w.wcs.crpix = [50, 40]; w.wcs.cdelt = [-scale, scale]
+    ...     return w
+    >>> ws = [frame(10, 1e-3), frame(10.05, 1e-3), frame(10.1, 1e-3), frame(10, 1.0),
+    ...       frame(200, 1e-3)]
+    >>> sorted(geometry_outliers(ws, [(80, 100)] * 5))
+    [3, 4]
+    """
+    cels = [celestial_part(w) for w in frame_wcs_list]
+    shapes = [_shape2(s) for s in frame_shapes]
+    out, scales = {}, np.full(len(cels), np.nan)
+    for k, c in enumerate(cels):
+        try:
+            scales[k] = celestial_pixel_scale(c)
+        except ValueError as exc:
+            out[k] = str(exc)
+    med = float(np.nanmedian(scales)) if np.isfinite(scales).any() else np.nan
+    for k in np.flatnonzero(np.isfinite(scales)):
+        ratio = max(scales[k] / med, med / scales[k])
+        if ratio > max_scale_ratio:
+            out[int(k)] = (f"its pixel scale {scales[k] * 3600:.4g}\"/px is {ratio:.3g}x "
+                           f"{'above' if scales[k] > med else 'below'} the frames' median "
+                           f"{med * 3600:.4g}\"/px")
+    keep = [k for k in range(len(cels)) if k not in out]
+    if len(keep) < 3:
+        return out
+    centres = np.array([_unit_vectors(*_sky_points(cels[k], cels[keep[0]],
+                                                   np.array([(shapes[k][1] - 1) / 2.0]),
+                                                   np.array([(shapes[k][0] - 1) / 2.0])))[0]
+                        for k in keep])
+    ok = np.isfinite(centres).all(axis=1)
+    middle = np.median(centres[ok], axis=0) if ok.any() else np.array([0.0, 0.0, 1.0])
+    middle /= np.linalg.norm(middle) or 1.0
+    dist = np.degrees(np.arccos(np.clip(centres @ middle, -1.0, 1.0)))
+    diag = np.median([scales[k] * np.hypot(*shapes[k]) for k in keep])
+    typical = float(np.median(dist[ok])) if ok.any() else 0.0
+    for k, d, good in zip(keep, dist, ok):
+        if not good or d > 3 * typical + 2 * diag:
+            out[k] = (f"it lies {d:.3g} deg from the centre of the frames, most of which lie "
+                      f"within {typical:.3g} deg of it (a wrong plate solution?)" if good else
+                      "its centre cannot be placed on the sky")
+    return out
+
+
+def canvas_limit(frame_wcs_list, frame_shapes, *, pixel_scale=None, factor=4.0):
+    """Largest sensible global canvas, pixels: ``factor`` x the frames' total area on it.
+
+    Parameters
+    ----------
+    frame_wcs_list : sequence of astropy.wcs.WCS
+    frame_shapes : sequence of tuple
+        ``(H, W)`` of each frame.
+    pixel_scale : float, optional
+        Degrees per pixel of the grid (default: the frames' median scale).
+    factor : float
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]; w.wcs.cdelt = [-1e-3, 1e-3]
+    >>> canvas_limit([w, w], [(80, 100), (80, 100)])
+    64000
+    """
+    scales = np.array([celestial_pixel_scale(w) for w in frame_wcs_list])
+    scale = float(np.median(scales)) if pixel_scale is None else float(pixel_scale)
+    areas = [np.prod(_shape2(s)) * (k / scale) ** 2 for s, k in zip(frame_shapes, scales)]
+    return int(np.ceil(factor * float(np.sum(areas))))
+
+
 def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_size=2048,
-                      overlap=0.1, border_step=16.0):
+                      overlap=0.1, border_step=16.0, max_pixels=None):
     """Build a global TAN grid covering every frame, and its tile layout.
 
     The grid is north up at the median native pixel scale of the frames
@@ -295,6 +411,9 @@ def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_si
         Tile overlap (fraction when < 1, else pixels).
     border_step : float
         Spacing of the border samples in frame pixels.
+    max_pixels : int, optional
+        Largest canvas accepted (see :func:`canvas_limit`); checked before the tiles are
+        laid out.
 
     Returns
     -------
@@ -303,7 +422,8 @@ def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_si
     Raises
     ------
     ValueError
-        No frames, mismatched lists, or frames without a celestial WCS.
+        No frames, mismatched lists, frames without a celestial WCS, or a canvas larger
+        than ``max_pixels``.
 
     Examples
     --------
@@ -331,15 +451,7 @@ def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_si
     # Border points of every frame on the sky, in the template's frame.
     pts_lon, pts_lat = [], []
     for c, shp in zip(cels, shapes):
-        bx, by = frame_border(shp, step=border_step)
-        if _same_frame(c, template):
-            with np.errstate(invalid="ignore"):
-                lon, lat = lonlat_from_world(c, c.all_pix2world(bx, by, 0))
-        else:
-            from astropy.wcs.utils import pixel_to_skycoord, wcs_to_celestial_frame
-            sc = pixel_to_skycoord(bx, by, c, origin=0, mode="all")
-            sph = sc.transform_to(wcs_to_celestial_frame(template)).spherical
-            lon, lat = sph.lon.deg, sph.lat.deg
+        lon, lat = _sky_points(c, template, *frame_border(shp, step=border_step))
         pts_lon.append(lon)
         pts_lat.append(lat)
     lon = np.concatenate(pts_lon)
@@ -362,6 +474,9 @@ def build_global_grid(frame_wcs_list, frame_shapes, *, pixel_scale=None, tile_si
     x0, x1 = _pixel_range(px)
     y0, y1 = _pixel_range(py)
     W, H = x1 - x0 + 1, y1 - y0 + 1
+    if max_pixels is not None and W * H > max_pixels:
+        raise ValueError(f"the global canvas would be {W}x{H} px ({W * H / 1e6:.4g} Mpx), "
+                         f"more than the limit of {max_pixels / 1e6:.4g} Mpx")
     w.wcs.crpix = [1.0 - x0, 1.0 - y0]
     w.wcs.set()
     w.pixel_shape = (W, H)

@@ -37,7 +37,8 @@ from .demo import (  # noqa: F401
     DEMO_DEFAULTS, write_frame_survey, mosaic_quality, run_demo, demo_summary,
 )
 from .frameio import (  # noqa: F401
-    COVERAGE_EXTNAMES, celestial_wcs, read_frame_info, load_frame, scan_frame, scan_entry,
+    COVERAGE_EXTNAMES, MIN_FRAME_SIDE, file_problem, celestial_wcs, read_frame_info, load_frame,
+    scan_frame, scan_entry,
 )
 from .panels import (  # noqa: F401
     WEIGHT_SUFFIX, Panel, find_fits_files, is_project_tile, read_panel, scan_panels,
@@ -60,8 +61,8 @@ __all__ = [
     "LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
     "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted",
     "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo",
-    "demo_summary", "COVERAGE_EXTNAMES", "celestial_wcs", "read_frame_info", "load_frame",
-    "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel", "find_fits_files", "is_project_tile",
-    "read_panel", "scan_panels", "read_reference", "panel_grid", "integer_offset",
-    "write_panel_tiles", "tile_photometry",
+    "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
+    "read_frame_info", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel",
+    "find_fits_files", "is_project_tile", "read_panel", "scan_panels", "read_reference",
+    "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry",
 ]

@@ -8,8 +8,9 @@ from photometry_graph.datasets import make_frame_survey
 from photometry_graph.core.tiles import BBox
 from conftest import celestial_header
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, binned_wcs, build_global_grid,
-                                      celestial_pixel_scale, footprint_bbox, frame_border,
-                                      tile_wcs, transform_pixels)
+                                           canvas_limit, celestial_pixel_scale, footprint_bbox,
+                                           frame_border, geometry_outliers, tile_wcs,
+                                           transform_pixels)
 
 SCALE = 2.0 / 3600.0
 
@@ -180,3 +181,35 @@ def test_binned_wcs_pixel_centres():
         binned_wcs(WCS(_header("cd", sip=True)), 2)
     with pytest.raises(ValueError, match="integer"):
         binned_wcs(g.wcs, 1.5)
+
+
+def _frame_wcs(ra, dec=30.0, scale=SCALE, shape=(200, 300)):
+    return WCS(celestial_header(shape, crval=(ra, dec), scale_arcsec=scale * 3600.0))
+
+
+def test_geometry_outliers_name_the_frames_that_do_not_fit():
+    shapes = [(200, 300)] * 8
+    ws = [_frame_wcs(150.0 + 0.1 * (k % 4), 30.0 + 0.1 * (k // 4)) for k in range(6)]
+    ws += [_frame_wcs(150.1, scale=SCALE * 10), _frame_wcs(30.0)]  # 10x scale, far away
+    out = geometry_outliers(ws, shapes)
+    assert sorted(out) == [6, 7]
+    assert "its pixel scale 20\"/px is 10x above the frames' median 2\"/px" in out[6]
+    assert out[7].startswith("it lies 97.2 deg from the centre of the frames, most of which "
+                             "lie within 0.1")
+    assert geometry_outliers(ws[:6], shapes[:6]) == {}
+    # a strip of frames is not an outlier at its ends; a dense field keeps its dithers
+    strip = [_frame_wcs(150.0 + 0.1 * k) for k in range(30)]
+    assert geometry_outliers(strip, [(200, 300)] * 30) == {}
+    dithered = [_frame_wcs(150.0 + 1e-4 * k) for k in range(9)] + [_frame_wcs(150.3)]
+    assert geometry_outliers(dithered, [(200, 300)] * 10) == {}
+
+
+def test_a_canvas_beyond_the_limit_is_refused_before_the_tiles_are_laid_out():
+    ws, shapes = [_frame_wcs(150.0), _frame_wcs(152.0)], [(200, 300)] * 2
+    limit = canvas_limit(ws, shapes)
+    assert limit == 4 * 2 * 200 * 300
+    grid = build_global_grid(ws, shapes, tile_size=256, max_pixels=10 ** 7)
+    assert grid.shape[0] * grid.shape[1] > limit  # two frames far apart: mostly empty sky
+    with pytest.raises(ValueError, match=r"the global canvas would be \d+x\d+ px .* more than "
+                                         r"the limit of 0.48 Mpx"):
+        build_global_grid(ws, shapes, tile_size=256, max_pixels=limit)

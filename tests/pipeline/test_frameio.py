@@ -8,7 +8,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from photometry_graph.pipeline.frameio import load_frame, read_frame_info, scan_frame
+from photometry_graph.pipeline.frameio import (file_problem, load_frame, read_frame_info,
+                                               scan_entry, scan_frame)
+from photometry_graph.pipeline.options import GridModeError
 from photometry_graph.stacking.bayer import debayer
 
 from conftest import cfa_raw, celestial_header, write_frame
@@ -117,3 +119,76 @@ def test_zero_borders_and_nan_become_invalid(tmp_path):
     got, _ = load_frame(read_frame_info(path), erode=1)
     assert np.isnan(got[:4]).all() and np.isnan(got[9:12, 9:12]).all()
     assert np.isfinite(got[5:9]).all()
+
+
+def _replace_card(path, key, value_text):
+    """Rewrite the value of card ``key`` in a FITS file's bytes (e.g. NAN, not valid FITS)."""
+    raw = bytearray(path.read_bytes())
+    at = bytes(raw).index(f"{key:<8}= ".encode())
+    raw[at + 10:at + 30] = f"{value_text:>20}".encode()
+    path.write_bytes(bytes(raw))
+
+
+def test_broken_geometry_is_refused_with_the_reason(tmp_path):
+    good = write_frame(tmp_path / "good.fits", np.ones((20, 30), np.float32),
+                       celestial_header((20, 30)))
+    assert read_frame_info(good).shape == (20, 30)
+    nan = write_frame(tmp_path / "nan.fits", np.ones((20, 30), np.float32),
+                      celestial_header((20, 30)))
+    _replace_card(nan, "CRVAL1", "NAN")  # astropy alone would read RA = 0
+    with pytest.raises(GridModeError, match=r"its CRVAL1 is not a finite number \(NAN\)"):
+        read_frame_info(nan)
+    hdr = celestial_header((20, 30))
+    for key in ("CD1_1", "CD1_2", "CD2_1", "CD2_2"):
+        hdr[key] = 0.0  # astropy alone would make it the identity: 1 degree per pixel
+    zero = write_frame(tmp_path / "zero.fits", np.ones((20, 30), np.float32), hdr)
+    with pytest.raises(GridModeError, match="its CD matrix is singular"):
+        read_frame_info(zero)
+    tiny = write_frame(tmp_path / "tiny.fits", np.ones((1, 1), np.float32),
+                       celestial_header((1, 1)))
+    with pytest.raises(GridModeError, match="it is 1x1 px: too small to be a frame"):
+        read_frame_info(tiny)
+
+
+def test_special_files_are_named_for_what_they_are(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.fits")
+    (tmp_path / "dir.fits").mkdir()
+    (tmp_path / "empty.fits").write_bytes(b"")
+    reasons = {name: scan_entry(dict(index=0, path=str(path), exposure=None, mask_eps=1e-6))
+               for name, path in [("pipe", tmp_path / "pipe.fits"), ("zero", "/dev/zero"),
+                                  ("dir", tmp_path / "dir.fits"),
+                                  ("empty", tmp_path / "empty.fits"),
+                                  ("missing", tmp_path / "missing.fits")]}
+    assert {k: v[1] for k, v in reasons.items()} == {
+        "pipe": "it is a named pipe (FIFO), not a FITS file",
+        "zero": "it is a character device, not a FITS file",
+        "dir": "it is a folder, not a FITS file", "empty": "it is empty (0 bytes)",
+        "missing": "the file does not exist"}
+    assert file_problem(tmp_path / "missing" / "x.fits") == "the file does not exist"
+
+
+def test_gzipped_frames_are_read_and_a_truncated_one_is_named_so(tmp_path):
+    import gzip
+    rng = np.random.default_rng(1)
+    data = rng.normal(100, 2, (40, 60)).astype(np.float32)
+    plain = write_frame(tmp_path / "f.fits", data, celestial_header((40, 60)))
+    packed = tmp_path / "f.fits.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    info, reason = scan_entry(dict(index=0, path=str(packed), exposure=None, mask_eps=1e-6))
+    assert reason is None and info.shape == (40, 60) and 1.5 < info.noise < 2.5
+    assert np.array_equal(load_frame(info, erode=0)[0][..., 0], data)
+    cut = tmp_path / "cut.fits.gz"
+    cut.write_bytes(packed.read_bytes()[:len(packed.read_bytes()) // 2])
+    info, reason = scan_entry(dict(index=0, path=str(cut), exposure=None, mask_eps=1e-6))
+    assert info is None and "truncated or corrupt" in reason
+
+
+def test_a_frame_truncated_after_the_scan_is_named_so_when_loaded(tmp_path):
+    path = write_frame(tmp_path / "f.fits", np.ones((40, 60), np.float32),
+                       celestial_header((40, 60)))
+    info = read_frame_info(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    with pytest.raises(GridModeError, match="it is truncated"):
+        load_frame(info)
