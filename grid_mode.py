@@ -13,18 +13,22 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 """
 
 import functools
+import hashlib
 import os
 import sys
 import time
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_info,
+from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_debug,
+                                   grid_info,
                                    grid_warning)
 from photometry_graph.blending.assembly import assemble_mosaic
+from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
 from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
@@ -54,6 +58,8 @@ from photometry_graph.pipeline.parallel import map_tasks
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
 from photometry_graph.pipeline.progress import Progress, callback_logging
+from photometry_graph.pipeline.resume import (RESUME_DIR, PieceStore, correction_from_dict,
+                                              frame_source, piece_key, piece_options)
 from photometry_graph.stacking.stack import (frame_on_tile, frame_weights, radial_weight,
                                              stack_frames)
 
@@ -86,40 +92,98 @@ def _frame_on_tile(info, correction, grid_wcs, bbox, footprint, opts):
                          footprint=footprint)
 
 
-def _build_tile(task):
-    """Worker: reproject, correct and stack the frames of one tile; write its FITS file.
+class _FrameFailed(Exception):
+    """Frame ``index`` of a tile could not be read or reprojected (twice): left out."""
 
-    Top level and fed with picklable values only: runs in-process, in a process pool or on
-    a dask worker alike.  Returns a small dict of statistics.
+    def __init__(self, index, cause):
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
+def _stack_tile(task, keep):
+    """Stack the frames ``keep`` (indices into ``task["frames"]``) of a tile.
+
+    A frame that cannot be loaded and reprojected, twice, raises :class:`_FrameFailed`
+    (a lack of memory is not the frame's fault: it is raised as it is).
     """
-    t0 = time.perf_counter()
     opts, bbox, frames = task["options"], task["bbox"], task["frames"]
-    stacked, coverage, info = stack_frames(
-        lambda k: _frame_on_tile(frames[k], task["corrections"][k], task["grid_wcs"], bbox,
-                                 task["footprints"][k], opts),
-        len(frames), weights=np.asarray(task["weights"], dtype=np.float64), shape=bbox.shape,
+
+    def get_frame(j):
+        k, cause = keep[j], None
+        for _ in range(2):
+            try:
+                return _frame_on_tile(frames[k], task["corrections"][k], task["grid_wcs"],
+                                      bbox, task["footprints"][k], opts)
+            except MemoryError:
+                raise
+            except Exception as exc:  # truncated, unreadable, vanished ...
+                cause = exc
+        raise _FrameFailed(k, cause)
+
+    return stack_frames(
+        get_frame, len(keep), weights=np.asarray([task["weights"][k] for k in keep],
+                                                 dtype=np.float64), shape=bbox.shape,
         method=opts.stack_method, kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
         winsor_limits=opts.winsor_limits, combine=opts.stack_combine,
         memory_budget_bytes=int(opts.memory_mb * 2 ** 20), return_info=True)
-    n_valid = int(np.isfinite(stacked).all(axis=2).sum())
+
+
+def _build_tile(task):
+    """Worker: reproject, correct and stack the frames of one tile; write its FITS file.
+
+    A frame that fails is left out and the tile stacked again from the others (listed in
+    ``left_out``).  Top level and fed with picklable values only: runs in-process, in a
+    process pool or on a dask worker alike.  Returns a small dict of statistics.
+    """
+    t0 = time.perf_counter()
+    bbox, keep, left_out, n_valid = task["bbox"], list(range(len(task["frames"]))), [], 0
+    while keep:
+        try:
+            stacked, coverage, info = _stack_tile(task, keep)
+            break
+        except _FrameFailed as exc:
+            keep.remove(exc.index)
+            left_out.append(dict(path=task["frames"][exc.index].path,
+                                 reason=f"{type(exc.cause).__name__}: {exc.cause}"))
+    if keep:
+        n_valid = int(np.isfinite(stacked).all(axis=2).sum())
     if n_valid:
         header = tile_header(task["grid_wcs"], bbox, task["tile_id"], task["canvas_shape"],
-                             len(frames))
+                             len(keep))
         data = stacked[..., 0] if stacked.shape[2] == 1 else np.moveaxis(stacked, -1, 0)
         write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
                                    fits.ImageHDU(coverage.astype(np.float32), name="COVERAGE")])
-    return dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(frames), n_valid=n_valid,
-                path=str(task["path"]) if n_valid else None, stack=info,
-                seconds=time.perf_counter() - t0, worker_pid=os.getpid())
+    stats = dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(keep), n_valid=n_valid,
+                 path=str(task["path"]) if n_valid else None, stack=info if keep else None,
+                 left_out=left_out, seconds=time.perf_counter() - t0, worker_pid=os.getpid())
+    if not left_out:  # complete: recorded for a rerun (a tile short of a frame is redone)
+        task["store"].save(task["name"], task["key"], made_from=task["made_from"],
+                           files=[task["path"]] if n_valid else [], payload=stats)
+    return stats
 
 
-def _map_tasks(func, tasks, opts):
+def _map_tasks(func, tasks, opts, label=None):
     """Yield ``(task, result or exception)``: dask cluster, process pool or in-process.
 
-    Read it inside ``with closing(...)``: when the reading stops early (an error, an
-    interrupt), the queued tasks are cancelled and the workers stopped at once.
+    With a ``label`` (``label(task)`` names it), a task that failed is run once more after
+    the others, with a [GRID] warning; its second result is the one yielded.  Read it inside
+    ``with closing(...)``: when the reading stops early (an error, an interrupt), the queued
+    tasks are cancelled and the workers stopped at once.
     """
-    return map_tasks(func, tasks, scheduler=opts.scheduler, workers=_n_workers(opts))
+    again = []
+    with closing(map_tasks(func, tasks, scheduler=opts.scheduler,
+                           workers=_n_workers(opts))) as results:
+        for task, res in results:
+            if label is not None and isinstance(res, Exception):
+                grid_warning(logger, "%s failed (%s: %s); trying it once more", label(task),
+                             type(res).__name__, res)
+                again.append(task)
+            else:
+                yield task, res
+    if again:
+        with closing(map_tasks(func, again, scheduler=opts.scheduler,
+                               workers=_n_workers(opts))) as results:
+            yield from results
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -134,7 +198,8 @@ def _read_frames(entries, opts, progress):
     tasks = [dict(index=i, path=e.path, exposure=e.exposure, mask_eps=opts.mask_eps)
              for i, e in enumerate(entries)]
     results = [None] * len(tasks)
-    with closing(_map_tasks(scan_entry, tasks, opts)) as scanned:
+    with closing(_map_tasks(scan_entry, tasks, opts,
+                            label=lambda t: f"reading {t['path']}")) as scanned:
         for done, (task, res) in enumerate(scanned, start=1):
             # a task that could not run at all (e.g. a worker died) comes back as its exception
             results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
@@ -177,12 +242,34 @@ def _bin_frame(task):
     data, _ = load_frame(info, mask_eps=opts.mask_eps,
                          saturation=frame_saturation(opts, info.saturation))
     data = masked_gaussian_blur(data, frame_smooth_sigma(opts, info.bayer))
-    return bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"],
-                             task["bin_factor"])
+    binned = bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"],
+                               task["bin_factor"])
+    box = None if binned is None else binned[0]
+    arrays = None if binned is None else dict(box=np.array([box.y0, box.y1, box.x0, box.x1]),
+                                              data=binned[1], valid=binned[2])
+    task["store"].save(task["name"], task["key"], made_from=task["made_from"], arrays=arrays)
+    return binned
 
 
-def _frame_photometry(frames, grid, opts, progress):
-    """Gain + offset/plane per frame in global pixels (None = identity) and the report."""
+def _reused_binned(store, name, key):
+    """A binned frame recorded by an earlier run with this key: (found, binned or None)."""
+    if store.lookup(name, key) is None:
+        return False, None
+    try:
+        arrays = store.load_arrays(name) if store.path(name, ".npz").exists() else None
+    except (OSError, ValueError, KeyError):
+        return False, None
+    if arrays is None:
+        return True, None  # the frame misses the canvas
+    return True, (BBox(*arrays["box"].tolist()), arrays["data"], arrays["valid"])
+
+
+def _frame_photometry(frames, grid, opts, progress, pieces):
+    """Gain + offset/plane per frame in global pixels (None = identity) and the report.
+
+    Binned frames and the solve of an earlier run into the folder are reused when they
+    were made from the same inputs (``pieces``).
+    """
     if not opts.frame_photometry or len(frames) < 2:
         return [None] * len(frames), {"enabled": False}
     bin_factor = frame_bin_factor([f.shape for f in frames], frames[0].n_channels,
@@ -191,18 +278,41 @@ def _frame_photometry(frames, grid, opts, progress):
         progress("Frame photometry: %d frames, binned %dx (not %dx) to stay within "
                  "memory_mb=%g", 0.0, len(frames), bin_factor, FRAME_BIN, opts.memory_mb)
     tasks = [dict(index=k, frame=f, options=opts, grid_wcs=grid.wcs, grid_shape=grid.shape,
-                  bin_factor=bin_factor) for k, f in enumerate(frames)]
+                  bin_factor=bin_factor, store=pieces.store, name=pieces.binned_name(f),
+                  made_from=dict(piece="binned frame", frame=pieces.sources[k],
+                                 grid=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor,
+                                 options=piece_options(opts, "binned frame")))
+             for k, f in enumerate(frames)]
+    for t in tasks:
+        t["key"] = piece_key(t["made_from"])
+    solve_key = piece_key(dict(piece="frame solve", binned=[t["key"] for t in tasks],
+                               options=piece_options(opts, "frame solve")))
+    record = pieces.store.lookup("frame_solve", solve_key)
+    if record is not None:
+        pieces.reused("frame_solve", True, "the frame solve")
+        progress("Frame photometry: the frame solve of an earlier run is reused", 1.0)
+        return ([None if c is None else correction_from_dict(c)
+                 for c in record["payload"]["corrections"]], record["payload"]["report"])
     binned = {}  # all binned frames: within the memory budget (frame_bin_factor)
-    with closing(_map_tasks(_bin_frame, tasks, opts)) as results:
-        for done, (task, res) in enumerate(results, start=1):
+    for t in tasks:
+        found, res = _reused_binned(pieces.store, t["name"], t["key"])
+        if found:
+            binned[t["index"]] = res
+    pieces.reused("binned_frames", len(binned), f"{len(binned)} binned frame(s)")
+    todo = [t for t in tasks if t["index"] not in binned]
+    with closing(_map_tasks(_bin_frame, todo, opts,
+                            label=lambda t: f"binning {t['frame'].path}")) as results:
+        for done, (task, res) in enumerate(results, start=len(binned) + 1):
             binned[task["index"]] = res
             progress("Frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
                      len(frames))
+    failed = [k for k, res in binned.items() if isinstance(res, BaseException)]
 
     def get_binned(k):
         res = binned.pop(k)
         if isinstance(res, BaseException):  # a ValueError skips the frame (warned)
-            raise res
+            raise ValueError(f"{frames[k].path} could not be binned: {type(res).__name__}: "
+                             f"{res}")
         return res
 
     result = harmonize_frames(get_binned, [f.wcs for f in frames], [f.shape for f in frames],
@@ -213,40 +323,105 @@ def _frame_photometry(frames, grid, opts, progress):
                               # the same overlap area at any binning
                               min_pixels=max(50, round(FRAME_MIN_PIXELS
                                                        * (FRAME_BIN / bin_factor) ** 2)))
+    corrections = [result.corrections.get(k) for k in range(len(frames))]
+    if not failed:  # a solve short of a frame is not recorded: the next run redoes it
+        pieces.store.save("frame_solve", solve_key, payload=dict(
+            corrections=[None if c is None else c.to_dict() for c in corrections],
+            report=result.report))
     progress("Frame photometry: done", 1.0)
-    return [result.corrections.get(k) for k in range(len(frames))], result.report
+    return corrections, result.report
 
 
-def _make_tiles(frames, footprints, corrections, weights, grid, tiles_dir, opts, progress):
+def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, pieces):
+    """Stack the tiles; returns the tile files, their statistics and what was lost.
+
+    A tile of an earlier run into the folder made from the same inputs is reused.  A frame
+    that fails inside a tile is left out of it (warned, named); a tile that fails twice is
+    lost: the run fails (:class:`GridRunError`) unless ``opts.allow_partial``.
+    """
+    tiles_dir = pieces.tiles_dir
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    for stale in tiles_dir.glob("tile_*.fits"):  # outputs of an earlier run of ours
-        stale.unlink()
     tasks = [dict(tile_id=t, bbox=bbox, frames=[frames[k] for k in idx],
                   corrections=[corrections[k] for k in idx], weights=[weights[k] for k in idx],
                   footprints=[footprints[k] for k in idx],
                   grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
-                  path=tiles_dir / f"tile_{t:04d}.fits")
+                  path=tiles_dir / f"tile_{t:04d}.fits", store=pieces.store,
+                  name=f"tile_{t:04d}", made_from=dict(
+                      piece="tile", tile_id=t, bbox=bbox, grid=grid.wcs, grid_shape=grid.shape,
+                      frames=[pieces.sources[k] for k in idx],
+                      corrections=[corrections[k] for k in idx],
+                      weights=[weights[k] for k in idx], footprints=[footprints[k] for k in idx],
+                      options=piece_options(opts, "tile")))
              for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(
                  footprints, grid.tiles)), start=1) if idx]
-    progress("stacking %d tiles (%d without frames skipped)", 0.0, len(tasks),
-             len(grid.tiles) - len(tasks))
-    stats, errors = [], []
-    with closing(_map_tasks(_build_tile, tasks, opts)) as results:
+    stats, losses = [], dict(partial=False, tiles=[], frames=[])
+    for task in tasks:
+        task["key"] = piece_key(task["made_from"])
+        record = pieces.store.lookup(task["name"], task["key"])
+        if record is not None:
+            stats.append(dict(record["payload"], reused=True))
+    reused = sorted(s["tile_id"] for s in stats)
+    pieces.reused("tiles", reused, f"{len(reused)} of {len(tasks)} tiles (tile "
+                  f"{', '.join(map(str, reused[:20]))}{', ...' if len(reused) > 20 else ''})")
+    for stale in tiles_dir.glob("tile_*.fits"):  # outputs of an earlier run of ours
+        if stale.name not in {f"tile_{t:04d}.fits" for t in reused}:
+            _unlink(stale)
+    todo = [t for t in tasks if t["tile_id"] not in reused]
+    progress("stacking %d tiles (%d reused from an earlier run, %d without frames skipped)",
+             0.0, len(todo), len(reused), len(grid.tiles) - len(tasks))
+    with closing(_map_tasks(_build_tile, todo, opts,
+                            label=lambda t: f"tile {t['tile_id']}")) as results:
         for done, (task, res) in enumerate(results, start=1):
-            if isinstance(res, BaseException):
-                grid_warning(logger, "tile %d failed and is left out: %s: %s", task["tile_id"],
-                             type(res).__name__, res)
-                errors.append(f"{type(res).__name__}: {res}")
-                continue
-            stats.append(res)
-            progress("tile %d done (%d frames, %.1f s), %d/%d", done / len(tasks),
-                     res["tile_id"], res["n_frames"], res["seconds"], done, len(tasks))
+            _tally(task, res, stats, losses)
+            progress("tile %d done, %d/%d", done / len(todo), task["tile_id"], done,
+                     len(todo))
     stats.sort(key=lambda s: s["tile_id"])
     paths = [Path(s["path"]) for s in stats if s["path"]]
+    if losses["tiles"] and not (opts.allow_partial and paths):
+        raise GridRunError(_loss_message(losses["tiles"], len(tasks), len(paths)))
     if not paths:
-        raise GridModeError("no tile could be stacked: " + (errors[0] if errors else
-                                                             "every tile was empty"))
-    return paths, stats
+        raise GridModeError("no tile could be stacked: every tile was empty")
+    losses["partial"] = bool(losses["tiles"])
+    for lost in losses["tiles"]:
+        grid_warning(logger, "partial mosaic: tile %d is left out (%s); frames: %s",
+                     lost["tile_id"], lost["reason"], ", ".join(lost["frames"]))
+    return paths, stats, losses
+
+
+def _tally(task, res, stats, losses):
+    """Record a tile's result: its statistics, or what was lost (warned)."""
+    tile_id, names = task["tile_id"], [Path(f.path).name for f in task["frames"]]
+    if isinstance(res, BaseException):
+        reason = f"{type(res).__name__}: {res}"
+    else:
+        stats.append(res)
+        for f in res["left_out"]:
+            grid_warning(logger, "tile %d: frame %s left out (%s); the tile is stacked from "
+                         "its %d other frame(s)", tile_id, f["path"], f["reason"],
+                         res["n_frames"])
+            losses["frames"].append(dict(f, tile_id=tile_id))
+        if res["n_valid"] or not res["left_out"]:
+            return
+        reason = "every frame of the tile failed"
+    grid_warning(logger, "tile %d could not be made: %s", tile_id, reason)
+    losses["tiles"].append(dict(tile_id=tile_id, bbox=task["bbox"], reason=reason,
+                                frames=names))
+
+
+def _loss_message(lost, n_tiles, n_made):
+    what = "; ".join(f"tile {t['tile_id']} ({t['reason']})" for t in lost[:5])
+    more = f"; and {len(lost) - 5} more" if len(lost) > 5 else ""
+    return (f"{len(lost)} of {n_tiles} tiles could not be made, so no mosaic was assembled: "
+            f"{what}{more}. The {n_made} finished tiles are kept: remove the cause and run the "
+            "same command again to resume, or assemble without the lost tiles with "
+            "--allow-partial (allow_partial=True)")
+
+
+def _unlink(path):
+    try:
+        path.unlink()
+    except OSError as exc:  # a read-only folder: its tiles cannot be written either
+        grid_debug(logger, "cannot remove %s: %s", path, exc)
 
 
 def run_grid_mode(input_folder, output_folder, progress_callback=None, **options):
@@ -328,6 +503,34 @@ def _locked(out, func, *args):
             remove_temporaries(out)
 
 
+@dataclass
+class _Pieces:
+    """Where a run's pieces and their records go, what they are made from, what was reused."""
+
+    out: Path
+    opts: GridOptions
+    sources: list = field(default_factory=list)  # frame_source() of each frame
+    report: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.store = PieceStore(self.out / RESUME_DIR, reuse=self.opts.resume)
+        self.tiles_dir = self.out / "tiles"
+        if not self.opts.resume:
+            self.store.clear()
+        self.report.update(folder=str(self.store.folder), enabled=self.opts.resume,
+                           reused={"binned_frames": 0, "frame_solve": False, "tiles": []})
+
+    @staticmethod
+    def binned_name(frame):
+        return "binned_" + hashlib.sha256(os.path.realpath(frame.path).encode()).hexdigest()[:20]
+
+    def reused(self, what, value, text):
+        """Note what an earlier run's pieces gave: ``value`` in the report, ``text`` logged."""
+        self.report["reused"][what] = value
+        if value:
+            grid_info(logger, "resume: reusing %s of an earlier run into %s", text, self.out)
+
+
 def _stages(input_folder, out, opts, warnings):
     timings, t0 = {}, time.perf_counter()
 
@@ -337,24 +540,27 @@ def _stages(input_folder, out, opts, warnings):
     progress = _Progress()
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
     frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
+    pieces = _Pieces(out, opts, sources=[frame_source(f) for f in frames])
     lap("frames")
     grid = _global_grid(frames, opts)
     footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
     lap("grid")
-    corrections, frame_report = _frame_photometry(frames, grid, opts, progress.stage(10, 30))
+    corrections, frame_report = _frame_photometry(frames, grid, opts, progress.stage(10, 30),
+                                                  pieces)
     weights = frame_weights([f.exptime for f in frames], [f.noise for f in frames],
                             gains=[1.0 if c is None else np.mean(np.abs(c.gain))
                                    for c in corrections], method=opts.weight_method)
     lap("frame_photometry")
-    tile_paths, tile_stats = _make_tiles(frames, footprints, corrections, weights, grid,
-                                         out / "tiles", opts, progress.stage(30, 80))
+    tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
+                                                 grid, opts, progress.stage(30, 80), pieces)
     lap("tiles")
     extra = {"input_folder": str(input_folder), "grid": dict(grid.info, shape=grid.shape),
              "frames": [dict(path=f.path, shape=f.shape, layout=f.layout, bayer=f.bayer,
                              exptime=f.exptime, noise=f.noise, weight=w, footprint=fp,
                              saturation=frame_saturation(opts, f.saturation), correction=c)
                         for f, w, fp, c in zip(frames, weights, footprints, corrections)],
-             "frame_photometry": frame_report, "tile_stacking": tile_stats,
+             "frame_photometry": frame_report, "tile_stacking": tile_stats, "losses": losses,
+             "resume": pieces.report,
              "warnings": warnings}  # filled until the report is written
     return _assemble(tile_paths, out, opts, progress.stage(80, 100), extra, timings, t0)
 
@@ -453,7 +659,7 @@ def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     progress("tile photometry done", 0.3)
 
     layout = ("hwc" if opts.legacy_rgb_cube else "chw") if C > 1 else "mono"
-    header = mosaic_header(wcs, len(tiles), origin)
+    header = mosaic_header(wcs, len(tiles), origin, extra.get("losses"))
     paths = {k: out / f"mosaic_grid{v}" for k, v in dict(
         mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
     paths["report"] = out / "grid_report.json"

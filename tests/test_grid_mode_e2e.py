@@ -417,7 +417,8 @@ def test_interrupted_run_leaves_no_final_file_and_a_rerun_succeeds(mono_frames, 
     with pytest.raises(KeyboardInterrupt):
         grid_mode.run_grid_mode(frames, tmp_path / "out", **dict(FAST, chunk_size=128))
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["tiles"]  # no mosaic, no coverage, no temporary file
+    # no mosaic, no coverage, no temporary file, no lock: the tiles and their records
+    assert names == ["resume", "tiles"]
     monkeypatch.setattr(grid_mode, "assemble_mosaic", real)
     res = grid_mode.run_grid_mode(frames, tmp_path / "out", **FAST)
     assert res.mosaic.exists() and res.coverage.exists() and res.report_path.exists()

@@ -44,6 +44,11 @@ from .panels import (  # noqa: F401
     WEIGHT_SUFFIX, Panel, find_fits_files, is_project_tile, read_panel, scan_panels,
     read_reference, panel_grid, integer_offset, write_panel_tiles, tile_photometry,
 )
+from .resume import (  # noqa: F401
+    RESUME_DIR, PIECE_OPTIONS, INDIRECT_OPTIONS, UNRELATED_OPTIONS, package_version,
+    code_digest, file_signature, frame_source, piece_options, piece_key, correction_from_dict,
+    PieceStore,
+)
 
 __all__ = [
     "GridModeError", "GridRunError", "EXIT_CODES", "GridOptions", "OPTION_HELP",
@@ -64,5 +69,8 @@ __all__ = [
     "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
     "read_frame_info", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel",
     "find_fits_files", "is_project_tile", "read_panel", "scan_panels", "read_reference",
-    "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry",
+    "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR",
+    "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest",
+    "file_signature", "frame_source", "piece_options", "piece_key", "correction_from_dict",
+    "PieceStore",
 ]

@@ -222,11 +222,14 @@ def tile_header(grid_wcs, bbox, tile_id, canvas_shape, n_frames):
     return header
 
 
-def mosaic_header(wcs, n_tiles, origin):
+def mosaic_header(wcs, n_tiles, origin, losses=None):
     """FITS header of the mosaic: its WCS, ``NTILES`` and ``GRID_Y0``/``GRID_X0``.
 
     ``origin`` is the (row, column) of the mosaic's first pixel on the global grid (the
-    mosaic is the global canvas cropped to the tiles).
+    mosaic is the global canvas cropped to the tiles).  With ``losses`` (the run's record of
+    lost tiles and frames: ``{"partial": bool, "tiles": [...], "frames": [...]}``) the
+    header says whether the mosaic is partial (``PARTIAL``), how many tiles and frames were
+    lost (``LOSTTILE``, ``LOSTFRM``) and which tiles (``HISTORY``).
 
     Examples
     --------
@@ -234,11 +237,21 @@ def mosaic_header(wcs, n_tiles, origin):
     >>> h = mosaic_header(WCS(naxis=2), 4, (0, 128))
     >>> h["NTILES"], h["GRID_X0"]
     (4, 128)
+    >>> h = mosaic_header(WCS(naxis=2), 3, (0, 0), dict(partial=True, frames=[],
+    ...                   tiles=[dict(tile_id=2, reason="OSError: disk full")]))
+    >>> h["PARTIAL"], h["LOSTTILE"], str(h["HISTORY"][0])
+    (True, 1, 'lost tile 2: OSError: disk full')
     """
     header = wcs.to_header(relax=True)
     header["NTILES"] = (n_tiles, "tiles assembled")
     header["GRID_Y0"] = (origin[0], "mosaic origin row on the global grid")
     header["GRID_X0"] = (origin[1], "mosaic origin column on the global grid")
+    if losses is not None:
+        header["PARTIAL"] = (bool(losses["partial"]), "tiles were lost: areas are missing")
+        header["LOSTTILE"] = (len(losses["tiles"]), "tiles that could not be made")
+        header["LOSTFRM"] = (len(losses["frames"]), "frames left out of a tile")
+        for t in losses["tiles"][:50]:
+            header.add_history(f"lost tile {t['tile_id']}: {t['reason']}"[:72])
     return header
 
 
