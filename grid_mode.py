@@ -64,8 +64,8 @@ from photometry_graph.stacking.stack import (frame_on_tile, frame_weights, radia
                                              stack_frames)
 
 __all__ = [
-    "GridModeError", "GridOptions", "GridResult", "OPTION_HELP", "detect_grid_mode",
-    "run_grid_mode", "assemble_tiles", "run_demo", "main",
+    "GridModeError", "GridRunError", "GridOptions", "GridResult", "OPTION_HELP",
+    "detect_grid_mode", "run_grid_mode", "assemble_tiles", "run_demo", "main",
 ]
 
 logger = get_logger("photometry_graph.grid_mode")
@@ -459,8 +459,11 @@ def run_grid_mode(input_folder, output_folder, progress_callback=None, **options
     Raises
     ------
     GridModeError
-        When the run is impossible (no usable frame, unwritable output, ...); any other
-        failure is raised as a GridModeError too, chained to its cause.
+        When the run is impossible (no usable frame, unwritable output, another run in the
+        output folder, ...).  A failure during the run (a tile lost, a full disk, any
+        other error, chained to its cause) is its subclass :class:`GridRunError`.  An
+        interrupt (``KeyboardInterrupt``) stops the workers and propagates; a rerun into
+        the same folder resumes.
     """
     with callback_logging(progress_callback), discard_if_empty(output_folder), \
             collected_warnings() as warnings:

@@ -203,3 +203,64 @@ def test_assemble_from_python_refuses_run_only_options(tmp_path):
                                  stack_method="median")
     with pytest.raises(grid_mode.GridModeError, match="stack_kappa_low"):
         grid_mode.assemble_tiles(tmp_path, tmp_path / "o", stack_kappa_low=2.0)
+
+
+def test_help_documents_the_exit_codes_and_the_fault_options(capsys):
+    with pytest.raises(SystemExit):
+        grid_mode.main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("Exit codes: 0 complete; 1 failed during the run", "2 bad input or options",
+                 "130 interrupted", "143 terminated", "--allow-partial", "--no-resume",
+                 "--max-canvas", ".grid_mode.lock"):
+        assert text in out, text
+
+
+_SECOND_SIGNAL = """
+import os, signal, sys, time
+from photometry_graph.pipeline.cli import Interrupted, _stop_on_signals
+with _stop_on_signals():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except Interrupted as exc:
+        print("first", exc.signame, exc.exit_code, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # while cleaning up: ends at once
+        time.sleep(5)
+        print("never")
+"""
+
+
+def test_a_first_signal_raises_and_a_second_ends_the_process_at_once():
+    import os
+    proc = subprocess.run([sys.executable, "-c", _SECOND_SIGNAL], capture_output=True,
+                          text=True, timeout=60, env=dict(
+                              os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.stdout.split("\n")[0] == "first SIGINT 130" and "never" not in proc.stdout
+    assert proc.returncode == 143 and proc.stderr == ""
+
+
+def test_a_full_disk_while_writing_the_mosaic_is_exit_code_1(small_survey, monkeypatch,
+                                                             capsys):
+    import errno
+    frames, root = small_survey
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(grid_mode, "fits_stream", full)
+    assert grid_mode.main(["run", str(frames), str(root / "full"), "--tile-size", "192",
+                           "--workers", "1", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "grid-mode: error: grid mode failed: OSError: [Errno 28] No space left" in err
+    assert not [p for p in (root / "full").rglob("*") if ".tmp" in p.name]
+
+
+def test_assemble_into_a_folder_in_use_is_refused(small_survey, tmp_path, capsys):
+    from photometry_graph.pipeline.fileio import output_lock
+    frames, root = small_survey
+    assert grid_mode.main(["run", str(frames), str(root / "own"), "--tile-size", "192",
+                           "--workers", "1", "-q"]) == 0
+    with output_lock(tmp_path):
+        assert grid_mode.main(["assemble", str(root / "own" / "tiles"), str(tmp_path),
+                               "-q"]) == 2
+    assert "another grid-mode run is writing into" in capsys.readouterr().err
