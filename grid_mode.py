@@ -341,22 +341,26 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
     """
     tiles_dir = pieces.tiles_dir
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [dict(tile_id=t, bbox=bbox, frames=[frames[k] for k in idx],
-                  corrections=[corrections[k] for k in idx], weights=[weights[k] for k in idx],
-                  footprints=[footprints[k] for k in idx],
-                  grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
-                  path=tiles_dir / f"tile_{t:04d}.fits", store=pieces.store,
-                  name=f"tile_{t:04d}", made_from=dict(
-                      piece="tile", tile_id=t, bbox=bbox, grid=grid.wcs, grid_shape=grid.shape,
-                      frames=[pieces.sources[k] for k in idx],
-                      corrections=[corrections[k] for k in idx],
-                      weights=[weights[k] for k in idx], footprints=[footprints[k] for k in idx],
-                      options=piece_options(opts, "tile")))
-             for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(
-                 footprints, grid.tiles)), start=1) if idx]
+    tasks = []
+    for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(footprints,
+                                                                          grid.tiles)), 1):
+        if not idx:
+            continue
+        task = dict(tile_id=t, bbox=bbox, frames=[frames[k] for k in idx],
+                    corrections=[corrections[k] for k in idx], weights=[weights[k] for k in idx],
+                    footprints=[footprints[k] for k in idx],
+                    grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
+                    path=tiles_dir / f"tile_{t:04d}.fits", store=pieces.store,
+                    name=f"tile_{t:04d}")
+        task["made_from"] = dict(  # what the tile depends on, the frames by their files
+            {k: task[k] for k in ("tile_id", "bbox", "corrections", "weights", "footprints",
+                                  "grid_wcs", "canvas_shape")},
+            piece="tile", frames=[pieces.sources[k] for k in idx],
+            options=piece_options(opts, "tile"))
+        task["key"] = piece_key(task["made_from"])
+        tasks.append(task)
     stats, losses = [], dict(partial=False, tiles=[], frames=[])
     for task in tasks:
-        task["key"] = piece_key(task["made_from"])
         record = pieces.store.lookup(task["name"], task["key"])
         if record is not None:
             stats.append(dict(record["payload"], reused=True))
