@@ -527,7 +527,7 @@ def check_output_folder(input_folder, output_folder):
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".grid_write_probe.{os.getpid()}"
         probe.write_bytes(b"")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # a run holding the folder may have removed it
     except OSError as exc:
         raise GridModeError(f"the output folder {out} is not writable "
                             f"({exc.strerror or exc})") from None
