@@ -19,6 +19,7 @@ the queued tasks are cancelled and the workers killed at once (:func:`stop_pool`
 import concurrent.futures
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -147,7 +148,7 @@ def stop_pool(pool, timeout=5.0):
     ----------
     pool : concurrent.futures.ProcessPoolExecutor
     timeout : float
-        Longest wait, seconds, for the killed workers to be reaped.
+        Longest wait, seconds, for the killed workers to end.
 
     Examples
     --------
@@ -159,10 +160,18 @@ def stop_pool(pool, timeout=5.0):
     for proc in procs:
         if proc.is_alive():
             proc.kill()
+    pending, deadline = [p.sentinel for p in procs], time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:  # dead (the pool's thread reaps them)
+        ready = multiprocessing.connection.wait(pending, deadline - time.monotonic())
+        pending = [s for s in pending if s not in ready]
+    # A worker killed while it sent a result leaves half a message in the result pipe: the
+    # pool's thread would wait for the rest forever (and the interpreter for that thread at
+    # exit).  Closing this process's end of the pipe's writing side (no worker holds one
+    # any more) gives it an end of file instead; the pool then shuts down as broken.
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None and not pending:
+        writer.close()
     pool.shutdown(wait=False, cancel_futures=True)
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        proc.join(max(0.0, deadline - time.monotonic()))
 
 
 #: Signals that stop a run (those the platform has); see :func:`_signals_deferred`.
