@@ -25,8 +25,7 @@ import numpy as np
 from astropy.io import fits
 
 from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_debug,
-                                   grid_info,
-                                   grid_warning)
+                                   grid_info, grid_warning)
 from photometry_graph.blending.assembly import assemble_mosaic
 from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
