@@ -408,7 +408,7 @@ def test_kill_9_during_stacking_then_a_rerun_reuses_the_finished_tiles(big, tmp_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, signame, code", [
-    ("frame photometry: frame 1/", "SIGINT", 130),
+    ("Frame photometry: frame 1/", "SIGINT", 130),
     ("done, 1/", "SIGINT", 130),
     ("done, 1/", "SIGTERM", 143)])
 def test_a_signal_stops_the_run_at_once_cleanly_and_a_rerun_resumes(big, tmp_path, stage,
@@ -434,5 +434,5 @@ def test_a_signal_stops_the_run_at_once_cleanly_and_a_rerun_resumes(big, tmp_pat
     assert not _leftovers(out) and not (out / "mosaic_grid.fits").exists()
     rerun = grid_mode.run_grid_mode(frames, out, tile_size=160, overlap=0.25, workers=1)
     reused = rerun.report["resume"]["reused"]
-    assert reused["binned_frames"] >= 1 if stage.startswith("frame") else reused["tiles"]
+    assert reused["binned_frames"] >= 1 if stage.startswith("Frame") else reused["tiles"]
     assert np.array_equal(_mosaic(rerun.mosaic)[0], reference, equal_nan=True)
