@@ -25,7 +25,14 @@ from .._stats import median
 from .outliers import grown_outliers
 
 __all__ = ["FitSettings", "PixelDesign", "GridDesign", "solve_moments", "spatial_blocks",
-           "fit_uncertainties"]
+           "fit_uncertainties", "noise_ratio_bias", "noise_ratio_uncertainty",
+           "NOISE_RATIO_FLOOR", "sample_indices"]
+
+#: Relative uncertainty of a noise variance ratio that does not shrink with the pixel
+#: count (noise that is not quite white, faint sources in the second differences).
+NOISE_RATIO_FLOOR = 0.02
+#: Relative uncertainty of a noise variance measured on ``n`` pixels: ``this / sqrt(n)``.
+_NOISE_VAR_ERROR = 2.0
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,22 @@ class FitSettings:
     kappa, max_iter, min_pixels, grow_kappa, min_signal_to_noise, max_rel_gain_error
         As in :func:`~.regression.fit_pair` (``min_pixels`` at least 8, ``max_iter`` an
         int).
+    noise_ratio_error : float or None
+        Relative uncertainty of ``lam`` (see :func:`noise_ratio_bias`); None: from
+        ``noise_counts`` (:func:`noise_ratio_uncertainty`).
+    noise_counts : tuple
+        Pixels behind each estimated noise (``None`` for a given noise).
+    fixed_gain : tuple of float or None
+        ``(a, sigma_a)``: the gain is not fitted but fixed at ``a`` (measured elsewhere,
+        e.g. from stars, with the uncertainty ``sigma_a``).
 
     Examples
     --------
     >>> s = FitSettings(model="plane", origin=(0.0, 0.0), lam=1.0, kappa=4.0, max_iter=10,
-    ...                 min_pixels=500, grow_kappa=2.0, min_signal_to_noise=3.0,
-    ...                 max_rel_gain_error=0.01)
-    >>> s.plane, s.noise_x
-    (True, None)
+    ...                 min_pixels=500, grow_kappa=2.0, min_signal_to_noise=0.0,
+    ...                 max_rel_gain_error=0.25)
+    >>> s.plane, s.noise_x, s.fixed_gain
+    (True, None, None)
     """
 
     model: str
@@ -66,6 +81,9 @@ class FitSettings:
     max_rel_gain_error: float
     noise_x: object = None
     noise_y: object = None
+    noise_ratio_error: object = None
+    noise_counts: tuple = (None, None)
+    fixed_gain: object = None
 
     @property
     def plane(self):
@@ -424,6 +442,49 @@ def solve_moments(M, design, settings, a_fixed=None):
     return out
 
 
+def _grid_strides(n, max_pixels, tall):
+    """Row and column strides ``(sy, sx)`` with ``sy * sx <= n / max_pixels``.
+
+    Near-equal factors (``floor(sqrt(k))`` and ``floor(k / that)`` for ``k =
+    n / max_pixels``), so that the grid still holds at least ``max_pixels``
+    pixels (evenly thinned to exactly that many afterwards); the larger
+    factor goes along the longer side.
+    """
+    k = n / float(max_pixels)
+    if k < 2.0:
+        return 1, 1
+    small = max(1, int(math.floor(math.sqrt(k) + 1e-9)))
+    big = max(small, int(math.floor(k / small + 1e-9)))
+    return (big, small) if tall else (small, big)
+
+
+def sample_indices(joint, max_pixels, how="grid", rng=None):
+    """Row/column indices (inside the overlap) of the pixels offered to a fit's clipping.
+
+    ``'grid'``: a regular grid of strides ``(sy, sx)`` over the overlap (the
+    same pixels every run, memmap-friendly rows, a fair share of the star
+    pixels), then exactly ``max_pixels`` evenly spaced ones of its valid pixels.
+    ``'random'``: a uniform random draw.
+    """
+    n = int(np.count_nonzero(joint))
+    if max_pixels is None or n <= max_pixels:
+        iy, ix = np.nonzero(joint)
+        return iy, ix
+    if how == "random":
+        iy, ix = np.nonzero(joint)
+        pick = np.sort(rng.choice(iy.size, size=int(max_pixels), replace=False))
+        return iy[pick], ix[pick]
+    h, w = joint.shape
+    sy, sx = _grid_strides(n, max_pixels, tall=h >= w)
+    y0, x0 = (sy - 1) // 2, (sx - 1) // 2
+    iy, ix = np.nonzero(joint[y0::sy, x0::sx])
+    iy, ix = iy * sy + y0, ix * sx + x0
+    if iy.size > max_pixels:
+        pick = np.linspace(0, iy.size - 1, int(max_pixels)).round().astype(np.int64)
+        iy, ix = iy[pick], ix[pick]
+    return iy, ix
+
+
 def spatial_blocks(cx, cy, n_blocks):
     """Spatial block index of each pixel: a near-square grid of about ``n_blocks`` cells."""
     w = float(cx.max() - cx.min()) + 1.0
@@ -467,8 +528,89 @@ def _jackknife(design, used, settings, a_fixed):
 
 
 
-def fit_uncertainties(design, used, sol, settings, a_fixed=None):
-    """Analytic uncertainties, replaced by the block jackknife where that is larger."""
+def noise_ratio_bias(a, signal_var, noise_x, noise_y, rel_error):
+    """Systematic uncertainty of a Deming slope from a misestimated noise ratio.
+
+    The Deming slope solves ``f(a, lam) = sxy a^2 + (lam sxx - syy) a - lam sxy = 0``.  With
+    the population moments ``sxx = S + nx^2``, ``syy = a^2 S + ny^2``, ``sxy = a S`` (``S``
+    the signal variance, ``nx``, ``ny`` the noise sigmas, ``lam = ny^2 / nx^2``)::
+
+        df/dlam = a sxx - sxy = a nx^2        df/da = 2 a sxy + lam sxx - syy = S (a^2 + lam)
+
+    so a relative error ``d`` of ``lam`` moves the slope by ``da = -(df/dlam)/(df/da) lam d``::
+
+        da / a = -d * nx^2 ny^2 / (S * (a^2 nx^2 + ny^2))
+
+    It grows like noise^2 / signal^2: ``d / (2 snr^2)`` for ``a = 1`` and equal noises
+    (0.56 % for ``d = 10 %`` at a signal-to-noise of 3).  This is the error the fit's own
+    statistics cannot see (the ratio is held fixed); it is added in quadrature to them.
+
+    Parameters
+    ----------
+    a, signal_var : float
+        Slope and signal variance ``S``.
+    noise_x, noise_y : float
+    rel_error : float
+        Relative uncertainty of ``lam``.
+
+    Returns
+    -------
+    float
+        ``|da|`` (infinite when there is no signal).
+
+    Examples
+    --------
+    >>> round(noise_ratio_bias(1.0, 9.0, 1.0, 1.0, 0.1), 5)
+    0.00556
+    """
+    if not signal_var > 0:
+        return math.inf
+    den = signal_var * (a * a * noise_x ** 2 + noise_y ** 2)
+    if not den > 0:
+        return math.inf
+    return abs(a) * rel_error * noise_x ** 2 * noise_y ** 2 / den
+
+
+def noise_ratio_uncertainty(n_x=None, n_y=None, *, correlation=1.0):
+    """Relative uncertainty of a noise variance ratio whose noises were measured.
+
+    A noise measured from second differences of ``n`` pixels of white noise has a variance
+    uncertain by about ``2 / sqrt(n)`` (relative; on binned frame overlaps the ratio came
+    out within ``2.4-2.8 / sqrt(n)`` of the truth), and a ratio of two such variances by
+    their quadratic sum.  Correlated noise (blurred, resampled images) holds fewer
+    independent samples: ``correlation`` (the factor by which second differences
+    underestimate the noise) multiplies that part (on debayered frames blurred by 2 px,
+    1.5 and ``3.7 / sqrt(n)`` measured).  :data:`NOISE_RATIO_FLOOR` is added in quadrature.
+
+    Parameters
+    ----------
+    n_x, n_y : int or None
+        Pixels behind each noise estimate (``None``: given, not estimated).
+    correlation : float
+        >= 1; see above.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(noise_ratio_uncertainty(3600, 3600), 3), noise_ratio_uncertainty()
+    (0.051, 0.02)
+    """
+    var = 0.0
+    for n in (n_x, n_y):
+        if n is not None:
+            var += _NOISE_VAR_ERROR ** 2 / max(float(n), 1.0)
+    return math.sqrt(NOISE_RATIO_FLOOR ** 2 + var * max(float(correlation), 1.0) ** 2)
+
+
+def fit_uncertainties(design, used, sol, settings, a_fixed=None, sigma_a_extra=0.0):
+    """Analytic uncertainties, replaced by the block jackknife where that is larger.
+
+    ``sigma_a_extra`` (a systematic part of the gain, or the uncertainty of a fixed gain) is
+    added in quadrature to the gain's sigma, and carried into the offset and the plane.
+    """
     lam, plane = settings.lam, settings.plane
     n = float(sol["n"])
     a = float(sol["a"])
@@ -483,13 +625,15 @@ def fit_uncertainties(design, used, sol, settings, a_fixed=None):
         var_a = (S * s_vv + s_uu * s_ee) / (dof * S * S) if S > 0 else math.inf
     else:
         var_a = 0.0
+    extra = float(sigma_a_extra) ** 2
     out["a"] = math.sqrt(var_a)
-    var_bc = s_vv / n + float(sol["x_mean"]) ** 2 * var_a
+    var_bc = s_vv / n + float(sol["x_mean"]) ** 2 * (var_a + extra)
     if plane:
         M = sol["M"] if "M" in sol else design.moments(used)
         Ainv = np.linalg.pinv(M[:3, :3])
         scale = np.array([design.sx, design.sy])
-        var_p = s_vv * np.diag(Ainv)[1:3] / scale ** 2 + np.asarray(sol["x_slope"]) ** 2 * var_a
+        var_p = (s_vv * np.diag(Ainv)[1:3] / scale ** 2
+                 + np.asarray(sol["x_slope"]) ** 2 * (var_a + extra))
         lever = np.asarray(sol["centroid"]) - np.asarray(settings.origin)
         out["px"], out["py"] = (float(v) for v in np.sqrt(var_p))
         out["b"] = math.sqrt(var_bc + float(np.sum(lever ** 2 * var_p)))
@@ -502,4 +646,5 @@ def fit_uncertainties(design, used, sol, settings, a_fixed=None):
             for key, value in jk.items():
                 if math.isfinite(value) and (key != "a" or a_fixed is None):
                     out[key] = max(out[key], value)
+    out["a"] = math.sqrt(out["a"] ** 2 + extra)
     return out

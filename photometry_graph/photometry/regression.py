@@ -11,16 +11,22 @@ the noise) the gain comes out far too low (attenuation).  :func:`fit_pair`
 uses Deming (orthogonal for equal noise) regression with the noise variance
 ratio ``lambda = noise_y**2 / noise_x**2``, which is consistent whatever the
 signal range, clips outliers iteratively (stars that differ, satellite trails,
-misregistration), and checks that the overlap holds enough signal to constrain
-a gain at all.  Outliers are spatially coherent: a clipped pixel takes along
+misregistration), and gives the gain an honest uncertainty: the statistical part
+(analytic, or a block jackknife when larger) and the systematic part of a misestimated
+noise ratio, which grows like noise^2 / signal^2 (:func:`~.moments.noise_ratio_bias`).
+A faint overlap thus gives a gain with a large sigma, which counts little in a weighted
+solve, rather than no gain at all.  Outliers are spatially coherent: a clipped pixel takes along
 the pixels joined to it by residuals beyond ``grow_kappa`` and a one-pixel
 ring (hysteresis, as in source segmentation), so the faint wings of a trail
 do not stay in the fit.  Iterative clipping can converge to a wrong,
 self-consistent relation (a trail pulls the first slope off, the stars are
 clipped, the trail's remains hold the slope); when the clipped pixels hold
 much of the signal common to both images, a scan of gain ratios scored by a
-Tukey biweight loss checks for a better one.  When it does not, only the offset is
-fitted and the fit says so (``status='offset_only'``).
+Tukey biweight loss checks for a better one.  Only a degenerate overlap (no signal range
+at all, src and dst not positively correlated, or a gain uncertainty above
+``max_rel_gain_error``, 25 % by default) has its offset fitted alone, and the fit says so
+(``status='offset_only'``).  A gain measured elsewhere (from stars) can be imposed with
+``fixed_gain``: the offsets and the plane are then fitted at that gain.
 
 Every fit also carries the *planar moments* of the two images over the pixels
 it used (centroid, means, plane slopes).  They let a global solve write, for
@@ -42,7 +48,7 @@ clipping iterations and the scan of gain ratios).
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -50,12 +56,15 @@ from .._json import jsonable
 from .._log import get_logger, grid_debug
 from .._stats import NOISE_ESTIMATORS, image_noise, robust_noise_1d, split_coords
 from .clipping import clip_and_polish
-from .moments import FitSettings, GridDesign, PixelDesign, fit_uncertainties, spatial_blocks
+from .moments import (FitSettings, GridDesign, PixelDesign, fit_uncertainties,
+                      noise_ratio_bias, noise_ratio_uncertainty, sample_indices,
+                      spatial_blocks)
 from .outliers import grown_outliers  # noqa: F401 (re-exported: tests and users import it here)
 
 # NOISE_ESTIMATORS and robust_noise_1d (from _stats) are exported from here as before the split
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair",
-           "fit_pair_image", "fit_ols", "NOISE_ESTIMATORS", "robust_noise_1d"]
+           "fit_pair_image", "fit_ols", "NOISE_ESTIMATORS", "robust_noise_1d",
+           "MAX_REL_GAIN_ERROR"]
 
 logger = get_logger(__name__)
 
@@ -65,6 +74,9 @@ FIT_STATUSES = ("ok", "offset_only", "failed")
 FIT_MODELS = ("offset", "plane")
 
 _NAN2 = (math.nan, math.nan)
+
+#: Default ``max_rel_gain_error``: a gain with a larger relative sigma is degenerate.
+MAX_REL_GAIN_ERROR = 0.25
 
 
 @dataclass
@@ -114,6 +126,21 @@ class PairwiseFit:
     signal_to_noise : float
         ``sqrt(var(x) - noise_x**2) / noise_x`` over the used pixels (after the
         plane was removed for ``model='plane'``): the conditioning of the gain.
+    sigma_a_sys : float
+        The part of ``sigma_a`` (added in quadrature) from the uncertainty of the noise
+        ratio (:func:`~.moments.noise_ratio_bias`); 0 for a fixed gain.
+    a_pixels, sigma_a_pixels : float
+        The gain of the pixel (Deming) estimator and its sigma (NaN and inf when it gave
+        none); equal to ``a`` and ``sigma_a`` unless another estimate was combined in.
+    a_stars, sigma_a_stars : float
+        The gain from the flux ratio of matched stars and its sigma (NaN and inf when not
+        measured or not usable).
+    n_stars : int
+        Stars used by the star estimate (0 when not measured).
+    gain_source : {'pixels', 'stars', 'combined', 'none'}
+        Where ``a`` comes from (``'none'``: no gain, the fit is not ``'ok'``).
+    gain_disagree : bool
+        The pixel and star gains differ by more than 3 sigma (the stars were trusted).
 
     Notes
     -----
@@ -155,6 +182,14 @@ class PairwiseFit:
     noise_y: float = math.nan
     model: str = "offset"
     signal_to_noise: float = math.nan
+    sigma_a_sys: float = 0.0
+    a_pixels: float = math.nan
+    sigma_a_pixels: float = math.inf
+    a_stars: float = math.nan
+    sigma_a_stars: float = math.inf
+    n_stars: int = 0
+    gain_source: str = "pixels"
+    gain_disagree: bool = False
 
     @property
     def ok(self):
@@ -178,6 +213,22 @@ class PairwiseFit:
             return self.a * src_values + self.b
         return self.a * src_values + self.offset_at(np.asarray(x, float), np.asarray(y, float))
 
+    def at_gain(self, a, sigma_a=math.inf, status="ok", **changes):
+        """A copy with the gain set to ``a`` and the offset terms taken from the moments.
+
+        ``b`` and the plane follow from the moments of the same used pixels (see the
+        Notes of the class): ``(px, py) = y_slope - a x_slope`` (plane model) and ``b``
+        is ``y_mean - a x_mean`` moved from the centroid to ``origin``.  ``changes`` sets
+        further fields.
+        """
+        out = replace(self, a=float(a), sigma_a=float(sigma_a), status=status, **changes)
+        if self.model == "plane":
+            out.px, out.py = (float(ys - a * xs) for xs, ys in zip(self.x_slope, self.y_slope))
+        lever = [c - o for c, o in zip(self.centroid, self.origin)] \
+            if self.model == "plane" else (0.0, 0.0)
+        out.b = float(self.y_mean - a * self.x_mean - out.px * lever[0] - out.py * lever[1])
+        return out
+
     def to_dict(self):
         """JSON-friendly dict (tuples become lists, NaN and infinities become ``None``)."""
         out = {}
@@ -191,7 +242,8 @@ class PairwiseFit:
         """A ``'failed'`` fit: neutral relation, infinite uncertainties, NaN moments."""
         return cls(src=src, dst=dst, channel=channel, n_total=int(n_total), n_used=int(n_used),
                    status="failed", message=str(message),
-                   origin=(float(origin[0]), float(origin[1])), model=model)
+                   origin=(float(origin[0]), float(origin[1])), model=model,
+                   gain_source="none")
 
 
 def fit_ols(x, y):
@@ -235,7 +287,8 @@ def fit_ols(x, y):
 
 def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
              origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
-             min_signal_to_noise=3.0, max_rel_gain_error=0.01, n_blocks=16, grow_kappa=2.0,
+             min_signal_to_noise=0.0, max_rel_gain_error=MAX_REL_GAIN_ERROR,
+             noise_ratio_error=None, fixed_gain=None, n_blocks=16, grow_kappa=2.0,
              src=None, dst=None, channel=0):
     """Robust errors-in-variables fit ``y ~ a * x + b (+ plane)`` of an overlap.
 
@@ -265,12 +318,26 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
     min_pixels : int
         Fewer finite (or surviving) pixels gives ``status='failed'``.
     min_signal_to_noise : float
-        The gain is fitted only when ``sqrt(var(x) - noise_x**2) / noise_x`` (signal
-        spread over noise, after removing the plane for ``model='plane'``)
-        reaches this value; otherwise ``status='offset_only'``.  3 keeps the
-        slope bias from a 10 % error in the noise ratio below about 0.5 %.
+        A hard threshold, off by default (0): the gain is fitted only when
+        ``sqrt(var(x) - noise_x**2) / noise_x`` (signal spread over noise, after removing
+        the plane for ``model='plane'``) reaches this value; otherwise
+        ``status='offset_only'``.  The honest ``sigma_a`` (statistical and systematic,
+        see ``noise_ratio_error``) already makes a faint overlap count little.
     max_rel_gain_error : float
-        ``sigma_a / a`` above this also gives ``status='offset_only'``.
+        ``sigma_a / a`` above this gives ``status='offset_only'``: the floor for
+        degenerate fits (25 % by default); an overlap with no signal range at all, or
+        whose src and dst are not positively correlated, is offset-only too.
+    noise_ratio_error : float, optional
+        Relative uncertainty of the noise variance ratio ``noise_y**2 / noise_x**2``,
+        whose systematic effect on the gain (:func:`~.moments.noise_ratio_bias`,
+        growing like noise^2 / signal^2) is added to ``sigma_a``.  Default: from the
+        number of pixels each estimated noise was measured on
+        (:func:`~.moments.noise_ratio_uncertainty`; a floor of
+        :data:`~.moments.NOISE_RATIO_FLOOR` for a given one).
+    fixed_gain : float or tuple of float, optional
+        ``a`` or ``(a, sigma_a)``: impose the gain (measured elsewhere, e.g. from
+        stars) and fit only the offset and the plane at it; the result has
+        ``a = a``, ``sigma_a = sigma_a`` (0 when not given) and status ``'ok'``.
     n_blocks : int
         Number of spatial blocks of the jackknife (used when ``coords`` are given).
     grow_kappa : float or None
@@ -324,14 +391,20 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
     return _fit_arrays(x, y, coords=coords, noise_x=noise_x, noise_y=noise_y, model=model,
                        origin=origin, kappa=kappa, max_iter=max_iter, min_pixels=min_pixels,
                        min_signal_to_noise=min_signal_to_noise,
-                       max_rel_gain_error=max_rel_gain_error, n_blocks=n_blocks,
-                       grow_kappa=grow_kappa, src=src, dst=dst, channel=channel)
+                       max_rel_gain_error=max_rel_gain_error,
+                       noise_ratio_error=noise_ratio_error, fixed_gain=fixed_gain,
+                       n_blocks=n_blocks, grow_kappa=grow_kappa, src=src, dst=dst,
+                       channel=channel)
 
 
 def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_iter, min_pixels,
                 min_signal_to_noise, max_rel_gain_error, n_blocks, src, dst, channel,
-                grow_kappa=2.0, images=None):
-    """:func:`fit_pair`; ``images`` ``(X, Y, valid, x0, y0)``: the pixels to polish on."""
+                noise_ratio_error=None, fixed_gain=None, grow_kappa=2.0, images=None,
+                noise_counts=(None, None)):
+    """:func:`fit_pair`; ``images`` ``(X, Y, valid, x0, y0)``: the pixels to polish on.
+
+    ``noise_counts``: pixels behind each noise measured by the caller (None: given).
+    """
     if model not in FIT_MODELS:
         raise ValueError(f"model must be one of {FIT_MODELS}, got {model!r}")
     if not kappa > 0:
@@ -372,11 +445,14 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
     notes = []
     noise_x = _noise_or_none(noise_x, "noise_x")
     noise_y = _noise_or_none(noise_y, "noise_y")
+    n_x, n_y = noise_counts
     if noise_x is None:
-        noise_x = robust_noise_1d(x, coords_f)
+        noise_x, n_x = robust_noise_1d(x, coords_f), x.size
     if noise_y is None:
-        noise_y = robust_noise_1d(y, coords_f)
+        noise_y, n_y = robust_noise_1d(y, coords_f), y.size
     noise_known = math.isfinite(noise_x) and math.isfinite(noise_y)
+    if not noise_known:  # an unknown noise: the ratio is a guess (1), uncertain by 100 %
+        noise_ratio_error = 1.0
     if noise_known and noise_x > 0 and noise_y > 0:
         lam = min(max(noise_y ** 2 / noise_x ** 2, 1e-6), 1e6)
     elif noise_known and noise_x == 0 and noise_y == 0:
@@ -400,8 +476,23 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
         model=model, origin=origin, lam=lam, kappa=kappa, max_iter=int(max_iter),
         min_pixels=min_pixels, grow_kappa=grow_kappa, min_signal_to_noise=min_signal_to_noise,
         max_rel_gain_error=max_rel_gain_error, noise_x=noise_x if noise_known else None,
-        noise_y=noise_y if noise_known else None)
+        noise_y=noise_y if noise_known else None,
+        noise_ratio_error=None if noise_ratio_error is None else float(noise_ratio_error),
+        noise_counts=(n_x, n_y), fixed_gain=_fixed_gain(fixed_gain))
     return _fit_core(design, polish, settings, notes=notes, n_total=n_total, labels=labels)
+
+
+def _gain_status(sol, settings, snr, signal_var):
+    """``(status, why)`` of a free-gain fit before its uncertainties: the degenerate cases."""
+    a = float(sol["a"])
+    if snr < settings.min_signal_to_noise:
+        return "offset_only", (f"too little signal range to constrain a gain: signal-to-noise "
+                               f"{snr:.2f} < min_signal_to_noise={settings.min_signal_to_noise}")
+    if not signal_var > 0:
+        return "offset_only", "no signal range at all in the overlap: gain undefined"
+    if not (math.isfinite(a) and a > 0):
+        return "offset_only", "src and dst are not positively correlated: gain undefined"
+    return "ok", ""
 
 
 def _fit_core(design, polish, settings, *, notes, n_total, labels):
@@ -411,22 +502,29 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
     is a subsample) makes the final estimates full-resolution: the clipping
     iterates on the subsample, its converged rule selects the pixels of the
     whole image, whose moments (and block moments) give the fit
-    (:func:`~.clipping.clip_and_polish`).
+    (:func:`~.clipping.clip_and_polish`).  The gain's sigma is the statistical one
+    and the systematic one of the noise ratio (:func:`~.moments.noise_ratio_bias`) in
+    quadrature; ``settings.fixed_gain`` imposes the gain instead of fitting it.
     """
-    src, dst, channel, model = labels["src"], labels["dst"], labels["channel"], labels["model"]
-    has_coords = design.has_coords
-    lam, plane, min_pixels = settings.lam, settings.plane, settings.min_pixels
+    src, dst, channel = labels["src"], labels["dst"], labels["channel"]
+    lam, min_pixels = settings.lam, settings.min_pixels
     noise_x, noise_y = settings.noise_x, settings.noise_y
     noise_known = noise_x is not None
+    fixed = settings.fixed_gain
+
+    def clipped(a_fixed, why=""):
+        design_, used_, sol_ = clip_and_polish(sub, polish, settings, a_fixed)
+        if sol_ is None:
+            n = int(np.count_nonzero(used_))
+            raise _TooFew(f"{why + '; and ' if why else ''}only {n} pixels left after outlier "
+                          f"clipping, fewer than min_pixels={min_pixels}", n)
+        return design_, used_, sol_
 
     sub = design
-    design, used, sol = clip_and_polish(sub, polish, settings)
-    if sol is None:
-        return PairwiseFit.failed(
-            f"only {int(np.count_nonzero(used))} pixels left after outlier clipping, fewer "
-            f"than min_pixels={min_pixels}", n_total=n_total,
-            n_used=int(np.count_nonzero(used)), **labels)
-
+    try:
+        design, used, sol = clipped(None if fixed is None else fixed[0])
+    except _TooFew as exc:
+        return PairwiseFit.failed(exc.args[0], n_total=n_total, n_used=exc.args[1], **labels)
     a = float(sol["a"])
     if not noise_known:
         # noise from the residuals, split with the assumed ratio
@@ -434,47 +532,82 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
         base = a * a + lam if math.isfinite(a) and a > 0 else 1.0 + lam
         noise_x = math.sqrt(nv / base)
         noise_y = math.sqrt(lam) * noise_x
-    signal_var = float(sol["sxx"]) - noise_x ** 2
-    snr = _snr(signal_var, noise_x)
+    # noise that is not white (resampled, blurred, binned images) is underestimated by
+    # second differences; the residuals measure its variance (the ratio stays right): the
+    # signal, its conditioning and the systematic of the ratio use the larger of the two
+    inflate = _noise_inflation(design, used, sol, settings, noise_x, noise_y)
+    signal_var = float(sol["sxx"]) - (inflate * noise_x) ** 2
+    snr = _snr(signal_var, inflate * noise_x)
 
-    min_signal_to_noise = settings.min_signal_to_noise
-    max_rel_gain_error = settings.max_rel_gain_error
-    status, why = "ok", ""
-    if snr < min_signal_to_noise:
-        status = "offset_only"
-        why = (f"too little signal range to constrain a gain: signal-to-noise {snr:.2f} < "
-               f"min_signal_to_noise={min_signal_to_noise}")
-    elif not (math.isfinite(a) and a > 0):
-        status = "offset_only"
-        why = "src and dst are not positively correlated: gain undefined"
-
-    if status == "ok":
-        unc = fit_uncertainties(design, used, sol, settings)
+    sigma_sys = 0.0
+    if fixed is not None:
+        status, why = "ok", ""
+        unc = fit_uncertainties(design, used, sol, settings, a, sigma_a_extra=fixed[1])
+    else:
+        status, why = _gain_status(sol, settings, snr, signal_var)
+    if status == "ok" and fixed is None:
+        eps = settings.noise_ratio_error
+        if eps is None:  # correlated noise: fewer independent samples, by about inflate**2
+            eps = noise_ratio_uncertainty(*settings.noise_counts, correlation=inflate)
+        sigma_sys = noise_ratio_bias(a, signal_var, inflate * noise_x, inflate * noise_y, eps)
+        unc = fit_uncertainties(design, used, sol, settings, sigma_a_extra=sigma_sys)
         rel = unc["a"] / a
-        if not rel <= max_rel_gain_error:
+        if not rel <= settings.max_rel_gain_error:
             status = "offset_only"
-            why = (f"relative gain uncertainty {rel:.3g} exceeds max_rel_gain_error="
-                   f"{max_rel_gain_error}")
+            why = (f"relative gain uncertainty {rel:.3g} (systematic part of the noise ratio "
+                   f"{sigma_sys / a:.3g}) exceeds max_rel_gain_error="
+                   f"{settings.max_rel_gain_error}")
     if status == "offset_only":
-        design, used, sol = clip_and_polish(sub, polish, settings, 1.0)
-        if sol is None:
-            return PairwiseFit.failed(
-                f"{why}; and only {int(np.count_nonzero(used))} pixels left after outlier "
-                "clipping", n_total=n_total, n_used=int(np.count_nonzero(used)), **labels)
+        try:
+            design, used, sol = clipped(1.0, why)
+        except _TooFew as exc:
+            return PairwiseFit.failed(exc.args[0], n_total=n_total, n_used=exc.args[1],
+                                      **labels)
         unc = fit_uncertainties(design, used, sol, settings, 1.0)
-        unc["a"] = math.inf
+        unc["a"], sigma_sys = math.inf, 0.0
 
+    fit = _make_fit(design, used, sol, settings, labels, noise=(noise_x, noise_y),
+                    unc=unc, status=status, message="; ".join([m for m in [why] + notes if m]),
+                    n_total=n_total, snr=snr)
+    fit.sigma_a_sys = float(sigma_sys)
+    if fit.ok:
+        fit.a_pixels, fit.sigma_a_pixels = (math.nan, math.inf) if fixed else (fit.a,
+                                                                               fit.sigma_a)
+    else:
+        fit.gain_source = "none"
+    grid_debug(logger, "Photometry: fit %s->%s ch%d: %s a=%.5f±%.2g b=%.4g n=%d/%d %s",
+               src, dst, int(channel), status, fit.a, fit.sigma_a, fit.b, fit.n_used, n_total,
+               fit.message)
+    return fit
+
+
+class _TooFew(Exception):
+    """Too few pixels survived the clipping: ``(message, n_used)``."""
+
+
+def _noise_inflation(design, used, sol, settings, noise_x, noise_y):
+    """``max(1, rms / sqrt(noise_y**2 + a**2 noise_x**2))`` of the used pixels (1 for an
+    unknown noise, whose level came from the residuals)."""
+    if settings.noise_x is None:
+        return 1.0
+    a = float(sol["a"])
+    expected = math.sqrt(noise_y ** 2 + a * a * noise_x ** 2)
+    rms = design.rms(sol, settings.plane, used)
+    return max(1.0, rms / expected) if expected > 0 and math.isfinite(rms) else 1.0
+
+
+def _make_fit(design, used, sol, settings, labels, *, noise, unc, status, message, n_total,
+              snr):
+    """The :class:`PairwiseFit` of a solved, clipped fit."""
+    noise_x, noise_y = noise
+    has_coords = design.has_coords
     a = float(sol["a"])
     n_used = int(np.count_nonzero(used))
-    rms = design.rms(sol, plane, used)
-    expected = math.sqrt(noise_y ** 2 + a * a * noise_x ** 2)
-    inflate = max(1.0, rms / expected) if expected > 0 else 1.0
-    if not noise_known:
-        inflate = 1.0
-    message = "; ".join([m for m in [why] + notes if m])
-    fit = PairwiseFit(
-        src=src, dst=dst, channel=int(channel), a=a, b=float(sol["b"]),
-        px=float(sol["p"][0]), py=float(sol["p"][1]),
+    rms = design.rms(sol, settings.plane, used)
+    inflate = _noise_inflation(design, used, sol, settings, noise_x, noise_y)
+    return PairwiseFit(
+        src=labels["src"], dst=labels["dst"], channel=int(labels["channel"]), a=a,
+        b=float(sol["b"]), px=float(sol["p"][0]), py=float(sol["p"][1]),
         sigma_a=float(unc["a"]), sigma_b=float(unc["b"]),
         sigma_px=float(unc["px"]), sigma_py=float(unc["py"]),
         n_used=n_used, n_total=n_total, rms=rms, status=status, message=message,
@@ -485,63 +618,30 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
         y_slope=(tuple(float(c) for c in sol["y_slope"]) if has_coords else _NAN2),
         sigma_x_mean=inflate * noise_x / math.sqrt(n_used),
         sigma_y_mean=inflate * noise_y / math.sqrt(n_used),
-        noise_x=float(noise_x), noise_y=float(noise_y), model=model,
+        noise_x=float(noise_x), noise_y=float(noise_y), model=labels["model"],
         signal_to_noise=float(snr))
-    grid_debug(logger, "Photometry: fit %s->%s ch%d: %s a=%.5f±%.2g b=%.4g n=%d/%d %s",
-               src, dst, int(channel), status, a, fit.sigma_a, fit.b, n_used, n_total, message)
-    return fit
+
+
+def _fixed_gain(value):
+    """``(a, sigma_a)`` of a ``fixed_gain`` argument (None stays None)."""
+    if value is None:
+        return None
+    a, sigma = (value, 0.0) if np.ndim(value) == 0 else tuple(value)
+    a, sigma = float(a), float(sigma)
+    if not (math.isfinite(a) and a > 0) or not sigma >= 0:
+        raise ValueError(f"fixed_gain must be a positive gain or (gain, sigma >= 0), got "
+                         f"{value!r}")
+    return a, sigma
 
 
 #: Possible values of the ``subsample`` argument of :func:`fit_pair_image`.
 SUBSAMPLE_METHODS = ("grid", "random")
 
 
-def _grid_strides(n, max_pixels, tall):
-    """Row and column strides ``(sy, sx)`` with ``sy * sx <= n / max_pixels``.
-
-    Near-equal factors (``floor(sqrt(k))`` and ``floor(k / that)`` for ``k =
-    n / max_pixels``), so that the grid still holds at least ``max_pixels``
-    pixels (evenly thinned to exactly that many afterwards); the larger
-    factor goes along the longer side.
-    """
-    k = n / float(max_pixels)
-    if k < 2.0:
-        return 1, 1
-    small = max(1, int(math.floor(math.sqrt(k) + 1e-9)))
-    big = max(small, int(math.floor(k / small + 1e-9)))
-    return (big, small) if tall else (small, big)
-
-
-def _sample_indices(joint, max_pixels, how="grid", rng=None):
-    """Row/column indices (inside the overlap) of the pixels offered to the fit.
-
-    ``'grid'``: a regular grid of strides ``(sy, sx)`` over the overlap (the
-    same pixels every run, memmap-friendly rows, a fair share of the star
-    pixels), then exactly ``max_pixels`` evenly spaced ones of its valid pixels.
-    ``'random'``: a uniform random draw.
-    """
-    n = int(np.count_nonzero(joint))
-    if max_pixels is None or n <= max_pixels:
-        iy, ix = np.nonzero(joint)
-        return iy, ix
-    if how == "random":
-        iy, ix = np.nonzero(joint)
-        pick = np.sort(rng.choice(iy.size, size=int(max_pixels), replace=False))
-        return iy[pick], ix[pick]
-    h, w = joint.shape
-    sy, sx = _grid_strides(n, max_pixels, tall=h >= w)
-    y0, x0 = (sy - 1) // 2, (sx - 1) // 2
-    iy, ix = np.nonzero(joint[y0::sy, x0::sx])
-    iy, ix = iy * sy + y0, ix * sx + x0
-    if iy.size > max_pixels:
-        pick = np.linspace(0, iy.size - 1, int(max_pixels)).round().astype(np.int64)
-        iy, ix = iy[pick], ix[pick]
-    return iy, ix
-
-
 def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
                    model="offset", origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
-                   min_signal_to_noise=3.0, max_rel_gain_error=0.01, n_blocks=16,
+                   min_signal_to_noise=0.0, max_rel_gain_error=MAX_REL_GAIN_ERROR,
+                   noise_ratio_error=None, fixed_gain=None, n_blocks=16,
                    max_pixels=10_000, subsample="grid", polish=True, rng=None,
                    noise_samples=120_000, noise_estimator="auto", grow_kappa=2.0, src=None,
                    dst=None, channel=0):
@@ -590,7 +690,7 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
         as the MAD, so the sample is as precise as the whole), the MAD on a
         whole image (as :func:`photometry_graph.estimate_noise`).
     model, origin, kappa, max_iter, min_pixels, min_signal_to_noise, max_rel_gain_error,
-    n_blocks, grow_kappa, src, dst, channel
+    noise_ratio_error, fixed_gain, n_blocks, grow_kappa, src, dst, channel
         As in :func:`fit_pair` (the coherent outliers of ``grow_kappa`` are
         grown on the subsample's grid, then on the whole image).
 
@@ -633,19 +733,24 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
             raise ValueError(f"mask shape {mask.shape} does not match the image shape "
                              f"{X.shape}")
         valid &= mask
+    n_valid = int(np.count_nonzero(valid))
+    # the pixels behind a measured noise (second differences: about one per valid pixel)
+    n_noise = n_valid if noise_samples is None else min(n_valid, int(noise_samples))
+    counts = [None, None]
     if noise_x is None:
-        noise_x = image_noise(X, valid, noise_samples, noise_estimator)
+        noise_x, counts[0] = image_noise(X, valid, noise_samples, noise_estimator), n_noise
     if noise_y is None:
-        noise_y = image_noise(Y, valid, noise_samples, noise_estimator)
+        noise_y, counts[1] = image_noise(Y, valid, noise_samples, noise_estimator), n_noise
     if rng is not None or subsample == "random":
         rng = np.random.default_rng(0 if rng is None else rng)
     max_pixels = None if max_pixels is None else int(max_pixels)
-    iy, ix = _sample_indices(valid, max_pixels, subsample, rng)
-    n_valid = int(np.count_nonzero(valid))
+    iy, ix = sample_indices(valid, max_pixels, subsample, rng)
     kw = dict(noise_x=noise_x, noise_y=noise_y, model=model, origin=origin, kappa=kappa,
               max_iter=max_iter, min_pixels=min_pixels,
               min_signal_to_noise=min_signal_to_noise, max_rel_gain_error=max_rel_gain_error,
-              n_blocks=n_blocks, grow_kappa=grow_kappa, src=src, dst=dst, channel=channel)
+              noise_ratio_error=noise_ratio_error, fixed_gain=fixed_gain,
+              noise_counts=tuple(counts), n_blocks=n_blocks, grow_kappa=grow_kappa, src=src,
+              dst=dst, channel=channel)
     coords = (ix.astype(np.float64) + float(x0), iy.astype(np.float64) + float(y0))
     images = None
     if polish and iy.size < n_valid:
