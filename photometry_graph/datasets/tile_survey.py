@@ -53,17 +53,19 @@ class SyntheticSurvey:
         """Number of channels."""
         return self.truth.shape[2]
 
-    def expected_corrections(self, reference, origin=(0.0, 0.0)):
+    def expected_corrections(self, reference, origin=(0.0, 0.0), *,
+                             gradient_gauge="reference"):
         """Corrections that map every tile onto the reference tile's photometry.
 
         See :func:`expected_corrections`.
         """
         centres = np.array([t.bbox.center[::-1] for t in self.tiles])  # (x, y)
         return expected_corrections(self.gains, self.offsets, self.slopes, centres,
-                                    reference, origin=origin)
+                                    reference, origin=origin, gradient_gauge=gradient_gauge)
 
 
-def expected_corrections(gains, offsets, slopes, centres, reference, origin=(0.0, 0.0)):
+def expected_corrections(gains, offsets, slopes, centres, reference, origin=(0.0, 0.0), *,
+                         gradient_gauge="reference"):
     """Exact corrections implied by injected errors, relative to a reference.
 
     With ``observed_k = G_k sky + O_k + P_k . (r - c_k)`` the corrected node
@@ -85,6 +87,10 @@ def expected_corrections(gains, offsets, slopes, centres, reference, origin=(0.0
         Index of the reference node.
     origin : tuple of float
         ``(x, y)`` origin of the plane term of the corrections.
+    gradient_gauge : {"reference", "mean"}
+        ``"mean"``: one plane ``q . (r - c_ref)`` added to every correction so that the
+        slopes have zero mean over the nodes, as the global solve's default gauge does
+        (gains, and the reference's offset at its centre, unchanged).
 
     Returns
     -------
@@ -100,6 +106,13 @@ def expected_corrections(gains, offsets, slopes, centres, reference, origin=(0.0
     ref_term = (slopes[reference] * c[reference]).sum(axis=-1)  # (C,)
     own_term = (slopes * c[:, np.newaxis, :]).sum(axis=-1)  # (n, C)
     o = offsets[reference] - ref_term - g * offsets + g * own_term
+    if gradient_gauge == "mean":
+        q = -p.mean(axis=0)                                            # (C, 2)
+        p = p + q
+        o = o - (q * c[reference][np.newaxis, :]).sum(axis=-1)
+    elif gradient_gauge != "reference":
+        raise ValueError(f"gradient_gauge must be 'reference' or 'mean', got "
+                         f"{gradient_gauge!r}")
     return {"gain": g, "offset": o, "slope": p}
 
 

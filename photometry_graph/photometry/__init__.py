@@ -11,17 +11,20 @@ from .._stats import (  # noqa: F401
 from .outliers import grown_outliers  # noqa: F401
 from .moments import (  # noqa: F401
     FitSettings, PixelDesign, GridDesign, solve_moments, spatial_blocks, fit_uncertainties,
+    noise_ratio_bias, noise_ratio_uncertainty, NOISE_RATIO_FLOOR, sample_indices,
 )
 from .clipping import clip_and_polish  # noqa: F401
 from .regression import (  # noqa: F401
     PairwiseFit, FIT_STATUSES, FIT_MODELS, SUBSAMPLE_METHODS, fit_pair, fit_pair_image, fit_ols,
+    MAX_REL_GAIN_ERROR,
 )
 from .overlap import (  # noqa: F401
     build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, find_overlapping_pairs,
-    edge_status,
+    edge_status, fit_edge_channel, gain_estimates, GAIN_ESTIMATORS,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
+    GRADIENT_GAUGES,
 )
 from .edges import (  # noqa: F401
     STATUS_FAILED, STATUS_OFFSET_ONLY, STATUS_OK, EdgeTable, ChannelProblem, collect_edges,
@@ -51,10 +54,12 @@ __all__ = [
     "PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS", "SUBSAMPLE_METHODS",
     "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers", "robust_noise_1d",
     "FitSettings", "PixelDesign", "GridDesign", "solve_moments", "spatial_blocks",
-    "fit_uncertainties", "clip_and_polish",
+    "fit_uncertainties", "noise_ratio_bias", "noise_ratio_uncertainty", "NOISE_RATIO_FLOOR",
+    "sample_indices", "MAX_REL_GAIN_ERROR", "clip_and_polish",
     "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
-    "find_overlapping_pairs", "edge_status", "PhotometrySolution", "solve_global_photometry",
-    "select_reference", "SOLVE_MODELS", "estimate_tile_background", "overlap_differences",
+    "find_overlapping_pairs", "edge_status", "fit_edge_channel", "gain_estimates",
+    "GAIN_ESTIMATORS", "PhotometrySolution", "solve_global_photometry", "select_reference",
+    "SOLVE_MODELS", "GRADIENT_GAUGES", "estimate_tile_background", "overlap_differences",
     "match_backgrounds", "BackgroundMatchResult", "HarmonizationResult", "harmonize_tiles",
     "graph_report",
     "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",

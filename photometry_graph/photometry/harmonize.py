@@ -23,7 +23,7 @@ from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_
 from .._threads import check_workers
 from .background import match_backgrounds
 from ..core.correction import identity_correction
-from .overlap import (build_tile_overlap_graph, fit_overlap_edges,
+from .overlap import (build_tile_overlap_graph, fit_overlap_edges, gain_estimates,
                       sparsify_overlap_graph)
 from .solve import SOLVE_MODELS, solve_global_photometry
 from ..core.tiles import TilePhotometryInfo, common_channels
@@ -100,20 +100,24 @@ def _nodes_without_gain_edge(graph, n_channels):
     return out
 
 
-def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args):
-    """Fit the other overlaps of the nodes whose kept overlaps constrain no gain (in place).
+def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args, max_degree):
+    """Fit the next overlaps of the nodes whose kept overlaps constrain no gain (in place).
 
-    The largest overlaps of a node can all be flat sky (offset-only fits)
-    while a smaller one holds the stars that pin its gain: such nodes get
-    every overlap of the full graph fitted.  Returns the added fit counts.
+    With honest uncertainties a faint overlap still gives a gain; a node whose largest
+    overlaps give none (every fit degenerate: no signal range at all, no stars) gets its
+    next ``max_degree`` largest overlaps fitted, once (not all of them: on a dense session
+    that cascade fitted four times as many overlaps).  Returns the added fit counts.
     """
     lacking = _nodes_without_gain_edge(graph, n_channels)
-    extra = sorted({tuple(sorted((u, v), key=repr)) for node in lacking
-                    for u, v in full_graph.edges(node) if not graph.has_edge(u, v)},
-                   key=repr)
+    extra = set()
+    for node in lacking:
+        ranked = sorted(((u, v, w) for u, v, w in full_graph.edges(node, data="weight",
+                                                                   default=0)
+                         if not graph.has_edge(u, v)), key=lambda e: (-e[2], repr(e[1])))
+        extra.update(tuple(sorted(e[:2], key=repr)) for e in ranked[:max_degree])
     if not extra:
         return {}
-    sub = full_graph.edge_subgraph(extra).copy()
+    sub = full_graph.edge_subgraph(sorted(extra, key=repr)).copy()
     counts = fit_overlap_edges(sub, **fit_args)
     graph.add_edges_from(sub.edges(data=True))
     stage, noun = graph_label(graph.graph.get("node_kind", "tiles"))
@@ -125,7 +129,8 @@ def _fit_more_gain_edges(graph, full_graph, n_channels, fit_args):
 def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0),
                     min_pixels=500, min_overlap_pixels=None, reference=None, rng=None,
                     irls_iterations=6, fit_kwargs=None, solve_kwargs=None,
-                    background_kwargs=None, workers=None, max_degree=None, node_kind="tiles"):
+                    background_kwargs=None, workers=None, max_degree=None, node_kind="tiles",
+                    gain_estimator="auto", gradient_gauge="mean"):
     """Photometric corrections that make overlapping tiles agree.
 
     Parameters
@@ -172,12 +177,23 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         Fit only the ``max_degree`` largest overlaps of every node (plus a
         maximum spanning tree; :func:`~photometry_graph.photometry.overlap.sparsify_overlap_graph`):
         for many frames of one field, where every pair overlaps.  A node whose
-        kept overlaps give no gain (flat sky: offset-only fits) gets all its
-        other overlaps fitted too.  None fits every overlap.
+        kept overlaps give no gain at all (every fit degenerate) gets its next
+        ``max_degree`` overlaps fitted, once.  None fits every overlap.  The report's
+        ``fits_per_node`` is the number of fitted overlaps per node.
     node_kind : {"tiles", "frames"}
         What the nodes are, for the log lines (``[GRID] Frame photometry: built overlap
         graph with N edges (M frames, ...)``; the tiles keep the documented wording) and
         the report's ``graph``.
+    gain_estimator : {"auto", "pixels", "stars"}
+        Gain of every overlap from the pixel fit and the stars' flux ratio combined
+        (``"auto"``), or from one of them
+        (:func:`~photometry_graph.photometry.overlap.fit_edge_channel`); the report's
+        ``gain_estimates`` holds both estimates of every edge, their sigmas, the star
+        count, the source and the disagreements.
+    gradient_gauge : {"mean", "reference"}
+        The gradient left free by the overlaps (plane model): zero mean over all the
+        nodes (default), or the reference's own
+        (:func:`~photometry_graph.photometry.solve.solve_global_photometry`).
 
     Returns
     -------
@@ -222,7 +238,9 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
     graph_label(node_kind)  # a ValueError for an unknown kind
     fit_kwargs = dict(fit_kwargs or {})
     fit_kwargs.setdefault("workers", workers)
+    fit_kwargs.setdefault("gain_estimator", gain_estimator)
     solve_kwargs = dict(solve_kwargs or {})
+    solve_kwargs.setdefault("gradient_gauge", gradient_gauge)
     background_kwargs = dict(background_kwargs or {})
     background_kwargs.setdefault("workers", workers)
     min_overlap = min_pixels if min_overlap_pixels is None else min_overlap_pixels
@@ -367,7 +385,7 @@ def _fits_step(chain, graph, full_graph):
     try:
         edge_counts = fit_overlap_edges(graph, **kwargs)
         if full_graph is not None:
-            more = _fit_more_gain_edges(graph, full_graph, chain.C, kwargs)
+            more = _fit_more_gain_edges(graph, full_graph, chain.C, kwargs, s["max_degree"])
             edge_counts = {k: edge_counts.get(k, 0) + more.get(k, 0)
                            for k in set(edge_counts) | set(more)}
             report["edges"] = graph.number_of_edges()
@@ -376,6 +394,9 @@ def _fits_step(chain, graph, full_graph):
         chain.lap("fits")
         report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
         report["fits"] = _fit_counts(graph)
+        report["fits_per_node"] = graph.number_of_edges() / max(1, len(chain.tiles))
+        report["gain_estimates"] = jsonable(dict(gain_estimates(graph),
+                                                 estimator=graph.graph.get("gain_estimator")))
         report["steps"].append("fits")
     except TypeError:
         raise

@@ -6,10 +6,22 @@ carries the intersection box, the jointly valid pixel count and, after
 :func:`fit_overlap_edges`, one :class:`~photometry_graph.photometry.regression.PairwiseFit`
 per channel describing ``dst ~ a * src + b (+ plane)``.
 
+The gain ``a`` of an edge has two estimators: the pixel fit (errors-in-variables over
+every jointly valid pixel) and the flux ratio of the stars both nodes see
+(:mod:`.stars`), immune to backgrounds, gradients and the noise ratio.
+:func:`fit_edge_channel` combines them by inverse variance (the stars win when the two
+disagree by more than 3 sigma) and fits the offset and the plane at the combined gain;
+the fit records both estimates, their sigmas, the star count, the source of ``a`` and
+the disagreement (``gain_estimator`` chooses: ``'auto'`` both, ``'pixels'``,
+``'stars'``).
+
 Overlapping pairs are found with a sort-and-sweep over the x intervals of the
 boxes, so a survey of N tiles costs about ``N log N + N * k`` box tests (``k``
 tiles open at once) rather than ``N**2``.
 """
+
+import math
+from dataclasses import replace
 
 import networkx as nx
 import numpy as np
@@ -17,12 +29,18 @@ import numpy as np
 from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
 from .._stats import NOISE_ESTIMATORS, estimate_noise
-from .regression import FIT_MODELS, SUBSAMPLE_METHODS, PairwiseFit, fit_pair_image
+from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, SUBSAMPLE_METHODS, PairwiseFit,
+                         fit_pair_image)
 from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 
 # estimate_noise (from _stats) is exported from here as before it moved
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
-           "estimate_noise", "find_overlapping_pairs", "edge_status"]
+           "estimate_noise", "find_overlapping_pairs", "edge_status", "fit_edge_channel",
+           "gain_estimates", "GAIN_ESTIMATORS"]
+
+#: Possible values of the ``gain_estimator`` argument: both estimators combined, the
+#: pixel fit alone, the stars alone.
+GAIN_ESTIMATORS = ("auto", "pixels", "stars")
 
 logger = get_logger(__name__)
 
@@ -239,8 +257,84 @@ def _n_channels_or_one(graph, node):
         return 1
 
 
+def _star_ratio(src, dst, joint, fit, star_kwargs):
+    """The stars' gain ratio of one channel (a ``StarRatio``), or None when not measurable."""
+    from .stars import measure_star_ratio
+    noise_src, noise_dst = fit.noise_x, fit.noise_y
+    if not (noise_src > 0 and noise_dst > 0):  # NaN compares False
+        return None
+    return measure_star_ratio(np.where(joint, src, np.nan), np.where(joint, dst, np.nan),
+                              joint, noise_src=noise_src, noise_dst=noise_dst, **star_kwargs)
+
+
+def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star_kwargs=None, **fit_kw):
+    """The fit of one channel of an overlap: pixel and star gain estimates combined.
+
+    Parameters
+    ----------
+    src_image, dst_image : numpy.ndarray, shape (h, w)
+        The two nodes inside their intersection (one channel).
+    joint : numpy.ndarray of bool, shape (h, w)
+        Jointly valid pixels.
+    gain_estimator : {'auto', 'pixels', 'stars'}
+        ``'auto'``: the pixel fit and the stars' flux ratio, combined by inverse variance
+        (:func:`~.stars.combine_gain_estimates`: the stars alone when the two disagree by
+        more than 3 sigma); ``'pixels'``: the pixel fit alone; ``'stars'``: the stars
+        alone (an edge with too few stars has no gain: offset-only).
+    star_kwargs : dict, optional
+        Options of :func:`~.stars.measure_star_ratio` (``min_stars``, ``aperture`` ...).
+    **fit_kw
+        Options of :func:`~photometry_graph.photometry.regression.fit_pair_image`.
+
+    Returns
+    -------
+    PairwiseFit
+        ``a``, ``sigma_a``: the combined gain (the offset and the plane fitted at it);
+        ``a_pixels``, ``sigma_a_pixels``, ``a_stars``, ``sigma_a_stars``, ``n_stars``,
+        ``gain_source`` and ``gain_disagree`` say how.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``gain_estimator`` (and bad fit options).
+    """
+    if gain_estimator not in GAIN_ESTIMATORS:
+        raise ValueError(f"gain_estimator must be one of {GAIN_ESTIMATORS}, got "
+                         f"{gain_estimator!r}")
+    pix = fit_pair_image(src_image, dst_image, joint, **fit_kw)
+    if gain_estimator == "pixels" or pix.status == "failed":
+        return pix
+    stars = _star_ratio(src_image, dst_image, joint, pix, dict(star_kwargs or {}))
+    from .stars import combine_gain_estimates
+    a_pix, s_pix = (pix.a, pix.sigma_a) if pix.ok else (math.nan, math.inf)
+    a_st, s_st = (stars.ratio, stars.sigma) if stars is not None and stars.ok \
+        else (math.nan, math.inf)
+    estimates = dict(a_pixels=a_pix, sigma_a_pixels=s_pix, a_stars=a_st, sigma_a_stars=s_st,
+                     n_stars=0 if stars is None else int(stars.n_used))
+    if not s_st <= fit_kw.get("max_rel_gain_error", MAX_REL_GAIN_ERROR) * a_st:
+        a_st, s_st = math.nan, math.inf  # a degenerate star ratio, as for the pixels
+    if gain_estimator == "stars":
+        a_pix, s_pix = math.nan, math.inf
+    a, sigma, source, disagree = combine_gain_estimates(a_pix, s_pix, a_st, s_st)
+    if source == "pixels":
+        return replace(pix, **estimates)
+    if source == "none":  # only with gain_estimator='stars' and a pixel gain left out
+        why = "no gain from the stars" + ("" if stars is None else f" ({stars.message})")
+        return pix.at_gain(1.0, status="offset_only", gain_source="none", message=why,
+                           **estimates) if pix.ok else replace(pix, **estimates)
+    # the offset and the plane fitted at the gain of the stars (or of both)
+    fit = fit_pair_image(src_image, dst_image, joint, **dict(fit_kw, fixed_gain=(a, sigma)))
+    if fit.status == "failed":
+        return replace(pix, **estimates)
+    note = (f"gain from the stars: the pixel fit's {pix.a:.5f} differs from the stars' "
+            f"{a_st:.5f} by more than 3 sigma") if disagree else ""
+    return replace(fit, gain_source=source, gain_disagree=bool(disagree), message=note,
+                   **estimates)
+
+
 def _fit_edge(graph, u, v, *, model, origin, min_pixels, kappa, max_iter, max_pixels,
-              subsample, polish, noise_samples, noise_estimator, rng, fit_kwargs):
+              subsample, polish, noise_samples, noise_estimator, rng, gain_estimator,
+              star_kwargs, fit_kwargs):
     """Fit one edge; returns the list of per-channel PairwiseFit."""
     edge = graph.edges[u, v]
     src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
@@ -255,13 +349,13 @@ def _fit_edge(graph, u, v, *, model, origin, min_pixels, kappa, max_iter, max_pi
     for c in range(d_src.shape[2]):
         try:
             # the noise of both tiles is measured on the overlap itself by fit_pair_image
-            fit = fit_pair_image(d_src[..., c], d_dst[..., c], joint, x0=inter.x0,
-                                 y0=inter.y0, model=model, origin=origin, kappa=kappa,
-                                 max_iter=max_iter, min_pixels=min_pixels,
-                                 max_pixels=max_pixels, subsample=subsample, polish=polish,
-                                 rng=rng, noise_samples=noise_samples,
-                                 noise_estimator=noise_estimator, src=src, dst=dst, channel=c,
-                                 **fit_kwargs)
+            fit = fit_edge_channel(
+                d_src[..., c], d_dst[..., c], joint, gain_estimator=gain_estimator,
+                star_kwargs=star_kwargs, x0=inter.x0, y0=inter.y0, model=model,
+                origin=origin, kappa=kappa, max_iter=max_iter, min_pixels=min_pixels,
+                max_pixels=max_pixels, subsample=subsample, polish=polish, rng=rng,
+                noise_samples=noise_samples, noise_estimator=noise_estimator, src=src,
+                dst=dst, channel=c, **fit_kwargs)
         except Exception as exc:  # never crash the mode on one overlap
             grid_warning(logger, "Photometry: fit of overlap %r->%r channel %d failed (%s: %s); "
                          "the edge is marked failed", src, dst, c, type(exc).__name__, exc)
@@ -283,10 +377,26 @@ def _failed_edge_fits(graph, u, v, exc, origin, model):
             for c in range(_n_channels_or_one(graph, edge["src"]))]
 
 
+def _available_estimator(gain_estimator):
+    """``gain_estimator``, or ``'pixels'`` (warned) when the star estimator cannot be imported."""
+    if gain_estimator not in GAIN_ESTIMATORS:
+        raise ValueError(f"gain_estimator must be one of {GAIN_ESTIMATORS}, got "
+                         f"{gain_estimator!r}")
+    if gain_estimator == "pixels":
+        return gain_estimator
+    try:
+        from . import stars  # noqa: F401
+    except ImportError as exc:
+        grid_warning(logger, "Photometry: the star gain estimator is not available (%s: %s); "
+                     "gains from the pixel fits alone", type(exc).__name__, exc)
+        return "pixels"
+    return gain_estimator
+
+
 def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=500, kappa=4.0,
                       max_iter=10, max_pixels=10_000, subsample="grid", polish=True,
                       noise_samples=120_000, noise_estimator="auto", rng=None, workers=None,
-                      **fit_kwargs):
+                      gain_estimator="auto", star_kwargs=None, **fit_kwargs):
     """Fit every edge of an overlap graph (in place).
 
     For each edge the two tiles are read inside the intersection, only
@@ -338,9 +448,16 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     workers : int, optional
         Threads fitting edges in parallel (default ``min(2, os.cpu_count())``);
         the results are identical to ``workers=1``.
+    gain_estimator : {'auto', 'pixels', 'stars'}
+        The gain estimators of every edge (see :func:`fit_edge_channel`); without the
+        star estimator's library (``sep``) the pixel fits alone, with a ``[GRID]``
+        warning.
+    star_kwargs : dict, optional
+        Options of :func:`~.stars.measure_star_ratio`.
     **fit_kwargs
         Other :func:`~photometry_graph.photometry.regression.fit_pair` options
-        (``min_signal_to_noise``, ``max_rel_gain_error``, ``n_blocks``).
+        (``max_rel_gain_error``, ``noise_ratio_error``, ``min_signal_to_noise``,
+        ``n_blocks``).
 
     Returns
     -------
@@ -371,12 +488,14 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     if noise_samples is not None and int(noise_samples) < 1:
         raise ValueError(f"noise_samples must be >= 1 or None, got {noise_samples!r}")
     workers = check_workers(workers)
+    gain_estimator = _available_estimator(gain_estimator)
     max_pixels = None if max_pixels is None else int(max_pixels)
     rng = np.random.default_rng(0 if rng is None else rng)
     origin = (float(origin[0]), float(origin[1]))
     counts = {"ok": 0, "offset_only": 0, "failed": 0}
     graph.graph["fit_model"] = model
     graph.graph["origin"] = origin
+    graph.graph["gain_estimator"] = gain_estimator
     edges = list(graph.edges)
     try:
         edges.sort(key=lambda e: (graph.edges[e]["src"], graph.edges[e]["dst"]))
@@ -393,6 +512,7 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
                              noise_samples=noise_samples,
                              noise_estimator=noise_estimator,
                              rng=None if seeds is None else np.random.default_rng(seeds[k]),
+                             gain_estimator=gain_estimator, star_kwargs=star_kwargs or {},
                              fit_kwargs=fit_kwargs)
         except Exception as exc:  # reading the tiles failed: keep going
             return _failed_edge_fits(graph, u, v, exc, origin, model)
@@ -405,4 +525,43 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     stage = graph_label(graph.graph.get("node_kind", "tiles"))[0]
     grid_info(logger, f"{stage}: fitted %d overlaps (ok=%d, offset-only=%d, failed=%d)",
               len(edges), counts["ok"], counts["offset_only"], counts["failed"])
+    if gain_estimator != "pixels" and edges:
+        summary = gain_estimates(graph.edge_subgraph(edges))
+        grid_info(logger, "Photometry: gains by source %s (%s); %d disagreement(s) between the "
+                  "pixel and the star estimates (the stars kept)", summary["sources"],
+                  gain_estimator, summary["disagreements"])
     return counts
+
+
+#: Fields of a fit that :func:`gain_estimates` reports per edge and channel.
+_ESTIMATE_FIELDS = ("a", "sigma_a", "a_pixels", "sigma_a_pixels", "sigma_a_sys", "a_stars",
+                    "sigma_a_stars", "n_stars", "gain_source", "gain_disagree", "status")
+
+
+def gain_estimates(graph):
+    """The gain estimates of every fitted edge and channel, and their counts.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        With ``fits`` (:func:`fit_overlap_edges`).
+
+    Returns
+    -------
+    dict
+        ``sources`` (count per ``gain_source``), ``disagreements`` (edge channels whose
+        pixel and star gains differ by more than 3 sigma), ``with_stars`` (edge channels
+        with a star estimate) and ``edges``: one dict per edge and channel with ``src``,
+        ``dst``, ``channel`` and the fit's ``a``, ``sigma_a``, ``a_pixels``,
+        ``sigma_a_pixels``, ``sigma_a_sys``, ``a_stars``, ``sigma_a_stars``,
+        ``n_stars``, ``gain_source``, ``gain_disagree`` and ``status``.
+    """
+    rows, sources = [], {}
+    for _, _, data in graph.edges(data=True):
+        for fit in data.get("fits") or []:
+            row = {"src": fit.src, "dst": fit.dst, "channel": fit.channel}
+            row.update((k, getattr(fit, k)) for k in _ESTIMATE_FIELDS)
+            rows.append(row)
+            sources[fit.gain_source] = sources.get(fit.gain_source, 0) + 1
+    return {"sources": sources, "disagreements": sum(bool(r["gain_disagree"]) for r in rows),
+            "with_stars": sum(math.isfinite(r["a_stars"]) for r in rows), "edges": rows}

@@ -36,7 +36,16 @@ The solve runs per connected component and per channel:
    a joint robust Gauss-Newton refinement of gains, offsets and planes uses
    the overlap *moments* as gain information too (:mod:`.joint`).  When every
    node has gain edges the refinement is skipped by default: on the test
-   surveys it did not improve the gains measurably (``joint=True`` forces it).
+   surveys it did not improve the gains measurably (``joint=True`` forces it);
+5. the gauge of the gradients (plane model).  Overlaps fix gradient *differences*
+   only: adding one plane to every node's correction changes no overlap.  Fixing the
+   reference's gradient (``gradient_gauge="reference"``) keeps the reference's own
+   light-pollution gradient and spreads it over the whole mosaic as a tilt; the default
+   (``"mean"``) shifts every gradient by the plane that makes their mean over the
+   component's nodes zero -- the mean of many independent gradients, whose error
+   shrinks like ``1 / sqrt(N)``.  The plane pivots on the reference's centre, so
+   gains and offsets keep the reference (its correction is then that plane alone).
+   Uncertainties stay relative to the reference.
 
 Failures never raise: a failed solve of a component (singular system,
 non-finite result) gives identity corrections (``status="fallback"``) for its
@@ -63,11 +72,14 @@ from .joint import joint_refine
 from .offsets import offsets_for_channel
 
 __all__ = ["PhotometrySolution", "solve_global_photometry", "select_reference",
-           "SOLVE_MODELS"]
+           "SOLVE_MODELS", "GRADIENT_GAUGES"]
 
 logger = get_logger(__name__)
 
 SOLVE_MODELS = ("offset", "plane")
+#: Possible values of ``gradient_gauge``: zero mean gradient over the nodes, or the
+#: reference's gradient kept.
+GRADIENT_GAUGES = ("mean", "reference")
 
 
 # --------------------------------------------------------------------------- result
@@ -368,6 +380,7 @@ class _Settings:
     solver: str
     joint: object
     gain_prior: float
+    gradient_gauge: str = "mean"
 
 
 @dataclass
@@ -434,13 +447,16 @@ class _NodeResults:
         return out
 
 
-def _check_arguments(graph, model, joint, gain_prior, solver, irls_iterations):
+def _check_arguments(graph, model, joint, gain_prior, solver, irls_iterations, gradient_gauge):
     if not isinstance(graph, nx.Graph) or graph.is_directed():
         raise TypeError(f"graph must be an undirected networkx.Graph, got {type(graph).__name__}")
     if graph.number_of_nodes() == 0:
         raise ValueError("the overlap graph has no nodes; build it from at least one tile")
     if model not in SOLVE_MODELS:
         raise ValueError(f"model must be one of {SOLVE_MODELS}, got {model!r}")
+    if gradient_gauge not in GRADIENT_GAUGES:
+        raise ValueError(f"gradient_gauge must be one of {GRADIENT_GAUGES}, got "
+                         f"{gradient_gauge!r}")
     if joint not in (True, False, "auto"):
         raise ValueError(f"joint must be True, False or 'auto', got {joint!r}")
     if not gain_prior > 0:
@@ -487,7 +503,7 @@ def _log_summary(n_solved, summary, node_kind):
 
 def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), reference=None,
                             irls_iterations=6, solver="direct", joint="auto", gain_prior=0.05,
-                            n_channels=None):
+                            n_channels=None, gradient_gauge="mean"):
     """Solve per-node gain, offset (and plane) corrections over an overlap graph.
 
     Parameters
@@ -522,6 +538,9 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
         edges near its neighbours' gain during the joint refinement.
     n_channels : int, optional
         Number of channels when no edge carries fits.
+    gradient_gauge : {"mean", "reference"}
+        Plane model: the gradients of each component have zero mean over its nodes
+        (default), or the reference keeps its own (see the module notes).
 
     Returns
     -------
@@ -549,10 +568,10 @@ def solve_global_photometry(graph, *, model="offset", origin=(0.0, 0.0), referen
     (2.0, 5.0)
     """
     t_start = time.perf_counter()
-    _check_arguments(graph, model, joint, gain_prior, solver, irls_iterations)
+    _check_arguments(graph, model, joint, gain_prior, solver, irls_iterations, gradient_gauge)
     origin = _valid_origin(origin)
     settings = _Settings(model=model, origin=origin, iterations=irls_iterations, solver=solver,
-                         joint=joint, gain_prior=gain_prior)
+                         joint=joint, gain_prior=gain_prior, gradient_gauge=gradient_gauge)
 
     tile_ids = _sorted_ids(graph.nodes)
     index = {t: k for k, t in enumerate(tile_ids)}
@@ -706,6 +725,12 @@ def _solve_component(table, idx, ref_k, centers, length, settings, info):
             res["off_w"][rows_usable, c] = w_off
             g = np.exp(logg)
         p = p_t / length
+        if settings.model == "plane" and settings.gradient_gauge == "mean":
+            # one plane q.(r - reference centre) added to every node: no overlap changes
+            q = -p[reach].mean(axis=0)
+            p = p + q
+            o_t = o_t + ((cen - cen[ref_l]) * q).sum(axis=1)
+            info.setdefault("gradient_gauge_shift", []).append([float(v) for v in q])
         d = cen - org
         res["gain"][idx, c] = g
         res["gain_err"][idx, c] = g * np.sqrt(var_logg)

@@ -120,7 +120,8 @@ def test_planar_gradients_leave_no_step_at_overlap_corners():
     # the offset model cannot: the same data leave steps at the corners
     flat = harmonize_tiles(survey.tiles, model="offset", background=False)
     assert corner_residuals(survey, flat) > 0.5
-    exp = survey.expected_corrections(res.solution.references[0], origin)
+    exp = survey.expected_corrections(res.solution.references[0], origin,
+                                      gradient_gauge="mean")  # the solve's default gauge
     slopes = np.array([res.corrections[k].slope for k in range(25)])
     assert np.abs(slopes - exp["slope"]).max() < 1e-3
 
@@ -275,10 +276,13 @@ def test_max_degree_fits_fewer_overlaps_of_a_dense_survey_with_the_same_accuracy
     # has two tiles whose overlaps are all flat (offset-only fits): they get all their
     # overlaps fitted, and the reference is chosen among tiles with gain edges (before
     # that, one of them became the reference and every gain was 13-15 % off).
+    # The hard thresholds of earlier versions (signal-to-noise 3, gain sigma 1 %) recreate
+    # those offset-only tiles; with the default honest sigmas every overlap gives a gain.
     survey = make_survey(5, 5, tile_size=128, overlap=0.7, rng=11)
-    full = harmonize_tiles(survey.tiles, background=False)
+    old = dict(fit_kwargs=dict(min_signal_to_noise=3.0, max_rel_gain_error=0.01))
+    full = harmonize_tiles(survey.tiles, background=False, **old)
     with caplog.at_level(logging.INFO, logger="photometry_graph"):
-        sparse = harmonize_tiles(survey.tiles, background=False, max_degree=4)
+        sparse = harmonize_tiles(survey.tiles, background=False, max_degree=4, **old)
     assert sparse.report["edges"] < 0.5 * full.report["edges"]
     assert sparse.report["edges_not_fitted"] == full.report["edges"] - sparse.report["edges"]
     messages = [r.getMessage() for r in caplog.records]
@@ -290,5 +294,17 @@ def test_max_degree_fits_fewer_overlaps_of_a_dense_survey_with_the_same_accuracy
     err_full, _ = errors_against_truth(survey, full)
     err_sparse, _ = errors_against_truth(survey, sparse)
     assert err_sparse.max() <= 1.25 * err_full.max() + 1e-3   # measured: 1.19 % both
+    # the defaults: a gain on every kept overlap, so no more overlaps to fit, and the same
+    # accuracy or better
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="photometry_graph"):
+        honest = harmonize_tiles(survey.tiles, background=False, max_degree=4)
+    assert not any("more overlaps" in r.getMessage() for r in caplog.records)
+    assert honest.report["edges"] < sparse.report["edges"]
+    assert honest.report["edges_not_fitted"] == full.report["edges"] - honest.report["edges"]
+    assert honest.report["fits"]["offset_only"] == 0
+    assert honest.report["fits_per_node"] == honest.report["edges"] / 25 <= 4
+    err_honest, _ = errors_against_truth(survey, honest)
+    assert err_honest.max() <= err_sparse.max()
     with pytest.raises(ValueError, match="max_degree"):
         harmonize_tiles(survey.tiles, max_degree=0)

@@ -141,7 +141,8 @@ def test_default_threshold_gains_are_within_their_uncertainty():
     s = make_survey(3, 3, 256, 0.2, rng=3, star_density=1.5e-3, empty_zones=True,
                     empty_value=np.nan)
     g = build_tile_overlap_graph(s.tiles)
-    counts = fit_overlap_edges(g)
+    # the threshold of earlier versions (a gain only when sigma_a / a <= 1 %), on request
+    counts = fit_overlap_edges(g, max_rel_gain_error=0.01)
     assert counts["ok"] >= 14
     for u, v in _side_edges(g):
         assert g.edges[u, v]["status"] == "ok"
@@ -152,6 +153,14 @@ def test_default_threshold_gains_are_within_their_uncertainty():
             a_true, _ = _true_ratio(s, fit)
             assert fit.sigma_a / fit.a <= 0.01
             assert abs(fit.a / a_true - 1) < 3.5 * fit.sigma_a
+    # the default: every overlap gives a gain with an honest sigma (the corner overlaps
+    # too, with a larger one), each within 3.5 sigma of the truth
+    honest = fit_overlap_edges(g)
+    assert honest["ok"] == g.number_of_edges() > counts["ok"]
+    for u, v, e in g.edges(data=True):
+        fit = e["fits"][0]
+        a_true, _ = _true_ratio(s, fit)
+        assert abs(fit.a / a_true - 1) < 3.5 * fit.sigma_a
 
 
 def test_plane_fits_recover_injected_gradient_differences():
