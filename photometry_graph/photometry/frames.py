@@ -186,8 +186,9 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
     by0, bx0 = fp.y0 // b, fp.x0 // b
     by1, bx1 = -(-fp.y1 // b), -(-fp.x1 // b)
     full = BBox(by0 * b, by1 * b, bx0 * b, bx1 * b)
+    # the strict rule at invalid zones: the photometry measures no clamped edge values
     out, footprint = reproject_to_bbox(data, frame_wcs, global_wcs, full, grid_step=grid_step,
-                                       src_mask=mask,
+                                       src_mask=mask, clamp_edges=False,
                                        curvature_correction=curvature_correction)
     binned, valid = _block_mean(out, footprint > 0, b)
     return BBox(by0, by1, bx0, bx1), binned, valid
@@ -369,9 +370,16 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
         "overlap_offsets_after": after,
         "harmonize": h_report,
         "gains": {str(k): corrections[k].gain.tolist() for k in range(n)},
+        # overlaps fitted per frame (the largest ones and a spanning tree, not all pairs)
+        "fits_per_frame": h_report.get("fits_per_node"),
+        "gain_disagreements": (h_report.get("gain_estimates") or {}).get("disagreements"),
+        # frames whose gain no overlap of theirs measured (taken from their neighbours)
+        "gain_from_neighbours": [k for k, c in binned_corr.items()
+                                 if c.status == "solved" and not np.isfinite(c.gain_err).all()],
     }
-    grid_info(logger, "Frame photometry: %d of %d frames solved (bin %d, model %s); overlap "
-              "offsets median %s -> %s", report["n_solved"], n, b, model,
+    grid_info(logger, "Frame photometry: %d of %d frames solved (bin %d, model %s, %s fits per "
+              "frame); overlap offsets median %s -> %s", report["n_solved"], n, b, model,
+              None if report["fits_per_frame"] is None else round(report["fits_per_frame"], 2),
               None if before is None else round(before["median"], 4),
               None if after is None else round(after["median"], 4))
     return FrameHarmonization(corrections=corrections, report=report, nodes=nodes,

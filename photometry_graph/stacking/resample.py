@@ -13,14 +13,19 @@ Invalid source pixels (NaN, or ``False`` in ``src_mask``) never bleed into
 valid output pixels: the data are remapped with invalid pixels set to 0 and
 a validity map (1 valid, 0 invalid) is remapped with the same kernel.
 
-Rule for validity (bilinear): an output pixel is valid when it falls within
-the source frame (``-0.5 <= x <= W - 0.5``, the outer half pixel takes the
-edge value, as in ``reproject``) and its interpolated validity exceeds
-0.999, i.e. every source pixel with a non-negligible weight is valid; the
-value is then divided by the interpolated validity, so that a neighbour with
-a weight below 1e-3 that happens to be invalid cannot bias it.  Bicubic
-output requires the whole 4x4 neighbourhood to be valid; nearest-neighbour
-output requires the nearest pixel to be valid.
+Rule for validity: an output pixel is valid when its centre lies within half a
+pixel of the centre of a valid source pixel (the nearest source pixel is valid;
+``-0.5 <= x <= W - 0.5`` at the frame's border), so the output covers exactly
+what the valid source pixels cover.  Where every source pixel of its
+interpolation kernel is valid (bilinear: interpolated validity above
+``valid_threshold``, 0.999; bicubic: the whole 4x4 neighbourhood), the value is the
+interpolated one; nearer than that to an invalid zone the interpolation is
+clamped to the valid edge: the bilinear value of the valid neighbours divided by
+their interpolated validity (the edge pixel's own value on a straight edge), as
+the frame's outer half pixel takes the edge value (``reproject`` does the
+same there).  ``clamp_edges=False`` leaves those edge pixels invalid instead
+(the stricter rule of the frame photometry, which would rather lose a rim than
+measure an extrapolated value).
 
 Bilinear interpolation smooths: at a fractional position ``p`` between two
 samples its value exceeds the true one by ``p (1 - p) / 2 * f''`` per axis
@@ -251,8 +256,40 @@ def _curvature_term(sub, sub_valid, fx, fy, border):
     return term
 
 
+def _edge_rule(sub, vmap, fx, fy, res, inside, *, mode, valid_threshold, clamp_edges):
+    """Validity and values of a bilinear or bicubic remap near invalid source pixels.
+
+    Interpolated where the kernel holds only valid pixels; within half a pixel of a
+    valid source pixel otherwise, the valid neighbours' bilinear value normalised by
+    their interpolated validity (``clamp_edges``).  Returns ``(ok, res)``.
+    """
+    import cv2
+    border = cv2.BORDER_REPLICATE
+    vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
+    if mode == "linear":
+        full = vres > valid_threshold
+        # the bilinear value of the valid neighbours over their weight (where full, the
+        # division by a weight above valid_threshold only removes a negligible bias)
+        np.divide(res, np.maximum(vres, 1e-6 if clamp_edges else valid_threshold)[
+            ..., np.newaxis], out=res)
+    else:
+        from scipy import ndimage
+        eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
+        full = _remap(eroded[..., np.newaxis], fx, fy, cv2.INTER_LINEAR, border)[..., 0] \
+            > valid_threshold
+    ok = inside & full
+    if not clamp_edges:
+        return ok, res
+    near = inside & ~full & (_remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
+    if near.any() and mode != "linear":
+        lin = _remap(sub, fx, fy, cv2.INTER_LINEAR, border)[near]
+        res[near] = lin / np.maximum(vres[near], 1e-6)[..., np.newaxis]
+    return ok | near, res
+
+
 def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=None,
-                      order="bilinear", valid_threshold=0.999, curvature_correction=False):
+                      order="bilinear", valid_threshold=0.999, curvature_correction=False,
+                      clamp_edges=True):
     """Reproject an image onto a box of another celestial grid.
 
     Parameters
@@ -274,8 +311,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     order : {"bilinear", "nearest-neighbor", "bicubic"}
         Interpolation (also "linear", "nearest", "cubic", 1, 0, 3).
     valid_threshold : float
-        Minimum interpolated validity of a valid output pixel (see the
-        module notes).
+        Minimum interpolated validity of an interpolated (not clamped) output
+        pixel (see the module notes).
     curvature_correction : bool
         Bilinear only: subtract the interpolation's smoothing bias
         ``p (1 - p) / 2`` times the second difference, per axis, so that
@@ -283,6 +320,10 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         module notes).  Raises white pixel noise by up to ~1.3x at a
         half-pixel phase on both axes (much less on smooth, e.g. blurred,
         images); meant for photometric comparisons, not for images.
+    clamp_edges : bool
+        Output pixels within half a pixel of a valid source pixel but nearer
+        than the kernel to an invalid one are valid, clamped to the valid edge
+        (default); ``False`` leaves them invalid.
 
     Returns
     -------
@@ -371,23 +412,15 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         ok = inside
         if vmap is not None:
             ok = ok & (_remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
-    elif mode == "linear":
-        res = _remap(sub, fx, fy, cv2.INTER_LINEAR, border)
+    else:
+        res = _remap(sub, fx, fy, cv2.INTER_LINEAR if mode == "linear" else cv2.INTER_CUBIC,
+                     border)
         ok = inside
         if vmap is not None:
-            vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
-            ok = ok & (vres > valid_threshold)
-            np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
+            ok, res = _edge_rule(sub, vmap, fx, fy, res, ok, mode=mode,
+                                 valid_threshold=valid_threshold, clamp_edges=clamp_edges)
         if curvature_correction:
             res -= _curvature_term(sub, None if all_valid else sub_valid, fx, fy, border)
-    else:
-        from scipy import ndimage
-        res = _remap(sub, fx, fy, cv2.INTER_CUBIC, border)
-        ok = inside
-        if vmap is not None:
-            eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
-            vres = _remap(eroded[..., np.newaxis], fx, fy, cv2.INTER_LINEAR, border)[..., 0]
-            ok = ok & (vres > valid_threshold)
     res[~ok] = np.nan
     sl = win.slices_in(box)
     out[sl] = res

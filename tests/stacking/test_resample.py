@@ -8,7 +8,8 @@ from photometry_graph.datasets import make_frame_survey
 from photometry_graph.stacking.resample import (coordinate_map, reproject_to_bbox,
                                        spline_upsample_matrix)
 from photometry_graph.core.tiles import BBox
-from photometry_graph.core.wcsgrid import build_global_grid, footprint_bbox, tile_wcs
+from photometry_graph.core.wcsgrid import (build_global_grid, footprint_bbox, tile_wcs,
+                                           transform_pixels)
 
 
 def _survey(sip, rotation, rng=3, shape=(200, 300)):
@@ -69,7 +70,8 @@ def test_invalid_source_pixels_do_not_bleed():
     data[:, :4] = 1e6                           # masked border strip
     bad[:, :4] = True
     box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
-    out, fp = reproject_to_bbox(data, f.wcs, g.wcs, box, src_mask=~bad)
+    # the strict rule (no clamping at the edges of invalid zones)
+    out, fp = reproject_to_bbox(data, f.wcs, g.wcs, box, src_mask=~bad, clamp_edges=False)
     v = out[..., 0][fp > 0]
     assert np.isfinite(v).all() and v.max() < 1e4
     # the invalid zones are holes in the output
@@ -80,6 +82,40 @@ def test_invalid_source_pixels_do_not_bleed():
     keep = np.isfinite(out[..., 0])
     np.testing.assert_allclose(out[..., 0][keep], clean[..., 0][keep], atol=1e-3)
     assert out.dtype == np.float32 and data[85, 120] == 1e6  # input untouched
+    # the default clamps to the valid edge: a rim more, never a value from the bad zones
+    clamped, fpc = reproject_to_bbox(data, f.wcs, g.wcs, box, src_mask=~bad)
+    assert np.isfinite(clamped[..., 0][fpc > 0]).all() and clamped[fpc > 0].max() < 1e4
+    rim = (fpc > 0) & ~(fp > 0)
+    assert rim.sum() > 0 and not (fp > (fpc > 0)).any()
+    np.testing.assert_allclose(clamped[..., 0][fp > 0], out[..., 0][fp > 0], atol=1e-3)
+
+
+def test_output_covers_exactly_the_valid_source_pixels():
+    """An output pixel whose centre lies within half a pixel of a valid source pixel's
+    centre has a value (clamped to the edge pixel near invalid zones), and no other."""
+    s, g = _survey(False, (5.0, 10.0))
+    f = s.frames[0]
+    H, W = f.data.shape
+    valid = np.ones((H, W), bool)
+    valid[50:90, 60:70] = False
+    valid[120:, 250:] = False
+    valid[:, :3] = False
+    box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
+    out, fp = reproject_to_bbox(f.data, f.wcs, g.wcs, box, src_mask=valid)
+    yy, xx = box.coordinates()
+    fx, fy = transform_pixels(g.wcs, f.wcs, xx.astype(float), yy.astype(float))
+    ix, iy = np.rint(fx), np.rint(fy)
+    inside = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+    expect = np.zeros(box.shape, bool)
+    expect[inside] = valid[iy[inside].astype(int), ix[inside].astype(int)]
+    # up to rounding at exact half-pixel positions (the coordinate map is good to ~1e-4 px)
+    sure = (np.abs(np.abs(fx - ix) - 0.5) > 1e-3) & (np.abs(np.abs(fy - iy) - 0.5) > 1e-3)
+    assert sure.mean() > 0.99 and np.array_equal((fp > 0)[sure], expect[sure])
+    assert np.isfinite(out[..., 0][fp > 0]).all()
+    # clamped values stay within the range of the valid source pixels around them
+    clean, _ = reproject_to_bbox(f.data, f.wcs, g.wcs, box)
+    edge = (fp > 0) & np.isfinite(clean[..., 0])
+    assert np.abs(out[..., 0][edge] - clean[..., 0][edge]).max() < 10 * s.noise_sigma
 
 
 def test_identity_and_integer_shift_are_exact():
