@@ -30,6 +30,7 @@ from photometry_graph.blending.assembly import assemble_mosaic
 from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
+from photometry_graph.photometry.flatten import fit_background_plane, flatten_corrections
 from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
                                                 harmonize_frames, masked_gaussian_blur)
 from photometry_graph.pipeline.cli import main
@@ -69,9 +70,6 @@ __all__ = [
 
 logger = get_logger("photometry_graph.grid_mode")
 
-# Frame overlaps are small: a gain known to 1-5 % (weighted by its error in the solve) beats
-# none; the package default (1 %) left 200x300 Bayer frames with gains off by up to 12 %.
-FRAME_MAX_GAIN_ERROR = 0.05
 FRAME_BIN = 4  # binning of the global grid for the frame photometry (more for many frames)
 FRAME_MIN_PIXELS = 500  # smallest overlap fitted by the frame solve, pixels binned FRAME_BIN x
 
@@ -314,10 +312,13 @@ def _frame_photometry(frames, grid, opts, progress, pieces):
                              f"{res}")
         return res
 
+    # every overlap gives a gain with an honest sigma (pixels and stars of the binned frames,
+    # combined); the solve weighs them, and fits only the kept overlaps (max_degree)
     result = harmonize_frames(get_binned, [f.wcs for f in frames], [f.shape for f in frames],
                               grid.wcs, grid.shape, bin_factor=bin_factor, prebinned=True,
                               model=opts.frame_model, background=False, rng=0,
-                              fit_kwargs={"max_rel_gain_error": FRAME_MAX_GAIN_ERROR},
+                              gain_estimator=opts.gain_estimator,
+                              gradient_gauge=opts.gradient_gauge,
                               max_degree=opts.frame_overlaps or None,
                               # the same overlap area at any binning
                               min_pixels=max(50, round(FRAME_MIN_PIXELS
@@ -655,12 +656,29 @@ def _panel_tiles(paths, tiles_dir, reference, opts, progress):
                                      else str(reference))}
 
 
+def _flatten(tiles, corrections, shape):
+    """Corrections with the mosaic's background tilt removed, and the report (warned and
+    left as they are when the plane cannot be fitted)."""
+    try:
+        plane = fit_background_plane(tiles, corrections,
+                                     pivot=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0))
+    except Exception as exc:  # noqa: BLE001 - an optional step never stops the run
+        grid_warning(logger, "flatten: no background plane could be fitted (%s: %s); the "
+                     "mosaic is not flattened", type(exc).__name__, exc)
+        return corrections, {"status": "failed", "message": str(exc)}
+    flat = flatten_corrections({t.tile_id: (corrections or {}).get(t.tile_id)
+                                for t in tiles}, plane, tiles[0].n_channels)
+    return flat, dict(plane.to_dict(), status="ok")
+
+
 def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
     t1 = time.perf_counter()
     tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
     _, corrections, harm_report = tile_photometry(tiles, shape, opts)
+    if opts.flatten:
+        corrections, harm_report["flatten"] = _flatten(tiles, corrections, shape)
     timings["harmonize"] = time.perf_counter() - t1
     progress("tile photometry done", 0.3)
 

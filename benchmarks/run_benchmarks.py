@@ -73,15 +73,8 @@ LABELS = {"project": "project (photometry + multiband)",
 # ----------------------------------------------------------------------------- inputs
 def global_wcs(shape):
     """North-up TAN WCS of the canvas (pixel scale ``PIXEL_SCALE_ARCSEC``)."""
-    from astropy.wcs import WCS
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.cunit = ["deg", "deg"]
-    w.wcs.crval = list(CRVAL)
-    w.wcs.cdelt = [-PIXEL_SCALE_ARCSEC / 3600.0, PIXEL_SCALE_ARCSEC / 3600.0]
-    w.wcs.crpix = [(shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0]
-    w.wcs.set()
-    return w
+    from photometry_graph.pipeline.demo import survey_wcs
+    return survey_wcs(shape, PIXEL_SCALE_ARCSEC, CRVAL)
 
 
 def make_benchmark_survey(rows, cols, tile_size, overlap, *, channels=1, rng=2024):
@@ -93,27 +86,8 @@ def make_benchmark_survey(rows, cols, tile_size, overlap, *, channels=1, rng=202
 
 def write_tiles(survey, folder, wcs):
     """Write the survey's tiles as ``tile_0001.fits`` ... in the project's tile format."""
-    from astropy.io import fits
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    ny, nx = survey.canvas_shape
-    for k, tile in enumerate(survey.tiles):
-        b = tile.bbox
-        data = np.array(tile.get_data(), dtype=np.float32)
-        mask = tile.mask
-        data[~mask] = np.nan
-        data = data[..., 0] if data.shape[2] == 1 else np.moveaxis(data, -1, 0)
-        hdr = wcs.to_header()
-        hdr["CRPIX1"] = wcs.wcs.crpix[0] - b.x0
-        hdr["CRPIX2"] = wcs.wcs.crpix[1] - b.y0
-        hdr["TILEID"] = (k + 1, "tile number (1-based)")
-        hdr["GRID_Y0"], hdr["GRID_X0"] = b.y0, b.x0
-        hdr["GRID_NY"], hdr["GRID_NX"] = ny, nx
-        hdr["NFRAMES"] = 1
-        cov = fits.ImageHDU(mask.astype(np.float32), name="COVERAGE")
-        fits.HDUList([fits.PrimaryHDU(np.ascontiguousarray(data), hdr), cov]).writeto(
-            folder / f"tile_{k + 1:04d}.fits", overwrite=True)
-    return folder
+    from photometry_graph.pipeline.demo import write_tile_survey
+    return write_tile_survey(survey, folder, wcs)
 
 
 def prepare(workdir, size, rng):

@@ -39,6 +39,9 @@ from .joint import joint_refine  # noqa: F401
 from .background import (  # noqa: F401
     estimate_tile_background, overlap_differences, match_backgrounds, BackgroundMatchResult,
 )
+from .flatten import (  # noqa: F401
+    BackgroundPlane, background_blocks, fit_background_plane, flatten_corrections,
+)
 from .harmonize import (  # noqa: F401
     HarmonizationResult, harmonize_tiles, graph_report,
 )
@@ -60,7 +63,8 @@ __all__ = [
     "find_overlapping_pairs", "edge_status", "fit_edge_channel", "gain_estimates",
     "GAIN_ESTIMATORS", "PhotometrySolution", "solve_global_photometry", "select_reference",
     "SOLVE_MODELS", "GRADIENT_GAUGES", "estimate_tile_background", "overlap_differences",
-    "match_backgrounds", "BackgroundMatchResult", "HarmonizationResult", "harmonize_tiles",
+    "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane", "background_blocks",
+    "fit_background_plane", "flatten_corrections", "HarmonizationResult", "harmonize_tiles",
     "graph_report",
     "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",
     "masked_gaussian_blur", "frame_bin_factor",

@@ -20,8 +20,8 @@ from .frameio import celestial_wcs
 from .plan import PLAN_HEADER, PLAN_NAME
 from .progress import scaled_callback
 
-__all__ = ["DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo",
-           "demo_summary"]
+__all__ = ["DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",
+           "mosaic_quality", "run_demo", "demo_summary"]
 
 logger = get_logger(__name__)
 
@@ -44,6 +44,56 @@ def write_frame_survey(survey, folder, *, rgb_layout="chw"):
         lines.append(f"{f.index + 1},1,demo,4,synthetic,2024-01-01,L,{f.exptime:g},{name},,")
     with atomic(folder / PLAN_NAME) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def survey_wcs(shape, pixel_scale_arcsec=2.0, crval=(83.8, -5.4)):
+    """North-up TAN WCS of a tile survey's canvas ``(H, W)`` (tiles carry no WCS of their own).
+
+    Examples
+    --------
+    >>> survey_wcs((100, 200)).wcs.crpix.tolist()
+    [100.5, 50.5]
+    """
+    from astropy.wcs import WCS
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.crval = list(crval)
+    w.wcs.cdelt = [-pixel_scale_arcsec / 3600.0, pixel_scale_arcsec / 3600.0]
+    w.wcs.crpix = [(shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0]
+    w.wcs.set()
+    return w
+
+
+def write_tile_survey(survey, folder, wcs=None):
+    """Write a :class:`photometry_graph.datasets.SyntheticSurvey`'s tiles as tile files.
+
+    ``tile_0001.fits`` ... in the project's tile format (float32 data, NaN where invalid, the
+    tile's WCS, its place on the global grid, a ``COVERAGE`` extension), what
+    ``grid-mode assemble`` reads.  ``wcs``: of the survey's canvas (default
+    :func:`survey_wcs`).  Returns the folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ny, nx = survey.canvas_shape
+    wcs = survey_wcs(survey.canvas_shape) if wcs is None else wcs
+    for k, tile in enumerate(survey.tiles):
+        b = tile.bbox
+        data = np.array(tile.get_data(), dtype=np.float32)
+        mask = tile.mask
+        data[~mask] = np.nan
+        data = data[..., 0] if data.shape[2] == 1 else np.moveaxis(data, -1, 0)
+        hdr = wcs.to_header()
+        hdr["CRPIX1"] = wcs.wcs.crpix[0] - b.x0
+        hdr["CRPIX2"] = wcs.wcs.crpix[1] - b.y0
+        hdr["TILEID"] = (k + 1, "tile number (1-based)")
+        hdr["GRID_Y0"], hdr["GRID_X0"] = b.y0, b.x0
+        hdr["GRID_NY"], hdr["GRID_NX"] = ny, nx
+        hdr["NFRAMES"] = 1
+        write_hdus(folder / f"tile_{k + 1:04d}.fits",
+                   [fits.PrimaryHDU(np.ascontiguousarray(data), hdr),
+                    fits.ImageHDU(mask.astype(np.float32), name="COVERAGE")])
     return folder
 
 

@@ -110,6 +110,17 @@ class GridOptions:
                                "frame solve only; 0 = off (default: 2 for Bayer raws, whose "
                                "debayered planes carry demosaicing structure that differs "
                                "from frame to frame, 0 for mono and RGB frames)")
+    gain_estimator: str = _opt("auto", "gain of every overlap (frames and tiles): the pixel "
+                               "fit and the flux ratio of the stars both sides see, combined "
+                               "by inverse variance (auto; the stars win where they disagree "
+                               "by more than 3 sigma), or one of them",
+                               ("auto", "pixels", "stars"), run=False)
+    gradient_gauge: str = _opt("mean", "the gradient no overlap fixes (plane model): zero mean "
+                               "over all frames/tiles, or the reference's own",
+                               ("mean", "reference"), run=False)
+    flatten: bool = _opt(False, "remove one global plane from the mosaic's background "
+                         "(fitted on sigma-clipped background blocks, sources masked); off: "
+                         "large-scale emission is kept", run=False)
     photometry: bool = _opt(True, "solve a gain + offset (+ plane) per tile at assembly",
                             run=False)
     model: str = _opt("plane", "additive model of the tile solve: offset or plane (gradient)",

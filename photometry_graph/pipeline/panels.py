@@ -475,7 +475,7 @@ def tile_photometry(tiles, shape, opts):
     shape : tuple of int
         The canvas; the plane terms of the corrections take its centre as origin.
     opts : GridOptions
-        ``photometry``, ``model``, ``background``.
+        ``photometry``, ``model``, ``background``, ``gain_estimator``, ``gradient_gauge``.
 
     Returns
     -------
@@ -486,7 +486,9 @@ def tile_photometry(tiles, shape, opts):
     """
     if opts.photometry:
         result = harmonize_tiles(tiles, model=opts.model, background=opts.background,
-                                 origin=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0), rng=0)
+                                 origin=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0), rng=0,
+                                 gain_estimator=opts.gain_estimator,
+                                 gradient_gauge=opts.gradient_gauge)
         return result, result.corrections, result.report
     if opts.background:
         result = match_backgrounds(tiles)
