@@ -266,13 +266,36 @@ def _random_sip(rng, shape, amplitude):
     return a, b
 
 
+def _positions(rng, n, size, overlap):
+    """First pixel of ``n`` frames along one axis: steps of ``size`` minus the overlap.
+
+    ``overlap`` a fraction, or a range ``(lo, hi)`` drawn per gap.
+    """
+    gaps = rng.uniform(overlap[0], overlap[1], max(n - 1, 0)) if np.ndim(overlap) \
+        else np.full(max(n - 1, 0), overlap)
+    return np.concatenate([[0], np.cumsum([size - int(round(o * size)) for o in gaps])])
+
+
+def _rotations(rng, n, rotated, degrees):
+    """Rotation of every frame (radians): all drawn in ``degrees``, or ``rotated`` of them
+    by a size drawn there and a random sign, the others 0."""
+    if rotated is None:
+        return np.radians(rng.uniform(degrees[0], degrees[1], n))
+    thetas = np.zeros(n)
+    turned = rng.choice(n, size=min(int(rotated), n), replace=False)
+    thetas[turned] = np.radians(rng.uniform(degrees[0], degrees[1], turned.size)
+                                * rng.choice([-1.0, 1.0], turned.size))
+    return thetas
+
+
 def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *, channels=1,
                       rng=None, pixel_scale_arcsec=2.0, rotation_deg_range=(-3.0, 3.0),
                       center=(150.0, 30.0), sip=False, sip_amplitude=2.0,
                       gain_range=(0.85, 1.15), offset_range=30.0, gradient=3.0,
                       noise_sigma=1.0, sky_level=20.0, star_density=5e-4, fwhm=3.0,
                       nebulae=3, nebula_amplitude=(5.0, 40.0), empty_borders=True,
-                      nan_blob=True, trail=True, exptime=10.0, jitter=5.0, add_noise=True):
+                      nan_blob=True, trail=True, exptime=10.0, jitter=5.0, add_noise=True,
+                      rotated=None, nebula_size=(0.08, 0.3)):
     """Make overlapping plate-solved frames of one sky with injected errors.
 
     Frames sit on an ``n_rows x n_cols`` pattern with the given overlap,
@@ -289,14 +312,16 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
         Frame pattern.
     frame_shape : tuple of int
         ``(H, W)`` of every frame.
-    overlap : float
-        Overlap between neighbouring frames (fraction of the frame size).
+    overlap : float or tuple of float
+        Overlap between neighbouring frames (fraction of the frame size); a range
+        ``(lo, hi)`` draws the overlap of every column and row gap in it.
     channels : {1, 3, "bayer"}
         Mono, RGB ``(H, W, 3)`` or a 2-D Bayer RGGB mosaic (the sky is RGB).
     rng : numpy.random.Generator or int, optional
     pixel_scale_arcsec : float
     rotation_deg_range : tuple of float
-        Frame rotations are uniform in this range.
+        Frame rotations are uniform in this range (of ``rotated`` frames only, with a
+        random sign, when that is given).
     center : tuple of float
         ``(ra, dec)`` of the pattern centre, degrees.
     sip : bool
@@ -306,9 +331,10 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
         Per frame (and per channel) gains, uniform.
     offset_range : float
         Offsets uniform in ``±offset_range * noise_sigma``.
-    gradient : float
+    gradient : float or tuple of float
         Peak-to-peak amplitude (in ``noise_sigma``) of a plane over each
-        frame (random direction per frame and channel); 0 for none.
+        frame (random direction per frame and channel); 0 for none; a range
+        ``(lo, hi)`` draws the amplitude per frame and channel.
     noise_sigma : float
     sky_level, star_density, fwhm, nebulae, nebula_amplitude
         Passed to :func:`make_sky`.
@@ -326,6 +352,12 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
         Random shift of each frame centre, uniform ``±jitter`` pixels.
     add_noise : bool
         Add Gaussian noise of ``noise_sigma``.
+    rotated : int, optional
+        Only this many frames (drawn at random) are rotated, by an angle whose size is
+        uniform in ``rotation_deg_range`` (random sign); the others are not rotated.
+        ``None``: every frame is rotated.
+    nebula_size : tuple of float
+        Passed to :func:`make_sky`.
 
     Returns
     -------
@@ -347,28 +379,30 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
     H, W = int(frame_shape[0]), int(frame_shape[1])
     n_ch = 1 if channels == 1 else 3
     scale = pixel_scale_arcsec / 3600.0
-    step_x = W - int(round(overlap * W))
-    step_y = H - int(round(overlap * H))
+    pos_x = _positions(rng, n_cols, W, overlap)
+    pos_y = _positions(rng, n_rows, H, overlap)
     max_rot = np.radians(max(abs(rotation_deg_range[0]), abs(rotation_deg_range[1])))
     margin = int(np.ceil(0.5 * (W + H) * np.sin(max_rot) + jitter
                          + (2 * sip_amplitude if sip else 0) + 8))
-    tW = 2 * margin + W + (n_cols - 1) * step_x
-    tH = 2 * margin + H + (n_rows - 1) * step_y
+    tW = 2 * margin + W + int(pos_x[-1])
+    tH = 2 * margin + H + int(pos_y[-1])
     truth_wcs = truth_grid_wcs(center, scale, (tH, tW))
     sky = make_sky((tH, tW), n_ch, rng=rng, star_density=star_density, fwhm=fwhm,
                    nebulae=nebulae, nebula_amplitude=nebula_amplitude, sky_level=sky_level,
-                   noise_sigma=noise_sigma)
+                   noise_sigma=noise_sigma, nebula_size=nebula_size)
 
     n = n_rows * n_cols
     gains = rng.uniform(gain_range[0], gain_range[1], (n, n_ch))
     offsets = rng.uniform(-offset_range, offset_range, (n, n_ch)) * noise_sigma
     slopes = np.zeros((n, n_ch, 2))
-    if gradient:
+    if np.any(gradient):
         direction = rng.uniform(0, 2 * np.pi, (n, n_ch))
         unit = np.stack([np.cos(direction), np.sin(direction)], axis=-1)
         extent = np.abs(unit[..., 0]) * W + np.abs(unit[..., 1]) * H
-        slopes = unit * (gradient * noise_sigma / extent)[..., np.newaxis]
-    thetas = np.radians(rng.uniform(rotation_deg_range[0], rotation_deg_range[1], n))
+        amplitude = rng.uniform(gradient[0], gradient[1], (n, n_ch)) if np.ndim(gradient) \
+            else gradient
+        slopes = unit * (amplitude * noise_sigma / extent)[..., np.newaxis]
+    thetas = _rotations(rng, n, rotated, rotation_deg_range)
     border_frames = set()
     if empty_borders:
         border_frames = set(rng.choice(n, size=max(1, n // 2), replace=False).tolist())
@@ -380,8 +414,8 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
     frames = []
     for k in range(n):
         r, c = divmod(k, n_cols)
-        cx = margin + (W - 1) / 2.0 + c * step_x + rng.uniform(-jitter, jitter)
-        cy = margin + (H - 1) / 2.0 + r * step_y + rng.uniform(-jitter, jitter)
+        cx = margin + (W - 1) / 2.0 + pos_x[c] + rng.uniform(-jitter, jitter)
+        cy = margin + (H - 1) / 2.0 + pos_y[r] + rng.uniform(-jitter, jitter)
         coeffs = _random_sip(rng, (H, W), sip_amplitude) if sip else None
         w = tan_frame_wcs(truth_wcs, cx, cy, (H, W), scale, thetas[k], coeffs)
         clean = sample_sky(sky, truth_wcs, w, BBox(0, H, 0, W))
@@ -434,6 +468,7 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
             has_trail=(k == trail_frame)))
     info = dict(n_rows=n_rows, n_cols=n_cols, frame_shape=(H, W), overlap=overlap,
                 channels=channels, sip=sip, gradient=gradient,
+                rotation_deg=np.degrees(thetas).tolist(),
                 empty_border_frames=sorted(border_frames), nan_blob_frame=blob_frame,
                 trail_frame=trail_frame, pixel_scale_arcsec=pixel_scale_arcsec)
     return FrameSurvey(frames=frames, sky=sky, truth_wcs=truth_wcs, truth_shape=(tH, tW),

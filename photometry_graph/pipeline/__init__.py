@@ -34,7 +34,8 @@ from .cli import (  # noqa: F401
     Interrupted, build_parser, main,
 )
 from .demo import (  # noqa: F401
-    DEMO_DEFAULTS, write_frame_survey, mosaic_quality, run_demo, demo_summary,
+    DEMO_DEFAULTS, write_frame_survey, write_tile_survey, survey_wcs, mosaic_quality, run_demo,
+    demo_summary,
 )
 from .frameio import (  # noqa: F401
     COVERAGE_EXTNAMES, MIN_FRAME_SIDE, file_problem, celestial_wcs, read_frame_info, load_frame,
@@ -65,7 +66,8 @@ __all__ = [
     "tile_header", "mosaic_header", "map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS",
     "LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
     "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted",
-    "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "mosaic_quality", "run_demo",
+    "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey",
+    "survey_wcs", "mosaic_quality", "run_demo",
     "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
     "read_frame_info", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel",
     "find_fits_files", "is_project_tile", "read_panel", "scan_panels", "read_reference",
