@@ -20,6 +20,7 @@ boxes, so a survey of N tiles costs about ``N log N + N * k`` box tests (``k``
 tiles open at once) rather than ``N**2``.
 """
 
+import importlib
 import math
 from dataclasses import replace
 
@@ -385,7 +386,7 @@ def _available_estimator(gain_estimator):
     if gain_estimator == "pixels":
         return gain_estimator
     try:
-        from . import stars  # noqa: F401
+        importlib.import_module(".stars", __package__)
     except ImportError as exc:
         grid_warning(logger, "Photometry: the star gain estimator is not available (%s: %s); "
                      "gains from the pixel fits alone", type(exc).__name__, exc)

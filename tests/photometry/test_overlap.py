@@ -1,5 +1,7 @@
+import json
 import logging
 import math
+import sys
 
 import networkx as nx
 import numpy as np
@@ -8,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import photometry_graph.photometry.overlap as overlap
-from photometry_graph.datasets import make_survey
+from photometry_graph.datasets import make_overlap_pair, make_survey
 from photometry_graph.photometry.overlap import (build_tile_overlap_graph, edge_status,
                                       find_overlapping_pairs, fit_overlap_edges,
                                       sparsify_overlap_graph)
@@ -344,3 +346,80 @@ def test_sparsified_graph_keeps_the_largest_overlaps_and_the_components(n, k, se
         assert kept[:k] == weights[:k]
     with pytest.raises(ValueError, match="max_degree"):
         sparsify_overlap_graph(g, 0)
+
+
+# --------------------------------------------------------------------------- gain estimators
+
+
+def _estimates(pair, estimator, **kw):
+    return overlap.fit_edge_channel(pair.src, pair.dst, pair.valid, gain_estimator=estimator,
+                                    model="plane", **kw)
+
+
+def test_pixel_and_star_gains_are_combined_by_inverse_variance():
+    # a faint overlap (extended signal-to-noise 1) with 80 stars, offsets and gradients
+    pair = make_overlap_pair(n_stars=80, signal_to_noise=1.0, gain=1.07, offsets=(5.0, -20.0),
+                             gradient_dst=(0.004, -0.002), rng=3)
+    pix, stars, auto = (_estimates(pair, e) for e in ("pixels", "stars", "auto"))
+    assert pix.gain_source == "pixels" and math.isnan(pix.a_stars) and pix.n_stars == 0
+    assert stars.gain_source == "stars" and stars.n_stars >= 20
+    assert (stars.a, stars.sigma_a) == (stars.a_stars, stars.sigma_a_stars)
+    assert auto.gain_source == "combined" and not auto.gain_disagree
+    assert auto.a_pixels == pytest.approx(pix.a) and auto.a_stars == pytest.approx(stars.a)
+    w = np.array([auto.sigma_a_pixels, auto.sigma_a_stars]) ** -2.0
+    assert auto.sigma_a == pytest.approx(w.sum() ** -0.5)
+    assert auto.a == pytest.approx((w @ [auto.a_pixels, auto.a_stars]) / w.sum())
+    for fit in (pix, stars, auto):
+        assert fit.status == "ok" and abs(fit.a - pair.gain) < 3 * fit.sigma_a
+    # the offset and the plane are fitted at the combined gain: the star-free pixels agree
+    yy, xx = np.mgrid[:pair.src.shape[0], :pair.src.shape[1]]
+    resid = pair.dst - auto.predict(pair.src, xx, yy)
+    assert abs(np.nanmedian(resid[pair.valid])) < 0.1 * pair.noise_dst
+    assert json.dumps(auto.to_dict(), allow_nan=False)
+
+
+def test_the_stars_win_where_the_noise_ratio_is_wrong_and_say_so():
+    # a faint overlap whose dst noise is taken for 0.9 instead of 1.5 (correlated noise
+    # after resampling fools the noise estimate): the pixel slope is biased, with a small
+    # sigma; the stars' fluxes do not depend on the noise ratio
+    pair = make_overlap_pair(n_stars=60, signal_to_noise=1.5, gain=1.12, noise_dst=1.5, rng=6)
+    fit = _estimates(pair, "auto", noise_x=1.0, noise_y=0.9)
+    assert fit.gain_disagree and fit.gain_source == "stars" and "stars" in fit.message
+    assert abs(fit.a_pixels - pair.gain) > 3 * fit.sigma_a_pixels
+    assert abs(fit.a_pixels - fit.a_stars) > 3 * np.hypot(fit.sigma_a_pixels, fit.sigma_a_stars)
+    assert fit.a == fit.a_stars and abs(fit.a - pair.gain) < 3 * fit.sigma_a
+
+
+def test_stars_alone_give_no_gain_without_stars():
+    pair = make_overlap_pair(n_stars=0, signal_to_noise=3.0, gain=1.1, rng=1)
+    fit = _estimates(pair, "stars")
+    assert fit.status == "offset_only" and fit.gain_source == "none" and fit.n_stars == 0
+    assert math.isinf(fit.sigma_a) and fit.a == 1.0 and "stars" in fit.message
+    assert abs(fit.a_pixels - pair.gain) < 3 * fit.sigma_a_pixels   # still reported
+    with pytest.raises(ValueError, match="gain_estimator"):
+        _estimates(pair, "psf")
+
+
+def test_graph_fits_report_both_estimates_and_count_disagreements(caplog):
+    s = make_survey(2, 2, 256, 0.25, rng=4, star_density=2e-3, nebulae=0)
+    g = build_tile_overlap_graph(s.tiles)
+    with caplog.at_level(logging.INFO, logger="photometry_graph"):
+        fit_overlap_edges(g, model="plane")
+    est = overlap.gain_estimates(g)
+    assert len(est["edges"]) == g.number_of_edges() == 6
+    assert est["with_stars"] >= 4 and est["sources"].get("combined", 0) >= 4
+    assert est["disagreements"] == sum(r["gain_disagree"] for r in est["edges"])
+    for row in est["edges"]:
+        fit = g.edges[row["src"], row["dst"]]["fits"][0]
+        assert (row["a"], row["a_stars"], row["n_stars"]) == (fit.a, fit.a_stars, fit.n_stars)
+    assert "[GRID] Photometry: gains by source" in caplog.text
+
+
+def test_without_the_star_library_the_pixel_fits_carry_on(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "photometry_graph.photometry.stars", None)
+    s = make_survey(1, 2, 128, 0.3, rng=2)
+    g = build_tile_overlap_graph(s.tiles)
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        counts = fit_overlap_edges(g)
+    assert counts["ok"] == 1 and g.graph["gain_estimator"] == "pixels"
+    assert "star gain estimator is not available" in caplog.text
