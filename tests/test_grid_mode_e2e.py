@@ -19,6 +19,7 @@ from scipy import ndimage
 
 import grid_mode
 from photometry_graph.pipeline.demo import mosaic_quality, write_frame_survey
+from photometry_graph.pipeline.images import frame_pixels
 from photometry_graph.datasets import make_frame_survey
 from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import transform_pixels
@@ -122,6 +123,26 @@ def test_mosaic_covers_the_union_of_the_frames_without_holes(run):
     assert finite[inner].all()
     outside = ~ndimage.binary_dilation(union, square, iterations=3)
     assert not finite[outside].any()  # NaN where no frame has data
+
+
+def test_mosaic_coverage_equals_the_union_of_the_valid_frame_pixels(run):
+    """Every mosaic pixel whose centre lies within half a pixel of a valid frame pixel's
+    centre (the pixels the pipeline reads as valid) has a value: no rim is lost around
+    the frames' empty borders, NaN blob or edges, whatever the rotation."""
+    layout = {1: "mono", 3: "hwc", "bayer": "bayer"}[run.survey.channels]
+    union = np.zeros(run.shape, bool)
+    for f in run.survey.frames:
+        data, _ = frame_pixels(f.data, layout, f.bayer_pattern)
+        valid = np.isfinite(data).all(axis=2)
+        fx, fy = run.frame_coords(f)
+        ix, iy = np.rint(np.nan_to_num(fx, nan=-9)), np.rint(np.nan_to_num(fy, nan=-9))
+        inside = (ix >= 0) & (ix < f.shape[1]) & (iy >= 0) & (iy < f.shape[0])
+        on = np.zeros(run.shape, bool)
+        on[inside] = valid[iy[inside].astype(int), ix[inside].astype(int)]
+        union |= on
+    finite = np.isfinite(run.img).all(2)
+    assert (finite & union).sum() >= 0.9999 * union.sum()
+    assert not (finite & ~ndimage.binary_dilation(union)).any()
 
 
 def test_stars_land_where_the_wcs_says(run):
@@ -283,6 +304,16 @@ def test_outputs_tiles_and_report(run):
     harm = rep["harmonization"]
     assert harm["edges"] and harm["fits"] and "background" in harm and "residuals" in harm
     assert rep["frame_photometry"]["n_solved"] == 6
+    # both gain estimates of every overlap, their sigmas, the star count, the source and
+    # the disagreement, frames and tiles alike; the disagreements counted
+    frame_est = rep["frame_photometry"]["harmonize"]["gain_estimates"]
+    for est in (harm["gain_estimates"], frame_est):
+        assert est["estimator"] == "auto" and est["edges"]
+        assert est["disagreements"] == sum(e["gain_disagree"] for e in est["edges"])
+        assert {"a_pixels", "sigma_a_pixels", "a_stars", "sigma_a_stars", "n_stars",
+                "gain_source", "gain_disagree"} <= set(est["edges"][0])
+    assert rep["frame_photometry"]["gain_disagreements"] == frame_est["disagreements"]
+    assert 1 <= rep["frame_photometry"]["fits_per_frame"] <= 10
     assert rep["blending"]["blend"] == "multiband"
 
 

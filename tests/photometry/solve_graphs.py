@@ -15,9 +15,9 @@ class Truth:
     def __init__(self, gains, offsets, slopes, centres):
         self.gains, self.offsets, self.slopes, self.centres = gains, offsets, slopes, centres
 
-    def expected(self, reference, origin=(0.0, 0.0)):
+    def expected(self, reference, origin=(0.0, 0.0), **kwargs):
         return expected_corrections(self.gains, self.offsets, self.slopes, self.centres,
-                                    reference, origin=origin)
+                                    reference, origin=origin, **kwargs)
 
 
 def edge_statistics_graph(rows, cols, *, tile=100, overlap=0.2, channels=1, rng=0,

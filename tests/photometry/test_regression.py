@@ -286,3 +286,53 @@ def test_fit_pair_image_rejects_bad_arguments():
         fit_pair_image(x, y, max_pixels=0)
     with pytest.raises(ValueError, match="estimator"):
         fit_pair_image(x, y, noise_estimator="std")
+
+
+# --------------------------------------------------------------------------- honest sigma
+
+
+def test_systematic_term_is_the_bias_of_a_misestimated_noise_ratio():
+    """noise_ratio_bias predicts the slope bias of a wrong noise ratio (noise^2 / signal^2)."""
+    from photometry_graph.photometry.moments import noise_ratio_bias
+    delta, var_s = 0.3, 4.0          # ratio 30 % too high; signal-to-noise 2
+    errors = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        x, y = _pair(_smooth_signal(rng, var_s, h=400, w=500), rng)
+        fit = fit_pair(x.ravel(), y.ravel(), noise_x=1.0, noise_y=math.sqrt(1 + delta))
+        errors.append(fit.a / A_TRUE - 1)
+    predicted = -noise_ratio_bias(A_TRUE, var_s, 1.0, 1.0, delta) / A_TRUE
+    assert np.mean(errors) == pytest.approx(predicted, rel=0.2)
+    # the sigma of a fit carries that term for the ratio's own uncertainty
+    fit = fit_pair(x.ravel(), y.ravel(), noise_x=1.0, noise_y=1.0, noise_ratio_error=0.1)
+    assert fit.sigma_a_sys == pytest.approx(noise_ratio_bias(fit.a, var_s, 1, 1, 0.1), rel=0.1)
+    assert fit.sigma_a ** 2 > fit.sigma_a_sys ** 2
+
+
+@pytest.mark.parametrize("var_s", [0.5, 2.0, 9.0])
+def test_faint_overlaps_give_gains_with_honest_sigmas(var_s):
+    """From signal-to-noise 0.7 to 3 the fits are 'ok' and their errors match their sigmas."""
+    z = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        x, y = _pair(_smooth_signal(rng, var_s), rng, noise_y=1.3)
+        fit = fit_pair_image(x, y, x0=X0, y0=Y0, model="plane")   # noise measured
+        assert fit.status == "ok" and fit.sigma_a_sys > 0
+        z.append((fit.a - A_TRUE) / fit.sigma_a)
+    assert 0.4 < np.sqrt(np.mean(np.square(z))) < 1.5
+    assert np.abs(z).max() < 3.5
+
+
+def test_degenerate_overlaps_stay_offset_only_and_fixed_gains_fit_the_offset():
+    rng = np.random.default_rng(3)
+    x, y = _pair(np.full((H, W), 20.0), rng)                      # no signal range at all
+    fit = fit_pair_image(x, y, x0=X0, y0=Y0)
+    assert fit.status == "offset_only" and math.isinf(fit.sigma_a)
+    assert fit.gain_source == "none"
+    fixed = fit_pair_image(x, y, x0=X0, y0=Y0, fixed_gain=(A_TRUE, 0.002))
+    assert fixed.status == "ok" and (fixed.a, fixed.sigma_a) == (A_TRUE, 0.002)
+    assert fixed.b == pytest.approx(B_TRUE, abs=0.05) and fixed.sigma_a_sys == 0
+    moved = fixed.at_gain(1.0, status="offset_only")
+    assert moved.b == pytest.approx(fixed.y_mean - fixed.x_mean)
+    with pytest.raises(ValueError, match="fixed_gain"):
+        fit_pair_image(x, y, fixed_gain=-1.0)

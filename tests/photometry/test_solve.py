@@ -117,3 +117,28 @@ def test_to_dict_is_json_friendly():
     assert back["status"] == "ok" and len(back["tiles"]) == 9
     assert len(back["edge_residuals"]["offset_after"]) == g.number_of_edges()
     assert back["summary"]["offset_after_max"] < 1e-6
+
+
+def test_mean_gradient_gauge_keeps_the_reference_gain_and_level():
+    g, truth = edge_statistics_graph(6, 6, gradient=3.0, rng=2)
+    origin = (13.0, -5.0)
+    sol = solve_global_photometry(g, model="plane", origin=origin)   # the default gauge
+    ref = sol.references[0]
+    exp = truth.expected(ref, origin, gradient_gauge="mean")
+    np.testing.assert_allclose(sol.gains, exp["gain"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sol.slopes, exp["slope"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sol.offsets, exp["offset"], rtol=0, atol=1e-5)
+    assert np.abs(sol.slopes.mean(axis=0)).max() < 1e-12
+    # the reference keeps its gain and its level at its centre; only a plane is added
+    c = sol.corrections[ref]
+    yc, xc = g.nodes[ref]["bbox"].center
+    assert c.gain[0] == 1.0 and not c.is_identity
+    assert c.offset[0] + c.slope[0] @ (np.array([xc, yc]) - origin) == pytest.approx(0, abs=1e-9)
+    # the reference gauge differs by one plane common to every node
+    other = solve_global_photometry(g, model="plane", origin=origin, gradient_gauge="reference")
+    shift = sol.slopes - other.slopes
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-12)
+    assert np.abs(shift[0]).max() > 1e-4
+    assert other.info.get("gradient_gauge_shift") is None and sol.info["gradient_gauge_shift"]
+    with pytest.raises(ValueError, match="gradient_gauge"):
+        solve_global_photometry(g, model="plane", gradient_gauge="median")
