@@ -323,14 +323,16 @@ def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star
         why = "no gain from the stars" + ("" if stars is None else f" ({stars.message})")
         return pix.at_gain(1.0, status="offset_only", gain_source="none", message=why,
                            **estimates) if pix.ok else replace(pix, **estimates)
-    # the offset and the plane fitted at the gain of the stars (or of both)
-    fit = fit_pair_image(src_image, dst_image, joint, **dict(fit_kw, fixed_gain=(a, sigma)))
-    if fit.status == "failed":
-        return replace(pix, **estimates)
     note = (f"gain from the stars: the pixel fit's {pix.a:.5f} differs from the stars' "
             f"{a_st:.5f} by more than 3 sigma") if disagree else ""
-    return replace(fit, gain_source=source, gain_disagree=bool(disagree), message=note,
-                   **estimates)
+    labels = dict(gain_source=source, gain_disagree=bool(disagree), message=note, **estimates)
+    if pix.ok and abs(a - pix.a) <= pix.sigma_a:
+        # within the pixel fit's own error: the same pixels, the offset and the plane from
+        # their moments at the combined gain
+        return pix.at_gain(a, sigma, **labels)
+    # the offset and the plane fitted at the gain of the stars (or of both), clipped anew
+    fit = fit_pair_image(src_image, dst_image, joint, **dict(fit_kw, fixed_gain=(a, sigma)))
+    return replace(pix, **estimates) if fit.status == "failed" else replace(fit, **labels)
 
 
 def _fit_edge(graph, u, v, *, model, origin, min_pixels, kappa, max_iter, max_pixels,

@@ -183,13 +183,14 @@ class PairwiseFit:
     model: str = "offset"
     signal_to_noise: float = math.nan
     sigma_a_sys: float = 0.0
-    a_pixels: float = math.nan
-    sigma_a_pixels: float = math.inf
-    a_stars: float = math.nan
-    sigma_a_stars: float = math.inf
-    n_stars: int = 0
+    # the estimators of the gain (overlap.fit_edge_channel): pixels, stars, the source of a
     gain_source: str = "pixels"
     gain_disagree: bool = False
+    a_pixels: float = math.nan
+    sigma_a_pixels: float = math.inf
+    n_stars: int = 0
+    a_stars: float = math.nan
+    sigma_a_stars: float = math.inf
 
     @property
     def ok(self):
