@@ -20,7 +20,8 @@ from .regression import (  # noqa: F401
 )
 from .overlap import (  # noqa: F401
     build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, find_overlapping_pairs,
-    edge_status, fit_edge_channel, gain_estimates, GAIN_ESTIMATORS,
+    edge_status, fit_edge_channel, combine_fit, calibrate_pixel_gains, gain_estimates,
+    GAIN_ESTIMATORS,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
@@ -60,7 +61,8 @@ __all__ = [
     "fit_uncertainties", "noise_ratio_bias", "noise_ratio_uncertainty", "NOISE_RATIO_FLOOR",
     "sample_indices", "MAX_REL_GAIN_ERROR", "clip_and_polish",
     "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
-    "find_overlapping_pairs", "edge_status", "fit_edge_channel", "gain_estimates",
+    "find_overlapping_pairs", "edge_status", "fit_edge_channel", "combine_fit",
+    "calibrate_pixel_gains", "gain_estimates",
     "GAIN_ESTIMATORS", "PhotometrySolution", "solve_global_photometry", "select_reference",
     "SOLVE_MODELS", "GRADIENT_GAUGES", "estimate_tile_background", "overlap_differences",
     "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane", "background_blocks",

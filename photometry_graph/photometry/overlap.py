@@ -37,7 +37,7 @@ from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 # estimate_noise (from _stats) is exported from here as before it moved
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
            "estimate_noise", "find_overlapping_pairs", "edge_status", "fit_edge_channel",
-           "gain_estimates", "GAIN_ESTIMATORS"]
+           "combine_fit", "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS"]
 
 #: Possible values of the ``gain_estimator`` argument: both estimators combined, the
 #: pixel fit alone, the stars alone.
@@ -306,33 +306,119 @@ def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star
     if gain_estimator == "pixels" or pix.status == "failed":
         return pix
     stars = _star_ratio(src_image, dst_image, joint, pix, dict(star_kwargs or {}))
+    if stars is not None:
+        pix = replace(pix, n_stars=int(stars.n_used), a_stars=stars.ratio if stars.ok
+                      else math.nan, sigma_a_stars=stars.sigma if stars.ok else math.inf)
+    why = "" if stars is None or stars.ok else f"no gain from the stars ({stars.message})"
+    return combine_fit(pix, gain_estimator,
+                       fit_kw.get("max_rel_gain_error", MAX_REL_GAIN_ERROR), why)
+
+
+def combine_fit(fit, gain_estimator="auto", max_rel_gain_error=MAX_REL_GAIN_ERROR, why=""):
+    """A fit at the combination of its pixel and star gains (``a_pixels``, ``a_stars``).
+
+    :func:`~.stars.combine_gain_estimates` of the two (a star ratio whose sigma exceeds
+    ``max_rel_gain_error`` left out, as a degenerate pixel fit is; the pixel gain left out
+    for ``gain_estimator='stars'``); the offset and the plane follow at that gain from the
+    moments of the fit's pixels (:meth:`PairwiseFit.at_gain`).  No gain at all gives an
+    offset-only fit (``why`` says why).
+
+    Returns
+    -------
+    PairwiseFit
+    """
     from .stars import combine_gain_estimates
-    a_pix, s_pix = (pix.a, pix.sigma_a) if pix.ok else (math.nan, math.inf)
-    a_st, s_st = (stars.ratio, stars.sigma) if stars is not None and stars.ok \
-        else (math.nan, math.inf)
-    estimates = dict(a_pixels=a_pix, sigma_a_pixels=s_pix, a_stars=a_st, sigma_a_stars=s_st,
-                     n_stars=0 if stars is None else int(stars.n_used))
-    if not s_st <= fit_kw.get("max_rel_gain_error", MAX_REL_GAIN_ERROR) * a_st:
+    a_pix, s_pix = fit.a_pixels, fit.sigma_a_pixels
+    a_st, s_st = fit.a_stars, fit.sigma_a_stars
+    if not s_st <= max_rel_gain_error * a_st:
         a_st, s_st = math.nan, math.inf  # a degenerate star ratio, as for the pixels
     if gain_estimator == "stars":
         a_pix, s_pix = math.nan, math.inf
     a, sigma, source, disagree = combine_gain_estimates(a_pix, s_pix, a_st, s_st)
-    if source == "pixels":
-        return replace(pix, **estimates)
-    if source == "none":  # only with gain_estimator='stars' and a pixel gain left out
-        why = "no gain from the stars" + ("" if stars is None else f" ({stars.message})")
-        return pix.at_gain(1.0, status="offset_only", gain_source="none", message=why,
-                           **estimates) if pix.ok else replace(pix, **estimates)
-    note = (f"gain from the stars: the pixel fit's {pix.a:.5f} differs from the stars' "
-            f"{a_st:.5f} by more than 3 sigma") if disagree else ""
-    labels = dict(gain_source=source, gain_disagree=bool(disagree), message=note, **estimates)
-    if pix.ok and abs(a - pix.a) <= pix.sigma_a:
-        # within the pixel fit's own error: the same pixels, the offset and the plane from
-        # their moments at the combined gain
-        return pix.at_gain(a, sigma, **labels)
-    # the offset and the plane fitted at the gain of the stars (or of both), clipped anew
-    fit = fit_pair_image(src_image, dst_image, joint, **dict(fit_kw, fixed_gain=(a, sigma)))
-    return replace(pix, **estimates) if fit.status == "failed" else replace(fit, **labels)
+    if source == "none":
+        return fit.at_gain(1.0, status="offset_only", gain_source="none",
+                           message=why or fit.message) if fit.ok else fit
+    note = fit.message if source == "pixels" else ""
+    if disagree:
+        note = (f"gain from the stars: the pixel fit's {a_pix:.5f} differs from the stars' "
+                f"{a_st:.5f} by more than 3 sigma")
+    return fit.at_gain(a, sigma, gain_source=source, gain_disagree=bool(disagree),
+                       message=note)
+
+
+#: Median of a chi-square with one degree of freedom.
+_CHI2_MEDIAN = 0.454936423119572
+
+
+def _systematic(pairs):
+    """Relative error that, added to the pixel gains' sigmas, makes them agree with the stars.
+
+    ``pairs``: rows ``(a_pixels, sigma_pixels, a_stars, sigma_stars)``.  Solves
+    ``median(d^2 / (s_p^2 + (e a_p)^2 + s_s^2)) = median of chi2(1)`` for ``e >= 0`` (0 when
+    the sigmas already explain the differences, or with fewer than 5 pairs).
+    """
+    if len(pairs) < 5:
+        return 0.0
+    a_p, s_p, a_s, s_s = np.asarray(pairs, dtype=float).T
+    d2, v = (a_p - a_s) ** 2, s_p ** 2 + s_s ** 2
+
+    def excess(e):
+        return float(np.median(d2 / (v + (e * a_p) ** 2))) / _CHI2_MEDIAN - 1.0
+
+    if excess(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return hi
+
+
+def calibrate_pixel_gains(graph, *, max_rel_gain_error=MAX_REL_GAIN_ERROR):
+    """Give the pixel gains the systematic error their disagreement with the stars shows.
+
+    The pixel fit's sigma holds its noise and the uncertainty of the noise ratio, not the
+    errors of star pixels that differ between the two nodes (seeing that changed,
+    interpolation): its gain can then be several sigmas off, and where an overlap has no
+    star estimate nothing would catch it.  Over the edges with both estimates, the
+    relative error ``e`` that makes the differences agree with the sigmas (median of
+    chi-square, robust to a few outliers) is added in quadrature to every pixel sigma of
+    that channel, and every edge is combined again (:func:`combine_fit`): where the
+    pixels and the stars agree, ``e = 0`` and nothing changes.  In place.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        With ``fits`` from :func:`fit_overlap_edges` (``gain_estimator='auto'``).
+    max_rel_gain_error : float
+
+    Returns
+    -------
+    list of float
+        ``e`` per channel (also in ``graph.graph["pixel_gain_systematic"]``).
+    """
+    edges = [d for _, _, d in graph.edges(data=True) if d.get("fits")]
+    n_channels = max((len(d["fits"]) for d in edges), default=0)
+    out = []
+    for c in range(n_channels):
+        fits = [(d, d["fits"][c]) for d in edges if len(d["fits"]) > c]
+        pairs = [(f.a_pixels, f.sigma_a_pixels, f.a_stars, f.sigma_a_stars) for _, f in fits
+                 if np.isfinite(f.a_pixels) and np.isfinite(f.sigma_a_pixels)
+                 and f.sigma_a_stars <= max_rel_gain_error * f.a_stars]
+        e = _systematic(pairs)
+        out.append(e)
+        if e == 0:
+            continue
+        for d, f in fits:
+            if np.isfinite(f.a_pixels) and np.isfinite(f.sigma_a_pixels):
+                s_p = math.hypot(f.sigma_a_pixels, e * f.a_pixels)
+                d["fits"][c] = combine_fit(replace(f, sigma_a_pixels=s_p), "auto",
+                                           max_rel_gain_error)
+        grid_info(logger, "Photometry: channel %d: the pixel gains disagree with the stars "
+                  "beyond their sigmas; a systematic error of %.3g %% added to them", c,
+                  100 * e)
+    graph.graph["pixel_gain_systematic"] = out
+    return out
 
 
 def _fit_edge(graph, u, v, *, model, origin, min_pixels, kappa, max_iter, max_pixels,
@@ -521,8 +607,12 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
             return _failed_edge_fits(graph, u, v, exc, origin, model)
 
     for (u, v), fits in zip(edges, thread_map(fit_one, range(len(edges)), workers)):
-        status = edge_status(fits)
         graph.edges[u, v]["fits"] = fits
+    if gain_estimator == "auto" and edges:
+        calibrate_pixel_gains(graph.edge_subgraph(edges), max_rel_gain_error=fit_kwargs.get(
+            "max_rel_gain_error", MAX_REL_GAIN_ERROR))
+    for u, v in edges:
+        status = edge_status(graph.edges[u, v]["fits"])
         graph.edges[u, v]["status"] = status
         counts[status] += 1
     stage = graph_label(graph.graph.get("node_kind", "tiles"))[0]
