@@ -157,10 +157,11 @@ class FrameSurvey:
         return sample_sky(self.sky, self.truth_wcs, wcs, box, stars=stars)
 
 
-def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
+def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True, fwhm=None):
     """Surface brightness of ``sky`` at the pixel centres of ``box`` of a target grid.
 
     Returns an ``(h, w, C)`` float64 array, NaN where a target pixel has no sky position.
+    ``fwhm``: the stars' PSF width in this grid (default the sky's; the same fluxes).
 
     Target pixels are mapped to the truth grid with the interpolated
     coordinate map of :func:`photometry_graph.stacking.resample.coordinate_map`
@@ -173,7 +174,7 @@ def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True):
     out = sky.smooth_at(np.where(bad, 0.0, tx), np.where(bad, 0.0, ty))
     if stars and sky.star_x.size:
         sx, sy = transform_pixels(truth_wcs, target_wcs, sky.star_x, sky.star_y)
-        sigma = sky.fwhm / 2.3548200450309493
+        sigma = (sky.fwhm if fwhm is None else fwhm) / 2.3548200450309493
         ratio = celestial_pixel_scale(truth_wcs) / celestial_pixel_scale(target_wcs)
         radius = int(np.ceil(4.5 * sigma * ratio)) + 2
         peak = sky.star_flux / (2 * np.pi * sigma ** 2)
@@ -295,7 +296,8 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
                       noise_sigma=1.0, sky_level=20.0, star_density=5e-4, fwhm=3.0,
                       nebulae=3, nebula_amplitude=(5.0, 40.0), empty_borders=True,
                       nan_blob=True, trail=True, exptime=10.0, jitter=5.0, add_noise=True,
-                      rotated=None, nebula_size=(0.08, 0.3)):
+                      rotated=None, nebula_size=(0.08, 0.3), star_peak_range=(3.0, 300.0),
+                      fwhm_range=None):
     """Make overlapping plate-solved frames of one sky with injected errors.
 
     Frames sit on an ``n_rows x n_cols`` pattern with the given overlap,
@@ -356,8 +358,12 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
         Only this many frames (drawn at random) are rotated, by an angle whose size is
         uniform in ``rotation_deg_range`` (random sign); the others are not rotated.
         ``None``: every frame is rotated.
-    nebula_size : tuple of float
+    nebula_size, star_peak_range : tuple of float
         Passed to :func:`make_sky`.
+    fwhm_range : tuple of float, optional
+        Every frame sees the stars with its own PSF width, drawn uniformly in this range
+        (seeing that changes during a session; the fluxes stay the same); ``None``: all
+        frames at ``fwhm``.
 
     Returns
     -------
@@ -389,7 +395,8 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
     truth_wcs = truth_grid_wcs(center, scale, (tH, tW))
     sky = make_sky((tH, tW), n_ch, rng=rng, star_density=star_density, fwhm=fwhm,
                    nebulae=nebulae, nebula_amplitude=nebula_amplitude, sky_level=sky_level,
-                   noise_sigma=noise_sigma, nebula_size=nebula_size)
+                   noise_sigma=noise_sigma, nebula_size=nebula_size,
+                   star_peak_range=star_peak_range)
 
     n = n_rows * n_cols
     gains = rng.uniform(gain_range[0], gain_range[1], (n, n_ch))
@@ -403,6 +410,8 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
             else gradient
         slopes = unit * (amplitude * noise_sigma / extent)[..., np.newaxis]
     thetas = _rotations(rng, n, rotated, rotation_deg_range)
+    # seeing that changes from frame to frame (same flux, another PSF width)
+    fwhms = np.full(n, float(fwhm)) if fwhm_range is None else rng.uniform(*fwhm_range, n)
     border_frames = set()
     if empty_borders:
         border_frames = set(rng.choice(n, size=max(1, n // 2), replace=False).tolist())
@@ -418,7 +427,7 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
         cy = margin + (H - 1) / 2.0 + pos_y[r] + rng.uniform(-jitter, jitter)
         coeffs = _random_sip(rng, (H, W), sip_amplitude) if sip else None
         w = tan_frame_wcs(truth_wcs, cx, cy, (H, W), scale, thetas[k], coeffs)
-        clean = sample_sky(sky, truth_wcs, w, BBox(0, H, 0, W))
+        clean = sample_sky(sky, truth_wcs, w, BBox(0, H, 0, W), fwhm=fwhms[k])
         observed = (gains[k] * clean + offsets[k]
                     + slopes[k, :, 0] * (xx - centre[0])[..., np.newaxis]
                     + slopes[k, :, 1] * (yy - centre[1])[..., np.newaxis])
@@ -468,7 +477,7 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
             has_trail=(k == trail_frame)))
     info = dict(n_rows=n_rows, n_cols=n_cols, frame_shape=(H, W), overlap=overlap,
                 channels=channels, sip=sip, gradient=gradient,
-                rotation_deg=np.degrees(thetas).tolist(),
+                rotation_deg=np.degrees(thetas).tolist(), fwhm=fwhms.tolist(),
                 empty_border_frames=sorted(border_frames), nan_blob_frame=blob_frame,
                 trail_frame=trail_frame, pixel_scale_arcsec=pixel_scale_arcsec)
     return FrameSurvey(frames=frames, sky=sky, truth_wcs=truth_wcs, truth_shape=(tH, tW),

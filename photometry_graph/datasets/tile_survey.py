@@ -121,7 +121,8 @@ def make_survey(rows=3, cols=3, tile_size=256, overlap=0.2, channels=1, *, rng=N
                 noise_sigma=1.0, sky_level=20.0, star_density=5e-4, fwhm=3.0,
                 nebulae=3, nebula_amplitude=(5.0, 40.0), nebula_fill_tile=None,
                 empty_zones=False, empty_value=0.0, outlier=None, outlier_tile=None,
-                misregistration=(3, 4), add_noise=True, dtype=np.float32):
+                misregistration=(3, 4), add_noise=True, dtype=np.float32,
+                star_peak_range=(3.0, 300.0)):
     """Make a grid of overlapping observed tiles with injected photometric errors.
 
     Parameters
@@ -146,7 +147,7 @@ def make_survey(rows=3, cols=3, tile_size=256, overlap=0.2, channels=1, *, rng=N
         injected in each tile, over the tile; 0 for none.
     noise_sigma : float
         Gaussian noise per pixel.
-    sky_level, star_density, fwhm, nebulae, nebula_amplitude
+    sky_level, star_density, fwhm, nebulae, nebula_amplitude, star_peak_range
         Passed to :func:`make_sky`.
     nebula_fill_tile : int, optional
         Add a bright extended source that fills this tile (a nebula that
@@ -187,7 +188,7 @@ def make_survey(rows=3, cols=3, tile_size=256, overlap=0.2, channels=1, *, rng=N
     n = len(boxes)
     sky = make_sky(canvas, channels, rng=rng, star_density=star_density, fwhm=fwhm,
                    nebulae=nebulae, nebula_amplitude=nebula_amplitude, sky_level=sky_level,
-                   noise_sigma=noise_sigma)
+                   noise_sigma=noise_sigma, star_peak_range=star_peak_range)
     if nebula_fill_tile is not None:
         yc, xc = boxes[nebula_fill_tile].center
         color = sky.blob_color[:1] if len(sky.blob_color) else np.ones((1, channels))
