@@ -2,7 +2,8 @@
 
 A session of many frames of one field (default 120 mono frames of 1080 x 1920 on a 10 x 12
 pattern with 90 % overlap: every frame overlaps dozens of others; the faint field's sky,
-:data:`photometry_graph.datasets.FAINT_FIELD`) is generated once with
+:data:`photometry_graph.datasets.FAINT_FIELD`, with seeing that changes from frame to frame,
+``SEEING_RANGE``) is generated once with
 :func:`photometry_graph.datasets.make_frame_survey` and written as FITS frames (cached in
 ``--cache``).  Then, for this checkout and for every ``--compare`` checkout (e.g. a
 worktree of the main branch before a change), a subprocess runs grid mode's frame
@@ -57,13 +58,14 @@ print(json.dumps(dict(seconds=seconds, edges=harm.get("edges"),
 
 def make_session(folder, grid, shape, overlap, seed, faint):
     """Write the session once (frames + stack_plan.csv + truth.json); return the folder."""
-    from photometry_graph.datasets import FAINT_FIELD, make_frame_survey
+    from photometry_graph.datasets import FAINT_FIELD, SEEING_RANGE, make_frame_survey
     from photometry_graph.pipeline.demo import write_frame_survey
     folder = Path(folder)
     if (folder / "truth.json").exists():
         return folder
     survey = make_frame_survey(grid[0], grid[1], frame_shape=shape, overlap=overlap,
-                               channels=1, rng=seed, **(FAINT_FIELD if faint else {}))
+                               channels=1, rng=seed,
+                               **(dict(FAINT_FIELD, fwhm_range=SEEING_RANGE) if faint else {}))
     write_frame_survey(survey, folder)
     truth = {f"frame_{f.index:03d}.fits": f.gain.tolist() for f in survey.frames}
     (folder / "truth.json").write_text(json.dumps(truth))
@@ -95,8 +97,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sky", choices=["faint", "bright"], default="faint",
                         help="the faint field's sky (datasets.FAINT_FIELD: emission of 1-3 "
-                             "sigma, sparse stars, seeing that changes) or make_frame_survey's "
-                             "default (bright emission and stars)")
+                             "sigma, sparse stars; seeing that changes, SEEING_RANGE) or "
+                             "make_frame_survey's default (bright emission and stars)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", default=None,
                         help="folder of the generated session (default: a folder in /tmp)")

@@ -16,18 +16,20 @@ import numpy as np
 from .frame_survey import make_frame_survey
 from .tile_survey import make_survey
 
-__all__ = ["FAINT_FIELD", "make_faint_frame_survey", "make_faint_tile_survey",
+__all__ = ["FAINT_FIELD", "SEEING_RANGE", "make_faint_frame_survey", "make_faint_tile_survey",
            "frame_correction_errors"]
 
 #: The sky and the errors of the faint field (keywords of :func:`make_frame_survey`):
 #: extended emission of 1-3 noise sigmas per pixel over most of the field, sparse stars
-#: (one per 1000 px, peaks 3-300 sigma: about 260 per 512 x 512 frame, a high-latitude
-#: field), seeing that changes from frame to frame (FWHM 2.5-4 px: star pixels differ
-#: between overlapping frames, their fluxes do not), gains +-15 %, offsets +-30 sigma,
-#: gradients of up to 3 sigma across a frame.
-FAINT_FIELD = dict(star_density=1e-3, fwhm_range=(2.5, 4.0), nebulae=8,
-                   nebula_amplitude=(1.0, 3.0), nebula_size=(0.1, 0.35), sky_level=20.0,
-                   gain_range=(0.85, 1.15), offset_range=30.0)
+#: (one per 1000 px, peaks 3-300 sigma, FWHM 3 px: about 260 per 512 x 512 frame, a
+#: high-latitude field), gains +-15 %, offsets +-30 sigma, gradients of up to 3 sigma
+#: across a frame.
+FAINT_FIELD = dict(star_density=1e-3, nebulae=8, nebula_amplitude=(1.0, 3.0),
+                   nebula_size=(0.1, 0.35), sky_level=20.0, gain_range=(0.85, 1.15),
+                   offset_range=30.0)
+#: Seeing that changes from frame to frame (``fwhm_range`` of :func:`make_frame_survey`,
+#: px): star pixels then differ between overlapping frames, their fluxes do not.
+SEEING_RANGE = (2.5, 4.0)
 
 
 def make_faint_frame_survey(rng=None, *, channels=1, n_rows=5, n_cols=5,
@@ -70,7 +72,7 @@ def make_faint_tile_survey(rng=None, *, channels=1, rows=4, cols=4, tile_size=60
 
     Gains +-15 %, offsets +-30 sigma, planar gradients, empty zones (NaN) and a trail; the
     sky of :data:`FAINT_FIELD` (keywords of :func:`make_survey`, which ``overrides``
-    replace), with one PSF (tiles are stacks of many frames).
+    replace).
 
     Returns
     -------
@@ -82,7 +84,7 @@ def make_faint_tile_survey(rng=None, *, channels=1, rows=4, cols=4, tile_size=60
     >>> len(s.tiles), s.info["outlier"]
     (4, 'trail')
     """
-    kw = {k: v for k, v in FAINT_FIELD.items() if k not in ("nebula_size", "fwhm_range")}
+    kw = {k: v for k, v in FAINT_FIELD.items() if k != "nebula_size"}
     kw.update(gradient=3.0, empty_zones=True, empty_value=np.nan, outlier="trail")
     kw.update(overrides)
     return make_survey(rows, cols, tile_size, overlap, channels, rng=rng, **kw)

@@ -395,8 +395,9 @@ def _fits_step(chain, graph, full_graph):
         report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
         report["fits"] = _fit_counts(graph)
         report["fits_per_node"] = graph.number_of_edges() / max(1, len(chain.tiles))
-        report["gain_estimates"] = jsonable(dict(gain_estimates(graph),
-                                                 estimator=graph.graph.get("gain_estimator")))
+        report["gain_estimates"] = jsonable(dict(
+            gain_estimates(graph), estimator=graph.graph.get("gain_estimator"),
+            pixel_systematic=graph.graph.get("pixel_gain_systematic")))
         report["steps"].append("fits")
     except TypeError:
         raise
