@@ -19,8 +19,9 @@ and, for each cell, over seeds (new sky, stars, noise, gain, offsets and gradien
 The estimators:
 
 - **pixels**: :func:`photometry_graph.photometry.regression.fit_pair_image` with the plane
-  model and its package defaults (its thresholds: ``min_signal_to_noise=3``,
-  ``max_rel_gain_error=0.01``), with its own ``sigma_a``; a fit whose status is not
+  model and its package defaults (no signal-to-noise threshold: an honest ``sigma_a``,
+  statistical and the systematic of the noise ratio; offset-only only for a degenerate
+  overlap, ``sigma_a / a > 25 %``), with its own ``sigma_a``; a fit whose status is not
   ``ok`` (``offset_only``) gives no gain;
 - **stars**: :func:`photometry_graph.photometry.stars.measure_star_ratio` with its defaults;
 - **combined**: :func:`photometry_graph.photometry.stars.combine_gain_estimates` of the two.
