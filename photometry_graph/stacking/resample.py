@@ -19,11 +19,10 @@ pixel of the centre of a valid source pixel (the nearest source pixel is valid;
 what the valid source pixels cover.  Where every source pixel of its
 interpolation kernel is valid (bilinear: interpolated validity above
 ``valid_threshold``, 0.999; bicubic: the whole 4x4 neighbourhood), the value is the
-interpolated one; nearer than that to an invalid zone the interpolation is
-clamped to the valid edge: the bilinear value of the valid neighbours divided by
-their interpolated validity (the edge pixel's own value on a straight edge), as
-the frame's outer half pixel takes the edge value (``reproject`` does the
-same there).  ``clamp_edges=False`` leaves those edge pixels invalid instead
+interpolated one; nearer than that to an invalid zone the output is clamped to the
+edge pixel: the value of the nearest (valid) source pixel, as the frame's outer
+half pixel takes the edge value (``reproject`` does the same there).
+``clamp_edges=False`` leaves those edge pixels invalid instead
 (the stricter rule of the frame photometry, which would rather lose a rim than
 measure an extrapolated value).
 
@@ -260,18 +259,16 @@ def _edge_rule(sub, vmap, fx, fy, res, inside, *, mode, valid_threshold, clamp_e
     """Validity and values of a bilinear or bicubic remap near invalid source pixels.
 
     Interpolated where the kernel holds only valid pixels; within half a pixel of a
-    valid source pixel otherwise, the valid neighbours' bilinear value normalised by
-    their interpolated validity (``clamp_edges``).  Returns ``(ok, res)``.
+    valid source pixel otherwise, that pixel's value (``clamp_edges``: the output is
+    clamped to the edge pixel, as the frame's outer half pixel is).  Returns
+    ``(ok, res)``.
     """
     import cv2
     border = cv2.BORDER_REPLICATE
     vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
     if mode == "linear":
         full = vres > valid_threshold
-        # the bilinear value of the valid neighbours over their weight (where full, the
-        # division by a weight above valid_threshold only removes a negligible bias)
-        np.divide(res, np.maximum(vres, 1e-6 if clamp_edges else valid_threshold)[
-            ..., np.newaxis], out=res)
+        np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
     else:
         from scipy import ndimage
         eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
@@ -281,9 +278,8 @@ def _edge_rule(sub, vmap, fx, fy, res, inside, *, mode, valid_threshold, clamp_e
     if not clamp_edges:
         return ok, res
     near = inside & ~full & (_remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
-    if near.any() and mode != "linear":
-        lin = _remap(sub, fx, fy, cv2.INTER_LINEAR, border)[near]
-        res[near] = lin / np.maximum(vres[near], 1e-6)[..., np.newaxis]
+    if near.any():
+        res[near] = _remap(sub, fx, fy, cv2.INTER_NEAREST, border)[near]
     return ok | near, res
 
 
@@ -322,7 +318,7 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         images); meant for photometric comparisons, not for images.
     clamp_edges : bool
         Output pixels within half a pixel of a valid source pixel but nearer
-        than the kernel to an invalid one are valid, clamped to the valid edge
+        than the kernel to an invalid one are valid, clamped to the edge pixel
         (default); ``False`` leaves them invalid.
 
     Returns
