@@ -57,17 +57,14 @@ class FitSettings:
         ``noise_counts`` (:func:`noise_ratio_uncertainty`).
     noise_counts : tuple
         Pixels behind each estimated noise (``None`` for a given noise).
-    fixed_gain : tuple of float or None
-        ``(a, sigma_a)``: the gain is not fitted but fixed at ``a`` (measured elsewhere,
-        e.g. from stars, with the uncertainty ``sigma_a``).
 
     Examples
     --------
     >>> s = FitSettings(model="plane", origin=(0.0, 0.0), lam=1.0, kappa=4.0, max_iter=10,
     ...                 min_pixels=500, grow_kappa=2.0, min_signal_to_noise=0.0,
     ...                 max_rel_gain_error=0.25)
-    >>> s.plane, s.noise_x, s.fixed_gain
-    (True, None, None)
+    >>> s.plane, s.noise_x
+    (True, None)
     """
 
     model: str
@@ -83,7 +80,6 @@ class FitSettings:
     noise_y: object = None
     noise_ratio_error: object = None
     noise_counts: tuple = (None, None)
-    fixed_gain: object = None
 
     @property
     def plane(self):
@@ -608,7 +604,7 @@ def noise_ratio_uncertainty(n_x=None, n_y=None, *, correlation=1.0):
 def fit_uncertainties(design, used, sol, settings, a_fixed=None, sigma_a_extra=0.0):
     """Analytic uncertainties, replaced by the block jackknife where that is larger.
 
-    ``sigma_a_extra`` (a systematic part of the gain, or the uncertainty of a fixed gain) is
+    ``sigma_a_extra`` (the systematic part of the gain's uncertainty) is
     added in quadrature to the gain's sigma, and carried into the offset and the plane.
     """
     lam, plane = settings.lam, settings.plane

@@ -25,8 +25,9 @@ much of the signal common to both images, a scan of gain ratios scored by a
 Tukey biweight loss checks for a better one.  Only a degenerate overlap (no signal range
 at all, src and dst not positively correlated, or a gain uncertainty above
 ``max_rel_gain_error``, 25 % by default) has its offset fitted alone, and the fit says so
-(``status='offset_only'``).  A gain measured elsewhere (from stars) can be imposed with
-``fixed_gain``: the offsets and the plane are then fitted at that gain.
+(``status='offset_only'``).  A gain measured elsewhere (from stars) is imposed with
+:meth:`PairwiseFit.at_gain`: the offsets and the plane follow at that gain from the
+moments of the fit's pixels.
 
 Every fit also carries the *planar moments* of the two images over the pixels
 it used (centroid, means, plane slopes).  They let a global solve write, for
@@ -128,7 +129,7 @@ class PairwiseFit:
         plane was removed for ``model='plane'``): the conditioning of the gain.
     sigma_a_sys : float
         The part of ``sigma_a`` (added in quadrature) from the uncertainty of the noise
-        ratio (:func:`~.moments.noise_ratio_bias`); 0 for a fixed gain.
+        ratio (:func:`~.moments.noise_ratio_bias`).
     a_pixels, sigma_a_pixels : float
         The gain of the pixel (Deming) estimator and its sigma (NaN and inf when it gave
         none); equal to ``a`` and ``sigma_a`` unless another estimate was combined in.
@@ -289,8 +290,8 @@ def fit_ols(x, y):
 def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
              origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
              min_signal_to_noise=0.0, max_rel_gain_error=MAX_REL_GAIN_ERROR,
-             noise_ratio_error=None, fixed_gain=None, n_blocks=16, grow_kappa=2.0,
-             src=None, dst=None, channel=0):
+             noise_ratio_error=None, n_blocks=16, grow_kappa=2.0, src=None, dst=None,
+             channel=0):
     """Robust errors-in-variables fit ``y ~ a * x + b (+ plane)`` of an overlap.
 
     Parameters
@@ -335,10 +336,6 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
         number of pixels each estimated noise was measured on
         (:func:`~.moments.noise_ratio_uncertainty`; a floor of
         :data:`~.moments.NOISE_RATIO_FLOOR` for a given one).
-    fixed_gain : float or tuple of float, optional
-        ``a`` or ``(a, sigma_a)``: impose the gain (measured elsewhere, e.g. from
-        stars) and fit only the offset and the plane at it; the result has
-        ``a = a``, ``sigma_a = sigma_a`` (0 when not given) and status ``'ok'``.
     n_blocks : int
         Number of spatial blocks of the jackknife (used when ``coords`` are given).
     grow_kappa : float or None
@@ -393,14 +390,13 @@ def fit_pair(x, y, *, coords=None, noise_x=None, noise_y=None, model="offset",
                        origin=origin, kappa=kappa, max_iter=max_iter, min_pixels=min_pixels,
                        min_signal_to_noise=min_signal_to_noise,
                        max_rel_gain_error=max_rel_gain_error,
-                       noise_ratio_error=noise_ratio_error, fixed_gain=fixed_gain,
-                       n_blocks=n_blocks, grow_kappa=grow_kappa, src=src, dst=dst,
-                       channel=channel)
+                       noise_ratio_error=noise_ratio_error, n_blocks=n_blocks,
+                       grow_kappa=grow_kappa, src=src, dst=dst, channel=channel)
 
 
 def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_iter, min_pixels,
                 min_signal_to_noise, max_rel_gain_error, n_blocks, src, dst, channel,
-                noise_ratio_error=None, fixed_gain=None, grow_kappa=2.0, images=None,
+                noise_ratio_error=None, grow_kappa=2.0, images=None,
                 noise_counts=(None, None)):
     """:func:`fit_pair`; ``images`` ``(X, Y, valid, x0, y0)``: the pixels to polish on.
 
@@ -479,7 +475,7 @@ def _fit_arrays(x, y, *, coords, noise_x, noise_y, model, origin, kappa, max_ite
         max_rel_gain_error=max_rel_gain_error, noise_x=noise_x if noise_known else None,
         noise_y=noise_y if noise_known else None,
         noise_ratio_error=None if noise_ratio_error is None else float(noise_ratio_error),
-        noise_counts=(n_x, n_y), fixed_gain=_fixed_gain(fixed_gain))
+        noise_counts=(n_x, n_y))
     return _fit_core(design, polish, settings, notes=notes, n_total=n_total, labels=labels)
 
 
@@ -505,13 +501,12 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
     whole image, whose moments (and block moments) give the fit
     (:func:`~.clipping.clip_and_polish`).  The gain's sigma is the statistical one
     and the systematic one of the noise ratio (:func:`~.moments.noise_ratio_bias`) in
-    quadrature; ``settings.fixed_gain`` imposes the gain instead of fitting it.
+    quadrature.
     """
     src, dst, channel = labels["src"], labels["dst"], labels["channel"]
     lam, min_pixels = settings.lam, settings.min_pixels
     noise_x, noise_y = settings.noise_x, settings.noise_y
     noise_known = noise_x is not None
-    fixed = settings.fixed_gain
 
     def clipped(a_fixed, why=""):
         design_, used_, sol_ = clip_and_polish(sub, polish, settings, a_fixed)
@@ -523,7 +518,7 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
 
     sub = design
     try:
-        design, used, sol = clipped(None if fixed is None else fixed[0])
+        design, used, sol = clipped(None)
     except _TooFew as exc:
         return PairwiseFit.failed(exc.args[0], n_total=n_total, n_used=exc.args[1], **labels)
     a = float(sol["a"])
@@ -541,12 +536,8 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
     snr = _snr(signal_var, inflate * noise_x)
 
     sigma_sys = 0.0
-    if fixed is not None:
-        status, why = "ok", ""
-        unc = fit_uncertainties(design, used, sol, settings, a, sigma_a_extra=fixed[1])
-    else:
-        status, why = _gain_status(sol, settings, snr, signal_var)
-    if status == "ok" and fixed is None:
+    status, why = _gain_status(sol, settings, snr, signal_var)
+    if status == "ok":
         eps = settings.noise_ratio_error
         if eps is None:  # correlated noise: fewer independent samples, by about inflate**2
             eps = noise_ratio_uncertainty(*settings.noise_counts, correlation=inflate)
@@ -572,8 +563,7 @@ def _fit_core(design, polish, settings, *, notes, n_total, labels):
                     n_total=n_total, snr=snr)
     fit.sigma_a_sys = float(sigma_sys)
     if fit.ok:
-        fit.a_pixels, fit.sigma_a_pixels = (math.nan, math.inf) if fixed else (fit.a,
-                                                                               fit.sigma_a)
+        fit.a_pixels, fit.sigma_a_pixels = fit.a, fit.sigma_a
     else:
         fit.gain_source = "none"
     grid_debug(logger, "Photometry: fit %s->%s ch%d: %s a=%.5f±%.2g b=%.4g n=%d/%d %s",
@@ -623,18 +613,6 @@ def _make_fit(design, used, sol, settings, labels, *, noise, unc, status, messag
         signal_to_noise=float(snr))
 
 
-def _fixed_gain(value):
-    """``(a, sigma_a)`` of a ``fixed_gain`` argument (None stays None)."""
-    if value is None:
-        return None
-    a, sigma = (value, 0.0) if np.ndim(value) == 0 else tuple(value)
-    a, sigma = float(a), float(sigma)
-    if not (math.isfinite(a) and a > 0) or not sigma >= 0:
-        raise ValueError(f"fixed_gain must be a positive gain or (gain, sigma >= 0), got "
-                         f"{value!r}")
-    return a, sigma
-
-
 #: Possible values of the ``subsample`` argument of :func:`fit_pair_image`.
 SUBSAMPLE_METHODS = ("grid", "random")
 
@@ -642,7 +620,7 @@ SUBSAMPLE_METHODS = ("grid", "random")
 def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
                    model="offset", origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
                    min_signal_to_noise=0.0, max_rel_gain_error=MAX_REL_GAIN_ERROR,
-                   noise_ratio_error=None, fixed_gain=None, n_blocks=16,
+                   noise_ratio_error=None, n_blocks=16,
                    max_pixels=10_000, subsample="grid", polish=True, rng=None,
                    noise_samples=120_000, noise_estimator="auto", grow_kappa=2.0, src=None,
                    dst=None, channel=0):
@@ -691,7 +669,7 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
         as the MAD, so the sample is as precise as the whole), the MAD on a
         whole image (as :func:`photometry_graph.estimate_noise`).
     model, origin, kappa, max_iter, min_pixels, min_signal_to_noise, max_rel_gain_error,
-    noise_ratio_error, fixed_gain, n_blocks, grow_kappa, src, dst, channel
+    noise_ratio_error, n_blocks, grow_kappa, src, dst, channel
         As in :func:`fit_pair` (the coherent outliers of ``grow_kappa`` are
         grown on the subsample's grid, then on the whole image).
 
@@ -749,7 +727,7 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
     kw = dict(noise_x=noise_x, noise_y=noise_y, model=model, origin=origin, kappa=kappa,
               max_iter=max_iter, min_pixels=min_pixels,
               min_signal_to_noise=min_signal_to_noise, max_rel_gain_error=max_rel_gain_error,
-              noise_ratio_error=noise_ratio_error, fixed_gain=fixed_gain,
+              noise_ratio_error=noise_ratio_error,
               noise_counts=tuple(counts), n_blocks=n_blocks, grow_kappa=grow_kappa, src=src,
               dst=dst, channel=channel)
     coords = (ix.astype(np.float64) + float(x0), iy.astype(np.float64) + float(y0))

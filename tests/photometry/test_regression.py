@@ -323,16 +323,15 @@ def test_faint_overlaps_give_gains_with_honest_sigmas(var_s):
     assert np.abs(z).max() < 3.5
 
 
-def test_degenerate_overlaps_stay_offset_only_and_fixed_gains_fit_the_offset():
+def test_degenerate_overlaps_stay_offset_only_and_a_gain_from_elsewhere_fits_the_offset():
     rng = np.random.default_rng(3)
     x, y = _pair(np.full((H, W), 20.0), rng)                      # no signal range at all
-    fit = fit_pair_image(x, y, x0=X0, y0=Y0)
+    fit = fit_pair_image(x, y, x0=X0, y0=Y0, model="plane", origin=(0.0, 0.0))
     assert fit.status == "offset_only" and math.isinf(fit.sigma_a)
     assert fit.gain_source == "none"
-    fixed = fit_pair_image(x, y, x0=X0, y0=Y0, fixed_gain=(A_TRUE, 0.002))
-    assert fixed.status == "ok" and (fixed.a, fixed.sigma_a) == (A_TRUE, 0.002)
-    assert fixed.b == pytest.approx(B_TRUE, abs=0.05) and fixed.sigma_a_sys == 0
-    moved = fixed.at_gain(1.0, status="offset_only")
-    assert moved.b == pytest.approx(fixed.y_mean - fixed.x_mean)
-    with pytest.raises(ValueError, match="fixed_gain"):
-        fit_pair_image(x, y, fixed_gain=-1.0)
+    # the gain measured elsewhere (the stars): the offset and plane at it, from the moments
+    at = fit.at_gain(A_TRUE, 0.002, gain_source="stars")
+    assert at.status == "ok" and (at.a, at.sigma_a, at.gain_source) == (A_TRUE, 0.002, "stars")
+    assert at.offset_at(*at.centroid) == pytest.approx(B_TRUE, abs=0.05)
+    assert at.offset_at(*at.centroid) == pytest.approx(at.y_mean - A_TRUE * at.x_mean)
+    assert np.allclose((at.px, at.py), 0.0, atol=1e-3)
