@@ -36,7 +36,7 @@ RESUME_DIR = "resume"
 #: The options each kind of piece reads (besides the values it is given).
 PIECE_OPTIONS = {
     "binned frame": ("mask_eps", "saturation", "frame_smooth"),
-    "frame solve": ("frame_model", "frame_overlaps"),
+    "frame solve": ("frame_model", "frame_overlaps", "gain_estimator", "gradient_gauge"),
     "tile": ("stack_method", "stack_combine", "kappa_low", "kappa_high", "winsor_limits",
              "radial_weight", "radial_feather_fraction", "radial_shape_power", "mask_eps",
              "memory_mb"),
