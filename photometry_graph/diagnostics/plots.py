@@ -138,10 +138,10 @@ _STATUS_LABELS = {"ok": "ok", "stars": "star estimate", "offset_only": "offset-o
 
 
 def _from_stars(fit):
-    """Whether a fit says that its gain came from the stars (a ``*source*`` or
-    ``*estimator*`` attribute equal to ``"stars"``)."""
-    attrs = fit if isinstance(fit, dict) else getattr(fit, "__dict__", {})
-    return any(v == "stars" for k, v in attrs.items() if "source" in k or "estimator" in k)
+    """Whether a fit's gain came from the stars (``gain_source == "stars"``, as an attribute
+    of a :class:`~photometry_graph.photometry.regression.PairwiseFit` or a key of its JSON)."""
+    source = fit.get("gain_source") if isinstance(fit, dict) else getattr(fit, "gain_source", None)
+    return source == "stars"
 
 
 def _edge_status(data):

@@ -1,5 +1,7 @@
 """Plots: overlap graph, images, residual maps, edge residuals, solution vs truth, overlaps."""
 
+import dataclasses
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -46,6 +48,17 @@ def test_plot_overlap_graph_draws_tiles_edges_and_reference(mono):
     n_ok = sum(res.graph.edges[e]["status"] == "ok" for e in res.graph.edges)
     green = matplotlib.colors.to_rgba("tab:green")
     assert sum(np.allclose(c, green) for c in colours) == n_ok
+
+
+def test_plot_overlap_graph_colours_gains_from_the_stars(mono):
+    _, res = mono
+    graph = res.graph.copy()
+    u, v = next(e for e in graph.edges if graph.edges[e]["status"] == "ok")
+    graph.edges[u, v]["fits"] = [dataclasses.replace(f, gain_source="stars")
+                                 for f in graph.edges[u, v]["fits"]]
+    colours = plot_overlap_graph(graph).axes[0].collections[0].get_colors()
+    blue = matplotlib.colors.to_rgba("tab:blue")
+    assert sum(np.allclose(c, blue) for c in colours) == 1
 
 
 def test_plot_overlap_graph_at_sky_positions(mono):
