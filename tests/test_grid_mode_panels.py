@@ -90,11 +90,9 @@ def test_both_entry_points_give_the_same_mosaic(mono):
     assert q["coverage"] >= COVERAGE_LIMIT and q["seam_panel_borders"] <= SEAM_LIMIT
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "sky-dominated overlaps (measured): 5 of 11 pixel fits are offset-only under the "
-    "current thresholds (signal-to-noise < 3, or sigma_a / a > 1 %) and the worst panel "
-    "gain is 0.82 %; with both thresholds off all 11 give a gain and the worst is still "
-    "0.75 %: overlaps of sky and stars only need a star-based gain estimator"))
+# A sky-dominated panel set: with hard thresholds 5 of its 11 pixel fits were offset-only and
+# the worst panel gain 0.82 %.  With honest sigmas and the stars: 0.087 % (worst of seeds
+# 0-13: 0.32 %, seed 3; 13 of 14 within 0.3 %).
 def test_gains_within_0_3_percent_on_a_sky_dominated_panel_set():
     s = make_panel_set(rng=7)
     h = mosaic([(p.data, p.wcs) for p in s.frames], harmonize_only=True)
