@@ -13,33 +13,27 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 """
 
 import functools
-import hashlib
 import os
 import sys
 import time
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_debug,
-                                   grid_info, grid_warning)
-from photometry_graph.blending.assembly import assemble_mosaic
+                                   grid_warning)
 from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
-from photometry_graph.photometry.flatten import fit_background_plane, flatten_corrections
 from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
                                                 harmonize_frames, masked_gaussian_blur)
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
+from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
-                                              fits_stream, load_tiles, output_lock,
-                                              remove_temporaries, write_hdus,
-                                              write_html_report, write_json, write_preview,
-                                              write_tiff, write_uint16)
+                                              output_lock, remove_temporaries, write_hdus)
 from photometry_graph.pipeline.frameio import load_frame, scan_entry
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.images import usable_majority
@@ -49,17 +43,14 @@ from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # no
 from photometry_graph.pipeline.options import n_workers as _n_workers
 from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
-from photometry_graph.pipeline.outputs import (ChunkSummary, GridResult, chunk_coverage,
-                                               mosaic_header, plain_preview, tile_header)
-from photometry_graph.pipeline.panels import (find_fits_files, is_project_tile, panel_grid,
-                                              read_reference, scan_panels, tile_photometry,
-                                              write_panel_tiles)
+from photometry_graph.pipeline.outputs import GridResult, tile_header
+from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
 from photometry_graph.pipeline.parallel import map_tasks
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
 from photometry_graph.pipeline.progress import Progress, callback_logging
-from photometry_graph.pipeline.resume import (RESUME_DIR, PieceStore, correction_from_dict,
-                                              frame_source, piece_key, piece_options)
+from photometry_graph.pipeline.resume import (RunPieces, correction_from_dict, frame_source,
+                                              piece_key, piece_options)
 from photometry_graph.stacking.stack import (frame_on_tile, frame_weights, radial_weight,
                                              stack_frames)
 
@@ -510,34 +501,6 @@ def _locked(out, func, *args):
             remove_temporaries(out)
 
 
-@dataclass
-class _Pieces:
-    """Where a run's pieces and their records go, what they are made from, what was reused."""
-
-    out: Path
-    opts: GridOptions
-    sources: list = field(default_factory=list)  # frame_source() of each frame
-    report: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.store = PieceStore(self.out / RESUME_DIR, reuse=self.opts.resume)
-        self.tiles_dir = self.out / "tiles"
-        if not self.opts.resume:
-            self.store.clear()
-        self.report.update(folder=str(self.store.folder), enabled=self.opts.resume,
-                           reused={"binned_frames": 0, "frame_solve": False, "tiles": []})
-
-    @staticmethod
-    def binned_name(frame):
-        return "binned_" + hashlib.sha256(os.path.realpath(frame.path).encode()).hexdigest()[:20]
-
-    def reused(self, what, value, text):
-        """Note what an earlier run's pieces gave: ``value`` in the report, ``text`` logged."""
-        self.report["reused"][what] = value
-        if value:
-            grid_info(logger, "resume: reusing %s of an earlier run into %s", text, self.out)
-
-
 def _stages(input_folder, out, opts, warnings):
     timings, t0 = {}, time.perf_counter()
 
@@ -547,7 +510,7 @@ def _stages(input_folder, out, opts, warnings):
     progress = _Progress()
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
     frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
-    pieces = _Pieces(out, opts, sources=[frame_source(f) for f in frames])
+    pieces = RunPieces(out, opts, sources=[frame_source(f) for f in frames])
     lap("frames")
     grid = _global_grid(frames, opts)
     footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
@@ -569,7 +532,8 @@ def _stages(input_folder, out, opts, warnings):
              "frame_photometry": frame_report, "tile_stacking": tile_stats, "losses": losses,
              "resume": pieces.report,
              "warnings": warnings}  # filled until the report is written
-    return _assemble(tile_paths, out, opts, progress.stage(80, 100), extra, timings, t0)
+    return write_mosaic(tile_paths, out, opts, progress.stage(80, 100), extra=extra,
+                        timings=timings, t0=t0)
 
 
 # ---------------------------------------------------------------------------- assembly
@@ -628,115 +592,13 @@ def _assemble_dir(inputs, output_dir, reference, options, warnings):
     def tiles_then_mosaic(paths):  # holding the output folder's lock
         if reference is not None or opts.pixel_scale is not None or \
                 not all(map(is_project_tile, paths)):
-            paths, panels = _panel_tiles(paths, out / "tiles", reference, opts,
+            paths, panels = panel_tiles(paths, out / "tiles", reference, opts,
                                          progress.stage(0, 30))
             extra.update(panels)
-        return _assemble(paths, out, opts, progress.stage(progress.last, 100), extra, {}, t0)
+        return write_mosaic(paths, out, opts, progress.stage(progress.last, 100), extra=extra,
+                            timings={}, t0=t0)
 
     return _locked(out, tiles_then_mosaic, paths)
-
-
-def _panel_tiles(paths, tiles_dir, reference, opts, progress):
-    """Panels -> their tile files on a common grid in ``tiles_dir``, and the report's part."""
-    if any(p.resolve().parent == tiles_dir.resolve() for p in paths):
-        raise GridModeError(f"the panels are in {tiles_dir}, where their tiles are to be "
-                            "written: choose another output folder")
-    panels = scan_panels(paths, mask_eps=opts.mask_eps)
-    ref_wcs = None if reference is None else read_reference(reference)[0]
-    wcs, shape, grid = panel_grid(panels, reference=ref_wcs, pixel_scale=opts.pixel_scale)
-    progress("%d panels on a %dx%d grid (%s)", 0.0, len(panels), shape[1], shape[0],
-             grid["kind"])
-    tiles_dir.mkdir(parents=True, exist_ok=True)
-    for stale in tiles_dir.glob("tile_*.fits"):  # outputs of an earlier run of ours
-        stale.unlink()
-    tile_paths, report = write_panel_tiles(panels, wcs, shape, tiles_dir,
-                                           mask_eps=opts.mask_eps, progress=progress)
-    return tile_paths, {"inputs": [str(p) for p in paths], "panels": report,
-                        "grid": dict(grid, reference=None if reference is None
-                                     else str(reference))}
-
-
-def _flatten(tiles, corrections, shape):
-    """Corrections with the mosaic's background tilt removed, and the report (warned and
-    left as they are when the plane cannot be fitted)."""
-    try:
-        plane = fit_background_plane(tiles, corrections,
-                                     pivot=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0))
-    except Exception as exc:  # noqa: BLE001 - an optional step never stops the run
-        grid_warning(logger, "flatten: no background plane could be fitted (%s: %s); the "
-                     "mosaic is not flattened", type(exc).__name__, exc)
-        return corrections, {"status": "failed", "message": str(exc)}
-    flat = flatten_corrections({t.tile_id: (corrections or {}).get(t.tile_id)
-                                for t in tiles}, plane, tiles[0].n_channels)
-    return flat, dict(plane.to_dict(), status="ok")
-
-
-def _assemble(tile_paths, out, opts, progress, extra, timings, t0):
-    t1 = time.perf_counter()
-    tiles, shape, wcs, origin = load_tiles(tile_paths)
-    C = tiles[0].n_channels
-    progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
-    _, corrections, harm_report = tile_photometry(tiles, shape, opts)
-    if opts.flatten:
-        corrections, harm_report["flatten"] = _flatten(tiles, corrections, shape)
-    timings["harmonize"] = time.perf_counter() - t1
-    progress("tile photometry done", 0.3)
-
-    layout = ("hwc" if opts.legacy_rgb_cube else "chw") if C > 1 else "mono"
-    header = mosaic_header(wcs, len(tiles), origin, extra.get("losses"))
-    paths = {k: out / f"mosaic_grid{v}" for k, v in dict(
-        mosaic=".fits", coverage="_coverage.fits", preview="_preview.png").items()}
-    paths["report"] = out / "grid_report.json"
-    if opts.html_report:
-        paths["html"] = out / "grid_report.html"
-    summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
-    t2 = time.perf_counter()
-    mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
-    with fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
-            fits_stream(paths["coverage"], shape, header) as coverage:
-        def sink(bbox, data, weight_sum):
-            mosaic.write(bbox.y0, bbox.x0, data)
-            coverage.write(bbox.y0, bbox.x0, chunk_coverage(tiles, bbox)[..., None])
-            summary.add(bbox, data)
-
-        asm = assemble_mosaic(tiles, shape, corrections=corrections, blend=opts.blend,
-                              levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
-                              workers=_n_workers(opts), progress=lambda done, total: progress(
-                                  "blending chunk %d/%d", 0.3 + 0.6 * done / total, done, total))
-        if summary.area != shape[0] * shape[1]:
-            raise GridModeError(f"the assembly wrote {summary.area} of {shape[0] * shape[1]} "
-                                "mosaic pixels; the output was discarded")
-        timings["assembly"] = time.perf_counter() - t2
-        if opts.save_uint16:
-            paths["uint16"] = out / "mosaic_grid_uint16.fits"
-            write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
-        if opts.save_tiff != "none":
-            paths["tiff"] = out / "mosaic_grid.tif"
-            write_tiff(paths["tiff"], mosaic, summary, stretch=opts.save_tiff == "stretched")
-    write_preview(paths["preview"], summary.preview)
-    timings["total"] = time.perf_counter() - t0
-    report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,
-                  layout=layout, mosaic_origin=origin,
-                  tiles=[dict(tile_id=t.tile_id, bbox=t.bbox, path=t.meta["path"],
-                              n_frames=t.meta["n_frames"],
-                              correction=(corrections or {}).get(t.tile_id)) for t in tiles],
-                  harmonization=harm_report, blending=asm.report, timings=timings,
-                  outputs={k: str(v) for k, v in paths.items()})
-    report = write_json(paths["report"], report)
-    previews = dict(step=summary.step, mosaic=summary.preview)
-    if opts.html_report:
-        previews["plain"] = plain_preview(tiles, summary)
-        write_html_report(paths["html"], report, [
-            ("the tiles as stacked (no tile photometry, no blending)", previews["plain"]),
-            ("the mosaic", previews["mosaic"])])
-    grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s", paths["mosaic"],
-              shape[1], shape[0], C, " and ".join(str(paths[k]) for k in ("report", "html")
-                                                  if k in paths))
-    progress("done", 1.0)
-    return GridResult(mosaic=paths["mosaic"], coverage=paths["coverage"],
-                      report_path=paths["report"], preview=paths["preview"],
-                      tiles_dir=Path(tile_paths[0]).parent, uint16=paths.get("uint16"),
-                      report=report, html=paths.get("html"), previews=previews)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 from astropy.io import fits
 
 import grid_mode
+from photometry_graph.pipeline import assemble as assemble_stage
 from photometry_graph.pipeline.demo import write_frame_survey
 
 
@@ -247,7 +248,7 @@ def test_a_full_disk_while_writing_the_mosaic_is_exit_code_1(small_survey, monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(grid_mode, "fits_stream", full)
+    monkeypatch.setattr(assemble_stage, "fits_stream", full)
     assert grid_mode.main(["run", str(frames), str(root / "full"), "--tile-size", "192",
                            "--workers", "1", "-q"]) == 1
     err = capsys.readouterr().err

@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 from scipy import ndimage
 
 import grid_mode
+from photometry_graph.pipeline import assemble as assemble_stage
 from photometry_graph.pipeline.demo import mosaic_quality, write_frame_survey
 from photometry_graph.pipeline.images import frame_pixels
 from photometry_graph.datasets import make_frame_survey
@@ -431,7 +432,7 @@ def test_bad_frames_among_good_ones_are_skipped(mono_frames, tmp_path, caplog):
 def test_interrupted_run_leaves_no_final_file_and_a_rerun_succeeds(mono_frames, tmp_path,
                                                                   monkeypatch):
     _, frames, _ = mono_frames
-    real = grid_mode.assemble_mosaic
+    real = assemble_stage.assemble_mosaic
 
     def failing(*args, sink=None, **kwargs):
         calls = []
@@ -444,13 +445,13 @@ def test_interrupted_run_leaves_no_final_file_and_a_rerun_succeeds(mono_frames, 
 
         return real(*args, sink=bad_sink, **kwargs)
 
-    monkeypatch.setattr(grid_mode, "assemble_mosaic", failing)
+    monkeypatch.setattr(assemble_stage, "assemble_mosaic", failing)
     with pytest.raises(KeyboardInterrupt):
         grid_mode.run_grid_mode(frames, tmp_path / "out", **dict(FAST, chunk_size=128))
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     # no mosaic, no coverage, no temporary file, no lock: the tiles and their records
     assert names == ["resume", "tiles"]
-    monkeypatch.setattr(grid_mode, "assemble_mosaic", real)
+    monkeypatch.setattr(assemble_stage, "assemble_mosaic", real)
     res = grid_mode.run_grid_mode(frames, tmp_path / "out", **FAST)
     assert res.mosaic.exists() and res.coverage.exists() and res.report_path.exists()
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]

@@ -42,6 +42,6 @@ __all__ = [
     "SkyModel", "make_sky", "draw_empty_zones", "add_trail", "SyntheticSurvey",
     "expected_corrections", "make_survey", "SyntheticFrame", "FrameSurvey", "make_frame_survey",
     "sample_sky", "truth_grid_wcs", "tan_frame_wcs", "make_panel_set", "write_panel_set",
-    "WEIGHT_MODES", "OverlapPair", "make_overlap_pair", "FAINT_FIELD", "SEEING_RANGE", "make_faint_frame_survey",
-    "make_faint_tile_survey", "frame_correction_errors",
+    "WEIGHT_MODES", "OverlapPair", "make_overlap_pair", "FAINT_FIELD", "SEEING_RANGE",
+    "make_faint_frame_survey", "make_faint_tile_survey", "frame_correction_errors",
 ]

@@ -5,23 +5,24 @@ fallbacks, the frame photometry before stacking, and the gain ratio of an overla
 stars.
 """
 
-from .._stats import (  # noqa: F401
-    NOISE_ESTIMATORS, estimate_noise, robust_noise_1d,
+from .outliers import (  # noqa: F401
+    grown_outliers,
 )
-from .outliers import grown_outliers  # noqa: F401
 from .moments import (  # noqa: F401
     FitSettings, PixelDesign, GridDesign, solve_moments, spatial_blocks, fit_uncertainties,
     noise_ratio_bias, noise_ratio_uncertainty, NOISE_RATIO_FLOOR, sample_indices,
 )
-from .clipping import clip_and_polish  # noqa: F401
+from .clipping import (  # noqa: F401
+    clip_and_polish,
+)
 from .regression import (  # noqa: F401
     PairwiseFit, FIT_STATUSES, FIT_MODELS, SUBSAMPLE_METHODS, fit_pair, fit_pair_image, fit_ols,
-    MAX_REL_GAIN_ERROR,
+    NOISE_ESTIMATORS, robust_noise_1d, MAX_REL_GAIN_ERROR,
 )
 from .overlap import (  # noqa: F401
-    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, find_overlapping_pairs,
-    edge_status, fit_edge_channel, combine_fit, calibrate_pixel_gains, gain_estimates,
-    GAIN_ESTIMATORS,
+    build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
+    find_overlapping_pairs, edge_status, fit_edge_channel, combine_fit, calibrate_pixel_gains,
+    gain_estimates, GAIN_ESTIMATORS,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
@@ -34,9 +35,15 @@ from .edges import (  # noqa: F401
 from .lsq import (  # noqa: F401
     normal_matrix, solve_reweighted, irls, diag_inverse,
 )
-from .gains import gains_for_channel  # noqa: F401
-from .offsets import offsets_for_channel  # noqa: F401
-from .joint import joint_refine  # noqa: F401
+from .gains import (  # noqa: F401
+    gains_for_channel,
+)
+from .offsets import (  # noqa: F401
+    offsets_for_channel,
+)
+from .joint import (  # noqa: F401
+    joint_refine,
+)
 from .background import (  # noqa: F401
     estimate_tile_background, overlap_differences, match_backgrounds, BackgroundMatchResult,
 )
@@ -55,24 +62,22 @@ from .stars import (  # noqa: F401
 )
 
 __all__ = [
-    "PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "NOISE_ESTIMATORS", "SUBSAMPLE_METHODS",
-    "fit_pair", "fit_pair_image", "fit_ols", "grown_outliers", "robust_noise_1d",
-    "FitSettings", "PixelDesign", "GridDesign", "solve_moments", "spatial_blocks",
-    "fit_uncertainties", "noise_ratio_bias", "noise_ratio_uncertainty", "NOISE_RATIO_FLOOR",
-    "sample_indices", "MAX_REL_GAIN_ERROR", "clip_and_polish",
-    "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
-    "find_overlapping_pairs", "edge_status", "fit_edge_channel", "combine_fit",
-    "calibrate_pixel_gains", "gain_estimates",
+    "grown_outliers", "FitSettings", "PixelDesign", "GridDesign", "solve_moments",
+    "spatial_blocks", "fit_uncertainties", "noise_ratio_bias", "noise_ratio_uncertainty",
+    "NOISE_RATIO_FLOOR", "sample_indices", "clip_and_polish", "PairwiseFit", "FIT_STATUSES",
+    "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair", "fit_pair_image", "fit_ols",
+    "NOISE_ESTIMATORS", "robust_noise_1d", "MAX_REL_GAIN_ERROR", "build_tile_overlap_graph",
+    "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise", "find_overlapping_pairs",
+    "edge_status", "fit_edge_channel", "combine_fit", "calibrate_pixel_gains", "gain_estimates",
     "GAIN_ESTIMATORS", "PhotometrySolution", "solve_global_photometry", "select_reference",
-    "SOLVE_MODELS", "GRADIENT_GAUGES", "estimate_tile_background", "overlap_differences",
-    "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane", "background_blocks",
-    "fit_background_plane", "flatten_corrections", "HarmonizationResult", "harmonize_tiles",
-    "graph_report",
+    "SOLVE_MODELS", "GRADIENT_GAUGES", "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK",
+    "EdgeTable", "ChannelProblem", "collect_edges", "edge_pixels", "clean_sigma",
+    "edge_residuals", "summarise_residuals", "normal_matrix", "solve_reweighted", "irls",
+    "diag_inverse", "gains_for_channel", "offsets_for_channel", "joint_refine",
+    "estimate_tile_background", "overlap_differences", "match_backgrounds",
+    "BackgroundMatchResult", "BackgroundPlane", "background_blocks", "fit_background_plane",
+    "flatten_corrections", "HarmonizationResult", "harmonize_tiles", "graph_report",
     "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",
-    "masked_gaussian_blur", "frame_bin_factor",
-    "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
-    "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise_residuals",
-    "normal_matrix", "solve_reweighted", "irls", "diag_inverse", "gains_for_channel",
-    "offsets_for_channel", "joint_refine", "StarRatio", "STAR_STATUSES", "GAIN_SOURCES",
+    "masked_gaussian_blur", "frame_bin_factor", "StarRatio", "STAR_STATUSES", "GAIN_SOURCES",
     "measure_star_ratio", "combine_gain_estimates",
 ]

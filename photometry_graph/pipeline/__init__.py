@@ -48,7 +48,10 @@ from .panels import (  # noqa: F401
 from .resume import (  # noqa: F401
     RESUME_DIR, PIECE_OPTIONS, INDIRECT_OPTIONS, UNRELATED_OPTIONS, package_version,
     code_digest, file_signature, frame_source, piece_options, piece_key, correction_from_dict,
-    PieceStore,
+    PieceStore, RunPieces,
+)
+from .assemble import (  # noqa: F401
+    panel_tiles, write_mosaic,
 )
 
 __all__ = [
@@ -67,12 +70,12 @@ __all__ = [
     "LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
     "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted",
     "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey",
-    "survey_wcs", "mosaic_quality", "run_demo",
-    "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
-    "read_frame_info", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel",
-    "find_fits_files", "is_project_tile", "read_panel", "scan_panels", "read_reference",
-    "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR",
-    "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest",
-    "file_signature", "frame_source", "piece_options", "piece_key", "correction_from_dict",
-    "PieceStore",
+    "survey_wcs", "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES",
+    "MIN_FRAME_SIDE", "file_problem", "celestial_wcs", "read_frame_info", "load_frame",
+    "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel", "find_fits_files", "is_project_tile",
+    "read_panel", "scan_panels", "read_reference", "panel_grid", "integer_offset",
+    "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS",
+    "UNRELATED_OPTIONS", "package_version", "code_digest", "file_signature", "frame_source",
+    "piece_options", "piece_key", "correction_from_dict", "PieceStore", "RunPieces",
+    "panel_tiles", "write_mosaic",
 ]

@@ -17,19 +17,22 @@ import importlib.metadata
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._log import get_logger, grid_info
 from ..core.correction import Correction
 from .fileio import atomic, write_json
-from .options import GridOptions  # noqa: F401 (doctests)
+from .options import GridOptions
 
 __all__ = ["RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS",
            "package_version", "code_digest",
            "file_signature", "frame_source", "piece_options", "piece_key",
-           "correction_from_dict", "PieceStore"]
+           "correction_from_dict", "PieceStore", "RunPieces"]
+
+logger = get_logger("photometry_graph.grid_mode")
 
 #: The folder of the records, in the output folder.
 RESUME_DIR = "resume"
@@ -235,3 +238,44 @@ class PieceStore:
     def clear(self):
         """Remove every record (``--no-resume``)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class RunPieces:
+    """Where a run's pieces and their records go, what they are made from, what was reused.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder: records in ``out/RESUME_DIR``, tiles in ``out/tiles``.
+    opts : GridOptions
+        ``opts.resume`` False clears the records of earlier runs.
+    sources : list
+        :func:`frame_source` of each frame.
+    report : dict
+        Filled with the folder, whether resuming is on and what was reused.
+    """
+
+    out: Path
+    opts: GridOptions
+    sources: list = field(default_factory=list)  # frame_source() of each frame
+    report: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.store = PieceStore(self.out / RESUME_DIR, reuse=self.opts.resume)
+        self.tiles_dir = self.out / "tiles"
+        if not self.opts.resume:
+            self.store.clear()
+        self.report.update(folder=str(self.store.folder), enabled=self.opts.resume,
+                           reused={"binned_frames": 0, "frame_solve": False, "tiles": []})
+
+    @staticmethod
+    def binned_name(frame):
+        """The piece name of ``frame``'s binned pixels (from its real path)."""
+        return "binned_" + hashlib.sha256(os.path.realpath(frame.path).encode()).hexdigest()[:20]
+
+    def reused(self, what, value, text):
+        """Note what an earlier run's pieces gave: ``value`` in the report, ``text`` logged."""
+        self.report["reused"][what] = value
+        if value:
+            grid_info(logger, "resume: reusing %s of an earlier run into %s", text, self.out)

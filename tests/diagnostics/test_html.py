@@ -12,7 +12,7 @@ from photometry_graph.diagnostics.report import graph_view, unpack_run
 
 
 def _tile_report(result, survey):
-    """A run's report as _assemble writes it, from a harmonization of a synthetic survey."""
+    """A run's report as write_mosaic writes it, from a harmonization of a synthetic survey."""
     return jsonable({"canvas_shape": survey.canvas_shape, "channels": survey.n_channels,
                      "tiles": [{"tile_id": t.tile_id, "bbox": t.bbox,
                                 "correction": result.corrections[t.tile_id]}
