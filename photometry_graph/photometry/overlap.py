@@ -29,8 +29,8 @@ import numpy as np
 
 from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
-from .._stats import NOISE_ESTIMATORS, estimate_noise
-from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, SUBSAMPLE_METHODS, PairwiseFit,
+from .._stats import estimate_noise
+from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, PairwiseFit, check_sampling,
                          fit_pair_image)
 from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 
@@ -577,13 +577,8 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     """
     if model not in FIT_MODELS:
         raise ValueError(f"model must be one of {FIT_MODELS}, got {model!r}")
-    if max_pixels is not None and int(max_pixels) < 1:
-        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels!r}")
-    if subsample not in SUBSAMPLE_METHODS:
-        raise ValueError(f"subsample must be one of {SUBSAMPLE_METHODS}, got {subsample!r}")
-    if noise_estimator not in NOISE_ESTIMATORS:
-        raise ValueError(f"noise_estimator must be one of {NOISE_ESTIMATORS}, got "
-                         f"{noise_estimator!r}")
+    check_sampling(max_pixels=max_pixels, subsample=subsample,
+                   noise_estimator=noise_estimator)
     if noise_samples is not None and int(noise_samples) < 1:
         raise ValueError(f"noise_samples must be >= 1 or None, got {noise_samples!r}")
     workers = check_workers(workers)

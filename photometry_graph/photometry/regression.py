@@ -65,7 +65,7 @@ from .outliers import grown_outliers  # noqa: F401 (re-exported: tests and users
 # NOISE_ESTIMATORS and robust_noise_1d (from _stats) are exported from here as before the split
 __all__ = ["PairwiseFit", "FIT_STATUSES", "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair",
            "fit_pair_image", "fit_ols", "NOISE_ESTIMATORS", "robust_noise_1d",
-           "MAX_REL_GAIN_ERROR"]
+           "MAX_REL_GAIN_ERROR", "check_sampling"]
 
 logger = get_logger(__name__)
 
@@ -617,6 +617,34 @@ def _make_fit(design, used, sol, settings, labels, *, noise, unc, status, messag
 SUBSAMPLE_METHODS = ("grid", "random")
 
 
+def check_sampling(*, max_pixels, subsample, noise_estimator):
+    """Raise ``ValueError`` for a pixel fit's sampling options that make no sense.
+
+    Parameters
+    ----------
+    max_pixels : int or None
+        At least 1 (None: no limit).
+    subsample : str
+        One of :data:`SUBSAMPLE_METHODS`.
+    noise_estimator : str
+        One of :data:`NOISE_ESTIMATORS`.
+
+    Examples
+    --------
+    >>> check_sampling(max_pixels=0, subsample="grid", noise_estimator="mad")
+    Traceback (most recent call last):
+    ...
+    ValueError: max_pixels must be >= 1 or None, got 0
+    """
+    if max_pixels is not None and int(max_pixels) < 1:
+        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels!r}")
+    if subsample not in SUBSAMPLE_METHODS:
+        raise ValueError(f"subsample must be one of {SUBSAMPLE_METHODS}, got {subsample!r}")
+    if noise_estimator not in NOISE_ESTIMATORS:
+        raise ValueError(f"noise_estimator must be one of {NOISE_ESTIMATORS}, got "
+                         f"{noise_estimator!r}")
+
+
 def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
                    model="offset", origin=(0.0, 0.0), kappa=4.0, max_iter=10, min_pixels=500,
                    min_signal_to_noise=0.0, max_rel_gain_error=MAX_REL_GAIN_ERROR,
@@ -689,13 +717,8 @@ def fit_pair_image(x, y, mask=None, *, x0=0, y0=0, noise_x=None, noise_y=None,
     >>> f.status, round(f.a, 3), round(f.b, 1), f.n_total
     ('ok', 1.05, -4.0, 160000)
     """
-    if subsample not in SUBSAMPLE_METHODS:
-        raise ValueError(f"subsample must be one of {SUBSAMPLE_METHODS}, got {subsample!r}")
-    if noise_estimator not in NOISE_ESTIMATORS:
-        raise ValueError(f"noise_estimator must be one of {NOISE_ESTIMATORS}, got "
-                         f"{noise_estimator!r}")
-    if max_pixels is not None and int(max_pixels) < 1:
-        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels!r}")
+    check_sampling(max_pixels=max_pixels, subsample=subsample,
+                   noise_estimator=noise_estimator)
     # float32 tiles stay float32 (native byte order); anything else becomes float64
     x, y = np.asarray(x), np.asarray(y)
     dt = np.float32 if (x.dtype.kind == "f" and x.dtype.itemsize == 4
