@@ -30,7 +30,7 @@ from astropy.io import fits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VOLATILE = {"timings", "seconds", "worker_pid", "outputs", "path", "input_folder", "time_s",
-            "step_times_s", "tiles_dir", "frames_dir", "options"}
+            "step_times_s", "tiles_dir", "frames_dir", "options", "folder"}
 
 
 def _array_digest(array):
