@@ -120,3 +120,29 @@ def test_write_panel_set_writes_layouts_and_weights(tmp_path, weights):
         np.testing.assert_array_equal(fits.getdata(sidecar) > 0, s.frames[1].valid)
     with pytest.raises(ValueError, match="weights"):
         write_panel_set(s, tmp_path, weights="alpha")
+
+
+def test_session_frames_follow_their_injected_gain_offset_gradient_and_noise():
+    from photometry_graph.datasets import make_session
+
+    s = make_session(14, frame_shape=(80, 120), pointings=(1, 2), rng=3, star_density=0,
+                     saturated_stars=0, trails=1, dither=4.0, rotation_deg=(-8, 8))
+    assert len(s.frames) == 14 and [p["pointing"] for p in s.params[:4]] == [0, 1, 0, 1]
+    assert s.params[0]["rotation_deg"] == pytest.approx(-8) and \
+        s.params[-1]["rotation_deg"] == pytest.approx(8)
+    assert sum(p["trail"] for p in s.params) == 1
+    H, W = 80, 120
+    xx = np.arange(W) - (W - 1) / 2.0
+    yy = np.arange(H) - (H - 1) / 2.0
+    for k in (2, 9):
+        p, f = s.params[k], s.frames[k]
+        assert f.data.dtype == np.uint16 and f.data.shape == (H, W)
+        assert np.array_equal(f.data, s.frames[k].data)  # rendered the same every time
+        if p["trail"]:
+            continue
+        truth = s.render_truth(p["wcs"], (H, W))[..., 0]
+        model = (p["gain"][0] * truth + p["offset"][0] + p["slope"][0, 0] * xx[None, :]
+                 + p["slope"][0, 1] * yy[:, None])
+        resid = f.data - model
+        assert abs(np.mean(resid)) < 4 * p["noise"] / np.sqrt(resid.size)
+        assert np.std(resid) == pytest.approx(np.hypot(p["noise"], 12 ** -0.5), rel=0.05)

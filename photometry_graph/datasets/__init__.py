@@ -26,6 +26,7 @@ from .tile_survey import (  # noqa: F401
 )
 from .frame_survey import (  # noqa: F401
     SyntheticFrame, FrameSurvey, make_frame_survey, sample_sky, truth_grid_wcs, tan_frame_wcs,
+    bayer_mosaic,
 )
 from .panels import (  # noqa: F401
     make_panel_set, write_panel_set, WEIGHT_MODES,
@@ -37,11 +38,15 @@ from .faint_field import (  # noqa: F401
     FAINT_FIELD, SEEING_RANGE, make_faint_frame_survey, make_faint_tile_survey,
     frame_correction_errors,
 )
+from .session import (  # noqa: F401
+    Session, make_session,
+)
 
 __all__ = [
     "SkyModel", "make_sky", "draw_empty_zones", "add_trail", "SyntheticSurvey",
     "expected_corrections", "make_survey", "SyntheticFrame", "FrameSurvey", "make_frame_survey",
-    "sample_sky", "truth_grid_wcs", "tan_frame_wcs", "make_panel_set", "write_panel_set",
-    "WEIGHT_MODES", "OverlapPair", "make_overlap_pair", "FAINT_FIELD", "SEEING_RANGE",
-    "make_faint_frame_survey", "make_faint_tile_survey", "frame_correction_errors",
+    "sample_sky", "truth_grid_wcs", "tan_frame_wcs", "bayer_mosaic", "make_panel_set",
+    "write_panel_set", "WEIGHT_MODES", "OverlapPair", "make_overlap_pair", "FAINT_FIELD",
+    "SEEING_RANGE", "make_faint_frame_survey", "make_faint_tile_survey",
+    "frame_correction_errors", "Session", "make_session",
 ]

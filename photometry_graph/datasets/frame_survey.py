@@ -9,9 +9,22 @@ from ..core.tiles import BBox
 from .sky import SkyModel, add_trail, make_sky
 
 __all__ = ["SyntheticFrame", "FrameSurvey", "make_frame_survey", "sample_sky",
-           "truth_grid_wcs", "tan_frame_wcs"]
+           "truth_grid_wcs", "tan_frame_wcs", "bayer_mosaic"]
 
 _BAYER_RGGB = np.array([[0, 1], [1, 2]])  # channel of (row % 2, col % 2)
+
+
+def bayer_mosaic(rgb):
+    """The RGGB colour-filter raw ``(H, W)`` that a camera records of an ``(H, W, 3)`` image.
+
+    Examples
+    --------
+    >>> bayer_mosaic(np.arange(12.0).reshape(2, 2, 3)).tolist()
+    [[0.0, 4.0], [7.0, 11.0]]
+    """
+    H, W = rgb.shape[:2]
+    ch = _BAYER_RGGB[(np.arange(H) % 2)[:, None], (np.arange(W) % 2)[None, :]]
+    return np.take_along_axis(rgb, ch[..., np.newaxis], axis=2)[..., 0]
 
 
 @dataclass
@@ -157,11 +170,15 @@ class FrameSurvey:
         return sample_sky(self.sky, self.truth_wcs, wcs, box, stars=stars)
 
 
-def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True, fwhm=None):
+def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True, fwhm=None, smooth=None):
     """Surface brightness of ``sky`` at the pixel centres of ``box`` of a target grid.
 
-    Returns an ``(h, w, C)`` float64 array, NaN where a target pixel has no sky position.
-    ``fwhm``: the stars' PSF width in this grid (default the sky's; the same fluxes).
+    ``sky`` is a :class:`~photometry_graph.datasets.sky.SkyModel` in the pixel grid of
+    ``truth_wcs``; returns ``(h, w, C)`` float64, NaN where a target pixel has no sky
+    position.  Stars are the Gaussian PSF sampled at each pixel's exact sky position;
+    ``fwhm``: their width in this grid (default the sky's; the same fluxes).
+    ``smooth(x, y)`` gives the smooth part (background and extended emission) at truth
+    grid coordinates (default ``sky.smooth_at``).
 
     Target pixels are mapped to the truth grid with the interpolated
     coordinate map of :func:`photometry_graph.stacking.resample.coordinate_map`
@@ -171,7 +188,7 @@ def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True, fwhm=None):
     from ..core.wcsgrid import celestial_pixel_scale, transform_pixels
     tx, ty = coordinate_map(truth_wcs, target_wcs, box, grid_step=8)
     bad = ~np.isfinite(tx) | ~np.isfinite(ty)
-    out = sky.smooth_at(np.where(bad, 0.0, tx), np.where(bad, 0.0, ty))
+    out = (smooth or sky.smooth_at)(np.where(bad, 0.0, tx), np.where(bad, 0.0, ty))
     if stars and sky.star_x.size:
         sx, sy = transform_pixels(truth_wcs, target_wcs, sky.star_x, sky.star_y)
         sigma = (sky.fwhm if fwhm is None else fwhm) / 2.3548200450309493
@@ -180,7 +197,10 @@ def sample_sky(sky, truth_wcs, target_wcs, box, *, stars=True, fwhm=None):
         peak = sky.star_flux / (2 * np.pi * sigma ** 2)
         x_origin, y_origin = box.x0, box.y0
         h, w = box.shape
-        for i in np.flatnonzero(np.isfinite(sx) & np.isfinite(sy)):
+        with np.errstate(invalid="ignore"):  # only the stars that can reach the box
+            near = ((sx - x_origin > -radius - 2) & (sx - x_origin < w + radius + 2)
+                    & (sy - y_origin > -radius - 2) & (sy - y_origin < h + radius + 2))
+        for i in np.flatnonzero(near):
             cx, cy = int(np.floor(sx[i] - x_origin)), int(np.floor(sy[i] - y_origin))
             x0, x1 = max(0, cx - radius), min(w, cx + radius + 2)
             y0, y1 = max(0, cy - radius), min(h, cy + radius + 2)
@@ -432,8 +452,7 @@ def make_frame_survey(n_rows=2, n_cols=3, frame_shape=(240, 360), overlap=0.3, *
                     + slopes[k, :, 0] * (xx - centre[0])[..., np.newaxis]
                     + slopes[k, :, 1] * (yy - centre[1])[..., np.newaxis])
         if channels == "bayer":
-            ch = _BAYER_RGGB[(np.arange(H) % 2)[:, None], (np.arange(W) % 2)[None, :]]
-            img = np.take_along_axis(observed, ch[..., np.newaxis], axis=2)[..., 0]
+            img = bayer_mosaic(observed)
         elif channels == 1:
             img = observed[..., 0]
         else:
