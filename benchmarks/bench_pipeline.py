@@ -20,12 +20,11 @@ in its own subprocess so that its memory is its own:
   reproject_function=reproject.reproject_interp, match_background=True)``
   and writes the mosaic with astropy.
 
-Measured for each subprocess: the wall time from start to exit, and the
-peak RSS of its process tree -- the larger of (a) the peak, over polls
-every 50 ms with psutil, of the summed RSS of the process and all its
-descendants (worker processes included) and (b) the child's own high-water
-mark ``VmHWM`` read from ``/proc/<pid>/status`` while it runs (it catches
-peaks shorter than the polling interval in the main process).  Printed: a
+Measured for each subprocess (``benchmarks/_measure.py``): the wall time from start to
+exit, the peak PSS of its process tree (worker processes included, shared pages counted
+once) and its peak RSS -- the larger of (a) the peak, over samples every 50 ms with psutil,
+of the summed RSS of the process and all its descendants and (b) the largest high-water
+mark ``VmHWM`` of one of them (it catches peaks shorter than the sampling interval).  Printed: a
 table of method, wall time, peak RSS and the ratios of both to the
 reproject peer of the same run, plus the speed-up of ``--workers 2`` over
 ``--workers 1``.  Frame generation is not timed in the table.
@@ -39,13 +38,15 @@ Run::
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure  # noqa: E402
 
 # The peer, run as ``python -c PEER_SCRIPT FRAMES_DIR OUTPUT_FITS``.
 PEER_SCRIPT = r"""
@@ -70,74 +71,9 @@ wcs_out, shape_out = find_optimal_celestial_wcs(inputs)
 mosaic, footprint = reproject_and_coadd(inputs, wcs_out, shape_out=shape_out,
                                         reproject_function=reproject.reproject_interp,
                                         match_background=True)
+mosaic[footprint == 0] = np.nan
 fits.PrimaryHDU(mosaic.astype(np.float32), wcs_out.to_header()).writeto(out, overwrite=True)
 """
-
-POLL_S = 0.05
-
-
-def _vm_hwm_bytes(pid):
-    """``VmHWM`` of a live process in bytes, or 0 when unreadable (exited, zombie)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _tree_rss_bytes(proc):
-    """Summed RSS of a psutil process and all its descendants (0 for vanished ones)."""
-    procs = [proc]
-    try:
-        procs += proc.children(recursive=True)
-    except psutil.Error:
-        pass
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def measure(cmd, *, timeout):
-    """Run ``cmd`` in a subprocess.
-
-    Returns (wall s, peak tree RSS bytes, return code, stderr tail).
-    """
-    with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        proc = psutil.Process(child.pid)
-        peak_tree = peak_hwm = 0
-        timed_out = False
-        while child.poll() is None:
-            peak_tree = max(peak_tree, _tree_rss_bytes(proc))
-            peak_hwm = max(peak_hwm, _vm_hwm_bytes(child.pid))
-            if timeout and time.perf_counter() - t0 > timeout:
-                timed_out = True
-                try:
-                    tree = proc.children(recursive=True) + [proc]
-                except psutil.Error:
-                    tree = [proc]
-                for p in tree:
-                    try:
-                        p.kill()
-                    except psutil.Error:
-                        pass
-                child.wait()
-                break
-            time.sleep(POLL_S)
-        wall = time.perf_counter() - t0
-        err.seek(0)
-        tail = err.read().decode("utf-8", "replace").strip().splitlines()[-5:]
-    code = "timeout" if timed_out else child.returncode
-    return wall, max(peak_tree, peak_hwm), code, "\n".join(tail)
-
 
 def grid_mode_command():
     """The ``grid-mode`` console script next to the running interpreter, or a ``-c`` fallback."""
@@ -162,15 +98,15 @@ def write_frames(folder, grid, shape):
 def format_table(rows, peer_name):
     """Text table of the measured rows with ratios against the peer row."""
     peer = next((r for r in rows if r["method"] == peer_name and r["ok"]), None)
-    head = (f"{'method':<26}{'wall s':>10}{'peak RSS MB':>14}{'time/peer':>11}"
-            f"{'RSS/peer':>10}  status")
+    head = (f"{'method':<26}{'wall s':>10}{'peak RSS MB':>14}{'peak PSS MB':>14}"
+            f"{'time/peer':>11}{'RSS/peer':>10}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
         t_ratio = f"{r['wall'] / peer['wall']:.2f}" if peer else "-"
         m_ratio = f"{r['rss'] / peer['rss']:.2f}" if peer else "-"
         status = "ok" if r["ok"] else f"FAILED ({r['code']})"
         lines.append(f"{r['method']:<26}{r['wall']:>10.1f}{r['rss'] / 2**20:>14.0f}"
-                     f"{t_ratio:>11}{m_ratio:>10}  {status}")
+                     f"{r['pss'] / 2**20:>14.0f}{t_ratio:>11}{m_ratio:>10}  {status}")
     return "\n".join(lines)
 
 
@@ -218,13 +154,13 @@ def main(argv=None):
         rows = []
         for name, cmd in runs:
             print(f"running {name} ...", flush=True)
-            wall, rss, code, tail = measure(cmd, timeout=args.timeout)
-            ok = code == 0
-            rows.append({"method": name, "wall": wall, "rss": rss, "code": code, "ok": ok})
-            print(f"  {wall:.1f} s, {rss / 2**20:.0f} MB" + ("" if ok else f", FAILED ({code})"),
-                  flush=True)
-            if not ok and tail:
-                print("  " + tail.replace("\n", "\n  "), flush=True)
+            m = measure(cmd, timeout=args.timeout, interval=0.05)
+            rows.append({"method": name, "wall": m.wall_s, "rss": m.peak_rss_mb * 2**20,
+                         "pss": m.peak_pss, "code": m.returncode, "ok": m.ok})
+            print(f"  {m.wall_s:.1f} s, {m.peak_rss_mb:.0f} MB RSS, {m.peak_pss_mb:.0f} MB PSS"
+                  + ("" if m.ok else f", FAILED ({m.returncode})"), flush=True)
+            if not m.ok and m.stderr_tail:
+                print("  " + m.stderr_tail.replace("\n", "\n  "), flush=True)
 
         print()
         print(f"{n} frames of {h}x{w} px, {psutil.cpu_count()} CPUs; peak RSS = process tree")

@@ -56,6 +56,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _measure import measure, self_peak_rss_mb  # noqa: E402
+
 SIZES = {  # rows, cols, tile size, overlap
     "quick": (3, 3, 256, 0.2),
     "default": (4, 4, 512, 0.2),
@@ -259,25 +262,8 @@ def worker(method, workdir):
     wall = time.perf_counter() - t0
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # SWarp
     print("BENCH_RESULT " + json.dumps(dict(method=method, wall_s=wall, mosaic=str(path),
-                                            self_peak_mb=_self_peak_mb(),
+                                            self_peak_mb=self_peak_rss_mb(),
                                             children_peak_mb=child_mb)))
-
-
-def _self_peak_mb():
-    """Peak RSS of this process since it started (``VmHWM``).
-
-    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used where ``/proc`` exists:
-    Linux keeps it across ``exec``, so it would include the memory of the
-    benchmark process that launched this one.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _swarp_binary():
@@ -301,38 +287,22 @@ def available(method):
 
 
 def run_in_subprocess(method, workdir, timeout):
-    """Run ``worker(method)`` in a child process, polling its memory (process tree)."""
-    import psutil
+    """Run ``worker(method)`` in a child process, sampling its memory (process tree)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method,
            "--workdir", str(workdir)]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    peak = 0
-    t0 = time.perf_counter()
-    ps = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss
-                                             for c in ps.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        if time.perf_counter() - t0 > timeout:
-            proc.kill()
-            proc.communicate()
-            raise RuntimeError(f"{method} did not finish within {timeout:.0f} s")
-        time.sleep(0.05)
-    stdout, stderr = proc.communicate()
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(stderr.strip().splitlines()[-8:])
-        raise RuntimeError(f"{method} failed (exit {proc.returncode}):\n{tail}")
+    m = measure(cmd, env=env, timeout=timeout, interval=0.05)
+    if m.returncode == "timeout":
+        raise RuntimeError(f"{method} did not finish within {timeout:.0f} s")
+    lines = [ln for ln in m.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
+    if not m.ok or not lines:
+        raise RuntimeError(f"{method} failed (exit {m.returncode}):\n{m.stderr_tail}")
     result = json.loads(lines[-1][len("BENCH_RESULT "):])
-    # polled process tree (sum of RSS), own high-water mark, peak of a waited child (SWarp)
-    result["peak_rss_mb"] = max(peak / 2 ** 20, result["self_peak_mb"],
+    # sampled process tree (sum of RSS), own high-water mark, peak of a waited child (SWarp)
+    result["peak_rss_mb"] = max(m.peak_rss_mb, result["self_peak_mb"],
                                 result["children_peak_mb"])
+    result["peak_pss_mb"] = m.peak_pss_mb
     return result
 
 

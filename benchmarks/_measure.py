@@ -1,0 +1,179 @@
+"""Wall time, memory and CPU of a command's whole process tree, for the benchmarks.
+
+:func:`measure` runs a command in a subprocess and samples, every ``interval`` seconds, the
+process and all its descendants (worker processes, a forkserver, SWarp ...) plus any other
+process trees named in ``also`` (e.g. a dask cluster started for the run):
+
+* **PSS** (proportional set size, psutil ``memory_full_info().pss``): shared pages are
+  divided among the processes that share them, so the sum over a tree is the memory the
+  tree really uses (RSS counts the pages of libraries and of a forked parent once per
+  process);
+* **RSS** summed over the tree, and each process's own high-water mark ``VmHWM`` (it
+  catches a peak shorter than the sampling interval in one process);
+* **CPU seconds** of the tree: the user + system time of every descendant that its parent
+  waited for (``RUSAGE_CHILDREN`` of this process, before and after), or the sampled times
+  of the live processes when larger; ``cpu_util`` = CPU seconds / (wall x CPUs).
+
+:func:`self_peak_rss_mb` is the ``VmHWM`` of the calling process (a benchmark's child
+reporting on itself).
+"""
+
+import os
+import resource
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+import psutil
+
+__all__ = ["Measurement", "measure", "self_peak_rss_mb", "vm_hwm_bytes"]
+
+MB = 2 ** 20
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` saw of one command (memory in bytes, times in seconds)."""
+
+    wall_s: float
+    peak_pss: int
+    peak_rss: int
+    peak_hwm: int
+    cpu_s: float
+    cpu_util: float
+    returncode: object
+    stdout: str
+    stderr_tail: str
+    samples: int
+
+    @property
+    def ok(self):
+        """True when the command exited with 0."""
+        return self.returncode == 0
+
+    @property
+    def peak_pss_mb(self):
+        return self.peak_pss / MB
+
+    @property
+    def peak_rss_mb(self):
+        """The larger of the summed tree RSS and the largest single ``VmHWM``."""
+        return max(self.peak_rss, self.peak_hwm) / MB
+
+
+def vm_hwm_bytes(pid="self"):
+    """``VmHWM`` (peak RSS) of a process in bytes, 0 when unreadable (exited, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def self_peak_rss_mb():
+    """Peak RSS of the calling process since it started (``VmHWM``), MB.
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is only the fallback: Linux keeps it across
+    ``exec``, so it would include the memory of the process that launched this one.
+    """
+    hwm = vm_hwm_bytes()
+    if hwm:
+        return hwm / MB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _tree(roots):
+    procs = []
+    for root in roots:
+        procs.append(root)
+        try:
+            procs += root.children(recursive=True)
+        except psutil.Error:
+            pass
+    return procs
+
+
+def _sample(procs, cpu_seen):
+    """Summed PSS and RSS of ``procs``, their largest VmHWM; updates ``cpu_seen`` per pid."""
+    pss = rss = hwm = 0
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        pss += getattr(info, "pss", info.rss)
+        rss += info.rss
+        hwm = max(hwm, vm_hwm_bytes(p.pid))
+        cpu_seen[(p.pid, p.create_time())] = times.user + times.system
+    return pss, rss, hwm
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
+    """Run ``cmd``; return a :class:`Measurement` of its whole process tree.
+
+    Parameters
+    ----------
+    cmd : list of str
+    interval : float
+        Sampling interval, seconds (each sample reads ``/proc/<pid>/smaps_rollup`` of
+        every process of the tree).
+    timeout : float, optional
+        Kill the tree after this many seconds (``returncode`` is then ``"timeout"``).
+    env, cwd
+        Of the subprocess.
+    also : sequence of int
+        Pids of other processes whose trees count too (a dask cluster serving the run).
+    """
+    extra = [psutil.Process(pid) for pid in also]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        cpu0 = _children_cpu()
+        cpu_extra0 = sum(sum(p.cpu_times()[:2]) for p in _tree(extra))
+        t0 = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        root = psutil.Process(child.pid)
+        peak = [0, 0, 0]
+        cpu_seen, samples, code = {}, 0, None
+        while child.poll() is None:
+            sample = _sample(_tree([root] + extra), cpu_seen)
+            peak = [max(a, b) for a, b in zip(peak, sample)]
+            samples += 1
+            if timeout and time.perf_counter() - t0 > timeout:
+                for p in _tree([root]):
+                    try:
+                        p.kill()
+                    except psutil.Error:
+                        pass
+                child.wait()
+                code = "timeout"
+                break
+            time.sleep(interval)
+        wall = time.perf_counter() - t0
+        cpu_extra = sum(sum(p.cpu_times()[:2]) for p in _tree(extra)) - cpu_extra0
+        waited = _children_cpu() - cpu0  # every descendant reaped by its parent
+        sampled = sum(cpu_seen.values())
+        cpu = max(waited, sampled) + max(cpu_extra, 0.0)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        tail = "\n".join(err.read().decode("utf-8", "replace").strip().splitlines()[-8:])
+    n_cpu = psutil.cpu_count() or 1
+    return Measurement(wall_s=wall, peak_pss=peak[0], peak_rss=peak[1], peak_hwm=peak[2],
+                       cpu_s=cpu, cpu_util=cpu / max(wall * n_cpu, 1e-9),
+                       returncode=child.returncode if code is None else code, stdout=stdout,
+                       stderr_tail=tail, samples=samples)
+
+
+def load_note():
+    """``"load 0.12 0.30 0.41 (2 CPUs)"``: the machine's load averages when called."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} ({psutil.cpu_count()} CPUs)"

@@ -1,0 +1,426 @@
+"""A smart-telescope session through ``grid-mode run``, SWarp and reproject, in one run.
+
+N frames of 1080 x 1920 px (uint16 mono, or ``--bayer`` RGGB raws) of a 2 x 3 pointing
+mosaic (:func:`photometry_graph.datasets.make_session`: ±25 px dithers, field rotation
+drifting from -8° to +8° through the session, per-frame gain, sky offset, gradient and
+noise, a few satellite trails, saturated stars; known truth) are written to a folder with a
+``stack_plan.csv``.  Then, each in its own subprocess:
+
+* ``grid-mode run`` (``grid_mode.py run``; ``--memory-mb`` budgets, ``--workers``, extra
+  flags with ``--grid-args``);
+* SWarp (``swarp``/``SWarp`` on the PATH, Debian package ``swarp``; skipped with a note
+  otherwise): ``COMBINE_TYPE=AVERAGE``, ``SUBTRACT_BACK=Y``, ``NTHREADS=2``, other settings
+  at their defaults;
+* for N <= 40 mono frames, ``reproject_and_coadd(match_background=True)``
+  (``bench_pipeline.PEER_SCRIPT``).
+
+For each (``benchmarks/_measure.py``): wall time, seconds per frame, peak PSS of the whole
+process tree (shared pages counted once; workers, SWarp, a dask cluster included) and peak
+RSS, sampled every 70 ms, CPU utilisation (CPU seconds of the tree / (wall x CPUs)), and the
+mosaic's quality against the truth (:func:`photometry_graph.diagnostics.mosaic_vs_truth`
+on 512 px blocks inside the frames' footprint, star-free pixels: the spread of the block
+gains, and the RMS of the residual smoothed over 4 px -- its large-scale part -- in noise
+sigma, after a global gain + offset + plane fit; coverage = finite share of that
+footprint).  For grid-mode the
+stage times of its report, and the frame photometry's fit count.  Ratios against SWarp are
+of the same invocation; the machine's load is printed with them.
+
+Modes::
+
+    python benchmarks/bench_session.py                          # 120 mono frames
+    python benchmarks/bench_session.py --frames 40 --bayer
+    python benchmarks/bench_session.py --memory-mb 256,512,1024  # each within budget, same mosaic
+    python benchmarks/bench_session.py --scaling 60,120,240,480  # s/frame, memory; 4,993 frames
+    python benchmarks/bench_session.py --small                  # 9 x 410^2 and 4 x 160x512
+    python benchmarks/bench_session.py --scheduler local-dask   # LocalCluster, 2 workers
+
+``--data DIR`` keeps the generated frames there and reuses them (generation takes ~0.4 s a
+frame); ``--keep DIR`` keeps the outputs.
+"""
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(ROOT))
+from _measure import load_note, measure  # noqa: E402
+
+BLOCK = 512  # px, the blocks of the quality metrics
+FULL_SESSION = 4993  # frames of the Seestar S50 session of M31 that the extrapolation uses
+CLUSTER_SCRIPT = r"""
+import sys
+from dask.distributed import LocalCluster
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                       dashboard_address=None)
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()  # serve until the benchmark closes our stdin
+cluster.close()
+"""
+
+
+# ---------------------------------------------------------------------------- frames
+def session_frames(data_root, n, shape, *, bayer, seed, pointings=(2, 3)):
+    """The session and its frames folder, written unless a complete copy is there."""
+    from photometry_graph.datasets import make_session
+    from photometry_graph.pipeline.demo import write_frame_survey
+
+    session = make_session(n, tuple(shape), tuple(pointings), channels="bayer" if bayer else 1,
+                           rng=seed)
+    kind = "bayer" if bayer else "mono"
+    folder = (Path(data_root) / f"session_{kind}_{n}_{shape[0]}x{shape[1]}_"
+              f"{pointings[0]}x{pointings[1]}_s{seed}")
+    done = folder / ".complete"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        t0 = time.perf_counter()
+        write_frame_survey(session, folder)
+        done.write_text("ok\n")
+        size = sum(p.stat().st_size for p in folder.glob("*.fits")) / 2 ** 20
+        print(f"  wrote {n} {kind} frames of {shape[0]}x{shape[1]} ({size:.0f} MB) in "
+              f"{time.perf_counter() - t0:.0f} s to {folder}", flush=True)
+    return session, folder
+
+
+# ---------------------------------------------------------------------------- contenders
+def swarp_binary():
+    """The SWarp executable (``swarp``, or ``SWarp`` as Debian names it), or None."""
+    return shutil.which("swarp") or shutil.which("SWarp")
+
+
+def grid_mode_cmd(frames, out, args, memory_mb=None, scheduler=None):
+    cmd = [sys.executable, str(ROOT / "grid_mode.py"), "run", str(frames), str(out), "-q"]
+    if memory_mb is not None:
+        cmd += ["--memory-mb", str(memory_mb)]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
+    if scheduler is not None:
+        cmd += ["--scheduler", scheduler]
+    return cmd + shlex.split(args.grid_args or "")
+
+
+def swarp_cmd(frames, out):
+    names = sorted(str(p) for p in Path(frames).glob("frame_*.fits"))
+    (out / "frames.list").write_text("\n".join(names) + "\n")
+    return [swarp_binary(), "@frames.list", "-IMAGEOUT_NAME", "coadd.fits",
+            "-WEIGHTOUT_NAME", "coadd.weight.fits", "-COMBINE_TYPE", "AVERAGE",
+            "-SUBTRACT_BACK", "Y", "-NTHREADS", "2", "-RESAMPLE_DIR", str(out),
+            "-VERBOSE_TYPE", "QUIET", "-WRITE_XML", "N"]
+
+
+def reproject_cmd(frames, out):
+    from bench_pipeline import PEER_SCRIPT
+    return [sys.executable, "-c", PEER_SCRIPT, str(frames), str(out / "mosaic.fits")]
+
+
+# ---------------------------------------------------------------------------- quality
+def frames_footprint(session, wcs, shape, erode=4):
+    """Pixels of a mosaic grid inside at least one frame (``erode`` px from its edges)."""
+    import cv2
+    from photometry_graph.core.wcsgrid import transform_pixels
+
+    H, W = session.info["frame_shape"]
+    mask = np.zeros(shape, np.uint8)
+    cx = np.array([-0.5, W - 0.5, W - 0.5, -0.5])
+    cy = np.array([-0.5, -0.5, H - 0.5, H - 0.5])
+    for f_wcs in session.frame_wcs_list:
+        x, y = transform_pixels(f_wcs, wcs, cx, cy)
+        cv2.fillConvexPoly(mask, np.round(np.column_stack([x, y])).astype(np.int32), 1)
+    k = np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)
+    return cv2.erode(mask, k).astype(bool)
+
+
+def read_mosaic(path, weight_path=None):
+    """A mosaic file as ``(H, W, C)`` float32 (NaN where empty) and its celestial WCS."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    with fits.open(path) as hdul:
+        data = np.array(hdul[0].data, dtype=np.float32)
+        wcs = WCS(hdul[0].header).celestial
+    img = data[..., None] if data.ndim == 2 else np.moveaxis(data, 0, -1)
+    if weight_path is not None:  # SWarp writes 0 where nothing is covered
+        with fits.open(weight_path) as hdul:
+            img[np.asarray(hdul[0].data) <= 0] = np.nan
+    return img, wcs
+
+
+def session_quality(session, path, weight_path=None):
+    """Block gain spread (%), large-scale residual (sigma) and coverage (%) vs the truth."""
+    from photometry_graph.core.tiles import BBox
+    from photometry_graph.diagnostics import mosaic_vs_truth
+
+    img, wcs = read_mosaic(path, weight_path)
+    shape = img.shape[:2]
+    foot = frames_footprint(session, wcs, shape)
+    truth = session.render_truth(wcs, shape)
+    if truth.shape[2] != img.shape[2]:  # a raw (not debayered) peer mosaic of Bayer frames
+        return dict(gain=float("nan"), resid=float("nan"), coverage=float("nan"))
+    blocks = [BBox(y, min(y + BLOCK, shape[0]), x, min(x + BLOCK, shape[1]))
+              for y in range(0, shape[0], BLOCK) for x in range(0, shape[1], BLOCK)]
+    blocks = [b for b in blocks if foot[b.y0:b.y1, b.x0:b.x1].mean() > 0.5]
+    # star-free ("calm") pixels: a resampled star is flattened by an amount that depends on
+    # its sub-pixel phase (1-4 % block gains of any resampling method); the saturated star
+    # cores are clipped in the frames, not in the truth
+    calm = np.abs(truth - session.render_truth(wcs, shape, stars=False)).max(axis=2) \
+        < 0.05 * session.noise_sigma
+    q = mosaic_vs_truth(img, truth, blocks, noise_sigma=session.noise_sigma,
+                        valid=foot & calm, footprint=foot)
+    return dict(gain=100 * q["gain_spread"], resid=q["smooth_residual_rms_sigma"],
+                coverage=100 * q["coverage"])
+
+
+# ---------------------------------------------------------------------------- running
+def run(label, cmd, n_frames, *, cwd=None, also=(), timeout=None):
+    print(f"  running {label} ...", flush=True)
+    m = measure(cmd, cwd=cwd, also=also, timeout=timeout)
+    status = "" if m.ok else f" FAILED ({m.returncode}):\n    " + m.stderr_tail.replace(
+        "\n", "\n    ")
+    print(f"    {m.wall_s:.1f} s, PSS {m.peak_pss_mb:.0f} MB, RSS {m.peak_rss_mb:.0f} MB, "
+          f"CPU {100 * m.cpu_util:.0f} %{status}", flush=True)
+    return dict(label=label, m=m, n=n_frames)
+
+
+def grid_stages(out):
+    """Stage times (s) and the frame photometry's fit count from a grid-mode report."""
+    report = json.loads((Path(out) / "grid_report.json").read_text())
+    t = report.get("timings", {})
+    harm = (report.get("frame_photometry") or {}).get("harmonize") or {}
+    fits_ = harm.get("edges")
+    text = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
+    return f"{text}; frame fits {fits_}"
+
+
+def table(rows, peer=None):
+    """The printed table; time ratios against ``peer`` (a row of the same invocation)."""
+    head = (f"  {'method':<34}{'frames':>7}{'wall s':>9}{'s/frame':>9}{'PSS MB':>8}"
+            f"{'RSS MB':>8}{'CPU %':>7}{'gain %':>8}{'resid σ':>8}{'cover %':>8}"
+            f"{'peer/this':>10}")
+    lines = [head, "  " + "-" * (len(head) - 2)]
+    for r in rows:
+        m, q = r["m"], r.get("q") or {}
+        ratio = (f"{peer['m'].wall_s / m.wall_s:10.2f}" if peer is not None and m.ok
+                 and peer["m"].ok else f"{'-':>10}")
+        lines.append(f"  {r['label']:<34}{r['n']:>7}{m.wall_s:>9.1f}{m.wall_s / r['n']:>9.3f}"
+                     f"{m.peak_pss_mb:>8.0f}{m.peak_rss_mb:>8.0f}{100 * m.cpu_util:>7.0f}"
+                     f"{q.get('gain', float('nan')):>8.3f}{q.get('resid', float('nan')):>8.3f}"
+                     f"{q.get('coverage', float('nan')):>8.1f}{ratio}")
+    return "\n".join(lines)
+
+
+def compare_mosaics(a, b):
+    """``(identical, max |a - b|)`` of two grid-mode mosaic files (NaN where NaN)."""
+    x, _ = read_mosaic(a)
+    y, _ = read_mosaic(b)
+    if x.shape != y.shape:
+        return False, float("inf")
+    same_nan = np.array_equal(np.isnan(x), np.isnan(y))
+    diff = float(np.nanmax(np.abs(x - y))) if np.isfinite(x).any() else 0.0
+    return same_nan and diff == 0.0, diff if same_nan else float("inf")
+
+
+def start_cluster():
+    """A 2-worker dask LocalCluster in its own process: ``(process, scheduler address)``."""
+    proc = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    address = proc.stdout.readline().strip()
+    if not address:
+        raise RuntimeError("the dask LocalCluster did not start")
+    return proc, address
+
+
+# ---------------------------------------------------------------------------- modes
+def session_run(args, root, data):
+    n = args.frames
+    print(f"session of {n} {'Bayer' if args.bayer else 'mono'} frames of "
+          f"{args.frame_shape[0]}x{args.frame_shape[1]}", flush=True)
+    session, frames = session_frames(data, n, args.frame_shape, bayer=args.bayer, seed=args.seed)
+    rows, outs = [], {}
+    budgets = args.memory_mb or [None]
+    for mb in budgets:
+        label = "grid-mode run" + ("" if mb is None else f" --memory-mb {mb}")
+        out = root / f"grid_{mb}"
+        r = run(label, grid_mode_cmd(frames, out, args, mb), n, timeout=args.timeout)
+        if r["m"].ok:
+            r["q"] = session_quality(session, out / "mosaic_grid.fits")
+            r["stages"] = grid_stages(out)
+            outs[mb] = out
+        rows.append(r)
+    if args.scheduler == "local-dask":
+        proc, address = start_cluster()
+        try:
+            out = root / "grid_dask"
+            r = run("grid-mode run (LocalCluster, 2 w.)",
+                    grid_mode_cmd(frames, out, args, budgets[0], scheduler=address), n,
+                    also=[proc.pid], timeout=args.timeout)
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        if r["m"].ok:
+            r["q"] = session_quality(session, out / "mosaic_grid.fits")
+            r["stages"] = grid_stages(out)
+            outs["dask"] = out
+        rows.append(r)
+    peer, notes = None, []
+    if args.skip_swarp:
+        notes.append("SWarp skipped (--skip-swarp)")
+    elif swarp_binary() is None:
+        notes.append("SWarp skipped: no `swarp`/`SWarp` on the PATH (apt-get install swarp)")
+    else:
+        out = root / "swarp"
+        out.mkdir(parents=True, exist_ok=True)
+        peer = run("SWarp (AVERAGE, SUBTRACT_BACK)", swarp_cmd(frames, out), n,
+                   cwd=out, timeout=args.timeout)
+        if peer["m"].ok:
+            peer["q"] = session_quality(session, out / "coadd.fits", out / "coadd.weight.fits")
+        if args.bayer:
+            notes.append("SWarp co-adds the Bayer raws as they are (no debayering): a time "
+                         "reference only, no quality")
+        rows.append(peer)
+        shutil.rmtree(out, ignore_errors=True)  # its resampled frames are large
+    if n <= 40 and not args.bayer and not args.skip_reproject:
+        out = root / "reproject"
+        out.mkdir(parents=True, exist_ok=True)
+        r = run("reproject_and_coadd(match_bg)", reproject_cmd(frames, out), n,
+                timeout=args.timeout)
+        if r["m"].ok:
+            r["q"] = session_quality(session, out / "mosaic.fits")
+        rows.append(r)
+    print(f"\n{n} {'Bayer' if args.bayer else 'mono'} frames of {args.frame_shape[0]}x"
+          f"{args.frame_shape[1]}; {load_note()} at the end")
+    print(table(rows, peer))
+    for r in rows:
+        if r.get("stages"):
+            print(f"  {r['label']}: {r['stages']}")
+    keys = [k for k in outs if k != "dask"]
+    for k in keys[1:]:
+        same, diff = compare_mosaics(outs[keys[0]] / "mosaic_grid.fits",
+                                     outs[k] / "mosaic_grid.fits")
+        print(f"  mosaic --memory-mb {k} vs {keys[0]}: "
+              + ("identical" if same else f"max |difference| {diff:.3g}"))
+    if "dask" in outs and keys:
+        same, diff = compare_mosaics(outs[keys[0]] / "mosaic_grid.fits",
+                                     outs["dask"] / "mosaic_grid.fits")
+        local, dask = rows[0]["m"].wall_s, rows[len(budgets)]["m"].wall_s
+        print("  LocalCluster vs local run: mosaic "
+              + ("identical" if same else f"max |difference| {diff:.3g}")
+              + f", time x{dask / local:.2f}")
+    for note in notes:
+        print(f"  {note}")
+
+
+def scaling_run(args, root, data):
+    rows = []
+    for n in args.scaling:
+        print(f"session of {n} frames", flush=True)
+        session, frames = session_frames(data, n, args.frame_shape, bayer=args.bayer,
+                                         seed=args.seed)
+        out = root / f"grid_{n}"
+        mb = args.memory_mb[0] if args.memory_mb else None
+        r = run("grid-mode run", grid_mode_cmd(frames, out, args, mb), n, timeout=args.timeout)
+        if r["m"].ok:
+            r["stages"] = grid_stages(out)
+        rows.append(r)
+        shutil.rmtree(out, ignore_errors=True)
+        if not args.data:
+            shutil.rmtree(frames, ignore_errors=True)
+    print(f"\nscaling, {'Bayer' if args.bayer else 'mono'} frames of {args.frame_shape[0]}x"
+          f"{args.frame_shape[1]}; {load_note()} at the end")
+    print(table(rows))
+    for r in rows:
+        print(f"  {r['n']} frames: {r.get('stages')}")
+    per = np.array([r["m"].wall_s / r["n"] for r in rows if r["m"].ok])
+    pss = np.array([r["m"].peak_pss_mb for r in rows if r["m"].ok])
+    if per.size:
+        mid = np.median(per)
+        spread = 100 * np.abs(per / mid - 1).max()
+        print(f"  s/frame {per.min():.3f}-{per.max():.3f} (within {spread:.0f} % of the "
+              f"median); peak PSS {pss.min():.0f}-{pss.max():.0f} MB")
+        print(f"  {FULL_SESSION} frames extrapolated from the largest run: "
+              f"{per[-1] * FULL_SESSION / 60:.1f} min")
+
+
+def small_run(args, root, data):
+    rows, peers = [], []
+    for n, shape, pointings in ((9, (410, 410), (3, 3)), (4, (160, 512), (2, 2))):
+        session, frames = session_frames(data, n, shape, bayer=False, seed=args.seed,
+                                         pointings=pointings)
+        label = f"{n} x {shape[0]}x{shape[1]}"
+        out = root / f"grid_{n}"
+        r = run(f"grid-mode run, {label}", grid_mode_cmd(frames, out, args), n)
+        if r["m"].ok:
+            r["q"] = session_quality(session, out / "mosaic_grid.fits")
+        rows.append(r)
+        if swarp_binary() and not args.skip_swarp:
+            sw = root / f"swarp_{n}"
+            sw.mkdir(parents=True, exist_ok=True)
+            p = run(f"SWarp, {label}", swarp_cmd(frames, sw), n, cwd=sw)
+            if p["m"].ok:
+                p["q"] = session_quality(session, sw / "coadd.fits", sw / "coadd.weight.fits")
+            rows.append(p)
+            peers.append((r, p))
+    imp = run("python -c 'import grid_mode'", [sys.executable, "-c", "import grid_mode"], 1)
+    print(f"\nsmall runs; {load_note()} at the end")
+    print(table(rows))
+    print(f"  import grid_mode: {imp['m'].wall_s:.2f} s (interpreter start included)")
+    for r, p in peers:
+        print(f"  {r['label']}: {r['m'].wall_s - p['m'].wall_s:+.2f} s against SWarp "
+              f"(x{r['m'].wall_s / p['m'].wall_s:.2f})")
+
+
+def parse_list(text):
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--frame-shape", type=int, nargs=2, default=(1080, 1920), metavar=("H", "W"))
+    p.add_argument("--bayer", action="store_true", help="RGGB raws instead of mono frames")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-mb", type=parse_list, default=None, metavar="MB[,MB...]",
+                   help="grid-mode budgets to run (mosaics compared); default: its default")
+    p.add_argument("--workers", type=int, default=None, help="grid-mode --workers")
+    p.add_argument("--grid-args", default="", help="further grid-mode flags, one string")
+    p.add_argument("--scaling", type=parse_list, default=None, metavar="N[,N...]",
+                   help="grid-mode on sessions of these sizes: s/frame and memory")
+    p.add_argument("--small", action="store_true",
+                   help="9 frames of 410x410 and 4 of 160x512: fixed overhead vs SWarp")
+    p.add_argument("--scheduler", choices=["local-dask"], default=None,
+                   help="also run grid-mode on a 2-worker dask LocalCluster")
+    p.add_argument("--skip-swarp", action="store_true")
+    p.add_argument("--skip-reproject", action="store_true")
+    p.add_argument("--data", type=Path, default=None,
+                   help="keep and reuse the generated frames in this folder")
+    p.add_argument("--keep", type=Path, default=None, help="keep the outputs in this folder")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per contender")
+    args = p.parse_args(argv)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_session_"))
+    root.mkdir(parents=True, exist_ok=True)
+    data = args.data or root / "frames"
+    print(load_note() + " at the start", flush=True)
+    try:
+        if args.small:
+            small_run(args, root, data)
+        elif args.scaling:
+            scaling_run(args, root, data)
+        else:
+            session_run(args, root, data)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
