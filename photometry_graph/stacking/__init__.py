@@ -6,7 +6,8 @@ from .bayer import (  # noqa: F401
     BAYER_CODES, BAYER_PATTERNS, bayer_pattern, debayer,
 )
 from .resample import (  # noqa: F401
-    reproject_to_bbox, coordinate_map, spline_upsample_matrix, ORDERS,
+    reproject_to_bbox, coordinate_map, spline_upsample_matrix, ORDERS, fit_homography,
+    apply_homography, homography_maps, wcs_homography, source_crop, HOMOGRAPHY_TOL,
 )
 from .stack import (  # noqa: F401
     stack_frames, estimate_frame_noise, inverse_variance_weight, STACK_METHODS, WEIGHT_METHODS,
@@ -19,7 +20,8 @@ from .clip import (  # noqa: F401
 
 __all__ = [
     "BAYER_CODES", "BAYER_PATTERNS", "bayer_pattern", "debayer", "reproject_to_bbox",
-    "coordinate_map", "spline_upsample_matrix", "ORDERS", "stack_frames",
+    "coordinate_map", "spline_upsample_matrix", "ORDERS", "fit_homography", "apply_homography",
+    "homography_maps", "wcs_homography", "source_crop", "HOMOGRAPHY_TOL", "stack_frames",
     "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS", "WEIGHT_METHODS",
     "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "trim_variance_ratio",
     "weighted_stats", "masked_median", "scale_floor", "clip_block", "clip_sparse",

@@ -7,24 +7,25 @@ coarse grid of output pixels (every ``grid_step`` pixels, plus the last row
 and column), upsampled to full resolution with tensor-product cubic splines
 (a linear operator applied as two small matrix products), and the image is
 resampled with ``cv2.remap``.  The coordinate map agrees with the exact
-transform to ~1e-4 px for ordinary frames, SIP distortion included.
+transform to ~1e-4 px for ordinary frames, SIP distortion included.  Between two
+gnomonic (TAN) grids the map is exactly projective: a 3x3 homography fitted to the coarse
+nodes (:func:`wcs_homography`, once per frame for all the boxes it is reprojected onto)
+then gives every pixel's coordinates with a few operations, without the spline products.
+A box can read a crop of the frame (:func:`source_crop` says which; ``src_origin``), so
+that a caller decodes only what a box needs.
 
 Invalid source pixels (NaN, or ``False`` in ``src_mask``) never bleed into
 valid output pixels: the data are remapped with invalid pixels set to 0 and
 a validity map (1 valid, 0 invalid) is remapped with the same kernel.
 
-Rule for validity: an output pixel is valid when its centre lies within half a
-pixel of the centre of a valid source pixel (the nearest source pixel is valid;
-``-0.5 <= x <= W - 0.5`` at the frame's border), so the output covers exactly
-what the valid source pixels cover.  Where every source pixel of its
-interpolation kernel is valid (bilinear: interpolated validity above
-``valid_threshold``, 0.999; bicubic: the whole 4x4 neighbourhood), the value is the
-interpolated one; nearer than that to an invalid zone the output is clamped to the
-edge pixel: the value of the nearest (valid) source pixel, as the frame's outer
-half pixel takes the edge value (``reproject`` does the same there).
-``clamp_edges=False`` leaves those edge pixels invalid instead
-(the stricter rule of the frame photometry, which would rather lose a rim than
-measure an extrapolated value).
+Rule for validity (bilinear): an output pixel is valid when it falls within
+the source frame (``-0.5 <= x <= W - 0.5``, the outer half pixel takes the
+edge value, as in ``reproject``) and its interpolated validity exceeds
+0.999, i.e. every source pixel with a non-negligible weight is valid; the
+value is then divided by the interpolated validity, so that a neighbour with
+a weight below 1e-3 that happens to be invalid cannot bias it.  Bicubic
+output requires the whole 4x4 neighbourhood to be valid; nearest-neighbour
+output requires the nearest pixel to be valid.
 
 Bilinear interpolation smooths: at a fractional position ``p`` between two
 samples its value exceeds the true one by ``p (1 - p) / 2 * f''`` per axis
@@ -46,9 +47,15 @@ from ..core.masks import as_channels_last
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
 
-__all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS"]
+__all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
+           "fit_homography", "apply_homography", "homography_maps", "wcs_homography",
+           "source_crop", "HOMOGRAPHY_TOL"]
 
 logger = get_logger(__name__)
+
+#: Largest residual (pixels) of a projective fit to the exact transform at the coarse nodes
+#: for the coordinate map to be computed from it (TAN to TAN: ~1e-9 px).
+HOMOGRAPHY_TOL = 1e-5
 
 #: Accepted interpolation names (reproject's names and short aliases).
 ORDERS = {
@@ -118,6 +125,145 @@ def _nodes(length, step):
     return nodes
 
 
+def fit_homography(x, y, u, v):
+    """Least-squares projective map ``(u, v) = H(x, y)`` and its largest residual.
+
+    ``H`` is 3x3 with ``H[2, 2] = 1``: ``u = (H[0] . (x, y, 1)) / (H[2] . (x, y, 1))``,
+    likewise ``v`` with ``H[1]``.  The pixel-to-pixel map between two gnomonic (TAN)
+    projections of the sky is exactly projective (both are central projections from the
+    centre of the sphere, up to linear pixel-to-plane maps), so a fit to a few exactly
+    transformed points reproduces it everywhere; SIP distortion or other projections
+    leave a residual.
+
+    Parameters
+    ----------
+    x, y, u, v : array_like
+        At least four point pairs (non-finite ones are ignored).
+
+    Returns
+    -------
+    (numpy.ndarray or None, float)
+        ``H`` (None with fewer than four finite pairs) and the largest ``|(u, v) -
+        H(x, y)|`` over the points.
+
+    Examples
+    --------
+    >>> H0 = np.array([[1.0, 0.1, 3.0], [-0.1, 1.0, -2.0], [1e-4, 2e-4, 1.0]])
+    >>> x, y = np.meshgrid(np.arange(0.0, 100, 20), np.arange(0.0, 60, 20))
+    >>> d = H0[2, 0] * x + H0[2, 1] * y + 1
+    >>> H, res = fit_homography(x, y, (x + 0.1 * y + 3) / d, (-0.1 * x + y - 2) / d)
+    >>> bool(np.allclose(H, H0) and res < 1e-9)
+    True
+    """
+    x, y, u, v = (np.asarray(a, dtype=np.float64).ravel() for a in (x, y, u, v))
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(u) & np.isfinite(v)
+    x, y, u, v = x[ok], y[ok], u[ok], v[ok]
+    if x.size < 4:
+        return None, np.inf
+    X, Y, U, V = x, y, u, v
+    if x.size > 64:  # fitted on 64 points spread over the set, checked on all of them
+        pick = np.unique(np.linspace(0, x.size - 1, 64).round().astype(np.int64))
+        x, y, u, v = x[pick], y[pick], u[pick], v[pick]
+    # normalised coordinates (zero mean, unit spread) keep the linear system well conditioned
+    mx, my, s = x.mean(), y.mean(), max(np.ptp(x), np.ptp(y), 1e-12)
+    mu, mv, t = u.mean(), v.mean(), max(np.ptp(u), np.ptp(v), 1e-12)
+    xn, yn, un, vn = (x - mx) / s, (y - my) / s, (u - mu) / t, (v - mv) / t
+    one, zero = np.ones_like(xn), np.zeros_like(xn)
+    a = np.concatenate([np.column_stack([xn, yn, one, zero, zero, zero, -un * xn, -un * yn]),
+                        np.column_stack([zero, zero, zero, xn, yn, one, -vn * xn, -vn * yn])])
+    p = np.linalg.lstsq(a, np.concatenate([un, vn]), rcond=None)[0]
+    hn = np.append(p, 1.0).reshape(3, 3)
+    t_xy = np.array([[1 / s, 0, -mx / s], [0, 1 / s, -my / s], [0, 0, 1]])
+    t_uv_inv = np.array([[t, 0, mu], [0, t, mv], [0, 0, 1]])
+    H = t_uv_inv @ hn @ t_xy
+    H /= H[2, 2]
+    pu, pv = apply_homography(H, X, Y)
+    return H, float(np.max(np.hypot(pu - U, pv - V)))
+
+
+def apply_homography(H, x, y):
+    """``(u, v) = H(x, y)`` for arrays of points (see :func:`fit_homography`)."""
+    den = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+    return ((H[0, 0] * x + H[0, 1] * y + H[0, 2]) / den,
+            (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / den)
+
+
+def homography_maps(H, bbox, *, origin=(0.0, 0.0), dtype=np.float64):
+    """Source coordinates ``H(x, y) - origin`` of every pixel of ``bbox``, as two arrays.
+
+    The row and column terms are formed in float64 and combined in ``dtype`` (float32
+    halves the memory traffic; its rounding, ~1e-4 px for coordinates below 2000, is far
+    below the 1/32 px to which ``cv2.remap`` quantises positions).  A pixel's value
+    depends on its own position and ``origin`` only, never on the rest of the box.
+
+    Parameters
+    ----------
+    H : numpy.ndarray, shape (3, 3)
+        Output pixel -> source pixel (see :func:`fit_homography`).
+    bbox : BBox
+        Output box.
+    origin : tuple of float
+        ``(x0, y0)`` subtracted from the source coordinates (a source crop's corner).
+    dtype : numpy dtype
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``map_x``, ``map_y`` of shape ``bbox.shape``.
+
+    Examples
+    --------
+    >>> mx, my = homography_maps(np.eye(3), BBox(2, 4, 5, 8), origin=(1.0, 0.0))
+    >>> mx.tolist(), my[:, 0].tolist()
+    ([[4.0, 5.0, 6.0], [4.0, 5.0, 6.0]], [2.0, 3.0])
+    """
+    box = _as_bbox(bbox)
+    xs = np.arange(box.x0, box.x1, dtype=np.float64)
+    ys = np.arange(box.y0, box.y1, dtype=np.float64)[:, np.newaxis]
+    ox, oy = (float(v) for v in origin)
+    row_den = H[2, 1] * ys + H[2, 2]
+    inv = (H[2, 0] * xs).astype(dtype) + row_den.astype(dtype)
+    np.divide(1.0, inv, out=inv)
+    # H(x, y) - origin = (num - origin * den) / den: the origin enters the exact terms
+    mx = ((H[0, 0] - ox * H[2, 0]) * xs).astype(dtype) \
+        + (H[0, 1] * ys + H[0, 2] - ox * row_den).astype(dtype)
+    my = ((H[1, 0] - oy * H[2, 0]) * xs).astype(dtype) \
+        + (H[1, 1] * ys + H[1, 2] - oy * row_den).astype(dtype)
+    mx *= inv
+    my *= inv
+    return mx, my
+
+
+def wcs_homography(src_wcs, dst_wcs, bbox, *, grid_step=32, tol=None):
+    """The projective map from ``bbox`` of ``dst_wcs`` to ``src_wcs`` pixels, or None.
+
+    Fitted to the exact transform at coarse nodes of ``bbox`` (every ``grid_step`` px);
+    returned when it reproduces them to ``tol`` pixels (default :data:`HOMOGRAPHY_TOL`):
+    TAN to TAN always, SIP-distorted frames or other projections not.  One such map per
+    frame serves every tile and piece of it (the ``homography`` of
+    :func:`reproject_to_bbox`).
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> a = WCS(naxis=2); a.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> a.wcs.crval = [10, 20]; a.wcs.cdelt = [-1e-3, 1e-3]
+    >>> b = a.deepcopy(); b.wcs.crval = [10.5, 20.3]
+    >>> wcs_homography(b, a, BBox(0, 500, 0, 800)) is not None
+    True
+    """
+    box = _as_bbox(bbox)
+    step = max(2, int(grid_step))
+    ny, nx = _nodes(box.shape[0], step), _nodes(box.shape[1], step)
+    gy, gx = np.meshgrid(ny + box.y0, nx + box.x0, indexing="ij")
+    gx, gy = gx.astype(np.float64), gy.astype(np.float64)
+    cx, cy = transform_pixels(dst_wcs, src_wcs, gx, gy)
+    if not (np.isfinite(cx).all() and np.isfinite(cy).all()):
+        return None
+    H, residual = fit_homography(gx, gy, cx, cy)
+    return H if residual <= (HOMOGRAPHY_TOL if tol is None else tol) else None
+
+
 def coordinate_map(src_wcs, dst_wcs, bbox, grid_step=32):
     """Source pixel coordinates of every output pixel of ``bbox``.
 
@@ -165,6 +311,9 @@ def coordinate_map(src_wcs, dst_wcs, bbox, grid_step=32):
                    int((~np.isfinite(cx)).sum()), box)
         yy, xx = box.coordinates()
         return transform_pixels(dst_wcs, src_wcs, xx, yy)
+    H, residual = fit_homography(gx, gy, cx, cy)
+    if residual <= HOMOGRAPHY_TOL:  # TAN to TAN: the map is projective, exactly
+        return homography_maps(H, box)
     Ay = _upsample_for(h, step)
     Ax = _upsample_for(w, step)
     # anchor on the first node so that the products carry small numbers
@@ -255,37 +404,9 @@ def _curvature_term(sub, sub_valid, fx, fy, border):
     return term
 
 
-def _edge_rule(sub, vmap, fx, fy, res, inside, *, mode, valid_threshold, clamp_edges):
-    """Validity and values of a bilinear or bicubic remap near invalid source pixels.
-
-    Interpolated where the kernel holds only valid pixels; within half a pixel of a
-    valid source pixel otherwise, that pixel's value (``clamp_edges``: the output is
-    clamped to the edge pixel, as the frame's outer half pixel is).  Returns
-    ``(ok, res)``.
-    """
-    import cv2
-    border = cv2.BORDER_REPLICATE
-    vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
-    if mode == "linear":
-        full = vres > valid_threshold
-        np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
-    else:
-        from scipy import ndimage
-        eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
-        full = _remap(eroded[..., np.newaxis], fx, fy, cv2.INTER_LINEAR, border)[..., 0] \
-            > valid_threshold
-    ok = inside & full
-    if not clamp_edges:
-        return ok, res
-    near = inside & ~full & (_remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
-    if near.any():
-        res[near] = _remap(sub, fx, fy, cv2.INTER_NEAREST, border)[near]
-    return ok | near, res
-
-
 def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=None,
                       order="bilinear", valid_threshold=0.999, curvature_correction=False,
-                      clamp_edges=True):
+                      homography=None, src_origin=(0, 0)):
     """Reproject an image onto a box of another celestial grid.
 
     Parameters
@@ -307,8 +428,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     order : {"bilinear", "nearest-neighbor", "bicubic"}
         Interpolation (also "linear", "nearest", "cubic", 1, 0, 3).
     valid_threshold : float
-        Minimum interpolated validity of an interpolated (not clamped) output
-        pixel (see the module notes).
+        Minimum interpolated validity of a valid output pixel (see the
+        module notes).
     curvature_correction : bool
         Bilinear only: subtract the interpolation's smoothing bias
         ``p (1 - p) / 2`` times the second difference, per axis, so that
@@ -316,10 +437,15 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         module notes).  Raises white pixel noise by up to ~1.3x at a
         half-pixel phase on both axes (much less on smooth, e.g. blurred,
         images); meant for photometric comparisons, not for images.
-    clamp_edges : bool
-        Output pixels within half a pixel of a valid source pixel but nearer
-        than the kernel to an invalid one are valid, clamped to the edge pixel
-        (default); ``False`` leaves them invalid.
+    homography : numpy.ndarray, shape (3, 3), optional
+        The projective map from ``dst_wcs`` pixels to ``src_wcs`` pixels when the
+        caller knows it (:func:`wcs_homography`, computed once per frame for all its
+        boxes); otherwise it is looked for at the coarse nodes (TAN to TAN), and the
+        interpolated coordinate map serves any other pair of projections.
+    src_origin : tuple of int
+        ``(row, column)`` of ``data[0, 0]`` in the source frame: ``data`` is a crop of
+        the frame that ``src_wcs`` describes (pixels outside it count as outside the
+        frame).
 
     Returns
     -------
@@ -359,66 +485,199 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     H, W, C = arr.shape
     if H >= 32767 or W >= 32767:
         raise ValueError(f"source image {H}x{W} is too large for cv2.remap; split it first")
-    valid = np.isfinite(arr).all(axis=2)
-    if src_mask is not None:
-        m = np.asarray(src_mask, dtype=bool)
-        if m.shape != (H, W):
-            raise ValueError(f"src_mask shape {m.shape} does not match the data shape {(H, W)}")
-        valid &= m
+    if src_mask is not None and np.shape(src_mask) != (H, W):
+        raise ValueError(f"src_mask shape {np.shape(src_mask)} does not match the data shape "
+                         f"{(H, W)}")
     celestial_part(src_wcs)
     celestial_part(dst_wcs)
     h, w = box.shape
     out = np.full((h, w, C), np.nan, dtype=np.float32)
     footprint = np.zeros((h, w), dtype=np.float32)
-    if not valid.any():
+    mapping = _box_mapping(src_wcs, dst_wcs, box, (H, W), src_origin, grid_step, homography)
+    if mapping is None:
         return out, footprint
-    win = _source_window(src_wcs, (H, W), dst_wcs, box)
-    if win is None:
-        return out, footprint
-    mx, my = coordinate_map(src_wcs, dst_wcs, win, grid_step)
-    with np.errstate(invalid="ignore"):
-        inside = (mx >= -0.5) & (mx <= W - 0.5) & (my >= -0.5) & (my <= H - 0.5)
-    if not inside.any():
-        return out, footprint
-    # crop the source to what the map reaches (plus the kernel's reach); points
-    # outside the frame read replicated edge values and are masked by ``inside``
-    pad = 3
-    cx0 = min(W - 1, max(0, int(np.floor(np.nanmin(mx))) - pad))
-    cx1 = max(cx0 + 1, min(W, int(np.ceil(np.nanmax(mx))) + pad + 1))
-    cy0 = min(H - 1, max(0, int(np.floor(np.nanmin(my))) - pad))
-    cy1 = max(cy0 + 1, min(H, int(np.ceil(np.nanmax(my))) + pad + 1))
-    sub_valid = valid[cy0:cy1, cx0:cx1]
-    all_valid = bool(sub_valid.all())
+    win, fx, fy, (cy0, cy1, cx0, cx1), limits = mapping
     sub = arr[cy0:cy1, cx0:cx1]
+    sub_valid = np.isfinite(sub).all(axis=2) if sub.dtype.kind == "f" else \
+        np.ones(sub.shape[:2], bool)
+    if src_mask is not None:
+        sub_valid &= np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
+    if not sub_valid.any():
+        return out, footprint
+    all_valid = bool(sub_valid.all())
     if all_valid:
         sub = sub.astype(np.float32, copy=False)
     else:
         sub = np.where(sub_valid[..., np.newaxis], sub, 0.0).astype(np.float32)
-    fx = mx.astype(np.float32)
-    fy = my.astype(np.float32)
-    fx -= cx0
-    fy -= cy0
-    if not (np.isfinite(fx).all() and np.isfinite(fy).all()):
-        fx[~np.isfinite(fx)] = -1.0e6
-        fy[~np.isfinite(fy)] = -1.0e6
+    ok = None
+    if limits is not None:
+        # points outside the frame read replicated edge values and are masked here
+        x_lo, x_hi, y_lo, y_hi = limits
+        with np.errstate(invalid="ignore"):
+            ok = (fx >= x_lo) & (fx <= x_hi) & (fy >= y_lo) & (fy <= y_hi)
+        if not ok.any():
+            return out, footprint
     border = cv2.BORDER_REPLICATE
     vmap = None if all_valid else sub_valid.astype(np.float32)[..., np.newaxis]
     if mode == "nearest":
         res = _remap(sub, fx, fy, cv2.INTER_NEAREST, border)
-        ok = inside
         if vmap is not None:
-            ok = ok & (_remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
-    else:
-        res = _remap(sub, fx, fy, cv2.INTER_LINEAR if mode == "linear" else cv2.INTER_CUBIC,
-                     border)
-        ok = inside
+            ok = _and(ok, _remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
+    elif mode == "linear":
+        res = _remap(sub, fx, fy, cv2.INTER_LINEAR, border)
         if vmap is not None:
-            ok, res = _edge_rule(sub, vmap, fx, fy, res, ok, mode=mode,
-                                 valid_threshold=valid_threshold, clamp_edges=clamp_edges)
+            vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
+            ok = _and(ok, vres > valid_threshold)
+            np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
         if curvature_correction:
             res -= _curvature_term(sub, None if all_valid else sub_valid, fx, fy, border)
-    res[~ok] = np.nan
+    else:
+        from scipy import ndimage
+        res = _remap(sub, fx, fy, cv2.INTER_CUBIC, border)
+        if vmap is not None:
+            eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
+            vres = _remap(eroded[..., np.newaxis], fx, fy, cv2.INTER_LINEAR, border)[..., 0]
+            ok = _and(ok, vres > valid_threshold)
+    if ok is not None:
+        res[~ok] = np.nan
+    if win == box:
+        return res, (np.ones((h, w), np.float32) if ok is None else ok.astype(np.float32))
     sl = win.slices_in(box)
     out[sl] = res
-    footprint[sl] = ok.astype(np.float32)
+    footprint[sl] = 1.0 if ok is None else ok
     return out, footprint
+
+
+def _and(a, b):
+    """``a & b`` where ``a`` may be None (all True)."""
+    return b if a is None else a & b
+
+
+def _extent(src_wcs, dst_wcs, box, frame_shape, grid_step, homography):
+    """Where the pixels of ``box`` fall in the frame: None when they miss it, else
+    ``(win, homography, maps, (lo_x, hi_x, lo_y, hi_y))``: ``win`` the part of ``box``
+    that the frame can reach, the projective map (None: ``maps`` = the coordinate map of
+    ``win``), and the extremes of the frame coordinates of ``win``'s pixels."""
+    fh, fw = frame_shape
+    maps = None
+    if homography is None:
+        win = _source_window(src_wcs, (fh, fw), dst_wcs, box)
+        if win is None:
+            return None
+        homography = wcs_homography(src_wcs, dst_wcs, win, grid_step=grid_step)
+    else:
+        win = _homography_window(homography, (fh, fw), box)
+        if win is None:
+            return None
+    if homography is not None:
+        # a projective map takes the box's corners to the extremes of the coordinates
+        u, v = apply_homography(homography, np.array([win.x0, win.x1 - 1] * 2, np.float64),
+                                np.array([win.y0] * 2 + [win.y1 - 1] * 2, np.float64))
+        ext = (u.min(), u.max(), v.min(), v.max())
+    else:
+        maps = coordinate_map(src_wcs, dst_wcs, win, grid_step)
+        with np.errstate(invalid="ignore"):
+            ext = (np.nanmin(maps[0]), np.nanmax(maps[0]), np.nanmin(maps[1]),
+                   np.nanmax(maps[1]))
+    if not np.isfinite(ext).all() or ext[1] < -0.5 or ext[0] > fw - 0.5 \
+            or ext[3] < -0.5 or ext[2] > fh - 0.5:
+        return None
+    return win, homography, maps, ext
+
+
+def _crop_of(ext, frame_shape, pad=3):
+    """The frame pixels ``(y0, y1, x0, x1)`` that coordinates within ``ext`` read (bilinear
+    and bicubic kernels included), clipped to the frame."""
+    fh, fw = frame_shape
+    x0 = min(fw - 1, max(0, int(np.floor(ext[0])) - pad))
+    x1 = max(x0 + 1, min(fw, int(np.ceil(ext[1])) + pad + 1))
+    y0 = min(fh - 1, max(0, int(np.floor(ext[2])) - pad))
+    y1 = max(y0 + 1, min(fh, int(np.ceil(ext[3])) + pad + 1))
+    return y0, y1, x0, x1
+
+
+def source_crop(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, grid_step=32):
+    """The part of a frame that :func:`reproject_to_bbox` reads for ``bbox``, or None.
+
+    A caller can read and decode only that part of the frame, and pass it with its
+    ``src_origin``: the result is the same as with the whole frame.
+
+    Parameters
+    ----------
+    src_wcs, dst_wcs : astropy.wcs.WCS
+    bbox : BBox
+        Output box in ``dst_wcs`` pixels.
+    frame_shape : tuple of int, optional
+        ``(H, W)`` of the frame (default ``src_wcs.pixel_shape``).
+    homography, grid_step
+        As for :func:`reproject_to_bbox`.
+
+    Returns
+    -------
+    BBox or None
+        Rows and columns of the frame; None when ``bbox`` misses it.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.crval = [10, 20]; w.wcs.cdelt = [-1e-3, 1e-3]
+    >>> source_crop(w, w, BBox(10, 20, 30, 40), frame_shape=(100, 100))
+    BBox(y0=7, y1=24, x0=26, x1=44)
+    """
+    shape = frame_shape or tuple(src_wcs.pixel_shape)[::-1]
+    ext = _extent(src_wcs, dst_wcs, _as_bbox(bbox), shape, grid_step, homography)
+    return None if ext is None else BBox(*_crop_of(ext[3], shape))
+
+
+def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homography):
+    """Where the pixels of ``box`` read the source array, or None when they miss it.
+
+    Returns ``(win, fx, fy, crop, limits)``: ``win`` is the part of ``box`` that the frame
+    can reach; ``fx``, ``fy`` (float32) the source coordinates of its pixels relative to the
+    corner of ``crop`` = ``(y0, y1, x0, x1)``, the part of the source array they read
+    (plus the kernel's reach); ``limits`` = the frame's edges ``(x_lo, x_hi, y_lo, y_hi)``
+    in those coordinates, or None when every pixel of ``win`` falls inside the frame.
+    ``src_shape`` is the array's shape, ``src_origin`` = (row, column) of its corner in the
+    frame (a crop of the frame that ``src_wcs`` describes).
+    """
+    H, W = src_shape
+    sy0, sx0 = (int(v) for v in src_origin)
+    fw, fh = getattr(src_wcs, "pixel_shape", None) or (W + sx0, H + sy0)
+    found = _extent(src_wcs, dst_wcs, box, (fh, fw), grid_step, homography)
+    if found is None:
+        return None
+    win, homography, maps, ext = found
+    y0, y1, x0, x1 = _crop_of(ext, (fh, fw))
+    if y0 < sy0 or x0 < sx0 or y1 > sy0 + H or x1 > sx0 + W:
+        raise ValueError(f"the source array ({H}x{W} at {(sy0, sx0)} of the frame) does not "
+                         f"cover the part of the frame that {win} reads ({BBox(y0, y1, x0, x1)}"
+                         "; see source_crop)")
+    inside = ext[0] >= -0.5 and ext[1] <= fw - 0.5 and ext[2] >= -0.5 and ext[3] <= fh - 0.5
+    if homography is not None:
+        fx, fy = homography_maps(homography, win, origin=(x0, y0), dtype=np.float32)
+    else:
+        fx = maps[0].astype(np.float32)
+        fy = maps[1].astype(np.float32)
+        fx -= x0
+        fy -= y0
+        bad = ~(np.isfinite(fx) & np.isfinite(fy))
+        if bad.any():
+            fx[bad] = -1.0e6
+            fy[bad] = -1.0e6
+            inside = False
+    limits = None if inside else (-0.5 - x0, fw - 0.5 - x0, -0.5 - y0, fh - 0.5 - y0)
+    return win, fx, fy, (y0 - sy0, y1 - sy0, x0 - sx0, x1 - sx0), limits
+
+
+def _homography_window(H, frame_shape, box):
+    """Part of ``box`` that a frame mapped by ``H`` (box pixel -> frame pixel) can reach."""
+    fh, fw = frame_shape
+    u = np.array([-0.5, fw - 0.5, fw - 0.5, -0.5])
+    v = np.array([-0.5, -0.5, fh - 0.5, fh - 0.5])
+    gx, gy = apply_homography(np.linalg.inv(H), u, v)
+    if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
+        return box
+    win = BBox(int(np.floor(gy.min())) - 1, int(np.ceil(gy.max())) + 2,
+               int(np.floor(gx.min())) - 1, int(np.ceil(gx.max())) + 2).intersection(box)
+    return None if win.is_empty else win

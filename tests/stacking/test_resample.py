@@ -252,3 +252,42 @@ def test_curvature_correction_keeps_flat_fields_masks_and_rejects_other_orders()
     np.testing.assert_allclose(out[ok, 0], 7.0, rtol=1e-5)
     with pytest.raises(ValueError, match="bilinear"):
         reproject_to_bbox(img, src, dst, box, order="bicubic", curvature_correction=True)
+
+
+@pytest.mark.parametrize("sip", [False, True])
+def test_tan_frames_map_through_one_homography_sip_frames_do_not(sip):
+    from photometry_graph.stacking.resample import apply_homography, wcs_homography
+    s, g = _survey(sip, (15.0, 25.0))
+    f = s.frames[0]
+    box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
+    H = wcs_homography(f.wcs, g.wcs, box)
+    if sip:
+        assert H is None  # the distortion is not projective: the spline map serves
+        return
+    yy, xx = BBox(box.y0, box.y1, box.x0, box.x1).coordinates()
+    ex, ey = coordinate_map(f.wcs, g.wcs, box, grid_step=None)  # every pixel, exactly
+    hx, hy = apply_homography(H, xx, yy)
+    assert np.hypot(hx - ex, hy - ey).max() < 1e-6
+
+
+def test_a_crop_of_the_frame_reprojects_like_the_frame():
+    from photometry_graph.stacking.resample import source_crop, wcs_homography
+    s, g = _survey(False, (15.0, 25.0))
+    f = s.frames[1]
+    data = f.data.copy()
+    data[40:60, 100:130] = np.nan
+    box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
+    band = BBox(box.y0 + 50, box.y0 + 110, box.x0, box.x1)
+    H = wcs_homography(f.wcs, g.wcs, box)
+    full, fp = reproject_to_bbox(data, f.wcs, g.wcs, band)
+    crop = source_crop(f.wcs, g.wcs, band)
+    assert crop.area < 0.8 * data.shape[0] * data.shape[1]
+    for homography in (None, H):
+        part, fp_part = reproject_to_bbox(data[crop.y0:crop.y1, crop.x0:crop.x1], f.wcs, g.wcs,
+                                          band, src_origin=(crop.y0, crop.x0),
+                                          homography=homography)
+        np.testing.assert_array_equal(part, full)
+        np.testing.assert_array_equal(fp_part, fp)
+    with pytest.raises(ValueError, match="does not cover"):
+        reproject_to_bbox(data[crop.y0 + 1:crop.y1], f.wcs, g.wcs, band,
+                          src_origin=(crop.y0 + 1, 0))
