@@ -491,61 +491,121 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     celestial_part(src_wcs)
     celestial_part(dst_wcs)
     h, w = box.shape
-    out = np.full((h, w, C), np.nan, dtype=np.float32)
-    footprint = np.zeros((h, w), dtype=np.float32)
+
+    def nothing():
+        return np.full((h, w, C), np.nan, dtype=np.float32), np.zeros((h, w), np.float32)
+
     mapping = _box_mapping(src_wcs, dst_wcs, box, (H, W), src_origin, grid_step, homography)
     if mapping is None:
-        return out, footprint
-    win, fx, fy, (cy0, cy1, cx0, cx1), limits = mapping
+        return nothing()
+    win, sampler, (cy0, cy1, cx0, cx1), limits = mapping
     sub = arr[cy0:cy1, cx0:cx1]
-    sub_valid = np.isfinite(sub).all(axis=2) if sub.dtype.kind == "f" else \
-        np.ones(sub.shape[:2], bool)
+    if sub.dtype.kind != "f":
+        sub_valid = np.ones(sub.shape[:2], bool)
+    elif np.isfinite(np.min(sub)) and np.isfinite(np.max(sub)):  # the common case, cheaply
+        sub_valid = np.ones(sub.shape[:2], bool)
+    else:
+        sub_valid = np.isfinite(sub).all(axis=2)
     if src_mask is not None:
         sub_valid &= np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
     if not sub_valid.any():
-        return out, footprint
+        return nothing()
     all_valid = bool(sub_valid.all())
     if all_valid:
         sub = sub.astype(np.float32, copy=False)
     else:
         sub = np.where(sub_valid[..., np.newaxis], sub, 0.0).astype(np.float32)
     ok = None
-    if limits is not None:
-        # points outside the frame read replicated edge values and are masked here
-        x_lo, x_hi, y_lo, y_hi = limits
-        with np.errstate(invalid="ignore"):
-            ok = (fx >= x_lo) & (fx <= x_hi) & (fy >= y_lo) & (fy <= y_hi)
+    if limits is not None:  # points outside the frame read replicated edge values: masked
+        ok = sampler.inside(limits)
         if not ok.any():
-            return out, footprint
-    border = cv2.BORDER_REPLICATE
+            return nothing()
     vmap = None if all_valid else sub_valid.astype(np.float32)[..., np.newaxis]
     if mode == "nearest":
-        res = _remap(sub, fx, fy, cv2.INTER_NEAREST, border)
+        res = sampler(sub, cv2.INTER_NEAREST)
         if vmap is not None:
-            ok = _and(ok, _remap(vmap, fx, fy, cv2.INTER_NEAREST, border)[..., 0] > 0.5)
+            ok = _and(ok, sampler(vmap, cv2.INTER_NEAREST)[..., 0] > 0.5)
     elif mode == "linear":
-        res = _remap(sub, fx, fy, cv2.INTER_LINEAR, border)
+        res = sampler(sub, cv2.INTER_LINEAR)
         if vmap is not None:
-            vres = _remap(vmap, fx, fy, cv2.INTER_LINEAR, border)[..., 0]
+            vres = sampler(vmap, cv2.INTER_LINEAR)[..., 0]
             ok = _and(ok, vres > valid_threshold)
             np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
         if curvature_correction:
-            res -= _curvature_term(sub, None if all_valid else sub_valid, fx, fy, border)
+            res -= _curvature_term(sub, None if all_valid else sub_valid, *sampler.maps(),
+                                   cv2.BORDER_REPLICATE)
     else:
         from scipy import ndimage
-        res = _remap(sub, fx, fy, cv2.INTER_CUBIC, border)
+        res = sampler(sub, cv2.INTER_CUBIC)
         if vmap is not None:
             eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
-            vres = _remap(eroded[..., np.newaxis], fx, fy, cv2.INTER_LINEAR, border)[..., 0]
+            vres = sampler(eroded[..., np.newaxis], cv2.INTER_LINEAR)[..., 0]
             ok = _and(ok, vres > valid_threshold)
     if ok is not None:
-        res[~ok] = np.nan
+        np.copyto(res, np.float32(np.nan), where=~ok[..., np.newaxis])
     if win == box:
         return res, (np.ones((h, w), np.float32) if ok is None else ok.astype(np.float32))
+    out, footprint = nothing()
     sl = win.slices_in(box)
     out[sl] = res
     footprint[sl] = 1.0 if ok is None else ok
     return out, footprint
+
+
+class _Sampler:
+    """Samples images of a source crop at the pixels of a window.
+
+    With a projective map (``hs``: window pixel -> crop pixel) bilinear and nearest
+    sampling are one ``cv2.warpPerspective`` each, with no coordinate maps; the maps
+    (``fx``, ``fy``, float32, crop pixels) are formed only when needed (other kernels,
+    the curvature correction), or given (a spline coordinate map).
+    """
+
+    def __init__(self, shape, hs=None, maps=None):
+        self.shape, self.hs, self._maps = shape, hs, maps
+
+    def maps(self):
+        """``(fx, fy)``: the crop coordinates of the window's pixels."""
+        if self._maps is None:
+            self._maps = homography_maps(self.hs, BBox(0, self.shape[0], 0, self.shape[1]),
+                                         dtype=np.float32)
+        return self._maps
+
+    def __call__(self, img, interp, border=None):
+        import cv2
+        border = cv2.BORDER_REPLICATE if border is None else border
+        if self.hs is None or interp == cv2.INTER_CUBIC:
+            return _remap(img, *self.maps(), interp, border)
+        h, w = self.shape
+        C = img.shape[2]
+        out = np.empty((h, w, C), dtype=np.float32)
+        for c0 in range(0, C, 4):
+            c1 = min(C, c0 + 4)
+            res = cv2.warpPerspective(np.ascontiguousarray(img[:, :, c0:c1]), self.hs, (w, h),
+                                      flags=interp | cv2.WARP_INVERSE_MAP, borderMode=border)
+            out[:, :, c0:c1] = res.reshape(h, w, c1 - c0)
+        return out
+
+    def inside(self, limits):
+        """Pixels whose source position lies within ``limits`` = (x_lo, x_hi, y_lo, y_hi)."""
+        import cv2
+        x_lo, x_hi, y_lo, y_hi = limits
+        if self.hs is not None and self._maps is None:
+            # the nearest crop pixel of a position within the frame's edges is a crop pixel
+            # on the frame (the crop reaches the frame's edge wherever a position can
+            # cross it): a warp of ones, without maps
+            h, w = self.shape
+            ones = np.zeros((int(round(y_hi - y_lo)), int(round(x_hi - x_lo))), np.uint8)
+            y0, x0 = int(round(y_lo + 0.5)), int(round(x_lo + 0.5))
+            shift = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ self.hs
+            ones[:] = 1
+            got = cv2.warpPerspective(ones, shift, (w, h), flags=cv2.INTER_NEAREST
+                                      | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=0)
+            return got.astype(bool)
+        fx, fy = self.maps()
+        with np.errstate(invalid="ignore"):
+            return (fx >= x_lo) & (fx <= x_hi) & (fy >= y_lo) & (fy <= y_hi)
 
 
 def _and(a, b):
@@ -633,11 +693,11 @@ def source_crop(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, gr
 def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homography):
     """Where the pixels of ``box`` read the source array, or None when they miss it.
 
-    Returns ``(win, fx, fy, crop, limits)``: ``win`` is the part of ``box`` that the frame
-    can reach; ``fx``, ``fy`` (float32) the source coordinates of its pixels relative to the
-    corner of ``crop`` = ``(y0, y1, x0, x1)``, the part of the source array they read
-    (plus the kernel's reach); ``limits`` = the frame's edges ``(x_lo, x_hi, y_lo, y_hi)``
-    in those coordinates, or None when every pixel of ``win`` falls inside the frame.
+    Returns ``(win, sampler, crop, limits)``: ``win`` is the part of ``box`` that the
+    frame can reach; ``sampler`` (:class:`_Sampler`) samples images of ``crop`` = ``(y0,
+    y1, x0, x1)``, the part of the source array that ``win`` reads (plus the kernel's
+    reach), at its pixels; ``limits`` = the frame's edges ``(x_lo, x_hi, y_lo, y_hi)`` in
+    crop coordinates, or None when every pixel of ``win`` falls inside the frame.
     ``src_shape`` is the array's shape, ``src_origin`` = (row, column) of its corner in the
     frame (a crop of the frame that ``src_wcs`` describes).
     """
@@ -654,8 +714,10 @@ def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homogr
                          f"cover the part of the frame that {win} reads ({BBox(y0, y1, x0, x1)}"
                          "; see source_crop)")
     inside = ext[0] >= -0.5 and ext[1] <= fw - 0.5 and ext[2] >= -0.5 and ext[3] <= fh - 0.5
-    if homography is not None:
-        fx, fy = homography_maps(homography, win, origin=(x0, y0), dtype=np.float32)
+    if homography is not None:  # window pixel -> crop pixel
+        hs = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ homography @ np.array(
+            [[1.0, 0, win.x0], [0, 1.0, win.y0], [0, 0, 1.0]])
+        sampler = _Sampler(win.shape, hs=hs / hs[2, 2])
     else:
         fx = maps[0].astype(np.float32)
         fy = maps[1].astype(np.float32)
@@ -666,8 +728,9 @@ def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homogr
             fx[bad] = -1.0e6
             fy[bad] = -1.0e6
             inside = False
+        sampler = _Sampler(win.shape, maps=(fx, fy))
     limits = None if inside else (-0.5 - x0, fw - 0.5 - x0, -0.5 - y0, fh - 0.5 - y0)
-    return win, fx, fy, (y0 - sy0, y1 - sy0, x0 - sx0, x1 - sx0), limits
+    return win, sampler, (y0 - sy0, y1 - sy0, x0 - sx0, x1 - sx0), limits
 
 
 def _homography_window(H, frame_shape, box):
