@@ -11,11 +11,11 @@ from .resample import (  # noqa: F401
 )
 from .stack import (  # noqa: F401
     stack_frames, estimate_frame_noise, inverse_variance_weight, STACK_METHODS, WEIGHT_METHODS,
-    frame_weights, radial_weight, frame_on_tile,
+    BAND_ROWS, NOISE_FLOOR, frame_weights, radial_weight, frame_on_tile,
 )
 from .clip import (  # noqa: F401
-    ClipSettings, trim_variance_ratio, weighted_stats, masked_median, scale_floor, clip_block,
-    clip_sparse, combine_block,
+    ClipSettings, STATE_BYTES, trim_variance_ratio, winsor_scale_factor, Moments, robust_bounds,
+    ClippedSums, masked_median,
 )
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "coordinate_map", "spline_upsample_matrix", "ORDERS", "fit_homography", "apply_homography",
     "homography_maps", "wcs_homography", "source_crop", "HOMOGRAPHY_TOL", "stack_frames",
     "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS", "WEIGHT_METHODS",
-    "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "trim_variance_ratio",
-    "weighted_stats", "masked_median", "scale_floor", "clip_block", "clip_sparse",
-    "combine_block",
+    "BAND_ROWS", "NOISE_FLOOR", "frame_weights", "radial_weight", "frame_on_tile",
+    "ClipSettings", "STATE_BYTES", "trim_variance_ratio", "winsor_scale_factor", "Moments",
+    "robust_bounds", "ClippedSums", "masked_median",
 ]

@@ -1,21 +1,38 @@
-"""Per-pixel robust statistics and outlier rejection of a stack of frames, block by block.
+"""Per-pixel robust statistics of frames fed one at a time: the kernels of the stacking.
 
-The kernels of :func:`~photometry_graph.stacking.stack.stack_frames`: a block holds the values
-of ``n`` frames at ``P`` pixel-channels (``x`` float32 with invalid values zeroed, ``w`` the
-weights, 0 where invalid); :func:`clip_block` returns which values are kept
-(kappa-sigma clipping about a median/MAD first pass, or winsorized sigma clipping),
-:func:`clip_sparse` does the same work only where a value can be rejected, and
-:func:`combine_block` combines the kept values (weighted mean or median).
+:func:`~photometry_graph.stacking.stack.stack_frames` reads the frames of a tile (or of a
+band of its rows) in passes; each pass feeds them one after the other, always in the same
+order, to an accumulator whose state is a few arrays of the band's shape:
+
+* :class:`Moments` (first pass): per pixel and channel the number of valid values, their
+  sum and sum of squares about the pixel's first valid value, and the ``track`` lowest
+  and highest values;
+* :func:`robust_bounds`: a centre and a scale from those -- kappa-sigma: the lowest and the
+  highest value left out (robust to one outlier per side and pixel, the scale corrected
+  for the trimming of a normal sample); winsorized: the ``winsor_limits`` fractions of the
+  values (at most ``track - 1`` per side) replaced by the next order statistic, the scale
+  corrected for the winsorization -- a floor on the scale, and the clipping bounds
+  ``[c - kappa_low s, c + kappa_high s]`` (no bounds with fewer than 3 values);
+* :class:`ClippedSums` (later passes): weighted sums of the values within the bounds (and
+  their moments, when another clipping round follows), and of all values: a pixel whose
+  every value is rejected keeps its plain weighted mean.
+
+Every operation is per pixel and every sum is taken in the order the frames come, so a
+band of rows gives exactly the pixels of the whole tile, and a frame read again gives
+exactly the values of a frame kept in memory: the stacked pixels do not depend on the
+memory budget.  :func:`masked_median` serves the median (of the values in memory).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._stats import MAD_TO_SIGMA
+__all__ = ["ClipSettings", "STATE_BYTES", "trim_variance_ratio", "winsor_scale_factor",
+           "Moments", "robust_bounds", "ClippedSums", "masked_median"]
 
-__all__ = ["ClipSettings", "trim_variance_ratio", "weighted_stats", "masked_median",
-           "scale_floor", "clip_block", "clip_sparse", "combine_block"]
+#: Bytes of accumulator state per pixel and channel: the first pass (plus ``track`` per
+#: extreme value kept on each side), a clipping pass (plus the moments of another round).
+STATE_BYTES = {"moments": 24, "track": 8, "sums": 36, "sums_moments": 52}
 
 
 @dataclass(frozen=True)
@@ -24,15 +41,28 @@ class ClipSettings:
 
     ``method`` is ``"mean"`` or ``"median"`` (nothing rejected), ``"kappa_sigma"`` or
     ``"winsorized"``; ``kappa_low``/``kappa_high`` are the rejection thresholds below and
-    above the centre in sigma; ``iterations`` the clipping passes; ``winsor_limits`` the
-    fractions winsorized at the low and high end.
+    above the centre in sigma; ``iterations`` the clipping rounds (each a pass over the
+    frames); ``winsor_limits`` the fractions winsorized at the low and high end; ``floor``
+    the smallest scale (per channel, or one value), so that a scale that a handful of
+    values put too low cannot reject clean values.
     """
 
     method: str = "kappa_sigma"
     kappa_low: float = 3.0
     kappa_high: float = 3.0
-    iterations: int = 3
+    iterations: int = 1
     winsor_limits: tuple = (0.05, 0.05)
+    floor: object = 0.0
+
+    @property
+    def track(self):
+        """Lowest and highest values kept per pixel by the first pass."""
+        return 3 if self.method == "winsorized" else 1
+
+    @property
+    def clips(self):
+        """True when values are rejected."""
+        return self.method in ("kappa_sigma", "winsorized")
 
 
 # E[s^2] / sigma^2 of the sample variance (ddof=1) of n normal values after removing
@@ -49,7 +79,13 @@ _TRIM_R = np.array([0.298, 0.3609, 0.4089, 0.4473, 0.4781, 0.5093, 0.5342, 0.555
 
 
 def trim_variance_ratio(n):
-    """Expected trimmed-variance ratio for ``n`` values (array), see ``_TRIM_R``."""
+    """Expected trimmed-variance ratio for ``n`` values (array), see ``_TRIM_R``.
+
+    Examples
+    --------
+    >>> trim_variance_ratio(np.array([4, 40])).round(3).tolist()
+    [0.298, 0.79]
+    """
     n = np.asarray(n, dtype=np.float64)
     r = np.interp(np.log(np.maximum(n, 4)), np.log(_TRIM_N), _TRIM_R)
     big = n > _TRIM_N[-1]
@@ -59,33 +95,216 @@ def trim_variance_ratio(n):
     return r
 
 
-def _wsum(w, v):
-    """``sum(w * v, axis=0)`` accumulated in float64 without a temporary."""
-    return np.einsum("ij,ij->j", w, v, dtype=np.float64)
+def winsor_scale_factor(q):
+    """Factor that turns the std of a normal sample winsorized at fraction ``q`` per side
+    into the sample's sigma (1 for ``q = 0``).
 
-
-def weighted_stats(x, w, shift):
-    """Weighted mean and (reliability-weighted, unbiased) std along axis 0.
-
-    ``x`` is finite (invalid values zeroed) and ``w`` is 0 where a value must
-    not count.  The sums are taken about ``shift`` (a rough centre) so that a
-    large sky level does not cost precision.
+    Examples
+    --------
+    >>> winsor_scale_factor(np.array([0.0, 0.1])).round(3).tolist()
+    [1.0, 1.214]
     """
-    d = x - np.nan_to_num(shift).astype(x.dtype)
-    s0 = w.sum(axis=0, dtype=np.float64)
-    s1 = _wsum(w, d)
-    s2 = _wsum(w, d * d)
-    sw2 = _wsum(w, w)
+    from scipy.special import ndtri
+    q = np.asarray(q, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.nan_to_num(shift) + s1 / s0
-        denom = s0 - sw2 / s0
-        var = (s2 - s1 * s1 / s0) / denom
-    var = np.where(denom > 0, var, np.nan)
-    return m, np.sqrt(np.maximum(var, 0.0))
+        z = ndtri(1.0 - np.clip(q, 1e-12, 0.49))
+        phi = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+        var_w = 1.0 - 2 * q - 2 * z * phi + 2 * q * z * z
+    return np.where(q > 0, 1.0 / np.sqrt(np.clip(var_w, 1e-6, 1.0)), 1.0)
+
+
+class Moments:
+    """First pass: count, sums about the first valid value and extremes, per pixel-channel.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(h, w, C)`` of the band.
+    track : int
+        Lowest and highest values kept per pixel (sorted).
+    """
+
+    def __init__(self, shape, track=1):
+        self.ref = np.full(shape, np.nan, np.float32)
+        self.n = np.zeros(shape, np.int32)
+        self.s1 = np.zeros(shape, np.float64)
+        self.s2 = np.zeros(shape, np.float64)
+        self.lows = np.full((track,) + tuple(shape), np.inf, np.float32)
+        self.highs = np.full((track,) + tuple(shape), -np.inf, np.float32)
+
+    def add(self, x, valid, win):
+        """Add the values ``x`` (NaN where not ``valid``) on the window ``win`` of the band."""
+        ref = self.ref[win]
+        np.copyto(ref, x, where=valid & np.isnan(ref))
+        d = np.subtract(x, ref)
+        d[~valid] = 0.0
+        self.s1[win] += d
+        self.s2[win] += np.multiply(d, d, dtype=np.float64)
+        self.n[win] += valid
+        if self.lows.shape[0] == 1:  # fmin / fmax skip NaN: the invalid values
+            np.fmin(self.lows[0][win], x, out=self.lows[0][win])
+            np.fmax(self.highs[0][win], x, out=self.highs[0][win])
+            return
+        for ext, fill, keep, push in ((self.lows, np.inf, np.minimum, np.maximum),
+                                      (self.highs, -np.inf, np.maximum, np.minimum)):
+            v = np.where(valid, x, np.float32(fill))  # insert v into the sorted extremes
+            for level in ext:
+                cur = level[win]
+                moved = push(cur, v)
+                keep(cur, v, out=cur)
+                v = moved
+
+
+def _trimmed(m, ref, n):
+    """Centre and variance of the values with the lowest and highest left out (n >= 4)."""
+    lo = m.lows[0].astype(np.float64) - ref
+    hi = m.highs[0].astype(np.float64) - ref
+    k = n - 2.0
+    s1 = m.s1 - lo - hi
+    s2 = m.s2 - lo * lo - hi * hi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ref + s1 / k, (s2 - s1 * s1 / k) / (k - 1) / trim_variance_ratio(n)
+
+
+def _winsorized(m, ref, n, limits):
+    """Centre and variance of the values winsorized at ``limits`` (at most track-1 a side)."""
+    K = m.lows.shape[0]
+    s1 = m.s1.astype(np.float64)
+    s2 = m.s2.astype(np.float64)
+    ks = []
+    for q, ext in zip(limits, (m.lows, m.highs)):
+        k = np.where(q > 0, np.ceil(q * n - 1e-9), 0).astype(np.int64)
+        ks.append(np.clip(k, 0, K - 1))
+    keep_two = ks[0] + ks[1] > n - 2  # keep at least two values between the limits
+    for k, ext in zip(ks, (m.lows, m.highs)):
+        k[keep_two] = 0
+        repl = np.take_along_axis(ext, k[np.newaxis], axis=0)[0].astype(np.float64) - ref
+        for i in range(K - 1):
+            sel = i < k
+            d = np.where(sel, ext[i].astype(np.float64) - ref, 0.0)
+            r = np.where(sel, repl, 0.0)
+            s1 += r - d
+            s2 += r * r - d * d
+    q = 0.5 * (ks[0] + ks[1]) / np.maximum(n, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (s2 - s1 * s1 / n) / (n - 1)
+    return ref + s1 / n, var * winsor_scale_factor(q) ** 2
+
+
+def robust_bounds(m, settings, rows=64):
+    """Clipping bounds ``(lo, hi)`` (float32, band-shaped) from the first pass.
+
+    ``-inf``/``inf`` where a pixel has fewer than 3 values (nothing is rejected there).
+    Computed in blocks of ``rows`` rows (float64 temporaries of that size only).
+    """
+    lo = np.full(m.ref.shape, -np.inf, np.float32)
+    hi = np.full(m.ref.shape, np.inf, np.float32)
+    floor = np.asarray(settings.floor, dtype=np.float64)
+    for r0 in range(0, m.ref.shape[0], rows):
+        sl = slice(r0, r0 + rows)
+        part = _Rows(m, sl)
+        n = part.n.astype(np.float64)
+        ref = part.ref.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if settings.method == "winsorized":
+                centre, var = _winsorized(part, ref, n, settings.winsor_limits)
+            else:
+                centre, var = _trimmed(part, ref, n)
+                plain_c = ref + part.s1 / n  # three values: nothing left out
+                plain_v = (part.s2 - part.s1.astype(np.float64) ** 2 / n) / (n - 1)
+                three = n == 3
+                centre = np.where(three, plain_c, centre)
+                var = np.where(three, plain_v, var)
+            scale = np.fmax(np.sqrt(np.maximum(var, 0.0)), floor)
+            clip = (n >= 3) & np.isfinite(scale) & np.isfinite(centre)
+            lo[sl] = np.where(clip, centre - settings.kappa_low * scale, -np.inf)
+            hi[sl] = np.where(clip, centre + settings.kappa_high * scale, np.inf)
+    return lo, hi
+
+
+class _Rows:
+    """Rows ``sl`` of a :class:`Moments` (views)."""
+
+    def __init__(self, m, sl):
+        self.ref, self.n, self.s1, self.s2 = m.ref[sl], m.n[sl], m.s1[sl], m.s2[sl]
+        self.lows, self.highs = m.lows[:, sl], m.highs[:, sl]
+
+
+class ClippedSums:
+    """A clipping pass: weighted sums of the values within ``[lo, hi]``, and of all values.
+
+    ``lo = hi = None`` rejects nothing (the weighted mean).  With ``moments=True`` also
+    the sums that give the next round's bounds.
+    """
+
+    def __init__(self, ref, lo, hi, moments=False):
+        shape = ref.shape
+        self.ref, self.lo, self.hi = ref, lo, hi
+        self.t0 = np.zeros(shape, np.float64)
+        self.t1 = np.zeros(shape, np.float64)
+        self.a0 = np.zeros(shape, np.float32)
+        self.a1 = np.zeros(shape, np.float32)
+        self.moments = moments
+        if moments:
+            self.t2 = np.zeros(shape, np.float64)
+            self.tw2 = np.zeros(shape, np.float64)
+        self.used = 0
+
+    def add(self, x, valid, win, weight):
+        """Add ``x`` (NaN where not ``valid``) with ``weight`` (a number, or per pixel)."""
+        d = np.subtract(x, self.ref[win])
+        d[~valid] = 0.0
+        w = weight if np.ndim(weight) == 0 else np.where(valid, weight, 0.0)
+        self.a0[win] += valid * w if np.ndim(w) == 0 else w
+        self.a1[win] += d * w
+        if self.lo is None:  # nothing rejected
+            use = valid
+        else:
+            with np.errstate(invalid="ignore"):
+                use = (x >= self.lo[win]) & (x <= self.hi[win])
+            d[~use] = 0.0
+        self.used += int(np.count_nonzero(use))
+        wu = use * w
+        self.t0[win] += wu
+        wd = d * w
+        self.t1[win] += wd
+        if self.moments:
+            self.t2[win] += wd * d
+            self.tw2[win] += wu * w
+
+    def next_bounds(self, settings):
+        """Bounds of the next round: weighted mean and std of the values kept here."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.t1 / self.t0
+            denom = self.t0 - self.tw2 / self.t0
+            var = np.where(denom > 0, (self.t2 - self.t1 * self.t1 / self.t0) / denom, np.nan)
+            scale = np.fmax(np.sqrt(np.maximum(var, 0.0)), np.asarray(settings.floor))
+            bounded = np.isfinite(scale) & np.isfinite(self.lo)
+            lo = np.where(bounded, self.ref + mean - settings.kappa_low * scale, self.lo)
+            hi = np.where(bounded, self.ref + mean + settings.kappa_high * scale, self.hi)
+        return lo.astype(np.float32), hi.astype(np.float32)
+
+    def result(self):
+        """``(stacked, weight sum)``: the clipped weighted mean, or where every value was
+        rejected the plain weighted mean; NaN where no value."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            clipped = self.t1 / self.t0
+            plain = self.a1 / self.a0
+        kept = self.t0 > 0
+        out = self.ref + np.where(kept, clipped, plain)
+        out = np.where(self.a0 > 0, out, np.nan).astype(np.float32)
+        return out, np.where(kept, self.t0, self.a0)
 
 
 def masked_median(x, keep):
-    """Median along axis 0 of the values where ``keep`` (NaN where none)."""
+    """Median along axis 0 of the values where ``keep`` (NaN where none).
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 5.0], [2.0, 6.0], [9.0, 7.0]])
+    >>> masked_median(x, np.array([[1, 1], [1, 0], [0, 0]], bool)).tolist()
+    [1.5, 5.0]
+    """
     srt = np.sort(np.where(keep, x, np.inf), axis=0)
     n = keep.sum(axis=0)
     lo = np.clip((n - 1) // 2, 0, None)[np.newaxis]
@@ -94,133 +313,3 @@ def masked_median(x, keep):
         med = 0.5 * (np.take_along_axis(srt, lo, axis=0)[0].astype(np.float64)
                      + np.take_along_axis(srt, hi, axis=0)[0])
     return np.where(n > 0, med, np.nan)
-
-
-def _winsorized_stats(x, keep, limits):
-    """Centre and normal-corrected scale of winsorized values along axis 0."""
-    from scipy.special import ndtri
-    n = keep.sum(axis=0)
-    srt = np.sort(np.where(keep, x, np.inf), axis=0)
-    q_lo, q_hi = limits
-    k_lo = np.where(q_lo > 0, np.ceil(q_lo * n - 1e-9), 0).astype(np.int64)
-    k_hi = np.where(q_hi > 0, np.ceil(q_hi * n - 1e-9), 0).astype(np.int64)
-    # keep at least two values between the limits
-    too_many = k_lo + k_hi > n - 2
-    k_lo = np.where(too_many, 0, k_lo)
-    k_hi = np.where(too_many, 0, k_hi)
-    idx_lo = np.clip(k_lo, 0, x.shape[0] - 1)
-    idx_hi = np.clip(n - 1 - k_hi, 0, x.shape[0] - 1)
-    lo = np.take_along_axis(srt, idx_lo[np.newaxis], axis=0)[0]
-    hi = np.take_along_axis(srt, idx_hi[np.newaxis], axis=0)[0]
-    with np.errstate(invalid="ignore"):
-        wins = np.clip(x, lo, hi)
-    m, s = weighted_stats(np.where(keep, wins, 0.0).astype(x.dtype), keep.astype(x.dtype),
-                           np.where(np.isfinite(lo), lo, 0.0))
-    q = np.where(n > 0, 0.5 * (k_lo + k_hi) / np.maximum(n, 1), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = ndtri(1.0 - np.clip(q, 1e-12, 0.49))
-        phi = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-        var_w = 1.0 - 2 * q - 2 * z * phi + 2 * q * z * z
-    factor = np.where(q > 0, 1.0 / np.sqrt(np.clip(var_w, 1e-6, 1.0)), 1.0)
-    return m, s * factor
-
-
-def scale_floor(s, n_channels):
-    """Per-channel median of the per-pixel scales, broadcast back to ``s``'s layout.
-
-    ``s`` is flattened from ``(..., C)``.  A per-pixel scale from a handful
-    of frames is noisy; one that comes out low would reject clean values, so
-    it is never allowed below the typical scale of its channel in the block.
-    """
-    sc = s.reshape(-1, n_channels)
-    floor = np.zeros(n_channels)
-    for c in range(n_channels):
-        col = sc[:, c]
-        col = col[np.isfinite(col) & (col > 0)]
-        if col.size:
-            floor[c] = np.median(col)
-    return np.broadcast_to(floor, sc.shape).reshape(s.shape)
-
-
-def clip_block(x, w, settings, n_channels=1):
-    """Keep mask of a block.
-
-    ``x`` (n, P) float32 with invalid values zeroed, ``w`` (n, P) float32
-    weights, 0 where invalid; ``P`` is a flattened ``(..., C)`` layout with
-    ``C = n_channels``.
-    """
-    method, kappa_low, kappa_high = settings.method, settings.kappa_low, settings.kappa_high
-    valid = w > 0
-    keep = valid
-    if method in ("mean", "median"):
-        return keep
-    can_clip = valid.sum(axis=0) >= 3
-    floor = None
-    c = None
-    for it in range(max(1, int(settings.iterations))):
-        if method == "kappa_sigma" and it == 0:
-            c = masked_median(x, keep)
-            with np.errstate(invalid="ignore"):
-                s = MAD_TO_SIGMA * masked_median(np.abs(x - c.astype(x.dtype)), keep)
-            zero = s == 0
-            if zero.any():  # quantised data: fall back to the standard deviation
-                _, s_std = weighted_stats(x[:, zero], w[:, zero], c[zero])
-                s[zero] = s_std
-        elif method == "kappa_sigma":
-            c, s = weighted_stats(x, w * keep, c)
-        else:
-            c, s = _winsorized_stats(x, keep, settings.winsor_limits)
-        if floor is None:
-            floor = scale_floor(np.where(can_clip, s, np.nan), n_channels)
-        s = np.fmax(s, floor)
-        with np.errstate(invalid="ignore"):
-            inside = (x >= c - kappa_low * s) & (x <= c + kappa_high * s)
-        bounded = can_clip & np.isfinite(s) & np.isfinite(c) & (keep.sum(axis=0) >= 2)
-        # bounds from the kept values are applied to every valid value, so that a
-        # value rejected by a noisy first scale estimate can come back
-        new_keep = valid & (inside | ~bounded)
-        # never reject every value of a pixel
-        empty = ~new_keep.any(axis=0) & valid.any(axis=0)
-        new_keep[:, empty] = keep[:, empty]
-        changed = bool((new_keep != keep).any())
-        keep = new_keep
-        if not changed:
-            break
-    return keep
-
-
-def clip_sparse(x, w, settings, n_channels):
-    """:func:`clip_block` on the pixels where something can be rejected, the same result.
-
-    A value is only ever rejected where a pixel has 3 or more valid values;
-    in a mosaic most pixels have fewer.  Only those pixels (all their
-    channels) and only the frames with a value there enter the clipping.
-    """
-    valid = w > 0
-    if settings.method in ("mean", "median"):
-        return valid
-    per_pixel = valid.sum(axis=0).reshape(-1, n_channels).max(axis=1)
-    pix = np.flatnonzero(per_pixel >= 3)
-    if pix.size == per_pixel.size:
-        return clip_block(x, w, settings, n_channels)
-    if pix.size == 0:
-        return valid
-    cols = (pix[:, None] * n_channels + np.arange(n_channels)).ravel()
-    rows = np.flatnonzero(valid[:, cols].any(axis=1))
-    sub = np.ix_(rows, cols)
-    keep = valid.copy()
-    keep[sub] = clip_block(x[sub], w[sub], settings, n_channels)
-    return keep
-
-
-def combine_block(x, w, keep, combine):
-    """Combined kept values (weighted mean or median) and their weight sum, per column."""
-    wk = w * keep
-    sw = wk.sum(axis=0, dtype=np.float64)
-    if combine == "median":
-        val = masked_median(x, keep)
-    else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            val = _wsum(wk, x) / sw
-    val = np.where(sw > 0, val, np.nan)
-    return val, sw

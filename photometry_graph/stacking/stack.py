@@ -1,11 +1,10 @@
 """Weighted, outlier-rejecting stacking of frames reprojected onto one tile.
 
-Each frame ``k`` comes from a callback ``get_frame(k)`` returning its pixels
-on the tile (``(h, w, C)`` float32, NaN where invalid) and an optional
-per-pixel weight ``(h, w)``; optionally only the window of the tile that the
-frame covers, with the window's origin in the tile (a frame of a mosaic
-covers a part of a tile: the work of each frame is then in proportion to
-its window, not to the tile).  A pixel's weight is the frame's scalar weight
+Each frame ``k`` comes from a callback ``get_frame(k)`` returning its pixels on the tile
+(``(h, w, C)`` float32, NaN where invalid) and an optional per-pixel weight ``(h, w)``;
+optionally only the window of the tile that the frame covers, with the window's origin in
+the tile (a frame of a mosaic covers a part of a tile: the work of each frame is then in
+proportion to its window, not to the tile).  A pixel's weight is the frame's scalar weight
 (exposure, inverse noise variance, ...) times its per-pixel weight.
 
 Methods (per pixel and channel; invalid pixels never enter a statistic):
@@ -15,49 +14,47 @@ Methods (per pixel and channel; invalid pixels never enter a statistic):
 ``"median"``
     Median of the valid values (unweighted).
 ``"kappa_sigma"``
-    Iterative clipping.  First pass: centre = median, scale = 1.4826 MAD,
-    so that a single bright outlier (a satellite trail) cannot hide itself
-    by inflating a mean/std (with ``n`` frames one outlier is at most
-    ``sqrt(n - 1)`` standard deviations from the mean it pulls).  Later
-    passes: weighted mean and weighted standard deviation of the values
-    kept so far.  Values outside ``[c - kappa_low s, c + kappa_high s]``
-    are rejected; the bounds of each pass are applied to every valid value,
-    so a clean value rejected by the noisy first scale comes back.
+    Clipping about a robust centre and scale: the mean and the standard deviation of the
+    values with the lowest and the highest one left out (so that a single bright outlier,
+    a satellite trail, cannot hide itself by inflating a mean/std; the scale is corrected
+    for the trimming of a normal sample).  Values outside ``[c - kappa_low s, c +
+    kappa_high s]`` are rejected; ``iterations > 1`` recomputes the bounds from the
+    weighted mean and standard deviation of the kept values, once per further round.
 ``"winsorized"``
-    Winsorized sigma clipping: the ``winsor_limits`` fractions of the
-    lowest/highest valid values (at least one value per side when a limit
-    is positive) are replaced by the nearest kept order statistic; the
-    mean and the standard deviation of these values, the latter corrected
-    for the winsorization of a normal sample, give the clipping bounds.
+    The same with the centre and scale of winsorized values: the ``winsor_limits``
+    fractions of the lowest/highest valid values (at least one per side when a limit is
+    positive, at most two) are replaced by the nearest kept order statistic, the scale
+    corrected for the winsorization of a normal sample.
 
-The kept values are combined with ``combine`` (``"mean"`` weighted, or
-``"median"``).
+The kept values are combined with ``combine`` (``"mean"`` weighted, or ``"median"``).  A
+pixel with fewer than 3 values rejects nothing; a pixel whose every value is rejected
+keeps its plain weighted mean.  With the per-frame ``noise`` given, no scale is allowed
+below half its median (a scale that a handful of values put too low cannot reject clean
+values).
 
-Memory: when ``n_frames`` frames of the tile fit ``memory_budget_bytes`` they
-are held in memory and clipped exactly (in row blocks, so the temporaries
-stay small).  Otherwise the frames are streamed twice and memory is O(tile):
-pass 1 accumulates, per pixel, the sums of weights, of weighted deviations
-and of weighted squared deviations about the pixel's first valid value (a
-shifted-data form of Welford's accumulation: the sums stay small, so float32
-keeps them exact enough), plus the extreme low and high values; the pass-1
-centre and scale leave the two extremes out (robust to one outlier per side
-and pixel, the scale corrected for the trimming of a normal sample); pass 2
-accumulates only the values within kappa of these.
-``"median"`` cannot be streamed and falls back to that clipped mean with a
-``[GRID]`` warning.
+Memory and passes: the tile is stacked in bands of ``band_rows`` rows, as many bands at a
+time as their accumulators (:mod:`photometry_graph.stacking.clip`, a few bytes per pixel)
+fit ``memory_budget_bytes``; the frames of those bands are read once per pass (the mean:
+one pass; clipping: one pass for the robust centre and scale, one per clipping round; the
+median: the values of a few rows at a time), and kept in memory between passes as far as
+the rest of the budget allows.  Every statistic is per pixel and every sum is taken in
+the frames' order, so the result does not depend on the budget: a tile stacked in one go
+with every frame in memory and the same tile stacked band by band with every frame read
+again agree to the last bit.
 """
 
 import numpy as np
 
-from .._log import get_logger, grid_debug, grid_warning
+from .._log import get_logger, grid_debug
 from .._stats import estimate_noise
 from ..core.correction import apply_correction
 from ..core.masks import as_channels_last
-from .clip import ClipSettings, clip_sparse, combine_block, scale_floor, trim_variance_ratio
+from .clip import STATE_BYTES, ClippedSums, ClipSettings, Moments, masked_median, robust_bounds
 from .resample import reproject_to_bbox
 
 __all__ = ["stack_frames", "estimate_frame_noise", "inverse_variance_weight", "STACK_METHODS",
-           "WEIGHT_METHODS", "frame_weights", "radial_weight", "frame_on_tile"]
+           "WEIGHT_METHODS", "BAND_ROWS", "NOISE_FLOOR", "frame_weights", "radial_weight",
+           "frame_on_tile"]
 
 logger = get_logger(__name__)
 
@@ -70,6 +67,13 @@ STACK_METHODS = {
     "winsorized": "winsorized", "winsorized_sigma_clip": "winsorized",
     "winsorized_sigma": "winsorized", "winsor": "winsorized",
 }
+
+#: Rows of the bands in which :func:`stack_frames` stacks a tile (fixed, whatever the
+#: budget: a budget only decides how many bands are stacked at a time).
+BAND_ROWS = 256
+
+#: The smallest clipping scale, as a fraction of the frames' median noise (when given).
+NOISE_FLOOR = 0.5
 
 
 def estimate_frame_noise(data, mask=None):
@@ -133,14 +137,15 @@ def _norm_method(name, what="method"):
     return STACK_METHODS[key]
 
 
-def _read_frame(get_frame, k, shape):
-    """Frame ``k`` as ``(data (h, w, C), pixel weight or None, window slices in the tile)``.
+def _piece(got, k, shape):
+    """A frame's (part of a) window: ``(data (h, w, C) NaN where invalid, weight or None,
+    (y0, x0))``.
 
-    ``shape`` is the tile's ``(h, w, C)`` or ``(h, w)`` (channels not
-    checked), or None for the first frame read when no tile shape was given
-    (the frame then sets it).  A frame that is not a window spans the tile.
+    ``got`` is what the callback returned: ``data``, ``(data, pixel_weight)`` or ``(data,
+    pixel_weight, (y0, x0))``; ``shape`` the tile's ``(h, w, C)`` (C None: any) or None for
+    the first frame read when no tile shape was given.  A frame that is not a window spans
+    the tile.  Pixels whose weight is not positive become NaN.
     """
-    got = get_frame(k)
     origin = None
     if isinstance(got, tuple):
         if len(got) not in (2, 3):
@@ -151,164 +156,244 @@ def _read_frame(get_frame, k, shape):
     else:
         data, pw = got, None
     arr = as_channels_last(np.asarray(data))
-    window = (slice(0, arr.shape[0]), slice(0, arr.shape[1]))
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
     if origin is not None:
         if shape is None:
             raise ValueError("frames given as windows need the tile shape: pass shape=(h, w)")
         y0, x0 = (int(v) for v in origin)
         if (y0 < 0 or x0 < 0 or y0 + arr.shape[0] > shape[0] or x0 + arr.shape[1] > shape[1]
-                or arr.shape[2:] != tuple(shape[2:]) and len(shape) == 3):
+                or shape[2] is not None and arr.size and arr.shape[2] != shape[2]):
             raise ValueError(f"frame {k}: a window of shape {arr.shape} at {(y0, x0)} does not "
                              f"fit the tile of shape {shape}")
-        window = (slice(y0, y0 + arr.shape[0]), slice(x0, x0 + arr.shape[1]))
-    elif shape is not None and arr.shape[:len(shape)] != tuple(shape):
+    elif shape is not None and (arr.shape[:2] != tuple(shape[:2]) or shape[2] is not None
+                                and arr.shape[2] != shape[2]):
         raise ValueError(f"frame {k} has shape {arr.shape}, expected {shape} like the first "
                          "frame; every frame must be reprojected onto the same tile")
+    else:
+        y0 = x0 = 0
     if pw is not None:
         pw = np.asarray(pw, dtype=np.float32)
         if pw.shape != arr.shape[:2]:
             raise ValueError(f"pixel weight of frame {k} has shape {pw.shape}, expected "
                              f"{arr.shape[:2]}")
-    return arr, pw, window
-
-
-def _pixel_weights(arr, pw, scalar):
-    """Per-pixel-and-channel weights ``(h, w, C)`` float32: 0 where invalid."""
-    w = np.full(arr.shape[:2], scalar, dtype=np.float32) if pw is None \
-        else np.nan_to_num(pw, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32) * scalar
-    w = np.where(w > 0, w, 0.0).astype(np.float32)
-    ww = np.broadcast_to(w[..., np.newaxis], arr.shape).copy()
-    ww[~np.isfinite(arr)] = 0.0
-    return ww
-
-
-def _stack_in_memory(cube, wcube, settings, combine, block_bytes=32 * 2 ** 20):
-    """Exact clipping of frames held in memory (``cube`` zero where ``wcube`` is 0)."""
-    n, h, w, C = cube.shape
-    out = np.full((h, w, C), np.nan, dtype=np.float32)
-    cov = np.zeros((h, w, C), dtype=np.float64)
-    rejected = 0
-    rows = max(1, int(block_bytes // max(1, n * w * C * 4 * 8)))
-    comb = "median" if settings.method == "median" else combine
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        x = cube[:, r0:r1].reshape(n, -1)
-        wt = wcube[:, r0:r1].reshape(n, -1)
-        keep = clip_sparse(x, wt, settings, C)
-        rejected += int(np.count_nonzero(wt > 0) - np.count_nonzero(keep))
-        val, sw = combine_block(x, wt, keep, comb)
-        out[r0:r1] = val.reshape(r1 - r0, w, C)
-        cov[r0:r1] = sw.reshape(r1 - r0, w, C)
-    return out, cov, rejected
-
-
-class _Accumulator:
-    """Per-pixel weighted sums about a reference value, plus the extreme values."""
-
-    def __init__(self, shape, moments=True):
-        self.moments = moments
-        # sums about a per-pixel reference value stay small: float32 is enough
-        self.s0 = np.zeros(shape, dtype=np.float32 if moments else np.float64)
-        self.s1 = np.zeros(shape, dtype=np.float32 if moments else np.float64)
-        if moments:
-            self.ref = np.full(shape, np.nan, dtype=np.float32)
-            self.s2 = np.zeros(shape, dtype=np.float32)
-            self.sw2 = np.zeros(shape, dtype=np.float32)
-            self.n = np.zeros(shape, dtype=np.int32)
-            self.vmax = np.full(shape, -np.inf, dtype=np.float32)
-            self.wmax = np.zeros(shape, dtype=np.float32)
-            self.vmin = np.full(shape, np.inf, dtype=np.float32)
-            self.wmin = np.zeros(shape, dtype=np.float32)
-
-    def add(self, x, w, win=(slice(None),)):
-        """Add values ``x`` with weights ``w`` (0: invalid), on the window ``win`` of the tile."""
-        ok = w > 0
-        self.s0[win] += w
-        if not self.moments:
-            self.s1[win] += w * np.where(ok, x, 0.0)
-            return
-        ref = self.ref[win]
-        unset = ok & np.isnan(ref)
-        ref[unset] = x[unset]
         with np.errstate(invalid="ignore"):
-            d = np.where(ok, x - ref, np.float32(0.0))
-        wd = w * d
-        self.s1[win] += wd
-        self.s2[win] += wd * d
-        self.sw2[win] += w * w
-        self.n[win] += ok
-        vmax, wmax, vmin, wmin = (a[win] for a in (self.vmax, self.wmax, self.vmin, self.wmin))
-        up = ok & (x > vmax)
-        vmax[up] = x[up]
-        wmax[up] = w[up]
-        lo = ok & (x < vmin)
-        vmin[lo] = x[lo]
-        wmin[lo] = w[lo]
-
-    def mean(self):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = self.s1 / self.s0
-        if self.moments:
-            m = m + self.ref
-        return np.where(self.s0 > 0, m, np.nan)
-
-    def robust_stats(self):
-        """Centre and scale with the extreme low and high values left out."""
-        s0, s1, s2 = (a.astype(np.float64) for a in (self.s0, self.s1, self.s2))
-        sw2 = self.sw2.astype(np.float64)
-        trim = self.n >= 4
-        for v, wv in ((self.vmax, self.wmax), (self.vmin, self.wmin)):
-            w = np.where(trim, wv, 0.0)
-            d = np.where(trim, v - self.ref, 0.0)
-            s0 -= w
-            s1 -= w * d
-            s2 -= w * d * d
-            sw2 -= w * w
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.ref + s1 / s0
-            denom = s0 - sw2 / s0
-            var = np.where(denom > 0, np.maximum(s2 - s1 * s1 / s0, 0.0) / denom, np.nan)
-        ratio = np.where(trim, trim_variance_ratio(np.maximum(self.n, 4)), 1.0)
-        return mean, np.sqrt(var / ratio)
+            bad = ~(pw > 0)
+        if bad.any():
+            arr = np.where(bad[..., np.newaxis], np.float32(np.nan), arr)
+    return arr, pw, (y0, x0)
 
 
-def _stack_streaming(frames, shape, method, kappa_low, kappa_high):
-    """Mean in one pass, or clipped mean in two passes; memory O(tile).
+class _Reader:
+    """The pieces of the frames on the bands of a tile: read, kept within a budget, counted.
 
-    ``frames`` is a callable returning an iterator over ``(data, weights)``.
+    A piece is a frame's window restricted to one band of rows: ``(data, weight or None,
+    (y0, x0) in the tile)``.  ``band_reader`` callbacks are asked for the pieces of a frame
+    on a list of bands (``get_frame(k, bands=[(r0, r1), ...])``, one piece per band);
+    others return the whole window, cut here.  Pieces are kept while ``budget`` bytes
+    allow, and the last piece read is kept in any case (it is in memory anyway).
     """
-    C = shape[2]
-    acc = _Accumulator(shape, moments=method != "mean")
-    for arr, wk, win in frames():
-        acc.add(arr, wk, win)
-    if method == "mean":
-        return acc.mean().astype(np.float32), acc.s0, 0
-    centre, scale = acc.robust_stats()
-    clip = (acc.n >= 3) & np.isfinite(scale)
-    scale = np.fmax(scale, scale_floor(np.where(clip, scale, np.nan).ravel(), C).reshape(shape))
-    lo = np.where(clip, centre - kappa_low * scale, -np.inf).astype(np.float32)
-    hi = np.where(clip, centre + kappa_high * scale, np.inf).astype(np.float32)
-    del acc, centre, scale
-    s1 = np.zeros(shape)
-    s0 = np.zeros(shape)
-    total = used = 0
-    for arr, wk, win in frames():
-        ok = wk > 0
-        with np.errstate(invalid="ignore"):
-            use = ok & (arr >= lo[win]) & (arr <= hi[win])
-        total += int(np.count_nonzero(ok))
-        used += int(np.count_nonzero(use))
-        wu = np.where(use, wk, 0.0)
-        s0[win] += wu
-        s1[win] += wu * np.where(use, arr, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(s0 > 0, s1 / s0, np.nan).astype(np.float32)
-    return out, s0, total - used
+
+    def __init__(self, get_frame, shape, *, band_reader, budget):
+        self.get_frame, self.shape, self.bands = get_frame, shape, []
+        self.band_reader, self.budget = band_reader, budget
+        self.cache, self.cache_bytes, self.last = {}, 0, None
+        self.reads, self.streamed = {}, False
+
+    def first(self, k):
+        """Read frame ``k`` to learn the tile's shape and channels; its window is kept."""
+        self.reads[k] = 1
+        self.last = (k, _piece(self.get_frame(k), k, self.shape))
+        return self.last[1][0].shape
+
+    def _cut(self, k, js, window):
+        arr, pw, (y0, x0) = window
+        pieces = {}
+        for j in js:
+            r0, r1 = self.bands[j]
+            a, b = max(r0, y0), min(r1, y0 + arr.shape[0])
+            pieces[j] = None if a >= b or arr.size == 0 else (
+                arr[a - y0:b - y0], None if pw is None else pw[a - y0:b - y0], (a, x0))
+        return pieces
+
+    def _read(self, k, js):
+        if self.last is not None and self.last[0] == k and not self.band_reader:
+            # the window read by first(): kept for every pass, like the old behaviour
+            window, self.last = self.last[1], None
+            pieces = self._cut(k, range(len(self.bands)), window)
+            for j, piece in pieces.items():
+                self.cache[(k, j)] = piece
+                self.cache_bytes += 0 if piece is None else piece[0].nbytes + (
+                    0 if piece[1] is None else piece[1].nbytes)
+            return {j: pieces[j] for j in js}
+        self.reads[k] = self.reads.get(k, 0) + 1
+        if not self.band_reader:
+            return self._cut(k, js, _piece(self.get_frame(k), k, self.shape))
+        got = self.get_frame(k, bands=[self.bands[j] for j in js])
+        if len(got) != len(js):
+            raise ValueError(f"get_frame({k}, bands=...) returned {len(got)} pieces for "
+                             f"{len(js)} bands")
+        pieces = {}
+        for j, g in zip(js, got):
+            piece = _piece(g, k, self.shape)
+            pieces[j] = piece if piece[0].size else None
+        return pieces
+
+    def pieces(self, k, js):
+        """The pieces of frame ``k`` on the bands ``js`` (band order), read if not kept."""
+        missing = [j for j in js if (k, j) not in self.cache and self.last_key != (k, j)]
+        got = self._read(k, missing) if missing else {}
+        for j in js:
+            if (k, j) in self.cache:
+                piece = self.cache[(k, j)]
+            elif self.last_key == (k, j):
+                piece = self.last[1]
+            else:
+                piece = got.pop(j)
+                nbytes = 0 if piece is None else \
+                    piece[0].nbytes + (0 if piece[1] is None else piece[1].nbytes)
+                if self.cache_bytes + nbytes <= self.budget:
+                    self.cache[(k, j)] = piece  # None: the frame misses the band
+                    self.cache_bytes += nbytes
+                else:
+                    self.last = ((k, j), piece)
+                    self.streamed = True
+            if piece is not None:
+                yield j, piece
+
+    @property
+    def last_key(self):
+        return None if self.last is None else self.last[0]
+
+    def drop(self, js):
+        """Forget the pieces of the bands ``js`` (their group is done)."""
+        for key in [key for key in self.cache if key[1] in js]:
+            piece = self.cache.pop(key)
+            if piece is not None:
+                self.cache_bytes -= piece[0].nbytes + (0 if piece[1] is None
+                                                       else piece[1].nbytes)
+        if isinstance(self.last_key, tuple):
+            self.last = None
+
+
+class _Group:
+    """Consecutive bands ``js`` of a tile stacked together, and the frames that touch them."""
+
+    def __init__(self, reader, frames, js, wts):
+        self.reader, self.frames, self.js, self.wts = reader, frames, js, wts
+        self.g0 = reader.bands[js[0]][0]
+        self.shape = (reader.bands[js[-1]][1] - self.g0,) + tuple(reader.shape[1:])
+
+    def feed(self, visit, js=None):
+        """Call ``visit(k, x, valid, win, pw)`` for every piece on the bands ``js`` (default
+        all of the group's; ``win`` indexes the group's state)."""
+        js = self.js if js is None else js
+        for k, ks in self.frames:
+            for _, (x, pw, (y0, x0)) in self.reader.pieces(k, [j for j in js if j in ks]):
+                if x.size:
+                    win = (slice(y0 - self.g0, y0 - self.g0 + x.shape[0]),
+                           slice(x0, x0 + x.shape[1]))
+                    visit(k, x, ~np.isnan(x), win, pw)
+
+    def weight(self, k, pw):
+        """A piece's weights: the frame's number, or times its per-pixel weights (h, w, 1)."""
+        wk = self.wts[k]
+        return wk if pw is None else (pw * np.float32(wk))[..., np.newaxis]
+
+    def stack(self, settings, combine, cube_budget):
+        """``(stacked, weight sum, rejected values, passes)`` of the group."""
+        lo = hi = ref = None
+        passes = 0
+        if settings.clips:
+            m = Moments(self.shape, settings.track)
+            self.feed(lambda k, x, valid, win, pw: m.add(x, valid, win))
+            lo, hi = robust_bounds(m, settings)
+            ref = m.ref
+            del m
+            passes += 1
+        if combine == "median" or settings.method == "median":
+            out, wsum, rejected = self.median(lo, hi, cube_budget)
+            return out, wsum, rejected, passes + 1
+        if ref is None:  # the mean: one pass, nothing rejected
+            ref = np.zeros(self.shape, np.float32)
+        for rnd in range(max(1, settings.iterations) if settings.clips else 1):
+            more = settings.clips and rnd < settings.iterations - 1
+            sums = ClippedSums(ref, lo, hi, moments=more)
+            counted = []
+
+            def add(k, x, valid, win, pw, sums=sums, counted=counted):
+                sums.add(x, valid, win, self.weight(k, pw))
+                counted.append(int(np.count_nonzero(valid)))
+            self.feed(add)
+            passes += 1
+            if more:
+                lo, hi = sums.next_bounds(settings)
+        out, wsum = sums.result()
+        return out, wsum, sum(counted) - sums.used, passes
+
+    def median(self, lo, hi, budget):
+        """Median of the (kept) values, a few rows at a time: ``(stacked, weight sum,
+        rejected)``.  Every value of those rows is held at once (``budget`` bytes decide how
+        many rows)."""
+        n = max(1, len(self.frames))
+        h, w, C = self.shape
+        rows = int(max(1, min(h, budget // max(1, n * w * C * 16))))
+        out = np.full(self.shape, np.nan, np.float32)
+        wsum = np.zeros(self.shape, np.float64)
+        rejected = 0
+        for r0 in range(0, h, rows):
+            cube = _Cube(self, r0, min(h, r0 + rows), n)
+            self.feed(cube.put, [j for j in self.js
+                                 if self.reader.bands[j][0] < self.g0 + cube.r1
+                                 and self.reader.bands[j][1] > self.g0 + r0])
+            valid = cube.w > 0
+            keep = valid
+            if lo is not None:
+                with np.errstate(invalid="ignore"):
+                    keep = valid & (cube.x >= lo[r0:cube.r1]) & (cube.x <= hi[r0:cube.r1])
+                none = ~keep.any(axis=0) & valid.any(axis=0)  # never reject every value
+                keep = np.where(none[np.newaxis], valid, keep)
+                rejected += int(np.count_nonzero(valid) - np.count_nonzero(keep))
+            out[r0:cube.r1] = masked_median(cube.x, keep)
+            wsum[r0:cube.r1] = (cube.w * keep).sum(axis=0, dtype=np.float64)
+        return out, wsum, rejected
+
+
+class _Cube:
+    """The values and weights of every frame on the rows ``r0 .. r1 - 1`` of a group."""
+
+    def __init__(self, group, r0, r1, n):
+        self.group, self.r0, self.r1, self.slot = group, r0, r1, {}
+        shape = (n, r1 - r0) + tuple(group.shape[1:])
+        self.x = np.full(shape, np.nan, np.float32)
+        self.w = np.zeros(shape, np.float32)
+
+    def put(self, k, x, valid, win, pw):
+        i = self.slot.setdefault(k, len(self.slot))
+        a, b = max(win[0].start, self.r0), min(win[0].stop, self.r1)
+        if a < b:
+            part = slice(a - win[0].start, b - win[0].start)
+            rows = slice(a - self.r0, b - self.r0)
+            self.x[i, rows, win[1]] = x[part]
+            wt = self.group.weight(k, None if pw is None else pw[part])
+            self.w[i, rows, win[1]] = np.where(valid[part], wt, 0.0)
+
+
+def _group_rows(settings, combine, shape, band_rows, budget):
+    """Bands stacked at a time (as many as their accumulators fit ``budget``, at least
+    one) and the accumulator bytes of one band."""
+    h, w, C = shape
+    per = STATE_BYTES["sums_moments" if settings.iterations > 1 else "sums"]
+    if settings.clips:  # the first pass, with the bounds it leaves
+        per = max(per, STATE_BYTES["moments"] + STATE_BYTES["track"] * settings.track + 8)
+    band_bytes = per * w * C * band_rows
+    return max(1, int(budget // max(1, band_bytes))), band_bytes
 
 
 def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kappa_low=3.0,
-                 kappa_high=3.0, iterations=3, winsor_limits=(0.05, 0.05), combine="mean",
-                 memory_budget_bytes=512 * 2 ** 20, shape=None, return_info=False):
+                 kappa_high=3.0, iterations=1, winsor_limits=(0.05, 0.05), combine="mean",
+                 memory_budget_bytes=512 * 2 ** 20, shape=None, return_info=False,
+                 noise=None, windows=None, band_rows=BAND_ROWS, band_reader=False):
     """Stack frames reprojected onto one tile, with weights and rejection.
 
     Parameters
@@ -319,8 +404,12 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
         where invalid, ``pixel_weight`` ``(h, w)`` or ``None`` (all ones).
         Or ``(data, pixel_weight, (y0, x0))``: only the window of the tile
         starting at row ``y0``, column ``x0`` (the rest of the tile is not
-        covered by that frame); ``shape`` is then required.  It may be
-        called twice per frame (streaming).
+        covered by that frame); ``shape`` is then required.  It is called once per
+        frame and pass unless the frames fit the budget (see the module notes), and
+        must return the same values every time.  With ``band_reader=True`` it is called
+        as ``get_frame(k, bands=[(r0, r1), ...])`` and returns one such window per band,
+        restricted to the tile rows ``r0 .. r1 - 1`` (empty arrays where the frame misses
+        a band): the caller then reads and reprojects only what a band needs.
     n_frames : int
     weights : sequence of float, optional
         Scalar weight per frame (exposure time, inverse noise variance);
@@ -330,21 +419,30 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
     kappa_low, kappa_high : float
         Rejection thresholds below / above the centre, in sigma.
     iterations : int
-        Clipping iterations (in-memory path).
+        Clipping rounds (each a pass over the frames).
     winsor_limits : tuple of float
         Fractions winsorized at the low and high end (``"winsorized"``).
     combine : {"mean", "median"}
-        How the kept values are combined (``"median"`` only in memory).
+        How the kept values are combined.
     memory_budget_bytes : int
-        Frames are held in memory when ``n_frames * h * w * C * 8`` bytes
-        (data and weights) fit; otherwise they are streamed in two passes
-        (about ``11 * h * w * C * 4`` bytes of accumulators).  A plain
-        weighted mean always takes one pass and never holds the frames.
+        Memory for the accumulators of the bands stacked at a time (at least one band)
+        and for the frames kept between passes; the result does not depend on it.
     shape : tuple of int, optional
         ``(h, w)`` or ``(h, w, C)`` of the tile; needed when frames come as
-        windows (default: the shape of the first frame).
+        windows (default: the shape of the first frame), and ``(h, w, C)`` with
+        ``band_reader``.
     return_info : bool
-        Also return a dict (method, streaming, rejected fraction).
+        Also return a dict (method, streaming, rejected values, bands, reads).
+    noise : array_like, shape (n_frames,) or (n_frames, C), optional
+        Noise sigma of each frame's values: the clipping scale is never below
+        :data:`NOISE_FLOOR` times its median over the frames (per channel).
+    windows : sequence, optional
+        Per frame, its window in the tile as ``(y0, y1, x0, x1)`` (or a BBox), or None
+        (anywhere): a frame is read only for the bands it covers.
+    band_rows : int
+        Rows of a band.
+    band_reader : bool
+        ``get_frame`` takes ``bands`` (see ``get_frame``).
 
     Returns
     -------
@@ -353,7 +451,9 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
     coverage : numpy.ndarray, shape (h, w), float32
         Sum of the weights of the values used (mean over channels).
     info : dict
-        Only with ``return_info=True``.
+        Only with ``return_info=True``: ``streaming`` (not every frame was held in
+        memory), ``rejected_values``, ``bands``, ``groups`` (of bands stacked at a time),
+        ``passes`` and ``reads`` (calls of ``get_frame``).
 
     Examples
     --------
@@ -390,51 +490,61 @@ def stack_frames(get_frame, n_frames, *, weights=None, method="kappa_sigma", kap
         raise ValueError(f"winsor_limits must be two fractions in [0, 0.5), got {winsor_limits}")
     if not np.any(wts > 0):
         raise ValueError("every frame weight is 0: nothing to stack")
-
-    active = [k for k in range(n_frames) if wts[k] > 0]
-    first = active[0]
     tile = None if shape is None else tuple(int(v) for v in shape)
     if tile is not None and len(tile) not in (2, 3):
         raise ValueError(f"shape must be (h, w) or (h, w, C), got {shape!r}")
-    arr0, pw0, win0 = _read_frame(get_frame, first, tile)
-    shape = arr0.shape if tile is None else tile[:2] + (arr0.shape[2],)  # C of the first frame
-    h, w, C = shape
-    frame_bytes = h * w * C * 8  # data + weights, float32
-    streaming = len(active) * frame_bytes > memory_budget_bytes
-
-    def frames():
-        """Frames with their weights and windows, the first one from the read above."""
-        for k in active:
-            arr, pw, win = ((arr0, pw0, win0) if k == first
-                            else _read_frame(get_frame, k, shape))
-            yield arr, _pixel_weights(arr, pw, wts[k]), win
-
-    if method == "mean" and combine == "mean":
-        # one pass, exact: no frame needs to be held
-        out, cov, rejected = _stack_streaming(frames, shape, "mean", kappa_low, kappa_high)
-    elif streaming:
-        if method == "median" or combine == "median":
-            grid_warning(logger, "stacking: %d frames of %dx%d do not fit the memory budget; "
-                         "the median is replaced by a clipped mean (two passes)",
-                         len(active), h, w)
-        m = "mean" if method == "mean" else "kappa_sigma"
-        out, cov, rejected = _stack_streaming(frames, shape, m, kappa_low, kappa_high)
-    else:
-        cube = np.zeros((len(active),) + shape, dtype=np.float32)
-        wcube = np.zeros((len(active),) + shape, dtype=np.float32)
-        for i, (arr, wk, win) in enumerate(frames()):
-            wcube[i][win] = wk
-            np.copyto(cube[i][win], np.where(wk > 0, arr, 0.0))
-        del arr0, pw0
-        settings = ClipSettings(method, kappa_low, kappa_high, iterations, lim)
-        out, cov, rejected = _stack_in_memory(cube, wcube, settings, combine)
-    coverage = cov.mean(axis=2).astype(np.float32)
-    grid_debug(logger, "stacked %d frames (%s, %s)", len(active), method,
-               "streaming" if streaming else "in memory")
+    if band_reader and (tile is None or len(tile) != 3):
+        raise ValueError("band_reader needs the tile shape with its channels: shape=(h, w, C)")
+    active = [k for k in range(n_frames) if wts[k] > 0]
+    budget = max(0, int(memory_budget_bytes))
+    reader = _Reader(get_frame, None if tile is None else tile[:2] + (tile[2:] or (None,)),
+                     band_reader=band_reader, budget=budget)
+    if tile is None or len(tile) == 2:  # the first frame gives the channels (and shape)
+        first_shape = reader.first(active[0])
+        tile = tuple((tile or first_shape)[:2]) + (first_shape[2],)
+    h, w, C = reader.shape = tile
+    band_rows = max(1, int(band_rows))
+    reader.bands = [(r0, min(h, r0 + band_rows)) for r0 in range(0, h, band_rows)]
+    floor = 0.0
+    if noise is not None:
+        nz = np.asarray(noise, dtype=np.float64).reshape(n_frames, -1)[active]
+        floor = np.where(np.isfinite(nz).any(axis=0),
+                         NOISE_FLOOR * np.nanmedian(np.where(nz > 0, nz, np.nan), axis=0), 0.0)
+        floor = np.nan_to_num(floor)
+    settings = ClipSettings(method, float(kappa_low), float(kappa_high), int(iterations), lim,
+                            floor if np.ndim(floor) == 0 or floor.size in (1, C) else 0.0)
+    spans = []
+    for k in range(n_frames):
+        win = None if windows is None else windows[k]
+        if win is not None and not isinstance(win, tuple):
+            win = (win.y0, win.y1, win.x0, win.x1)
+        spans.append({j for j, (r0, r1) in enumerate(reader.bands)
+                      if win is None or (win[0] < r1 and win[1] > r0 and win[2] < win[3])})
+    per_group, band_bytes = _group_rows(settings, combine, tile, band_rows, budget)
+    out = np.full(tile, np.nan, np.float32)
+    coverage = np.zeros((h, w), np.float32)
+    rejected, passes = 0, 0
+    groups = [list(range(j, min(len(reader.bands), j + per_group)))
+              for j in range(0, len(reader.bands), per_group)]
+    reader.budget = max(0, budget - len(groups[0]) * band_bytes)  # the rest keeps frames
+    for js in groups:
+        frames = [(k, spans[k]) for k in active if spans[k] & set(js)]
+        g0, g1 = reader.bands[js[0]][0], reader.bands[js[-1]][1]
+        if frames:
+            res, wsum, rej, passes = _Group(reader, frames, js, wts).stack(settings, combine,
+                                                                           reader.budget)
+            out[g0:g1] = res
+            coverage[g0:g1] = wsum.mean(axis=2)
+            rejected += rej
+        reader.drop(js)
+    grid_debug(logger, "stacked %d frames (%s, %d band(s) in %d group(s), %d reads)",
+               len(active), method, len(reader.bands), len(groups), sum(reader.reads.values()))
     if not return_info:
         return out, coverage
     info = {"method": method, "combine": combine, "n_frames": len(active),
-            "streaming": bool(streaming), "rejected_values": int(rejected)}
+            "streaming": reader.streamed or any(v > 1 for v in reader.reads.values()),
+            "rejected_values": int(rejected), "bands": len(reader.bands),
+            "groups": len(groups), "passes": passes, "reads": sum(reader.reads.values())}
     return out, coverage, info
 
 
