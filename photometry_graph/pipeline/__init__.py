@@ -38,8 +38,8 @@ from .demo import (  # noqa: F401
     demo_summary,
 )
 from .frameio import (  # noqa: F401
-    COVERAGE_EXTNAMES, MIN_FRAME_SIDE, file_problem, celestial_wcs, read_frame_info, load_frame,
-    scan_frame, scan_entry,
+    COVERAGE_EXTNAMES, MIN_FRAME_SIDE, file_problem, celestial_wcs, read_frame_info,
+    read_pixels, load_frame, scan_frame, scan_entry,
 )
 from .panels import (  # noqa: F401
     WEIGHT_SUFFIX, Panel, find_fits_files, is_project_tile, read_panel, scan_panels,
@@ -71,11 +71,11 @@ __all__ = [
     "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted",
     "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey",
     "survey_wcs", "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES",
-    "MIN_FRAME_SIDE", "file_problem", "celestial_wcs", "read_frame_info", "load_frame",
-    "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel", "find_fits_files", "is_project_tile",
-    "read_panel", "scan_panels", "read_reference", "panel_grid", "integer_offset",
-    "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS",
-    "UNRELATED_OPTIONS", "package_version", "code_digest", "file_signature", "frame_source",
-    "piece_options", "piece_key", "correction_from_dict", "PieceStore", "RunPieces",
-    "panel_tiles", "write_mosaic",
+    "MIN_FRAME_SIDE", "file_problem", "celestial_wcs", "read_frame_info", "read_pixels",
+    "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel", "find_fits_files",
+    "is_project_tile", "read_panel", "scan_panels", "read_reference", "panel_grid",
+    "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS",
+    "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest", "file_signature",
+    "frame_source", "piece_options", "piece_key", "correction_from_dict", "PieceStore",
+    "RunPieces", "panel_tiles", "write_mosaic",
 ]

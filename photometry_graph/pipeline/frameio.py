@@ -3,7 +3,9 @@
 :func:`read_frame_info` reads what is known of a frame before its pixels are loaded (a
 :class:`~photometry_graph.pipeline.images.FrameInfo`); :func:`scan_frame` checks its pixels
 once and measures its noise (and its saturation level when the header does not give it);
-:func:`load_frame` loads its pixels as channels-last float32 with NaN where invalid.
+:func:`load_frame` loads its pixels (or a crop of them) as channels-last float32 with NaN
+where invalid; :func:`read_pixels` reads the stored values of any rows and columns straight
+from the file (plain FITS images; compressed ones through astropy).
 :func:`scan_entry` is the worker task of the run's first stage.
 """
 
@@ -12,8 +14,10 @@ import stat
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.wcs import WCS
 
+from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_pixel_scale
 from .fileio import open_fits
 from .images import (FrameInfo, frame_noise, frame_pixels, image_layout, saturation_level,
@@ -22,7 +26,7 @@ from .options import GridModeError
 from .plan import as_float
 
 __all__ = ["COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
-           "read_frame_info", "load_frame", "scan_frame", "scan_entry"]
+           "read_frame_info", "read_pixels", "load_frame", "scan_frame", "scan_entry"]
 
 #: Names of an extension that holds a frame's per-pixel weights (coverage, alpha).
 COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
@@ -185,6 +189,7 @@ def read_frame_info(path, *, index=0, exposure=None):
                         and tuple(h.shape or ()) == tuple(shape)), None)
             exptime = as_float(header.get("EXPTIME", header.get("EXPOSURE")))
             saturation = saturation_level(header)
+            storage = _storage(path, hdul[hdu], header)
     except GridModeError:
         raise
     except Exception as exc:  # not FITS, unreadable, broken header: skipped with the reason
@@ -196,10 +201,105 @@ def read_frame_info(path, *, index=0, exposure=None):
     return FrameInfo(index=index, path=str(path), hdu=hdu, shape=tuple(shape), layout=layout,
                      n_channels=n_ch, wcs=wcs, bayer=bayer, coverage_hdu=cov,
                      exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0),
-                     saturation=saturation)
+                     saturation=saturation, storage=storage)
 
 
-def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None):
+#: numpy types of the FITS ``BITPIX`` values (FITS data are big-endian).
+_FITS_TYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _storage(path, hdu, header):
+    """Where and how the pixels of a plain FITS image lie in its file, or None.
+
+    None for what cannot be read at a byte offset: a compressed HDU, a gzipped file.
+    """
+    if type(hdu) not in (fits.PrimaryHDU, fits.ImageHDU):
+        return None
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"SIMPLE":  # gzipped or otherwise wrapped
+            return None
+    bitpix = int(header["BITPIX"])
+    if bitpix not in _FITS_TYPES:
+        return None
+    blank = header.get("BLANK") if bitpix > 0 else None
+    return dict(offset=int(hdu.fileinfo()["datLoc"]), dtype=_FITS_TYPES[bitpix],
+                bzero=float(header.get("BZERO", 0.0)), bscale=float(header.get("BSCALE", 1.0)),
+                blank=None if blank is None else int(blank))
+
+
+def read_pixels(info, rows=None, cols=None):
+    """The stored values of rows ``rows`` and columns ``cols`` of a frame, in its layout.
+
+    Read straight from the file when :attr:`FrameInfo.storage` says how (only the bytes of
+    those rows), else through astropy (the whole image).  ``BZERO``/``BSCALE`` are applied:
+    unsigned 16-bit data (``BZERO = 32768``) come as uint16, other integers as float32
+    (``BLANK`` as NaN), floats as float32.
+
+    Parameters
+    ----------
+    info : FrameInfo
+    rows, cols : tuple of int, optional
+        ``(start, stop)`` of the frame's rows and columns (default all).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w)`` for mono and Bayer frames, ``(C, h, w)`` or ``(h, w, C)`` as stored.
+    """
+    H, W = info.shape
+    r0, r1 = rows or (0, H)
+    c0, c1 = cols or (0, W)
+    st = info.storage
+    if st is None:
+        with open_fits(info.path) as hdul:  # memmap=False: the data are read into memory here
+            _check_complete(info.path, hdul, info.hdu)
+            raw = np.asarray(hdul[info.hdu].data)
+        raw = raw[:, r0:r1, c0:c1] if info.layout == "chw" else raw[r0:r1, c0:c1]
+        return raw if raw.dtype in (np.uint16, np.float32) else raw.astype(np.float32)
+    dt = np.dtype(st["dtype"])
+    C = info.n_channels if info.layout in ("chw", "hwc") else 1
+    rows_of = (lambda c: _read_rows(info.path, dt, st["offset"] + (c * H + r0) * W * dt.itemsize,
+                                    (r1 - r0, W)))
+    if info.layout == "chw":
+        raw = np.stack([rows_of(c)[:, c0:c1] for c in range(C)])
+    else:
+        raw = _read_rows(info.path, dt, st["offset"] + r0 * W * C * dt.itemsize,
+                         (r1 - r0, W, C) if info.layout == "hwc" else (r1 - r0, W))[:, c0:c1]
+    if dt == np.dtype(">i2") and st["bzero"] == 32768 and st["bscale"] == 1 \
+            and st["blank"] is None:  # unsigned 16-bit: flip the sign bit
+        return raw.view(">u2") ^ np.uint16(0x8000)
+    out = raw.astype(np.float32)
+    if st["blank"] is not None:
+        bad = raw == st["blank"]
+    if st["bscale"] != 1.0:
+        out *= np.float32(st["bscale"])
+    if st["bzero"] != 0.0:
+        out += np.float32(st["bzero"])
+    if st["blank"] is not None:
+        out[bad] = np.nan
+    return out
+
+
+def _read_rows(path, dtype, offset, shape):
+    """``shape`` values of ``dtype`` at byte ``offset`` of ``path``; a short file is named so."""
+    raw = np.fromfile(path, dtype=dtype, count=int(np.prod(shape)), offset=offset)
+    if raw.size < np.prod(shape):
+        raise GridModeError("it is truncated (shorter than its header says)")
+    return raw.reshape(shape)
+
+
+def _halo(info, crop, halo):
+    """``crop`` grown by ``halo`` pixels within the frame (Bayer raws: from even rows and
+    columns, so that the pattern is the frame's): ``(rows, cols)``."""
+    H, W = info.shape
+    y0, y1, x0, x1 = max(0, crop.y0 - halo), min(H, crop.y1 + halo), \
+        max(0, crop.x0 - halo), min(W, crop.x1 + halo)
+    if info.layout == "bayer":
+        y0, x0 = y0 - y0 % 2, x0 - x0 % 2
+    return (y0, y1), (x0, x1)
+
+
+def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None, crop=None):
     """Load a frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
 
     Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
@@ -207,34 +307,51 @@ def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None):
     valid zone is eroded by ``erode`` pixels (debayering already grows invalid zones by one).
     With a ``saturation`` level, saturated pixels and a 2 px margin are invalid too (for the
     frame photometry).  Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W)
-    or None.
+    or None.  With ``crop`` (a BBox of the frame's pixels) only that part, read with a
+    margin so that every pixel is what the whole frame would give.
 
     Raises
     ------
     GridModeError
         When the file has become shorter than its header says (truncated after the scan).
     """
-    with open_fits(info.path) as hdul:  # memmap=False: the data are read into memory here
-        _check_complete(info.path, hdul, info.hdu)
-        raw = hdul[info.hdu].data
-        weight = (None if info.coverage_hdu is None
-                  else np.array(hdul[info.coverage_hdu].data, dtype=np.float32))
-    return frame_pixels(raw, info.layout, info.bayer, weight=weight, mask_eps=mask_eps,
-                        erode=erode, saturation=saturation)
+    rows = cols = None
+    if crop is not None:
+        exact = info.layout != "bayer" or (info.storage or {}).get("dtype", "")[1:2] in "iu"
+        if not exact:  # a float raw is debayered through a scaling of its whole range
+            data, weight = load_frame(info, mask_eps=mask_eps, erode=erode,
+                                      saturation=saturation)
+            sl = crop.slices_in(BBox(0, info.shape[0], 0, info.shape[1]))
+            return data[sl], None if weight is None else weight[sl]
+        rows, cols = _halo(info, crop, erode + 3 + (0 if saturation is None else 2))
+    raw = read_pixels(info, rows, cols)
+    weight = None
+    if info.coverage_hdu is not None:
+        with open_fits(info.path) as hdul:
+            weight = np.array(hdul[info.coverage_hdu].data, dtype=np.float32)
+        if crop is not None:
+            weight = weight[rows[0]:rows[1], cols[0]:cols[1]]
+    data, weight = frame_pixels(raw, info.layout, info.bayer, weight=weight, mask_eps=mask_eps,
+                                erode=erode, saturation=saturation)
+    if crop is None:
+        return data, weight
+    sl = (slice(crop.y0 - rows[0], crop.y1 - rows[0]), slice(crop.x0 - cols[0], crop.x1 - cols[0]))
+    return data[sl], None if weight is None else weight[sl]
 
 
-def scan_frame(info, mask_eps):
+def scan_frame(info, mask_eps, *, raw=None):
     """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma.
 
     A frame without a ``SATURATE`` keyword gets the level at which its brightest pixels
     pile up, if they do (:func:`photometry_graph.pipeline.images.saturation_pileup`).
+    ``raw``: the stored pixels when already read (:func:`read_pixels`).  Returns ``info``.
     """
-    try:
-        with open_fits(info.path) as hdul:
-            raw = np.asarray(hdul[info.hdu].data, dtype=np.float32)
-    except (OSError, EOFError, ValueError) as exc:  # e.g. a truncated .fits.gz
-        raise GridModeError(f"its pixels cannot be read: it is truncated or corrupt "
-                            f"({type(exc).__name__}: {exc})") from None
+    if raw is None:
+        try:
+            raw = read_pixels(info)
+        except (OSError, EOFError, ValueError) as exc:  # e.g. a truncated .fits.gz
+            raise GridModeError(f"its pixels cannot be read: it is truncated or corrupt "
+                                f"({type(exc).__name__}: {exc})") from None
     info.noise = frame_noise(raw, info.layout, mask_eps=mask_eps)
     if info.saturation is None:
         info.saturation = saturation_pileup(raw)

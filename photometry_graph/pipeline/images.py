@@ -14,6 +14,7 @@ keeps mono and colour data from being mixed in one mosaic.
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .._log import get_logger, grid_warning
@@ -43,7 +44,9 @@ class FrameInfo:
     robust noise sigma of the raw pixels (:func:`frame_noise`); ``hdu`` the index of the
     image HDU in the file ``path``, ``coverage_hdu`` an optional weight/alpha HDU;
     ``saturation`` the stored value at or above which a pixel is saturated
-    (:func:`saturation_level`, :func:`saturation_pileup`), or None.
+    (:func:`saturation_level`, :func:`saturation_pileup`), or None; ``storage`` how the
+    pixels lie in the file when they can be read straight from it (any rows and columns
+    alone, see :func:`photometry_graph.pipeline.frameio.read_pixels`), or None.
     """
 
     index: int
@@ -58,6 +61,7 @@ class FrameInfo:
     coverage_hdu: int = None
     noise: float = float("nan")
     saturation: float = None
+    storage: dict = None
 
 
 def saturation_level(header):
@@ -250,17 +254,32 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
     >>> data.shape, bool(np.isnan(data[0, 0]).all()), float(data[1, 1, 1])
     ((4, 5, 2), True, 1.0)
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     saturated = None if saturation is None else saturated_mask(raw, layout, saturation)
-    raw = np.array(raw, dtype=np.float32)
-    if layout == "bayer":
+    raw = np.asarray(raw)
+    integers = raw.dtype.kind in "ui" and 0 <= mask_eps < 1  # no NaN; empty means 0
+    if layout == "bayer" and integers and raw.min() >= 0 and raw.max() <= 65535:
+        # debayered as stored (exactly as debayer() does with integer data, without its
+        # float64 round trip); empty sites spoil their 3x3 neighbourhood as there
+        data = cv2.cvtColor(raw.astype(np.uint16, copy=False),
+                            BAYER_CODES[bayer_pattern(bayer)]).astype(np.float32)
+        empty = raw == 0
+        if empty.any():
+            data[cv2.dilate(empty.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = np.nan
+        erode = max(0, erode - 1)
+    elif layout == "bayer":
+        raw = np.array(raw, dtype=np.float32)
         with np.errstate(invalid="ignore"):
             raw[np.abs(raw) <= mask_eps] = np.nan
         data, erode = debayer(raw, bayer), max(0, erode - 1)
-    elif layout in LAYOUTS:
-        data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(raw, 0, -1)),
-                "hwc": lambda: raw, "mono": lambda: raw[:, :, None]}[layout]()
     else:
-        raise ValueError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+        arr = raw.astype(np.float32)
+        data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(arr, 0, -1)),
+                "hwc": lambda: arr, "mono": lambda: arr[:, :, None]}[layout]()
+    if integers and layout != "bayer" and weight is None and saturated is None \
+            and (raw != 0).all():  # the common case: nothing invalid, nothing to erode
+        return data, None
     valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
     if saturated is not None:
         valid &= ~saturated

@@ -192,3 +192,62 @@ def test_a_frame_truncated_after_the_scan_is_named_so_when_loaded(tmp_path):
         fh.truncate(path.stat().st_size // 2)
     with pytest.raises(GridModeError, match="it is truncated"):
         load_frame(info)
+
+
+def _stored(kind, shape, rng):
+    """Stored pixels of one kind of frame, with empty (0) borders and a few odd values."""
+    if kind == "uint16":
+        data = rng.integers(200, 60000, shape).astype(np.uint16)
+    elif kind == "int32":
+        data = rng.integers(-5000, 60000, shape).astype(np.int32)
+    else:
+        data = rng.normal(500, 20, shape).astype(np.float32)
+        data[..., 5:9, 20:26] = np.nan
+    data[..., :3, :] = 0
+    data[..., -4:] = 0
+    data[..., 17, 11] = 0
+    return data
+
+
+@pytest.mark.parametrize("kind,layout", [("uint16", "mono"), ("uint16", "bayer"),
+                                         ("int32", "mono"), ("float32", "mono"),
+                                         ("float32", "chw"), ("uint16", "sat")])
+def test_a_crop_of_a_frame_reads_and_decodes_like_the_whole_frame(tmp_path, kind, layout):
+    from photometry_graph.core.tiles import BBox
+    from photometry_graph.pipeline.frameio import read_pixels
+    rng = np.random.default_rng(5)
+    shape = (3, 40, 52) if layout == "chw" else (40, 52)
+    data = _stored(kind, shape, rng)
+    extra = {"BAYERPAT": "RGGB"} if layout == "bayer" else {}
+    path = write_frame(tmp_path / "f.fits", data, celestial_header((40, 52)), extra=extra)
+    info = read_frame_info(path)
+    assert info.storage is not None
+    with fits.open(path) as hdul:  # astropy's reading of the stored values
+        ref = np.asarray(hdul[0].data, dtype=np.float64)
+    got = read_pixels(info)
+    np.testing.assert_array_equal(np.asarray(got, np.float64), ref)
+    sat = 59000.0 if layout == "sat" else None
+    full, _ = load_frame(info, saturation=sat)
+    for crop in (BBox(0, 40, 0, 52), BBox(7, 23, 9, 30), BBox(1, 12, 40, 52)):
+        part, _ = load_frame(info, crop=crop, saturation=sat)
+        np.testing.assert_array_equal(part, full[crop.y0:crop.y1, crop.x0:crop.x1])
+        rows = read_pixels(info, (crop.y0, crop.y1), (crop.x0, crop.x1))
+        np.testing.assert_array_equal(np.asarray(rows, np.float64),
+                                      ref[..., crop.y0:crop.y1, crop.x0:crop.x1])
+    assert np.isnan(full[:4]).all() and np.isfinite(full[20, 30]).all()
+
+
+def test_blank_values_are_nan_and_astropy_reads_what_offsets_cannot(tmp_path):
+    from photometry_graph.pipeline.frameio import read_pixels
+    data = np.arange(40 * 52, dtype=np.int16).reshape(40, 52)
+    hdr = celestial_header((40, 52))
+    hdr["BLANK"] = 7
+    path = tmp_path / "b.fits"
+    fits.PrimaryHDU(data, hdr).writeto(path)
+    info = read_frame_info(path)
+    got = read_pixels(info)
+    assert np.isnan(got[0, 7]) and got[0, 8] == 8
+    info.storage = None  # a frame that cannot be read at a byte offset: through astropy
+    got = read_pixels(info, (0, 9), (2, 9))
+    assert got.dtype == np.float32 and np.isnan(got[0, 5]) and got[3, 4] == data[3, 6]
+    np.testing.assert_array_equal(np.isnan(got), data[:9, 2:9] == 7)
