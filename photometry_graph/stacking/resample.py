@@ -350,24 +350,40 @@ def _check_data(data, src_wcs):
     return arr
 
 
-def _remap(img, mx, my, interpolation, border):
-    """cv2.remap of an (h, w, C) float32 image, channels in groups of 1, 3 or 4.
+def _channel_groups(C):
+    """``(c0, c1)`` slices of ``C`` channels in groups of 1, 3 or 4 for OpenCV's warps.
 
     OpenCV interpolates 2-channel float images at positions rounded to 1/32 pixel (0.07
     of a unit-noise image's sigma off exact bilinear values), 1-, 3- and 4-channel ones
-    exactly: a pair of channels is remapped one by one.
+    exactly: a pair of channels goes one by one.
+
+    Examples
+    --------
+    >>> _channel_groups(6)
+    [(0, 4), (4, 5), (5, 6)]
     """
-    import cv2
-    C = img.shape[2]
-    out = np.empty(mx.shape + (C,), dtype=np.float32)
-    c0 = 0
+    groups, c0 = [], 0
     while c0 < C:
         c1 = c0 + (1 if C - c0 == 2 else min(4, C - c0))
-        part = np.ascontiguousarray(img[:, :, c0:c1])
-        res = cv2.remap(part, mx, my, interpolation, borderMode=border)
-        out[:, :, c0:c1] = res.reshape(mx.shape + (c1 - c0,))
+        groups.append((c0, c1))
         c0 = c1
+    return groups
+
+
+def _by_channels(img, shape, warp):
+    """``warp(part)`` of each group of channels of an (h, w, C) image -> (*shape, C) float32."""
+    out = np.empty(tuple(shape) + (img.shape[2],), dtype=np.float32)
+    for c0, c1 in _channel_groups(img.shape[2]):
+        out[:, :, c0:c1] = warp(np.ascontiguousarray(img[:, :, c0:c1])).reshape(
+            tuple(shape) + (c1 - c0,))
     return out
+
+
+def _remap(img, mx, my, interpolation, border):
+    """cv2.remap of an (h, w, C) float32 image (channels in groups: :func:`_channel_groups`)."""
+    import cv2
+    return _by_channels(img, mx.shape, lambda part: cv2.remap(part, mx, my, interpolation,
+                                                              borderMode=border))
 
 
 def _second_differences(sub, sub_valid):
@@ -577,14 +593,8 @@ class _Sampler:
         if self.hs is None or interp == cv2.INTER_CUBIC:
             return _remap(img, *self.maps(), interp, border)
         h, w = self.shape
-        C = img.shape[2]
-        out = np.empty((h, w, C), dtype=np.float32)
-        for c0 in range(0, C, 4):
-            c1 = min(C, c0 + 4)
-            res = cv2.warpPerspective(np.ascontiguousarray(img[:, :, c0:c1]), self.hs, (w, h),
-                                      flags=interp | cv2.WARP_INVERSE_MAP, borderMode=border)
-            out[:, :, c0:c1] = res.reshape(h, w, c1 - c0)
-        return out
+        return _by_channels(img, self.shape, lambda part: cv2.warpPerspective(
+            part, self.hs, (w, h), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=border))
 
     def inside(self, limits):
         """Pixels whose source position lies within ``limits`` = (x_lo, x_hi, y_lo, y_hi)."""
