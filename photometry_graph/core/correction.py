@@ -89,7 +89,7 @@ def identity_correction(n_channels, status="fallback"):
     return Correction(np.ones(n_channels), np.zeros(n_channels), status=status)
 
 
-def apply_correction(data, bbox, correction, *, dtype=np.float32):
+def apply_correction(data, bbox, correction, *, dtype=np.float32, copy=True):
     """Apply a :class:`Correction` to the pixels of a node.
 
     Parameters
@@ -102,27 +102,31 @@ def apply_correction(data, bbox, correction, *, dtype=np.float32):
         ``None`` returns a copy.
     dtype : numpy dtype
         Output type.
+    copy : bool
+        False corrects ``data`` in place when it is already channels-last ``dtype``.
 
     Returns
     -------
     numpy.ndarray, shape (h, w, C)
-        Corrected copy; NaN stays NaN.  Invalid pixels are corrected like
+        Corrected copy (or ``data``); NaN stays NaN.  Invalid pixels are corrected like
         the others: callers mask them.
     """
     arr = as_channels_last(data)
-    out = np.array(arr, dtype=dtype, copy=True)
+    out = np.array(arr, dtype=dtype, copy=copy or None)
     if correction is None:
         return out
     if correction.n_channels != out.shape[2]:
         raise ValueError(f"correction has {correction.n_channels} channels, data has "
                          f"{out.shape[2]}")
     out *= correction.gain.astype(dtype)
-    out += correction.offset.astype(dtype)
-    if np.any(correction.slope):
-        h, w = out.shape[:2]
-        x = (np.arange(bbox.x0, bbox.x0 + w) - correction.origin[0]).astype(dtype)
-        y = (np.arange(bbox.y0, bbox.y0 + h) - correction.origin[1]).astype(dtype)
-        for c in range(out.shape[2]):
-            sx, sy = correction.slope[c]
-            out[:, :, c] += (sx * x)[np.newaxis, :] + (sy * y)[:, np.newaxis]
+    if not np.any(correction.slope):
+        out += correction.offset.astype(dtype)
+        return out
+    h, w = out.shape[:2]
+    x = (np.arange(bbox.x0, bbox.x0 + w) - correction.origin[0]).astype(dtype)
+    y = (np.arange(bbox.y0, bbox.y0 + h) - correction.origin[1]).astype(dtype)
+    for c in range(out.shape[2]):
+        sx, sy = correction.slope[c]
+        out[:, :, c] += (correction.offset[c] + sx * x)[np.newaxis, :].astype(dtype) \
+            + (sy * y)[:, np.newaxis]
     return out

@@ -171,7 +171,9 @@ def fit_homography(x, y, u, v):
     one, zero = np.ones_like(xn), np.zeros_like(xn)
     a = np.concatenate([np.column_stack([xn, yn, one, zero, zero, zero, -un * xn, -un * yn]),
                         np.column_stack([zero, zero, zero, xn, yn, one, -vn * xn, -vn * yn])])
-    p = np.linalg.lstsq(a, np.concatenate([un, vn]), rcond=None)[0]
+    # normal equations summed without BLAS, so that the result does not depend on threads
+    p = np.linalg.solve(np.einsum("ij,ik->jk", a, a),
+                        np.einsum("ij,i->j", a, np.concatenate([un, vn])))
     hn = np.append(p, 1.0).reshape(3, 3)
     t_xy = np.array([[1 / s, 0, -mx / s], [0, 1 / s, -my / s], [0, 0, 1]])
     t_uv_inv = np.array([[t, 0, mu], [0, t, mv], [0, 0, 1]])
@@ -392,10 +394,19 @@ def _second_differences(sub, sub_valid):
     A difference is defined where the pixel and both neighbours along the
     axis are valid and inside the array; elsewhere it is 0 (no correction).
     """
-    dxx = np.zeros_like(sub)
-    dyy = np.zeros_like(sub)
-    dxx[:, 1:-1] = sub[:, :-2] - 2.0 * sub[:, 1:-1] + sub[:, 2:]
-    dyy[1:-1] = sub[:-2] - 2.0 * sub[1:-1] + sub[2:]
+    import cv2
+    h, w, C = sub.shape
+    kernel = np.array([[1.0, -2.0, 1.0]], np.float32)
+    flat = np.ascontiguousarray(sub).reshape(h, w * C) if C > 1 else sub[..., 0]
+    if C > 1:  # channels interleaved: the neighbours along x are C apart
+        dxx = np.zeros((h, w * C), np.float32)
+        dxx[:, C:-C] = flat[:, :-2 * C] - 2.0 * flat[:, C:-C] + flat[:, 2 * C:]
+        dxx = dxx.reshape(h, w, C)
+    else:
+        dxx = cv2.filter2D(flat, -1, kernel, borderType=cv2.BORDER_CONSTANT)[..., None]
+        dxx[:, [0, -1]] = 0.0
+    dyy = cv2.filter2D(flat, -1, kernel.T, borderType=cv2.BORDER_CONSTANT).reshape(h, w, C)
+    dyy[[0, -1]] = 0.0
     if sub_valid is not None:
         okx = np.zeros_like(sub_valid)
         okx[:, 1:-1] = sub_valid[:, :-2] & sub_valid[:, 1:-1] & sub_valid[:, 2:]
@@ -406,23 +417,35 @@ def _second_differences(sub, sub_valid):
     return dxx, dyy
 
 
-def _curvature_term(sub, sub_valid, fx, fy, border):
-    """Bilinear smoothing bias ``p(1-p)/2 f'' + q(1-q)/2 f''`` at the mapped points."""
+def _phase_weight(f):
+    """``p (1 - p) / 2`` of the fractional part ``p`` of positions ``f`` (float32)."""
+    p = np.floor(f)
+    np.subtract(f, p, out=p)
+    w = np.multiply(p, p)
+    np.subtract(p, w, out=w)
+    w *= np.float32(0.5)
+    return w[..., np.newaxis]
+
+
+def _linear_with_curvature(sampler, sub, sub_valid):
+    """Bilinear samples of ``sub`` and the smoothing bias ``p(1-p)/2 f'' + q(1-q)/2 f''``
+    at the same points (see the module notes)."""
     import cv2
     dxx, dyy = _second_differences(sub, sub_valid)
-    px = fx - np.floor(fx)
-    py = fy - np.floor(fy)
-    term = _remap(dxx, fx, fy, cv2.INTER_LINEAR, border)
-    term *= (0.5 * px * (1.0 - px))[..., np.newaxis]
-    term_y = _remap(dyy, fx, fy, cv2.INTER_LINEAR, border)
-    term_y *= (0.5 * py * (1.0 - py))[..., np.newaxis]
+    fx, fy = sampler.maps()
+    term = sampler(dxx, cv2.INTER_LINEAR)
+    del dxx
+    term *= _phase_weight(fx)
+    term_y = sampler(dyy, cv2.INTER_LINEAR)
+    term_y *= _phase_weight(fy)
     term += term_y
-    return term
+    return sampler(sub, cv2.INTER_LINEAR), term
 
 
 def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=None,
                       order="bilinear", valid_threshold=0.999, curvature_correction=False,
-                      homography=None, src_origin=(0, 0)):
+                      homography=None, src_origin=(0, 0), frame_shape=None,
+                      with_footprint=True):
     """Reproject an image onto a box of another celestial grid.
 
     Parameters
@@ -460,8 +483,13 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         interpolated coordinate map serves any other pair of projections.
     src_origin : tuple of int
         ``(row, column)`` of ``data[0, 0]`` in the source frame: ``data`` is a crop of
-        the frame that ``src_wcs`` describes (pixels outside it count as outside the
-        frame).
+        the frame that ``src_wcs`` describes (:func:`source_crop`).
+    frame_shape : tuple of int, optional
+        ``(H, W)`` of the frame (default ``src_wcs.pixel_shape``, else the crop's extent
+        from ``src_origin``).  With ``homography`` and ``frame_shape`` given, ``src_wcs``
+        may be None.
+    with_footprint : bool
+        False returns ``out`` alone (its NaN say where it is not valid).
 
     Returns
     -------
@@ -504,14 +532,19 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     if src_mask is not None and np.shape(src_mask) != (H, W):
         raise ValueError(f"src_mask shape {np.shape(src_mask)} does not match the data shape "
                          f"{(H, W)}")
-    celestial_part(src_wcs)
-    celestial_part(dst_wcs)
+    if src_wcs is None and (homography is None or frame_shape is None):
+        raise ValueError("src_wcs may be None only with a homography and the frame_shape")
+    if src_wcs is not None:
+        celestial_part(src_wcs)
+        celestial_part(dst_wcs)
     h, w = box.shape
 
     def nothing():
-        return np.full((h, w, C), np.nan, dtype=np.float32), np.zeros((h, w), np.float32)
+        out = np.full((h, w, C), np.nan, dtype=np.float32)
+        return (out, np.zeros((h, w), np.float32)) if with_footprint else out
 
-    mapping = _box_mapping(src_wcs, dst_wcs, box, (H, W), src_origin, grid_step, homography)
+    mapping = _box_mapping(src_wcs, dst_wcs, box, (H, W), src_origin, grid_step, homography,
+                           frame_shape)
     if mapping is None:
         return nothing()
     win, sampler, (cy0, cy1, cx0, cx1), limits = mapping
@@ -542,14 +575,17 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         if vmap is not None:
             ok = _and(ok, sampler(vmap, cv2.INTER_NEAREST)[..., 0] > 0.5)
     elif mode == "linear":
-        res = sampler(sub, cv2.INTER_LINEAR)
+        term = None
+        if curvature_correction:
+            res, term = _linear_with_curvature(sampler, sub, None if all_valid else sub_valid)
+        else:
+            res = sampler(sub, cv2.INTER_LINEAR)
         if vmap is not None:
             vres = sampler(vmap, cv2.INTER_LINEAR)[..., 0]
             ok = _and(ok, vres > valid_threshold)
             np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
-        if curvature_correction:
-            res -= _curvature_term(sub, None if all_valid else sub_valid, *sampler.maps(),
-                                   cv2.BORDER_REPLICATE)
+        if term is not None:
+            res -= term
     else:
         from scipy import ndimage
         res = sampler(sub, cv2.INTER_CUBIC)
@@ -560,9 +596,15 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     if ok is not None:
         np.copyto(res, np.float32(np.nan), where=~ok[..., np.newaxis])
     if win == box:
+        if not with_footprint:
+            return res
         return res, (np.ones((h, w), np.float32) if ok is None else ok.astype(np.float32))
-    out, footprint = nothing()
     sl = win.slices_in(box)
+    if not with_footprint:
+        out = nothing()
+        out[sl] = res
+        return out
+    out, footprint = nothing()
     out[sl] = res
     footprint[sl] = 1.0 if ok is None else ok
     return out, footprint
@@ -700,7 +742,8 @@ def source_crop(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, gr
     return None if ext is None else BBox(*_crop_of(ext[3], shape))
 
 
-def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homography):
+def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homography,
+                 frame_shape=None):
     """Where the pixels of ``box`` read the source array, or None when they miss it.
 
     Returns ``(win, sampler, crop, limits)``: ``win`` is the part of ``box`` that the
@@ -713,7 +756,8 @@ def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homogr
     """
     H, W = src_shape
     sy0, sx0 = (int(v) for v in src_origin)
-    fw, fh = getattr(src_wcs, "pixel_shape", None) or (W + sx0, H + sy0)
+    fw, fh = frame_shape[::-1] if frame_shape is not None else \
+        getattr(src_wcs, "pixel_shape", None) or (W + sx0, H + sy0)
     found = _extent(src_wcs, dst_wcs, box, (fh, fw), grid_step, homography)
     if found is None:
         return None

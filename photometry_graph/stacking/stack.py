@@ -241,13 +241,15 @@ class _Reader:
 
     def pieces(self, k, js):
         """The pieces of frame ``k`` on the bands ``js`` (band order), read if not kept."""
-        missing = [j for j in js if (k, j) not in self.cache and self.last_key != (k, j)]
+        held = self.last  # the last piece read (replaced below as others are read)
+        missing = [j for j in js if (k, j) not in self.cache
+                   and (held is None or held[0] != (k, j))]
         got = self._read(k, missing) if missing else {}
         for j in js:
             if (k, j) in self.cache:
                 piece = self.cache[(k, j)]
-            elif self.last_key == (k, j):
-                piece = self.last[1]
+            elif held is not None and held[0] == (k, j):
+                piece = held[1]
             else:
                 piece = got.pop(j)
                 nbytes = 0 if piece is None else \
@@ -285,51 +287,43 @@ class _Group:
         self.shape = (reader.bands[js[-1]][1] - self.g0,) + tuple(reader.shape[1:])
 
     def feed(self, visit, js=None):
-        """Call ``visit(k, x, valid, win, pw)`` for every piece on the bands ``js`` (default
-        all of the group's; ``win`` indexes the group's state)."""
+        """Call ``visit(k, x, win, pw)`` for every piece on the bands ``js`` (default all of
+        the group's; ``win`` = (rows, columns) of the group's state)."""
         js = self.js if js is None else js
         for k, ks in self.frames:
             for _, (x, pw, (y0, x0)) in self.reader.pieces(k, [j for j in js if j in ks]):
                 if x.size:
                     win = (slice(y0 - self.g0, y0 - self.g0 + x.shape[0]),
                            slice(x0, x0 + x.shape[1]))
-                    visit(k, x, ~np.isnan(x), win, pw)
+                    visit(k, x, win, pw)
 
     def weight(self, k, pw):
-        """A piece's weights: the frame's number, or times its per-pixel weights (h, w, 1)."""
+        """A piece's weights: the frame's number, or times its per-pixel weights (h, w)."""
         wk = self.wts[k]
-        return wk if pw is None else (pw * np.float32(wk))[..., np.newaxis]
+        return wk if pw is None else pw * np.float32(wk)
 
     def stack(self, settings, combine, cube_budget):
         """``(stacked, weight sum, rejected values, passes)`` of the group."""
-        lo = hi = ref = None
+        lo = hi = None
         passes = 0
         if settings.clips:
             m = Moments(self.shape, settings.track)
-            self.feed(lambda k, x, valid, win, pw: m.add(x, valid, win))
+            self.feed(lambda k, x, win, pw: m.add(x, win))
             lo, hi = robust_bounds(m, settings)
-            ref = m.ref
             del m
             passes += 1
         if combine == "median" or settings.method == "median":
             out, wsum, rejected = self.median(lo, hi, cube_budget)
             return out, wsum, rejected, passes + 1
-        if ref is None:  # the mean: one pass, nothing rejected
-            ref = np.zeros(self.shape, np.float32)
         for rnd in range(max(1, settings.iterations) if settings.clips else 1):
             more = settings.clips and rnd < settings.iterations - 1
-            sums = ClippedSums(ref, lo, hi, moments=more)
-            counted = []
-
-            def add(k, x, valid, win, pw, sums=sums, counted=counted):
-                sums.add(x, valid, win, self.weight(k, pw))
-                counted.append(int(np.count_nonzero(valid)))
-            self.feed(add)
+            sums = ClippedSums(self.shape, lo, hi, moments=more)
+            self.feed(lambda k, x, win, pw, sums=sums: sums.add(x, win, self.weight(k, pw)))
             passes += 1
             if more:
                 lo, hi = sums.next_bounds(settings)
         out, wsum = sums.result()
-        return out, wsum, sum(counted) - sums.used, passes
+        return out, wsum, sums.valid - sums.used, passes
 
     def median(self, lo, hi, budget):
         """Median of the (kept) values, a few rows at a time: ``(stacked, weight sum,
@@ -341,6 +335,8 @@ class _Group:
         out = np.full(self.shape, np.nan, np.float32)
         wsum = np.zeros(self.shape, np.float64)
         rejected = 0
+        if lo is not None:
+            lo, hi = lo.reshape(self.shape), hi.reshape(self.shape)
         for r0 in range(0, h, rows):
             cube = _Cube(self, r0, min(h, r0 + rows), n)
             self.feed(cube.put, [j for j in self.js
@@ -368,7 +364,7 @@ class _Cube:
         self.x = np.full(shape, np.nan, np.float32)
         self.w = np.zeros(shape, np.float32)
 
-    def put(self, k, x, valid, win, pw):
+    def put(self, k, x, win, pw):
         i = self.slot.setdefault(k, len(self.slot))
         a, b = max(win[0].start, self.r0), min(win[0].stop, self.r1)
         if a < b:
@@ -376,7 +372,8 @@ class _Cube:
             rows = slice(a - self.r0, b - self.r0)
             self.x[i, rows, win[1]] = x[part]
             wt = self.group.weight(k, None if pw is None else pw[part])
-            self.w[i, rows, win[1]] = np.where(valid[part], wt, 0.0)
+            wt = wt if np.ndim(wt) == 0 else wt[..., np.newaxis]
+            self.w[i, rows, win[1]] = np.where(np.isnan(x[part]), 0.0, wt)
 
 
 def _group_rows(settings, combine, shape, band_rows, budget):

@@ -18,32 +18,42 @@ def _stack(seed=3, n=9, shape=(6, 7, 2)):
     return x
 
 
+WHOLE = (slice(None), slice(0, 7))  # rows, pixel columns of the (6, 7, 2) band
+
+
 def _moments(x, track):
     m = Moments(x.shape[1:], track)
-    whole = (slice(None), slice(None))
     for frame in x:
-        m.add(frame, ~np.isnan(frame), whole)
+        m.add(frame, WHOLE)
     return m
+
+
+def _bounds(m, s, **kw):
+    lo, hi = robust_bounds(m, s, **kw)
+    return lo.reshape(m.shape), hi.reshape(m.shape)
 
 
 @pytest.mark.parametrize("track", [1, 3])
 def test_moments_count_sum_and_keep_the_extremes_in_order(track):
     x = _stack()
     m = _moments(x, track)
-    np.testing.assert_array_equal(m.n, np.isfinite(x).sum(axis=0))
+    n = m.n.reshape(x.shape[1:])
+    np.testing.assert_array_equal(n, np.isfinite(x).sum(axis=0))
     srt = np.sort(np.where(np.isnan(x), np.inf, x), axis=0)
-    np.testing.assert_array_equal(m.lows, srt[:track])
+    np.testing.assert_array_equal(m.lows.reshape((track,) + n.shape), srt[:track])
     srt = -np.sort(np.where(np.isnan(x), np.inf, -x), axis=0)
-    np.testing.assert_array_equal(m.highs, srt[:track])
-    ok = m.n > 0
-    mean = np.nansum(x, axis=0) / np.maximum(m.n, 1)
-    np.testing.assert_allclose((m.ref + m.s1 / np.maximum(m.n, 1))[ok], mean[ok], rtol=1e-6)
+    np.testing.assert_array_equal(m.highs.reshape((track,) + n.shape), srt[:track])
+    ok = n > 0
+    np.testing.assert_allclose(m.s1.reshape(n.shape)[ok], np.nansum(x.astype(float), 0)[ok],
+                               rtol=1e-12)
+    np.testing.assert_allclose(m.s2.reshape(n.shape)[ok],
+                               np.nansum(x.astype(float) ** 2, 0)[ok], rtol=1e-12)
 
 
 def test_kappa_sigma_bounds_leave_the_extremes_out():
     x = _stack()
     s = ClipSettings("kappa_sigma", 2.5, 3.0)
-    lo, hi = robust_bounds(_moments(x, 1), s, rows=2)  # rows: computed block by block
+    lo, hi = _bounds(_moments(x, 1), s, rows=2)  # rows: computed block by block
     for idx in np.ndindex(x.shape[1:]):
         v = np.sort(x[(slice(None),) + idx][np.isfinite(x[(slice(None),) + idx])]).astype(float)
         if v.size < 3:
@@ -60,7 +70,7 @@ def test_kappa_sigma_bounds_leave_the_extremes_out():
 def test_winsorized_bounds_replace_the_extremes_by_the_next_values():
     x = _stack(n=25)
     s = ClipSettings("winsorized", 3.0, 3.0, winsor_limits=(0.05, 0.1))
-    lo, hi = robust_bounds(_moments(x, 3), s)
+    lo, hi = _bounds(_moments(x, 3), s)
     checked = 0
     for idx in np.ndindex(x.shape[1:]):
         v = np.sort(x[(slice(None),) + idx][np.isfinite(x[(slice(None),) + idx])]).astype(float)
@@ -81,13 +91,12 @@ def test_winsorized_bounds_replace_the_extremes_by_the_next_values():
 def test_clipped_sums_average_the_kept_values_and_keep_a_pixel_whose_every_value_fails():
     x = _stack()
     m = _moments(x, 1)
-    lo, hi = robust_bounds(m, ClipSettings("kappa_sigma", 3.0, 3.0))
+    lo, hi = _bounds(m, ClipSettings("kappa_sigma", 3.0, 3.0))
     lo[1, 1, 0], hi[1, 1, 0] = 1e6, 2e6  # nothing within: the plain mean stays
     weights = np.linspace(0.5, 1.5, x.shape[0])
-    sums = ClippedSums(m.ref, lo, hi)
-    whole = (slice(None), slice(None))
+    sums = ClippedSums(m.shape, lo.reshape(m.n.shape), hi.reshape(m.n.shape))
     for frame, wk in zip(x, weights):
-        sums.add(frame, ~np.isnan(frame), whole, wk)
+        sums.add(frame, WHOLE, wk)
     out, wsum = sums.result()
     w = np.where(np.isfinite(x), weights[:, None, None, None], 0.0)
     keep = np.isfinite(x) & (x >= lo) & (x <= hi)
