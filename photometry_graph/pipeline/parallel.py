@@ -17,6 +17,7 @@ the queued tasks are cancelled and the workers killed at once (:func:`stop_pool`
 """
 
 import concurrent.futures
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
@@ -32,7 +33,7 @@ import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 
-__all__ = ["map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS"]
+__all__ = ["map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS", "single_threaded"]
 
 logger = get_logger(__name__)
 
@@ -65,10 +66,11 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         Worker processes when there is no scheduler (default :func:`default_workers`),
         capped at half the number of tasks (rounded up): a worker starts by importing the
         libraries (~1-2 s), which one task rarely repays.  1 runs the tasks here, one
-        after the other, each task through a pickle round trip as in a worker so that
-        results match bit for bit.  The workers fork from a server process that has
-        imported ``func``'s module once (``forkserver``), so they start at once, and run
-        OpenCV and BLAS on one thread each (the calling process is left as it is).
+        after the other, each task through a pickle round trip and on one thread
+        (:func:`single_threaded`) as in a worker, so that results match bit for bit.  The
+        workers fork from a server process that has imported ``func``'s module once
+        (``forkserver``), so they start at once, and run OpenCV and BLAS on one thread each
+        (the calling process is left as it is; a dask worker runs each task on one thread).
 
     Yields
     ------
@@ -91,7 +93,7 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         client = Client(scheduler, set_as_default=False) if own else scheduler
         futures = {}
         try:
-            futures = {client.submit(func, t, pure=False): t for t in tasks}
+            futures = {client.submit(_one_thread, func, t, pure=False): t for t in tasks}
             for fut in as_completed(futures, loop=client.loop):
                 yield futures[fut], (fut.exception() or fut.result())
         except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
@@ -108,10 +110,12 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                    workers, asked)
     if workers == 1:
         for t in tasks:
-            try:  # through pickle like in a worker: WCS objects round-trip through FITS text,
-                yield t, func(pickle.loads(pickle.dumps(t)))  # so results match bit for bit
-            except Exception as exc:
-                yield t, exc
+            try:  # through pickle and on one thread like in a worker (WCS objects round-trip
+                with single_threaded():  # through FITS text; OpenCV's warps split their
+                    result = func(pickle.loads(pickle.dumps(t)))  # work by thread): results
+            except Exception as exc:  # match bit for bit
+                result = exc
+            yield t, result
         return
     done, broken = set(), None
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
@@ -251,6 +255,13 @@ def _alive(pid):
         return psutil.pid_exists(pid)
 
 
+def _one_thread(func, task):
+    """``func(task)`` on one OpenCV/OpenBLAS thread, as in a process of the pool (a dask
+    worker: the same numbers as a local run)."""
+    with single_threaded():
+        return func(task)
+
+
 def _context(func):
     """``forkserver`` (preloading ``func``'s module) where available, else ``spawn``."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -288,6 +299,34 @@ def _limit_threads():
         pass
     for set_threads, _ in _openblas_controls():
         set_threads(1)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """OpenCV and OpenBLAS on one thread within the block, as in a worker process
+    (restored after): a task run here gives the same numbers as in a worker (OpenCV's
+    ``warpPerspective`` splits its work by thread, its results by a rounding).
+
+    Examples
+    --------
+    >>> import cv2
+    >>> with single_threaded():
+    ...     cv2.getNumThreads()
+    1
+    """
+    import cv2
+    threads = cv2.getNumThreads()
+    controls = _openblas_controls()
+    blas = [get() for _, get in controls]
+    cv2.setNumThreads(1)
+    for set_threads, _ in controls:
+        set_threads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+        for (set_threads, _), n in zip(controls, blas):
+            set_threads(n)
 
 
 def _openblas_controls():
