@@ -137,9 +137,10 @@ class GridOptions:
                         "CPUs, at most 4); also the assembly's threads", run=False)
     scheduler: object = _opt(None, "dask.distributed scheduler address (or a Client) for "
                              "the tiles, e.g. tcp://host:8786")
-    memory_mb: float = _opt(1024.0, "memory budget of one tile's stack, MB (beyond it the "
-                            "frames are streamed twice), and of the binned frames held by "
-                            "the frame solve (beyond it they are binned more)")
+    memory_mb: float = _opt(1024.0, "memory budget of the whole run, MB: the calling "
+                            "process and its workers together (PSS); workers, stacking "
+                            "buffers and assembly threads are sized from it, the pixels do "
+                            "not depend on it; a run that cannot fit says so at the start")
     allow_partial: bool = _opt(False, "when a tile cannot be made even after a second try, "
                                "assemble the mosaic without it (the report, the log and the "
                                "FITS header PARTIAL say what was lost) instead of failing")

@@ -41,15 +41,14 @@ PIECE_OPTIONS = {
     "binned frame": ("mask_eps", "saturation", "frame_smooth"),
     "frame solve": ("frame_model", "frame_overlaps", "gain_estimator", "gradient_gauge"),
     "tile": ("stack_method", "stack_combine", "kappa_low", "kappa_high", "winsor_limits",
-             "radial_weight", "radial_feather_fraction", "radial_shape_power", "mask_eps",
-             "memory_mb"),
+             "radial_weight", "radial_feather_fraction", "radial_shape_power", "mask_eps"),
 }
 #: Run options that change pieces only through the values the pieces are given (the grid,
 #: the binning, the frame weights, whether the frames are solved at all).
-INDIRECT_OPTIONS = ("tile_size", "overlap", "pixel_scale", "weight_method", "frame_photometry",
-                    "memory_mb")
+INDIRECT_OPTIONS = ("tile_size", "overlap", "pixel_scale", "weight_method", "frame_photometry")
 #: Run options that change no piece (the assembly's options are left out too).
-UNRELATED_OPTIONS = ("scheduler", "workers", "allow_partial", "resume", "max_canvas")
+UNRELATED_OPTIONS = ("scheduler", "workers", "allow_partial", "resume", "max_canvas",
+                     "memory_mb")
 
 
 def package_version():

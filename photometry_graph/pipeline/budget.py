@@ -1,0 +1,220 @@
+"""The memory budget of a run: the whole process tree stays within ``memory_mb``.
+
+``memory_mb`` is a promise about the run's processes together -- the calling process,
+the server that starts the workers and the workers -- counted as PSS (shared pages divided
+among the processes that share them).  :func:`plan_memory` shares it out before any pixel
+is read, stage by stage:
+
+* the frames: each worker reads one frame at a time; the calling process gathers the
+  frames binned for the frame photometry -- kept in memory when they fit, else written
+  to a scratch folder and read back on demand (the same values: the same solve);
+* the frame photometry, in the calling process (the workers are gone);
+* the tiles: each worker stacks one tile at a time with what is left of its share
+  (:func:`~photometry_graph.stacking.stack.stack_frames`: accumulators for as many bands
+  as fit, the rest for the frames kept between passes);
+* the assembly, in the calling process, on as many threads (and in chunks as large) as
+  fit.
+
+Fewer workers are used when that makes the work fit; a run that cannot fit even in one
+process stops at the start and says what it needs and which option to change.  The
+figures below were measured on Linux (CPython 3.11, numpy 2, OpenCV 4/5); the stacked
+pixels and the mosaic do not depend on the budget, only how often frames are read.
+"""
+
+import ctypes
+import gc
+import math
+import resource
+from dataclasses import dataclass, field
+
+from .._log import get_logger, grid_debug
+from ..stacking.clip import STATE_BYTES
+from ..stacking.stack import BAND_ROWS
+from .options import GridModeError
+from .parallel import default_workers
+
+__all__ = ["MemoryPlan", "plan_memory", "process_pss_bytes", "release_memory", "MB",
+           "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB", "MIN_STACK_MB"]
+
+logger = get_logger(__name__)
+
+MB = 2 ** 20
+#: PSS of one worker process forked from the server that imported the package, and of
+#: the server with the resource tracker, MB (measured ~30-35 and ~48).
+WORKER_MB = 40.0
+SERVER_MB = 50.0
+#: What the calling process gains during a run beyond what it holds when the plan is made
+#: (modules imported later, what the allocator keeps), MB (measured ~35-55).
+MAIN_GROWTH_MB = 60.0
+#: Working memory of the frame photometry's solve beyond the binned frames, MB (measured
+#: ~60 for 120 frames and 560 fits).
+SOLVE_MB = 80.0
+#: The assembly: its fixed part (tile photometry, tile headers and maps) and, per thread,
+#: bytes per pixel of an output chunk (measured ~75 MB and ~48 B).
+ASSEMBLY_MB = 75.0
+ASSEMBLY_BYTES_PER_PIXEL = 48
+#: Smallest budget of a tile's stacking, MB, beyond one band of accumulators.
+MIN_STACK_MB = 8.0
+
+
+@dataclass
+class MemoryPlan:
+    """How a run shares its memory budget.
+
+    ``workers``: processes for the frames and the tiles (1 = in the calling process);
+    ``stack_bytes``: the budget of one tile's stacking in a worker; ``bin_factor``: the
+    binning of the frames for the frame photometry; ``spill``: the binned frames go to a
+    scratch folder; ``assembly_threads`` and ``assembly_chunk`` (the same mosaic with any
+    of them); ``details``: the figures (MB) of the plan.
+    """
+
+    workers: int
+    stack_bytes: int
+    bin_factor: int
+    spill: bool = False
+    assembly_threads: int = 1
+    assembly_chunk: int = 1024
+    details: dict = field(default_factory=dict)
+
+
+def process_pss_bytes(pid="self"):
+    """PSS of a process in bytes (``/proc/<pid>/smaps_rollup``), else its peak RSS.
+
+    Examples
+    --------
+    >>> process_pss_bytes() > 10 * 2 ** 20
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def release_memory():
+    """Give the memory freed by the process back to the system (glibc ``malloc_trim``).
+
+    Freed arrays of a few hundred kB stay with the allocator (its mmap threshold grows
+    with what was freed); a process would hold its peak for the rest of the run.  A
+    no-op where glibc is not the C library.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _frame_bytes(shape, n_channels, bayer):
+    """Working memory of a worker reading one frame: the stored pixels, the decoded frame
+    (and its debayering), its reprojection onto a band of its footprint with the
+    curvature term (frame photometry).  Measured: 56 MB for a mono 1080x1920 frame."""
+    h, w = shape
+    return h * w * (4 + 4 * n_channels * 5 + (8 if bayer else 0)) + 12 * MB
+
+
+def _tile_bytes(shape, n_channels, tile_width):
+    """Working memory of a worker stacking a tile beyond its accumulators and the frames
+    it keeps: one decoded crop (at most a frame) and the pieces of a band with their
+    temporaries.  Measured: 45-60 MB for mono 1080x1920 frames on 1862 px wide tiles."""
+    h, w = shape
+    band = BAND_ROWS * min(tile_width, int(math.hypot(h, w)) + 8)
+    return h * w * (2 + 4 * n_channels * 2) + band * (4 * n_channels * 8 + 16) + 20 * MB
+
+
+def _binned_bytes(frames, bin_factor):
+    """The frames binned for the frame photometry: their data and their masks."""
+    C = max(f.n_channels for f in frames)
+    px = sum(-(-f.shape[0] // bin_factor) * -(-f.shape[1] // bin_factor) * 1.6
+             for f in frames)  # a rotated frame's footprint: ~1.3 x its area, + margins
+    return px * 4 * C, px
+
+
+def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry=True,
+                bin_factor=4, chunk_size=1024, baseline_bytes=None):
+    """Share ``memory_mb`` among the processes and the buffers of a run.
+
+    Parameters
+    ----------
+    memory_mb : float
+        The budget of the whole process tree.
+    frames : list of FrameInfo
+        The run's frames (shapes, channels, Bayer or not).
+    tile_width : int
+        The widest tile, pixels.
+    workers : int, optional
+        Workers asked for (default :func:`~photometry_graph.pipeline.parallel.
+        default_workers`); fewer are used when their share would not fit.
+    frame_photometry : bool
+    bin_factor : int
+        Binning of the frame photometry (the same at any budget).
+    chunk_size : int
+        Output chunk of the assembly; smaller ones where it does not fit (the blending
+        works with a halo: the same mosaic).
+    baseline_bytes : int, optional
+        The calling process's memory now (default: measured).
+
+    Returns
+    -------
+    MemoryPlan
+
+    Raises
+    ------
+    GridModeError
+        When the run cannot fit ``memory_mb`` even in one process: says how much it needs.
+    """
+    budget = float(memory_mb) * MB
+    base = process_pss_bytes() if baseline_bytes is None else int(baseline_bytes)
+    main = base + MAIN_GROWTH_MB * MB
+    C = max(f.n_channels for f in frames)
+    shape = max((f.shape for f in frames), key=lambda s: s[0] * s[1])
+    frame_ws = _frame_bytes(shape, C, any(f.bayer for f in frames))
+    tile_ws = _tile_bytes(shape, C, tile_width)
+    per = max(STATE_BYTES["moments"] + STATE_BYTES["track"] * 3 + 8, STATE_BYTES["sums"])
+    band = per * tile_width * C * BAND_ROWS
+    binned, masks = _binned_bytes(frames, bin_factor) if frame_photometry and \
+        len(frames) >= 2 else (0.0, 0.0)
+    solve = SOLVE_MB * MB if binned else 0.0
+    chunks = [c for c in (chunk_size, 1024, 512, 256) if c <= chunk_size]
+    asm_thread = ASSEMBLY_BYTES_PER_PIXEL * min(chunks) ** 2
+    asked = default_workers() if workers is None else max(1, int(workers))
+    for n in range(asked, 0, -1):
+        server = 0.0 if n == 1 else SERVER_MB * MB
+        share = (budget - main - server - (0.0 if n == 1 else n * WORKER_MB * MB)) / n
+        needs = [share - (tile_ws + band + MIN_STACK_MB * MB),  # the tiles
+                 share - frame_ws,  # the frames (their binned copies can go to disk)
+                 budget - main - server - solve,  # the frame photometry
+                 budget - main - server - ASSEMBLY_MB * MB - asm_thread]  # the assembly
+        if min(needs) >= 0:
+            break
+    else:
+        need = main + max(frame_ws, tile_ws + band + MIN_STACK_MB * MB, solve,
+                          ASSEMBLY_MB * MB + asm_thread)
+        raise GridModeError(
+            f"memory_mb={memory_mb:g} is too small for these frames: one process needs about "
+            f"{need / MB:.0f} MB ({base / MB:.0f} MB for the program, {frame_ws / MB:.0f} MB "
+            f"to read a {shape[1]}x{shape[0]} frame, {(tile_ws + band) / MB:.0f} MB to stack "
+            f"a band of a {tile_width} px wide tile, {solve / MB:.0f} MB for the "
+            f"frame photometry); raise --memory-mb to "
+            f"{math.ceil(need / MB)} or more, or lower --tile-size / --chunk-size")
+    room = min(n * share - n * frame_ws, budget - main - server - solve)
+    spill = binned + masks > room
+    left = budget - main - server - ASSEMBLY_MB * MB  # the assembly: threads, then chunks
+    threads, chunk = 1, min(chunks)
+    for t, c in [(t, c) for c in chunks for t in range(n, 0, -1)]:
+        if t * ASSEMBLY_BYTES_PER_PIXEL * c ** 2 <= left:
+            threads, chunk = t, c
+            break
+    details = dict(memory_mb=float(memory_mb), program_mb=base / MB, workers=n,
+                   worker_mb=share / MB, stack_mb=(share - tile_ws) / MB,
+                   frame_read_mb=frame_ws / MB, binned_mb=binned / MB, spill=bool(spill),
+                   assembly_threads=threads, assembly_chunk=chunk)
+    grid_debug(logger, "memory plan: %s", {k: round(v, 1) if isinstance(v, float) else v
+                                           for k, v in details.items()})
+    return MemoryPlan(workers=n, stack_bytes=int(share - tile_ws), bin_factor=int(bin_factor),
+                      spill=bool(spill), assembly_threads=threads, assembly_chunk=chunk,
+                      details=details)

@@ -1,0 +1,57 @@
+"""The memory plan of a run (photometry_graph.pipeline.budget): processes and buffers within
+``memory_mb``, fewer workers or more binning where needed, a clear refusal otherwise."""
+
+import pytest
+
+from photometry_graph.pipeline.budget import (MB, SERVER_MB, WORKER_MB, MAIN_GROWTH_MB,
+                                              plan_memory, process_pss_bytes)
+from photometry_graph.pipeline.images import FrameInfo
+from photometry_graph.pipeline.options import GridModeError
+
+
+def _frames(n, shape=(1080, 1920), channels=1, bayer=None):
+    return [FrameInfo(index=k, path=f"f{k}.fits", hdu=0, shape=shape,
+                      layout="bayer" if bayer else "mono", n_channels=channels, wcs=None,
+                      bayer=bayer) for k in range(n)]
+
+
+def _total(plan, base):
+    """The budget the plan spends: the program, the worker processes, their shares."""
+    n = plan.workers
+    processes = 0 if n == 1 else (SERVER_MB + n * WORKER_MB) * MB
+    return base + MAIN_GROWTH_MB * MB + processes + n * plan.details["worker_mb"] * MB
+
+
+@pytest.mark.parametrize("memory_mb,workers", [(1024, 2), (512, 2), (256, 1)])
+def test_the_plan_spends_the_budget_and_no_more(memory_mb, workers):
+    base = 90 * MB
+    plan = plan_memory(memory_mb, _frames(120), 1862, workers=2, baseline_bytes=base)
+    assert plan.workers == workers
+    assert _total(plan, base) <= memory_mb * MB * (1 + 1e-9)
+    assert plan.stack_bytes > 0 and plan.bin_factor == 4
+    assert plan.details["memory_mb"] == memory_mb
+
+
+def test_binned_frames_that_do_not_fit_go_to_disk_at_the_same_binning():
+    few = plan_memory(1024, _frames(100), 2048, workers=2, baseline_bytes=90 * MB)
+    many = plan_memory(1024, _frames(5000), 2048, workers=2, baseline_bytes=90 * MB)
+    small = plan_memory(256, _frames(100), 2048, workers=2, baseline_bytes=90 * MB)
+    assert not few.spill and many.spill and small.spill
+    assert few.bin_factor == many.bin_factor == small.bin_factor == 4
+    assert not plan_memory(1024, _frames(5000), 2048, frame_photometry=False,
+                           baseline_bytes=90 * MB).spill
+
+
+def test_colour_frames_need_more_and_a_budget_too_small_is_refused_with_what_it_needs():
+    mono = plan_memory(400, _frames(40), 2048, workers=2, baseline_bytes=120 * MB)
+    rgb = plan_memory(400, _frames(40, channels=3, bayer="RGGB"), 2048, workers=2,
+                      baseline_bytes=120 * MB)
+    assert rgb.workers <= mono.workers and rgb.stack_bytes < mono.stack_bytes
+    with pytest.raises(GridModeError, match=r"memory_mb=150 is too small.*raise --memory-mb "
+                                            r"to (\d+)"):
+        plan_memory(150, _frames(40, channels=3, bayer="RGGB"), 2048,
+                    baseline_bytes=120 * MB)
+
+
+def test_the_process_memory_is_measured():
+    assert 10 * MB < process_pss_bytes() < 4096 * MB
