@@ -14,6 +14,7 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 
 import functools
 import os
+import shutil
 import sys
 import time
 from contextlib import closing
@@ -24,35 +25,32 @@ from astropy.io import fits
 
 from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_debug,
                                    grid_warning)
-from photometry_graph.core.tiles import BBox
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
-from photometry_graph.photometry.frames import (bin_frame_on_grid, frame_bin_factor,
-                                                harmonize_frames, masked_gaussian_blur)
+from photometry_graph.pipeline.budget import plan_memory, release_memory
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
                                               output_lock, remove_temporaries, write_hdus)
-from photometry_graph.pipeline.frameio import load_frame, scan_entry
+from photometry_graph.pipeline.framestage import (FRAME_BIN, SCRATCH_DIR, frame_tasks,
+                                                  gather_frames, read_headers, solve_frames)
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
-from photometry_graph.pipeline.images import usable_majority
 from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # noqa: F401
-                                               GridOptions, GridRunError, frame_saturation,
-                                               frame_smooth_sigma)
+                                               GridOptions, GridRunError, frame_saturation)
 from photometry_graph.pipeline.options import n_workers as _n_workers
 from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import GridResult, tile_header
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
 from photometry_graph.pipeline.parallel import map_tasks
+from photometry_graph.pipeline.pieces import TilePieces, frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
 from photometry_graph.pipeline.progress import Progress, callback_logging
-from photometry_graph.pipeline.resume import (RunPieces, correction_from_dict, frame_source,
-                                              piece_key, piece_options)
-from photometry_graph.stacking.stack import (frame_on_tile, frame_weights, radial_weight,
-                                             stack_frames)
+from photometry_graph.pipeline.resume import (RunPieces, frame_source, piece_key,
+                                              piece_options)
+from photometry_graph.stacking.stack import frame_weights, stack_frames
 
 __all__ = [
     "GridModeError", "GridRunError", "GridOptions", "GridResult", "OPTION_HELP",
@@ -61,8 +59,6 @@ __all__ = [
 
 logger = get_logger("photometry_graph.grid_mode")
 
-FRAME_BIN = 4  # binning of the global grid for the frame photometry (more for many frames)
-FRAME_MIN_PIXELS = 500  # smallest overlap fitted by the frame solve, pixels binned FRAME_BIN x
 
 
 # ---------------------------------------------------------------------------- progress
@@ -70,16 +66,6 @@ _Progress = functools.partial(Progress, logger)  # the pipeline's percentage, on
 
 
 # ------------------------------------------------------------------------------- tiles
-def _frame_on_tile(info, correction, grid_wcs, bbox, footprint, opts):
-    """Frame loaded, reprojected onto its window of ``bbox`` and corrected; + weights, origin."""
-    data, weight = load_frame(info, mask_eps=opts.mask_eps)
-    if opts.radial_weight:
-        radial = radial_weight(info.shape, opts.radial_feather_fraction, opts.radial_shape_power)
-        weight = radial if weight is None else weight * radial
-    return frame_on_tile(data, info.wcs, grid_wcs, bbox, weight=weight, correction=correction,
-                         footprint=footprint)
-
-
 class _FrameFailed(Exception):
     """Frame ``index`` of a tile could not be read or reprojected (twice): left out."""
 
@@ -89,31 +75,38 @@ class _FrameFailed(Exception):
 
 
 def _stack_tile(task, keep):
-    """Stack the frames ``keep`` (indices into ``task["frames"]``) of a tile.
+    """Stack the frames ``keep`` (indices into ``task["frames"]``) of a tile, band by band.
 
-    A frame that cannot be loaded and reprojected, twice, raises :class:`_FrameFailed`
-    (a lack of memory is not the frame's fault: it is raised as it is).
+    Each band reads only the crops of the frames it needs
+    (:class:`~photometry_graph.pipeline.pieces.TilePieces`).  A frame that cannot be read
+    and reprojected, twice, raises :class:`_FrameFailed` (a lack of memory is not the
+    frame's fault: it is raised as it is).
     """
-    opts, bbox, frames = task["options"], task["bbox"], task["frames"]
+    opts, bbox = task["options"], task["bbox"]
+    pieces = TilePieces([task["frames"][k] for k in keep], task["grid_wcs"], bbox,
+                        mask_eps=opts.mask_eps,
+                        radial=(opts.radial_feather_fraction, opts.radial_shape_power)
+                        if opts.radial_weight else None)
 
-    def get_frame(j):
-        k, cause = keep[j], None
+    def get_frame(j, bands):
+        cause = None
         for _ in range(2):
             try:
-                return _frame_on_tile(frames[k], task["corrections"][k], task["grid_wcs"],
-                                      bbox, task["footprints"][k], opts)
+                return pieces(j, bands)
             except MemoryError:
                 raise
             except Exception as exc:  # truncated, unreadable, vanished ...
                 cause = exc
-        raise _FrameFailed(k, cause)
+        raise _FrameFailed(keep[j], cause)
 
     return stack_frames(
         get_frame, len(keep), weights=np.asarray([task["weights"][k] for k in keep],
-                                                 dtype=np.float64), shape=bbox.shape,
-        method=opts.stack_method, kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
+                                                 dtype=np.float64),
+        shape=bbox.shape + (task["frames"][0].info.n_channels,), method=opts.stack_method,
+        kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
         winsor_limits=opts.winsor_limits, combine=opts.stack_combine,
-        memory_budget_bytes=int(opts.memory_mb * 2 ** 20), return_info=True)
+        memory_budget_bytes=task["stack_bytes"], noise=[task["noise"][k] for k in keep],
+        windows=pieces.windows(), band_reader=True, return_info=True)
 
 
 def _build_tile(task):
@@ -131,7 +124,7 @@ def _build_tile(task):
             break
         except _FrameFailed as exc:
             keep.remove(exc.index)
-            left_out.append(dict(path=task["frames"][exc.index].path,
+            left_out.append(dict(path=task["frames"][exc.index].info.path,
                                  reason=f"{type(exc.cause).__name__}: {exc.cause}"))
     if keep:
         n_valid = int(np.isfinite(stacked).all(axis=2).sum())
@@ -141,6 +134,9 @@ def _build_tile(task):
         data = stacked[..., 0] if stacked.shape[2] == 1 else np.moveaxis(stacked, -1, 0)
         write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
                                    fits.ImageHDU(coverage.astype(np.float32), name="COVERAGE")])
+    if keep:
+        del stacked, coverage
+        release_memory()  # a worker holds between tiles only what it uses
     stats = dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(keep), n_valid=n_valid,
                  path=str(task["path"]) if n_valid else None, stack=info if keep else None,
                  left_out=left_out, seconds=time.perf_counter() - t0, worker_pid=os.getpid())
@@ -150,17 +146,18 @@ def _build_tile(task):
     return stats
 
 
-def _map_tasks(func, tasks, opts, label=None):
+def _map_tasks(func, tasks, opts, label=None, workers=None):
     """Yield ``(task, result or exception)``: dask cluster, process pool or in-process.
 
     With a ``label`` (``label(task)`` names it), a task that failed is run once more after
     the others, with a [GRID] warning; its second result is the one yielded.  Read it inside
     ``with closing(...)``: when the reading stops early (an error, an interrupt), the queued
-    tasks are cancelled and the workers stopped at once.
+    tasks are cancelled and the workers stopped at once.  ``workers``: those of the memory
+    plan (default ``opts.workers``).
     """
-    again = []
+    again, workers = [], workers or _n_workers(opts)
     with closing(map_tasks(func, tasks, scheduler=opts.scheduler,
-                           workers=_n_workers(opts))) as results:
+                           workers=workers)) as results:
         for task, res in results:
             if label is not None and isinstance(res, Exception):
                 grid_warning(logger, "%s failed (%s: %s); trying it once more", label(task),
@@ -170,42 +167,53 @@ def _map_tasks(func, tasks, opts, label=None):
                 yield task, res
     if again:
         with closing(map_tasks(func, again, scheduler=opts.scheduler,
-                               workers=_n_workers(opts))) as results:
+                               workers=workers)) as results:
             yield from results
 
 
 # ---------------------------------------------------------------------------- pipeline
 def _read_frames(entries, opts, progress):
-    """Headers and a pixel check of every planned frame; bad ones are skipped with a warning.
+    """Headers of every planned frame, read here (:func:`read_headers`); frames whose
+    geometry does not fit the others' are skipped with a warning."""
+    return read_headers(entries, progress, lambda frames: geometry_outliers(
+        [f.wcs for f in frames], [f.shape for f in frames]))
 
-    Mono and colour frames are not mixed: the minority channel count is skipped (warned);
-    so are frames whose geometry does not fit the others' (``geometry_outliers``).
-    The frames are read by :func:`_map_tasks` (here, in worker processes or on a cluster);
-    the warnings are logged here, in the order of the plan.
+
+def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
+    """Headers, the global grid, the memory plan, then every frame's pixels read once.
+
+    The pass over the pixels (in the workers) scans each frame and bins it for the frame
+    photometry; frames without usable pixels are skipped (warned), and when they widened
+    the canvas the grid is laid out again without them.  Returns ``(frames, grid, plan,
+    binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
+    ``scratch`` when the plan says they do not fit memory).
     """
-    tasks = [dict(index=i, path=e.path, exposure=e.exposure, mask_eps=opts.mask_eps)
-             for i, e in enumerate(entries)]
-    results = [None] * len(tasks)
-    with closing(_map_tasks(scan_entry, tasks, opts,
-                            label=lambda t: f"reading {t['path']}")) as scanned:
-        for done, (task, res) in enumerate(scanned, start=1):
-            # a task that could not run at all (e.g. a worker died) comes back as its exception
-            results[task["index"]] = ((None, f"{type(res).__name__}: {res}")
-                                      if isinstance(res, BaseException) else res)
-            if done % 10 == 1 or done == len(tasks):
-                progress("reading frames %d/%d", done / len(tasks), done, len(tasks))
-    frames = []
-    for entry, (info, reason) in zip(entries, results):
-        if info is None:
-            grid_warning(logger, "skipping %s: %s", entry.path, reason)
-        else:
-            frames.append(info)
-    bad = geometry_outliers([f.wcs for f in frames], [f.shape for f in frames])
-    for k, reason in sorted(bad.items()):
-        grid_warning(logger, "skipping %s: %s", frames[k].path, reason)
-    frames = [f for k, f in enumerate(frames) if k not in bad]
-    return usable_majority(frames, lambda f: f.n_channels, lambda f: f.path, "frames",
-                           len(entries))
+    frames = _read_frames(entries, opts, progress.stage(0, 0.1))
+    grid = _global_grid(frames, opts)
+    plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
+                       workers=1 if opts.scheduler is not None else _n_workers(opts),
+                       frame_photometry=opts.frame_photometry, bin_factor=FRAME_BIN,
+                       chunk_size=opts.chunk_size)
+    while True:
+        binning = opts.frame_photometry and len(frames) >= 2
+        tasks, solve_key = frame_tasks(frames, grid, opts, pieces,
+                                       plan.bin_factor if binning else None)
+        if plan.spill and binning and scratch is not None:
+            progress("Frame photometry: the %d binned frames go to %s (they would not fit "
+                     "memory_mb=%g)", 0.1, len(frames), scratch, opts.memory_mb)
+            Path(scratch).mkdir(parents=True, exist_ok=True)
+        results = [None] * len(tasks)
+        with closing(_map_tasks(frame_pass, tasks, opts, workers=plan.workers,
+                                label=lambda t: f"reading {t['frame'].path}")) as passed:
+            for done, (task, res) in enumerate(passed, start=1):
+                results[task["index"]] = res
+                progress("reading frames %d/%d", 0.1 + 0.9 * done / len(tasks), done,
+                         len(tasks))
+        kept, binned = gather_frames(frames, tasks, results,
+                                     scratch if plan.spill and binning else None)
+        if len(kept) == len(frames) or _global_grid(kept, opts).shape == grid.shape:
+            return kept, grid, plan, binned if binning else None, solve_key
+        frames, grid = kept, _global_grid(kept, opts)  # the canvas without them
 
 
 def _global_grid(frames, opts):
@@ -224,107 +232,10 @@ def _global_grid(frames, opts):
                             "max_canvas (--max-canvas MEGAPIXELS)") from None
 
 
-def _bin_frame(task):
-    """Worker: one frame loaded, blurred and binned on the global grid for the frame photometry."""
-    info, opts = task["frame"], task["options"]
-    data, _ = load_frame(info, mask_eps=opts.mask_eps,
-                         saturation=frame_saturation(opts, info.saturation))
-    data = masked_gaussian_blur(data, frame_smooth_sigma(opts, info.bayer))
-    binned = bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"],
-                               task["bin_factor"])
-    box = None if binned is None else binned[0]
-    arrays = None if binned is None else dict(box=np.array([box.y0, box.y1, box.x0, box.x1]),
-                                              data=binned[1], valid=binned[2])
-    task["store"].save(task["name"], task["key"], made_from=task["made_from"], arrays=arrays)
-    return binned
-
-
-def _reused_binned(store, name, key):
-    """A binned frame recorded by an earlier run with this key: (found, binned or None)."""
-    if store.lookup(name, key) is None:
-        return False, None
-    try:
-        arrays = store.load_arrays(name) if store.path(name, ".npz").exists() else None
-    except (OSError, ValueError, KeyError):
-        return False, None
-    if arrays is None:
-        return True, None  # the frame misses the canvas
-    return True, (BBox(*arrays["box"].tolist()), arrays["data"], arrays["valid"])
-
-
-def _frame_photometry(frames, grid, opts, progress, pieces):
-    """Gain + offset/plane per frame in global pixels (None = identity) and the report.
-
-    Binned frames and the solve of an earlier run into the folder are reused when they
-    were made from the same inputs (``pieces``).
-    """
-    if not opts.frame_photometry or len(frames) < 2:
-        return [None] * len(frames), {"enabled": False}
-    bin_factor = frame_bin_factor([f.shape for f in frames], frames[0].n_channels,
-                                  opts.memory_mb * 2 ** 20, base=FRAME_BIN)
-    if bin_factor != FRAME_BIN:
-        progress("Frame photometry: %d frames, binned %dx (not %dx) to stay within "
-                 "memory_mb=%g", 0.0, len(frames), bin_factor, FRAME_BIN, opts.memory_mb)
-    tasks = [dict(index=k, frame=f, options=opts, grid_wcs=grid.wcs, grid_shape=grid.shape,
-                  bin_factor=bin_factor, store=pieces.store, name=pieces.binned_name(f),
-                  made_from=dict(piece="binned frame", frame=pieces.sources[k],
-                                 grid=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor,
-                                 options=piece_options(opts, "binned frame")))
-             for k, f in enumerate(frames)]
-    for t in tasks:
-        t["key"] = piece_key(t["made_from"])
-    solve_key = piece_key(dict(piece="frame solve", binned=[t["key"] for t in tasks],
-                               options=piece_options(opts, "frame solve")))
-    record = pieces.store.lookup("frame_solve", solve_key)
-    if record is not None:
-        pieces.reused("frame_solve", True, "the frame solve")
-        progress("Frame photometry: the frame solve of an earlier run is reused", 1.0)
-        return ([None if c is None else correction_from_dict(c)
-                 for c in record["payload"]["corrections"]], record["payload"]["report"])
-    binned = {}  # all binned frames: within the memory budget (frame_bin_factor)
-    for t in tasks:
-        found, res = _reused_binned(pieces.store, t["name"], t["key"])
-        if found:
-            binned[t["index"]] = res
-    pieces.reused("binned_frames", len(binned), f"{len(binned)} binned frame(s)")
-    todo = [t for t in tasks if t["index"] not in binned]
-    with closing(_map_tasks(_bin_frame, todo, opts,
-                            label=lambda t: f"binning {t['frame'].path}")) as results:
-        for done, (task, res) in enumerate(results, start=len(binned) + 1):
-            binned[task["index"]] = res
-            progress("Frame photometry: frame %d/%d binned", 0.8 * done / len(frames), done,
-                     len(frames))
-    failed = [k for k, res in binned.items() if isinstance(res, BaseException)]
-
-    def get_binned(k):
-        res = binned.pop(k)
-        if isinstance(res, BaseException):  # a ValueError skips the frame (warned)
-            raise ValueError(f"{frames[k].path} could not be binned: {type(res).__name__}: "
-                             f"{res}")
-        return res
-
-    # every overlap gives a gain with an honest sigma (pixels and stars of the binned frames,
-    # combined); the solve weighs them, and fits only the kept overlaps (max_degree)
-    result = harmonize_frames(get_binned, [f.wcs for f in frames], [f.shape for f in frames],
-                              grid.wcs, grid.shape, bin_factor=bin_factor, prebinned=True,
-                              model=opts.frame_model, background=False, rng=0,
-                              gain_estimator=opts.gain_estimator,
-                              gradient_gauge=opts.gradient_gauge,
-                              max_degree=opts.frame_overlaps or None,
-                              # the same overlap area at any binning
-                              min_pixels=max(50, round(FRAME_MIN_PIXELS
-                                                       * (FRAME_BIN / bin_factor) ** 2)))
-    corrections = [result.corrections.get(k) for k in range(len(frames))]
-    if not failed:  # a solve short of a frame is not recorded: the next run redoes it
-        pieces.store.save("frame_solve", solve_key, payload=dict(
-            corrections=[None if c is None else c.to_dict() for c in corrections],
-            report=result.report))
-    progress("Frame photometry: done", 1.0)
-    return corrections, result.report
-
-
-def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, pieces):
-    """Stack the tiles; returns the tile files, their statistics and what was lost.
+def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, *, pieces,
+                plan):
+    """Stack the tiles (the largest first); returns the tile files, their statistics and
+    what was lost.
 
     A tile of an earlier run into the folder made from the same inputs is reused.  A frame
     that fails inside a tile is left out of it (warned, named); a tile that fails twice is
@@ -332,24 +243,28 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
     """
     tiles_dir = pieces.tiles_dir
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    tasks = []
+    tasks, sources = [], frame_sources(frames, footprints, corrections, grid.wcs)
+    noise = [f.noise * (1.0 if c is None else float(np.mean(np.abs(c.gain))))
+             for f, c in zip(frames, corrections)]
     for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(footprints,
                                                                           grid.tiles)), 1):
         if not idx:
             continue
-        task = dict(tile_id=t, bbox=bbox, frames=[frames[k] for k in idx],
-                    corrections=[corrections[k] for k in idx], weights=[weights[k] for k in idx],
-                    footprints=[footprints[k] for k in idx],
+        task = dict(tile_id=t, bbox=bbox, frames=[sources[k] for k in idx],
+                    weights=[weights[k] for k in idx], noise=[noise[k] for k in idx],
                     grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
-                    path=tiles_dir / f"tile_{t:04d}.fits", store=pieces.store,
-                    name=f"tile_{t:04d}")
+                    stack_bytes=plan.stack_bytes, path=tiles_dir / f"tile_{t:04d}.fits",
+                    store=pieces.store, name=f"tile_{t:04d}")
         task["made_from"] = dict(  # what the tile depends on, the frames by their files
-            {k: task[k] for k in ("tile_id", "bbox", "corrections", "weights", "footprints",
-                                  "grid_wcs", "canvas_shape")},
-            piece="tile", frames=[pieces.sources[k] for k in idx],
+            tile_id=t, bbox=bbox, corrections=[corrections[k] for k in idx],
+            weights=task["weights"], footprints=[footprints[k] for k in idx],
+            grid_wcs=grid.wcs, canvas_shape=grid.shape, piece="tile",
+            frames=[frame_source(frames[k]) for k in idx],
             options=piece_options(opts, "tile"))
         task["key"] = piece_key(task["made_from"])
         tasks.append(task)
+    tasks.sort(key=lambda t: -sum(s.footprint.intersection(t["bbox"]).area  # finish together
+                                  for s in t["frames"]))
     stats, losses = [], dict(partial=False, tiles=[], frames=[])
     for task in tasks:
         record = pieces.store.lookup(task["name"], task["key"])
@@ -364,7 +279,7 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
     todo = [t for t in tasks if t["tile_id"] not in reused]
     progress("stacking %d tiles (%d reused from an earlier run, %d without frames skipped)",
              0.0, len(todo), len(reused), len(grid.tiles) - len(tasks))
-    with closing(_map_tasks(_build_tile, todo, opts,
+    with closing(_map_tasks(_build_tile, todo, opts, workers=plan.workers,
                             label=lambda t: f"tile {t['tile_id']}")) as results:
         for done, (task, res) in enumerate(results, start=1):
             _tally(task, res, stats, losses)
@@ -385,7 +300,7 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
 
 def _tally(task, res, stats, losses):
     """Record a tile's result: its statistics, or what was lost (warned)."""
-    tile_id, names = task["tile_id"], [Path(f.path).name for f in task["frames"]]
+    tile_id, names = task["tile_id"], [Path(f.info.path).name for f in task["frames"]]
     if isinstance(res, BaseException):
         reason = f"{type(res).__name__}: {res}"
     else:
@@ -509,20 +424,27 @@ def _stages(input_folder, out, opts, warnings):
 
     progress = _Progress()
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
-    frames = _read_frames(plan_entries(input_folder), opts, progress.stage(0, 10))
-    pieces = RunPieces(out, opts, sources=[frame_source(f) for f in frames])
-    lap("frames")
-    grid = _global_grid(frames, opts)
-    footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
-    lap("grid")
-    corrections, frame_report = _frame_photometry(frames, grid, opts, progress.stage(10, 30),
-                                                  pieces)
+    pieces, scratch = RunPieces(out, opts), out / SCRATCH_DIR
+    try:
+        frames, grid, plan, binned, solve_key = _frames_stage(
+            plan_entries(input_folder), opts, progress.stage(0, 20), pieces, scratch)
+        footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
+        lap("frames")
+        corrections, frame_report = (
+            solve_frames(frames, binned, grid, opts, progress.stage(20, 30), pieces, solve_key)
+            if binned is not None else ([None] * len(frames), {"enabled": False}))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    del binned
+    release_memory()  # the binned frames and the solve's buffers, before the tiles
     weights = frame_weights([f.exptime for f in frames], [f.noise for f in frames],
                             gains=[1.0 if c is None else np.mean(np.abs(c.gain))
                                    for c in corrections], method=opts.weight_method)
     lap("frame_photometry")
     tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
-                                                 grid, opts, progress.stage(30, 80), pieces)
+                                                 grid, opts, progress.stage(30, 80),
+                                                 pieces=pieces, plan=plan)
+    release_memory()
     lap("tiles")
     extra = {"input_folder": str(input_folder), "grid": dict(grid.info, shape=grid.shape),
              "frames": [dict(path=f.path, shape=f.shape, layout=f.layout, bayer=f.bayer,
@@ -530,10 +452,10 @@ def _stages(input_folder, out, opts, warnings):
                              saturation=frame_saturation(opts, f.saturation), correction=c)
                         for f, w, fp, c in zip(frames, weights, footprints, corrections)],
              "frame_photometry": frame_report, "tile_stacking": tile_stats, "losses": losses,
-             "resume": pieces.report,
+             "resume": pieces.report, "memory_plan": plan.details,
              "warnings": warnings}  # filled until the report is written
     return write_mosaic(tile_paths, out, opts, progress.stage(80, 100), extra=extra,
-                        timings=timings, t0=t0)
+                        timings=timings, t0=t0, plan=plan)
 
 
 # ---------------------------------------------------------------------------- assembly

@@ -500,17 +500,36 @@ def test_saturated_star_cores_do_not_bias_the_frame_gains(tmp_path):
     assert worst(saturation=0) > 0.01  # the same frames with the masking switched off
 
 
-def test_frame_solve_bins_more_when_the_binned_frames_exceed_the_memory_budget(mono_frames,
-                                                                              caplog):
-    # 6 frames of 200x300: 1.8 MB binned 1x, 112 kB binned 4x, 28 kB binned 8x
-    survey, frames, root = mono_frames
-    with caplog.at_level(logging.INFO, logger="photometry_graph"):
-        res = grid_mode.run_grid_mode(frames, root / "budget", **dict(FAST, memory_mb=0.05))
-    fp = res.report["frame_photometry"]
-    assert fp["bin_factor"] == 8 and fp["n_solved"] == 6
-    assert any("[GRID]" in r.getMessage() and "binned 8x (not 4x)" in r.getMessage()
-               for r in caplog.records)
+@pytest.mark.parametrize("channels", [1, "bayer"])
+def test_a_small_memory_budget_changes_how_often_frames_are_read_never_the_mosaic(
+        tmp_path, caplog, monkeypatch, channels):
+    # binned frames beyond the budget go to a scratch folder (the same solve), tiles are
+    # stacked band by band with every frame read again (the same pixels): the plan of a
+    # budget too small for everything, forced here on frames that fit any budget
+    import dataclasses
+    survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels, rng=3)
+    frames = write_frame_survey(survey, tmp_path / "frames")
+    plan = grid_mode.plan_memory
+    small = dict(spill=True, stack_bytes=1, assembly_threads=1)
+    runs = {}
+    for name, change in (("roomy", {}), ("small", small)):
+        monkeypatch.setattr(grid_mode, "plan_memory", lambda *a, change=change, **k:
+                            dataclasses.replace(plan(*a, **k), **change))
+        with caplog.at_level(logging.INFO, logger="photometry_graph"):
+            caplog.clear()
+            res = grid_mode.run_grid_mode(frames, tmp_path / name,
+                                          **dict(FAST, tile_size=512))
+        runs[name] = res, caplog.text
+    (roomy, _), (small, text) = runs["roomy"], runs["small"]
+    assert "binned frames go to" in text and not (tmp_path / "small/.binned_frames").exists()
+    stacks = [t["stack"] for t in small.report["tile_stacking"]]
+    assert all(st["streaming"] and st["groups"] == st["bands"] for st in stacks)
+    assert max(st["bands"] for st in stacks) > 1
+    assert not any(t["stack"]["streaming"] for t in roomy.report["tile_stacking"])
+    assert [f["correction"] for f in small.report["frames"]] == \
+        [f["correction"] for f in roomy.report["frames"]]
+    with fits.open(roomy.mosaic) as a, fits.open(small.mosaic) as b:
+        np.testing.assert_array_equal(a[0].data, b[0].data)
     injected = np.array([f.gain for f in survey.frames])
-    product = np.array([f["correction"]["gain"] for f in res.report["frames"]]) * injected
-    # measured: 0.62 % (binned 4x: 0.30 %)
+    product = np.array([f["correction"]["gain"] for f in small.report["frames"]]) * injected
     assert np.abs(product / np.median(product, axis=0) - 1).max() < 0.015

@@ -1,4 +1,4 @@
-"""The run's first stage (grid_mode._read_frames): bad frames skipped with warnings.
+"""The run's first stage (grid_mode._frames_stage): bad frames skipped with warnings.
 
 The reading of one frame is tested in tests/pipeline/test_frameio.py, the output folder
 checks in tests/pipeline/test_fileio.py, the output files in tests/pipeline/test_fileio.py.
@@ -30,8 +30,9 @@ def test_bad_frames_are_skipped_with_warnings(tmp_path, frame_factory, caplog):
     entries = [grid_mode.PlanEntry(path=p) for p in
                [*good, tmp_path / "missing.fits", tmp_path / "text.fits", trunc, nowcs, nan,
                 zero, rgb, tmp_path / "table.fits"]]
-    with caplog.at_level(logging.WARNING):
-        frames = grid_mode._read_frames(entries, grid_mode.GridOptions(), grid_mode._Progress())
+    with caplog.at_level(logging.WARNING):  # headers, then the pixels of each frame
+        frames = grid_mode._frames_stage(entries, grid_mode.GridOptions(),
+                                         grid_mode._Progress())[0]
     assert [os.path.basename(f.path) for f in frames] == ["g0.fits", "g1.fits"]
     assert [f.index for f in frames] == [0, 1]
     assert all(np.isfinite(f.noise) and 0.7 < f.noise < 1.3 for f in frames)

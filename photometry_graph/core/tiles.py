@@ -120,9 +120,11 @@ class TilePhotometryInfo:
         ``(H, W)`` or ``(H, W, C)`` array (a ``numpy.memmap`` or a FITS
         memmap works), or a zero-argument callable returning one, so that
         tiles can be loaded lazily.  Never modified.
-    mask : numpy.ndarray of bool, shape (H, W), optional
+    mask : numpy.ndarray of bool, shape (H, W), or callable, optional
         Valid-pixel mask; computed with :func:`compute_valid_mask` from
-        ``data`` and ``coverage`` on first use when omitted.
+        ``data`` and ``coverage`` on first use when omitted.  A zero-argument
+        callable returning it is called whenever the mask is used (nothing
+        kept: a node whose data and mask live on disk).
     coverage : array_like, shape (H, W), optional
         Frames (or weight) per pixel.
     wcs : astropy.wcs.WCS, optional
@@ -199,10 +201,17 @@ class TilePhotometryInfo:
         if self._mask is None:
             self._mask = compute_valid_mask(self.get_data(), eps=self.mask_eps,
                                             coverage=self.coverage, erode=self.mask_erode)
+        if callable(self._mask):
+            value = np.asarray(self._mask(), dtype=bool)
+            self._check_shape(value.shape, "mask")
+            return value
         return self._mask
 
     @mask.setter
     def mask(self, value):
+        if callable(value):
+            self._mask = value
+            return
         value = np.asarray(value, dtype=bool)
         self._check_shape(value.shape, "mask")
         self._mask = value

@@ -27,7 +27,7 @@ import numpy as np
 from .._log import get_logger, grid_info, grid_warning
 from ..core.correction import Correction, apply_correction, identity_correction
 from ..core.masks import as_channels_last
-from ..stacking.resample import reproject_to_bbox
+from ..stacking.resample import reproject_to_bbox, wcs_homography
 from .harmonize import harmonize_tiles
 from .overlap import find_overlapping_pairs
 from ..core.tiles import BBox, TilePhotometryInfo
@@ -37,6 +37,9 @@ __all__ = ["FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
            "binned_to_full_correction", "masked_gaussian_blur", "frame_bin_factor"]
 
 logger = get_logger(__name__)
+
+#: Full-resolution rows reprojected at a time by :func:`bin_frame_on_grid`.
+BIN_BAND_ROWS = 256
 
 
 @dataclass
@@ -179,18 +182,29 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
         invalid) and its mask; ``None`` when the frame misses the canvas.
     """
     b = int(bin_factor)
-    fp = footprint_bbox(frame_wcs, as_channels_last(data).shape[:2], global_wcs, canvas_shape,
+    data = as_channels_last(data)
+    fp = footprint_bbox(frame_wcs, data.shape[:2], global_wcs, canvas_shape,
                         margin=b if margin is None else margin)
     if fp is None:
         return None
     by0, bx0 = fp.y0 // b, fp.x0 // b
     by1, bx1 = -(-fp.y1 // b), -(-fp.x1 // b)
     full = BBox(by0 * b, by1 * b, bx0 * b, bx1 * b)
-    # the strict rule at invalid zones: the photometry measures no clamped edge values
-    out, footprint = reproject_to_bbox(data, frame_wcs, global_wcs, full, grid_step=grid_step,
-                                       src_mask=mask, clamp_edges=False,
-                                       curvature_correction=curvature_correction)
-    binned, valid = _block_mean(out, footprint > 0, b)
+    # in bands of whole binned rows (the memory of a band, not of the footprint), through
+    # one homography for all of them when the frame is TAN; the strict rule at invalid
+    # zones: the photometry measures no clamped edge values
+    H = wcs_homography(frame_wcs, global_wcs, full, grid_step=grid_step)
+    binned = np.full((by1 - by0, bx1 - bx0, data.shape[2]), np.nan, np.float32)
+    valid = np.zeros((by1 - by0, bx1 - bx0), bool)
+    rows = max(1, BIN_BAND_ROWS // b) * b
+    for r0 in range(full.y0, full.y1, rows):
+        band = BBox(r0, min(full.y1, r0 + rows), full.x0, full.x1)
+        out, footprint = reproject_to_bbox(data, frame_wcs, global_wcs, band,
+                                           grid_step=grid_step, src_mask=mask, homography=H,
+                                           clamp_edges=False,
+                                           curvature_correction=curvature_correction)
+        sl = slice((r0 - full.y0) // b, (band.y1 - full.y0) // b)
+        binned[sl], valid[sl] = _block_mean(out, footprint > 0, b)
     return BBox(by0, by1, bx0, bx1), binned, valid
 
 
@@ -272,7 +286,9 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
         ``get_frame(k)`` returns what :func:`bin_frame_on_grid` returns for
         frame ``k`` with this ``bin_factor`` (``(box, data, mask)`` or
         ``None``) instead of the native frame: the binning, the costly part,
-        can then run elsewhere (in worker processes) before the solve.
+        can then run elsewhere (in worker processes) before the solve.  The data
+        and the mask may be zero-argument callables that load them (with a
+        ``shape`` for the data), read whenever used: binned frames kept on disk.
     **harmonize_kwargs
         Further options of ``harmonize_tiles``.
 
@@ -325,8 +341,9 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
             continue
         box, bdata, bvalid = binned
         n_channels = n_channels or bdata.shape[2]
-        if int(bvalid.sum()) < min_valid_pixels:
-            skipped[k] = f"{int(bvalid.sum())} valid binned pixels"
+        n_valid = int(np.count_nonzero(bvalid() if callable(bvalid) else bvalid))
+        if n_valid < min_valid_pixels:
+            skipped[k] = f"{n_valid} valid binned pixels"
             continue
         nodes.append(TilePhotometryInfo(k, box, data=bdata, mask=bvalid,
                                         meta={"frame": k, "bin_factor": b}))

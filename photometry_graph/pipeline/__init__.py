@@ -24,7 +24,7 @@ from .outputs import (  # noqa: F401
     mosaic_header,
 )
 from .parallel import (  # noqa: F401
-    map_tasks, default_workers, stop_pool, STOP_SIGNALS,
+    map_tasks, default_workers, stop_pool, STOP_SIGNALS, single_threaded,
 )
 from .progress import (  # noqa: F401
     LEVELS, Progress, CallbackHandler, callback_logging, scaled_callback, HostLevelFormatter,
@@ -53,6 +53,17 @@ from .resume import (  # noqa: F401
 from .assemble import (  # noqa: F401
     panel_tiles, write_mosaic,
 )
+from .budget import (  # noqa: F401
+    MemoryPlan, plan_memory, process_pss_bytes, release_memory, MB, WORKER_MB, SERVER_MB,
+    MAIN_GROWTH_MB, SOLVE_MB, MIN_STACK_MB,
+)
+from .framestage import (  # noqa: F401
+    FRAME_BIN, FRAME_MIN_PIXELS, SCRATCH_DIR, read_headers, frame_tasks, gather_frames,
+    solve_frames,
+)
+from .pieces import (  # noqa: F401
+    FrameSource, frame_sources, frame_pass, BinnedFile, spill_binned, TilePieces,
+)
 
 __all__ = [
     "GridModeError", "GridRunError", "EXIT_CODES", "GridOptions", "OPTION_HELP",
@@ -67,15 +78,19 @@ __all__ = [
     "write_preview", "write_uint16", "write_tiff", "TileHDU", "read_tile_header", "load_tiles",
     "GridResult", "chunk_coverage", "ChunkSummary", "plain_preview", "uint16_block",
     "tile_header", "mosaic_header", "map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS",
-    "LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
-    "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted",
-    "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey",
-    "survey_wcs", "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES",
-    "MIN_FRAME_SIDE", "file_problem", "celestial_wcs", "read_frame_info", "read_pixels",
-    "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "Panel", "find_fits_files",
-    "is_project_tile", "read_panel", "scan_panels", "read_reference", "panel_grid",
-    "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS",
-    "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest", "file_signature",
-    "frame_source", "piece_options", "piece_key", "correction_from_dict", "PieceStore",
-    "RunPieces", "panel_tiles", "write_mosaic",
+    "single_threaded", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
+    "scaled_callback", "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress",
+    "console_logging", "Interrupted", "build_parser", "main", "DEMO_DEFAULTS",
+    "write_frame_survey", "write_tile_survey", "survey_wcs", "mosaic_quality", "run_demo",
+    "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
+    "read_frame_info", "read_pixels", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX",
+    "Panel", "find_fits_files", "is_project_tile", "read_panel", "scan_panels",
+    "read_reference", "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry",
+    "RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version",
+    "code_digest", "file_signature", "frame_source", "piece_options", "piece_key",
+    "correction_from_dict", "PieceStore", "RunPieces", "panel_tiles", "write_mosaic",
+    "MemoryPlan", "plan_memory", "process_pss_bytes", "release_memory", "MB", "WORKER_MB",
+    "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB", "MIN_STACK_MB", "FRAME_BIN", "FRAME_MIN_PIXELS",
+    "SCRATCH_DIR", "read_headers", "frame_tasks", "gather_frames", "solve_frames",
+    "FrameSource", "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces",
 ]

@@ -56,7 +56,7 @@ def _flattened(tiles, corrections, shape):
     return flat, dict(plane.to_dict(), status="ok")
 
 
-def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0):
+def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=None):
     """Tile files -> the mosaic and its outputs: the assembly stage of a run.
 
     The tile photometry (:func:`~photometry_graph.pipeline.panels.tile_photometry`, then
@@ -79,6 +79,9 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0):
         Seconds of the earlier stages; this stage's are added.
     t0 : float
         ``time.perf_counter()`` at the start of the run.
+    plan : MemoryPlan, optional
+        The run's memory plan: the blending's threads and chunk size (the same mosaic with
+        any of them; default ``opts.workers`` and ``opts.chunk_size``).
 
     Returns
     -------
@@ -112,8 +115,10 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0):
             summary.add(bbox, data)
 
         asm = assemble_mosaic(tiles, shape, corrections=corrections, blend=opts.blend,
-                              levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
-                              workers=n_workers(opts), progress=lambda done, total: progress(
+                              levels=opts.levels, sink=sink,
+                              chunk_size=plan.assembly_chunk if plan else opts.chunk_size,
+                              workers=plan.assembly_threads if plan else n_workers(opts),
+                              progress=lambda done, total: progress(
                                   "blending chunk %d/%d", 0.3 + 0.6 * done / total, done, total))
         if summary.area != shape[0] * shape[1]:
             raise GridModeError(f"the assembly wrote {summary.area} of {shape[0] * shape[1]} "

@@ -299,7 +299,7 @@ def _halo(info, crop, halo):
     return (y0, y1), (x0, x1)
 
 
-def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None, crop=None):
+def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None, crop=None, raw=None):
     """Load a frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
 
     Invalid: non-finite, ``|x| <= mask_eps`` in every channel (empty borders; for Bayer raws
@@ -308,7 +308,8 @@ def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None, crop=None):
     With a ``saturation`` level, saturated pixels and a 2 px margin are invalid too (for the
     frame photometry).  Returns ``(data, weight)``, ``weight`` the coverage/alpha HDU (H, W)
     or None.  With ``crop`` (a BBox of the frame's pixels) only that part, read with a
-    margin so that every pixel is what the whole frame would give.
+    margin so that every pixel is what the whole frame would give.  ``raw``: the frame's
+    stored pixels, already read (:func:`read_pixels`; not with ``crop``).
 
     Raises
     ------
@@ -324,7 +325,7 @@ def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None, crop=None):
             sl = crop.slices_in(BBox(0, info.shape[0], 0, info.shape[1]))
             return data[sl], None if weight is None else weight[sl]
         rows, cols = _halo(info, crop, erode + 3 + (0 if saturation is None else 2))
-    raw = read_pixels(info, rows, cols)
+    raw = read_pixels(info, rows, cols) if raw is None or crop is not None else raw
     weight = None
     if info.coverage_hdu is not None:
         with open_fits(info.path) as hdul:

@@ -30,6 +30,10 @@ __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise"
 
 logger = get_logger(__name__)
 
+#: Second differences read to measure a frame's noise (bands of rows; a MAD of 2e5
+#: samples is good to ~0.3 %).
+NOISE_SAMPLES = 200_000
+
 #: How a stored image's axes lie: mono (H, W), planes (C, H, W), interleaved (H, W, C),
 #: 2-D colour-filter raw.
 LAYOUTS = ("mono", "chw", "hwc", "bayer")
@@ -326,7 +330,8 @@ def frame_noise(raw, layout, *, mask_eps=1e-6):
     valid = compute_valid_mask(arr, eps=mask_eps)
     if valid.mean() < 1e-3:
         raise ValueError("it holds no usable pixel (all NaN or zero)")
-    sigma = estimate_noise(arr, valid)
+    # bands of rows giving ~2e5 differences: the sample the whole image was thinned to
+    sigma = estimate_noise(arr, valid, max_samples=NOISE_SAMPLES)
     return float(np.median(sigma[np.isfinite(sigma)])) if np.isfinite(sigma).any() \
         else math.nan
 

@@ -100,9 +100,12 @@ def test_pool_workers_run_opencv_and_blas_on_one_thread():
 
 
 def test_in_process_run_keeps_the_thread_settings():
+    # a task run here runs on one thread, as in a worker (OpenCV's warps give the same
+    # bits only so); the process's settings are restored after it
     before = _thread_counts(None)
     [(_, here)] = list(map_tasks(_thread_counts, [1], workers=2))  # one task: runs here
-    assert here == before
+    assert here[0] == before[0] and here[1] == 1 and set(here[2]) <= {1}
+    assert _thread_counts(None) == before
 
 
 def test_no_tasks_and_default_workers():
@@ -129,9 +132,10 @@ def test_frames_read_by_workers_are_those_read_here(tmp_path, frame_factory, cap
     runs = {}
     for workers in (1, 2):  # 2: five frames, so two worker processes
         caplog.clear()
-        with caplog.at_level(logging.WARNING):
-            frames = grid_mode._read_frames(entries, GridOptions(workers=workers),
-                                            grid_mode._Progress())
+        with caplog.at_level(logging.WARNING):  # headers here, pixels in the workers
+            frames, _, plan, *_ = grid_mode._frames_stage(entries, GridOptions(workers=workers),
+                                                         grid_mode._Progress())
+        assert plan.workers == workers
         runs[workers] = frames, [r.getMessage() for r in caplog.records]
     (one, warned_one), (two, warned_two) = runs[1], runs[2]
     assert [f.path for f in two] == [f.path for f in one] == [str(p) for p in good]

@@ -1,0 +1,208 @@
+"""Frames in pieces: one read per frame for the frame stage, a crop per band for the tiles.
+
+A run reads each frame's pixels once in its frame stage (:func:`frame_pass`: the noise and
+the saturation level of the scan, and the frame binned on the global grid for the frame
+photometry), then, for each tile and each pass of its stacking, only what a band of the
+tile needs (:class:`TilePieces`, the ``get_frame`` of
+:func:`~photometry_graph.stacking.stack.stack_frames`): a crop of the frame decoded with
+a margin (:func:`~photometry_graph.pipeline.frameio.load_frame`), reprojected through the
+frame's homography -- computed once per frame (:func:`frame_sources`) -- and corrected.
+A tile task carries :class:`FrameSource` records, without the frames' WCS objects where
+a homography stands in for them (a WCS costs milliseconds to pickle).
+"""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..core.correction import apply_correction
+from ..core.tiles import BBox
+from ..photometry.frames import bin_frame_on_grid, masked_gaussian_blur
+from ..stacking.resample import reproject_to_bbox, source_crop, wcs_homography
+from ..stacking.stack import radial_weight
+from .frameio import load_frame, read_pixels, scan_frame
+from .options import frame_saturation, frame_smooth_sigma
+
+__all__ = ["FrameSource", "frame_sources", "frame_pass", "BinnedFile", "spill_binned",
+           "TilePieces"]
+
+
+@dataclass
+class FrameSource:
+    """What a tile needs of a frame: how to read it, where it lands, how it is corrected.
+
+    ``info`` is the frame's :class:`~photometry_graph.pipeline.images.FrameInfo` (its
+    ``wcs`` None when ``homography`` -- global grid pixel to frame pixel -- replaces it),
+    ``footprint`` its box on the global grid, ``correction`` its photometric correction
+    (None: as it is).
+    """
+
+    info: object
+    homography: object
+    footprint: BBox
+    correction: object = None
+
+
+def frame_sources(frames, footprints, corrections, grid_wcs):
+    """:class:`FrameSource` of every frame (None where a frame misses the canvas).
+
+    The homography of a TAN frame is fitted once here for all the tiles and bands it is
+    reprojected onto; frames with SIP distortion keep their WCS (coordinate maps).
+    """
+    out = []
+    for f, fp, c in zip(frames, footprints, corrections):
+        if fp is None:
+            out.append(None)
+            continue
+        H = wcs_homography(f.wcs, grid_wcs, fp)
+        out.append(FrameSource(replace(f, wcs=None) if H is not None else f, H, fp, c))
+    return out
+
+
+def frame_pass(task):
+    """Worker: a frame read once -- its scan, and its binned copy for the frame photometry.
+
+    ``task``: ``frame`` (FrameInfo), ``options``, and for the binning ``bin_factor``,
+    ``grid_wcs``, ``grid_shape`` (``bin_factor`` None: no binning) and ``record`` (where
+    the binned frame is recorded for a rerun, or None).  Returns ``(noise,
+    saturation, binned)``, ``binned`` as
+    :func:`~photometry_graph.photometry.frames.bin_frame_on_grid` returns it (None when
+    not asked, the ValueError that skips the frame from the solve); a frame that cannot
+    be used at all raises.
+    """
+    info, opts = task["frame"], task["options"]
+    raw = read_pixels(info)
+    scan_frame(info, opts.mask_eps, raw=raw)
+    binned = None
+    if task.get("bin_factor"):
+        try:
+            data, _ = load_frame(info, mask_eps=opts.mask_eps, raw=raw,
+                                 saturation=frame_saturation(opts, info.saturation))
+            del raw
+            data = masked_gaussian_blur(data, frame_smooth_sigma(opts, info.bayer))
+            binned = bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"],
+                                       task["bin_factor"])
+        except ValueError as exc:  # skips the frame from the solve (warned there)
+            binned = exc
+        else:
+            _record_binned(task.get("record"), binned)
+    return info.noise, info.saturation, binned
+
+
+def _record_binned(record, binned):
+    """Save a binned frame as a piece of the run (``record``: store, name, key, made_from)."""
+    if record is None:
+        return
+    arrays = None if binned is None else dict(
+        box=np.array([binned[0].y0, binned[0].y1, binned[0].x0, binned[0].x1]),
+        data=binned[1], valid=binned[2])
+    record["store"].save(record["name"], record["key"], made_from=record["made_from"],
+                         arrays=arrays)
+
+
+class BinnedFile:
+    """A binned frame written to a scratch folder (:func:`spill_binned`).
+
+    Callable: each call maps the file afresh (nothing stays mapped between uses, so the
+    process holds only what it reads); ``shape`` without reading it.  Serves as the lazy
+    data of a :class:`~photometry_graph.core.tiles.TilePhotometryInfo`.
+    """
+
+    def __init__(self, path, shape):
+        self.path, self.shape = str(path), tuple(shape)
+
+    def __call__(self):
+        return np.load(self.path, mmap_mode="r")
+
+
+def spill_binned(binned, folder, k):
+    """Write a binned frame ``(box, data, mask)`` to ``folder``; return it with
+    :class:`BinnedFile` objects in place of the data and the mask."""
+    box, data, valid = binned
+    out = [box]
+    for name, arr in (("data", data), ("mask", valid)):
+        path = folder / f"frame_{k:06d}_{name}.npy"
+        np.save(path, arr)
+        out.append(BinnedFile(path, arr.shape))
+    return tuple(out)
+
+
+class TilePieces:
+    """``get_frame(k, bands)`` of one tile's stacking: the pieces of its frames on bands.
+
+    Parameters
+    ----------
+    sources : list of FrameSource
+        The tile's frames.
+    grid_wcs : astropy.wcs.WCS
+    bbox : BBox
+        The tile on the global grid.
+    mask_eps : float
+    radial : tuple, optional
+        ``(fraction, power)`` of a radial weight of every frame
+        (:func:`~photometry_graph.stacking.stack.radial_weight`).
+    """
+
+    def __init__(self, sources, grid_wcs, bbox, *, mask_eps=1e-6, radial=None):
+        self.sources, self.grid_wcs, self.bbox = sources, grid_wcs, bbox
+        self.mask_eps, self.radial, self._radial = mask_eps, radial, {}
+
+    def windows(self):
+        """Each frame's window in the tile, ``(y0, y1, x0, x1)``."""
+        out = []
+        for s in self.sources:
+            w = self.bbox.intersection(s.footprint)
+            out.append((0, 0, 0, 0) if w.is_empty else (
+                w.y0 - self.bbox.y0, w.y1 - self.bbox.y0, w.x0 - self.bbox.x0,
+                w.x1 - self.bbox.x0))
+        return out
+
+    def _weight(self, info, crop):
+        """Per-pixel weight of a crop of the frame (radial weight), or None."""
+        if self.radial is None:
+            return None
+        if info.shape not in self._radial:
+            self._radial = {info.shape: radial_weight(info.shape, *self.radial)}
+        return self._radial[info.shape][crop.y0:crop.y1, crop.x0:crop.x1]
+
+    def __call__(self, k, bands):
+        src, b = self.sources[k], self.bbox
+        info = src.info
+        boxes = [BBox(b.y0 + r0, b.y0 + r1, b.x0, b.x1).intersection(src.footprint)
+                 for r0, r1 in bands]
+        crops = [None if box.is_empty else source_crop(
+            info.wcs, self.grid_wcs, box, frame_shape=info.shape, homography=src.homography)
+            for box in boxes]
+        used = [c for c in crops if c is not None]
+        empty = (np.empty((0, 0, info.n_channels), np.float32), None, (0, 0))
+        if not used:
+            return [empty] * len(bands)
+        crop = used[0]
+        for c in used[1:]:
+            crop = crop.union(c)
+        data, weight = load_frame(info, mask_eps=self.mask_eps, crop=crop)
+        radial = self._weight(info, crop)
+        if radial is not None:
+            weight = radial if weight is None else weight * radial
+        src_mask = None
+        if weight is not None:  # the weight travels through the reprojection as a channel
+            src_mask = np.isfinite(data).all(axis=2)
+            data = np.concatenate([data, weight[..., np.newaxis]], axis=2)
+        pieces = []
+        for box, c in zip(boxes, crops):
+            if c is None:
+                pieces.append(empty)
+                continue
+            kw = dict(homography=src.homography, src_mask=src_mask,
+                      src_origin=(crop.y0, crop.x0), frame_shape=info.shape)
+            pw = None
+            if weight is None:  # the NaN of the data say where it is valid
+                out = reproject_to_bbox(data, info.wcs, self.grid_wcs, box, **kw,
+                                        with_footprint=False)
+            else:
+                out, foot = reproject_to_bbox(data, info.wcs, self.grid_wcs, box, **kw)
+                out, pw = out[..., :-1], np.nan_to_num(out[..., -1], nan=0.0) * (foot > 0)
+            out = apply_correction(out, box, src.correction, copy=False)
+            pieces.append((out, pw, (box.y0 - b.y0, box.x0 - b.x0)))
+        return pieces
+
