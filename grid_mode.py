@@ -207,8 +207,9 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
                                 label=lambda t: f"reading {t['frame'].path}")) as passed:
             for done, (task, res) in enumerate(passed, start=1):
                 results[task["index"]] = res
-                progress("reading frames %d/%d", 0.1 + 0.9 * done / len(tasks), done,
-                         len(tasks))
+                progress("reading frames %d/%d%s", 0.1 + 0.9 * done / len(tasks), done,
+                         len(tasks), f"; Frame photometry: frame {done}/{len(tasks)} binned"
+                         if binning else "")
         kept, binned = gather_frames(frames, tasks, results,
                                      scratch if plan.spill and binning else None)
         if len(kept) == len(frames) or _global_grid(kept, opts).shape == grid.shape:

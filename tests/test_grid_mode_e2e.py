@@ -8,6 +8,7 @@ peak), zero-valued empty borders, a NaN blob and a satellite trail; tiles of 256
 import hashlib
 import logging
 import os
+import re
 import warnings
 
 import cv2
@@ -533,3 +534,16 @@ def test_a_small_memory_budget_changes_how_often_frames_are_read_never_the_mosai
     injected = np.array([f.gain for f in survey.frames])
     product = np.array([f["correction"]["gain"] for f in small.report["frames"]]) * injected
     assert np.abs(product / np.median(product, axis=0) - 1).max() < 0.015
+
+
+def test_a_budget_too_small_is_refused_at_the_start_with_what_it_needs(mono_frames):
+    # the memory plan is made from the headers, before any pixel is read or tile written
+    survey, frames, root = mono_frames
+    with pytest.raises(grid_mode.GridModeError, match=r"memory_mb=40 is too small for these frames: one "
+                       r"process needs about \d+ MB.*raise --memory-mb to (\d+)") as exc:
+        grid_mode.run_grid_mode(frames, root / "tiny", **dict(FAST, memory_mb=40))
+    needed = int(re.search(r"raise --memory-mb to (\d+)", str(exc.value)).group(1))
+    assert not list((root / "tiny").glob("tiles/*.fits"))
+    # what it said is enough (+20 MB: this test process may have grown in between)
+    res = grid_mode.run_grid_mode(frames, root / "enough", **dict(FAST, memory_mb=needed + 20))
+    assert res.report["memory_plan"]["workers"] == 1 and res.mosaic.exists()
