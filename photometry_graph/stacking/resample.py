@@ -18,14 +18,18 @@ Invalid source pixels (NaN, or ``False`` in ``src_mask``) never bleed into
 valid output pixels: the data are remapped with invalid pixels set to 0 and
 a validity map (1 valid, 0 invalid) is remapped with the same kernel.
 
-Rule for validity (bilinear): an output pixel is valid when it falls within
-the source frame (``-0.5 <= x <= W - 0.5``, the outer half pixel takes the
-edge value, as in ``reproject``) and its interpolated validity exceeds
-0.999, i.e. every source pixel with a non-negligible weight is valid; the
-value is then divided by the interpolated validity, so that a neighbour with
-a weight below 1e-3 that happens to be invalid cannot bias it.  Bicubic
-output requires the whole 4x4 neighbourhood to be valid; nearest-neighbour
-output requires the nearest pixel to be valid.
+Rule for validity: an output pixel is valid when its centre lies within half a
+pixel of the centre of a valid source pixel (the nearest source pixel is valid;
+``-0.5 <= x <= W - 0.5`` at the frame's border), so the output covers exactly
+what the valid source pixels cover.  Where every source pixel of its
+interpolation kernel is valid (bilinear: interpolated validity above
+``valid_threshold``, 0.999; bicubic: the whole 4x4 neighbourhood), the value is the
+interpolated one; nearer than that to an invalid zone the output is clamped to the
+edge pixel: the value of the nearest (valid) source pixel, as the frame's outer
+half pixel takes the edge value (``reproject`` does the same there).
+``clamp_edges=False`` leaves those edge pixels invalid instead
+(the stricter rule of the frame photometry, which would rather lose a rim than
+measure an extrapolated value).
 
 Bilinear interpolation smooths: at a fractional position ``p`` between two
 samples its value exceeds the true one by ``p (1 - p) / 2 * f''`` per axis
@@ -445,7 +449,7 @@ def _linear_with_curvature(sampler, sub, sub_valid):
 def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=None,
                       order="bilinear", valid_threshold=0.999, curvature_correction=False,
                       homography=None, src_origin=(0, 0), frame_shape=None,
-                      with_footprint=True):
+                      with_footprint=True, clamp_edges=True):
     """Reproject an image onto a box of another celestial grid.
 
     Parameters
@@ -467,8 +471,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     order : {"bilinear", "nearest-neighbor", "bicubic"}
         Interpolation (also "linear", "nearest", "cubic", 1, 0, 3).
     valid_threshold : float
-        Minimum interpolated validity of a valid output pixel (see the
-        module notes).
+        Minimum interpolated validity of an interpolated (not clamped) output
+        pixel (see the module notes).
     curvature_correction : bool
         Bilinear only: subtract the interpolation's smoothing bias
         ``p (1 - p) / 2`` times the second difference, per axis, so that
@@ -490,6 +494,10 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         may be None.
     with_footprint : bool
         False returns ``out`` alone (its NaN say where it is not valid).
+    clamp_edges : bool
+        Output pixels within half a pixel of a valid source pixel but nearer
+        than the kernel to an invalid one are valid, clamped to the edge pixel
+        (default); ``False`` leaves them invalid.
 
     Returns
     -------
@@ -581,18 +589,15 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         else:
             res = sampler(sub, cv2.INTER_LINEAR)
         if vmap is not None:
-            vres = sampler(vmap, cv2.INTER_LINEAR)[..., 0]
-            ok = _and(ok, vres > valid_threshold)
-            np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
+            ok, res = _edge_rule(sampler, sub, vmap, res, ok, mode=mode,
+                                 valid_threshold=valid_threshold, clamp_edges=clamp_edges)
         if term is not None:
             res -= term
     else:
-        from scipy import ndimage
         res = sampler(sub, cv2.INTER_CUBIC)
         if vmap is not None:
-            eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
-            vres = sampler(eroded[..., np.newaxis], cv2.INTER_LINEAR)[..., 0]
-            ok = _and(ok, vres > valid_threshold)
+            ok, res = _edge_rule(sampler, sub, vmap, res, ok, mode=mode,
+                                 valid_threshold=valid_threshold, clamp_edges=clamp_edges)
     if ok is not None:
         np.copyto(res, np.float32(np.nan), where=~ok[..., np.newaxis])
     if win == box:
@@ -608,6 +613,32 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     out[sl] = res
     footprint[sl] = 1.0 if ok is None else ok
     return out, footprint
+
+
+def _edge_rule(sampler, sub, vmap, res, inside, *, mode, valid_threshold, clamp_edges):
+    """Validity and values of a bilinear or bicubic sampling near invalid source pixels.
+
+    Interpolated where the kernel holds only valid pixels; within half a pixel of a
+    valid source pixel otherwise, that pixel's value (``clamp_edges``: the output is
+    clamped to the edge pixel, as the frame's outer half pixel is).  ``inside``: the
+    pixels within the frame (None: all).  Returns ``(ok, res)``.
+    """
+    import cv2
+    if mode == "linear":
+        vres = sampler(vmap, cv2.INTER_LINEAR)[..., 0]
+        full = vres > valid_threshold
+        np.divide(res, np.maximum(vres, valid_threshold)[..., np.newaxis], out=res)
+    else:
+        from scipy import ndimage
+        eroded = ndimage.minimum_filter(vmap[..., 0], size=3, mode="nearest")
+        full = sampler(eroded[..., np.newaxis], cv2.INTER_LINEAR)[..., 0] > valid_threshold
+    ok = _and(inside, full)
+    if not clamp_edges:
+        return ok, res
+    near = _and(inside, ~full & (sampler(vmap, cv2.INTER_NEAREST)[..., 0] > 0.5))
+    if near.any():
+        res[near] = sampler(sub, cv2.INTER_NEAREST)[near]
+    return ok | near, res
 
 
 class _Sampler:
