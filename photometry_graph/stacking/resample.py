@@ -50,10 +50,10 @@ from .._log import get_logger, grid_debug
 from ..core.masks import as_channels_last
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
+from .homography import apply_homography, fit_homography, homography_maps
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
-           "fit_homography", "apply_homography", "homography_maps", "wcs_homography",
-           "source_crop", "HOMOGRAPHY_TOL"]
+           "wcs_homography", "source_crop", "HOMOGRAPHY_TOL"]
 
 logger = get_logger(__name__)
 
@@ -127,117 +127,6 @@ def _nodes(length, step):
     if nodes[-1] != length - 1:
         nodes = np.append(nodes, length - 1)
     return nodes
-
-
-def fit_homography(x, y, u, v):
-    """Least-squares projective map ``(u, v) = H(x, y)`` and its largest residual.
-
-    ``H`` is 3x3 with ``H[2, 2] = 1``: ``u = (H[0] . (x, y, 1)) / (H[2] . (x, y, 1))``,
-    likewise ``v`` with ``H[1]``.  The pixel-to-pixel map between two gnomonic (TAN)
-    projections of the sky is exactly projective (both are central projections from the
-    centre of the sphere, up to linear pixel-to-plane maps), so a fit to a few exactly
-    transformed points reproduces it everywhere; SIP distortion or other projections
-    leave a residual.
-
-    Parameters
-    ----------
-    x, y, u, v : array_like
-        At least four point pairs (non-finite ones are ignored).
-
-    Returns
-    -------
-    (numpy.ndarray or None, float)
-        ``H`` (None with fewer than four finite pairs) and the largest ``|(u, v) -
-        H(x, y)|`` over the points.
-
-    Examples
-    --------
-    >>> H0 = np.array([[1.0, 0.1, 3.0], [-0.1, 1.0, -2.0], [1e-4, 2e-4, 1.0]])
-    >>> x, y = np.meshgrid(np.arange(0.0, 100, 20), np.arange(0.0, 60, 20))
-    >>> d = H0[2, 0] * x + H0[2, 1] * y + 1
-    >>> H, res = fit_homography(x, y, (x + 0.1 * y + 3) / d, (-0.1 * x + y - 2) / d)
-    >>> bool(np.allclose(H, H0) and res < 1e-9)
-    True
-    """
-    x, y, u, v = (np.asarray(a, dtype=np.float64).ravel() for a in (x, y, u, v))
-    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(u) & np.isfinite(v)
-    x, y, u, v = x[ok], y[ok], u[ok], v[ok]
-    if x.size < 4:
-        return None, np.inf
-    X, Y, U, V = x, y, u, v
-    if x.size > 64:  # fitted on 64 points spread over the set, checked on all of them
-        pick = np.unique(np.linspace(0, x.size - 1, 64).round().astype(np.int64))
-        x, y, u, v = x[pick], y[pick], u[pick], v[pick]
-    # normalised coordinates (zero mean, unit spread) keep the linear system well conditioned
-    mx, my, s = x.mean(), y.mean(), max(np.ptp(x), np.ptp(y), 1e-12)
-    mu, mv, t = u.mean(), v.mean(), max(np.ptp(u), np.ptp(v), 1e-12)
-    xn, yn, un, vn = (x - mx) / s, (y - my) / s, (u - mu) / t, (v - mv) / t
-    one, zero = np.ones_like(xn), np.zeros_like(xn)
-    a = np.concatenate([np.column_stack([xn, yn, one, zero, zero, zero, -un * xn, -un * yn]),
-                        np.column_stack([zero, zero, zero, xn, yn, one, -vn * xn, -vn * yn])])
-    # normal equations summed without BLAS, so that the result does not depend on threads
-    p = np.linalg.solve(np.einsum("ij,ik->jk", a, a),
-                        np.einsum("ij,i->j", a, np.concatenate([un, vn])))
-    hn = np.append(p, 1.0).reshape(3, 3)
-    t_xy = np.array([[1 / s, 0, -mx / s], [0, 1 / s, -my / s], [0, 0, 1]])
-    t_uv_inv = np.array([[t, 0, mu], [0, t, mv], [0, 0, 1]])
-    H = t_uv_inv @ hn @ t_xy
-    H /= H[2, 2]
-    pu, pv = apply_homography(H, X, Y)
-    return H, float(np.max(np.hypot(pu - U, pv - V)))
-
-
-def apply_homography(H, x, y):
-    """``(u, v) = H(x, y)`` for arrays of points (see :func:`fit_homography`)."""
-    den = H[2, 0] * x + H[2, 1] * y + H[2, 2]
-    return ((H[0, 0] * x + H[0, 1] * y + H[0, 2]) / den,
-            (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / den)
-
-
-def homography_maps(H, bbox, *, origin=(0.0, 0.0), dtype=np.float64):
-    """Source coordinates ``H(x, y) - origin`` of every pixel of ``bbox``, as two arrays.
-
-    The row and column terms are formed in float64 and combined in ``dtype`` (float32
-    halves the memory traffic; its rounding, ~1e-4 px for coordinates below 2000, is far
-    below the 1/32 px to which ``cv2.remap`` quantises positions).  A pixel's value
-    depends on its own position and ``origin`` only, never on the rest of the box.
-
-    Parameters
-    ----------
-    H : numpy.ndarray, shape (3, 3)
-        Output pixel -> source pixel (see :func:`fit_homography`).
-    bbox : BBox
-        Output box.
-    origin : tuple of float
-        ``(x0, y0)`` subtracted from the source coordinates (a source crop's corner).
-    dtype : numpy dtype
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``map_x``, ``map_y`` of shape ``bbox.shape``.
-
-    Examples
-    --------
-    >>> mx, my = homography_maps(np.eye(3), BBox(2, 4, 5, 8), origin=(1.0, 0.0))
-    >>> mx.tolist(), my[:, 0].tolist()
-    ([[4.0, 5.0, 6.0], [4.0, 5.0, 6.0]], [2.0, 3.0])
-    """
-    box = _as_bbox(bbox)
-    xs = np.arange(box.x0, box.x1, dtype=np.float64)
-    ys = np.arange(box.y0, box.y1, dtype=np.float64)[:, np.newaxis]
-    ox, oy = (float(v) for v in origin)
-    row_den = H[2, 1] * ys + H[2, 2]
-    inv = (H[2, 0] * xs).astype(dtype) + row_den.astype(dtype)
-    np.divide(1.0, inv, out=inv)
-    # H(x, y) - origin = (num - origin * den) / den: the origin enters the exact terms
-    mx = ((H[0, 0] - ox * H[2, 0]) * xs).astype(dtype) \
-        + (H[0, 1] * ys + H[0, 2] - ox * row_den).astype(dtype)
-    my = ((H[1, 0] - oy * H[2, 0]) * xs).astype(dtype) \
-        + (H[1, 1] * ys + H[1, 2] - oy * row_den).astype(dtype)
-    mx *= inv
-    my *= inv
-    return mx, my
 
 
 def wcs_homography(src_wcs, dst_wcs, bbox, *, grid_step=32, tol=None):

@@ -256,7 +256,8 @@ def test_curvature_correction_keeps_flat_fields_masks_and_rejects_other_orders()
 
 @pytest.mark.parametrize("sip", [False, True])
 def test_tan_frames_map_through_one_homography_sip_frames_do_not(sip):
-    from photometry_graph.stacking.resample import apply_homography, wcs_homography
+    from photometry_graph.stacking.homography import apply_homography
+    from photometry_graph.stacking.resample import wcs_homography
     s, g = _survey(sip, (15.0, 25.0))
     f = s.frames[0]
     box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
