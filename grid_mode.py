@@ -35,6 +35,7 @@ from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_em
                                               output_lock, remove_temporaries, write_hdus)
 from photometry_graph.pipeline.framestage import (FRAME_BIN, SCRATCH_DIR, frame_tasks,
                                                   gather_frames, read_headers, solve_frames)
+from photometry_graph.pipeline.framestage import FRAME_MIN_PIXELS  # noqa: F401 (tests)
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # noqa: F401
                                                GridOptions, GridRunError, frame_saturation)

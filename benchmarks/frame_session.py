@@ -7,9 +7,11 @@ pattern with 90 % overlap: every frame overlaps dozens of others; the faint fiel
 :func:`photometry_graph.datasets.make_frame_survey` and written as FITS frames (cached in
 ``--cache``).  Then, for this checkout and for every ``--compare`` checkout (e.g. a
 worktree of the main branch before a change), a subprocess runs grid mode's frame
-photometry on it as ``grid-mode run`` does (``grid_mode._read_frames`` and
-``grid_mode._frame_photometry``, with ``--workers``), and prints its time, the overlaps
-it fitted, the fits per frame and the worst frame gain against the injected truth
+photometry on it as ``grid-mode run`` does (``grid_mode._frames_stage`` and
+``pipeline.framestage.solve_frames``, with ``--workers``; the time then includes the one
+read of each frame; a checkout without them: ``grid_mode._read_frames`` and
+``grid_mode._frame_photometry``, the time without the scan), and prints its time, the
+overlaps it fitted, the fits per frame and the worst frame gain against the injected truth
 (``|g_k G_k / mean - 1|``); the last line gives the time ratio of the first checkout to
 each other one.  Both run in the same invocation, on the same frames.
 
@@ -42,11 +44,17 @@ from photometry_graph.pipeline.plan import plan_entries
 folder, workers = sys.argv[1], int(sys.argv[2])
 opts = resolve_options(dict(workers=workers, tile_size=2048, overlap=0.1))
 progress = grid_mode._Progress()
-frames = grid_mode._read_frames(plan_entries(folder), opts, progress)
-grid = build_global_grid([f.wcs for f in frames], [f.shape for f in frames],
-                         tile_size=opts.tile_size, overlap=opts.overlap)
-t0 = time.perf_counter()
-corrections, report = grid_mode._frame_photometry(frames, grid, opts, progress)
+if hasattr(grid_mode, "_frames_stage"):  # each frame read once: scan, binning, then the solve
+    from photometry_graph.pipeline.framestage import solve_frames
+    t0 = time.perf_counter()
+    frames, grid, _, binned, _ = grid_mode._frames_stage(plan_entries(folder), opts, progress)
+    corrections, report = solve_frames(frames, binned, grid, opts, progress, None, None)
+else:  # a checkout that scans the frames first, then bins them in the frame photometry
+    frames = grid_mode._read_frames(plan_entries(folder), opts, progress)
+    grid = build_global_grid([f.wcs for f in frames], [f.shape for f in frames],
+                             tile_size=opts.tile_size, overlap=opts.overlap)
+    t0 = time.perf_counter()
+    corrections, report = grid_mode._frame_photometry(frames, grid, opts, progress)
 seconds = time.perf_counter() - t0
 gains = [None if c is None else c.gain.tolist() for c in corrections]
 harm = report.get("harmonize", {})
