@@ -27,14 +27,15 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
                                    grid_warning)
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
-from photometry_graph.pipeline.budget import plan_memory, release_memory
+from photometry_graph.pipeline.budget import plan_memory, plan_tiles, release_memory
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
                                               output_lock, remove_temporaries, write_hdus)
 from photometry_graph.pipeline.framestage import (FRAME_BIN, SCRATCH_DIR, frame_tasks,
-                                                  gather_frames, read_headers, solve_frames)
+                                                  gather_frames, kept_result, read_headers,
+                                                  solve_frames)
 from photometry_graph.pipeline.framestage import FRAME_MIN_PIXELS  # noqa: F401 (tests)
 from photometry_graph.pipeline.images import FrameInfo  # noqa: F401 (the host's name)
 from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # noqa: F401
@@ -197,22 +198,22 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
                        chunk_size=opts.chunk_size)
     while True:
         binning = opts.frame_photometry and len(frames) >= 2
-        tasks, solve_key = frame_tasks(frames, grid, opts, pieces,
-                                       plan.bin_factor if binning else None)
-        if plan.spill and binning and scratch is not None:
+        spill = scratch if plan.spill and binning and scratch is not None else None
+        if spill is not None:
             progress("Frame photometry: the %d binned frames go to %s (they would not fit "
                      "memory_mb=%g)", 0.1, len(frames), scratch, opts.memory_mb)
             Path(scratch).mkdir(parents=True, exist_ok=True)
+        tasks, solve_key = frame_tasks(frames, grid, opts, pieces,
+                                       plan.bin_factor if binning else None, spill)
         results = [None] * len(tasks)
         with closing(_map_tasks(frame_pass, tasks, opts, workers=plan.workers,
                                 label=lambda t: f"reading {t['frame'].path}")) as passed:
             for done, (task, res) in enumerate(passed, start=1):
-                results[task["index"]] = res
+                results[task["index"]] = kept_result(res, spill, task["index"])
                 progress("reading frames %d/%d%s", 0.1 + 0.9 * done / len(tasks), done,
                          len(tasks), f"; Frame photometry: frame {done}/{len(tasks)} binned"
                          if binning else "")
-        kept, binned = gather_frames(frames, tasks, results,
-                                     scratch if plan.spill and binning else None)
+        kept, binned = gather_frames(frames, tasks, results)
         if len(kept) == len(frames) or _global_grid(kept, opts).shape == grid.shape:
             return kept, grid, plan, binned if binning else None, solve_key
         frames, grid = kept, _global_grid(kept, opts)  # the canvas without them
@@ -430,6 +431,7 @@ def _stages(input_folder, out, opts, warnings):
     try:
         frames, grid, plan, binned, solve_key = _frames_stage(
             plan_entries(input_folder), opts, progress.stage(0, 20), pieces, scratch)
+        start_plan = plan.details
         footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
         lap("frames")
         corrections, frame_report = (
@@ -443,6 +445,8 @@ def _stages(input_folder, out, opts, warnings):
                             gains=[1.0 if c is None else np.mean(np.abs(c.gain))
                                    for c in corrections], method=opts.weight_method)
     lap("frame_photometry")
+    plan = plan_tiles(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
+                      workers=plan.workers, chunk_size=opts.chunk_size)  # what is left now
     tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
                                                  grid, opts, progress.stage(30, 80),
                                                  pieces=pieces, plan=plan)
@@ -454,7 +458,7 @@ def _stages(input_folder, out, opts, warnings):
                              saturation=frame_saturation(opts, f.saturation), correction=c)
                         for f, w, fp, c in zip(frames, weights, footprints, corrections)],
              "frame_photometry": frame_report, "tile_stacking": tile_stats, "losses": losses,
-             "resume": pieces.report, "memory_plan": plan.details,
+             "resume": pieces.report, "memory_plan": dict(start=start_plan, tiles=plan.details),
              "warnings": warnings}  # filled until the report is written
     return write_mosaic(tile_paths, out, opts, progress.stage(80, 100), extra=extra,
                         timings=timings, t0=t0, plan=plan)

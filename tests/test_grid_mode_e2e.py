@@ -510,12 +510,13 @@ def test_a_small_memory_budget_changes_how_often_frames_are_read_never_the_mosai
     import dataclasses
     survey = make_frame_survey(2, 3, frame_shape=(200, 300), channels=channels, rng=3)
     frames = write_frame_survey(survey, tmp_path / "frames")
-    plan = grid_mode.plan_memory
+    plans = {name: getattr(grid_mode, name) for name in ("plan_memory", "plan_tiles")}
     small = dict(spill=True, stack_bytes=1, assembly_threads=1)
     runs = {}
     for name, change in (("roomy", {}), ("small", small)):
-        monkeypatch.setattr(grid_mode, "plan_memory", lambda *a, change=change, **k:
-                            dataclasses.replace(plan(*a, **k), **change))
+        for stage, plan in plans.items():  # the start's plan, and the tiles' re-plan
+            monkeypatch.setattr(grid_mode, stage, lambda *a, change=change, plan=plan, **k:
+                                dataclasses.replace(plan(*a, **k), **change))
         with caplog.at_level(logging.INFO, logger="photometry_graph"):
             caplog.clear()
             res = grid_mode.run_grid_mode(frames, tmp_path / name,
@@ -546,4 +547,4 @@ def test_a_budget_too_small_is_refused_at_the_start_with_what_it_needs(mono_fram
     assert not list((root / "tiny").glob("tiles/*.fits"))
     # what it said is enough (+20 MB: this test process may have grown in between)
     res = grid_mode.run_grid_mode(frames, root / "enough", **dict(FAST, memory_mb=needed + 20))
-    assert res.report["memory_plan"]["workers"] == 1 and res.mosaic.exists()
+    assert res.report["memory_plan"]["start"]["workers"] == 1 and res.mosaic.exists()

@@ -27,13 +27,14 @@ import math
 import resource
 from dataclasses import dataclass, field
 
-from .._log import get_logger, grid_debug
+from .._log import get_logger, grid_debug, grid_warning
 from ..stacking.clip import STATE_BYTES
 from ..stacking.stack import BAND_ROWS
 from .options import GridModeError
 from .parallel import default_workers
 
-__all__ = ["MemoryPlan", "plan_memory", "process_pss_bytes", "release_memory", "MB",
+__all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "process_pss_bytes", "release_memory",
+           "MB",
            "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB", "MIN_STACK_MB"]
 
 logger = get_logger(__name__)
@@ -47,11 +48,12 @@ SERVER_MB = 50.0
 #: (modules imported later, what the allocator keeps), MB (measured ~35-55).
 MAIN_GROWTH_MB = 60.0
 #: Working memory of the frame photometry's solve beyond the binned frames, MB (measured
-#: ~60 for 120 frames and 560 fits).
-SOLVE_MB = 80.0
-#: The assembly: its fixed part (tile photometry, tile headers and maps) and, per thread,
-#: bytes per pixel of an output chunk (measured ~75 MB and ~48 B).
-ASSEMBLY_MB = 75.0
+#: ~170 for 120 frames of 1080x1920 and 560 fits with the star estimates).
+SOLVE_MB = 170.0
+#: The assembly: its fixed part (tile photometry, tile headers and maps, the report page
+#: drawn with matplotlib) and, per thread, bytes per pixel of an output chunk (measured
+#: ~120 MB and ~48 B).
+ASSEMBLY_MB = 120.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
 #: Smallest budget of a tile's stacking, MB, beyond one band of accumulators.
 MIN_STACK_MB = 8.0
@@ -218,3 +220,32 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     return MemoryPlan(workers=n, stack_bytes=int(share - tile_ws), bin_factor=int(bin_factor),
                       spill=bool(spill), assembly_threads=threads, assembly_chunk=chunk,
                       details=details)
+
+
+def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024):
+    """The plan of the stages left (tiles, assembly), from what this process holds now.
+
+    Made after the frame photometry with the calling process's measured PSS (whatever the
+    solve left behind), so that the workers' shares are what is really left.  When even
+    one process with the least stacking memory would not fit, the tiles are stacked so
+    (the same pixels, more reads) with a [GRID] warning that says by how much the budget
+    will be exceeded.
+    """
+    release_memory()
+    try:
+        return plan_memory(memory_mb, frames, tile_width, workers=workers,
+                           frame_photometry=False, chunk_size=chunk_size)
+    except GridModeError:
+        base = process_pss_bytes()
+        C = max(f.n_channels for f in frames)
+        shape = max((f.shape for f in frames), key=lambda s: s[0] * s[1])
+        tile_ws = _tile_bytes(shape, C, tile_width)
+        over = base + (MAIN_GROWTH_MB + MIN_STACK_MB) * MB + tile_ws - float(memory_mb) * MB
+        grid_warning(logger, "memory: this process holds %.0f MB after the frame photometry; "
+                     "the tiles are stacked here with the least memory, about %.0f MB beyond "
+                     "memory_mb=%g (raise --memory-mb by that much to stay within it)",
+                     base / MB, max(0.0, over / MB), memory_mb)
+        return MemoryPlan(workers=1, stack_bytes=int(MIN_STACK_MB * MB), bin_factor=0,
+                          details=dict(memory_mb=float(memory_mb), program_mb=base / MB,
+                                       workers=1, stack_mb=MIN_STACK_MB,
+                                       over_mb=max(0.0, over / MB)))

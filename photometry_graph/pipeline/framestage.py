@@ -23,7 +23,7 @@ from .pieces import spill_binned
 from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
 __all__ = ["FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
-           "read_headers", "frame_tasks", "gather_frames", "solve_frames"]
+           "read_headers", "frame_tasks", "kept_result", "gather_frames", "solve_frames"]
 
 logger = get_logger(__name__)
 
@@ -60,12 +60,13 @@ def read_headers(entries, progress, outliers):
                            len(entries))
 
 
-def frame_tasks(frames, grid, opts, pieces, bin_factor=None):
+def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
     """The tasks of the pass over the frames, and the key of the frame solve (or None).
 
     With a ``bin_factor`` each frame is binned on ``grid`` for the frame photometry, unless
-    an earlier run recorded the same binned frame (``task["binned"]`` then holds it) or the
-    same frame solve (no frame is binned).  ``pieces``: the run's
+    an earlier run recorded the same binned frame (``task["binned"]`` then holds it, written
+    to ``scratch`` when given: :func:`kept_result`) or the same frame solve (no frame is
+    binned).  ``pieces``: the run's
     :class:`~photometry_graph.pipeline.resume.RunPieces` (None: nothing recorded).
     """
     tasks = [dict(index=k, frame=f, options=opts) for k, f in enumerate(frames)]
@@ -89,7 +90,8 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None):
         found, binned = (False, None) if solved else _reused_binned(pieces.store,
                                                                      t["record"])
         if solved or found:
-            t.update(bin_factor=None, binned=binned)
+            t.update(bin_factor=None, binned=kept_result((None, None, binned), scratch,
+                                                         t["index"])[2])
     n = sum("binned" in t for t in tasks) if not solved else 0
     pieces.reused("binned_frames", n, f"{n} binned frame(s)")
     return tasks, solve_key
@@ -109,10 +111,19 @@ def _reused_binned(store, record):
     return True, (BBox(*arrays["box"].tolist()), arrays["data"], arrays["valid"])
 
 
-def gather_frames(frames, tasks, results, scratch=None):
+def kept_result(res, scratch, k):
+    """A result of :func:`~photometry_graph.pipeline.pieces.frame_pass` as it is kept until
+    the solve: its binned frame written to ``scratch`` (as it arrives, so that at most one
+    is in memory) when ``scratch`` is given."""
+    if scratch is None or isinstance(res, BaseException) or not isinstance(res[2], tuple):
+        return res
+    return res[:2] + (spill_binned(res[2], Path(scratch), k),)
+
+
+def gather_frames(frames, tasks, results):
     """What the pass gave: the frames kept (noise, saturation set; re-indexed) and their
-    binned copies (those of ``tasks`` reused, the others from ``results``; written to
-    ``scratch`` when given).  A frame whose pass failed is skipped with a warning."""
+    binned copies (those of ``tasks`` reused, the others from ``results``).  A frame whose
+    pass failed is skipped with a warning."""
     kept, binned = [], []
     for f, t, res in zip(frames, tasks, results):
         if isinstance(res, BaseException):  # no usable pixel, unreadable, a worker died
@@ -120,8 +131,6 @@ def gather_frames(frames, tasks, results, scratch=None):
             continue
         f.noise, f.saturation, b = res
         b = t.get("binned", b)
-        if scratch is not None and isinstance(b, tuple):
-            b = spill_binned(b, Path(scratch), len(kept))
         f.index = len(kept)
         kept.append(f)
         binned.append(b)

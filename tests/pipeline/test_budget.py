@@ -4,7 +4,7 @@
 import pytest
 
 from photometry_graph.pipeline.budget import (MB, SERVER_MB, WORKER_MB, MAIN_GROWTH_MB,
-                                              plan_memory, process_pss_bytes)
+                                              MIN_STACK_MB, plan_memory, process_pss_bytes)
 from photometry_graph.pipeline.images import FrameInfo
 from photometry_graph.pipeline.options import GridModeError
 
@@ -22,7 +22,7 @@ def _total(plan, base):
     return base + MAIN_GROWTH_MB * MB + processes + n * plan.details["worker_mb"] * MB
 
 
-@pytest.mark.parametrize("memory_mb,workers", [(1024, 2), (512, 2), (256, 1)])
+@pytest.mark.parametrize("memory_mb,workers", [(1024, 2), (512, 2), (384, 1)])
 def test_the_plan_spends_the_budget_and_no_more(memory_mb, workers):
     base = 90 * MB
     plan = plan_memory(memory_mb, _frames(120), 1862, workers=2, baseline_bytes=base)
@@ -35,7 +35,7 @@ def test_the_plan_spends_the_budget_and_no_more(memory_mb, workers):
 def test_binned_frames_that_do_not_fit_go_to_disk_at_the_same_binning():
     few = plan_memory(1024, _frames(100), 2048, workers=2, baseline_bytes=90 * MB)
     many = plan_memory(1024, _frames(5000), 2048, workers=2, baseline_bytes=90 * MB)
-    small = plan_memory(256, _frames(100), 2048, workers=2, baseline_bytes=90 * MB)
+    small = plan_memory(384, _frames(100), 2048, workers=2, baseline_bytes=90 * MB)
     assert not few.spill and many.spill and small.spill
     assert few.bin_factor == many.bin_factor == small.bin_factor == 4
     assert not plan_memory(1024, _frames(5000), 2048, frame_photometry=False,
@@ -55,3 +55,14 @@ def test_colour_frames_need_more_and_a_budget_too_small_is_refused_with_what_it_
 
 def test_the_process_memory_is_measured():
     assert 10 * MB < process_pss_bytes() < 4096 * MB
+
+
+def test_the_tiles_are_planned_again_from_what_the_process_holds_then():
+    from photometry_graph.pipeline.budget import plan_tiles
+    here = process_pss_bytes() / MB
+    roomy = plan_tiles(here + 2048, _frames(120), 1862, workers=2)
+    assert roomy.workers == 2 and roomy.stack_bytes > 500 * MB
+    # less than this process already holds: one process, the least stacking memory, warned
+    tight = plan_tiles(here / 2, _frames(120), 1862, workers=2)
+    assert tight.workers == 1 and tight.stack_bytes == MIN_STACK_MB * MB
+    assert tight.details["over_mb"] > here / 2
