@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from photometry_graph.pipeline.budget import proc_field_bytes
+
 __all__ = ["Measurement", "measure", "self_peak_rss_mb", "vm_hwm_bytes"]
 
 MB = 2 ** 20
@@ -64,14 +66,7 @@ class Measurement:
 
 def vm_hwm_bytes(pid="self"):
     """``VmHWM`` (peak RSS) of a process in bytes, 0 when unreadable (exited, not Linux)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return proc_field_bytes(pid, "status", "VmHWM:") or 0
 
 
 def self_peak_rss_mb():

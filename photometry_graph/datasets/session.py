@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.tiles import BBox
-from .frame_survey import (FrameSurvey, SyntheticFrame, bayer_mosaic, tan_frame_wcs,
-                           sample_sky)
+from .frame_survey import (FrameSurvey, SyntheticFrame, bayer_mosaic, sample_sky,
+                           tan_frame_wcs, truth_grid_wcs)
 from .sky import add_trail, make_sky
 
 __all__ = ["Session", "make_session"]
@@ -200,8 +200,6 @@ def make_session(n_frames=120, frame_shape=(1080, 1920), pointings=(2, 3), overl
     >>> bool((s.frames[5].data == s.frames[5].data).all()), s.params[0]["pointing"]
     (True, 0)
     """
-    from astropy.wcs import WCS
-
     if channels not in (1, 3, "bayer"):
         raise ValueError(f"channels must be 1, 3 or 'bayer', got {channels!r}")
     n_rows, n_cols = (int(v) for v in pointings)
@@ -218,15 +216,7 @@ def make_session(n_frames=120, frame_shape=(1080, 1920), pointings=(2, 3), overl
     margin = int(np.ceil(0.5 * (W + H) * np.sin(max_rot) + dither + 8))
     tW = 2 * margin + W + (n_cols - 1) * step_x
     tH = 2 * margin + H + (n_rows - 1) * step_y
-    truth_wcs = WCS(naxis=2)
-    truth_wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    truth_wcs.wcs.crval = [float(center[0]), float(center[1])]
-    truth_wcs.wcs.crpix = [(tW + 1) / 2.0, (tH + 1) / 2.0]
-    truth_wcs.wcs.cdelt = [-scale, scale]
-    truth_wcs.wcs.cunit = ["deg", "deg"]
-    truth_wcs.wcs.radesys = "ICRS"
-    truth_wcs.wcs.set()
-    truth_wcs.pixel_shape = (tW, tH)
+    truth_wcs = truth_grid_wcs(center, scale, (tH, tW))
     sky = make_sky((tH, tW), n_ch, rng=gen, star_density=star_density, fwhm=fwhm,
                    nebulae=nebulae, sky_level=sky_level, noise_sigma=noise_sigma)
     n_sat = int(saturated_stars)

@@ -54,8 +54,8 @@ from .assemble import (  # noqa: F401
     panel_tiles, write_mosaic,
 )
 from .budget import (  # noqa: F401
-    MemoryPlan, plan_memory, plan_tiles, process_pss_bytes, release_memory, MB, WORKER_MB,
-    SERVER_MB, MAIN_GROWTH_MB, SOLVE_MB, MIN_STACK_MB,
+    MemoryPlan, plan_memory, plan_tiles, proc_field_bytes, process_pss_bytes, release_memory,
+    MB, WORKER_MB, SERVER_MB, MAIN_GROWTH_MB, SOLVE_MB, MIN_STACK_MB,
 )
 from .framestage import (  # noqa: F401
     FRAME_BIN, FRAME_MIN_PIXELS, SCRATCH_DIR, read_headers, frame_tasks, kept_result,
@@ -89,9 +89,9 @@ __all__ = [
     "RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version",
     "code_digest", "file_signature", "frame_source", "piece_options", "piece_key",
     "correction_from_dict", "PieceStore", "RunPieces", "panel_tiles", "write_mosaic",
-    "MemoryPlan", "plan_memory", "plan_tiles", "process_pss_bytes", "release_memory", "MB",
-    "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB", "MIN_STACK_MB", "FRAME_BIN",
-    "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers", "frame_tasks", "kept_result",
-    "gather_frames", "solve_frames", "FrameSource", "frame_sources", "frame_pass", "BinnedFile",
-    "spill_binned", "TilePieces",
+    "MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
+    "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
+    "MIN_STACK_MB", "FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers",
+    "frame_tasks", "kept_result", "gather_frames", "solve_frames", "FrameSource",
+    "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces",
 ]

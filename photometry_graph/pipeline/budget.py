@@ -33,9 +33,9 @@ from ..stacking.stack import BAND_ROWS
 from .options import GridModeError
 from .parallel import default_workers
 
-__all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "process_pss_bytes", "release_memory",
-           "MB",
-           "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB", "MIN_STACK_MB"]
+__all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
+           "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
+           "MIN_STACK_MB"]
 
 logger = get_logger(__name__)
 
@@ -79,6 +79,19 @@ class MemoryPlan:
     details: dict = field(default_factory=dict)
 
 
+def proc_field_bytes(pid, name, field):
+    """A ``kB`` field of ``/proc/<pid>/<name>`` (e.g. ``smaps_rollup``, ``Pss:``) in
+    bytes, or None where it cannot be read (an exited process, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/{name}", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def process_pss_bytes(pid="self"):
     """PSS of a process in bytes (``/proc/<pid>/smaps_rollup``), else its peak RSS.
 
@@ -87,14 +100,8 @@ def process_pss_bytes(pid="self"):
     >>> process_pss_bytes() > 10 * 2 ** 20
     True
     """
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    pss = proc_field_bytes(pid, "smaps_rollup", "Pss:")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if pss is None else pss
 
 
 def release_memory():

@@ -471,22 +471,17 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         res = sampler(sub, cv2.INTER_NEAREST)
         if vmap is not None:
             ok = _and(ok, sampler(vmap, cv2.INTER_NEAREST)[..., 0] > 0.5)
-    elif mode == "linear":
+    else:
         term = None
-        if curvature_correction:
+        if curvature_correction:  # bilinear only (checked above)
             res, term = _linear_with_curvature(sampler, sub, None if all_valid else sub_valid)
         else:
-            res = sampler(sub, cv2.INTER_LINEAR)
+            res = sampler(sub, cv2.INTER_LINEAR if mode == "linear" else cv2.INTER_CUBIC)
         if vmap is not None:
             ok, res = _edge_rule(sampler, sub, vmap, res, ok, mode=mode,
                                  valid_threshold=valid_threshold, clamp_edges=clamp_edges)
         if term is not None:
             res -= term
-    else:
-        res = sampler(sub, cv2.INTER_CUBIC)
-        if vmap is not None:
-            ok, res = _edge_rule(sampler, sub, vmap, res, ok, mode=mode,
-                                 valid_threshold=valid_threshold, clamp_edges=clamp_edges)
     if ok is not None:
         np.copyto(res, np.float32(np.nan), where=~ok[..., np.newaxis])
     if win == box:
