@@ -193,7 +193,7 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     frames = _read_frames(entries, opts, progress.stage(0, 0.1))
     grid = _global_grid(frames, opts)
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
-                       workers=1 if opts.scheduler is not None else _n_workers(opts),
+                       workers=1 if opts.scheduler is not None else opts.workers,
                        frame_photometry=opts.frame_photometry, bin_factor=FRAME_BIN,
                        chunk_size=opts.chunk_size)
     while True:

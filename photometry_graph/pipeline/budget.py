@@ -35,7 +35,7 @@ from .parallel import default_workers
 
 __all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
            "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
-           "MIN_STACK_MB"]
+           "IN_PROCESS_PIXELS", "MIN_STACK_MB"]
 
 logger = get_logger(__name__)
 
@@ -55,6 +55,9 @@ SOLVE_MB = 170.0
 #: ~120 MB and ~48 B).
 ASSEMBLY_MB = 120.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
+#: Frame pixels below which a run works in the calling process: starting a pool of
+#: workers costs ~1.4 s (measured), what 2 workers save on ~6 frames of 1080x1920.
+IN_PROCESS_PIXELS = 12e6
 #: Smallest budget of a tile's stacking, MB, beyond one band of accumulators.
 MIN_STACK_MB = 8.0
 
@@ -157,7 +160,8 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         The widest tile, pixels.
     workers : int, optional
         Workers asked for (default :func:`~photometry_graph.pipeline.parallel.
-        default_workers`); fewer are used when their share would not fit.
+        default_workers`); fewer are used when their share would not fit; by default none
+        (the calling process) for frames of fewer than :data:`IN_PROCESS_PIXELS` pixels.
     frame_photometry : bool
     bin_factor : int
         Binning of the frame photometry (the same at any budget).
@@ -191,6 +195,8 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     chunks = [c for c in (chunk_size, 1024, 512, 256) if c <= chunk_size]
     asm_thread = ASSEMBLY_BYTES_PER_PIXEL * min(chunks) ** 2
     asked = default_workers() if workers is None else max(1, int(workers))
+    if workers is None and sum(f.shape[0] * f.shape[1] for f in frames) < IN_PROCESS_PIXELS:
+        asked = 1  # a pool's start costs more than it would save (the same pixels)
     for n in range(asked, 0, -1):
         server = 0.0 if n == 1 else SERVER_MB * MB
         share = (budget - main - server - (0.0 if n == 1 else n * WORKER_MB * MB)) / n

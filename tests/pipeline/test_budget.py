@@ -67,3 +67,11 @@ def test_the_tiles_are_planned_again_from_what_the_process_holds_then():
     assert tight.workers == 1 and tight.stack_bytes == MIN_STACK_MB * MB
     # by what it holds beyond the budget, at least (measured after the memory it gave back)
     assert tight.details["over_mb"] > tight.details["program_mb"] - here / 2 > 0
+
+
+def test_a_small_run_works_in_the_calling_process():
+    # by default; workers asked for explicitly are used (memory permitting)
+    small = plan_memory(1024, _frames(9, shape=(410, 410)), 1862, baseline_bytes=90 * MB)
+    assert small.workers == 1 and small.details["workers"] == 1
+    assert plan_memory(1024, _frames(9, shape=(410, 410)), 1862, workers=2,
+                       baseline_bytes=90 * MB).workers == 2
