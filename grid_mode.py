@@ -62,7 +62,6 @@ __all__ = [
 logger = get_logger("photometry_graph.grid_mode")
 
 
-
 # ---------------------------------------------------------------------------- progress
 _Progress = functools.partial(Progress, logger)  # the pipeline's percentage, on its logger
 
@@ -195,7 +194,7 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
                        workers=1 if opts.scheduler is not None else opts.workers,
                        frame_photometry=opts.frame_photometry, bin_factor=FRAME_BIN,
-                       chunk_size=opts.chunk_size)
+                       chunk_size=opts.chunk_size, tiles_bytes=_tiles_bytes(grid, frames))
     while True:
         binning = opts.frame_photometry and len(frames) >= 2
         spill = scratch if plan.spill and binning and scratch is not None else None
@@ -217,6 +216,11 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
         if len(kept) == len(frames) or _global_grid(kept, opts).shape == grid.shape:
             return kept, grid, plan, binned if binning else None, solve_key
         frames, grid = kept, _global_grid(kept, opts)  # the canvas without them
+
+
+def _tiles_bytes(grid, frames):
+    """Bytes of the tile files of ``grid`` (float32 data and coverage), at most."""
+    return sum(t.shape[0] * t.shape[1] for t in grid.tiles) * 4 * (frames[0].n_channels + 1)
 
 
 def _global_grid(frames, opts):
@@ -446,7 +450,8 @@ def _stages(input_folder, out, opts, warnings):
                                    for c in corrections], method=opts.weight_method)
     lap("frame_photometry")
     plan = plan_tiles(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
-                      workers=plan.workers, chunk_size=opts.chunk_size)  # what is left now
+                      workers=plan.workers, chunk_size=opts.chunk_size,  # what is left now
+                      tiles_bytes=_tiles_bytes(grid, frames))
     tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
                                                  grid, opts, progress.stage(30, 80),
                                                  pieces=pieces, plan=plan)

@@ -1,6 +1,8 @@
 """The memory plan of a run (photometry_graph.pipeline.budget): processes and buffers within
 ``memory_mb``, fewer workers or more binning where needed, a clear refusal otherwise."""
 
+import re
+
 import pytest
 
 from photometry_graph.pipeline.budget import (MB, SERVER_MB, WORKER_MB, MAIN_GROWTH_MB,
@@ -75,3 +77,16 @@ def test_a_small_run_works_in_the_calling_process():
     assert small.workers == 1 and small.details["workers"] == 1
     assert plan_memory(1024, _frames(9, shape=(410, 410)), 1862, workers=2,
                        baseline_bytes=90 * MB).workers == 2
+
+
+def test_the_tiles_read_in_place_by_the_assembly_count_and_are_named_when_refused():
+    # 6 mono tiles of 2048^2: 200 MB of memory-mapped pages in the assembly
+    tiles = 6 * 2048 ** 2 * 4 * 2
+    fits = plan_memory(1024, _frames(120), 2048, workers=2, baseline_bytes=110 * MB,
+                       tiles_bytes=tiles)
+    assert fits.workers == 2
+    with pytest.raises(GridModeError, match=r"needs about (\d+) MB.*(\d+) MB to assemble the "
+                                            r"tiles\); raise --memory-mb to (\d+)") as exc:
+        plan_memory(400, _frames(120), 2048, workers=2, baseline_bytes=110 * MB,
+                    tiles_bytes=tiles)
+    assert int(re.search(r"(\d+) MB to assemble", str(exc.value)).group(1)) > tiles / MB
