@@ -194,7 +194,8 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
                        workers=1 if opts.scheduler is not None else opts.workers,
                        frame_photometry=opts.frame_photometry, bin_factor=FRAME_BIN,
-                       chunk_size=opts.chunk_size, tiles_bytes=_tiles_bytes(grid, frames))
+                       chunk_size=opts.chunk_size, tiles_bytes=_tiles_bytes(grid, frames),
+                       report_page=opts.html_report)
     while True:
         binning = opts.frame_photometry and len(frames) >= 2
         spill = scratch if plan.spill and binning and scratch is not None else None
@@ -451,7 +452,7 @@ def _stages(input_folder, out, opts, warnings):
     lap("frame_photometry")
     plan = plan_tiles(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
                       workers=plan.workers, chunk_size=opts.chunk_size,  # what is left now
-                      tiles_bytes=_tiles_bytes(grid, frames))
+                      tiles_bytes=_tiles_bytes(grid, frames), report_page=opts.html_report)
     tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
                                                  grid, opts, progress.stage(30, 80),
                                                  pieces=pieces, plan=plan)

@@ -35,7 +35,7 @@ from .parallel import default_workers
 
 __all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
            "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
-           "IN_PROCESS_PIXELS", "MIN_STACK_MB"]
+           "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "MIN_STACK_MB"]
 
 logger = get_logger(__name__)
 
@@ -54,6 +54,8 @@ SOLVE_MB = 170.0
 #: drawn with matplotlib) and, per thread, bytes per pixel of an output chunk (measured
 #: ~120 MB and ~48 B).
 ASSEMBLY_MB = 120.0
+#: Drawing the report page (``grid_report.html``, matplotlib), MB (measured ~180).
+REPORT_PAGE_MB = 180.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
 #: Frame pixels below which a run works in the calling process: starting a pool of
 #: workers costs ~1.4 s (measured), what 2 workers save on ~6 frames of 1080x1920.
@@ -147,7 +149,8 @@ def _binned_bytes(frames, bin_factor):
 
 
 def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry=True,
-                bin_factor=4, chunk_size=1024, baseline_bytes=None, tiles_bytes=0):
+                bin_factor=4, chunk_size=1024, baseline_bytes=None, tiles_bytes=0,
+                report_page=False):
     """Share ``memory_mb`` among the processes and the buffers of a run.
 
     Parameters
@@ -174,6 +177,8 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         Bytes of the tile files the assembly reads in place: the pages of their memory
         maps that the blending touches count in the process's PSS (measured: ~170 MB of
         the 200 MB of 6 mono tiles of 2048²).
+    report_page : bool
+        The assembly draws the report page (:data:`REPORT_PAGE_MB` more).
 
     Returns
     -------
@@ -198,7 +203,7 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     solve = SOLVE_MB * MB if binned else 0.0
     chunks = [c for c in (chunk_size, 1024, 512, 256) if c <= chunk_size]
     asm_thread = ASSEMBLY_BYTES_PER_PIXEL * min(chunks) ** 2
-    assembly = ASSEMBLY_MB * MB + tiles_bytes
+    assembly = (ASSEMBLY_MB + (REPORT_PAGE_MB if report_page else 0.0)) * MB + tiles_bytes
     asked = default_workers() if workers is None else max(1, int(workers))
     if workers is None and sum(f.shape[0] * f.shape[1] for f in frames) < IN_PROCESS_PIXELS:
         asked = 1  # a pool's start costs more than it would save (the same pixels)
@@ -220,8 +225,9 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
             f"to read a {shape[1]}x{shape[0]} frame, {(tile_ws + band) / MB:.0f} MB to stack "
             f"a band of a {tile_width} px wide tile, {solve / MB:.0f} MB for the "
             f"frame photometry, {(assembly + asm_thread) / MB:.0f} MB to assemble the "
-            f"tiles); raise --memory-mb to "
-            f"{math.ceil(need / MB)} or more, or lower --tile-size / --chunk-size")
+            f"tiles); raise --memory-mb to {math.ceil(need / MB)} or more, or lower "
+            f"--tile-size / --chunk-size"
+            + (f" (--no-html-report saves {REPORT_PAGE_MB:.0f} MB)" if report_page else ""))
     room = min(n * share - n * frame_ws, budget - main - server - solve)
     spill = binned + masks > room
     left = budget - main - server - assembly  # the assembly: threads, then chunks
@@ -242,7 +248,7 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
 
 
 def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
-               tiles_bytes=0):
+               tiles_bytes=0, report_page=False):
     """The plan of the stages left (tiles, assembly), from what this process holds now.
 
     Made after the frame photometry with the calling process's measured PSS (whatever the
@@ -255,7 +261,7 @@ def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
     try:
         return plan_memory(memory_mb, frames, tile_width, workers=workers,
                            frame_photometry=False, chunk_size=chunk_size,
-                           tiles_bytes=tiles_bytes)
+                           tiles_bytes=tiles_bytes, report_page=report_page)
     except GridModeError:
         base = process_pss_bytes()
         C = max(f.n_channels for f in frames)

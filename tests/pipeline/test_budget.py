@@ -90,3 +90,11 @@ def test_the_tiles_read_in_place_by_the_assembly_count_and_are_named_when_refuse
         plan_memory(400, _frames(120), 2048, workers=2, baseline_bytes=110 * MB,
                     tiles_bytes=tiles)
     assert int(re.search(r"(\d+) MB to assemble", str(exc.value)).group(1)) > tiles / MB
+
+
+def test_drawing_the_report_page_needs_more_and_a_refusal_says_what_saves_it():
+    from photometry_graph.pipeline.budget import REPORT_PAGE_MB
+    kw = dict(workers=1, baseline_bytes=110 * MB, tiles_bytes=6 * 1862 * 1900 * 8)
+    assert plan_memory(600, _frames(120), 1862, **kw).workers == 1  # without the page
+    with pytest.raises(GridModeError, match=rf"--no-html-report saves {REPORT_PAGE_MB:.0f} MB"):
+        plan_memory(600, _frames(120), 1862, report_page=True, **kw)
