@@ -24,7 +24,7 @@ def _total(plan, base):
     return base + MAIN_GROWTH_MB * MB + processes + n * plan.details["worker_mb"] * MB
 
 
-@pytest.mark.parametrize("memory_mb,workers", [(1024, 2), (512, 2), (384, 1)])
+@pytest.mark.parametrize("memory_mb,workers", [(1024, 2), (600, 2), (400, 1)])
 def test_the_plan_spends_the_budget_and_no_more(memory_mb, workers):
     base = 90 * MB
     plan = plan_memory(memory_mb, _frames(120), 1862, workers=2, baseline_bytes=base)
@@ -45,8 +45,8 @@ def test_binned_frames_that_do_not_fit_go_to_disk_at_the_same_binning():
 
 
 def test_colour_frames_need_more_and_a_budget_too_small_is_refused_with_what_it_needs():
-    mono = plan_memory(400, _frames(40), 2048, workers=2, baseline_bytes=120 * MB)
-    rgb = plan_memory(400, _frames(40, channels=3, bayer="RGGB"), 2048, workers=2,
+    mono = plan_memory(500, _frames(40), 2048, workers=2, baseline_bytes=120 * MB)
+    rgb = plan_memory(500, _frames(40, channels=3, bayer="RGGB"), 2048, workers=2,
                       baseline_bytes=120 * MB)
     assert rgb.workers <= mono.workers and rgb.stack_bytes < mono.stack_bytes
     with pytest.raises(GridModeError, match=r"memory_mb=150 is too small.*raise --memory-mb "
