@@ -452,7 +452,8 @@ def _stages(input_folder, out, opts, warnings):
     lap("frame_photometry")
     plan = plan_tiles(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
                       workers=plan.workers, chunk_size=opts.chunk_size,  # what is left now
-                      tiles_bytes=_tiles_bytes(grid, frames), report_page=opts.html_report)
+                      tiles_bytes=_tiles_bytes(grid, frames), report_page=opts.html_report,
+                      host_bytes=int(start_plan["host_mb"] * 2 ** 20))
     tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
                                                  grid, opts, progress.stage(30, 80),
                                                  pieces=pieces, plan=plan)

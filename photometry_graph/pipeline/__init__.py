@@ -55,8 +55,8 @@ from .assemble import (  # noqa: F401
 )
 from .budget import (  # noqa: F401
     MemoryPlan, plan_memory, plan_tiles, proc_field_bytes, process_pss_bytes, release_memory,
-    MB, WORKER_MB, SERVER_MB, MAIN_GROWTH_MB, SOLVE_MB, REPORT_PAGE_MB, IN_PROCESS_PIXELS,
-    PLANNED_SHARE, MIN_STACK_MB,
+    MB, WORKER_MB, SERVER_MB, MAIN_GROWTH_MB, SOLVE_MB, SOLVE_PER_BINNED, PROGRAM_MB,
+    REPORT_PAGE_MB, IN_PROCESS_PIXELS, PLANNED_SHARE, MIN_STACK_MB,
 )
 from .framestage import (  # noqa: F401
     FRAME_BIN, FRAME_MIN_PIXELS, SCRATCH_DIR, read_headers, frame_tasks, kept_result,
@@ -92,8 +92,8 @@ __all__ = [
     "correction_from_dict", "PieceStore", "RunPieces", "panel_tiles", "write_mosaic",
     "MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
     "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
-    "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE", "MIN_STACK_MB", "FRAME_BIN",
-    "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers", "frame_tasks", "kept_result",
-    "gather_frames", "solve_frames", "FrameSource", "frame_sources", "frame_pass", "BinnedFile",
-    "spill_binned", "TilePieces",
+    "SOLVE_PER_BINNED", "PROGRAM_MB", "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE",
+    "MIN_STACK_MB", "FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers",
+    "frame_tasks", "kept_result", "gather_frames", "solve_frames", "FrameSource",
+    "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces",
 ]

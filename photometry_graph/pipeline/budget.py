@@ -35,7 +35,8 @@ from .parallel import default_workers
 
 __all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
            "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
-           "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE", "MIN_STACK_MB"]
+           "SOLVE_PER_BINNED", "PROGRAM_MB", "REPORT_PAGE_MB", "IN_PROCESS_PIXELS",
+           "PLANNED_SHARE", "MIN_STACK_MB"]
 
 logger = get_logger(__name__)
 
@@ -47,9 +48,15 @@ SERVER_MB = 50.0
 #: What the calling process gains during a run beyond what it holds when the plan is made
 #: (modules imported later, what the allocator keeps), MB (measured ~35-55).
 MAIN_GROWTH_MB = 60.0
-#: Working memory of the frame photometry's solve beyond the binned frames, MB (measured
-#: ~170 for 120 frames of 1080x1920 and 560 fits with the star estimates).
-SOLVE_MB = 170.0
+#: Working memory of the frame photometry's solve beyond the binned frames: a fixed part,
+#: MB, and a multiple of the binned frames' bytes, up to 120 MB of them (measured ~170 MB
+#: for 120 frames of 1080x1920, 120 MB binned, 560 fits with the star estimates, binned
+#: frames in memory or on disk alike; larger sessions not measured).
+SOLVE_MB = 30.0
+SOLVE_PER_BINNED = 1.2
+#: What the program holds when a run starts (its imports), MB (measured 110-140 for the
+#: command line): a host process's memory beyond it is the host's, not the run's.
+PROGRAM_MB = 160.0
 #: The assembly: its fixed part (tile photometry, tile headers and maps, the report page
 #: drawn with matplotlib) and, per thread, bytes per pixel of an output chunk (measured
 #: ~120 MB and ~48 B).
@@ -153,7 +160,7 @@ def _binned_bytes(frames, bin_factor):
 
 def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry=True,
                 bin_factor=4, chunk_size=1024, baseline_bytes=None, tiles_bytes=0,
-                report_page=False):
+                report_page=False, host_bytes=None):
     """Share ``memory_mb`` among the processes and the buffers of a run.
 
     Parameters
@@ -176,6 +183,10 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         works with a halo: the same mosaic).
     baseline_bytes : int, optional
         The calling process's memory now (default: measured).
+    host_bytes : int, optional
+        What the calling process holds that is not the run's (a host program's own
+        memory); default: what it measures beyond :data:`PROGRAM_MB`, 0 with
+        ``baseline_bytes``.
     tiles_bytes : int
         Bytes of the tile files the assembly reads in place: the pages of their memory
         maps that the blending touches count in the process's PSS (measured: ~170 MB of
@@ -194,6 +205,9 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     """
     budget = float(memory_mb) * MB * PLANNED_SHARE
     base = process_pss_bytes() if baseline_bytes is None else int(baseline_bytes)
+    if host_bytes is None:
+        host_bytes = 0 if baseline_bytes is not None else max(0, base - PROGRAM_MB * MB)
+    base -= host_bytes
     main = base + MAIN_GROWTH_MB * MB
     C = max(f.n_channels for f in frames)
     shape = max((f.shape for f in frames), key=lambda s: s[0] * s[1])
@@ -203,7 +217,8 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     band = per * tile_width * C * BAND_ROWS
     binned, masks = _binned_bytes(frames, bin_factor) if frame_photometry and \
         len(frames) >= 2 else (0.0, 0.0)
-    solve = SOLVE_MB * MB if binned else 0.0
+    solve = SOLVE_MB * MB + SOLVE_PER_BINNED * min(binned + masks, 120 * MB) if binned \
+        else 0.0
     chunks = [c for c in (chunk_size, 1024, 512, 256) if c <= chunk_size]
     asm_thread = ASSEMBLY_BYTES_PER_PIXEL * min(chunks) ** 2
     assembly = (ASSEMBLY_MB + (REPORT_PAGE_MB if report_page else 0.0)) * MB + tiles_bytes
@@ -242,6 +257,7 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     details = dict(memory_mb=float(memory_mb), program_mb=base / MB, workers=n,
                    worker_mb=share / MB, stack_mb=(share - tile_ws) / MB,
                    frame_read_mb=frame_ws / MB, binned_mb=binned / MB, spill=bool(spill),
+                   host_mb=host_bytes / MB,
                    assembly_threads=threads, assembly_chunk=chunk)
     grid_debug(logger, "memory plan: %s", {k: round(v, 1) if isinstance(v, float) else v
                                            for k, v in details.items()})
@@ -251,22 +267,23 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
 
 
 def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
-               tiles_bytes=0, report_page=False):
+               tiles_bytes=0, report_page=False, host_bytes=0):
     """The plan of the stages left (tiles, assembly), from what this process holds now.
 
     Made after the frame photometry with the calling process's measured PSS (whatever the
     solve left behind), so that the workers' shares are what is really left.  When even
     one process with the least stacking memory would not fit, the tiles are stacked so
     (the same pixels, more reads) with a [GRID] warning that says by how much the budget
-    will be exceeded.
+    will be exceeded.  ``host_bytes``: the start plan's (``details["host_mb"]``).
     """
     release_memory()
     try:
         return plan_memory(memory_mb, frames, tile_width, workers=workers,
                            frame_photometry=False, chunk_size=chunk_size,
-                           tiles_bytes=tiles_bytes, report_page=report_page)
+                           tiles_bytes=tiles_bytes, report_page=report_page,
+                           host_bytes=host_bytes)
     except GridModeError:
-        base = process_pss_bytes()
+        base = process_pss_bytes() - host_bytes
         C = max(f.n_channels for f in frames)
         shape = max((f.shape for f in frames), key=lambda s: s[0] * s[1])
         tile_ws = _tile_bytes(shape, C, tile_width)
