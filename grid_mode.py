@@ -13,7 +13,6 @@ Worker processes start with ``forkserver``: call the API under ``if __name__ == 
 """
 
 import functools
-import os
 import shutil
 import sys
 import time
@@ -21,18 +20,17 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_debug,
                                    grid_warning)
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
+from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.budget import plan_memory, plan_tiles, release_memory
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
-from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
-                                              output_lock, remove_temporaries, write_hdus)
+                                              output_lock, remove_temporaries)
 from photometry_graph.pipeline.framestage import (FRAME_BIN, SCRATCH_DIR, frame_tasks,
                                                   gather_frames, kept_result, read_headers,
                                                   solve_frames)
@@ -43,16 +41,17 @@ from photometry_graph.pipeline.options import (OPTION_HELP, GridModeError,  # no
 from photometry_graph.pipeline.options import n_workers as _n_workers
 from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
-from photometry_graph.pipeline.outputs import GridResult, tile_header
+from photometry_graph.pipeline.outputs import GridResult
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
 from photometry_graph.pipeline.parallel import map_tasks
-from photometry_graph.pipeline.pieces import TilePieces, frame_pass, frame_sources
+from photometry_graph.pipeline.pieces import frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
 from photometry_graph.pipeline.progress import Progress, callback_logging
 from photometry_graph.pipeline.resume import (RunPieces, frame_source, piece_key,
                                               piece_options)
-from photometry_graph.stacking.stack import frame_weights, stack_frames
+from photometry_graph.pipeline.tilestage import build_tile, loss_message, tally_tile
+from photometry_graph.stacking.stack import frame_weights
 
 __all__ = [
     "GridModeError", "GridRunError", "GridOptions", "GridResult", "OPTION_HELP",
@@ -67,86 +66,6 @@ _Progress = functools.partial(Progress, logger)  # the pipeline's percentage, on
 
 
 # ------------------------------------------------------------------------------- tiles
-class _FrameFailed(Exception):
-    """Frame ``index`` of a tile could not be read or reprojected (twice): left out."""
-
-    def __init__(self, index, cause):
-        super().__init__(index, cause)
-        self.index, self.cause = index, cause
-
-
-def _stack_tile(task, keep):
-    """Stack the frames ``keep`` (indices into ``task["frames"]``) of a tile, band by band.
-
-    Each band reads only the crops of the frames it needs
-    (:class:`~photometry_graph.pipeline.pieces.TilePieces`).  A frame that cannot be read
-    and reprojected, twice, raises :class:`_FrameFailed` (a lack of memory is not the
-    frame's fault: it is raised as it is).
-    """
-    opts, bbox = task["options"], task["bbox"]
-    pieces = TilePieces([task["frames"][k] for k in keep], task["grid_wcs"], bbox,
-                        mask_eps=opts.mask_eps,
-                        radial=(opts.radial_feather_fraction, opts.radial_shape_power)
-                        if opts.radial_weight else None)
-
-    def get_frame(j, bands):
-        cause = None
-        for _ in range(2):
-            try:
-                return pieces(j, bands)
-            except MemoryError:
-                raise
-            except Exception as exc:  # truncated, unreadable, vanished ...
-                cause = exc
-        raise _FrameFailed(keep[j], cause)
-
-    return stack_frames(
-        get_frame, len(keep), weights=np.asarray([task["weights"][k] for k in keep],
-                                                 dtype=np.float64),
-        shape=bbox.shape + (task["frames"][0].info.n_channels,), method=opts.stack_method,
-        kappa_low=opts.kappa_low, kappa_high=opts.kappa_high,
-        winsor_limits=opts.winsor_limits, combine=opts.stack_combine,
-        memory_budget_bytes=task["stack_bytes"], noise=[task["noise"][k] for k in keep],
-        windows=pieces.windows(), band_reader=True, return_info=True)
-
-
-def _build_tile(task):
-    """Worker: reproject, correct and stack the frames of one tile; write its FITS file.
-
-    A frame that fails is left out and the tile stacked again from the others (listed in
-    ``left_out``).  Top level and fed with picklable values only: runs in-process, in a
-    process pool or on a dask worker alike.  Returns a small dict of statistics.
-    """
-    t0 = time.perf_counter()
-    bbox, keep, left_out, n_valid = task["bbox"], list(range(len(task["frames"]))), [], 0
-    while keep:
-        try:
-            stacked, coverage, info = _stack_tile(task, keep)
-            break
-        except _FrameFailed as exc:
-            keep.remove(exc.index)
-            left_out.append(dict(path=task["frames"][exc.index].info.path,
-                                 reason=f"{type(exc.cause).__name__}: {exc.cause}"))
-    if keep:
-        n_valid = int(np.isfinite(stacked).all(axis=2).sum())
-    if n_valid:
-        header = tile_header(task["grid_wcs"], bbox, task["tile_id"], task["canvas_shape"],
-                             len(keep))
-        data = stacked[..., 0] if stacked.shape[2] == 1 else np.moveaxis(stacked, -1, 0)
-        write_hdus(task["path"], [fits.PrimaryHDU(np.ascontiguousarray(data), header),
-                                   fits.ImageHDU(coverage.astype(np.float32), name="COVERAGE")])
-    if keep:
-        del stacked, coverage
-        release_memory()  # a worker holds between tiles only what it uses
-    stats = dict(tile_id=task["tile_id"], bbox=bbox, n_frames=len(keep), n_valid=n_valid,
-                 path=str(task["path"]) if n_valid else None, stack=info if keep else None,
-                 left_out=left_out, seconds=time.perf_counter() - t0, worker_pid=os.getpid())
-    if not left_out:  # complete: recorded for a rerun (a tile short of a frame is redone)
-        task["store"].save(task["name"], task["key"], made_from=task["made_from"],
-                           files=[task["path"]] if n_valid else [], payload=stats)
-    return stats
-
-
 def _map_tasks(func, tasks, opts, label=None, workers=None):
     """Yield ``(task, result or exception)``: dask cluster, process pool or in-process.
 
@@ -287,16 +206,16 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
     todo = [t for t in tasks if t["tile_id"] not in reused]
     progress("stacking %d tiles (%d reused from an earlier run, %d without frames skipped)",
              0.0, len(todo), len(reused), len(grid.tiles) - len(tasks))
-    with closing(_map_tasks(_build_tile, todo, opts, workers=plan.workers,
+    with closing(_map_tasks(build_tile, todo, opts, workers=plan.workers,
                             label=lambda t: f"tile {t['tile_id']}")) as results:
         for done, (task, res) in enumerate(results, start=1):
-            _tally(task, res, stats, losses)
+            tally_tile(task, res, stats, losses)
             progress("tile %d done, %d/%d", done / len(todo), task["tile_id"], done,
                      len(todo))
     stats.sort(key=lambda s: s["tile_id"])
     paths = [Path(s["path"]) for s in stats if s["path"]]
     if losses["tiles"] and not (opts.allow_partial and paths):
-        raise GridRunError(_loss_message(losses["tiles"], len(tasks), len(paths)))
+        raise GridRunError(loss_message(losses["tiles"], len(tasks), len(paths)))
     if not paths:
         raise GridModeError("no tile could be stacked: every tile was empty")
     losses["partial"] = bool(losses["tiles"])
@@ -304,35 +223,6 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
         grid_warning(logger, "partial mosaic: tile %d is left out (%s); frames: %s",
                      lost["tile_id"], lost["reason"], ", ".join(lost["frames"]))
     return paths, stats, losses
-
-
-def _tally(task, res, stats, losses):
-    """Record a tile's result: its statistics, or what was lost (warned)."""
-    tile_id, names = task["tile_id"], [Path(f.info.path).name for f in task["frames"]]
-    if isinstance(res, BaseException):
-        reason = f"{type(res).__name__}: {res}"
-    else:
-        stats.append(res)
-        for f in res["left_out"]:
-            grid_warning(logger, "tile %d: frame %s left out (%s); the tile is stacked from "
-                         "its %d other frame(s)", tile_id, f["path"], f["reason"],
-                         res["n_frames"])
-            losses["frames"].append(dict(f, tile_id=tile_id))
-        if res["n_valid"] or not res["left_out"]:
-            return
-        reason = "every frame of the tile failed"
-    grid_warning(logger, "tile %d could not be made: %s", tile_id, reason)
-    losses["tiles"].append(dict(tile_id=tile_id, bbox=task["bbox"], reason=reason,
-                                frames=names))
-
-
-def _loss_message(lost, n_tiles, n_made):
-    what = "; ".join(f"tile {t['tile_id']} ({t['reason']})" for t in lost[:5])
-    more = f"; and {len(lost) - 5} more" if len(lost) > 5 else ""
-    return (f"{len(lost)} of {n_tiles} tiles could not be made, so no mosaic was assembled: "
-            f"{what}{more}. The {n_made} finished tiles are kept: remove the cause and run the "
-            "same command again to resume, or assemble without the lost tiles with "
-            "--allow-partial (allow_partial=True)")
 
 
 def _unlink(path):

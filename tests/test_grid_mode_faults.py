@@ -16,6 +16,7 @@ from astropy.wcs import WCS
 import grid_mode
 from photometry_graph.datasets import make_frame_survey
 from photometry_graph.pipeline.demo import write_frame_survey
+from photometry_graph.pipeline import tilestage
 from photometry_graph.pipeline.fileio import LOCK_NAME, output_lock
 
 SMALL = dict(tile_size=192, overlap=0.25, workers=1)
@@ -176,7 +177,7 @@ def test_a_frame_truncated_after_the_scan_is_left_out_of_its_tiles(survey_frames
 def _failing_writes(monkeypatch, names):
     """Tile files in ``names`` cannot be written: the disk is full."""
     import errno
-    real, calls = grid_mode.write_hdus, []
+    real, calls = tilestage.write_hdus, []
 
     def write_hdus(path, hdus):
         calls.append(path.name)
@@ -184,7 +185,7 @@ def _failing_writes(monkeypatch, names):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, hdus)
 
-    monkeypatch.setattr(grid_mode, "write_hdus", write_hdus)
+    monkeypatch.setattr(tilestage, "write_hdus", write_hdus)
     return calls
 
 

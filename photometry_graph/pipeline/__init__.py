@@ -65,6 +65,9 @@ from .framestage import (  # noqa: F401
 from .pieces import (  # noqa: F401
     FrameSource, frame_sources, frame_pass, BinnedFile, spill_binned, TilePieces,
 )
+from .tilestage import (  # noqa: F401
+    FrameFailed, stack_tile, build_tile, tally_tile, loss_message,
+)
 
 __all__ = [
     "GridModeError", "GridRunError", "EXIT_CODES", "GridOptions", "OPTION_HELP",
@@ -95,5 +98,6 @@ __all__ = [
     "SOLVE_PER_BINNED", "PROGRAM_MB", "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE",
     "MIN_STACK_MB", "FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers",
     "frame_tasks", "kept_result", "gather_frames", "solve_frames", "FrameSource",
-    "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces",
+    "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces", "FrameFailed",
+    "stack_tile", "build_tile", "tally_tile", "loss_message",
 ]
