@@ -129,7 +129,7 @@ def loss_message(lost, n_tiles, n_made):
 
     Examples
     --------
-    >>> loss_message([dict(tile_id=3, reason="OSError: disk full")], 6, 5)[:45]
+    >>> loss_message([dict(tile_id=3, reason="OSError: disk full")], 6, 5)[:44]
     '1 of 6 tiles could not be made, so no mosaic'
     """
     what = "; ".join(f"tile {t['tile_id']} ({t['reason']})" for t in lost[:5])
