@@ -1,8 +1,9 @@
 """Grid/Survey mode: plate-solved frames in, one photometrically seamless mosaic out.
 
-This module orchestrates; the mathematics lives in :mod:`photometry_graph`, the reading of
-the stack plan in :mod:`photometry_graph.pipeline.plan`, the file writing and tile reading in
-:mod:`photometry_graph.pipeline.fileio`::
+This module orchestrates; the mathematics lives in :mod:`photometry_graph`, each stage's
+work in :mod:`photometry_graph.pipeline` (``plan`` the stack plan, ``budget`` the memory
+plan, ``framestage`` the frames read once and solved, ``tilestage`` one tile's task,
+``assemble`` the assembly and the outputs, ``resume`` the records of finished pieces)::
 
     stack_plan.csv + FITS frames -> plan -> global grid -> frame photometry
     -> tiles (reproject, correct, stack; in parallel) -> assemble_tiles -> outputs
@@ -65,7 +66,7 @@ logger = get_logger("photometry_graph.grid_mode")
 _Progress = functools.partial(Progress, logger)  # the pipeline's percentage, on its logger
 
 
-# ------------------------------------------------------------------------------- tiles
+# ------------------------------------------------------------------------------- tasks
 def _map_tasks(func, tasks, opts, label=None, workers=None):
     """Yield ``(task, result or exception)``: dask cluster, process pool or in-process.
 
