@@ -126,6 +126,8 @@ def test_demo_prints_its_summary(tmp_path, capsys):
     assert grid_mode.main(["demo", str(tmp_path / "demo"), "--workers", "1", "-q"]) == 0
     out = capsys.readouterr().out
     assert "harmonized" in out and "plain" in out and "mosaic_grid.fits" in out
+    page = tmp_path / "demo" / "grid_report.html"
+    assert page.exists() and f"page:    {page}" in out  # the summary points at the page
     demo = json.loads((tmp_path / "demo" / "grid_report.json").read_text())["demo"]
     good, plain = demo["harmonized"], demo["plain"]
     assert good["seam_frame_borders"] <= 1.2 and good["seam_tile_borders"] <= 1.2

@@ -168,7 +168,8 @@ def run_demo(output_dir="grid_demo_output", *, channels=3, rng=0, progress_callb
 
 def demo_summary(result):
     """The lines the command line prints after the demo: outputs and the quality table."""
+    page = [] if result.html is None else [f"page:    {result.html} (open it in a browser)"]
     return "\n".join([f"mosaic:  {result.mosaic}", f"preview: {result.preview}",
-                      f"report:  {result.report_path}", "seam metric: 1 = seamless; frame "
-                      "offsets: spread between the frames' regions of the mosaic",
+                      f"report:  {result.report_path}", *page, "seam metric: 1 = seamless; "
+                      "frame offsets: spread between the frames' regions of the mosaic",
                       demo_quality_table(result.report["demo"])])
