@@ -55,7 +55,7 @@ from .harmonize import (  # noqa: F401
 )
 from .frames import (  # noqa: F401
     FrameHarmonization, harmonize_frames, bin_frame_on_grid, binned_to_full_correction,
-    masked_gaussian_blur, frame_bin_factor,
+    masked_gaussian_blur,
 )
 from .stars import (  # noqa: F401
     StarRatio, STAR_STATUSES, GAIN_SOURCES, measure_star_ratio, combine_gain_estimates,
@@ -78,6 +78,6 @@ __all__ = [
     "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane", "background_blocks",
     "fit_background_plane", "flatten_corrections", "HarmonizationResult", "harmonize_tiles",
     "graph_report", "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
-    "binned_to_full_correction", "masked_gaussian_blur", "frame_bin_factor", "StarRatio",
-    "STAR_STATUSES", "GAIN_SOURCES", "measure_star_ratio", "combine_gain_estimates",
+    "binned_to_full_correction", "masked_gaussian_blur", "StarRatio", "STAR_STATUSES",
+    "GAIN_SOURCES", "measure_star_ratio", "combine_gain_estimates",
 ]

@@ -34,7 +34,7 @@ from ..core.tiles import BBox, TilePhotometryInfo
 from ..core.wcsgrid import footprint_bbox
 
 __all__ = ["FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
-           "binned_to_full_correction", "masked_gaussian_blur", "frame_bin_factor"]
+           "binned_to_full_correction", "masked_gaussian_blur"]
 
 logger = get_logger(__name__)
 
@@ -114,41 +114,6 @@ def _block_mean(data, valid, b):
     out = blocks.astype(np.float32)
     out[~vb] = np.nan
     return out, vb
-
-
-def frame_bin_factor(frame_shapes, n_channels, budget_bytes, *, base=4, max_factor=32):
-    """Binning of the frame solve that keeps all binned frames within a memory budget.
-
-    The solve holds every frame binned on the global grid (float32 data per
-    channel and a mask byte per binned pixel).  ``base`` serves as long as that
-    fits in ``budget_bytes``; beyond it (thousands of frames) the factor is
-    doubled until it does, up to ``max_factor``.
-
-    Parameters
-    ----------
-    frame_shapes : sequence of tuple
-        ``(H, W)`` of every frame.
-    n_channels : int
-    budget_bytes : float
-    base, max_factor : int
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> frame_bin_factor([(1080, 1920)] * 36, 3, 1024 * 2 ** 20)
-    4
-    >>> frame_bin_factor([(1080, 1920)] * 2000, 3, 1024 * 2 ** 20)
-    8
-    """
-    pixels = float(sum(int(h) * int(w) for h, w in frame_shapes))
-    per_pixel = 4.0 * int(n_channels) + 1.0
-    b = int(base)
-    while b < max_factor and pixels * per_pixel / b ** 2 > budget_bytes:
-        b *= 2
-    return b
 
 
 def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, mask=None,

@@ -316,19 +316,3 @@ def test_masked_gaussian_blur_keeps_levels_and_never_leaks_invalid_zones():
     assert masked_gaussian_blur(noisy, 0) is noisy
     with pytest.raises(ValueError, match="H, W, C"):
         masked_gaussian_blur(noisy[..., 0], 2.0)
-
-
-def test_frame_bin_factor_keeps_the_binned_frames_within_the_budget():
-    from photometry_graph.photometry.frames import frame_bin_factor
-    shapes = [(1080, 1920)]
-    budget = 256 * 2 ** 20
-    previous = 4
-    for n in (1, 10, 100, 1000, 10_000):
-        b = frame_bin_factor(shapes * n, 3, budget)
-        assert b >= previous and b in (4, 8, 16, 32)      # grows with the frame count
-        if b < 32:
-            assert n * 1080 * 1920 * 13 / b ** 2 <= budget
-        if b > 4:                                         # and only when needed
-            assert n * 1080 * 1920 * 13 / (b // 2) ** 2 > budget
-        previous = b
-    assert frame_bin_factor(shapes * 10 ** 6, 3, budget) == 32   # capped
