@@ -419,7 +419,7 @@ def _assemble_dir(inputs, output_dir, reference, options, warnings):
         if reference is not None or opts.pixel_scale is not None or \
                 not all(map(is_project_tile, paths)):
             paths, panels = panel_tiles(paths, out / "tiles", reference, opts,
-                                         progress.stage(0, 30))
+                                        progress.stage(0, 30))
             extra.update(panels)
         return write_mosaic(paths, out, opts, progress.stage(progress.last, 100), extra=extra,
                             timings={}, t0=t0)

@@ -133,6 +133,12 @@ def release_memory():
         pass
 
 
+def _largest_frame(frames):
+    """The largest frame's ``(H, W)`` and the most channels of the run's frames."""
+    return (max((f.shape for f in frames), key=lambda s: s[0] * s[1]),
+            max(f.n_channels for f in frames))
+
+
 def _frame_bytes(shape, n_channels, bayer):
     """Working memory of a worker reading one frame: the stored pixels, the decoded frame
     (and its debayering), its reprojection onto a band of its footprint with the
@@ -209,8 +215,7 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         host_bytes = 0 if baseline_bytes is not None else max(0, base - PROGRAM_MB * MB)
     base -= host_bytes
     main = base + MAIN_GROWTH_MB * MB
-    C = max(f.n_channels for f in frames)
-    shape = max((f.shape for f in frames), key=lambda s: s[0] * s[1])
+    shape, C = _largest_frame(frames)
     frame_ws = _frame_bytes(shape, C, any(f.bayer for f in frames))
     tile_ws = _tile_bytes(shape, C, tile_width)
     per = max(STATE_BYTES["moments"] + STATE_BYTES["track"] * 3 + 8, STATE_BYTES["sums"])
@@ -284,9 +289,7 @@ def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
                            host_bytes=host_bytes)
     except GridModeError:
         base = process_pss_bytes() - host_bytes
-        C = max(f.n_channels for f in frames)
-        shape = max((f.shape for f in frames), key=lambda s: s[0] * s[1])
-        tile_ws = _tile_bytes(shape, C, tile_width)
+        tile_ws = _tile_bytes(*_largest_frame(frames), tile_width)
         over = base + (MAIN_GROWTH_MB + MIN_STACK_MB) * MB + tile_ws - float(memory_mb) * MB
         grid_warning(logger, "memory: this process holds %.0f MB after the frame photometry; "
                      "the tiles are stacked here with the least memory, about %.0f MB beyond "
