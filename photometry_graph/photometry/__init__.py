@@ -22,7 +22,7 @@ from .regression import (  # noqa: F401
 from .overlap import (  # noqa: F401
     build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
     find_overlapping_pairs, edge_status, fit_edge_channel, combine_fit, calibrate_pixel_gains,
-    gain_estimates, GAIN_ESTIMATORS,
+    gain_estimates, GAIN_ESTIMATORS, star_search_nodes,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
@@ -58,7 +58,8 @@ from .frames import (  # noqa: F401
     masked_gaussian_blur,
 )
 from .stars import (  # noqa: F401
-    StarRatio, STAR_STATUSES, GAIN_SOURCES, measure_star_ratio, combine_gain_estimates,
+    StarRatio, StarCatalogue, STAR_STATUSES, GAIN_SOURCES, detect_stars, measure_star_ratio,
+    combine_gain_estimates,
 )
 
 __all__ = [
@@ -69,15 +70,16 @@ __all__ = [
     "NOISE_ESTIMATORS", "robust_noise_1d", "MAX_REL_GAIN_ERROR", "check_sampling",
     "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
     "find_overlapping_pairs", "edge_status", "fit_edge_channel", "combine_fit",
-    "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS", "PhotometrySolution",
-    "solve_global_photometry", "select_reference", "SOLVE_MODELS", "GRADIENT_GAUGES",
-    "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
-    "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise_residuals",
-    "normal_matrix", "solve_reweighted", "irls", "diag_inverse", "gains_for_channel",
-    "offsets_for_channel", "joint_refine", "estimate_tile_background", "overlap_differences",
-    "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane", "background_blocks",
-    "fit_background_plane", "flatten_corrections", "HarmonizationResult", "harmonize_tiles",
-    "graph_report", "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
-    "binned_to_full_correction", "masked_gaussian_blur", "StarRatio", "STAR_STATUSES",
-    "GAIN_SOURCES", "measure_star_ratio", "combine_gain_estimates",
+    "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS", "star_search_nodes",
+    "PhotometrySolution", "solve_global_photometry", "select_reference", "SOLVE_MODELS",
+    "GRADIENT_GAUGES", "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable",
+    "ChannelProblem", "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals",
+    "summarise_residuals", "normal_matrix", "solve_reweighted", "irls", "diag_inverse",
+    "gains_for_channel", "offsets_for_channel", "joint_refine", "estimate_tile_background",
+    "overlap_differences", "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane",
+    "background_blocks", "fit_background_plane", "flatten_corrections", "HarmonizationResult",
+    "harmonize_tiles", "graph_report", "FrameHarmonization", "harmonize_frames",
+    "bin_frame_on_grid", "binned_to_full_correction", "masked_gaussian_blur", "StarRatio",
+    "StarCatalogue", "STAR_STATUSES", "GAIN_SOURCES", "detect_stars", "measure_star_ratio",
+    "combine_gain_estimates",
 ]

@@ -37,7 +37,8 @@ from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 # estimate_noise (from _stats) is exported from here as before it moved
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
            "estimate_noise", "find_overlapping_pairs", "edge_status", "fit_edge_channel",
-           "combine_fit", "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS"]
+           "combine_fit", "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS",
+           "star_search_nodes"]
 
 #: Possible values of the ``gain_estimator`` argument: both estimators combined, the
 #: pixel fit alone, the stars alone.
@@ -258,17 +259,102 @@ def _n_channels_or_one(graph, node):
         return 1
 
 
-def _star_ratio(src, dst, joint, fit, star_kwargs):
+def _star_ratio(src, dst, joint, fit, star_kwargs, catalogues):
     """The stars' gain ratio of one channel (a ``StarRatio``), or None when not measurable."""
     from .stars import measure_star_ratio
     noise_src, noise_dst = fit.noise_x, fit.noise_y
     if not (noise_src > 0 and noise_dst > 0):  # NaN compares False
         return None
     return measure_star_ratio(np.where(joint, src, np.nan), np.where(joint, dst, np.nan),
-                              joint, noise_src=noise_src, noise_dst=noise_dst, **star_kwargs)
+                              joint, noise_src=noise_src, noise_dst=noise_dst,
+                              catalogues=catalogues, **star_kwargs)
 
 
-def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star_kwargs=None, **fit_kw):
+def star_search_nodes(graph, edges):
+    """The nodes whose stars are searched once over their whole box.
+
+    A node whose fitted overlaps add up to more pixels than the node itself (a frame
+    among its dithers, which overlaps most of its neighbours) is searched once
+    (:func:`~.stars.detect_stars`) and its catalogue cropped to each overlap; the others
+    (a tile, whose overlaps are thin borders) are searched inside each overlap: each
+    node's search covers the fewest pixels.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        An overlap graph (:func:`build_tile_overlap_graph`).
+    edges : iterable of tuple
+        The edges to fit.
+
+    Returns
+    -------
+    list
+        Node ids, in the order first met in ``edges``.
+
+    Examples
+    --------
+    >>> tiles = [TilePhotometryInfo(k, BBox(0, 10, 0, 10 + k)) for k in range(3)]
+    >>> g = nx.Graph()
+    >>> for k, t in enumerate(tiles):
+    ...     g.add_node(k, tile=t)
+    >>> g.add_edge(0, 1, bbox=BBox(0, 10, 0, 10)); g.add_edge(1, 2, bbox=BBox(0, 10, 0, 11))
+    >>> star_search_nodes(g, [(0, 1), (1, 2)])
+    [1]
+    """
+    area = {}
+    for u, v in edges:
+        inter = graph.edges[u, v]["bbox"].area
+        for node in (u, v):
+            area[node] = area.get(node, 0) + inter
+    return [n for n, a in area.items() if a > graph.nodes[n]["tile"].bbox.area]
+
+
+def _node_task(tile, noise_samples):
+    """The picklable task of :func:`_node_catalogues` (views of the node's pixels), or
+    None when the node cannot be read (its edges' own reads report it)."""
+    try:
+        data, mask = tile.read(tile.bbox)
+    except Exception as exc:  # noqa: BLE001
+        grid_debug(logger, "Photometry: node %r not searched for stars (%s)", tile.tile_id, exc)
+        return None
+    return tile.tile_id, data, mask, noise_samples
+
+
+def _node_catalogues(task):
+    """Per-channel star catalogues of a whole node from :func:`_node_task` (None for a
+    channel that fails: its overlaps are then searched one by one)."""
+    from .stars import detect_stars
+    if task is None:
+        return []
+    node, data, mask, noise_samples = task
+    try:
+        noise = estimate_noise(data, mask, max_samples=noise_samples,
+                               estimator="auto" if noise_samples else "mad")
+    except Exception as exc:  # noqa: BLE001 - no valid pixel: search the overlaps instead
+        grid_debug(logger, "Photometry: node %r not searched for stars (%s)", node, exc)
+        return []
+    out = []
+    for c in range(data.shape[2]):
+        try:
+            out.append(detect_stars(data[..., c], mask, noise=float(noise[c])))
+        except Exception as exc:  # sep's limits, no noise: search the overlaps instead
+            grid_debug(logger, "Photometry: star search of node %r channel %d failed (%s); "
+                       "searched per overlap", node, c, exc)
+            out.append(None)
+    return out
+
+
+def _cropped_catalogue(catalogues, node, tile, inter, channel):
+    """Node ``node``'s catalogue of ``channel`` inside ``inter`` (None when not searched)."""
+    cats = catalogues.get(node)
+    if not cats or len(cats) <= channel or cats[channel] is None:
+        return None
+    return cats[channel].crop(inter.x0 - tile.bbox.x0, inter.y0 - tile.bbox.y0,
+                              inter.x1 - inter.x0, inter.y1 - inter.y0)
+
+
+def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star_kwargs=None,
+                     catalogues=None, **fit_kw):
     """The fit of one channel of an overlap: pixel and star gain estimates combined.
 
     Parameters
@@ -284,6 +370,9 @@ def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star
         alone (an edge with too few stars has no gain: offset-only).
     star_kwargs : dict, optional
         Options of :func:`~.stars.measure_star_ratio` (``min_stars``, ``aperture`` ...).
+    catalogues : tuple, optional
+        The stars of either node inside the overlap, already found
+        (:func:`~.stars.measure_star_ratio` ``catalogues``).
     **fit_kw
         Options of :func:`~photometry_graph.photometry.regression.fit_pair_image`.
 
@@ -305,7 +394,7 @@ def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star
     pix = fit_pair_image(src_image, dst_image, joint, **fit_kw)
     if gain_estimator == "pixels" or pix.status == "failed":
         return pix
-    stars = _star_ratio(src_image, dst_image, joint, pix, dict(star_kwargs or {}))
+    stars = _star_ratio(src_image, dst_image, joint, pix, dict(star_kwargs or {}), catalogues)
     if stars is not None:
         pix = replace(pix, n_stars=int(stars.n_used), a_stars=stars.ratio if stars.ok
                       else math.nan, sigma_a_stars=stars.sigma if stars.ok else math.inf)
@@ -431,10 +520,9 @@ def calibrate_pixel_gains(graph, *, max_rel_gain_error=MAX_REL_GAIN_ERROR):
     return out
 
 
-def _fit_edge(graph, u, v, *, model, origin, min_pixels, kappa, max_iter, max_pixels,
-              subsample, polish, noise_samples, noise_estimator, rng, gain_estimator,
-              star_kwargs, fit_kwargs):
-    """Fit one edge; returns the list of per-channel PairwiseFit."""
+def _edge_task(graph, u, v, catalogues, seed, settings):
+    """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes' pixels
+    inside the intersection (views), their star catalogues cropped to it, the settings."""
     edge = graph.edges[u, v]
     src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
     t_src, t_dst = graph.nodes[src]["tile"], graph.nodes[dst]["tile"]
@@ -443,24 +531,34 @@ def _fit_edge(graph, u, v, *, model, origin, min_pixels, kappa, max_iter, max_pi
     if d_src.shape[2] != d_dst.shape[2]:
         raise ValueError(f"tiles {src!r} and {dst!r} have {d_src.shape[2]} and "
                          f"{d_dst.shape[2]} channels")
+    cats = [(_cropped_catalogue(catalogues, src, t_src, inter, c),
+             _cropped_catalogue(catalogues, dst, t_dst, inter, c))
+            for c in range(d_src.shape[2])]
+    return dict(src=src, dst=dst, inter=inter, pixels=(d_src, m_src, d_dst, m_dst),
+                catalogues=cats, seed=seed, settings=settings)
+
+
+def _fit_edge(task):
+    """Fit one edge from :func:`_edge_task`; returns the list of per-channel PairwiseFit."""
+    src, dst, inter, s = task["src"], task["dst"], task["inter"], dict(task["settings"])
+    d_src, m_src, d_dst, m_dst = task["pixels"]
     joint = m_src & m_dst
+    fit_kwargs = s.pop("fit_kwargs")
+    rng = None if task["seed"] is None else np.random.default_rng(task["seed"])
     fits = []
     for c in range(d_src.shape[2]):
         try:
             # the noise of both tiles is measured on the overlap itself by fit_pair_image
             fit = fit_edge_channel(
-                d_src[..., c], d_dst[..., c], joint, gain_estimator=gain_estimator,
-                star_kwargs=star_kwargs, x0=inter.x0, y0=inter.y0, model=model,
-                origin=origin, kappa=kappa, max_iter=max_iter, min_pixels=min_pixels,
-                max_pixels=max_pixels, subsample=subsample, polish=polish, rng=rng,
-                noise_samples=noise_samples, noise_estimator=noise_estimator, src=src,
-                dst=dst, channel=c, **fit_kwargs)
+                d_src[..., c], d_dst[..., c], joint, catalogues=task["catalogues"][c],
+                x0=inter.x0, y0=inter.y0, src=src, dst=dst, channel=c, rng=rng, **s,
+                **fit_kwargs)
         except Exception as exc:  # never crash the mode on one overlap
             grid_warning(logger, "Photometry: fit of overlap %r->%r channel %d failed (%s: %s); "
                          "the edge is marked failed", src, dst, c, type(exc).__name__, exc)
             fit = PairwiseFit.failed(f"fit raised {type(exc).__name__}: {exc}", src=src,
                                      dst=dst, channel=c, n_total=int(np.count_nonzero(joint)),
-                                     origin=origin, model=model)
+                                     origin=s["origin"], model=s["model"])
         fits.append(fit)
     return fits
 
@@ -492,10 +590,30 @@ def _available_estimator(gain_estimator):
     return gain_estimator
 
 
+def _task_runner(task_map, workers):
+    """``run(func, tasks)``: the results in order, an exception in place of a failed one;
+    tasks that are exceptions already are passed through."""
+    def run(func, tasks):
+        todo = [k for k, t in enumerate(tasks) if not isinstance(t, BaseException)]
+        out = list(tasks)
+
+        def guarded(task):
+            try:
+                return func(task)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                return exc
+        got = (thread_map(guarded, [tasks[k] for k in todo], workers) if task_map is None
+               else task_map(func, [tasks[k] for k in todo]))
+        for k, res in zip(todo, got):
+            out[k] = res
+        return out
+    return run
+
+
 def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=500, kappa=4.0,
                       max_iter=10, max_pixels=10_000, subsample="grid", polish=True,
                       noise_samples=120_000, noise_estimator="auto", rng=None, workers=None,
-                      gain_estimator="auto", star_kwargs=None, **fit_kwargs):
+                      gain_estimator="auto", star_kwargs=None, task_map=None, **fit_kwargs):
     """Fit every edge of an overlap graph (in place).
 
     For each edge the two tiles are read inside the intersection, only
@@ -553,6 +671,12 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
         warning.
     star_kwargs : dict, optional
         Options of :func:`~.stars.measure_star_ratio`.
+    task_map : callable, optional
+        ``task_map(func, tasks)`` returns ``[func(t) for t in tasks]`` (an exception in
+        place of a result that raised), computed elsewhere: in worker processes, on a
+        cluster.  The tasks -- the star search of a node, the fits of an edge -- and
+        ``func`` (a top-level function of this module) are picklable; the results are
+        those of the default, ``workers`` threads in this process.
     **fit_kwargs
         Other :func:`~photometry_graph.photometry.regression.fit_pair` options
         (``max_rel_gain_error``, ``noise_ratio_error``, ``min_signal_to_noise``,
@@ -596,22 +720,30 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     except TypeError:
         pass
     seeds = rng.integers(0, 2 ** 63 - 1, size=len(edges)) if subsample == "random" else None
-
-    def fit_one(k):
-        u, v = edges[k]
+    run = _task_runner(task_map, workers)
+    catalogues = {}
+    if gain_estimator != "pixels":
+        searched = star_search_nodes(graph, edges)
+        found = run(_node_catalogues, [_node_task(graph.nodes[n]["tile"], noise_samples)
+                                       for n in searched])
+        catalogues = {n: [] if isinstance(c, BaseException) else c
+                      for n, c in zip(searched, found)}
+    settings = dict(model=model, origin=origin, min_pixels=min_pixels, kappa=kappa,
+                    max_iter=max_iter, max_pixels=max_pixels, subsample=subsample,
+                    polish=polish, noise_samples=noise_samples,
+                    noise_estimator=noise_estimator, gain_estimator=gain_estimator,
+                    star_kwargs=dict(star_kwargs or {}), fit_kwargs=fit_kwargs)
+    tasks = []
+    for k, (u, v) in enumerate(edges):
         try:
-            return _fit_edge(graph, u, v, model=model, origin=origin, min_pixels=min_pixels,
-                             kappa=kappa, max_iter=max_iter, max_pixels=max_pixels,
-                             subsample=subsample, polish=polish,
-                             noise_samples=noise_samples,
-                             noise_estimator=noise_estimator,
-                             rng=None if seeds is None else np.random.default_rng(seeds[k]),
-                             gain_estimator=gain_estimator, star_kwargs=star_kwargs or {},
-                             fit_kwargs=fit_kwargs)
-        except Exception as exc:  # reading the tiles failed: keep going
-            return _failed_edge_fits(graph, u, v, exc, origin, model)
-
-    for (u, v), fits in zip(edges, thread_map(fit_one, range(len(edges)), workers)):
+            tasks.append(_edge_task(graph, u, v, catalogues,
+                                    None if seeds is None else int(seeds[k]), settings))
+        except Exception as exc:  # noqa: BLE001 - reading the tiles failed: keep going
+            tasks.append(exc)
+    for (u, v), task, fits in zip(edges, tasks, run(_fit_edge, tasks)):
+        if isinstance(fits, BaseException) or isinstance(task, BaseException):
+            fits = _failed_edge_fits(graph, u, v, task if isinstance(task, BaseException)
+                                     else fits, origin, model)
         graph.edges[u, v]["fits"] = fits
     if gain_estimator == "auto" and edges:
         calibrate_pixel_gains(graph.edge_subgraph(edges), max_rel_gain_error=fit_kwargs.get(

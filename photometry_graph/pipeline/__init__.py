@@ -24,7 +24,7 @@ from .outputs import (  # noqa: F401
     mosaic_header,
 )
 from .parallel import (  # noqa: F401
-    map_tasks, default_workers, stop_pool, STOP_SIGNALS, single_threaded,
+    map_tasks, ordered_map, default_workers, stop_pool, STOP_SIGNALS, single_threaded,
 )
 from .progress import (  # noqa: F401
     LEVELS, Progress, CallbackHandler, callback_logging, scaled_callback, HostLevelFormatter,
@@ -55,8 +55,8 @@ from .assemble import (  # noqa: F401
 )
 from .budget import (  # noqa: F401
     MemoryPlan, plan_memory, plan_tiles, proc_field_bytes, process_pss_bytes, release_memory,
-    MB, WORKER_MB, SERVER_MB, MAIN_GROWTH_MB, SOLVE_MB, SOLVE_PER_BINNED, PROGRAM_MB,
-    REPORT_PAGE_MB, IN_PROCESS_PIXELS, PLANNED_SHARE, MIN_STACK_MB,
+    MB, WORKER_MB, SERVER_MB, MAIN_GROWTH_MB, SOLVE_MB, SOLVE_PER_BINNED, SOLVE_TASK_MB,
+    PROGRAM_MB, REPORT_PAGE_MB, IN_PROCESS_PIXELS, PLANNED_SHARE, MIN_STACK_MB,
 )
 from .framestage import (  # noqa: F401
     FRAME_BIN, FRAME_MIN_PIXELS, SCRATCH_DIR, read_headers, frame_tasks, kept_result,
@@ -81,23 +81,23 @@ __all__ = [
     "write_hdus", "FitsStream", "fits_stream", "write_json", "write_html_report",
     "write_preview", "write_uint16", "write_tiff", "TileHDU", "read_tile_header", "load_tiles",
     "GridResult", "chunk_coverage", "ChunkSummary", "plain_preview", "uint16_block",
-    "tile_header", "mosaic_header", "map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS",
-    "single_threaded", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
-    "scaled_callback", "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress",
-    "console_logging", "Interrupted", "build_parser", "main", "DEMO_DEFAULTS",
-    "write_frame_survey", "write_tile_survey", "survey_wcs", "mosaic_quality", "run_demo",
-    "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
-    "read_frame_info", "read_pixels", "load_frame", "scan_frame", "scan_entry", "WEIGHT_SUFFIX",
-    "Panel", "find_fits_files", "is_project_tile", "read_panel", "scan_panels",
+    "tile_header", "mosaic_header", "map_tasks", "ordered_map", "default_workers", "stop_pool",
+    "STOP_SIGNALS", "single_threaded", "LEVELS", "Progress", "CallbackHandler",
+    "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
+    "ConsoleProgress", "console_logging", "Interrupted", "build_parser", "main",
+    "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs", "mosaic_quality",
+    "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem",
+    "celestial_wcs", "read_frame_info", "read_pixels", "load_frame", "scan_frame", "scan_entry",
+    "WEIGHT_SUFFIX", "Panel", "find_fits_files", "is_project_tile", "read_panel", "scan_panels",
     "read_reference", "panel_grid", "integer_offset", "write_panel_tiles", "tile_photometry",
     "RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version",
     "code_digest", "file_signature", "frame_source", "piece_options", "piece_key",
     "correction_from_dict", "PieceStore", "RunPieces", "panel_tiles", "write_mosaic",
     "MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
     "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
-    "SOLVE_PER_BINNED", "PROGRAM_MB", "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE",
-    "MIN_STACK_MB", "FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers",
-    "frame_tasks", "kept_result", "gather_frames", "solve_frames", "FrameSource",
-    "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces", "FrameFailed",
-    "stack_tile", "build_tile", "tally_tile", "loss_message",
+    "SOLVE_PER_BINNED", "SOLVE_TASK_MB", "PROGRAM_MB", "REPORT_PAGE_MB", "IN_PROCESS_PIXELS",
+    "PLANNED_SHARE", "MIN_STACK_MB", "FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
+    "read_headers", "frame_tasks", "kept_result", "gather_frames", "solve_frames",
+    "FrameSource", "frame_sources", "frame_pass", "BinnedFile", "spill_binned", "TilePieces",
+    "FrameFailed", "stack_tile", "build_tile", "tally_tile", "loss_message",
 ]

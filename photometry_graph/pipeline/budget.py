@@ -35,8 +35,8 @@ from .parallel import default_workers
 
 __all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
            "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
-           "SOLVE_PER_BINNED", "PROGRAM_MB", "REPORT_PAGE_MB", "IN_PROCESS_PIXELS",
-           "PLANNED_SHARE", "MIN_STACK_MB"]
+           "SOLVE_PER_BINNED", "SOLVE_TASK_MB", "PROGRAM_MB", "REPORT_PAGE_MB",
+           "IN_PROCESS_PIXELS", "PLANNED_SHARE", "MIN_STACK_MB"]
 
 logger = get_logger(__name__)
 
@@ -54,6 +54,9 @@ MAIN_GROWTH_MB = 60.0
 #: frames in memory or on disk alike; larger sessions not measured).
 SOLVE_MB = 30.0
 SOLVE_PER_BINNED = 1.2
+#: What a worker process holds beyond :data:`WORKER_MB` while it fits one overlap of the
+#: frame photometry (two binned crops, the fits' arrays, sep's buffers), MB.
+SOLVE_TASK_MB = 30.0
 #: What the program holds when a run starts (its imports), MB (measured 110-140 for the
 #: command line): a host process's memory beyond it is the host's, not the run's.
 PROGRAM_MB = 160.0
@@ -79,6 +82,7 @@ class MemoryPlan:
     """How a run shares its memory budget.
 
     ``workers``: processes for the frames and the tiles (1 = in the calling process);
+    ``solve_workers``: processes for the overlap fits of the frame photometry;
     ``stack_bytes``: the budget of one tile's stacking in a worker; ``bin_factor``: the
     binning of the frames for the frame photometry; ``spill``: the binned frames go to a
     scratch folder; ``assembly_threads`` and ``assembly_chunk`` (the same mosaic with any
@@ -89,6 +93,7 @@ class MemoryPlan:
     stack_bytes: int
     bin_factor: int
     spill: bool = False
+    solve_workers: int = 1
     assembly_threads: int = 1
     assembly_chunk: int = 1024
     details: dict = field(default_factory=dict)
@@ -253,6 +258,8 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
             + (f" (--no-html-report saves {REPORT_PAGE_MB:.0f} MB)" if report_page else ""))
     room = min(n * share - n * frame_ws, budget - main - server - solve)
     spill = binned + masks > room
+    solve_workers = next((k for k in range(n, 1, -1) if budget - main - server - solve
+                          - k * (WORKER_MB + SOLVE_TASK_MB) * MB >= 0), 1)
     left = budget - main - server - assembly  # the assembly: threads, then chunks
     threads, chunk = 1, min(chunks)
     for t, c in [(t, c) for c in chunks for t in range(n, 0, -1)]:
@@ -262,13 +269,13 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     details = dict(memory_mb=float(memory_mb), program_mb=base / MB, workers=n,
                    worker_mb=share / MB, stack_mb=(share - tile_ws) / MB,
                    frame_read_mb=frame_ws / MB, binned_mb=binned / MB, spill=bool(spill),
-                   host_mb=host_bytes / MB,
+                   host_mb=host_bytes / MB, solve_workers=solve_workers,
                    assembly_threads=threads, assembly_chunk=chunk)
     grid_debug(logger, "memory plan: %s", {k: round(v, 1) if isinstance(v, float) else v
                                            for k, v in details.items()})
     return MemoryPlan(workers=n, stack_bytes=int(share - tile_ws), bin_factor=int(bin_factor),
-                      spill=bool(spill), assembly_threads=threads, assembly_chunk=chunk,
-                      details=details)
+                      spill=bool(spill), solve_workers=solve_workers,
+                      assembly_threads=threads, assembly_chunk=chunk, details=details)
 
 
 def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,

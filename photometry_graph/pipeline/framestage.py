@@ -140,11 +140,13 @@ def gather_frames(frames, tasks, results):
     return kept, binned
 
 
-def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key):
+def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key, *, task_map=None):
     """Gain + offset/plane per frame in global pixels (None = identity) and the report.
 
     ``binned``: each frame's binned copy (a ValueError: the frame could not be binned).
     The solve of an earlier run into the folder with the same ``solve_key`` is reused.
+    ``task_map``: where the star searches and the overlap fits run (``fit_overlap_edges``;
+    default: threads here).
     """
     record = None if solve_key is None else pieces.store.lookup("frame_solve", solve_key)
     if record is not None:
@@ -169,7 +171,7 @@ def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key):
                               gain_estimator=opts.gain_estimator,
                               gradient_gauge=opts.gradient_gauge,
                               max_degree=opts.frame_overlaps or None,
-                              min_pixels=FRAME_MIN_PIXELS)
+                              min_pixels=FRAME_MIN_PIXELS, fit_kwargs=dict(task_map=task_map))
     corrections = [result.corrections.get(k) for k in range(len(frames))]
     if not failed and solve_key is not None:  # a solve short of a frame is not recorded
         pieces.store.save("frame_solve", solve_key, payload=dict(

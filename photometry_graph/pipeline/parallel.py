@@ -33,7 +33,8 @@ import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 
-__all__ = ["map_tasks", "default_workers", "stop_pool", "STOP_SIGNALS", "single_threaded"]
+__all__ = ["map_tasks", "ordered_map", "default_workers", "stop_pool", "STOP_SIGNALS",
+           "single_threaded"]
 
 logger = get_logger(__name__)
 
@@ -143,6 +144,39 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                      "code; a worker killed for lack of memory needs fewer workers "
                      "(--workers)", type(broken).__name__, len(rest))
         yield from map_tasks(func, rest, workers=1)
+
+
+def ordered_map(func, tasks, *, scheduler=None, workers=None):
+    """``[func(t) for t in tasks]`` through :func:`map_tasks`: results in the tasks' order,
+    the exception in place of a task that raised.
+
+    Parameters
+    ----------
+    func : callable
+        A top-level function (it runs in other processes).
+    tasks : sequence
+        Picklable tasks.
+    scheduler, workers
+        As :func:`map_tasks`.
+
+    Returns
+    -------
+    list
+
+    Examples
+    --------
+    >>> ordered_map(abs, [-2, 3, -1], workers=1)
+    [2, 3, 1]
+    """
+    tasks = list(tasks)
+    out, slots = [None] * len(tasks), {}
+    for k, t in enumerate(tasks):  # map_tasks yields the task objects themselves
+        slots.setdefault(id(t), []).append(k)
+    with contextlib.closing(map_tasks(func, tasks, scheduler=scheduler,
+                                      workers=workers)) as results:
+        for t, res in results:
+            out[slots[id(t)].pop()] = res
+    return out
 
 
 def stop_pool(pool, timeout=5.0):

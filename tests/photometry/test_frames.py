@@ -316,3 +316,29 @@ def test_masked_gaussian_blur_keeps_levels_and_never_leaks_invalid_zones():
     assert masked_gaussian_blur(noisy, 0) is noisy
     with pytest.raises(ValueError, match="H, W, C"):
         masked_gaussian_blur(noisy[..., 0], 2.0)
+
+
+def test_overlap_residuals_sample_large_overlaps_at_the_right_coordinates():
+    # the report's residuals read a grid of every step-th pixel of a large overlap: the
+    # planes of the corrections must be evaluated where those pixels are
+    from photometry_graph.core.tiles import TilePhotometryInfo
+    from photometry_graph.photometry.frames import RESIDUAL_SAMPLES, _overlap_residuals
+    rng = np.random.default_rng(3)
+    field = rng.normal(0.0, 5.0, (600, 600))
+    a_box, b_box = BBox(0, 400, 0, 400), BBox(100, 500, 50, 450)
+    assert a_box.intersection(b_box).area >= 4 * RESIDUAL_SAMPLES  # sampled, not read whole
+    cb = Correction([1.2], [-4.0], slope=[[0.01, -0.02]], origin=(10.0, 20.0))
+    yy, xx = np.mgrid[b_box.y0:b_box.y1, b_box.x0:b_box.x1]
+    plane = 0.01 * (xx - 10.0) - 0.02 * (yy - 20.0)
+    data_b = (field[b_box.y0:b_box.y1, b_box.x0:b_box.x1] + 3.0 + 4.0 - plane) / 1.2
+    nodes = [TilePhotometryInfo("a", a_box, data=field[:400, :400]),
+             TilePhotometryInfo("b", b_box, data=data_b)]
+    corr = {"a": Correction([1.0], [0.0]), "b": cb}
+    after = _overlap_residuals(nodes, corr, [("a", "b")])
+    assert after["pairs"] == 1
+    assert abs(after["median"] - 3.0) < 1e-9  # every corrected pixel differs by 3 exactly
+    before = _overlap_residuals(nodes, None, [("a", "b")])
+    inter = a_box.intersection(b_box)
+    full = (apply_correction(field[:400, :400][inter.slices_in(a_box)], inter, None)
+            - data_b[inter.slices_in(b_box)][..., np.newaxis])
+    assert abs(before["median"] - abs(np.median(full))) < 0.05 * np.std(full)

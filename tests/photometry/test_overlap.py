@@ -423,3 +423,68 @@ def test_without_the_star_library_the_pixel_fits_carry_on(monkeypatch, caplog):
         counts = fit_overlap_edges(g)
     assert counts["ok"] == 1 and g.graph["gain_estimator"] == "pixels"
     assert "star gain estimator is not available" in caplog.text
+
+
+def test_nodes_overlapped_many_times_are_searched_for_stars_once(monkeypatch):
+    # three dithers of one field: each overlaps the others entirely, so each is searched
+    # once and its catalogue cropped to every overlap; the star gains match the truth
+    import photometry_graph.photometry.stars as stars
+    calls = []
+    real = stars.detect_stars
+    monkeypatch.setattr(stars, "detect_stars", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g = build_tile_overlap_graph(_dithers())
+    assert overlap.star_search_nodes(g, g.edges) == [0, 1, 2]
+    fit_overlap_edges(g, gain_estimator="stars", workers=1)
+    assert len(calls) == 3
+    gains = {0: 1.0, 1: 1.1, 2: 0.8}
+    for u, v, d in g.edges(data=True):
+        f = d["fits"][0]
+        truth = gains[f.dst] / gains[f.src]
+        assert f.gain_source == "stars" and f.n_stars >= 40
+        assert abs(f.a_stars - truth) < 3 * f.sigma_a_stars + 1e-9
+
+
+def _pickled_map(func, tasks):
+    """A task_map as a process pool runs it: tasks and results through pickle."""
+    import pickle
+    out = []
+    for t in tasks:
+        try:
+            out.append(pickle.loads(pickle.dumps(func(pickle.loads(pickle.dumps(t))))))
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out
+
+
+def _dithers():
+    """Three dithers of one field (each searched once for stars), gains 1, 1.1, 0.8."""
+    kw = dict(n_stars=120, star_peak_range=(10.0, 500.0), signal_to_noise=2.0, rng=5)
+    p1 = make_overlap_pair((256, 384), gain=1.1, **kw)
+    p2 = make_overlap_pair((256, 384), gain=0.8, **kw)
+    return [TilePhotometryInfo(k, BBox(0, 256, 0, 384), data=d, mask=p1.valid)
+            for k, d in enumerate((p1.src, p1.dst, p2.dst))]
+
+
+def test_fits_elsewhere_through_a_task_map_are_those_made_here(caplog):
+    here, there = build_tile_overlap_graph(_dithers()), build_tile_overlap_graph(_dithers())
+    assert fit_overlap_edges(here, model="plane") == \
+        fit_overlap_edges(there, model="plane", task_map=_pickled_map)
+    for u, v in here.edges:
+        for a, b in zip(here.edges[u, v]["fits"], there.edges[u, v]["fits"]):
+            assert a.a == b.a and a.b == b.b and a.sigma_a == b.sigma_a
+            assert a.a_stars == b.a_stars and a.n_stars == b.n_stars > 0
+    # a task that fails elsewhere (a worker lost) fails its edge only, with a warning
+    calls = []
+
+    def flaky(func, tasks):
+        out = _pickled_map(func, tasks)
+        calls.append(func.__name__)
+        if func is overlap._fit_edge:
+            out[0] = MemoryError("worker lost")
+        return out
+    g = build_tile_overlap_graph(_dithers())
+    with caplog.at_level(logging.WARNING):
+        counts = fit_overlap_edges(g, task_map=flaky)
+    assert calls == ["_node_catalogues", "_fit_edge"]
+    assert counts["failed"] == 1 and sum(counts.values()) == 3
+    assert "[GRID]" in caplog.text and "MemoryError" in caplog.text

@@ -16,7 +16,8 @@ import sep
 
 from photometry_graph.datasets import make_overlap_pair
 from photometry_graph.photometry.stars import (
-    ANNULUS, STAR_STATUSES, StarRatio, combine_gain_estimates, measure_star_ratio,
+    ANNULUS, STAR_STATUSES, StarCatalogue, StarRatio, combine_gain_estimates, detect_stars,
+    measure_star_ratio,
 )
 
 GAIN = 1.1
@@ -312,3 +313,44 @@ def test_combined_star_and_pixel_estimates_of_one_pair():
     assert source == "combined" and not disagree
     assert s == pytest.approx(r.sigma / math.sqrt(2))
     assert abs(a - GAIN) < 3 * s
+
+
+# ---- catalogues found once per node ---------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_catalogues_of_whole_nodes_cropped_to_an_overlap_measure_the_same_ratio(seed):
+    # a node searched once (its catalogue cropped to each overlap) and an overlap searched
+    # on its own see the same stars: both ratios agree with the truth and each other
+    pair = make_overlap_pair((256, 512), n_stars=120, star_peak_range=(10.0, 500.0),
+                             signal_to_noise=2.0, gain=GAIN, offsets=(5.0, -30.0),
+                             gradient_dst=(0.01, -0.02), rng=seed)
+    cats = [detect_stars(img, pair.valid, noise=n) for img, n in
+            ((pair.src, pair.noise_src), (pair.dst, pair.noise_dst))]
+    assert all(len(c) >= 60 and 2.8 < c.fwhm < 4.0 for c in cats)
+    rows, cols = slice(64, 192), slice(0, 512)  # the overlap: the middle half of the nodes
+    src, dst, valid = pair.src[rows, cols], pair.dst[rows, cols], pair.valid[rows, cols]
+    cropped = tuple(c.crop(0, 64, 512, 128) for c in cats)
+    assert all(((c.y >= -0.5) & (c.y < 127.5)).all() for c in cropped)
+    assert all(len(c) < len(full) for c, full in zip(cropped, cats))
+    kw = dict(noise_src=pair.noise_src, noise_dst=pair.noise_dst)
+    given = measure_star_ratio(src, dst, valid, catalogues=cropped, **kw)
+    searched = measure_star_ratio(src, dst, valid, **kw)
+    assert given.ok and searched.ok and given.n_used >= 20
+    assert abs(given.n_used - searched.n_used) <= 0.2 * searched.n_used
+    assert abs(given.ratio - GAIN) < 3 * given.sigma
+    assert abs(given.ratio - searched.ratio) < searched.sigma
+    # one side given, the other searched here
+    mixed = measure_star_ratio(src, dst, valid, catalogues=(cropped[0], None), **kw)
+    assert mixed.ok and abs(mixed.ratio - GAIN) < 3 * mixed.sigma
+
+
+def test_detect_stars_on_an_empty_image_and_bad_input():
+    assert len(detect_stars(np.full((32, 32), np.nan), noise=1.0)) == 0
+    with pytest.raises(ValueError, match="2-D"):
+        detect_stars(np.zeros((4, 4, 3)), noise=1.0)
+    with pytest.raises(ValueError, match="noise"):
+        detect_stars(np.zeros((8, 8)), noise=0.0)
+    with pytest.raises(ValueError, match="catalogues must be a pair"):
+        measure_star_ratio(np.zeros((8, 8)), np.zeros((8, 8)), np.ones((8, 8), bool),
+                           noise_src=1.0, noise_dst=1.0,
+                           catalogues=(StarCatalogue(*(np.zeros(0),) * 5),))

@@ -5,8 +5,10 @@ import re
 
 import pytest
 
-from photometry_graph.pipeline.budget import (MB, SERVER_MB, WORKER_MB, MAIN_GROWTH_MB,
-                                              MIN_STACK_MB, plan_memory, process_pss_bytes)
+from photometry_graph.pipeline.budget import (MB, SERVER_MB, SOLVE_MB, SOLVE_PER_BINNED,
+                                              SOLVE_TASK_MB, WORKER_MB, MAIN_GROWTH_MB,
+                                              MIN_STACK_MB, PLANNED_SHARE, plan_memory,
+                                              process_pss_bytes)
 from photometry_graph.pipeline.images import FrameInfo
 from photometry_graph.pipeline.options import GridModeError
 
@@ -32,6 +34,24 @@ def test_the_plan_spends_the_budget_and_no_more(memory_mb, workers):
     assert _total(plan, base) <= memory_mb * MB * (1 + 1e-9)
     assert plan.stack_bytes > 0 and plan.bin_factor == 4
     assert plan.details["memory_mb"] == memory_mb
+
+
+@pytest.mark.parametrize("memory_mb", [1024, 600, 420, 400])
+def test_the_overlap_fits_run_in_workers_only_where_the_budget_holds_them(memory_mb):
+    base = 90 * MB
+    plan = plan_memory(memory_mb, _frames(120), 1862, workers=2, baseline_bytes=base)
+    assert 1 <= plan.solve_workers <= plan.workers
+    assert plan.details["solve_workers"] == plan.solve_workers
+    if plan.solve_workers > 1:  # the solve's memory and the workers' fits fit together
+        binned = plan.details["binned_mb"] * MB * 1.25  # mono: + a byte of mask per 4
+        solve = SOLVE_MB * MB + SOLVE_PER_BINNED * min(binned, 120 * MB)
+        held = base + MAIN_GROWTH_MB * MB + SERVER_MB * MB + solve
+        assert held + plan.solve_workers * (WORKER_MB + SOLVE_TASK_MB) * MB \
+            <= PLANNED_SHARE * memory_mb * MB
+    if memory_mb == 1024:
+        assert plan.solve_workers == 2
+    if plan.workers == 1:
+        assert plan.solve_workers == 1
 
 
 def test_binned_frames_that_do_not_fit_go_to_disk_at_the_same_binning():

@@ -9,7 +9,7 @@ import pytest
 
 import grid_mode
 from photometry_graph.pipeline.options import GridOptions
-from photometry_graph.pipeline.parallel import default_workers, map_tasks
+from photometry_graph.pipeline.parallel import default_workers, map_tasks, ordered_map
 
 
 def _mutate(task):
@@ -35,6 +35,15 @@ def test_process_pool_runs_every_task():
     out = dict(map_tasks(math.sqrt, tasks, workers=2))
     assert set(out) == set(tasks)
     assert out[16.0] == 4.0 and out[25.0] == 5.0 and isinstance(out[-1.0], ValueError)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ordered_map_keeps_the_order_and_puts_exceptions_in_place(workers):
+    tasks = [9.0, -1.0, 4.0, 9.0, 16.0, 1.0]  # a task met twice
+    out = ordered_map(math.sqrt, tasks, workers=workers)
+    assert out[0] == out[3] == 3.0 and out[2] == 2.0 and out[4] == 4.0 and out[5] == 1.0
+    assert isinstance(out[1], ValueError)
+    assert ordered_map(math.sqrt, [], workers=workers) == []
 
 
 def _pid(task):
