@@ -309,29 +309,18 @@ def star_search_nodes(graph, edges):
     return [n for n, a in area.items() if a > graph.nodes[n]["tile"].bbox.area]
 
 
-def _node_task(tile, noise_samples):
-    """The picklable task of :func:`_node_catalogues` (views of the node's pixels), or
-    None when the node cannot be read (its edges' own reads report it)."""
-    try:
-        data, mask = tile.read(tile.bbox)
-    except Exception as exc:  # noqa: BLE001
-        grid_debug(logger, "Photometry: node %r not searched for stars (%s)", tile.tile_id, exc)
-        return None
-    return tile.tile_id, data, mask, noise_samples
-
-
 def _node_catalogues(task):
-    """Per-channel star catalogues of a whole node from :func:`_node_task` (None for a
-    channel that fails: its overlaps are then searched one by one)."""
+    """Per-channel star catalogues of a whole node, ``task = (tile, noise_samples)`` (None
+    for a channel that fails: its overlaps are then searched one by one)."""
     from .stars import detect_stars
-    if task is None:
-        return []
-    node, data, mask, noise_samples = task
+    tile, noise_samples = task
+    data, mask = tile.read(tile.bbox)
     try:
         noise = estimate_noise(data, mask, max_samples=noise_samples,
                                estimator="auto" if noise_samples else "mad")
     except Exception as exc:  # noqa: BLE001 - no valid pixel: search the overlaps instead
-        grid_debug(logger, "Photometry: node %r not searched for stars (%s)", node, exc)
+        grid_debug(logger, "Photometry: node %r not searched for stars (%s)", tile.tile_id,
+                   exc)
         return []
     out = []
     for c in range(data.shape[2]):
@@ -339,14 +328,13 @@ def _node_catalogues(task):
             out.append(detect_stars(data[..., c], mask, noise=float(noise[c])))
         except Exception as exc:  # sep's limits, no noise: search the overlaps instead
             grid_debug(logger, "Photometry: star search of node %r channel %d failed (%s); "
-                       "searched per overlap", node, c, exc)
+                       "searched per overlap", tile.tile_id, c, exc)
             out.append(None)
     return out
 
 
-def _cropped_catalogue(catalogues, node, tile, inter, channel):
-    """Node ``node``'s catalogue of ``channel`` inside ``inter`` (None when not searched)."""
-    cats = catalogues.get(node)
+def _cropped_catalogue(cats, tile, inter, channel):
+    """The catalogue ``cats[channel]`` of ``tile`` inside ``inter`` (None when not found)."""
     if not cats or len(cats) <= channel or cats[channel] is None:
         return None
     return cats[channel].crop(inter.x0 - tile.bbox.x0, inter.y0 - tile.bbox.y0,
@@ -521,38 +509,36 @@ def calibrate_pixel_gains(graph, *, max_rel_gain_error=MAX_REL_GAIN_ERROR):
 
 
 def _edge_task(graph, u, v, catalogues, seed, settings):
-    """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes' pixels
-    inside the intersection (views), their star catalogues cropped to it, the settings."""
+    """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes (their
+    pixels are read where the task runs), their star catalogues, the settings."""
     edge = graph.edges[u, v]
-    src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
-    t_src, t_dst = graph.nodes[src]["tile"], graph.nodes[dst]["tile"]
+    src, dst = edge["src"], edge["dst"]
+    return dict(tiles=(graph.nodes[src]["tile"], graph.nodes[dst]["tile"]), ids=(src, dst),
+                inter=edge["bbox"], catalogues=(catalogues.get(src), catalogues.get(dst)),
+                seed=seed, settings=settings)
+
+
+def _fit_edge(task):
+    """Fit one edge from :func:`_edge_task`; returns the list of per-channel PairwiseFit."""
+    (t_src, t_dst), (src, dst), inter = task["tiles"], task["ids"], task["inter"]
     d_src, m_src = t_src.read(inter)
     d_dst, m_dst = t_dst.read(inter)
     if d_src.shape[2] != d_dst.shape[2]:
         raise ValueError(f"tiles {src!r} and {dst!r} have {d_src.shape[2]} and "
                          f"{d_dst.shape[2]} channels")
-    cats = [(_cropped_catalogue(catalogues, src, t_src, inter, c),
-             _cropped_catalogue(catalogues, dst, t_dst, inter, c))
-            for c in range(d_src.shape[2])]
-    return dict(src=src, dst=dst, inter=inter, pixels=(d_src, m_src, d_dst, m_dst),
-                catalogues=cats, seed=seed, settings=settings)
-
-
-def _fit_edge(task):
-    """Fit one edge from :func:`_edge_task`; returns the list of per-channel PairwiseFit."""
-    src, dst, inter, s = task["src"], task["dst"], task["inter"], dict(task["settings"])
-    d_src, m_src, d_dst, m_dst = task["pixels"]
-    joint = m_src & m_dst
+    s = dict(task["settings"])
     fit_kwargs = s.pop("fit_kwargs")
+    joint = m_src & m_dst
     rng = None if task["seed"] is None else np.random.default_rng(task["seed"])
     fits = []
     for c in range(d_src.shape[2]):
+        cats = tuple(_cropped_catalogue(k, t, inter, c)
+                     for k, t in zip(task["catalogues"], (t_src, t_dst)))
         try:
             # the noise of both tiles is measured on the overlap itself by fit_pair_image
             fit = fit_edge_channel(
-                d_src[..., c], d_dst[..., c], joint, catalogues=task["catalogues"][c],
-                x0=inter.x0, y0=inter.y0, src=src, dst=dst, channel=c, rng=rng, **s,
-                **fit_kwargs)
+                d_src[..., c], d_dst[..., c], joint, catalogues=cats, x0=inter.x0,
+                y0=inter.y0, src=src, dst=dst, channel=c, rng=rng, **s, **fit_kwargs)
         except Exception as exc:  # never crash the mode on one overlap
             grid_warning(logger, "Photometry: fit of overlap %r->%r channel %d failed (%s: %s); "
                          "the edge is marked failed", src, dst, c, type(exc).__name__, exc)
@@ -591,22 +577,18 @@ def _available_estimator(gain_estimator):
 
 
 def _task_runner(task_map, workers):
-    """``run(func, tasks)``: the results in order, an exception in place of a failed one;
-    tasks that are exceptions already are passed through."""
-    def run(func, tasks):
-        todo = [k for k, t in enumerate(tasks) if not isinstance(t, BaseException)]
-        out = list(tasks)
+    """``run(func, tasks)``: the results in order, an exception in place of a failed one
+    (``task_map``, else ``workers`` threads)."""
+    def guarded(func, task):
+        try:
+            return func(task)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller
+            return exc
 
-        def guarded(task):
-            try:
-                return func(task)
-            except Exception as exc:  # noqa: BLE001 - reported by the caller
-                return exc
-        got = (thread_map(guarded, [tasks[k] for k in todo], workers) if task_map is None
-               else task_map(func, [tasks[k] for k in todo]))
-        for k, res in zip(todo, got):
-            out[k] = res
-        return out
+    def run(func, tasks):
+        if task_map is not None:
+            return list(task_map(func, tasks))
+        return thread_map(lambda t: guarded(func, t), tasks, workers)
     return run
 
 
@@ -724,26 +706,20 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     catalogues = {}
     if gain_estimator != "pixels":
         searched = star_search_nodes(graph, edges)
-        found = run(_node_catalogues, [_node_task(graph.nodes[n]["tile"], noise_samples)
+        found = run(_node_catalogues, [(graph.nodes[n]["tile"], noise_samples)
                                        for n in searched])
         catalogues = {n: [] if isinstance(c, BaseException) else c
-                      for n, c in zip(searched, found)}
+                      for n, c in zip(searched, found)}  # unreadable: the fits will say
     settings = dict(model=model, origin=origin, min_pixels=min_pixels, kappa=kappa,
                     max_iter=max_iter, max_pixels=max_pixels, subsample=subsample,
                     polish=polish, noise_samples=noise_samples,
                     noise_estimator=noise_estimator, gain_estimator=gain_estimator,
                     star_kwargs=dict(star_kwargs or {}), fit_kwargs=fit_kwargs)
-    tasks = []
-    for k, (u, v) in enumerate(edges):
-        try:
-            tasks.append(_edge_task(graph, u, v, catalogues,
-                                    None if seeds is None else int(seeds[k]), settings))
-        except Exception as exc:  # noqa: BLE001 - reading the tiles failed: keep going
-            tasks.append(exc)
-    for (u, v), task, fits in zip(edges, tasks, run(_fit_edge, tasks)):
-        if isinstance(fits, BaseException) or isinstance(task, BaseException):
-            fits = _failed_edge_fits(graph, u, v, task if isinstance(task, BaseException)
-                                     else fits, origin, model)
+    tasks = [_edge_task(graph, u, v, catalogues, None if seeds is None else int(seeds[k]),
+                        settings) for k, (u, v) in enumerate(edges)]
+    for (u, v), fits in zip(edges, run(_fit_edge, tasks)):
+        if isinstance(fits, BaseException):  # reading the tiles failed: keep going
+            fits = _failed_edge_fits(graph, u, v, fits, origin, model)
         graph.edges[u, v]["fits"] = fits
     if gain_estimator == "auto" and edges:
         calibrate_pixel_gains(graph.edge_subgraph(edges), max_rel_gain_error=fit_kwargs.get(
