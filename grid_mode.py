@@ -44,7 +44,7 @@ from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import GridResult
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
-from photometry_graph.pipeline.parallel import map_tasks, ordered_map
+from photometry_graph.pipeline.parallel import map_tasks
 from photometry_graph.pipeline.pieces import frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
@@ -332,8 +332,7 @@ def _stages(input_folder, out, opts, warnings):
         lap("frames")
         corrections, frame_report = (
             solve_frames(frames, binned, grid, opts, progress.stage(20, 30), pieces, solve_key,
-                         task_map=functools.partial(ordered_map, scheduler=opts.scheduler,
-                                                    workers=plan.solve_workers))
+                         workers=plan.solve_workers)
             if binned is not None else ([None] * len(frames), {"enabled": False}))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

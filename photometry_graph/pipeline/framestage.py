@@ -11,6 +11,7 @@ the solve are pieces of the run (:mod:`~photometry_graph.pipeline.resume`): a re
 the same folder reuses them when they were made from the same inputs.
 """
 
+import functools
 from pathlib import Path
 
 from .._log import get_logger, grid_warning
@@ -19,6 +20,7 @@ from ..photometry.frames import harmonize_frames
 from .frameio import file_problem, read_frame_info
 from .images import usable_majority
 from .options import GridModeError
+from .parallel import ordered_map
 from .pieces import spill_binned
 from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
@@ -140,13 +142,13 @@ def gather_frames(frames, tasks, results):
     return kept, binned
 
 
-def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key, *, task_map=None):
+def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key, *, workers=1):
     """Gain + offset/plane per frame in global pixels (None = identity) and the report.
 
     ``binned``: each frame's binned copy (a ValueError: the frame could not be binned).
     The solve of an earlier run into the folder with the same ``solve_key`` is reused.
-    ``task_map``: where the star searches and the overlap fits run (``fit_overlap_edges``;
-    default: threads here).
+    The star searches and the overlap fits run on ``workers`` processes (or the
+    ``opts.scheduler`` cluster): the same results with any number.
     """
     record = None if solve_key is None else pieces.store.lookup("frame_solve", solve_key)
     if record is not None:
@@ -171,7 +173,10 @@ def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key, *, tas
                               gain_estimator=opts.gain_estimator,
                               gradient_gauge=opts.gradient_gauge,
                               max_degree=opts.frame_overlaps or None,
-                              min_pixels=FRAME_MIN_PIXELS, fit_kwargs=dict(task_map=task_map))
+                              min_pixels=FRAME_MIN_PIXELS, fit_kwargs=dict(
+                                  task_map=functools.partial(ordered_map, workers=workers,
+                                                             scheduler=opts.scheduler)))
+    result.report["fit_workers"] = "cluster" if opts.scheduler is not None else workers
     corrections = [result.corrections.get(k) for k in range(len(frames))]
     if not failed and solve_key is not None:  # a solve short of a frame is not recorded
         pieces.store.save("frame_solve", solve_key, payload=dict(
