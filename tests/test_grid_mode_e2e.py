@@ -469,9 +469,10 @@ def test_process_pool_and_dask_cluster_give_the_same_mosaic(mono_frames, tmp_pat
                                            **dict(FAST, scheduler=cluster.scheduler_address))
     pids = {s["worker_pid"] for s in pool.report["tile_stacking"]}
     assert os.getpid() not in pids  # the tiles were stacked by worker processes
-    # and the frame photometry's star searches and overlap fits ran there too
-    assert [r.report["frame_photometry"]["fit_workers"] for r in (ref, pool, dask_run)] == \
-        [1, 2, "cluster"]
+    # and the overlap fits of the frame and the tile photometry ran there too
+    for stage in ("frame_photometry", "harmonization"):
+        assert [r.report[stage]["fit_workers"] for r in (ref, pool, dask_run)] == \
+            [1, 2, "cluster"]
     a, _ = _read_mosaic(ref.mosaic)
     for other in (pool, dask_run):
         b, _ = _read_mosaic(other.mosaic)

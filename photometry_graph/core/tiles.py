@@ -165,6 +165,23 @@ class TilePhotometryInfo:
     def __repr__(self):
         return f"TilePhotometryInfo(tile_id={self.tile_id!r}, bbox={self.bbox!r})"
 
+    def pixels_only(self):
+        """This node with only what :meth:`read` needs: its data and mask (lazy ones stay
+        lazy; a mask to compute is computed here, once), without its WCS, coverage and
+        metadata -- light to send to another process.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> t = TilePhotometryInfo(1, BBox(0, 2, 0, 2), data=np.ones((2, 2)), meta={"a": 1})
+        >>> p = t.pixels_only()
+        >>> p.meta, p.wcs, bool(p.mask.all()), p.read(BBox(0, 1, 0, 2))[0].shape
+        ({}, None, True, (1, 2, 1))
+        """
+        mask = self._mask if self._mask is not None else self.mask
+        return TilePhotometryInfo(self.tile_id, self.bbox, data=self.data, mask=mask,
+                                  n_channels=self._n_channels)
+
     def _check_shape(self, shape, what):
         if tuple(shape) != self.bbox.shape:
             raise ValueError(

@@ -10,6 +10,7 @@ from pathlib import Path
 from .._log import get_logger, grid_info, grid_warning
 from ..blending.assembly import assemble_mosaic
 from ..photometry.flatten import fit_background_plane, flatten_corrections
+from .budget import IN_PROCESS_PIXELS
 from .fileio import (fits_stream, load_tiles, write_html_report, write_json, write_preview,
                      write_tiff, write_uint16)
 from .options import GridModeError, n_workers
@@ -56,6 +57,12 @@ def _flattened(tiles, corrections, shape):
     return flat, dict(plane.to_dict(), status="ok")
 
 
+def _fit_workers(tiles, opts):
+    """Processes for the overlap fits of an assembly without a memory plan: the option's,
+    one for fewer than ``IN_PROCESS_PIXELS`` of tiles (a pool would cost more to start)."""
+    return 1 if sum(t.bbox.area for t in tiles) < IN_PROCESS_PIXELS else n_workers(opts)
+
+
 def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=None):
     """Tile files -> the mosaic and its outputs: the assembly stage of a run.
 
@@ -91,7 +98,8 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
-    _, corrections, harm_report = tile_photometry(tiles, shape, opts)
+    _, corrections, harm_report = tile_photometry(
+        tiles, shape, opts, workers=plan.solve_workers if plan else _fit_workers(tiles, opts))
     if opts.flatten:
         corrections, harm_report["flatten"] = _flattened(tiles, corrections, shape)
     timings["harmonize"] = time.perf_counter() - t1

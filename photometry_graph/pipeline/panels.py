@@ -16,6 +16,7 @@ way.  Tiles written by ``grid-mode run`` (``TILEID``, ``GRID_Y0``, ``GRID_X0`` k
 recognised by :func:`is_project_tile` and keep their pixel-aligned path.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .fileio import open_fits, write_hdus
 from .frameio import celestial_wcs, scan_entry
 from .images import frame_pixels, image_layout, usable_majority
 from .options import GridModeError
+from .parallel import ordered_map
 from .outputs import tile_header
 from .plan import FITS_SUFFIXES
 
@@ -466,7 +468,7 @@ def write_panel_tiles(panels, wcs, shape, folder, *, mask_eps=1e-6, progress=Non
     return paths, report
 
 
-def tile_photometry(tiles, shape, opts):
+def tile_photometry(tiles, shape, opts, *, workers=1):
     """The photometry of an assembly, as the options say: harmonization or background only.
 
     Parameters
@@ -475,7 +477,11 @@ def tile_photometry(tiles, shape, opts):
     shape : tuple of int
         The canvas; the plane terms of the corrections take its centre as origin.
     opts : GridOptions
-        ``photometry``, ``model``, ``background``, ``gain_estimator``, ``gradient_gauge``.
+        ``photometry``, ``model``, ``background``, ``gain_estimator``, ``gradient_gauge``,
+        ``scheduler``.
+    workers : int
+        Worker processes for the overlap fits (or the ``opts.scheduler`` cluster; 1 and
+        no scheduler: threads here); the same corrections with any number.
 
     Returns
     -------
@@ -485,11 +491,17 @@ def tile_photometry(tiles, shape, opts):
     report : dict
     """
     if opts.photometry:
+        elsewhere = workers > 1 or opts.scheduler is not None
+        task_map = functools.partial(ordered_map, workers=workers,
+                                     scheduler=opts.scheduler) if elsewhere else None
         result = harmonize_tiles(tiles, model=opts.model, background=opts.background,
                                  origin=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0), rng=0,
                                  gain_estimator=opts.gain_estimator,
-                                 gradient_gauge=opts.gradient_gauge)
-        return result, result.corrections, result.report
+                                 gradient_gauge=opts.gradient_gauge,
+                                 fit_kwargs=dict(task_map=task_map))
+        report = dict(result.report or {}, fit_workers="cluster" if opts.scheduler is not None
+                      else workers)
+        return result, result.corrections, report
     if opts.background:
         result = match_backgrounds(tiles)
         return result, result.corrections, {"background": result.to_dict()}
