@@ -47,8 +47,12 @@ progress = grid_mode._Progress()
 if hasattr(grid_mode, "_frames_stage"):  # each frame read once: scan, binning, then the solve
     from photometry_graph.pipeline.framestage import solve_frames
     t0 = time.perf_counter()
-    frames, grid, _, binned, _ = grid_mode._frames_stage(plan_entries(folder), opts, progress)
-    corrections, report = solve_frames(frames, binned, grid, opts, progress, None, None)
+    import inspect
+    frames, grid, plan, binned, _ = grid_mode._frames_stage(plan_entries(folder), opts,
+                                                            progress)
+    kw = dict(workers=plan.solve_workers) if "workers" in inspect.signature(
+        solve_frames).parameters else {}  # the fits in the workers, as grid mode runs them
+    corrections, report = solve_frames(frames, binned, grid, opts, progress, None, None, **kw)
 else:  # a checkout that scans the frames first, then bins them in the frame photometry
     frames = grid_mode._read_frames(plan_entries(folder), opts, progress)
     grid = build_global_grid([f.wcs for f in frames], [f.shape for f in frames],

@@ -54,8 +54,8 @@ MAIN_GROWTH_MB = 60.0
 #: frames in memory or on disk alike; larger sessions not measured).
 SOLVE_MB = 30.0
 SOLVE_PER_BINNED = 1.2
-#: What a worker process holds beyond :data:`WORKER_MB` while it fits one overlap of the
-#: frame photometry (two binned crops, the fits' arrays, sep's buffers), MB.
+#: What a worker process holds beyond :data:`WORKER_MB` while it fits one overlap (two
+#: binned frames or two tiles' masks and crops, the fits' arrays, sep's buffers), MB.
 SOLVE_TASK_MB = 30.0
 #: What the program holds when a run starts (its imports), MB (measured 110-140 for the
 #: command line): a host process's memory beyond it is the host's, not the run's.
@@ -82,7 +82,7 @@ class MemoryPlan:
     """How a run shares its memory budget.
 
     ``workers``: processes for the frames and the tiles (1 = in the calling process);
-    ``solve_workers``: processes for the overlap fits of the frame photometry;
+    ``solve_workers``: processes for the overlap fits of the frame and the tile photometry;
     ``stack_bytes``: the budget of one tile's stacking in a worker; ``bin_factor``: the
     binning of the frames for the frame photometry; ``spill``: the binned frames go to a
     scratch folder; ``assembly_threads`` and ``assembly_chunk`` (the same mosaic with any

@@ -11,7 +11,6 @@ the solve are pieces of the run (:mod:`~photometry_graph.pipeline.resume`): a re
 the same folder reuses them when they were made from the same inputs.
 """
 
-import functools
 from pathlib import Path
 
 from .._log import get_logger, grid_warning
@@ -20,7 +19,7 @@ from ..photometry.frames import harmonize_frames
 from .frameio import file_problem, read_frame_info
 from .images import usable_majority
 from .options import GridModeError
-from .parallel import ordered_map
+from .parallel import fit_task_map
 from .pieces import spill_binned
 from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
@@ -174,8 +173,7 @@ def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key, *, wor
                               gradient_gauge=opts.gradient_gauge,
                               max_degree=opts.frame_overlaps or None,
                               min_pixels=FRAME_MIN_PIXELS, fit_kwargs=dict(
-                                  task_map=functools.partial(ordered_map, workers=workers,
-                                                             scheduler=opts.scheduler)))
+                                  task_map=fit_task_map(workers, opts.scheduler)))
     result.report["fit_workers"] = "cluster" if opts.scheduler is not None else workers
     corrections = [result.corrections.get(k) for k in range(len(frames))]
     if not failed and solve_key is not None:  # a solve short of a frame is not recorded

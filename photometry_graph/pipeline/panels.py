@@ -16,7 +16,6 @@ way.  Tiles written by ``grid-mode run`` (``TILEID``, ``GRID_Y0``, ``GRID_X0`` k
 recognised by :func:`is_project_tile` and keep their pixel-aligned path.
 """
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from .fileio import open_fits, write_hdus
 from .frameio import celestial_wcs, scan_entry
 from .images import frame_pixels, image_layout, usable_majority
 from .options import GridModeError
-from .parallel import ordered_map
+from .parallel import fit_task_map
 from .outputs import tile_header
 from .plan import FITS_SUFFIXES
 
@@ -491,14 +490,12 @@ def tile_photometry(tiles, shape, opts, *, workers=1):
     report : dict
     """
     if opts.photometry:
-        elsewhere = workers > 1 or opts.scheduler is not None
-        task_map = functools.partial(ordered_map, workers=workers,
-                                     scheduler=opts.scheduler) if elsewhere else None
         result = harmonize_tiles(tiles, model=opts.model, background=opts.background,
                                  origin=((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0), rng=0,
                                  gain_estimator=opts.gain_estimator,
                                  gradient_gauge=opts.gradient_gauge,
-                                 fit_kwargs=dict(task_map=task_map))
+                                 fit_kwargs=dict(task_map=fit_task_map(workers,
+                                                                       opts.scheduler)))
         report = dict(result.report or {}, fit_workers="cluster" if opts.scheduler is not None
                       else workers)
         return result, result.corrections, report

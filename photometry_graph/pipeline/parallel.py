@@ -19,6 +19,7 @@ the queued tasks are cancelled and the workers killed at once (:func:`stop_pool`
 import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -33,8 +34,8 @@ import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 
-__all__ = ["map_tasks", "ordered_map", "default_workers", "stop_pool", "STOP_SIGNALS",
-           "single_threaded"]
+__all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
+           "STOP_SIGNALS", "single_threaded"]
 
 logger = get_logger(__name__)
 
@@ -177,6 +178,22 @@ def ordered_map(func, tasks, *, scheduler=None, workers=None):
         for t, res in results:
             out[slots[id(t)].pop()] = res
     return out
+
+
+def fit_task_map(workers, scheduler=None):
+    """The ``task_map`` of the overlap fits
+    (:func:`~photometry_graph.photometry.overlap.fit_overlap_edges`): :func:`ordered_map`
+    on ``workers`` processes or the ``scheduler`` cluster; None (threads in this process)
+    for one worker and no scheduler.  The fits are the same in every case.
+
+    Examples
+    --------
+    >>> fit_task_map(1) is None, fit_task_map(2)(abs, [-1])
+    (True, [1])
+    """
+    if workers <= 1 and scheduler is None:
+        return None
+    return functools.partial(ordered_map, workers=workers, scheduler=scheduler)
 
 
 def stop_pool(pool, timeout=5.0):
