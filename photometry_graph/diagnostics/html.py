@@ -2,14 +2,15 @@
 
 :func:`render_html_report` turns the parsed ``grid_report.json`` of a run (and the preview
 images of the mosaic, when given) into one HTML page that opens from disk with no network:
-the plots are matplotlib figures embedded as PNG ``data:`` URIs, the tables are HTML.  It
-shows the before/after previews, the frame graph and the tile graph drawn where their
-nodes lie on the mosaic with edges coloured by fit status and by residual before/after,
-histograms of the overlap residuals, maps of the solved gains, offsets and gradients, the
-background decision, the blending counts, the warnings with what to do about them, the
-timings and the options -- and every other field of the report in a generic form, so that
-nothing the JSON holds is hidden.  A section that cannot be drawn says so in its place;
-the page is still written.  Nothing here reads or writes files.
+the plots are matplotlib figures and the previews plain pixels (encoded by OpenCV), embedded
+as PNG ``data:`` URIs, the tables are HTML.  It shows the before/after previews, the frame
+graph and the tile graph drawn where their nodes lie on the mosaic with edges coloured by
+fit status and by residual before/after, histograms of the overlap residuals, maps of the
+solved gains, offsets and gradients, the background decision, the blending counts, the
+warnings with what to do about them, the timings and the options -- and every other field
+of the report in a generic form, so that nothing the JSON holds is hidden.  A section that
+cannot be drawn says so in its place; the page is still written.  Nothing here reads or
+writes files.
 """
 
 import base64
@@ -21,7 +22,7 @@ import re
 
 import numpy as np
 
-from .plots import plot_images, plot_overlap_graph
+from .plots import plot_overlap_graph
 from .report import GRAPH_KINDS, float_or_nan, graph_view, unpack_run
 from .tables import demo_quality_table, edge_residual_table
 
@@ -69,6 +70,8 @@ _KNOWN = {"input_folder", "tiles_dir", "grid", "frames", "frame_photometry", "ti
           "version", "options", "canvas_shape", "channels", "layout", "mosaic_origin", "tiles",
           "harmonization", "blending", "timings", "outputs", "demo", "warnings"}
 _MAX_ROWS = 60  # rows of a table before "... N more"
+_PREVIEW_PX = 640  # longest side of a preview on the page, px
+_BACKDROP_PX = 400  # longest side of the backdrop of a graph or map panel, px
 _STATUS_NAMES = {"ok": "ok", "offset_only": "offset-only", "stars": "star estimate",
                  "failed": "failed"}
 
@@ -185,19 +188,41 @@ def _png(fig, alt):
     """The figure as an ``<img>`` with a PNG ``data:`` URI."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})  # speed over bytes
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return _img_tag(buf.getvalue(), alt)
+
+
+def _img_tag(png, alt):
+    """PNG bytes as an ``<img>`` with a ``data:`` URI."""
+    data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _subsampled(image, longest):
+    """``(image[::k, ::k], k)``: every ``k``-th pixel, ``k`` the smallest step that brings
+    the longest side to at most ``longest`` px (what a figure of that size shows of it).
+
+    Examples
+    --------
+    >>> img, k = _subsampled(np.zeros((1000, 300)), 400)
+    >>> img.shape, k
+    ((334, 100), 3)
+    """
+    img = np.asarray(image)
+    k = max(1, math.ceil(max(img.shape[:2]) / longest))
+    return img[::k, ::k], k
+
+
 def _grey_backdrop(image):
-    """The mosaic preview as a faint grey backdrop (NaN transparent), or None."""
+    """The mosaic preview as a faint grey backdrop (NaN transparent) sampled to the size
+    the panels draw it at: ``(backdrop, k)`` (every ``k``-th preview pixel), or None."""
     if image is None:
         return None
     from ..core.display import asinh_stretch
 
-    img = np.asarray(image, dtype=np.float64)
+    img, k = _subsampled(image, _BACKDROP_PX)
+    img = np.asarray(img, dtype=np.float64)
     grey = img.mean(axis=2) if img.ndim == 3 else img
-    return asinh_stretch([grey])[0][0]
+    return asinh_stretch([grey])[0][0], k
 
 
 class _Sky:
@@ -352,17 +377,37 @@ def _maps_figure(view, sky):
     return _png(fig, f"{view['node_kind']} corrections")
 
 
-def _preview_figure(images):
-    """The previews side by side with one asinh stretch."""
+def _preview_strip(images, gap=8):
+    """The previews side by side with one asinh stretch: one PNG, encoded by OpenCV.
+
+    Each preview is sampled to at most :data:`_PREVIEW_PX` px (the page shows no more),
+    drawn with row 0 at the bottom (as the mosaic's FITS file is shown), NaN black.
+    """
+    import cv2
+
+    from ..core.display import asinh_stretch
+
     titles = [t for t, _ in images]
-    h, w = np.shape(images[0][1])[:2]
-    width = min(7.5, 13.0 / len(images))  # inches per image
-    fig = _figure(width * len(images), width * h / max(w, 1) + 0.5, left=0.01, right=0.99,
-                  bottom=0.01, top=0.92, wspace=0.03)
-    axes = list(np.ravel(fig.subplots(1, len(images), squeeze=False)))
-    plot_images([np.asarray(im, dtype=np.float64) for _, im in images], titles, axes=axes)
+    sampled = [np.asarray(_subsampled(im, _PREVIEW_PX)[0], dtype=np.float64)
+               for _, im in images]
+    stretched, _ = asinh_stretch(sampled)
+    h = max(s.shape[0] for s in stretched)
+    parts = []
+    for s in stretched:
+        rgb = np.repeat(s[..., None], 3, axis=2) if s.ndim == 2 else (
+            s[..., :3] if s.shape[2] >= 3 else np.repeat(s.mean(axis=2)[..., None], 3, axis=2))
+        rgb = np.round(255.0 * np.nan_to_num(rgb, nan=0.0)).astype(np.uint8)[::-1]
+        pad = np.full((h, rgb.shape[1] + gap, 3), 255, np.uint8)  # white below and between
+        pad[h - rgb.shape[0]:, :rgb.shape[1]] = rgb
+        parts.append(pad)
+    strip = np.concatenate(parts, axis=1)[:, :-gap]
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(strip[..., ::-1]),  # OpenCV: BGR
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the previews as PNG")
     caption = " | ".join(titles) + (" (one asinh stretch for all)" if len(titles) > 1 else "")
-    return _png(fig, "previews") + f'<p class="caption">{_esc(caption)}</p>'
+    return (_img_tag(png.tobytes(), "previews")
+            + f'<p class="caption">{_esc(caption)}</p>')
 
 
 # -------------------------------------------------------------------------------- sections
@@ -567,14 +612,16 @@ def render_html_report(report, *, images=None, title=None, preview_step=None):
     backdrop, step, shape = None, preview_step or 1, report.get("canvas_shape")
     shape = tuple(shape) if isinstance(shape, (list, tuple)) and len(shape) == 2 else None
     if images:
-        backdrop = _guarded(lambda: _grey_backdrop(images[-1][1]), "backdrop")
-        backdrop = backdrop if isinstance(backdrop, np.ndarray) else None
-        if preview_step is None and shape and backdrop is not None:
-            step = max(1, math.ceil(max(shape) / max(backdrop.shape)))
+        drawn = _guarded(lambda: _grey_backdrop(images[-1][1]), "backdrop")
+        if isinstance(drawn, tuple):
+            backdrop, k = drawn
+            if preview_step is None and shape:
+                step = max(1, math.ceil(max(shape) / max(np.shape(images[-1][1])[:2])))
+            step *= k  # mosaic pixels per backdrop pixel
     sky = _Sky(shape, backdrop, step)
     sections = [("summary", "Summary", lambda: _summary_section(report)),
                 ("warnings", "Warnings and what to do", lambda: _warnings_section(report)),
-                ("previews", "Before / after", lambda: _preview_figure(images) if images
+                ("previews", "Before / after", lambda: _preview_strip(images) if images
                  else _note("No preview image was given to the report."))]
     sections += [(f"{k}-graph", f"The {k[:-1]} graph" + (" (before stacking)" if k == "frames"
                                                         else " (at assembly)"),
