@@ -171,17 +171,22 @@ def _note(text):
 
 
 # --------------------------------------------------------------------------------- figures
-def _figure(width, height, **adjust):
-    """A matplotlib Figure that belongs to no GUI backend (safe in any host program).
+def _figure(width, height, n, **adjust):
+    """A matplotlib Figure that belongs to no GUI backend (safe in any host program) and
+    its ``n`` axes in a row: ``(figure, list of axes)``.
 
     Margins are set by hand (``adjust``): a layout engine would cost more than the drawing.
+    The titles sit at the top of their axes (no tick label is there): matplotlib need not
+    measure the ticks to place them.
     """
+    from matplotlib import rc_context
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=80)
     fig.subplots_adjust(**dict(dict(left=0.05, right=0.98, bottom=0.16, top=0.9,
                                     wspace=0.3), **adjust))
-    return fig
+    with rc_context({"axes.titley": 1.0}):
+        return fig, list(np.ravel(fig.subplots(1, n, squeeze=False)))
 
 
 def _png(fig, alt):
@@ -235,8 +240,7 @@ class _Sky:
         """A figure of ``n`` panels shaped like the mosaic, the backdrop drawn in each."""
         h, w = self.shape if self.shape else (1, 1)
         height = min(11.0 / n * h / max(w, 1), 8.0) + 1.3  # inches: the panels + margins
-        fig = _figure(15.0, height, bottom=0.7 / height, top=1.0 - 0.45 / height)
-        axes = list(np.ravel(fig.subplots(1, n, squeeze=False)))
+        fig, axes = _figure(15.0, height, n, bottom=0.7 / height, top=1.0 - 0.45 / height)
         for ax in axes:
             if self.backdrop is not None:
                 bh, bw = self.backdrop.shape
@@ -249,8 +253,8 @@ class _Sky:
     def frame(self, ax, labels=True):
         """Axes limits on the mosaic (when its shape is known), one pixel = one pixel.
 
-        ``labels=False``: no tick labels (the panels of a row share the first one's; text
-        is what costs most in a figure).
+        ``labels=False``: no ticks (the panels of a row share the first one's; ticks and
+        their text are what costs most in a figure).
         """
         if self.shape:
             ax.set_xlim(-0.5, self.shape[1] - 0.5)
@@ -262,7 +266,8 @@ class _Sky:
         else:
             ax.set_xlabel("")
             ax.set_ylabel("")
-            ax.tick_params(labelleft=False, labelbottom=False)
+            ax.set_xticks([])
+            ax.set_yticks([])
 
 
 def _plain_log_ticks(axis):
@@ -309,8 +314,7 @@ def _graph_figure(view, sky):
 
 def _histogram_figure(view):
     """Histograms of the absolute offset and gain-ratio residuals before/after."""
-    fig = _figure(11.0, 3.4)
-    axes = fig.subplots(1, 2)
+    fig, axes = _figure(11.0, 3.4, 2)
     for ax, kind, unit in zip(axes, ("offset", "gain"), ("data units", "relative")):
         before, after = _abs_values(view, f"{kind}_before"), _abs_values(view, f"{kind}_after")
         vals = np.concatenate([before, after])
@@ -324,6 +328,7 @@ def _histogram_figure(view):
         floor = bins[0]  # smaller values are counted in the first bin
         for v, colour, label in ((before, "tab:red", "before"), (after, "tab:blue", "after")):
             ax.hist(np.maximum(v, floor), bins=bins, color=colour, alpha=0.6,
+                    histtype="stepfilled",  # one outline, not a bar per bin
                     label=f"{label} (median {np.median(v):.3g})" if v.size else label)
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
