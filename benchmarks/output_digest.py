@@ -9,9 +9,10 @@ same machine and compare the two printouts (``diff``)::
     ... change ...
     python benchmarks/output_digest.py > after.txt && diff before.txt after.txt
 
-Timings, paths and versions in ``grid_report.json`` differ between runs by nature; the
-report's numbers that depend on the pixels (corrections, residuals, demo quality) are
-digested after removing those fields.
+Timings, paths, versions and the memory plan's figures derived from the process's measured
+memory in ``grid_report.json`` differ between runs by nature; the report's numbers that
+depend on the pixels (corrections, residuals, demo quality) are digested after removing
+those fields.
 """
 
 import argparse
@@ -30,7 +31,9 @@ from astropy.io import fits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VOLATILE = {"timings", "seconds", "worker_pid", "outputs", "path", "input_folder", "time_s",
-            "step_times_s", "tiles_dir", "frames_dir", "options", "folder"}
+            "step_times_s", "tiles_dir", "frames_dir", "options", "folder",
+            # the memory plan's figures that follow the process's measured memory
+            "program_mb", "host_mb", "worker_mb", "stack_mb"}
 
 
 def _array_digest(array):
