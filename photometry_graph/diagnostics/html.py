@@ -270,6 +270,19 @@ class _Sky:
             ax.set_yticks([])
 
 
+def _sky(images, shape, preview_step=None):
+    """The :class:`_Sky` of a page: the canvas ``shape``, the last preview as backdrop
+    (sampled to :data:`_BACKDROP_PX`), the mosaic pixels per backdrop pixel."""
+    step = preview_step or 1
+    drawn = _guarded(lambda: _grey_backdrop(images[-1][1]), "backdrop") if images else None
+    if not isinstance(drawn, tuple):
+        return _Sky(shape, None, step)
+    backdrop, k = drawn
+    if preview_step is None and shape:
+        step = max(1, math.ceil(max(shape) / max(np.shape(images[-1][1])[:2])))
+    return _Sky(shape, backdrop, step * k)
+
+
 def _plain_log_ticks(axis):
     """Ticks of a log axis as ``1e-04``, no minor ticks: mathtext labels (10 to the power)
     would cost more than the rest of the figure."""
@@ -614,16 +627,9 @@ def render_html_report(report, *, images=None, title=None, preview_step=None):
         raise TypeError(f"report must be the parsed grid_report.json dict, got "
                         f"{type(report).__name__}")
     images = [(str(t), im) for t, im in images or [] if im is not None]
-    backdrop, step, shape = None, preview_step or 1, report.get("canvas_shape")
+    shape = report.get("canvas_shape")
     shape = tuple(shape) if isinstance(shape, (list, tuple)) and len(shape) == 2 else None
-    if images:
-        drawn = _guarded(lambda: _grey_backdrop(images[-1][1]), "backdrop")
-        if isinstance(drawn, tuple):
-            backdrop, k = drawn
-            if preview_step is None and shape:
-                step = max(1, math.ceil(max(shape) / max(np.shape(images[-1][1])[:2])))
-            step *= k  # mosaic pixels per backdrop pixel
-    sky = _Sky(shape, backdrop, step)
+    sky = _sky(images, shape, preview_step)
     sections = [("summary", "Summary", lambda: _summary_section(report)),
                 ("warnings", "Warnings and what to do", lambda: _warnings_section(report)),
                 ("previews", "Before / after", lambda: _preview_strip(images) if images

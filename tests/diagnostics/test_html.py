@@ -85,3 +85,53 @@ def test_warning_advice_says_what_to_do():
     assert "__main__" in warning_advice("[GRID] worker processes died or could not start")
     assert "bridge" in warning_advice("[GRID] Photometry: the overlap graph has 2 "
                                       "disconnected components")
+
+
+def _page_images(page_text, section):
+    """The PNG images of a page's section, decoded (RGB)."""
+    import base64
+
+    import cv2
+
+    out = []
+    for src in Page(page_text).sections[section]["images"]:
+        data = np.frombuffer(base64.b64decode(src.split(",", 1)[1]), np.uint8)
+        out.append(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+    return out
+
+
+def test_previews_are_one_strip_of_their_pixels_with_one_stretch():
+    from photometry_graph.core.display import asinh_stretch
+
+    rng = np.random.default_rng(3)
+    before = rng.normal(100.0, 10.0, (90, 60))
+    after = before + 40.0
+    after[0, 0] = np.nan  # mosaic row 0 is drawn at the bottom, an empty pixel black
+    page = render_html_report({"canvas_shape": [90, 60]},
+                              images=[("plain", before), ("harmonized", after)])
+    (strip,) = _page_images(page, "previews")
+    assert strip.shape == (90, 60 + 8 + 60, 3)
+    assert (strip[:, 60:68] == 255).all()  # the gap between them
+    expected = [np.round(255 * np.nan_to_num(s, nan=0.0))[::-1]
+                for s in asinh_stretch([before, after])[0]]
+    for got, want in ((strip[:, :60], expected[0]), (strip[:, 68:], expected[1])):
+        assert np.array_equal(got[..., 0], want) and (got == got[..., :1]).all()
+    assert strip[-1, 68].tolist() == [0, 0, 0]
+    assert strip[..., 0][:, 68:].mean() > strip[..., 0][:, :60].mean() + 50  # one stretch
+    text = Page(page).sections["previews"]["text"]
+    assert "plain | harmonized (one asinh stretch for all)" in text
+
+
+def test_large_previews_and_backdrops_are_sampled_to_the_size_the_page_shows():
+    from photometry_graph.diagnostics.html import _BACKDROP_PX, _PREVIEW_PX, _sky
+
+    rgb = np.random.default_rng(4).random((1500, 2048, 3))
+    page = render_html_report({"canvas_shape": [3000, 4096]}, images=[("mosaic", rgb)])
+    (strip,) = _page_images(page, "previews")
+    assert max(strip.shape[:2]) <= _PREVIEW_PX and strip.shape[1] == 2048 // 4
+    for step in (None, 2):  # the preview samples every 2nd mosaic pixel
+        sky = _sky([("mosaic", rgb)], (3000, 4096), preview_step=step)
+        assert max(sky.backdrop.shape) <= _BACKDROP_PX
+        # the backdrop spans the canvas, to within one of its pixels
+        span = np.array(sky.backdrop.shape) * sky.step
+        assert ((span >= (3000, 4096)) & (span < np.array((3000, 4096)) + sky.step)).all()
