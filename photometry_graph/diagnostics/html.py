@@ -412,11 +412,13 @@ def _preview_strip(images, gap=8):
     h = max(s.shape[0] for s in stretched)
     parts = []
     for s in stretched:
-        rgb = np.repeat(s[..., None], 3, axis=2) if s.ndim == 2 else (
-            s[..., :3] if s.shape[2] >= 3 else np.repeat(s.mean(axis=2)[..., None], 3, axis=2))
+        if s.ndim == 3 and s.shape[2] >= 3:
+            rgb = s[..., :3]
+        else:  # grey (two channels: their mean)
+            rgb = np.repeat((s if s.ndim == 2 else s.mean(axis=2))[..., None], 3, axis=2)
         rgb = np.round(255.0 * np.nan_to_num(rgb, nan=0.0)).astype(np.uint8)[::-1]
-        pad = np.full((h, rgb.shape[1] + gap, 3), 255, np.uint8)  # white below and between
-        pad[h - rgb.shape[0]:, :rgb.shape[1]] = rgb
+        pad = np.full((h, rgb.shape[1] + gap, 3), 255, np.uint8)  # white: the gap, and above
+        pad[h - rgb.shape[0]:, :rgb.shape[1]] = rgb  # a lower preview (bottoms aligned)
         parts.append(pad)
     strip = np.concatenate(parts, axis=1)[:, :-gap]
     ok, png = cv2.imencode(".png", np.ascontiguousarray(strip[..., ::-1]),  # OpenCV: BGR

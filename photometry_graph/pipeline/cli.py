@@ -150,7 +150,7 @@ def main(argv=None):
 
     Called as the command (``argv`` None: the process lives for this one run), the objects
     of the modules imported so far are frozen (``gc.freeze``): the garbage collector's
-    passes during the run need not scan them again (~0.3 s of a small run).
+    passes during the run need not scan them again (0.3-0.5 s of a small run).
     """
     from grid_mode import assemble_tiles, run_grid_mode  # the run lives at the top level
 
