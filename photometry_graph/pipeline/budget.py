@@ -60,12 +60,12 @@ SOLVE_TASK_MB = 30.0
 #: What the program holds when a run starts (its imports), MB (measured 110-140 for the
 #: command line): a host process's memory beyond it is the host's, not the run's.
 PROGRAM_MB = 160.0
-#: The assembly: its fixed part (tile photometry, tile headers and maps, the report page
-#: drawn with matplotlib) and, per thread, bytes per pixel of an output chunk (measured
-#: ~120 MB and ~48 B).
+#: The assembly: its fixed part (tile photometry, tile headers and maps) and, per thread,
+#: bytes per pixel of an output chunk (measured ~120 MB and ~48 B).
 ASSEMBLY_MB = 120.0
-#: Drawing the report page (``grid_report.html``, matplotlib), MB (measured ~180).
-REPORT_PAGE_MB = 180.0
+#: Drawing the report page (``grid_report.html``: matplotlib figures, previews encoded by
+#: OpenCV), MB (measured +35 MB of peak RSS with previews of 2048 x 2048).
+REPORT_PAGE_MB = 40.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
 #: Frame pixels below which a run works in the calling process: starting a pool of
 #: workers costs ~1.4 s (measured), what 2 workers save on ~6 frames of 1080x1920.

@@ -115,6 +115,9 @@ def test_the_tiles_read_in_place_by_the_assembly_count_and_are_named_when_refuse
 def test_drawing_the_report_page_needs_more_and_a_refusal_says_what_saves_it():
     from photometry_graph.pipeline.budget import REPORT_PAGE_MB
     kw = dict(workers=1, baseline_bytes=110 * MB, tiles_bytes=6 * 1862 * 1900 * 8)
-    assert plan_memory(600, _frames(120), 1862, **kw).workers == 1  # without the page
+    with pytest.raises(GridModeError) as exc:
+        plan_memory(100, _frames(120), 1862, **kw)
+    need = int(re.search(r"raise --memory-mb to (\d+)", str(exc.value)).group(1))
+    assert plan_memory(need + 10, _frames(120), 1862, **kw).workers == 1  # without the page
     with pytest.raises(GridModeError, match=rf"--no-html-report saves {REPORT_PAGE_MB:.0f} MB"):
-        plan_memory(600, _frames(120), 1862, report_page=True, **kw)
+        plan_memory(need + 10, _frames(120), 1862, report_page=True, **kw)
