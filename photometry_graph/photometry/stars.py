@@ -219,28 +219,33 @@ class StarCatalogue:
         return np.column_stack([self.x, self.y])
 
 
+def _mask(m, name, shape):
+    """``m`` as a boolean mask of ``shape`` (None stays None)."""
+    if m is None:
+        return None
+    m = np.asarray(m, dtype=bool)
+    if m.shape != tuple(shape):
+        raise ValueError(f"{name} mask shape {m.shape} does not match the image shape {shape}")
+    return m
+
+
+def _check_noise(name, noise):
+    if not (np.ndim(noise) == 0 and math.isfinite(float(noise)) and float(noise) > 0):
+        raise ValueError(f"{name} must be a positive finite per-pixel noise sigma (a "
+                         f"scalar), got {noise!r}; measure it with estimate_noise")
+
+
 def _check_inputs(src, dst, valid, saturated, noise_src, noise_dst):
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.ndim != 2 or src.shape != dst.shape:
         raise ValueError(f"src and dst must be 2-D images of the same shape, got {src.shape} "
                          f"and {dst.shape}")
-    masks = []
-    for name, m in (("valid", valid), ("saturated", saturated)):
-        if m is None:
-            masks.append(None)
-            continue
-        m = np.asarray(m, dtype=bool)
-        if m.shape != src.shape:
-            raise ValueError(f"{name} mask shape {m.shape} does not match the image shape "
-                             f"{src.shape}")
-        masks.append(m)
-    for name, noise in (("noise_src", noise_src), ("noise_dst", noise_dst)):
-        if not (np.ndim(noise) == 0 and math.isfinite(float(noise)) and float(noise) > 0):
-            raise ValueError(f"{name} must be a positive finite per-pixel noise sigma (a "
-                             f"scalar), got {noise!r}; measure it with estimate_noise")
-    ok = np.isfinite(src) & np.isfinite(dst) & masks[0]
-    return src, dst, ok, masks[1]
+    valid, saturated = _mask(valid, "valid", src.shape), _mask(saturated, "saturated", src.shape)
+    _check_noise("noise_src", noise_src)
+    _check_noise("noise_dst", noise_dst)
+    ok = np.isfinite(src) & np.isfinite(dst) & valid
+    return src, dst, ok, saturated
 
 
 def _check_settings(match_radius, aperture, min_stars, kappa, max_iter):
@@ -332,15 +337,9 @@ def detect_stars(image, valid=None, *, noise):
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D (one channel), got shape {image.shape}")
-    ok = np.isfinite(image)
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != image.shape:
-            raise ValueError(f"valid mask shape {valid.shape} does not match the image shape "
-                             f"{image.shape}")
-        ok &= valid
-    if not (np.ndim(noise) == 0 and math.isfinite(float(noise)) and float(noise) > 0):
-        raise ValueError(f"noise must be a positive finite per-pixel sigma, got {noise!r}")
+    valid = _mask(valid, "valid", image.shape)
+    ok = np.isfinite(image) if valid is None else np.isfinite(image) & valid
+    _check_noise("noise", noise)
     if not ok.any():
         return StarCatalogue(*(np.zeros(0),) * 5)
     objects, sub = _detect(image, ok, noise)
