@@ -89,7 +89,7 @@ def identity_correction(n_channels, status="fallback"):
     return Correction(np.ones(n_channels), np.zeros(n_channels), status=status)
 
 
-def apply_correction(data, bbox, correction, *, dtype=np.float32, copy=True):
+def apply_correction(data, bbox, correction, *, dtype=np.float32, copy=True, step=1):
     """Apply a :class:`Correction` to the pixels of a node.
 
     Parameters
@@ -104,6 +104,9 @@ def apply_correction(data, bbox, correction, *, dtype=np.float32, copy=True):
         Output type.
     copy : bool
         False corrects ``data`` in place when it is already channels-last ``dtype``.
+    step : int
+        ``data`` holds every ``step``-th row and column of ``bbox`` from its first pixel
+        (a sample of it): the plane is evaluated at those pixels.
 
     Returns
     -------
@@ -123,8 +126,8 @@ def apply_correction(data, bbox, correction, *, dtype=np.float32, copy=True):
         out += correction.offset.astype(dtype)
         return out
     h, w = out.shape[:2]
-    x = (np.arange(bbox.x0, bbox.x0 + w) - correction.origin[0]).astype(dtype)
-    y = (np.arange(bbox.y0, bbox.y0 + h) - correction.origin[1]).astype(dtype)
+    x = (bbox.x0 + step * np.arange(w) - correction.origin[0]).astype(dtype)
+    y = (bbox.y0 + step * np.arange(h) - correction.origin[1]).astype(dtype)
     for c in range(out.shape[2]):
         sx, sy = correction.slope[c]
         out[:, :, c] += (correction.offset[c] + sx * x)[np.newaxis, :].astype(dtype) \

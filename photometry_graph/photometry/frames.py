@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
-from ..core.correction import Correction, identity_correction
+from ..core.correction import Correction, apply_correction, identity_correction
 from ..core.masks import as_channels_last
 from ..stacking.resample import reproject_to_bbox, wcs_homography
 from .harmonize import harmonize_tiles
@@ -193,18 +193,11 @@ RESIDUAL_SAMPLES = 20_000
 
 
 def _sampled_values(node, inter, step, correction):
-    """Every ``step``-th row and column of ``node`` inside ``inter`` (float64, channels
-    last, corrected by ``correction`` when given) and its mask."""
+    """Every ``step``-th row and column of ``node`` inside ``inter`` (float64, corrected by
+    ``correction`` when given) and its mask."""
     data, mask = node.read(inter)
-    data = np.asarray(as_channels_last(data)[::step, ::step], dtype=np.float64)
-    if correction is not None:
-        h, w = data.shape[:2]
-        x = inter.x0 + step * np.arange(w) - correction.origin[0]
-        y = inter.y0 + step * np.arange(h) - correction.origin[1]
-        data = (data * correction.gain + correction.offset
-                + x[np.newaxis, :, np.newaxis] * correction.slope[:, 0]
-                + y[:, np.newaxis, np.newaxis] * correction.slope[:, 1])
-    return data, mask[::step, ::step]
+    return (apply_correction(data[::step, ::step], inter, correction, dtype=np.float64,
+                             step=step), mask[::step, ::step])
 
 
 def _overlap_residuals(nodes, corrections, pairs=None):

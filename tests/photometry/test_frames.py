@@ -342,3 +342,17 @@ def test_overlap_residuals_sample_large_overlaps_at_the_right_coordinates():
     full = (apply_correction(field[:400, :400][inter.slices_in(a_box)], inter, None)
             - data_b[inter.slices_in(b_box)][..., np.newaxis])
     assert abs(before["median"] - abs(np.median(full))) < 0.05 * np.std(full)
+
+
+def test_a_correction_applied_to_a_sample_of_a_box_equals_the_sample_of_the_corrected_box():
+    # apply_correction(step=s) on every s-th pixel of a box: the plane where those pixels are
+    rng = np.random.default_rng(5)
+    data = rng.normal(0.0, 1.0, (60, 90, 2))
+    box = BBox(13, 73, 7, 97)
+    corr = Correction([1.1, 0.9], [2.0, -1.0], slope=[[0.01, -0.02], [0.003, 0.004]],
+                      origin=(5.0, 9.0))
+    full = apply_correction(data, box, corr, dtype=np.float64)
+    for step in (1, 3, 7):
+        sampled = apply_correction(data[::step, ::step], box, corr, dtype=np.float64,
+                                   step=step)
+        np.testing.assert_allclose(sampled, full[::step, ::step], rtol=0, atol=1e-12)
