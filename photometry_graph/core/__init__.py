@@ -12,7 +12,7 @@ from .masks import (  # noqa: F401
     compute_valid_mask, as_channels_last, erode_mask,
 )
 from .display import (  # noqa: F401
-    asinh_stretch,
+    asinh_stretch, eight_bit, png_bytes,
 )
 from .wcsgrid import (  # noqa: F401
     celestial_part, lonlat_from_world, GlobalGrid, celestial_pixel_scale, build_global_grid,
@@ -23,8 +23,8 @@ from .wcsgrid import (  # noqa: F401
 __all__ = [
     "BBox", "TilePhotometryInfo", "common_channels", "grid_layout", "Correction",
     "apply_correction", "identity_correction", "compute_valid_mask", "as_channels_last",
-    "erode_mask", "asinh_stretch", "celestial_part", "lonlat_from_world", "GlobalGrid",
-    "celestial_pixel_scale", "build_global_grid", "footprint_bbox", "assign_frames_to_tiles",
-    "tile_wcs", "binned_wcs", "transform_pixels", "frame_border", "MAX_SCALE_RATIO",
-    "geometry_outliers", "canvas_limit",
+    "erode_mask", "asinh_stretch", "eight_bit", "png_bytes", "celestial_part",
+    "lonlat_from_world", "GlobalGrid", "celestial_pixel_scale", "build_global_grid",
+    "footprint_bbox", "assign_frames_to_tiles", "tile_wcs", "binned_wcs", "transform_pixels",
+    "frame_border", "MAX_SCALE_RATIO", "geometry_outliers", "canvas_limit",
 ]

@@ -2,14 +2,15 @@
 
 The stretch maps chosen percentiles of the finite pixels to 0 and 1 per channel and
 brightens faint levels with an ``arcsinh``; it is used by the PNG previews of the pipeline
-and by the diagnostics plots, so that both show a mosaic the same way.
+and by the diagnostics plots, so that both show a mosaic the same way.  :func:`eight_bit`
+and :func:`png_bytes` turn a stretched image into the bytes of a PNG for both.
 """
 
 import numpy as np
 
 from .masks import as_channels_last
 
-__all__ = ["asinh_stretch"]
+__all__ = ["asinh_stretch", "eight_bit", "png_bytes"]
 
 
 def asinh_stretch(images, *, low_pct=0.5, high_pct=99.8, stretch=12.0, reference=None,
@@ -76,3 +77,50 @@ def _percentile_limits(pool, low_pct, high_pct):
         lo, hi = np.percentile(vals, [low_pct, high_pct])
         limits[c] = (lo, hi if hi > lo else lo + 1.0)
     return limits
+
+
+def eight_bit(stretched):
+    """A stretched image (floats in [0, 1], NaN where there is no data) as 8 bits, NaN black.
+
+    Examples
+    --------
+    >>> eight_bit(np.array([0.0, 0.5, 1.0, np.nan])).tolist()
+    [0, 128, 255, 0]
+    """
+    return np.round(255 * np.nan_to_num(stretched, nan=0.0)).astype(np.uint8)
+
+
+def png_bytes(picture, *, compression=None):
+    """The PNG bytes of an 8-bit picture, ``(h, w)`` grey or ``(h, w, 3)`` RGB, encoded by
+    OpenCV (row 0 at the top of the picture).
+
+    Parameters
+    ----------
+    picture : numpy.ndarray of uint8
+    compression : int, optional
+        OpenCV's PNG compression level, 0-9 (None: its default).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    RuntimeError
+        When OpenCV cannot encode the picture.
+
+    Examples
+    --------
+    >>> png_bytes(np.zeros((2, 3, 3), np.uint8))[:4]
+    b'\\x89PNG'
+    """
+    import cv2
+
+    pic = np.asarray(picture)
+    if pic.ndim == 3:
+        pic = np.ascontiguousarray(pic[..., ::-1])  # OpenCV writes BGR
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+    ok, buf = cv2.imencode(".png", pic, params)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the picture as PNG")
+    return buf.tobytes()

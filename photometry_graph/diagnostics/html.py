@@ -401,9 +401,7 @@ def _preview_strip(images, gap=8):
     Each preview is sampled to at most :data:`_PREVIEW_PX` px (the page shows no more),
     drawn with row 0 at the bottom (as the mosaic's FITS file is shown), NaN black.
     """
-    import cv2
-
-    from ..core.display import asinh_stretch
+    from ..core.display import asinh_stretch, eight_bit, png_bytes
 
     titles = [t for t, _ in images]
     sampled = [np.asarray(_subsampled(im, _PREVIEW_PX)[0], dtype=np.float64)
@@ -416,17 +414,13 @@ def _preview_strip(images, gap=8):
             rgb = s[..., :3]
         else:  # grey (two channels: their mean)
             rgb = np.repeat((s if s.ndim == 2 else s.mean(axis=2))[..., None], 3, axis=2)
-        rgb = np.round(255.0 * np.nan_to_num(rgb, nan=0.0)).astype(np.uint8)[::-1]
+        rgb = eight_bit(rgb)[::-1]
         pad = np.full((h, rgb.shape[1] + gap, 3), 255, np.uint8)  # white: the gap, and above
         pad[h - rgb.shape[0]:, :rgb.shape[1]] = rgb  # a lower preview (bottoms aligned)
         parts.append(pad)
     strip = np.concatenate(parts, axis=1)[:, :-gap]
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(strip[..., ::-1]),  # OpenCV: BGR
-                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the previews as PNG")
     caption = " | ".join(titles) + (" (one asinh stretch for all)" if len(titles) > 1 else "")
-    return (_img_tag(png.tobytes(), "previews")
+    return (_img_tag(png_bytes(strip, compression=1), "previews")
             + f'<p class="caption">{_esc(caption)}</p>')
 
 

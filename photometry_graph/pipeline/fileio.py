@@ -19,7 +19,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import numpy as np
 import psutil
 from astropy.io import fits
@@ -28,7 +27,7 @@ from astropy.wcs import WCS
 
 from .._json import jsonable
 from .._log import get_logger, grid_warning
-from ..core.display import asinh_stretch
+from ..core.display import asinh_stretch, eight_bit, png_bytes
 from ..diagnostics.html import render_html_report
 from .images import majority_channels
 from .options import GridModeError
@@ -365,13 +364,13 @@ def write_preview(path, image, *, origin="lower"):
     """
     if origin not in ("lower", "upper"):
         raise ValueError(f"origin must be 'lower' or 'upper', got {origin!r}")
-    img = np.nan_to_num(asinh_stretch([image])[0][0], nan=0.0)
-    img = np.round(255 * (img[::-1] if origin == "lower" else img)).astype(np.uint8)
-    ok, buf = cv2.imencode(".png", img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1]))
-    if not ok:
-        raise GridModeError(f"OpenCV could not encode the preview {path}")
+    img = eight_bit(asinh_stretch([image])[0][0])
+    try:
+        png = png_bytes(img[::-1] if origin == "lower" else img)
+    except RuntimeError as exc:
+        raise GridModeError(f"OpenCV could not encode the preview {path}") from exc
     with atomic(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
+        tmp.write_bytes(png)
 
 
 # ------------------------------------------------------------------------------ reading
