@@ -12,7 +12,7 @@ from .plan import (  # noqa: F401
 )
 from .images import (  # noqa: F401
     LAYOUTS, FrameInfo, image_layout, frame_pixels, frame_noise, majority_channels,
-    usable_majority, saturation_level, saturation_pileup, saturated_mask,
+    usable_majority, saturation_level, saturation_pileup, saturated_mask, bayer_as_stored,
 )
 from .fileio import (  # noqa: F401
     check_output_folder, discard_if_empty, LOCK_NAME, output_lock, remove_temporaries,
@@ -77,14 +77,14 @@ __all__ = [
     "PATH_ALIASES", "EXPOSURE_ALIASES", "ORDER_ALIASES", "PlanEntry", "detect_grid_mode",
     "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS", "FrameInfo",
     "image_layout", "frame_pixels", "frame_noise", "majority_channels", "usable_majority",
-    "saturation_level", "saturation_pileup", "saturated_mask", "check_output_folder",
-    "discard_if_empty", "LOCK_NAME", "output_lock", "remove_temporaries", "open_fits", "atomic",
-    "write_hdus", "FitsStream", "fits_stream", "write_json", "write_html_report",
-    "write_preview", "write_uint16", "write_tiff", "TileHDU", "read_tile_header", "load_tiles",
-    "GridResult", "chunk_coverage", "ChunkSummary", "plain_preview", "uint16_block",
-    "tile_header", "mosaic_header", "map_tasks", "ordered_map", "fit_task_map",
-    "default_workers", "stop_pool", "STOP_SIGNALS", "single_threaded", "LEVELS", "Progress",
-    "CallbackHandler", "callback_logging", "scaled_callback", "HostLevelFormatter",
+    "saturation_level", "saturation_pileup", "saturated_mask", "bayer_as_stored",
+    "check_output_folder", "discard_if_empty", "LOCK_NAME", "output_lock", "remove_temporaries",
+    "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
+    "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
+    "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
+    "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
+    "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS", "single_threaded", "LEVELS",
+    "Progress", "CallbackHandler", "callback_logging", "scaled_callback", "HostLevelFormatter",
     "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted", "build_parser",
     "main", "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",
     "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE",

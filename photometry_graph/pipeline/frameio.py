@@ -20,8 +20,8 @@ from astropy.wcs import WCS
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_pixel_scale
 from .fileio import open_fits
-from .images import (FrameInfo, frame_noise, frame_pixels, image_layout, saturation_level,
-                     saturation_pileup)
+from .images import (FrameInfo, bayer_as_stored, frame_noise, frame_pixels, image_layout,
+                     saturation_level, saturation_pileup)
 from .options import GridModeError
 from .plan import as_float
 
@@ -318,14 +318,15 @@ def load_frame(info, *, mask_eps=1e-6, erode=1, saturation=None, crop=None, raw=
     """
     rows = cols = None
     if crop is not None:
-        exact = info.layout != "bayer" or (info.storage or {}).get("dtype", "")[1:2] in "iu"
-        if not exact:  # a float raw is debayered through a scaling of its whole range
+        rows, cols = _halo(info, crop, erode + 3 + (0 if saturation is None else 2))
+        raw = read_pixels(info, rows, cols)
+        if info.layout == "bayer" and not bayer_as_stored(raw, mask_eps):
+            # debayered through a scaling of the whole frame's range: the whole frame
             data, weight = load_frame(info, mask_eps=mask_eps, erode=erode,
                                       saturation=saturation)
             sl = crop.slices_in(BBox(0, info.shape[0], 0, info.shape[1]))
             return data[sl], None if weight is None else weight[sl]
-        rows, cols = _halo(info, crop, erode + 3 + (0 if saturation is None else 2))
-    raw = read_pixels(info, rows, cols) if raw is None or crop is not None else raw
+    raw = read_pixels(info) if raw is None else raw
     weight = None
     if info.coverage_hdu is not None:
         with open_fits(info.path) as hdul:

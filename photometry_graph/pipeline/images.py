@@ -26,7 +26,7 @@ from .plan import as_float
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
            "majority_channels", "usable_majority", "saturation_level", "saturation_pileup",
-           "saturated_mask"]
+           "saturated_mask", "bayer_as_stored"]
 
 logger = get_logger(__name__)
 
@@ -220,6 +220,22 @@ def image_layout(shape, bayer=None, offsets=(0, 0)):
     raise ValueError(f"its data shape {shape} is not (H, W), (3, H, W) or (H, W, 3)")
 
 
+def bayer_as_stored(raw, mask_eps):
+    """Whether :func:`frame_pixels` debayers these Bayer values as stored: integers within
+    0-65535 (empty sites are 0).  Any crop of such a raw then gives the pixels of the whole
+    frame; floats are debayered through a scaling of their own range (:func:`debayer`).
+
+    Examples
+    --------
+    >>> raw = np.zeros((2, 2), np.uint16)
+    >>> bayer_as_stored(raw, 1e-6), bayer_as_stored(raw.astype(np.float32), 1e-6)
+    (True, False)
+    """
+    raw = np.asarray(raw)
+    return bool(raw.dtype.kind in "ui" and 0 <= mask_eps < 1 and raw.min() >= 0
+                and raw.max() <= 65535)
+
+
 def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1,
                  saturation=None):
     """A stored frame as (H, W, C) float32, NaN where invalid, and its pixel weights.
@@ -263,7 +279,7 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
     saturated = None if saturation is None else saturated_mask(raw, layout, saturation)
     raw = np.asarray(raw)
     integers = raw.dtype.kind in "ui" and 0 <= mask_eps < 1  # no NaN; empty means 0
-    if layout == "bayer" and integers and raw.min() >= 0 and raw.max() <= 65535:
+    if layout == "bayer" and bayer_as_stored(raw, mask_eps):
         # debayered as stored (exactly as debayer() does with integer data, without its
         # float64 round trip); empty sites spoil their 3x3 neighbourhood as there
         data = cv2.cvtColor(raw.astype(np.uint16, copy=False),

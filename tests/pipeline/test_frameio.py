@@ -211,7 +211,8 @@ def _stored(kind, shape, rng):
 
 @pytest.mark.parametrize("kind,layout", [("uint16", "mono"), ("uint16", "bayer"),
                                          ("int32", "mono"), ("float32", "mono"),
-                                         ("float32", "chw"), ("uint16", "sat")])
+                                         ("float32", "chw"), ("uint16", "sat"),
+                                         ("int32", "bayer"), ("float32", "bayer")])
 def test_a_crop_of_a_frame_reads_and_decodes_like_the_whole_frame(tmp_path, kind, layout):
     from photometry_graph.core.tiles import BBox
     from photometry_graph.pipeline.frameio import read_pixels
@@ -235,6 +236,28 @@ def test_a_crop_of_a_frame_reads_and_decodes_like_the_whole_frame(tmp_path, kind
         np.testing.assert_array_equal(np.asarray(rows, np.float64),
                                       ref[..., crop.y0:crop.y1, crop.x0:crop.x1])
     assert np.isnan(full[:4]).all() and np.isfinite(full[20, 30]).all()
+
+
+@pytest.mark.parametrize("kind", ["uint16", "float32"])
+def test_a_crop_of_a_gzipped_bayer_raw_is_what_the_whole_frame_gives(tmp_path, kind):
+    # read through astropy (no byte offsets): a float raw is debayered over the whole
+    # frame's range, a uint16 one as stored; either way a crop is the whole frame's pixels
+    import gzip
+    import shutil
+    from photometry_graph.core.tiles import BBox
+    data = _stored(kind, (40, 52), np.random.default_rng(9))
+    if kind == "float32":
+        data[20:24, 30:34] = 4000.0  # a crop without it has another range
+    path = write_frame(tmp_path / "f.fits", data, celestial_header((40, 52)),
+                       extra={"BAYERPAT": "RGGB"})
+    with open(path, "rb") as src, gzip.open(tmp_path / "f.fits.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    info = read_frame_info(tmp_path / "f.fits.gz")
+    assert info.storage is None and info.layout == "bayer"
+    full, _ = load_frame(info)
+    for crop in (BBox(0, 40, 0, 52), BBox(6, 18, 8, 28), BBox(1, 12, 40, 52)):
+        part, _ = load_frame(info, crop=crop)
+        np.testing.assert_array_equal(part, full[crop.y0:crop.y1, crop.x0:crop.x1])
 
 
 def test_blank_values_are_nan_and_astropy_reads_what_offsets_cannot(tmp_path):
