@@ -134,9 +134,10 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
                          len(tasks), f"; Frame photometry: frame {done}/{len(tasks)} binned"
                          if binning else "")
         kept, binned = gather_frames(frames, tasks, results)
-        if len(kept) == len(frames) or _global_grid(kept, opts).shape == grid.shape:
+        narrower = grid if len(kept) == len(frames) else _global_grid(kept, opts)
+        if narrower.shape == grid.shape:
             return kept, grid, plan, binned if binning else None, solve_key
-        frames, grid = kept, _global_grid(kept, opts)  # the canvas without them
+        frames, grid = kept, narrower  # the canvas without them
 
 
 def _tiles_bytes(grid, frames):
@@ -336,8 +337,7 @@ def _stages(input_folder, out, opts, warnings):
             if binned is not None else ([None] * len(frames), {"enabled": False}))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    del binned
-    release_memory()  # the binned frames and the solve's buffers, before the tiles
+    del binned  # with the solve's buffers, released by plan_tiles before it measures
     weights = frame_weights([f.exptime for f in frames], [f.noise for f in frames],
                             gains=[1.0 if c is None else np.mean(np.abs(c.gain))
                                    for c in corrections], method=opts.weight_method)

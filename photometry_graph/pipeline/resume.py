@@ -249,15 +249,12 @@ class RunPieces:
         The output folder: records in ``out/RESUME_DIR``, tiles in ``out/tiles``.
     opts : GridOptions
         ``opts.resume`` False clears the records of earlier runs.
-    sources : list
-        :func:`frame_source` of each frame.
     report : dict
         Filled with the folder, whether resuming is on and what was reused.
     """
 
     out: Path
     opts: GridOptions
-    sources: list = field(default_factory=list)  # frame_source() of each frame
     report: dict = field(default_factory=dict)
 
     def __post_init__(self):

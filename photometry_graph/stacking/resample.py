@@ -446,9 +446,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         return nothing()
     win, sampler, (cy0, cy1, cx0, cx1), limits = mapping
     sub = arr[cy0:cy1, cx0:cx1]
-    if sub.dtype.kind != "f":
-        sub_valid = np.ones(sub.shape[:2], bool)
-    elif np.isfinite(np.min(sub)) and np.isfinite(np.max(sub)):  # the common case, cheaply
+    if sub.dtype.kind != "f" or (np.isfinite(np.min(sub))  # the common case, cheaply
+                                 and np.isfinite(np.max(sub))):
         sub_valid = np.ones(sub.shape[:2], bool)
     else:
         sub_valid = np.isfinite(sub).all(axis=2)
@@ -562,10 +561,9 @@ class _Sampler:
             # on the frame (the crop reaches the frame's edge wherever a position can
             # cross it): a warp of ones, without maps
             h, w = self.shape
-            ones = np.zeros((int(round(y_hi - y_lo)), int(round(x_hi - x_lo))), np.uint8)
+            ones = np.ones((int(round(y_hi - y_lo)), int(round(x_hi - x_lo))), np.uint8)
             y0, x0 = int(round(y_lo + 0.5)), int(round(x_lo + 0.5))
             shift = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ self.hs
-            ones[:] = 1
             got = cv2.warpPerspective(ones, shift, (w, h), flags=cv2.INTER_NEAREST
                                       | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                                       borderValue=0)

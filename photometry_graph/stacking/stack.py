@@ -184,6 +184,11 @@ def _piece(got, k, shape):
     return arr, pw, (y0, x0)
 
 
+def _nbytes(piece):
+    """Bytes held by a piece ``(data, weight or None, origin)`` (0 for None)."""
+    return 0 if piece is None else piece[0].nbytes + (0 if piece[1] is None else piece[1].nbytes)
+
+
 class _Reader:
     """The pieces of the frames on the bands of a tile: read, kept within a budget, counted.
 
@@ -223,8 +228,7 @@ class _Reader:
             pieces = self._cut(k, range(len(self.bands)), window)
             for j, piece in pieces.items():
                 self.cache[(k, j)] = piece
-                self.cache_bytes += 0 if piece is None else piece[0].nbytes + (
-                    0 if piece[1] is None else piece[1].nbytes)
+                self.cache_bytes += _nbytes(piece)
             return {j: pieces[j] for j in js}
         self.reads[k] = self.reads.get(k, 0) + 1
         if not self.band_reader:
@@ -252,8 +256,7 @@ class _Reader:
                 piece = held[1]
             else:
                 piece = got.pop(j)
-                nbytes = 0 if piece is None else \
-                    piece[0].nbytes + (0 if piece[1] is None else piece[1].nbytes)
+                nbytes = _nbytes(piece)
                 if self.cache_bytes + nbytes <= self.budget:
                     self.cache[(k, j)] = piece  # None: the frame misses the band
                     self.cache_bytes += nbytes
@@ -270,10 +273,7 @@ class _Reader:
     def drop(self, js):
         """Forget the pieces of the bands ``js`` (their group is done)."""
         for key in [key for key in self.cache if key[1] in js]:
-            piece = self.cache.pop(key)
-            if piece is not None:
-                self.cache_bytes -= piece[0].nbytes + (0 if piece[1] is None
-                                                       else piece[1].nbytes)
+            self.cache_bytes -= _nbytes(self.cache.pop(key))
         if isinstance(self.last_key, tuple):
             self.last = None
 
