@@ -105,14 +105,18 @@ def binned_to_full_correction(correction, bin_factor):
 
 
 def _block_mean(data, valid, b):
-    """Mean of ``b x b`` blocks; a block is valid only if all its pixels are."""
+    """Mean of ``b x b`` blocks; a block is valid only if all its pixels are.
+
+    OpenCV's area resampling at an integer factor: the exact block mean, summed in float32
+    (a relative rounding of ~1e-7); a block of valid pixels alone has a validity mean of
+    exactly 1.
+    """
     h, w, C = data.shape
     hb, wb = h // b, w // b
-    d = np.where(valid[..., np.newaxis], data, 0.0)[:hb * b, :wb * b]
-    v = valid[:hb * b, :wb * b]
-    blocks = d.reshape(hb, b, wb, b, C).astype(np.float64).mean(axis=(1, 3))
-    vb = v.reshape(hb, b, wb, b).all(axis=(1, 3))
-    out = blocks.astype(np.float32)
+    d = np.where(valid[..., np.newaxis], data, np.float32(0.0))[:hb * b, :wb * b]
+    out = cv2.resize(d, (wb, hb), interpolation=cv2.INTER_AREA).reshape(hb, wb, C)
+    vb = cv2.resize(valid[:hb * b, :wb * b].astype(np.float32), (wb, hb),
+                    interpolation=cv2.INTER_AREA) == 1.0
     out[~vb] = np.nan
     return out, vb
 
@@ -193,38 +197,53 @@ RESIDUAL_SAMPLES = 20_000
 
 
 def _sampled_values(node, inter, step, correction):
-    """Every ``step``-th row and column of ``node`` inside ``inter`` (float64, corrected by
-    ``correction`` when given) and its mask."""
+    """Every ``step``-th row and column of ``node`` inside ``inter`` as it is and as
+    ``correction`` makes it (float64; None without a correction), and its mask."""
     data, mask = node.read(inter)
-    return (apply_correction(data[::step, ::step], inter, correction, dtype=np.float64,
-                             step=step), mask[::step, ::step])
+    data = data[::step, ::step]
+    corrected = None if correction is None else apply_correction(
+        data, inter, correction, dtype=np.float64, step=step)
+    return data.astype(np.float64), corrected, mask[::step, ::step]
+
+
+def _step(x, y, joint):
+    """The largest |median difference| of ``x`` and ``y`` over the channels."""
+    return float(np.max(np.abs(np.median(x[joint] - y[joint], axis=0))))
+
+
+def _summary(values):
+    if not values:
+        return None
+    return {"pairs": len(values), "median": float(np.median(values)),
+            "max": float(np.max(values))}
 
 
 def _overlap_residuals(nodes, corrections, pairs=None):
-    """Median over overlapping node pairs of |median difference| on joint pixels.
+    """Median over overlapping node pairs of |median difference| on joint pixels, before
+    and after ``corrections``: ``(before, after)`` (``after`` None without corrections).
 
     ``pairs`` (node ids) restricts the measure to those overlaps (the fitted ones: with
     many frames of one field, all pairs would be n(n-1)/2); None takes every overlap.
-    Overlaps are sampled on a regular grid of about :data:`RESIDUAL_SAMPLES` pixels.
+    Overlaps are sampled on a regular grid of about :data:`RESIDUAL_SAMPLES` pixels, read
+    once for both measures.
     """
-    out = []
     if pairs is None:
         pairs = [(nodes[i].tile_id, nodes[j].tile_id)
                  for i, j in find_overlapping_pairs([t.bbox for t in nodes])]
     by_id = {t.tile_id: t for t in nodes}
-    corrections = corrections or {}
+    before, after = [], []
     for a, b in pairs:
         inter = by_id[a].bbox.intersection(by_id[b].bbox)
         step = max(1, math.isqrt(inter.area // RESIDUAL_SAMPLES))
-        di, mi = _sampled_values(by_id[a], inter, step, corrections.get(a))
-        dj, mj = _sampled_values(by_id[b], inter, step, corrections.get(b))
+        di, ci, mi = _sampled_values(by_id[a], inter, step, (corrections or {}).get(a))
+        dj, cj, mj = _sampled_values(by_id[b], inter, step, (corrections or {}).get(b))
         joint = mi & mj
         if joint.sum() < 16:
             continue
-        out.append(float(np.max(np.abs(np.median(di[joint] - dj[joint], axis=0)))))
-    if not out:
-        return None
-    return {"pairs": len(out), "median": float(np.median(out)), "max": float(np.max(out))}
+        before.append(_step(di, dj, joint))
+        if corrections:  # a node without a correction is left as it is
+            after.append(_step(di if ci is None else ci, dj if cj is None else cj, joint))
+    return _summary(before), (_summary(after) if corrections else None)
 
 
 def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas_shape, *,
@@ -351,8 +370,8 @@ def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas
         else:
             corrections[k] = binned_to_full_correction(c, b)
     pairs = h_report.pop("fitted_pairs", None)
-    before = _overlap_residuals(nodes, None, pairs) if len(nodes) >= 2 else None
-    after = _overlap_residuals(nodes, binned_corr, pairs) if binned_corr else None
+    before, after = (_overlap_residuals(nodes, binned_corr, pairs) if len(nodes) >= 2
+                     else (None, None))
     report = {
         "status": status,
         "n_frames": n,

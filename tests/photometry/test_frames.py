@@ -334,10 +334,10 @@ def test_overlap_residuals_sample_large_overlaps_at_the_right_coordinates():
     nodes = [TilePhotometryInfo("a", a_box, data=field[:400, :400]),
              TilePhotometryInfo("b", b_box, data=data_b)]
     corr = {"a": Correction([1.0], [0.0]), "b": cb}
-    after = _overlap_residuals(nodes, corr, [("a", "b")])
+    before, after = _overlap_residuals(nodes, corr, [("a", "b")])
     assert after["pairs"] == 1
     assert abs(after["median"] - 3.0) < 1e-9  # every corrected pixel differs by 3 exactly
-    before = _overlap_residuals(nodes, None, [("a", "b")])
+    assert _overlap_residuals(nodes, None, [("a", "b")]) == (before, None)
     inter = a_box.intersection(b_box)
     full = (apply_correction(field[:400, :400][inter.slices_in(a_box)], inter, None)
             - data_b[inter.slices_in(b_box)][..., np.newaxis])
