@@ -44,7 +44,7 @@ from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import GridResult
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
-from photometry_graph.pipeline.parallel import map_tasks
+from photometry_graph.pipeline.parallel import cluster_session, map_tasks, start_workers_early
 from photometry_graph.pipeline.pieces import frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
@@ -109,6 +109,8 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
     ``scratch`` when the plan says they do not fit memory).
     """
+    if opts.scheduler is None:  # the workers' server imports the libraries meanwhile
+        start_workers_early(frame_pass, _n_workers(opts), len(entries))
     frames = _read_frames(entries, opts, progress.stage(0, 0.1))
     grid = _global_grid(frames, opts)
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
@@ -300,7 +302,8 @@ def _run(input_folder, output_folder, options, warnings):
         raise GridModeError(f"the input folder {input_folder} does not exist")
     opts = _resolve_options(options)
     out = check_output_folder(input_folder, output_folder)
-    return _locked(out, _stages, input_folder, out, opts, warnings)
+    with cluster_session(opts.scheduler, preload=(frame_pass.__module__,)):  # one client
+        return _locked(out, _stages, input_folder, out, opts, warnings)
 
 
 def _locked(out, func, *args):
@@ -425,7 +428,8 @@ def _assemble_dir(inputs, output_dir, reference, options, warnings):
         return write_mosaic(paths, out, opts, progress.stage(progress.last, 100), extra=extra,
                             timings={}, t0=t0)
 
-    return _locked(out, tiles_then_mosaic, paths)
+    with cluster_session(opts.scheduler):  # one client for the run
+        return _locked(out, tiles_then_mosaic, paths)
 
 
 if __name__ == "__main__":

@@ -517,14 +517,33 @@ def calibrate_pixel_gains(graph, *, max_rel_gain_error=MAX_REL_GAIN_ERROR):
     return out
 
 
-def _edge_task(graph, nodes, u, v, catalogues, seed, settings):
+def _edge_task(graph, nodes, u, v, catalogues, seed, settings, *, cut=False):
     """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes (``nodes``:
-    their pixels only, read where the task runs), their star catalogues, the settings."""
+    their pixels only, read where the task runs), their star catalogues, the settings.
+    ``cut``: nodes held in memory are cut to the overlap (:func:`_overlap_only`)."""
     edge = graph.edges[u, v]
-    src, dst = edge["src"], edge["dst"]
-    return dict(tiles=(nodes[src], nodes[dst]), ids=(src, dst), inter=edge["bbox"],
-                catalogues=(catalogues.get(src), catalogues.get(dst)), seed=seed,
-                settings=settings)
+    src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
+    tiles, cats = (nodes[src], nodes[dst]), (catalogues.get(src), catalogues.get(dst))
+    if cut:
+        tiles, cats = zip(*(_overlap_only(t, k, inter) for t, k in zip(tiles, cats)))
+    return dict(tiles=tuple(tiles), ids=(src, dst), inter=inter, catalogues=tuple(cats),
+                seed=seed, settings=settings)
+
+
+def _overlap_only(tile, cats, inter):
+    """A node held in memory cut to the overlap ``inter`` (views: sent to another process,
+    only the overlap's pixels travel, not the whole node with every task), and its
+    catalogues cut alike; a lazily read node (a file) and its catalogues as they are."""
+    if tile.data is None or callable(tile.data):
+        return tile, cats
+    try:
+        data, mask = tile.read(inter)
+    except Exception:  # noqa: BLE001 - the task reads it, and reports what fails
+        return tile, cats
+    cut = TilePhotometryInfo(tile.tile_id, inter, data=data, mask=mask)
+    if cats:
+        cats = [_cropped_catalogue(cats, tile, inter, c) for c in range(len(cats))]
+    return cut, cats
 
 
 def _fit_edge(task):
@@ -730,7 +749,8 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
                     noise_estimator=noise_estimator, gain_estimator=gain_estimator,
                     star_kwargs=dict(star_kwargs or {}), fit_kwargs=fit_kwargs)
     tasks = [_edge_task(graph, nodes, u, v, catalogues,
-                        None if seeds is None else int(seeds[k]), settings)
+                        None if seeds is None else int(seeds[k]), settings,
+                        cut=task_map is not None)
              for k, (u, v) in enumerate(edges)]
     for (u, v), fits in zip(edges, run(_fit_edge, tasks)):
         if isinstance(fits, BaseException):  # reading the tiles failed: keep going

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
+import importlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -35,7 +36,7 @@ import psutil
 from .._log import get_logger, grid_debug, grid_warning
 
 __all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
-           "STOP_SIGNALS", "single_threaded"]
+           "STOP_SIGNALS", "single_threaded", "start_workers_early", "cluster_session"]
 
 logger = get_logger(__name__)
 
@@ -91,8 +92,9 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
     """
     if scheduler is not None:
         from dask.distributed import Client, as_completed  # optional dependency
-        own = not isinstance(scheduler, Client)
-        client = Client(scheduler, set_as_default=False) if own else scheduler
+        shared = _CLIENTS.get(scheduler) if isinstance(scheduler, str) else None
+        own = shared is None and not isinstance(scheduler, Client)
+        client = Client(scheduler, set_as_default=False) if own else (shared or scheduler)
         futures = {}
         try:
             futures = {client.submit(_one_thread, func, t, pure=False): t for t in tasks}
@@ -145,6 +147,56 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                      "code; a worker killed for lack of memory needs fewer workers "
                      "(--workers)", type(broken).__name__, len(rest))
         yield from map_tasks(func, rest, workers=1)
+
+
+#: The clients of the open :func:`cluster_session` blocks, by scheduler address.
+_CLIENTS = {}
+
+
+@contextmanager
+def cluster_session(scheduler, preload=()):
+    """One client of a dask cluster for every :func:`map_tasks` call within the block.
+
+    Connecting a client costs a fraction of a second and a cluster's workers import the
+    libraries at their first task (~1-2 s each): a run that maps its stages one after the
+    other over the cluster connects once, and its workers import ``preload`` as soon as
+    the block opens, while the run reads its headers.
+
+    Parameters
+    ----------
+    scheduler : str, dask.distributed.Client or None
+        A scheduler address (a client is opened here and closed at the end of the block),
+        a client (used as it is, left open) or None (nothing to do).
+    preload : sequence of str
+        Modules every worker imports now (in the background; a failure only means the
+        import happens at the first task, as without it).
+
+    Yields
+    ------
+    dask.distributed.Client or None
+    """
+    if scheduler is None:
+        yield None
+        return
+    from dask.distributed import Client  # optional dependency
+    own = not isinstance(scheduler, Client)
+    client = Client(scheduler, set_as_default=False) if own else scheduler
+    if own:
+        _CLIENTS[scheduler] = client
+    try:
+        warming = [client.submit(_preload, module, workers=[w], pure=False)
+                   for w in client.scheduler_info().get("workers", {}) for module in preload]
+        yield client
+        client.cancel(warming)
+    finally:
+        if own:
+            _CLIENTS.pop(scheduler, None)
+            client.close()
+
+
+def _preload(module):
+    """Import ``module`` (a cluster worker's warm-up: :func:`cluster_session`)."""
+    importlib.import_module(module)
 
 
 def ordered_map(func, tasks, *, scheduler=None, workers=None):
@@ -313,6 +365,48 @@ def _one_thread(func, task):
         return func(task)
 
 
+def start_workers_early(func, workers, n_tasks):
+    """Start the server that :func:`map_tasks` forks ``func``'s workers from, in a thread.
+
+    The server imports ``func``'s module (the libraries, ~1 s) when the first pool starts;
+    started here, that happens while the caller goes on (reading headers), and the first
+    pool finds it ready.  Nothing is started when :func:`map_tasks` would run the tasks
+    in this process (one worker, or fewer than 3 tasks) or without ``forkserver``.  The
+    server never sees a Ctrl-C (SIGINT blocked in the thread that starts it).
+
+    Parameters
+    ----------
+    func : callable
+        The first function the pool will run.
+    workers : int
+        Worker processes the pool will have.
+    n_tasks : int
+        Tasks it will run.
+
+    Returns
+    -------
+    threading.Thread or None
+        The starting thread (daemon), None when nothing is started.
+    """
+    if workers <= 1 or n_tasks < 3 or "forkserver" not in \
+            multiprocessing.get_all_start_methods():
+        return None
+    _context(func)  # the module the server preloads
+
+    def start():
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            from multiprocessing import forkserver
+            forkserver.ensure_running()
+        except Exception as exc:  # noqa: BLE001 - the first pool starts it then, as before
+            grid_debug(logger, "worker server not started early (%s)", exc)
+
+    thread = threading.Thread(target=start, name="grid-forkserver", daemon=True)
+    thread.start()
+    return thread
+
+
 def _context(func):
     """``forkserver`` (preloading ``func``'s module) where available, else ``spawn``."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -384,8 +478,22 @@ def _openblas_controls():
     """``(set_num_threads, get_num_threads)`` of each OpenBLAS loaded in this process.
 
     Read from ``/proc/self/maps`` (Linux; elsewhere an empty list): numpy, scipy and OpenCV
-    each bundle their own copy, with differently prefixed functions.
+    each bundle their own copy, with differently prefixed functions.  The map is read again
+    only when modules were imported since (a library is loaded by an import; reading it
+    costs ~2 ms, paid by every task run in this process otherwise).
     """
+    key = len(sys.modules)
+    if _BLAS_CACHE.get("key") != key:
+        _BLAS_CACHE.update(key=key, controls=_read_openblas_controls())
+    return _BLAS_CACHE["controls"]
+
+
+#: The last :func:`_openblas_controls` and the number of modules when it was read.
+_BLAS_CACHE = {}
+
+
+def _read_openblas_controls():
+    """:func:`_openblas_controls` read afresh."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
             paths = {line.split()[-1] for line in fh

@@ -133,6 +133,43 @@ def test_dask_client_is_used_and_left_open():
         assert by_address == {3: -3}
 
 
+def test_a_cluster_session_shares_one_client_and_warms_the_workers():
+    # every map_tasks call on the address within the block goes through the block's
+    # client; the workers import the preloaded module at once; the client closes after
+    distributed = pytest.importorskip("dask.distributed")
+    import time
+    from photometry_graph.pipeline import parallel
+    sys.modules.pop("colorsys", None)  # a module nothing here imports
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        with parallel.cluster_session(address, preload=("colorsys",)) as client:
+            assert parallel._CLIENTS == {address: client}
+            for k in range(3):
+                assert dict(map_tasks(operator.neg, [k + 1], scheduler=address)) == {
+                    k + 1: -(k + 1)}
+            assert client.status == "running"
+            deadline = time.monotonic() + 20
+            while "colorsys" not in sys.modules and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "colorsys" in sys.modules  # the in-process worker imported it
+        assert parallel._CLIENTS == {} and client.status == "closed"
+    with parallel.cluster_session(None) as nothing:
+        assert nothing is None
+
+
+def test_the_workers_server_starts_early_only_when_a_pool_will_run():
+    from photometry_graph.pipeline.parallel import start_workers_early
+    assert start_workers_early(operator.neg, 1, 100) is None  # runs in this process
+    assert start_workers_early(operator.neg, 2, 2) is None  # too few tasks for a pool
+    thread = start_workers_early(operator.neg, 2, 6)
+    if thread is None:  # no forkserver on this platform
+        pytest.skip("no forkserver start method")
+    thread.join(60)
+    assert not thread.is_alive()
+    assert ordered_map(operator.neg, range(6), workers=2) == [0, -1, -2, -3, -4, -5]
+
+
 def test_frames_read_by_workers_are_those_read_here(tmp_path, frame_factory, caplog):
     good = [frame_factory(f"g{k}.fits", crval=(150.0 + 0.003 * k, 20.0)) for k in range(3)]
     (tmp_path / "text.fits").write_text("this is not a FITS file\n")
