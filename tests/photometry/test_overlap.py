@@ -465,6 +465,41 @@ def _dithers():
             for k, d in enumerate((p1.src, p1.dst, p2.dst))]
 
 
+def test_tasks_sent_elsewhere_carry_the_overlap_of_nodes_held_in_memory():
+    # shifted dithers: a task holds the two nodes cut to their overlap (and the catalogues
+    # cut alike), and fits exactly as the threads fitting the whole nodes here do
+    kw = dict(n_stars=150, star_peak_range=(10.0, 500.0), signal_to_noise=2.0, rng=7)
+    p1 = make_overlap_pair((256, 600), gain=1.1, **kw)
+    p2 = make_overlap_pair((256, 600), gain=0.8, **kw)
+
+    def nodes():
+        return [TilePhotometryInfo(k, BBox(0, 256, x0, x0 + 384), data=d[:, x0:x0 + 384],
+                                   mask=p1.valid[:, x0:x0 + 384])
+                for k, (d, x0) in enumerate(((p1.src, 0), (p1.dst, 40), (p2.dst, 80),
+                                             (p2.src, 216)))]
+    sent = []
+
+    def recording_map(func, tasks):
+        sent.extend(t for t in tasks if func is overlap._fit_edge)
+        return _pickled_map(func, tasks)
+    here, there = build_tile_overlap_graph(nodes()), build_tile_overlap_graph(nodes())
+    assert fit_overlap_edges(here, model="plane") == \
+        fit_overlap_edges(there, model="plane", task_map=recording_map)
+    assert len(sent) == 6
+    assert overlap.star_search_nodes(here, list(here.edges))  # cut catalogues are used too
+    assert any(k is not None for task in sent for k in task["catalogues"])
+    for task in sent:
+        assert all(t.bbox == task["inter"] for t in task["tiles"])
+        assert all(t.data.shape[:2] == task["inter"].shape for t in task["tiles"])
+    for u, v in here.edges:
+        for a, b in zip(here.edges[u, v]["fits"], there.edges[u, v]["fits"]):
+            assert a.a == b.a and a.b == b.b and a.sigma_a == b.sigma_a
+            assert a.a_stars == b.a_stars and a.n_stars == b.n_stars > 0
+    # a node read from a file stays whole: it is read where the task runs
+    lazy = TilePhotometryInfo(9, BBox(0, 10, 0, 10), data=lambda: np.zeros((10, 10)))
+    assert overlap._overlap_only(lazy, None, BBox(0, 5, 0, 5)) == (lazy, None)
+
+
 def test_fits_elsewhere_through_a_task_map_are_those_made_here(caplog):
     here, there = build_tile_overlap_graph(_dithers()), build_tile_overlap_graph(_dithers())
     assert fit_overlap_edges(here, model="plane") == \
