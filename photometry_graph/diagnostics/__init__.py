@@ -27,7 +27,7 @@ from .plots import (  # noqa: F401
     plot_residual_map, plot_solution_vs_truth, plot_overlap_scatter,
 )
 from .html import (  # noqa: F401
-    WARNING_ADVICE, warning_advice, render_html_report,
+    WARNING_ADVICE, warning_advice, render_html_report, import_drawing_modules,
 )
 from .panels import (  # noqa: F401
     panel_footprints, panel_cells, panel_gain_errors, star_gains, mosaic_vs_panels,
@@ -42,5 +42,6 @@ __all__ = [
     "format_table", "demo_quality_table", "asinh_stretch", "plot_images", "plot_before_after",
     "plot_overlap_graph", "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
     "plot_overlap_scatter", "WARNING_ADVICE", "warning_advice", "render_html_report",
-    "panel_footprints", "panel_cells", "panel_gain_errors", "star_gains", "mosaic_vs_panels",
+    "import_drawing_modules", "panel_footprints", "panel_cells", "panel_gain_errors",
+    "star_gains", "mosaic_vs_panels",
 ]

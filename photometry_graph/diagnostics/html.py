@@ -15,6 +15,7 @@ writes files.
 
 import base64
 import html
+import importlib
 import io
 import json
 import math
@@ -26,7 +27,7 @@ from .plots import plot_overlap_graph
 from .report import GRAPH_KINDS, float_or_nan, graph_view, unpack_run
 from .tables import demo_quality_table, edge_residual_table
 
-__all__ = ["WARNING_ADVICE", "warning_advice", "render_html_report"]
+__all__ = ["WARNING_ADVICE", "warning_advice", "render_html_report", "import_drawing_modules"]
 
 #: (pattern of a ``[GRID]`` warning, what a user can do about it), first match wins.
 WARNING_ADVICE = (
@@ -171,6 +172,30 @@ def _note(text):
 
 
 # --------------------------------------------------------------------------------- figures
+#: The matplotlib modules the page draws with.
+DRAWING_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.ticker",
+                   "matplotlib.collections", "matplotlib.patches", "matplotlib.colors")
+
+
+def import_drawing_modules():
+    """Import the matplotlib modules the page draws with; False when they cannot be.
+
+    Importing them costs ~0.3-0.7 s: a run does it in a background thread while its
+    workers stack the tiles, so that the page, drawn last, does not wait for it.
+
+    Examples
+    --------
+    >>> import_drawing_modules()
+    True
+    """
+    try:
+        for name in DRAWING_MODULES:
+            importlib.import_module(name)
+    except ImportError:  # the page says so when it is drawn
+        return False
+    return True
+
+
 def _figure(width, height, n, **adjust):
     """A matplotlib Figure that belongs to no GUI backend (safe in any host program) and
     its ``n`` axes in a row: ``(figure, list of axes)``.

@@ -15,9 +15,8 @@ the fit records both estimates, their sigmas, the star count, the source of ``a`
 the disagreement (``gain_estimator`` chooses: ``'auto'`` both, ``'pixels'``,
 ``'stars'``).
 
-Overlapping pairs are found with a sort-and-sweep over the x intervals of the
-boxes, so a survey of N tiles costs about ``N log N + N * k`` box tests (``k``
-tiles open at once) rather than ``N**2``.
+Overlapping pairs are found by a sort-and-sweep over the boxes' x intervals: about
+``N log N + N * k`` box tests for N tiles (``k`` of them open at once), not ``N**2``.
 """
 
 import importlib
@@ -518,32 +517,26 @@ def calibrate_pixel_gains(graph, *, max_rel_gain_error=MAX_REL_GAIN_ERROR):
 
 
 def _edge_task(graph, nodes, u, v, catalogues, seed, settings, *, cut=False):
-    """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes (``nodes``:
-    their pixels only, read where the task runs), their star catalogues, the settings.
-    ``cut``: nodes held in memory are cut to the overlap (:func:`_overlap_only`)."""
+    """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes (pixels only,
+    read where it runs; ``cut``: :func:`_overlap_only`), their catalogues, the settings."""
     edge = graph.edges[u, v]
     src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
-    tiles, cats = (nodes[src], nodes[dst]), (catalogues.get(src), catalogues.get(dst))
-    if cut:
-        tiles, cats = zip(*(_overlap_only(t, k, inter) for t, k in zip(tiles, cats)))
-    return dict(tiles=tuple(tiles), ids=(src, dst), inter=inter, catalogues=tuple(cats),
-                seed=seed, settings=settings)
+    tiles, cats = zip(*(_overlap_only(nodes[n], catalogues.get(n), inter) if cut else
+                        (nodes[n], catalogues.get(n)) for n in (src, dst)))
+    return dict(tiles=tiles, ids=(src, dst), inter=inter, catalogues=cats, seed=seed,
+                settings=settings)
 
 
 def _overlap_only(tile, cats, inter):
-    """A node held in memory cut to the overlap ``inter`` (views: sent to another process,
-    only the overlap's pixels travel, not the whole node with every task), and its
-    catalogues cut alike; a lazily read node (a file) and its catalogues as they are."""
-    if tile.data is None or callable(tile.data):
-        return tile, cats
+    """A node in memory and its catalogues cut to ``inter`` (only the overlap travels)."""
     try:
-        data, mask = tile.read(inter)
+        data, mask = (None, None) if callable(tile.data) else tile.read(inter)
     except Exception:  # noqa: BLE001 - the task reads it, and reports what fails
+        data = None
+    if data is None:
         return tile, cats
-    cut = TilePhotometryInfo(tile.tile_id, inter, data=data, mask=mask)
-    if cats:
-        cats = [_cropped_catalogue(cats, tile, inter, c) for c in range(len(cats))]
-    return cut, cats
+    return (TilePhotometryInfo(tile.tile_id, inter, data=data, mask=mask),
+            [_cropped_catalogue(cats, tile, inter, c) for c in range(len(cats or []))] or cats)
 
 
 def _fit_edge(task):
@@ -748,9 +741,8 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
                     polish=polish, noise_samples=noise_samples,
                     noise_estimator=noise_estimator, gain_estimator=gain_estimator,
                     star_kwargs=dict(star_kwargs or {}), fit_kwargs=fit_kwargs)
-    tasks = [_edge_task(graph, nodes, u, v, catalogues,
-                        None if seeds is None else int(seeds[k]), settings,
-                        cut=task_map is not None)
+    tasks = [_edge_task(graph, nodes, u, v, catalogues, None if seeds is None else
+                        int(seeds[k]), settings, cut=task_map is not None)
              for k, (u, v) in enumerate(edges)]
     for (u, v), fits in zip(edges, run(_fit_edge, tasks)):
         if isinstance(fits, BaseException):  # reading the tiles failed: keep going
