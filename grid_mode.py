@@ -27,7 +27,8 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
-from photometry_graph.pipeline.budget import plan_memory, plan_tiles, release_memory
+from photometry_graph.pipeline.budget import (IN_PROCESS_PIXELS, plan_memory, plan_tiles,
+                                              release_memory)
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
 from photometry_graph.pipeline.fileio import (check_output_folder, discard_if_empty,
@@ -109,8 +110,8 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
     ``scratch`` when the plan says they do not fit memory).
     """
-    if opts.scheduler is None:  # the workers' server imports the libraries meanwhile
-        start_workers_early(frame_pass, _n_workers(opts), len(entries))
+    if opts.scheduler is None and _pool_likely(entries, opts):  # the workers' server
+        start_workers_early(frame_pass, _n_workers(opts), len(entries))  # imports meanwhile
     frames = _read_frames(entries, opts, progress.stage(0, 0.1))
     grid = _global_grid(frames, opts)
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
@@ -140,6 +141,21 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
         if narrower.shape == grid.shape:
             return kept, grid, plan, binned if binning else None, solve_key
         frames, grid = kept, narrower  # the canvas without them
+
+
+def _pool_likely(entries, opts):
+    """Whether the memory plan will run the frames on worker processes, told before any
+    header is read: ``opts.workers`` when given, else the plan's rule on the frames'
+    pixels (:data:`IN_PROCESS_PIXELS`) as their file sizes say (2 bytes a pixel)."""
+    if opts.workers is not None:
+        return opts.workers > 1
+    total = 0
+    for e in entries:
+        try:
+            total += Path(e.path).stat().st_size
+        except OSError:  # a missing frame: skipped later, with a warning
+            pass
+    return total / 2 >= IN_PROCESS_PIXELS
 
 
 def _tiles_bytes(grid, frames):

@@ -276,3 +276,20 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_workers_start_early_only_for_frames_the_plan_gives_to_a_pool(tmp_path):
+    # before the headers: the file sizes stand for the pixels (2 bytes each), or the
+    # workers option says it
+    from photometry_graph.pipeline.budget import IN_PROCESS_PIXELS
+    small, big = tmp_path / "small.fits", tmp_path / "big.fits"
+    small.write_bytes(b"\0" * 2880 * 10)
+    with open(big, "wb") as fh:  # sparse: the size without the bytes
+        fh.truncate(int(IN_PROCESS_PIXELS * 2) + 2880)
+    entries = [grid_mode.PlanEntry(path=p, exposure=5.0)
+               for p in (small, tmp_path / "missing.fits")]
+    assert not grid_mode._pool_likely(entries, GridOptions())
+    assert grid_mode._pool_likely(entries, GridOptions(workers=2))
+    entries.append(grid_mode.PlanEntry(path=big, exposure=5.0))
+    assert grid_mode._pool_likely(entries, GridOptions())
+    assert not grid_mode._pool_likely(entries, GridOptions(workers=1))
