@@ -354,3 +354,15 @@ def test_detect_stars_on_an_empty_image_and_bad_input():
         measure_star_ratio(np.zeros((8, 8)), np.zeros((8, 8)), np.ones((8, 8), bool),
                            noise_src=1.0, noise_dst=1.0,
                            catalogues=(StarCatalogue(*(np.zeros(0),) * 5),))
+
+
+@pytest.mark.parametrize("shape", [(300, 500), (7, 9), (1, 50), (40, 1)])
+def test_the_erosion_of_bad_zones_is_scipys(shape):
+    from scipy import ndimage
+    from photometry_graph.photometry.stars import _eroded
+    rng = np.random.default_rng(shape[0])
+    bad = rng.random(shape) > 0.6
+    bad[:, :1] = True
+    assert np.array_equal(_eroded(bad), ndimage.binary_erosion(bad, border_value=1))
+    assert np.array_equal(_eroded(bad[:, ::2]), ndimage.binary_erosion(bad[:, ::2],
+                                                                       border_value=1))
