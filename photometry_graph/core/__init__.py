@@ -9,7 +9,7 @@ from .correction import (  # noqa: F401
     Correction, apply_correction, identity_correction,
 )
 from .masks import (  # noqa: F401
-    compute_valid_mask, as_channels_last, erode_mask,
+    compute_valid_mask, as_channels_last, erode_mask, block_mean,
 )
 from .display import (  # noqa: F401
     asinh_stretch, eight_bit, png_bytes,
@@ -23,7 +23,7 @@ from .wcsgrid import (  # noqa: F401
 __all__ = [
     "BBox", "TilePhotometryInfo", "common_channels", "grid_layout", "Correction",
     "apply_correction", "identity_correction", "compute_valid_mask", "as_channels_last",
-    "erode_mask", "asinh_stretch", "eight_bit", "png_bytes", "celestial_part",
+    "erode_mask", "block_mean", "asinh_stretch", "eight_bit", "png_bytes", "celestial_part",
     "lonlat_from_world", "GlobalGrid", "celestial_pixel_scale", "build_global_grid",
     "footprint_bbox", "assign_frames_to_tiles", "tile_wcs", "binned_wcs", "transform_pixels",
     "frame_border", "MAX_SCALE_RATIO", "geometry_outliers", "canvas_limit",

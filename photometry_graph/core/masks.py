@@ -10,7 +10,7 @@ pixel or two.  Invalid pixels never enter a statistic anywhere in the package.
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["compute_valid_mask", "as_channels_last", "erode_mask"]
+__all__ = ["compute_valid_mask", "as_channels_last", "erode_mask", "block_mean"]
 
 
 def as_channels_last(data):
@@ -132,3 +132,46 @@ def compute_valid_mask(data, *, eps=1e-6, coverage=None, min_coverage=0.0, erode
     if erode:
         mask = erode_mask(mask, erode)
     return mask
+
+
+def block_mean(data, valid, b):
+    """Means of ``b x b`` blocks of an image; a block is valid only when all its pixels are.
+
+    Block ``(i, j)`` holds pixels ``b*i .. b*i + b - 1`` (rows) and ``b*j .. b*j + b - 1``
+    (columns); rows and columns beyond the last whole block are dropped.  Invalid pixels
+    never enter a mean (an invalid block is NaN).  OpenCV's area resampling at an integer
+    factor: the exact block mean, summed in float32 (a relative rounding of ~1e-7); a block
+    of valid pixels alone has a validity mean of exactly 1.
+
+    Parameters
+    ----------
+    data : array_like, shape (H, W, C)
+    valid : array_like of bool, shape (H, W)
+    b : int
+        Block size, >= 1.
+
+    Returns
+    -------
+    blocks : numpy.ndarray, shape (H // b, W // b, C)
+        float32 (float64 for float64 data); NaN where invalid.
+    valid_blocks : numpy.ndarray of bool, shape (H // b, W // b)
+
+    Examples
+    --------
+    >>> d = np.arange(16.0, dtype=np.float32).reshape(4, 4, 1)
+    >>> v = np.ones((4, 4), bool); v[0, 0] = False
+    >>> m, ok = block_mean(d, v, 2)
+    >>> m[..., 0].tolist(), ok.tolist()
+    ([[nan, 4.5], [10.5, 12.5]], [[False, True], [True, True]])
+    """
+    import cv2
+
+    data, valid = np.asarray(data), np.asarray(valid, dtype=bool)
+    h, w, C = data.shape
+    hb, wb = h // b, w // b
+    d = np.where(valid[..., np.newaxis], data, np.float32(0.0))[:hb * b, :wb * b]
+    out = cv2.resize(d, (wb, hb), interpolation=cv2.INTER_AREA).reshape(hb, wb, C)
+    vb = cv2.resize(valid[:hb * b, :wb * b].astype(np.float32), (wb, hb),
+                    interpolation=cv2.INTER_AREA) == 1.0
+    out[~vb] = np.nan
+    return out, vb

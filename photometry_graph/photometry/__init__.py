@@ -21,8 +21,8 @@ from .regression import (  # noqa: F401
 )
 from .overlap import (  # noqa: F401
     build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
-    find_overlapping_pairs, edge_status, fit_edge_channel, combine_fit, calibrate_pixel_gains,
-    gain_estimates, GAIN_ESTIMATORS, star_search_nodes, NODE_SEARCH_COVERAGE,
+    find_overlapping_pairs, edge_status, fit_edge_channel, gain_estimates, GAIN_ESTIMATORS,
+    star_search_nodes, NODE_SEARCH_COVERAGE,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
@@ -61,6 +61,13 @@ from .stars import (  # noqa: F401
     StarRatio, StarCatalogue, STAR_STATUSES, GAIN_SOURCES, detect_stars, measure_star_ratio,
     combine_gain_estimates,
 )
+from .binned import (  # noqa: F401
+    BIN_MIN_SIDE, BIN_MIN_FIT_PIXELS, binned_box, binnable, bin_overlap, binned_origin,
+    binned_to_full_fit,
+)
+from .estimates import (  # noqa: F401
+    combine_fit, calibrate_pixel_gains,
+)
 
 __all__ = [
     "grown_outliers", "FitSettings", "PixelDesign", "GridDesign", "solve_moments",
@@ -69,17 +76,19 @@ __all__ = [
     "FIT_MODELS", "SUBSAMPLE_METHODS", "fit_pair", "fit_pair_image", "fit_ols",
     "NOISE_ESTIMATORS", "robust_noise_1d", "MAX_REL_GAIN_ERROR", "check_sampling",
     "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
-    "find_overlapping_pairs", "edge_status", "fit_edge_channel", "combine_fit",
-    "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS", "star_search_nodes",
-    "NODE_SEARCH_COVERAGE", "PhotometrySolution", "solve_global_photometry", "select_reference",
-    "SOLVE_MODELS", "GRADIENT_GAUGES", "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK",
-    "EdgeTable", "ChannelProblem", "collect_edges", "edge_pixels", "clean_sigma",
-    "edge_residuals", "summarise_residuals", "normal_matrix", "solve_reweighted", "irls",
-    "diag_inverse", "gains_for_channel", "offsets_for_channel", "joint_refine",
-    "estimate_tile_background", "overlap_differences", "match_backgrounds",
-    "BackgroundMatchResult", "BackgroundPlane", "background_blocks", "fit_background_plane",
-    "flatten_corrections", "HarmonizationResult", "harmonize_tiles", "graph_report",
-    "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid", "binned_to_full_correction",
-    "masked_gaussian_blur", "StarRatio", "StarCatalogue", "STAR_STATUSES", "GAIN_SOURCES",
-    "detect_stars", "measure_star_ratio", "combine_gain_estimates",
+    "find_overlapping_pairs", "edge_status", "fit_edge_channel", "gain_estimates",
+    "GAIN_ESTIMATORS", "star_search_nodes", "NODE_SEARCH_COVERAGE", "PhotometrySolution",
+    "solve_global_photometry", "select_reference", "SOLVE_MODELS", "GRADIENT_GAUGES",
+    "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
+    "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise_residuals",
+    "normal_matrix", "solve_reweighted", "irls", "diag_inverse", "gains_for_channel",
+    "offsets_for_channel", "joint_refine", "estimate_tile_background", "overlap_differences",
+    "match_backgrounds", "BackgroundMatchResult", "BackgroundPlane", "background_blocks",
+    "fit_background_plane", "flatten_corrections", "HarmonizationResult", "harmonize_tiles",
+    "graph_report", "FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
+    "binned_to_full_correction", "masked_gaussian_blur", "StarRatio", "StarCatalogue",
+    "STAR_STATUSES", "GAIN_SOURCES", "detect_stars", "measure_star_ratio",
+    "combine_gain_estimates", "BIN_MIN_SIDE", "BIN_MIN_FIT_PIXELS", "binned_box", "binnable",
+    "bin_overlap", "binned_origin", "binned_to_full_fit", "combine_fit",
+    "calibrate_pixel_gains",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
 from ..core.correction import Correction, apply_correction, identity_correction
-from ..core.masks import as_channels_last
+from ..core.masks import as_channels_last, block_mean
 from ..stacking.resample import reproject_to_bbox, wcs_homography
 from .harmonize import harmonize_tiles
 from .overlap import find_overlapping_pairs
@@ -104,23 +104,6 @@ def binned_to_full_correction(correction, bin_factor):
                       offset_err=correction.offset_err, status=correction.status, info=info)
 
 
-def _block_mean(data, valid, b):
-    """Mean of ``b x b`` blocks; a block is valid only if all its pixels are.
-
-    OpenCV's area resampling at an integer factor: the exact block mean, summed in float32
-    (a relative rounding of ~1e-7); a block of valid pixels alone has a validity mean of
-    exactly 1.
-    """
-    h, w, C = data.shape
-    hb, wb = h // b, w // b
-    d = np.where(valid[..., np.newaxis], data, np.float32(0.0))[:hb * b, :wb * b]
-    out = cv2.resize(d, (wb, hb), interpolation=cv2.INTER_AREA).reshape(hb, wb, C)
-    vb = cv2.resize(valid[:hb * b, :wb * b].astype(np.float32), (wb, hb),
-                    interpolation=cv2.INTER_AREA) == 1.0
-    out[~vb] = np.nan
-    return out, vb
-
-
 def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, mask=None,
                       grid_step=32, margin=None, curvature_correction=True):
     """Reproject a frame onto its footprint and bin it on the binned global grid.
@@ -174,7 +157,7 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
                                            clamp_edges=False,
                                            curvature_correction=curvature_correction)
         sl = slice((r0 - full.y0) // b, (band.y1 - full.y0) // b)
-        binned[sl], valid[sl] = _block_mean(out, footprint > 0, b)
+        binned[sl], valid[sl] = block_mean(out, footprint > 0, b)
     return BBox(by0, by1, bx0, bx1), binned, valid
 
 

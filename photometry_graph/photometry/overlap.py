@@ -29,6 +29,8 @@ import numpy as np
 from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
 from .._stats import estimate_noise
+from .binned import bin_overlap, binnable, binned_origin, binned_to_full_fit
+from .estimates import calibrate_pixel_gains, combine_fit
 from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, PairwiseFit, check_sampling,
                          fit_pair_image)
 from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
@@ -36,7 +38,7 @@ from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 # estimate_noise (from _stats) is exported from here as before it moved
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
            "estimate_noise", "find_overlapping_pairs", "edge_status", "fit_edge_channel",
-           "combine_fit", "calibrate_pixel_gains", "gain_estimates", "GAIN_ESTIMATORS",
+           "gain_estimates", "GAIN_ESTIMATORS",
            "star_search_nodes", "NODE_SEARCH_COVERAGE"]
 
 #: Possible values of the ``gain_estimator`` argument: both estimators combined, the
@@ -399,132 +401,18 @@ def fit_edge_channel(src_image, dst_image, joint, *, gain_estimator="auto", star
                        fit_kw.get("max_rel_gain_error", MAX_REL_GAIN_ERROR), why)
 
 
-def combine_fit(fit, gain_estimator="auto", max_rel_gain_error=MAX_REL_GAIN_ERROR, why=""):
-    """A fit at the combination of its pixel and star gains (``a_pixels``, ``a_stars``).
-
-    :func:`~.stars.combine_gain_estimates` of the two (a star ratio whose sigma exceeds
-    ``max_rel_gain_error`` left out, as a degenerate pixel fit is; the pixel gain left out
-    for ``gain_estimator='stars'``); the offset and the plane follow at that gain from the
-    moments of the fit's pixels (:meth:`PairwiseFit.at_gain`).  No gain at all gives an
-    offset-only fit (``why`` says why).
-
-    Returns
-    -------
-    PairwiseFit
-    """
-    from .stars import combine_gain_estimates
-    a_pix, s_pix = fit.a_pixels, fit.sigma_a_pixels
-    a_st, s_st = fit.a_stars, fit.sigma_a_stars
-    if not s_st <= max_rel_gain_error * a_st:
-        a_st, s_st = math.nan, math.inf  # a degenerate star ratio, as for the pixels
-    if gain_estimator == "stars":
-        a_pix, s_pix = math.nan, math.inf
-    a, sigma, source, disagree = combine_gain_estimates(a_pix, s_pix, a_st, s_st)
-    if source == "none":
-        return fit.at_gain(1.0, status="offset_only", gain_source="none",
-                           message=why or fit.message) if fit.ok else fit
-    note = fit.message if source == "pixels" else ""
-    if disagree:
-        note = (f"gain from the stars: the pixel fit's {a_pix:.5f} differs from the stars' "
-                f"{a_st:.5f} by more than 3 sigma")
-    return fit.at_gain(a, sigma, gain_source=source, gain_disagree=bool(disagree),
-                       message=note)
-
-
-#: Median of a chi-square with one degree of freedom.
-_CHI2_MEDIAN = 0.454936423119572
-#: The pixel gains are calibrated against the stars only when the median of their squared
-#: normalised differences is this many times that of a chi-square (the typical difference
-#: beyond 2 sigma): honest sigmas get there by chance in about 2 % of graphs with 8 edges
-#: that have both estimates, far less with more.  Debayered stars have errors of their own
-#: (measured on 600 x 900 Bayer frames: 0.2-2.5 times); seeing that changes between frames
-#: gives 34-47 times.
-_CALIBRATE_RATIO = 4.0
-#: Fewest edges with both estimates for a calibration.
-_CALIBRATE_PAIRS = 8
-
-
-def _systematic(pairs):
-    """Relative error that, added to the pixel gains' sigmas, makes them agree with the stars.
-
-    ``pairs``: rows ``(a_pixels, sigma_pixels, a_stars, sigma_stars)``.  Solves
-    ``median(d^2 / (s_p^2 + (e a_p)^2 + s_s^2)) = median of chi2(1)`` for ``e >= 0``; 0
-    unless the disagreement is clear (:data:`_CALIBRATE_RATIO`, :data:`_CALIBRATE_PAIRS`).
-    """
-    if len(pairs) < _CALIBRATE_PAIRS:
-        return 0.0
-    a_p, s_p, a_s, s_s = np.asarray(pairs, dtype=float).T
-    d2, v = (a_p - a_s) ** 2, s_p ** 2 + s_s ** 2
-
-    def excess(e):
-        return float(np.median(d2 / (v + (e * a_p) ** 2))) / _CHI2_MEDIAN - 1.0
-
-    if excess(0.0) <= _CALIBRATE_RATIO - 1.0:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
-    return hi
-
-
-def calibrate_pixel_gains(graph, *, max_rel_gain_error=MAX_REL_GAIN_ERROR):
-    """Give the pixel gains the systematic error their disagreement with the stars shows.
-
-    The pixel fit's sigma holds its noise and the uncertainty of the noise ratio, not the
-    errors of star pixels that differ between the two nodes (seeing that changed,
-    interpolation): its gain can then be several sigmas off, and where an overlap has no
-    star estimate nothing would catch it.  Where the edges with both estimates show it
-    clearly (:data:`_CALIBRATE_RATIO`), the relative error ``e`` that makes the
-    differences agree with the sigmas (median of chi-square, robust to a few outliers) is
-    added in quadrature to every pixel sigma of that channel, and every edge is combined
-    again (:func:`combine_fit`): where the pixels and the stars agree, ``e = 0`` and
-    nothing changes.  In place.
-
-    Parameters
-    ----------
-    graph : networkx.Graph
-        With ``fits`` from :func:`fit_overlap_edges` (``gain_estimator='auto'``).
-    max_rel_gain_error : float
-
-    Returns
-    -------
-    list of float
-        ``e`` per channel (also in ``graph.graph["pixel_gain_systematic"]``).
-    """
-    edges = [d for _, _, d in graph.edges(data=True) if d.get("fits")]
-    n_channels = max((len(d["fits"]) for d in edges), default=0)
-    out = []
-    for c in range(n_channels):
-        fits = [(d, d["fits"][c]) for d in edges if len(d["fits"]) > c]
-        pairs = [(f.a_pixels, f.sigma_a_pixels, f.a_stars, f.sigma_a_stars) for _, f in fits
-                 if np.isfinite(f.a_pixels) and np.isfinite(f.sigma_a_pixels)
-                 and f.sigma_a_stars <= max_rel_gain_error * f.a_stars]
-        e = _systematic(pairs)
-        out.append(e)
-        if e == 0:
-            continue
-        for d, f in fits:
-            if np.isfinite(f.a_pixels) and np.isfinite(f.sigma_a_pixels):
-                s_p = math.hypot(f.sigma_a_pixels, e * f.a_pixels)
-                d["fits"][c] = combine_fit(replace(f, sigma_a_pixels=s_p), "auto",
-                                           max_rel_gain_error)
-        grid_info(logger, "Photometry: channel %d: the pixel gains disagree with the stars "
-                  "beyond their sigmas; a systematic error of %.3g %% added to them", c,
-                  100 * e)
-    graph.graph["pixel_gain_systematic"] = out
-    return out
-
-
-def _edge_task(graph, nodes, u, v, catalogues, seed, settings, *, cut=False):
+def _edge_task(graph, nodes, u, v, catalogues, seed, settings, *, cut=False, bin_factor=1):
     """The picklable task of one edge's fits (:func:`_fit_edge`): the two nodes (pixels only,
-    read where it runs; ``cut``: :func:`_overlap_only`), their catalogues, the settings."""
+    read where it runs; ``cut``: :func:`_overlap_only`), their catalogues, the settings, and
+    the overlap's binning (``bin_factor`` when binnable and no node was searched whole)."""
     edge = graph.edges[u, v]
     src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
+    b = bin_factor if (catalogues.get(src), catalogues.get(dst)) == (None, None) and \
+        binnable(inter, edge["n_valid"], bin_factor, settings["min_pixels"]) else 1
     tiles, cats = zip(*(_overlap_only(nodes[n], catalogues.get(n), inter) if cut else
                         (nodes[n], catalogues.get(n)) for n in (src, dst)))
     return dict(tiles=tiles, ids=(src, dst), inter=inter, catalogues=cats, seed=seed,
-                settings=settings)
+                settings=settings, bin=b)
 
 
 def _overlap_only(tile, cats, inter):
@@ -549,7 +437,9 @@ def _fit_edge(task):
                          f"{d_dst.shape[2]} channels")
     s = dict(task["settings"])
     fit_kwargs = s.pop("fit_kwargs")
-    joint = m_src & m_dst
+    origin, b = s["origin"], task["bin"]  # b > 1: block means, fits told at full resolution
+    d_src, d_dst, joint, box = bin_overlap(d_src, m_src, d_dst, m_dst, inter, b)
+    s["origin"] = binned_origin(origin, b)
     rng = None if task["seed"] is None else np.random.default_rng(task["seed"])
     fits = []
     for c in range(d_src.shape[2]):
@@ -558,14 +448,15 @@ def _fit_edge(task):
         try:
             # the noise of both tiles is measured on the overlap itself by fit_pair_image
             fit = fit_edge_channel(
-                d_src[..., c], d_dst[..., c], joint, catalogues=cats, x0=inter.x0,
-                y0=inter.y0, src=src, dst=dst, channel=c, rng=rng, **s, **fit_kwargs)
+                d_src[..., c], d_dst[..., c], joint, catalogues=cats, x0=box.x0,
+                y0=box.y0, src=src, dst=dst, channel=c, rng=rng, **s, **fit_kwargs)
+            fit = binned_to_full_fit(fit, b, origin)
         except Exception as exc:  # never crash the mode on one overlap
             grid_warning(logger, "Photometry: fit of overlap %r->%r channel %d failed (%s: %s); "
                          "the edge is marked failed", src, dst, c, type(exc).__name__, exc)
             fit = PairwiseFit.failed(f"fit raised {type(exc).__name__}: {exc}", src=src,
                                      dst=dst, channel=c, n_total=int(np.count_nonzero(joint)),
-                                     origin=s["origin"], model=s["model"])
+                                     origin=origin, model=s["model"])
         fits.append(fit)
     return fits
 
@@ -616,7 +507,8 @@ def _task_runner(task_map, workers):
 def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=500, kappa=4.0,
                       max_iter=10, max_pixels=10_000, subsample="grid", polish=True,
                       noise_samples=120_000, noise_estimator="auto", rng=None, workers=None,
-                      gain_estimator="auto", star_kwargs=None, task_map=None, **fit_kwargs):
+                      gain_estimator="auto", star_kwargs=None, task_map=None, bin_factor=1,
+                      **fit_kwargs):
     """Fit every edge of an overlap graph (in place).
 
     For each edge the two tiles are read inside the intersection, only
@@ -680,6 +572,14 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
         cluster.  The tasks -- the star search of a node, the fits of an edge -- and
         ``func`` (a top-level function of this module) are picklable; the results are
         those of the default, ``workers`` threads in this process.
+    bin_factor : int
+        Overlaps large enough (:func:`~.binned.binnable`) are fitted on the means of
+        ``bin_factor x bin_factor`` blocks of both nodes, aligned on the global grid
+        (:func:`~.binned.bin_overlap`; the star search, the dearest part, costs about
+        ``bin_factor**2`` times less), and their fits told at full resolution
+        (:func:`~.binned.binned_to_full_fit`: the noise, the pixel counts and the RMS of
+        those fits are those of the blocks).  1 (default): every overlap at full
+        resolution.
     **fit_kwargs
         Other :func:`~photometry_graph.photometry.regression.fit_pair` options
         (``max_rel_gain_error``, ``noise_ratio_error``, ``min_signal_to_noise``,
@@ -709,6 +609,8 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     if noise_samples is not None and int(noise_samples) < 1:
         raise ValueError(f"noise_samples must be >= 1 or None, got {noise_samples!r}")
     workers = check_workers(workers)
+    if int(bin_factor) != bin_factor or bin_factor < 1:
+        raise ValueError(f"bin_factor must be a positive integer, got {bin_factor!r}")
     gain_estimator = _available_estimator(gain_estimator)
     max_pixels = None if max_pixels is None else int(max_pixels)
     rng = np.random.default_rng(0 if rng is None else rng)
@@ -742,7 +644,8 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
                     noise_estimator=noise_estimator, gain_estimator=gain_estimator,
                     star_kwargs=dict(star_kwargs or {}), fit_kwargs=fit_kwargs)
     tasks = [_edge_task(graph, nodes, u, v, catalogues, None if seeds is None else
-                        int(seeds[k]), settings, cut=task_map is not None)
+                        int(seeds[k]), settings, cut=task_map is not None,
+                        bin_factor=int(bin_factor))
              for k, (u, v) in enumerate(edges)]
     for (u, v), fits in zip(edges, run(_fit_edge, tasks)):
         if isinstance(fits, BaseException):  # reading the tiles failed: keep going

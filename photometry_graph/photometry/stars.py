@@ -45,6 +45,7 @@ likelihood, ``1 / sqrt(sum F**2 / v)``, with the fitted scatter in ``v``.
 """
 
 import math
+import threading
 from dataclasses import asdict, dataclass, replace
 
 import cv2
@@ -88,6 +89,8 @@ _MEDIAN_CHI2_1 = 0.454936423119572  # median of a chi-square with one degree of 
 _PIXEL_REACH = 1.5  # a bad pixel centre within r + this of a star may touch its circle
 _DEBLEND_LEVELS = 16  # sep's deblending sub-thresholds (32 by default; half the time)
 _FWHM_STARS = 25  # brightest matched stars whose half-light radius gives the FWHM
+_MIN_PIXSTACK = 1024  # smallest pixel stack of sep's extraction
+_PIXSTACK_LOCK = threading.Lock()
 
 
 @dataclass
@@ -293,10 +296,14 @@ def _detect(image, valid, noise):
     invalid = (~valid).astype(np.uint8)  # sep's background ignores the masked pixels
     back = sep.Background(data, mask=invalid, bw=box, bh=box, fw=3, fh=3)
     sub = np.where(valid, data - back.back(), 0.0)
-    if sep.get_extract_pixstack() < h * w:
-        sep.set_extract_pixstack(h * w)
-    objects = sep.extract(sub, DETECT_THRESHOLD, err=float(noise), mask=invalid,
-                          minarea=DETECT_MIN_AREA, deblend_nthresh=_DEBLEND_LEVELS)
+    # sep allocates and clears its pixel stack at every extraction (~20 ns per entry: 20 ms
+    # for a stack of a million, several times the extraction of a 512 x 128 overlap), so
+    # the stack is the size of this image, never that of the largest one seen before; the
+    # lock keeps another thread's size from slipping in between (sep holds the GIL anyway)
+    with _PIXSTACK_LOCK:
+        sep.set_extract_pixstack(max(_MIN_PIXSTACK, h * w))
+        objects = sep.extract(sub, DETECT_THRESHOLD, err=float(noise), mask=invalid,
+                              minarea=DETECT_MIN_AREA, deblend_nthresh=_DEBLEND_LEVELS)
     return objects, sub
 
 

@@ -37,12 +37,17 @@ from .parallel import fit_task_map
 from .outputs import tile_header
 from .plan import FITS_SUFFIXES
 
-__all__ = ["WEIGHT_SUFFIX", "Panel", "find_fits_files", "is_project_tile", "read_panel",
+__all__ = ["WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files", "is_project_tile", "read_panel",
            "scan_panels", "read_reference", "panel_grid", "integer_offset", "write_panel_tiles",
            "tile_photometry"]
 
 logger = get_logger(__name__)
 
+#: Block size of the overlap fits of the tile photometry (large overlaps): 2 x 2 block
+#: means keep the gains' sigmas (measured: pixel 0.052 % vs 0.058 %, stars 0.12 % vs
+#: 0.11 % on a 1024 x 256 overlap with 100 stars of FWHM 3 px) for a quarter of the pixels;
+#: 4 x 4 blocks double the stars' sigma.
+TILE_FIT_BIN = 2
 #: Suffix of a panel's weight file: ``NAME.weight.fits`` beside ``NAME.fits``.
 WEIGHT_SUFFIX = ".weight"
 _TILE_KEYS = ("TILEID", "GRID_Y0", "GRID_X0")
@@ -482,6 +487,12 @@ def tile_photometry(tiles, shape, opts, *, workers=1):
         Worker processes for the overlap fits (or the ``opts.scheduler`` cluster; 1 and
         no scheduler: threads here); the same corrections with any number.
 
+    Notes
+    -----
+    The large overlaps of the tiles are fitted on the means of ``TILE_FIT_BIN`` x
+    ``TILE_FIT_BIN`` blocks (:mod:`~photometry_graph.photometry.binned`): the same gains
+    within their sigmas, at a fraction of the cost of the star search.
+
     Returns
     -------
     result : HarmonizationResult, BackgroundMatchResult or None
@@ -495,9 +506,10 @@ def tile_photometry(tiles, shape, opts, *, workers=1):
                                  gain_estimator=opts.gain_estimator,
                                  gradient_gauge=opts.gradient_gauge,
                                  fit_kwargs=dict(task_map=fit_task_map(workers,
-                                                                       opts.scheduler)))
+                                                                       opts.scheduler),
+                                                 bin_factor=TILE_FIT_BIN))
         report = dict(result.report or {}, fit_workers="cluster" if opts.scheduler is not None
-                      else workers)
+                      else workers, fit_bin_factor=TILE_FIT_BIN)
         return result, result.corrections, report
     if opts.background:
         result = match_backgrounds(tiles)

@@ -366,3 +366,20 @@ def test_the_erosion_of_bad_zones_is_scipys(shape):
     assert np.array_equal(_eroded(bad), ndimage.binary_erosion(bad, border_value=1))
     assert np.array_equal(_eroded(bad[:, ::2]), ndimage.binary_erosion(bad[:, ::2],
                                                                        border_value=1))
+
+
+def test_the_pixel_stack_of_sep_follows_the_image_searched():
+    # sep clears its whole pixel stack at every extraction: a stack left at the size of a
+    # large image searched before made every later search of a small overlap several
+    # times dearer; the same sources are found with the smaller stack
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:96, :160]
+    img = sum(200 * np.exp(-((xx - 10 - 14 * k) ** 2 + (yy - 20 - 7 * (k % 5)) ** 2) / 3.2)
+              for k in range(10)) + rng.normal(0, 1, xx.shape)
+    small = detect_stars(img, noise=1.0)
+    assert sep.get_extract_pixstack() == 96 * 160
+    detect_stars(rng.normal(0, 1, (700, 700)), noise=1.0)
+    assert sep.get_extract_pixstack() == 700 * 700
+    again = detect_stars(img, noise=1.0)
+    assert sep.get_extract_pixstack() == 96 * 160 and len(small) == len(again) == 10
+    np.testing.assert_array_equal(small.x, again.x)

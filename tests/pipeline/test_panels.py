@@ -211,3 +211,20 @@ def test_a_panel_off_the_grid_is_skipped_with_a_warning(tmp_path, panel_set, cap
         paths, report = write_panel_tiles(panels, ref, (20, 20), tmp_path)
     assert len(paths) == 1 and report[1]["bbox"] is None
     assert "skipping input 1: no valid pixel on the output grid" in caplog.text
+
+
+def test_tile_photometry_fits_large_overlaps_on_block_means():
+    from photometry_graph.datasets import make_faint_tile_survey
+    from photometry_graph.pipeline.options import resolve_options
+    from photometry_graph.pipeline.panels import TILE_FIT_BIN, tile_photometry
+
+    s = make_faint_tile_survey(4, rows=2, cols=2, tile_size=480, overlap=0.25)
+    shape = (max(t.bbox.y1 for t in s.tiles), max(t.bbox.x1 for t in s.tiles))
+    result, corrections, report = tile_photometry(s.tiles, shape, resolve_options({}))
+    assert report["fit_bin_factor"] == TILE_FIT_BIN == 2
+    for _, _, e in result.graph.edges(data=True):  # every overlap (120 px wide) binned
+        assert e["fits"][0].n_total <= e["n_valid"] / 4 + 2 * sum(e["bbox"].shape)
+    # the gains against the truth (the faint field's tolerance of the tile survey)
+    eff = np.array([corrections[t.tile_id].gain[0] for t in s.tiles]) * s.gains[:, 0]
+    assert np.abs(eff / np.exp(np.mean(np.log(eff))) - 1).max() < 0.003
+    assert report["fits"]["failed"] == 0
