@@ -51,9 +51,10 @@ def chunk_coverage(tiles, bbox):
         inter = t.bbox.intersection(bbox)
         if not inter.is_empty and t.coverage is not None:
             sl = inter.slices_in(t.bbox)
-            c = np.where(t.mask[sl], np.nan_to_num(np.asarray(t.coverage[sl]), nan=0.0), 0.0)
-            cov[inter.slices_in(bbox)] = np.maximum(cov[inter.slices_in(bbox)], c)
-    return cov
+            out = cov[inter.slices_in(bbox)]  # in place, where the tile is valid; NaN: 0
+            np.fmax(out, np.asarray(t.coverage[sl], dtype=np.float32), out=out,
+                    where=t.mask[sl])
+    return np.minimum(cov, np.finfo(np.float32).max, out=cov)  # an infinite one: the largest
 
 
 class ChunkSummary:

@@ -107,3 +107,13 @@ def test_mosaic_header():
     h = mosaic_header(_grid_wcs(), 9, (16, 32))
     assert (h["NTILES"], h["GRID_Y0"], h["GRID_X0"]) == (9, 16, 32)
     assert h["CTYPE1"] == "RA---TAN" and h["CRPIX1"] == 500.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunk_coverage_of_non_finite_coverage_is_finite(dtype):
+    # NaN counts as 0, an infinite coverage is the largest float32 (no overflow warning)
+    cov = np.full((4, 4), 3.0, dtype)
+    cov[0, 0], cov[1, 1], cov[2, 2] = np.nan, np.inf, -np.inf
+    out = chunk_coverage([_tile(1, BBox(0, 4, 0, 4), cov)], BBox(0, 4, 0, 6))
+    assert out[0, 0] == 0.0 and out[1, 1] == np.finfo(np.float32).max and out[2, 2] == 0.0
+    assert out[3, 3] == 3.0 and not out[:, 4:].any()
