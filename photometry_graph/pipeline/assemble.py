@@ -12,11 +12,13 @@ from .._log import get_logger, grid_info, grid_warning
 from ..blending.assembly import assemble_mosaic
 from ..diagnostics.html import import_drawing_modules
 from ..photometry.flatten import fit_background_plane, flatten_corrections
+from ..photometry.overlap import find_overlapping_pairs, fit_overlap_edges
 from .budget import IN_PROCESS_PIXELS
 from .fileio import (fits_stream, load_tiles, write_html_report, write_json, write_preview,
                      write_tiff, write_uint16)
 from .options import GridModeError, n_workers
 from .outputs import ChunkSummary, GridResult, chunk_coverage, mosaic_header, plain_preview
+from .parallel import start_workers_early
 from .panels import panel_grid, read_reference, scan_panels, tile_photometry, write_panel_tiles
 
 __all__ = ["panel_tiles", "write_mosaic"]
@@ -103,8 +105,11 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
-    _, corrections, harm_report = tile_photometry(
-        tiles, shape, opts, workers=plan.solve_workers if plan else _fit_workers(tiles, opts))
+    workers = plan.solve_workers if plan else _fit_workers(tiles, opts)
+    if opts.photometry and opts.scheduler is None:  # its server imports while masks are read
+        start_workers_early(fit_overlap_edges, workers,
+                            len(find_overlapping_pairs([t.bbox for t in tiles])))
+    _, corrections, harm_report = tile_photometry(tiles, shape, opts, workers=workers)
     if opts.flatten:
         corrections, harm_report["flatten"] = _flattened(tiles, corrections, shape)
     timings["harmonize"] = time.perf_counter() - t1

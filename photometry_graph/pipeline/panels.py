@@ -37,9 +37,9 @@ from .parallel import fit_task_map
 from .outputs import tile_header
 from .plan import FITS_SUFFIXES
 
-__all__ = ["WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files", "is_project_tile", "read_panel",
-           "scan_panels", "read_reference", "panel_grid", "integer_offset", "write_panel_tiles",
-           "tile_photometry"]
+__all__ = ["WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files", "is_project_tile",
+           "read_panel", "scan_panels", "read_reference", "panel_grid", "integer_offset",
+           "write_panel_tiles", "tile_photometry"]
 
 logger = get_logger(__name__)
 
