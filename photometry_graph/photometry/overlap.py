@@ -575,8 +575,8 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
     bin_factor : int
         Overlaps large enough (:func:`~.binned.binnable`) are fitted on the means of
         ``bin_factor x bin_factor`` blocks of both nodes, aligned on the global grid
-        (:func:`~.binned.bin_overlap`; the star search, the dearest part, costs about
-        ``bin_factor**2`` times less), and their fits told at full resolution
+        (:func:`~.binned.bin_overlap`; the star search, the dearest part, costs several
+        times less), and their fits told at full resolution
         (:func:`~.binned.binned_to_full_fit`: the noise, the pixel counts and the RMS of
         those fits are those of the blocks).  1 (default): every overlap at full
         resolution.
