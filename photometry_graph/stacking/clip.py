@@ -14,7 +14,8 @@ order, to an accumulator whose state is a few arrays of the band's shape:
   ``[c - kappa_low s, c + kappa_high s]`` (no bounds with fewer than 3 values);
 * :class:`ClippedSums` (later passes): weighted sums of the values within the bounds (and
   their moments, when another clipping round follows), and of all values: a pixel whose
-  every value is rejected keeps its plain weighted mean.
+  every value is rejected keeps its plain weighted mean (the stacking leaves the sums of
+  all values out, and makes another pass for the rare pixels that need them).
 
 Every operation is per pixel and every sum is taken in the order the frames come, so a
 band of rows gives exactly the pixels of the whole tile, and a frame read again gives
@@ -254,17 +255,23 @@ class ClippedSums:
 
     ``lo``, ``hi`` are ``(h, w * C)`` (:func:`robust_bounds`), or None to reject nothing
     (the weighted mean); ``shape`` the band's ``(h, w, C)``.  With ``moments=True`` also
-    the sums that give the next round's bounds.
+    the sums that give the next round's bounds.  ``plain=False`` leaves out the sums of
+    all values (a third of the work of a pass): :meth:`result` is then NaN where every
+    value was rejected, and the caller, who knows those pixels, averages them otherwise
+    (the plain weighted mean is the result of a pass with no bounds); ``valid`` then
+    stays 0.
     """
 
-    def __init__(self, shape, lo, hi, moments=False):
+    def __init__(self, shape, lo, hi, moments=False, plain=True):
         h, w, C = shape
         self.shape, self.C, self.lo, self.hi = tuple(shape), C, lo, hi
         flat = (h, w * C)
         # sums of values in float64 (OpenCV's masked accumulation into float32 lets the
         # NaN of invalid values through), sums of weights in float32
         self.t0, self.t1 = np.zeros(flat, np.float32), np.zeros(flat, np.float64)
-        self.a0, self.a1 = np.zeros(flat, np.float32), np.zeros(flat, np.float64)
+        self.plain = plain and lo is not None  # without bounds the sums are of all values
+        if self.plain:
+            self.a0, self.a1 = np.zeros(flat, np.float32), np.zeros(flat, np.float64)
         self.moments = moments
         if moments:
             self.t2, self.tw2 = np.zeros(flat, np.float64), np.zeros(flat, np.float64)
@@ -275,24 +282,30 @@ class ClippedSums:
         per pixel ``(h, w)``."""
         x2 = _flat(x)
         at = _cols(win, self.C)
-        valid = cv2.compare(x2, x2, cv2.CMP_EQ)  # NaN is not equal to itself
+        valid = None
+        if self.lo is None or self.plain:
+            valid = cv2.compare(x2, x2, cv2.CMP_EQ)  # NaN is not equal to itself
+            self.valid += cv2.countNonZero(valid)
+        # NaN is within no bounds
         use = valid if self.lo is None else cv2.inRange(x2, self.lo[at], self.hi[at])
-        self.valid += cv2.countNonZero(valid)
         self.used += cv2.countNonZero(use)
         if np.ndim(weight) == 0:
             wx = cv2.multiply(x2, float(weight))
-            cv2.add(self.a0[at], float(weight), dst=self.a0[at], mask=valid)
+            if self.plain:
+                cv2.add(self.a0[at], float(weight), dst=self.a0[at], mask=valid)
             cv2.add(self.t0[at], float(weight), dst=self.t0[at], mask=use)
             if self.moments:
                 cv2.add(self.tw2[at], float(weight) ** 2, dst=self.tw2[at], mask=use)
         else:
             wimg = np.repeat(np.asarray(weight, np.float32), self.C, axis=1)
             wx = cv2.multiply(x2, wimg)
-            cv2.accumulate(wimg, self.a0[at], mask=valid)
+            if self.plain:
+                cv2.accumulate(wimg, self.a0[at], mask=valid)
             cv2.accumulate(wimg, self.t0[at], mask=use)
             if self.moments:
                 cv2.accumulateSquare(wimg, self.tw2[at], mask=use)
-        cv2.accumulate(wx, self.a1[at], mask=valid)
+        if self.plain:
+            cv2.accumulate(wx, self.a1[at], mask=valid)
         cv2.accumulate(wx, self.t1[at], mask=use)
         if self.moments:
             cv2.accumulateProduct(wx, x2, self.t2[at], mask=use)
@@ -313,15 +326,18 @@ class ClippedSums:
 
     def result(self, rows=64):
         """``(stacked (h, w, C), weight sum (h, w, C))``, float32: the clipped weighted mean,
-        or where every value was rejected the plain weighted mean; NaN where no value.
-        Computed in blocks of ``rows`` rows (small temporaries)."""
+        or where every value was rejected the plain weighted mean (``plain``; NaN and 0
+        otherwise); NaN where no value.  Computed in blocks of ``rows`` rows (small
+        temporaries)."""
         out = np.empty(self.t0.shape, np.float32)
         wsum = np.empty(self.t0.shape, np.float32)
         for r0 in range(0, out.shape[0], rows):
             sl = slice(r0, r0 + rows)
-            t0, a0 = self.t0[sl], self.a0[sl]
+            t0 = self.t0[sl]
+            a0 = self.a0[sl] if self.plain else t0
             with np.errstate(invalid="ignore", divide="ignore"):
-                val = np.where(t0 > 0, self.t1[sl] / t0, self.a1[sl] / a0)
+                val = np.where(t0 > 0, self.t1[sl] / t0,
+                               self.a1[sl] / a0 if self.plain else np.nan)
             out[sl] = np.where(a0 > 0, val, np.nan)
             wsum[sl] = np.where(t0 > 0, t0, a0)
         return out.reshape(self.shape), wsum.reshape(self.shape)

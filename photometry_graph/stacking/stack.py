@@ -305,11 +305,12 @@ class _Group:
     def stack(self, settings, combine, cube_budget):
         """``(stacked, weight sum, rejected values, passes)`` of the group."""
         lo = hi = None
-        passes = 0
+        passes = valid = 0
         if settings.clips:
             m = Moments(self.shape, settings.track)
             self.feed(lambda k, x, win, pw: m.add(x, win))
             lo, hi = robust_bounds(m, settings)
+            valued, valid = m.n > 0, int(m.n.sum(dtype=np.int64))
             del m
             passes += 1
         if combine == "median" or settings.method == "median":
@@ -317,13 +318,34 @@ class _Group:
             return out, wsum, rejected, passes + 1
         for rnd in range(max(1, settings.iterations) if settings.clips else 1):
             more = settings.clips and rnd < settings.iterations - 1
-            sums = ClippedSums(self.shape, lo, hi, moments=more)
+            sums = ClippedSums(self.shape, lo, hi, moments=more, plain=False)
             self.feed(lambda k, x, win, pw, sums=sums: sums.add(x, win, self.weight(k, pw)))
             passes += 1
             if more:
                 lo, hi = sums.next_bounds(settings)
         out, wsum = sums.result()
-        return out, wsum, sums.valid - sums.used, passes
+        if not settings.clips:
+            return out, wsum, 0, passes
+        used = sums.used
+        del sums, lo, hi
+        lost = valued.reshape(self.shape) & ~(wsum > 0)  # every value rejected
+        if lost.any():
+            passes += self.plain_mean(lost, out, wsum)
+        return out, wsum, valid - used, passes
+
+    def plain_mean(self, lost, out, wsum):
+        """Put the plain weighted mean (and weight sum) of every value into ``out`` and
+        ``wsum`` where ``lost``: a pass over the bands that hold such pixels.  Returns 1."""
+        rows = np.flatnonzero(lost.any(axis=(1, 2))) + self.g0
+        js = [j for j in self.js if self.reader.bands[j][0] <= rows[-1]
+              and self.reader.bands[j][1] > rows[0]]
+        part = _Group(self.reader, [(k, ks) for k, ks in self.frames if ks & set(js)], js,
+                      self.wts)
+        mean, msum, _, _ = part.stack(ClipSettings("mean"), "mean", 0)
+        sl = slice(part.g0 - self.g0, part.g0 - self.g0 + part.shape[0])
+        np.copyto(out[sl], mean, where=lost[sl])
+        np.copyto(wsum[sl], msum, where=lost[sl])
+        return 1
 
     def median(self, lo, hi, budget):
         """Median of the (kept) values, a few rows at a time: ``(stacked, weight sum,

@@ -363,3 +363,33 @@ def test_a_frame_whose_last_piece_stayed_in_memory_is_read_again_whole():
     got, _, info = stack_frames(pieces, n, memory_budget_bytes=state + kept + 100, **kw)
     np.testing.assert_array_equal(got, ref)
     assert info["groups"] == 1 and info["reads"] == n + 1
+
+
+def test_a_pixel_whose_every_value_is_rejected_keeps_its_plain_weighted_mean():
+    # the values 1, 2, 4, 5 of a patch: the trimmed centre 3 with kappa 0.1 rejects all
+    # four, and the stacking averages them in a pass over the bands that hold the patch;
+    # elsewhere every frame says 10 (scale 0: kept, the bounds being inclusive)
+    frames = [np.full((64, 20, 1), 10.0, np.float32) for _ in range(4)]
+    for f, v in zip(frames, (1.0, 2.0, 4.0, 5.0)):
+        f[40:44, 3:7] = v
+    kw = dict(method="kappa_sigma", kappa_low=0.1, kappa_high=0.1, weights=[1, 2, 3, 4],
+              shape=(64, 20, 1), band_rows=16, band_reader=True, return_info=True)
+    calls = []
+
+    def pieces(k, bands):
+        calls.append(k)
+        return [(frames[k][r0:r1], None, (r0, 0)) for r0, r1 in bands]
+
+    for budget in (2 ** 30, 1):  # all in memory; nothing kept
+        calls.clear()
+        out, cov, info = stack_frames(pieces, 4, memory_budget_bytes=budget, **kw)
+        assert out[40:44, 3:7, 0] == pytest.approx(np.full((4, 4), 3.7), rel=1e-6)
+        assert np.all(cov[40:44, 3:7] == 10.0)
+        rest = np.ones((64, 20), bool)
+        rest[40:44, 3:7] = False
+        assert np.all(out[rest, 0] == 10.0) and np.all(cov[rest] == 10.0)
+        assert info["rejected_values"] == 4 * 16
+        if budget == 1:  # band by band, two passes each; a third for the patch's band only
+            assert info["groups"] == 4 and len(calls) == 4 * 2 * 4 + 4
+        else:
+            assert info["groups"] == 1 and info["passes"] == 3 and len(calls) == 4
