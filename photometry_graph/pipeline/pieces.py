@@ -18,7 +18,7 @@ import numpy as np
 from ..core.correction import apply_correction
 from ..core.tiles import BBox
 from ..photometry.frames import bin_frame_on_grid, masked_gaussian_blur
-from ..stacking.resample import reproject_to_bbox, source_crop, wcs_homography
+from ..stacking.resample import box_extent, reproject_to_bbox, wcs_homography
 from ..stacking.stack import radial_weight
 from .frameio import load_frame, read_pixels, scan_frame
 from .options import frame_saturation, frame_smooth_sigma
@@ -170,10 +170,10 @@ class TilePieces:
         info = src.info
         boxes = [BBox(b.y0 + r0, b.y0 + r1, b.x0, b.x1).intersection(src.footprint)
                  for r0, r1 in bands]
-        crops = [None if box.is_empty else source_crop(
+        extents = [None if box.is_empty else box_extent(
             info.wcs, self.grid_wcs, box, frame_shape=info.shape, homography=src.homography)
             for box in boxes]
-        used = [c for c in crops if c is not None]
+        used = [e.crop for e in extents if e is not None]
         empty = (np.empty((0, 0, info.n_channels), np.float32), None, (0, 0))
         if not used:
             return [empty] * len(bands)
@@ -189,11 +189,11 @@ class TilePieces:
             src_mask = np.isfinite(data).all(axis=2)
             data = np.concatenate([data, weight[..., np.newaxis]], axis=2)
         pieces = []
-        for box, c in zip(boxes, crops):
-            if c is None:
+        for box, e in zip(boxes, extents):
+            if e is None:
                 pieces.append(empty)
                 continue
-            kw = dict(homography=src.homography, src_mask=src_mask,
+            kw = dict(homography=src.homography, src_mask=src_mask, extent=e,
                       src_origin=(crop.y0, crop.x0), frame_shape=info.shape)
             pw = None
             if weight is None:  # the NaN of the data say where it is valid

@@ -7,7 +7,7 @@ from .bayer import (  # noqa: F401
 )
 from .resample import (  # noqa: F401
     reproject_to_bbox, coordinate_map, spline_upsample_matrix, ORDERS, wcs_homography,
-    source_crop, HOMOGRAPHY_TOL,
+    BoxExtent, box_extent, source_crop, HOMOGRAPHY_TOL,
 )
 from .stack import (  # noqa: F401
     stack_frames, estimate_frame_noise, inverse_variance_weight, STACK_METHODS, WEIGHT_METHODS,
@@ -23,10 +23,10 @@ from .homography import (  # noqa: F401
 
 __all__ = [
     "BAYER_CODES", "BAYER_PATTERNS", "bayer_pattern", "debayer", "reproject_to_bbox",
-    "coordinate_map", "spline_upsample_matrix", "ORDERS", "wcs_homography", "source_crop",
-    "HOMOGRAPHY_TOL", "stack_frames", "estimate_frame_noise", "inverse_variance_weight",
-    "STACK_METHODS", "WEIGHT_METHODS", "BAND_ROWS", "NOISE_FLOOR", "frame_weights",
-    "radial_weight", "frame_on_tile", "ClipSettings", "STATE_BYTES", "trim_variance_ratio",
-    "winsor_scale_factor", "Moments", "robust_bounds", "ClippedSums", "masked_median",
-    "fit_homography", "apply_homography", "homography_maps",
+    "coordinate_map", "spline_upsample_matrix", "ORDERS", "wcs_homography", "BoxExtent",
+    "box_extent", "source_crop", "HOMOGRAPHY_TOL", "stack_frames", "estimate_frame_noise",
+    "inverse_variance_weight", "STACK_METHODS", "WEIGHT_METHODS", "BAND_ROWS", "NOISE_FLOOR",
+    "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "STATE_BYTES",
+    "trim_variance_ratio", "winsor_scale_factor", "Moments", "robust_bounds", "ClippedSums",
+    "masked_median", "fit_homography", "apply_homography", "homography_maps",
 ]

@@ -12,7 +12,8 @@ gnomonic (TAN) grids the map is exactly projective: a 3x3 homography fitted to t
 nodes (:func:`wcs_homography`, once per frame for all the boxes it is reprojected onto)
 then gives every pixel's coordinates with a few operations, without the spline products.
 A box can read a crop of the frame (:func:`source_crop` says which; ``src_origin``), so
-that a caller decodes only what a box needs.
+that a caller decodes only what a box needs; :func:`box_extent` finds that crop together
+with the map of the box, for :func:`reproject_to_bbox` to use without looking for it again.
 
 Invalid source pixels (NaN, or ``False`` in ``src_mask``) never bleed into
 valid output pixels: the data are remapped with invalid pixels set to 0 and
@@ -43,6 +44,7 @@ frame photometry, where such disagreements bias the fitted gains).
 """
 
 import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,7 +55,7 @@ from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
 from .homography import apply_homography, fit_homography, homography_maps
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
-           "wcs_homography", "source_crop", "HOMOGRAPHY_TOL"]
+           "wcs_homography", "BoxExtent", "box_extent", "source_crop", "HOMOGRAPHY_TOL"]
 
 logger = get_logger(__name__)
 
@@ -147,16 +149,22 @@ def wcs_homography(src_wcs, dst_wcs, bbox, *, grid_step=32, tol=None):
     >>> wcs_homography(b, a, BBox(0, 500, 0, 800)) is not None
     True
     """
-    box = _as_bbox(bbox)
-    step = max(2, int(grid_step))
+    return _node_fit(src_wcs, dst_wcs, _as_bbox(bbox), max(2, int(grid_step)), tol)[0]
+
+
+def _node_fit(src_wcs, dst_wcs, box, step, tol=None):
+    """``(H, cx, cy)``: the source pixels ``cx``, ``cy`` of the coarse nodes of ``box``
+    (every ``step`` px, and its last row and column), exactly transformed, and the
+    projective map fitted to them when it reproduces them to ``tol`` (default
+    :data:`HOMOGRAPHY_TOL`), else None (always None when a node is undefined)."""
     ny, nx = _nodes(box.shape[0], step), _nodes(box.shape[1], step)
     gy, gx = np.meshgrid(ny + box.y0, nx + box.x0, indexing="ij")
     gx, gy = gx.astype(np.float64), gy.astype(np.float64)
     cx, cy = transform_pixels(dst_wcs, src_wcs, gx, gy)
     if not (np.isfinite(cx).all() and np.isfinite(cy).all()):
-        return None
+        return None, cx, cy
     H, residual = fit_homography(gx, gy, cx, cy)
-    return H if residual <= (HOMOGRAPHY_TOL if tol is None else tol) else None
+    return (H if residual <= (HOMOGRAPHY_TOL if tol is None else tol) else None), cx, cy
 
 
 def coordinate_map(src_wcs, dst_wcs, bbox, grid_step=32):
@@ -192,22 +200,24 @@ def coordinate_map(src_wcs, dst_wcs, bbox, grid_step=32):
     >>> bool(np.allclose(mx[3, 5], 5.0, atol=1e-6) and np.allclose(my[3, 5], 3.0, atol=1e-6))
     True
     """
-    box = _as_bbox(bbox)
+    return _coordinate_map(src_wcs, dst_wcs, _as_bbox(bbox), grid_step)
+
+
+def _coordinate_map(src_wcs, dst_wcs, box, grid_step, fit=None):
+    """:func:`coordinate_map` of ``box``; ``fit``: its :func:`_node_fit` at ``grid_step``
+    when already made."""
     h, w = box.shape
     if grid_step is None or grid_step <= 1 or (h <= 4 and w <= 4):
         yy, xx = box.coordinates()
         return transform_pixels(dst_wcs, src_wcs, xx, yy)
     step = int(grid_step)
-    ny, nx = _nodes(h, step), _nodes(w, step)
-    gy, gx = np.meshgrid(ny + box.y0, nx + box.x0, indexing="ij")
-    cx, cy = transform_pixels(dst_wcs, src_wcs, gx.astype(np.float64), gy.astype(np.float64))
+    H, cx, cy = _node_fit(src_wcs, dst_wcs, box, step) if fit is None else fit
     if not (np.isfinite(cx).all() and np.isfinite(cy).all()):
         grid_debug(logger, "coordinate map: %d undefined nodes in %s, exact transform used",
                    int((~np.isfinite(cx)).sum()), box)
         yy, xx = box.coordinates()
         return transform_pixels(dst_wcs, src_wcs, xx, yy)
-    H, residual = fit_homography(gx, gy, cx, cy)
-    if residual <= HOMOGRAPHY_TOL:  # TAN to TAN: the map is projective, exactly
+    if H is not None:  # TAN to TAN: the map is projective, exactly
         return homography_maps(H, box)
     Ay = _upsample_for(h, step)
     Ax = _upsample_for(w, step)
@@ -338,7 +348,7 @@ def _linear_with_curvature(sampler, sub, sub_valid):
 def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=None,
                       order="bilinear", valid_threshold=0.999, curvature_correction=False,
                       homography=None, src_origin=(0, 0), frame_shape=None,
-                      with_footprint=True, clamp_edges=True):
+                      with_footprint=True, clamp_edges=True, extent=None):
     """Reproject an image onto a box of another celestial grid.
 
     Parameters
@@ -383,6 +393,10 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         may be None.
     with_footprint : bool
         False returns ``out`` alone (its NaN say where it is not valid).
+    extent : BoxExtent, optional
+        :func:`box_extent` of ``bbox`` (with these WCS, ``homography``, ``frame_shape``
+        and ``grid_step``), when the caller found it to choose the crop it reads: not
+        looked for again.
     clamp_edges : bool
         Output pixels within half a pixel of a valid source pixel but nearer
         than the kernel to an invalid one are valid, clamped to the edge pixel
@@ -429,7 +443,7 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     if src_mask is not None and np.shape(src_mask) != (H, W):
         raise ValueError(f"src_mask shape {np.shape(src_mask)} does not match the data shape "
                          f"{(H, W)}")
-    if src_wcs is None and (homography is None or frame_shape is None):
+    if src_wcs is None and extent is None and (homography is None or frame_shape is None):
         raise ValueError("src_wcs may be None only with a homography and the frame_shape")
     if src_wcs is not None:
         celestial_part(src_wcs)
@@ -440,11 +454,20 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
         out = np.full((h, w, C), np.nan, dtype=np.float32)
         return (out, np.zeros((h, w), np.float32)) if with_footprint else out
 
-    mapping = _box_mapping(src_wcs, dst_wcs, box, (H, W), src_origin, grid_step, homography,
-                           frame_shape)
-    if mapping is None:
-        return nothing()
-    win, sampler, (cy0, cy1, cx0, cx1), limits = mapping
+    maps = None
+    if extent is None:
+        fh, fw = frame_shape if frame_shape is not None else (
+            tuple(src_wcs.pixel_shape)[::-1] if getattr(src_wcs, "pixel_shape", None)
+            else (H + int(src_origin[0]), W + int(src_origin[1])))
+        found = _extent(src_wcs, dst_wcs, box, (fh, fw), grid_step, homography)
+        if found is None:
+            return nothing()
+        extent, maps = found
+    elif extent.box != box:
+        raise ValueError(f"the extent given is of the box {extent.box}, not of {box}")
+    win, sampler, (cy0, cy1, cx0, cx1), limits = _box_mapping(extent, maps, (H, W),
+                                                             src_origin)
+    del maps
     sub = arr[cy0:cy1, cx0:cx1]
     if sub.dtype.kind != "f" or (np.isfinite(np.min(sub))  # the common case, cheaply
                                  and np.isfinite(np.max(sub))):
@@ -578,18 +601,71 @@ def _and(a, b):
     return b if a is None else a & b
 
 
+@dataclass(frozen=True, eq=False)
+class BoxExtent:
+    """Where the pixels of an output box fall in a frame (:func:`box_extent`).
+
+    ``box`` is the output box, ``frame_shape`` the frame's ``(H, W)``, ``win`` the part
+    of ``box`` that the frame can reach, ``homography`` the projective map of ``win``'s
+    pixels (grid pixel -> frame pixel; None: a coordinate map serves, rebuilt from the
+    nodes ``fit`` of :func:`_node_fit` between the WCS ``wcs`` = (source, grid) at
+    ``grid_step``), ``limits`` the extremes ``(x_lo, x_hi, y_lo, y_hi)`` of the frame
+    coordinates of ``win``'s pixels.  ``crop``: the frame pixels that
+    :func:`reproject_to_bbox` reads for the box.
+    """
+
+    box: BBox
+    frame_shape: tuple
+    win: BBox
+    homography: object
+    limits: tuple
+    fit: tuple = field(default=None, repr=False)
+    wcs: tuple = field(default=(None, None), repr=False)
+    grid_step: int = 32
+
+    @property
+    def crop(self):
+        """The frame pixels read (bilinear and bicubic kernels included), a BBox."""
+        return BBox(*_crop_of(self.limits, self.frame_shape))
+
+    def maps(self):
+        """The coordinate map of ``win`` (no homography)."""
+        return _coordinate_map(*self.wcs, self.win, self.grid_step, self.fit)
+
+
+def box_extent(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, grid_step=32):
+    """Where the pixels of ``bbox`` fall in a frame: a :class:`BoxExtent`, or None when
+    they miss it.
+
+    Found once for a box, it says which part of the frame to read (its ``crop``, what
+    :func:`source_crop` returns) and serves :func:`reproject_to_bbox` (``extent``), which
+    then does not look for it again.  Parameters as for :func:`source_crop`.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.crval = [10, 20]; w.wcs.cdelt = [-1e-3, 1e-3]
+    >>> e = box_extent(w, w, BBox(10, 20, 30, 40), frame_shape=(100, 100))
+    >>> e.win, e.crop
+    (BBox(y0=10, y1=20, x0=30, x1=40), BBox(y0=7, y1=24, x0=26, x1=44))
+    """
+    shape = tuple(frame_shape or tuple(src_wcs.pixel_shape)[::-1])
+    found = _extent(src_wcs, dst_wcs, _as_bbox(bbox), shape, grid_step, homography)
+    return None if found is None else found[0]
+
+
 def _extent(src_wcs, dst_wcs, box, frame_shape, grid_step, homography):
-    """Where the pixels of ``box`` fall in the frame: None when they miss it, else
-    ``(win, homography, maps, (lo_x, hi_x, lo_y, hi_y))``: ``win`` the part of ``box``
-    that the frame can reach, the projective map (None: ``maps`` = the coordinate map of
-    ``win``), and the extremes of the frame coordinates of ``win``'s pixels."""
+    """``(BoxExtent, coordinate map or None)`` of ``box``, or None when its pixels miss the
+    frame (:func:`box_extent`; the map, made to find the limits, is returned for use)."""
     fh, fw = frame_shape
-    maps = None
+    maps = fit = None
     if homography is None:
         win = _source_window(src_wcs, (fh, fw), dst_wcs, box)
         if win is None:
             return None
-        homography = wcs_homography(src_wcs, dst_wcs, win, grid_step=grid_step)
+        fit = _node_fit(src_wcs, dst_wcs, win, max(2, int(grid_step)))
+        homography = fit[0]
     else:
         win = _homography_window(homography, (fh, fw), box)
         if win is None:
@@ -600,14 +676,15 @@ def _extent(src_wcs, dst_wcs, box, frame_shape, grid_step, homography):
                                 np.array([win.y0] * 2 + [win.y1 - 1] * 2, np.float64))
         ext = (u.min(), u.max(), v.min(), v.max())
     else:
-        maps = coordinate_map(src_wcs, dst_wcs, win, grid_step)
+        maps = _coordinate_map(src_wcs, dst_wcs, win, grid_step, fit)
         with np.errstate(invalid="ignore"):
             ext = (np.nanmin(maps[0]), np.nanmax(maps[0]), np.nanmin(maps[1]),
                    np.nanmax(maps[1]))
     if not np.isfinite(ext).all() or ext[1] < -0.5 or ext[0] > fw - 0.5 \
             or ext[3] < -0.5 or ext[2] > fh - 0.5:
         return None
-    return win, homography, maps, ext
+    return BoxExtent(box, (fh, fw), win, homography, ext, fit=None if maps is None else fit,
+                     wcs=(src_wcs, dst_wcs), grid_step=grid_step), maps
 
 
 def _crop_of(ext, frame_shape, pad=3):
@@ -650,31 +727,27 @@ def source_crop(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, gr
     >>> source_crop(w, w, BBox(10, 20, 30, 40), frame_shape=(100, 100))
     BBox(y0=7, y1=24, x0=26, x1=44)
     """
-    shape = frame_shape or tuple(src_wcs.pixel_shape)[::-1]
-    ext = _extent(src_wcs, dst_wcs, _as_bbox(bbox), shape, grid_step, homography)
-    return None if ext is None else BBox(*_crop_of(ext[3], shape))
+    found = box_extent(src_wcs, dst_wcs, bbox, frame_shape=frame_shape, homography=homography,
+                       grid_step=grid_step)
+    return None if found is None else found.crop
 
 
-def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homography,
-                 frame_shape=None):
-    """Where the pixels of ``box`` read the source array, or None when they miss it.
+def _box_mapping(found, maps, src_shape, src_origin):
+    """Where the pixels of the box of ``found`` (a :class:`BoxExtent`; ``maps`` its
+    coordinate map when at hand) read the source array.
 
-    Returns ``(win, sampler, crop, limits)``: ``win`` is the part of ``box`` that the
+    Returns ``(win, sampler, crop, limits)``: ``win`` is the part of the box that the
     frame can reach; ``sampler`` (:class:`_Sampler`) samples images of ``crop`` = ``(y0,
     y1, x0, x1)``, the part of the source array that ``win`` reads (plus the kernel's
     reach), at its pixels; ``limits`` = the frame's edges ``(x_lo, x_hi, y_lo, y_hi)`` in
     crop coordinates, or None when every pixel of ``win`` falls inside the frame.
     ``src_shape`` is the array's shape, ``src_origin`` = (row, column) of its corner in the
-    frame (a crop of the frame that ``src_wcs`` describes).
+    frame (a crop of the frame).
     """
     H, W = src_shape
     sy0, sx0 = (int(v) for v in src_origin)
-    fw, fh = frame_shape[::-1] if frame_shape is not None else \
-        getattr(src_wcs, "pixel_shape", None) or (W + sx0, H + sy0)
-    found = _extent(src_wcs, dst_wcs, box, (fh, fw), grid_step, homography)
-    if found is None:
-        return None
-    win, homography, maps, ext = found
+    fh, fw = found.frame_shape
+    win, homography, ext = found.win, found.homography, found.limits
     y0, y1, x0, x1 = _crop_of(ext, (fh, fw))
     if y0 < sy0 or x0 < sx0 or y1 > sy0 + H or x1 > sx0 + W:
         raise ValueError(f"the source array ({H}x{W} at {(sy0, sx0)} of the frame) does not "
@@ -686,8 +759,10 @@ def _box_mapping(src_wcs, dst_wcs, box, src_shape, src_origin, grid_step, homogr
             [[1.0, 0, win.x0], [0, 1.0, win.y0], [0, 0, 1.0]])
         sampler = _Sampler(win.shape, hs=hs / hs[2, 2])
     else:
+        maps = found.maps() if maps is None else maps
         fx = maps[0].astype(np.float32)
         fy = maps[1].astype(np.float32)
+        del maps
         fx -= x0
         fy -= y0
         bad = ~(np.isfinite(fx) & np.isfinite(fy))

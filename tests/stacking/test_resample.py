@@ -292,3 +292,28 @@ def test_a_crop_of_the_frame_reprojects_like_the_frame():
     with pytest.raises(ValueError, match="does not cover"):
         reproject_to_bbox(data[crop.y0 + 1:crop.y1], f.wcs, g.wcs, band,
                           src_origin=(crop.y0 + 1, 0))
+
+
+@pytest.mark.parametrize("sip", [False, True])
+def test_a_box_extent_found_once_serves_the_crop_and_the_reprojection(sip):
+    from photometry_graph.stacking.resample import box_extent, source_crop, wcs_homography
+    s, g = _survey(sip, (15.0, 25.0))
+    f = s.frames[1]
+    box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
+    band = BBox(box.y0 + 40, box.y0 + 90, box.x0 - 5, box.x1)
+    H = None if sip else wcs_homography(f.wcs, g.wcs, box)
+    e = box_extent(f.wcs, g.wcs, band, homography=H)
+    assert e.crop == source_crop(f.wcs, g.wcs, band, homography=H)
+    assert (e.homography is None) == sip and e.win.area <= band.area
+    assert 0 <= e.crop.y0 and e.crop.y1 <= f.shape[0] and e.crop.area < 0.8 * f.shape[0] * f.shape[1]
+    ref, ref_fp = reproject_to_bbox(f.data, f.wcs, g.wcs, band, homography=H)
+    crop = f.data[e.crop.y0:e.crop.y1, e.crop.x0:e.crop.x1]
+    got, fp = reproject_to_bbox(crop, f.wcs, g.wcs, band, homography=H, extent=e,
+                                src_origin=(e.crop.y0, e.crop.x0))
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(fp, ref_fp)
+    assert 0 < fp.sum() < band.area
+    with pytest.raises(ValueError, match="extent given is of the box"):
+        reproject_to_bbox(crop, f.wcs, g.wcs, BBox(band.y0, band.y1 - 1, band.x0, band.x1),
+                          extent=e, src_origin=(e.crop.y0, e.crop.x0))
+    assert box_extent(f.wcs, g.wcs, BBox(box.y1 + 50, box.y1 + 60, box.x0, box.x1)) is None
