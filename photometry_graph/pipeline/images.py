@@ -298,7 +298,7 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
         data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(arr, 0, -1)),
                 "hwc": lambda: arr, "mono": lambda: arr[:, :, None]}[layout]()
     if integers and layout != "bayer" and weight is None and saturated is None \
-            and (raw != 0).all():  # the common case: nothing invalid, nothing to erode
+            and np.count_nonzero(raw) == raw.size:  # the common case: nothing invalid
         return data, None
     valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
     if saturated is not None:

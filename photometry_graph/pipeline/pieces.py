@@ -189,10 +189,12 @@ class TilePieces:
             src_mask = np.isfinite(data).all(axis=2)
             data = np.concatenate([data, weight[..., np.newaxis]], axis=2)
         pieces = []
-        for box, e in zip(boxes, extents):
+        for e in extents:
             if e is None:
                 pieces.append(empty)
                 continue
+            e = e.on_window()  # without the margin of the band that the frame cannot reach
+            box = e.box
             kw = dict(homography=src.homography, src_mask=src_mask, extent=e,
                       src_origin=(crop.y0, crop.x0), frame_shape=info.shape)
             pw = None

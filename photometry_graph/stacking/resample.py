@@ -44,7 +44,7 @@ frame photometry, where such disagreements bias the fitted gains).
 """
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -584,16 +584,24 @@ class _Sampler:
             # on the frame (the crop reaches the frame's edge wherever a position can
             # cross it): a warp of ones, without maps
             h, w = self.shape
-            ones = np.ones((int(round(y_hi - y_lo)), int(round(x_hi - x_lo))), np.uint8)
+            ones = _ones((int(round(y_hi - y_lo)), int(round(x_hi - x_lo))))
             y0, x0 = int(round(y_lo + 0.5)), int(round(x_lo + 0.5))
             shift = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ self.hs
             got = cv2.warpPerspective(ones, shift, (w, h), flags=cv2.INTER_NEAREST
                                       | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                                       borderValue=0)
-            return got.astype(bool)
+            return got.view(bool)  # 0 or 1
         fx, fy = self.maps()
         with np.errstate(invalid="ignore"):
             return (fx >= x_lo) & (fx <= x_hi) & (fy >= y_lo) & (fy <= y_hi)
+
+
+@functools.lru_cache(maxsize=4)
+def _ones(shape):
+    """A read-only uint8 image of ones (a frame's: the same for all its boxes)."""
+    ones = np.ones(shape, np.uint8)
+    ones.setflags(write=False)
+    return ones
 
 
 def _and(a, b):
@@ -631,6 +639,11 @@ class BoxExtent:
     def maps(self):
         """The coordinate map of ``win`` (no homography)."""
         return _coordinate_map(*self.wcs, self.win, self.grid_step, self.fit)
+
+    def on_window(self):
+        """This extent for the box ``win``: what a reprojection onto ``box`` holds
+        without its margin that the frame cannot reach (the same pixels)."""
+        return replace(self, box=self.win)
 
 
 def box_extent(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, grid_step=32):
