@@ -193,6 +193,7 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
     tasks, sources = [], frame_sources(frames, footprints, corrections, grid.wcs)
     noise = [f.noise * (1.0 if c is None else float(np.mean(np.abs(c.gain))))
              for f, c in zip(frames, corrections)]
+    described = [None if s is None else frame_source(f) for f, s in zip(frames, sources)]
     for t, (bbox, idx) in enumerate(zip(grid.tiles, assign_frames_to_tiles(footprints,
                                                                           grid.tiles)), 1):
         if not idx:
@@ -206,7 +207,7 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
             tile_id=t, bbox=bbox, corrections=[corrections[k] for k in idx],
             weights=task["weights"], footprints=[footprints[k] for k in idx],
             grid_wcs=grid.wcs, canvas_shape=grid.shape, piece="tile",
-            frames=[frame_source(frames[k]) for k in idx],
+            frames=[described[k] for k in idx],
             options=piece_options(opts, "tile"))
         task["key"] = piece_key(task["made_from"])
         tasks.append(task)

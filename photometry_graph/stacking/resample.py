@@ -714,23 +714,11 @@ def _crop_of(ext, frame_shape, pad=3):
 def source_crop(src_wcs, dst_wcs, bbox, *, frame_shape=None, homography=None, grid_step=32):
     """The part of a frame that :func:`reproject_to_bbox` reads for ``bbox``, or None.
 
-    A caller can read and decode only that part of the frame, and pass it with its
-    ``src_origin``: the result is the same as with the whole frame.
-
-    Parameters
-    ----------
-    src_wcs, dst_wcs : astropy.wcs.WCS
-    bbox : BBox
-        Output box in ``dst_wcs`` pixels.
-    frame_shape : tuple of int, optional
-        ``(H, W)`` of the frame (default ``src_wcs.pixel_shape``).
-    homography, grid_step
-        As for :func:`reproject_to_bbox`.
-
-    Returns
-    -------
-    BBox or None
-        Rows and columns of the frame; None when ``bbox`` misses it.
+    A caller can read and decode only that part of the frame (rows and columns, a BBox),
+    and pass it with its ``src_origin``: the result is the same as with the whole frame.
+    ``src_wcs``, ``dst_wcs`` and ``bbox`` (in ``dst_wcs`` pixels), ``homography`` and
+    ``grid_step`` as for :func:`reproject_to_bbox`; ``frame_shape`` the frame's ``(H,
+    W)`` (default ``src_wcs.pixel_shape``).
 
     Examples
     --------

@@ -393,3 +393,33 @@ def test_a_pixel_whose_every_value_is_rejected_keeps_its_plain_weighted_mean():
             assert info["groups"] == 4 and len(calls) == 4 * 2 * 4 + 4
         else:
             assert info["groups"] == 1 and info["passes"] == 3 and len(calls) == 4
+
+
+def test_smaller_groups_of_bands_when_their_pieces_then_stay_in_memory():
+    # 8 frames of 64 x 4000 px, 4 bands of 16 rows: all at once, the accumulators leave
+    # room for 12 of the 32 pieces (the rest read again in the second pass), three bands
+    # at a time for 21 of 24; two groups of two bands keep all theirs, each frame read
+    # once per group
+    from photometry_graph.stacking.clip import STATE_BYTES
+    rng = np.random.default_rng(8)
+    frames = [rng.normal(100, 1, (64, 4000, 1)).astype(np.float32) for _ in range(8)]
+    frames[3][10:30, 100:200] += 50  # something to reject
+    calls = []
+
+    def pieces(k, bands):
+        calls.append((k, tuple(bands)))
+        return [(frames[k][r0:r1], None, (r0, 0)) for r0, r1 in bands]
+
+    kw = dict(shape=(64, 4000, 1), band_rows=16, band_reader=True, return_info=True)
+    ref, ref_cov, info = stack_frames(pieces, 8, memory_budget_bytes=2 ** 30, **kw)
+    assert info["groups"] == 1 and info["reads"] == 8 and not info["streaming"]
+    band = (STATE_BYTES["moments"] + STATE_BYTES["track"] + 8) * 4000 * 16
+    budget = 4 * band + 3 * 2 ** 20  # pieces of 256 kB
+    calls.clear()
+    got, cov, info = stack_frames(pieces, 8, memory_budget_bytes=budget, **kw)
+    assert info["groups"] == 2 and info["reads"] == 16 == len(calls)
+    assert sorted(calls) == sorted([(k, ((0, 16), (16, 32))) for k in range(8)]
+                                   + [(k, ((32, 48), (48, 64))) for k in range(8)])
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(cov, ref_cov)
+    assert info["rejected_values"] > 2000  # the bright patch
