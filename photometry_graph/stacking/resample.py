@@ -276,9 +276,15 @@ def _channel_groups(C):
 
 
 def _by_channels(img, shape, warp):
-    """``warp(part)`` of each group of channels of an (h, w, C) image -> (*shape, C) float32."""
+    """``warp(part)`` of each group of channels of an (h, w, C) image -> (*shape, C) float32.
+
+    OpenCV reads an image whose rows are apart (a crop) in place: only a part of the
+    channels is copied."""
+    groups = _channel_groups(img.shape[2])
+    if len(groups) == 1:
+        return np.asarray(warp(img), np.float32).reshape(tuple(shape) + (img.shape[2],))
     out = np.empty(tuple(shape) + (img.shape[2],), dtype=np.float32)
-    for c0, c1 in _channel_groups(img.shape[2]):
+    for c0, c1 in groups:
         out[:, :, c0:c1] = warp(np.ascontiguousarray(img[:, :, c0:c1])).reshape(
             tuple(shape) + (c1 - c0,))
     return out
