@@ -204,7 +204,7 @@ class TilePieces:
             else:
                 out, foot = reproject_to_bbox(data, info.wcs, self.grid_wcs, box, **kw)
                 out, pw = out[..., :-1], np.nan_to_num(out[..., -1], nan=0.0) * (foot > 0)
-            out = apply_correction(out, box, src.correction, copy=False)
+            out = apply_correction(out, box, src.correction, copy=False, separable=True)
             pieces.append((out, pw, (box.y0 - b.y0, box.x0 - b.x0)))
         return pieces
 
