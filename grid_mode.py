@@ -202,7 +202,8 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
                     weights=[weights[k] for k in idx], noise=[noise[k] for k in idx],
                     grid_wcs=grid.wcs, canvas_shape=grid.shape, options=opts,
                     stack_bytes=plan.stack_bytes, path=tiles_dir / f"tile_{t:04d}.fits",
-                    store=pieces.store, name=f"tile_{t:04d}")
+                    store=pieces.store, name=f"tile_{t:04d}",
+                    release=opts.scheduler is not None)  # dask workers outlive the stage
         task["made_from"] = dict(  # what the tile depends on, the frames by their files
             tile_id=t, bbox=bbox, corrections=[corrections[k] for k in idx],
             weights=task["weights"], footprints=[footprints[k] for k in idx],
