@@ -28,6 +28,7 @@ a range test), each one pass at memory speed (~3 ns a value for a clipping pass,
 of the same work in numpy); ``win`` = (rows, pixel columns) of the band.
 """
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -181,7 +182,17 @@ def _trimmed(m, n):
     s2 = m.s2 - lo * lo - hi * hi
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s1 / k
-        return mean, (s2 - s1 * mean) / (k - 1) / trim_variance_ratio(n)
+        return mean, (s2 - s1 * mean) / (k - 1) / np.take(_trim_ratios(int(m.n.max())), m.n)
+
+
+@functools.lru_cache(maxsize=8)
+def _ratios(size):
+    return trim_variance_ratio(np.arange(size, dtype=np.float64))
+
+
+def _trim_ratios(n_max):
+    """:func:`trim_variance_ratio` of ``0 .. n_max`` (at least), a table by count."""
+    return _ratios(1 << max(6, int(n_max).bit_length()))
 
 
 def _winsorized(m, n, limits):
@@ -229,11 +240,12 @@ def robust_bounds(m, settings, rows=64):
                 centre, var = _winsorized(part, n, settings.winsor_limits)
             else:
                 centre, var = _trimmed(part, n)
-                plain_c = part.s1 / n  # three values: nothing left out
-                plain_v = (part.s2 - part.s1 * plain_c) / (n - 1)
                 three = n == 3
-                centre = np.where(three, plain_c, centre)
-                var = np.where(three, plain_v, var)
+                if three.any():  # three values: nothing left out
+                    plain_c = part.s1 / n
+                    plain_v = (part.s2 - part.s1 * plain_c) / (n - 1)
+                    centre = np.where(three, plain_c, centre)
+                    var = np.where(three, plain_v, var)
             scale = np.sqrt(np.maximum(var, 0.0)).reshape(n.shape[0], -1, m.C)
             scale = np.fmax(scale, floor).reshape(n.shape)
             clip = (n >= 3) & np.isfinite(scale) & np.isfinite(centre)
