@@ -191,7 +191,7 @@ def _sampled_values(node, inter, step, correction):
 
 def _step(x, y, joint):
     """The largest |median difference| of ``x`` and ``y`` over the channels."""
-    return float(np.max(np.abs(np.median(x[joint] - y[joint], axis=0))))
+    return float(np.max(np.abs(np.median((x - y)[joint], axis=0))))
 
 
 def _summary(values):
