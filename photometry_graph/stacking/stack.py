@@ -38,10 +38,10 @@ fit ``memory_budget_bytes`` -- or, for a ``band_reader``, fewer when the pieces 
 frames on fewer bands then stay in memory between the passes; the frames of those bands
 are read once per pass (the mean: one pass; clipping: one pass for the robust centre and
 scale, one per clipping round; the median: the values of a few rows at a time), and kept
-in memory between passes as far as the rest of the budget allows.  Every statistic is per pixel and every sum is taken in
-the frames' order, so the result does not depend on the budget: a tile stacked in one go
-with every frame in memory and the same tile stacked band by band with every frame read
-again agree to the last bit.
+in memory between passes as far as the rest of the budget allows.  Every statistic is per
+pixel and every sum is taken in the frames' order, so the result does not depend on the
+budget: a tile stacked in one go with every frame in memory and the same tile stacked band
+by band with every frame read again agree to the last bit.
 """
 
 import numpy as np
