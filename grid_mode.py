@@ -45,7 +45,8 @@ from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import GridResult
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
-from photometry_graph.pipeline.parallel import cluster_session, map_tasks, start_workers_early
+from photometry_graph.pipeline.parallel import (cluster_session, map_tasks, start_workers_early,
+                                                stop_workers_early)
 from photometry_graph.pipeline.pieces import frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
@@ -110,15 +111,17 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
     ``scratch`` when the plan says they do not fit memory).
     """
-    if opts.scheduler is None and _pool_likely(entries, opts):  # the workers' server
-        start_workers_early(frame_pass, _n_workers(opts), len(entries))  # imports meanwhile
-    frames = _read_frames(entries, opts, progress.stage(0, 0.1))
+    early = (start_workers_early(frame_pass, _n_workers(opts), len(entries))  # the workers'
+             if opts.scheduler is None and _pool_likely(entries, opts) else None)  # server
+    frames = _read_frames(entries, opts, progress.stage(0, 0.1))  # imports meanwhile
     grid = _global_grid(frames, opts)
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
                        workers=1 if opts.scheduler is not None else opts.workers,
                        frame_photometry=opts.frame_photometry, bin_factor=FRAME_BIN,
                        chunk_size=opts.chunk_size, tiles_bytes=_tiles_bytes(grid, frames),
                        report_page=opts.html_report)
+    if early is not None and plan.workers <= 1:  # the plan keeps the run in this process
+        stop_workers_early(early)  # (a tight budget): its memory was not planned
     while True:
         binning = opts.frame_photometry and len(frames) >= 2
         spill = scratch if plan.spill and binning and scratch is not None else None
@@ -144,9 +147,11 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
 
 
 def _pool_likely(entries, opts):
-    """Whether the memory plan will run the frames on worker processes, told before any
-    header is read: ``opts.workers`` when given, else the plan's rule on the frames'
-    pixels (:data:`IN_PROCESS_PIXELS`) as their file sizes say (2 bytes a pixel)."""
+    """Whether the memory plan will run the frames on worker processes, told before the
+    headers are read: ``opts.workers`` when given, else the plan's rule on the frames'
+    pixels (:data:`IN_PROCESS_PIXELS`) as their file sizes say (the bytes of a pixel of
+    the first frame that can be read: :func:`_pixel_bytes`).  The memory budget may
+    still keep the run in this process (the server is then stopped)."""
     if opts.workers is not None:
         return opts.workers > 1
     total = 0
@@ -155,7 +160,21 @@ def _pool_likely(entries, opts):
             total += Path(e.path).stat().st_size
         except OSError:  # a missing frame: skipped later, with a warning
             pass
-    return total / 2 >= IN_PROCESS_PIXELS
+    return total / _pixel_bytes(entries) >= IN_PROCESS_PIXELS
+
+
+def _pixel_bytes(entries, tries=3):
+    """File bytes of a pixel of the image plane: BITPIX and NAXIS3 of the first readable
+    frame's primary header among the first ``tries`` (2 when none can be read)."""
+    from astropy.io import fits
+    for e in entries[:tries]:
+        try:
+            h = fits.getheader(e.path)
+            depth = int(h.get("NAXIS3", 1)) if int(h.get("NAXIS", 0)) >= 3 else 1
+            return max(1, abs(int(h.get("BITPIX", 16))) // 8) * max(1, depth)
+        except Exception:  # noqa: BLE001 - unreadable: the next, then the default
+            continue
+    return 2
 
 
 def _tiles_bytes(grid, frames):

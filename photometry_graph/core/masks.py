@@ -141,7 +141,7 @@ def block_mean(data, valid, b):
     (columns); rows and columns beyond the last whole block are dropped.  Invalid pixels
     never enter a mean (an invalid block is NaN).  OpenCV's area resampling at an integer
     factor: the exact block mean, summed in float32 (a relative rounding of ~1e-7); a block
-    of valid pixels alone has a validity mean of exactly 1.
+    is valid when the mean of its invalid flags is exactly 0.
 
     Parameters
     ----------
@@ -169,9 +169,16 @@ def block_mean(data, valid, b):
     data, valid = np.asarray(data), np.asarray(valid, dtype=bool)
     h, w, C = data.shape
     hb, wb = h // b, w // b
+    if hb == 0 or wb == 0:
+        dtype = np.float64 if data.dtype == np.float64 else np.float32
+        return np.full((hb, wb, C), np.nan, dtype), np.zeros((hb, wb), bool)
     d = np.where(valid[..., np.newaxis], data, np.float32(0.0))[:hb * b, :wb * b]
-    out = cv2.resize(d, (wb, hb), interpolation=cv2.INTER_AREA).reshape(hb, wb, C)
-    vb = cv2.resize(valid[:hb * b, :wb * b].astype(np.float32), (wb, hb),
-                    interpolation=cv2.INTER_AREA) == 1.0
+    out = np.stack([cv2.resize(np.ascontiguousarray(d[..., c]), (wb, hb),
+                               interpolation=cv2.INTER_AREA) for c in range(C)], axis=-1) \
+        if C > 4 else cv2.resize(d, (wb, hb), interpolation=cv2.INTER_AREA).reshape(hb, wb, C)
+    # the mean of the invalid flags: exactly 0 for a block without one (a mean of ones
+    # weighted 1 / b**2 is not exactly 1 in float32 for every b)
+    vb = cv2.resize((~valid[:hb * b, :wb * b]).astype(np.float32), (wb, hb),
+                    interpolation=cv2.INTER_AREA) == 0.0
     out[~vb] = np.nan
     return out, vb

@@ -30,6 +30,7 @@ from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
 from .._stats import estimate_noise
 from .binned import bin_overlap, binnable, binned_origin, binned_to_full_fit
+from .edges import edge_pixels
 from .estimates import calibrate_pixel_gains, combine_fit
 from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, PairwiseFit, check_sampling,
                          fit_pair_image)
@@ -407,8 +408,9 @@ def _edge_task(graph, nodes, u, v, catalogues, seed, settings, *, cut=False, bin
     the overlap's binning (``bin_factor`` when binnable and no node was searched whole)."""
     edge = graph.edges[u, v]
     src, dst, inter = edge["src"], edge["dst"], edge["bbox"]
-    b = bin_factor if (catalogues.get(src), catalogues.get(dst)) == (None, None) and \
-        binnable(inter, edge["n_valid"], bin_factor, settings["min_pixels"]) else 1
+    b = bin_factor if bin_factor > 1 and (catalogues.get(src), catalogues.get(dst)) == \
+        (None, None) and binnable(inter, edge_pixels(edge), bin_factor,
+                                  settings["min_pixels"]) else 1
     tiles, cats = zip(*(_overlap_only(nodes[n], catalogues.get(n), inter) if cut else
                         (nodes[n], catalogues.get(n)) for n in (src, dst)))
     return dict(tiles=tiles, ids=(src, dst), inter=inter, catalogues=cats, seed=seed,

@@ -18,6 +18,7 @@ the queued tasks are cancelled and the workers killed at once (:func:`stop_pool`
 
 import concurrent.futures
 import contextlib
+import contextvars
 import ctypes
 import functools
 import importlib
@@ -36,7 +37,8 @@ import psutil
 from .._log import get_logger, grid_debug, grid_warning
 
 __all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
-           "STOP_SIGNALS", "single_threaded", "start_workers_early", "cluster_session"]
+           "STOP_SIGNALS", "single_threaded", "start_workers_early", "stop_workers_early",
+           "cluster_session"]
 
 logger = get_logger(__name__)
 
@@ -92,7 +94,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
     """
     if scheduler is not None:
         from dask.distributed import Client, as_completed  # optional dependency
-        shared = _CLIENTS.get(scheduler) if isinstance(scheduler, str) else None
+        session = _SESSION.get()
+        shared = session[1] if session is not None and session[0] == scheduler else None
         own = shared is None and not isinstance(scheduler, Client)
         client = Client(scheduler, set_as_default=False) if own else (shared or scheduler)
         futures = {}
@@ -149,8 +152,9 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         yield from map_tasks(func, rest, workers=1)
 
 
-#: The clients of the open :func:`cluster_session` blocks, by scheduler address.
-_CLIENTS = {}
+#: ``(address, client)`` of the innermost open :func:`cluster_session` of this thread (or
+#: task): a run in another thread has its own.
+_SESSION = contextvars.ContextVar("grid_cluster_session", default=None)
 
 
 @contextmanager
@@ -181,16 +185,22 @@ def cluster_session(scheduler, preload=()):
     from dask.distributed import Client  # optional dependency
     own = not isinstance(scheduler, Client)
     client = Client(scheduler, set_as_default=False) if own else scheduler
-    if own:
-        _CLIENTS[scheduler] = client
+    token = _SESSION.set((scheduler, client)) if own else None
+    warming = []
     try:
-        warming = [client.submit(_preload, module, workers=[w], pure=False)
-                   for w in client.scheduler_info().get("workers", {}) for module in preload]
+        try:
+            warming = [client.submit(_preload, module, workers=[w], pure=False)
+                       for w in client.scheduler_info().get("workers", {})
+                       for module in preload]
+        except Exception as exc:  # noqa: BLE001 - the workers import at their first task
+            grid_debug(logger, "cluster workers not warmed up (%s: %s)", type(exc).__name__,
+                       exc)
         yield client
-        client.cancel(warming)
     finally:
-        if own:
-            _CLIENTS.pop(scheduler, None)
+        if warming:
+            client.cancel(warming)
+        if token is not None:
+            _SESSION.reset(token)
             client.close()
 
 
@@ -405,6 +415,19 @@ def start_workers_early(func, workers, n_tasks):
     thread = threading.Thread(target=start, name="grid-forkserver", daemon=True)
     thread.start()
     return thread
+
+
+def stop_workers_early(thread):
+    """Stop the server :func:`start_workers_early` started in ``thread`` when no pool will
+    use it (a memory plan that keeps the run in this process).  Where Python offers no
+    way to stop it, it stays until the process ends (a [GRID] debug line says so)."""
+    thread.join()
+    from multiprocessing import forkserver
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is None:
+        grid_debug(logger, "the workers' server started early cannot be stopped here")
+        return
+    stop()
 
 
 def _context(func):

@@ -38,6 +38,22 @@ def test_block_mean_matches_the_means_and_keeps_invalid_values_out():
     assert np.isnan(out[~ok]).all()
 
 
+@pytest.mark.parametrize("b", [2, 4, 11, 22, 44, 49])
+def test_block_mean_finds_every_whole_valid_block_at_any_block_size(b):
+    # a validity of ones averaged in float32 is not exactly 1 at some sizes (11, 22, 44,
+    # 49): the blocks are told by their invalid flags instead
+    rng = np.random.default_rng(b)
+    data = rng.normal(5, 1, (2 * b + 1, 3 * b, 6)).astype(np.float32)
+    valid = np.ones(data.shape[:2], bool)
+    valid[b + 1, 1] = False
+    out, ok = block_mean(data, valid, b)
+    assert ok.tolist() == [[True, True, True], [False, True, True]]
+    ref = data[:2 * b].reshape(2, b, 3, b, 6).astype(np.float64).mean(axis=(1, 3))
+    np.testing.assert_allclose(out[ok], ref[ok], rtol=1e-5)
+    empty, none = block_mean(data[:b - 1], valid[:b - 1], b)  # less than one block
+    assert empty.shape == (0, 3, 6) and none.shape == (0, 3)
+
+
 def test_bin_overlap_takes_the_whole_blocks_of_the_global_grid():
     inter = BBox(3, 14, 5, 16)  # odd corners: blocks 2..6 (rows) and 3..7 (columns)
     yy, xx = inter.coordinates()

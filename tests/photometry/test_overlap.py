@@ -523,3 +523,18 @@ def test_fits_elsewhere_through_a_task_map_are_those_made_here(caplog):
     assert calls == ["_node_catalogues", "_fit_edge"]
     assert counts["failed"] == 1 and sum(counts.values()) == 3
     assert "[GRID]" in caplog.text and "MemoryError" in caplog.text
+
+
+@pytest.mark.parametrize("bin_factor", [1, 2])
+def test_edges_without_a_valid_pixel_count_are_fitted(bin_factor):
+    # a graph made elsewhere may carry the boxes alone: the fits count the box's pixels
+    p = make_overlap_pair((128, 256), gain=1.1, rng=1)
+    g = build_tile_overlap_graph([TilePhotometryInfo(k, BBox(0, 128, 0, 256), data=d,
+                                                     mask=p.valid)
+                                  for k, d in enumerate((p.src, p.dst))])
+    for e in g.edges:
+        del g.edges[e]["n_valid"]
+    assert fit_overlap_edges(g, bin_factor=bin_factor) == {"ok": 1, "offset_only": 0,
+                                                           "failed": 0}
+    (fit,) = g.edges[0, 1]["fits"]
+    assert abs(fit.a - 1.1) < 4 * fit.sigma_a

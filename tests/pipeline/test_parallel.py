@@ -5,6 +5,7 @@ import math
 import operator
 import sys
 
+import numpy as np
 import pytest
 
 import grid_mode
@@ -133,27 +134,34 @@ def test_dask_client_is_used_and_left_open():
         assert by_address == {3: -3}
 
 
-def test_a_cluster_session_shares_one_client_and_warms_the_workers():
+def test_a_cluster_session_shares_one_client_and_warms_the_workers(monkeypatch):
     # every map_tasks call on the address within the block goes through the block's
-    # client; the workers import the preloaded module at once; the client closes after
+    # client (no other is made); the workers import the preloaded module at once; the
+    # client closes after
     distributed = pytest.importorskip("dask.distributed")
     import time
     from photometry_graph.pipeline import parallel
     sys.modules.pop("colorsys", None)  # a module nothing here imports
+
+    class NoNewClient(distributed.Client):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("map_tasks made a client of its own")
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
         address = cluster.scheduler_address
         with parallel.cluster_session(address, preload=("colorsys",)) as client:
-            assert parallel._CLIENTS == {address: client}
-            for k in range(3):
-                assert dict(map_tasks(operator.neg, [k + 1], scheduler=address)) == {
-                    k + 1: -(k + 1)}
+            assert parallel._SESSION.get() == (address, client)
+            with monkeypatch.context() as m:
+                m.setattr(distributed, "Client", NoNewClient)
+                for k in range(3):
+                    assert dict(map_tasks(operator.neg, [k + 1], scheduler=address)) == {
+                        k + 1: -(k + 1)}
             assert client.status == "running"
             deadline = time.monotonic() + 20
             while "colorsys" not in sys.modules and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert "colorsys" in sys.modules  # the in-process worker imported it
-        assert parallel._CLIENTS == {} and client.status == "closed"
+        assert parallel._SESSION.get() is None and client.status == "closed"
     with parallel.cluster_session(None) as nothing:
         assert nothing is None
 
@@ -162,11 +170,16 @@ def test_the_workers_server_starts_early_only_when_a_pool_will_run():
     from photometry_graph.pipeline.parallel import start_workers_early
     assert start_workers_early(operator.neg, 1, 100) is None  # runs in this process
     assert start_workers_early(operator.neg, 2, 2) is None  # too few tasks for a pool
+    from multiprocessing import forkserver
+    from photometry_graph.pipeline.parallel import stop_workers_early
     thread = start_workers_early(operator.neg, 2, 6)
     if thread is None:  # no forkserver on this platform
         pytest.skip("no forkserver start method")
     thread.join(60)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and forkserver._forkserver._forkserver_pid is not None
+    assert ordered_map(operator.neg, range(6), workers=2) == [0, -1, -2, -3, -4, -5]
+    stop_workers_early(thread)  # a plan that keeps the run in this process stops it
+    assert forkserver._forkserver._forkserver_pid is None
     assert ordered_map(operator.neg, range(6), workers=2) == [0, -1, -2, -3, -4, -5]
 
 
@@ -293,3 +306,10 @@ def test_the_workers_start_early_only_for_frames_the_plan_gives_to_a_pool(tmp_pa
     entries.append(grid_mode.PlanEntry(path=big, exposure=5.0))
     assert grid_mode._pool_likely(entries, GridOptions())
     assert not grid_mode._pool_likely(entries, GridOptions(workers=1))
+    # the bytes of a pixel from the first readable frame: float32 RGB planes, 12 bytes
+    from astropy.io import fits
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((3, 8, 8), np.float32)).writeto(cube)
+    assert grid_mode._pixel_bytes([grid_mode.PlanEntry(path=p, exposure=5.0)
+                                   for p in (tmp_path / "missing.fits", cube)]) == 12
+    assert grid_mode._pixel_bytes(entries) == 2  # none is a FITS file: the default
