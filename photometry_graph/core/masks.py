@@ -48,8 +48,8 @@ def as_channels_last(data):
     )
 
 
-def erode_mask(mask, pixels):
-    """Erode a boolean mask by ``pixels`` pixels (8-connectivity).
+def erode_mask(mask, pixels, *, connectivity=8):
+    """Erode a boolean mask by ``pixels`` pixels.
 
     The array edge is treated as valid (``border_value=1``), so a tile whose
     data reaches its own border is not shrunk there; only the borders of
@@ -60,20 +60,34 @@ def erode_mask(mask, pixels):
     mask : numpy.ndarray of bool, shape (H, W)
     pixels : int
         Number of erosion steps; 0 returns a copy.
+    connectivity : {8, 4}
+        Neighbours of a step: the 3 x 3 square (8) or cross (4, scipy's default
+        structure).
 
     Returns
     -------
     numpy.ndarray of bool
+
+    Examples
+    --------
+    >>> m = np.ones((5, 5), bool); m[2, 2] = False
+    >>> int(erode_mask(m, 1).sum()), int(erode_mask(m, 1, connectivity=4).sum())
+    (16, 20)
     """
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
     mask = np.asarray(mask, dtype=bool)
     if pixels <= 0:
         return mask.copy()
     if mask.ndim != 2 or min(mask.shape) == 0:
-        structure = np.ones((3,) * mask.ndim, dtype=bool)
+        structure = ndimage.generate_binary_structure(mask.ndim, 1 if connectivity == 4
+                                                      else mask.ndim)
         return ndimage.binary_erosion(mask, structure=structure, iterations=int(pixels),
                                       border_value=1)
-    import cv2  # a 3x3 minimum filter: ~30x faster than ndimage.binary_erosion
-    out = cv2.erode(np.ascontiguousarray(mask, dtype=np.uint8), np.ones((3, 3), np.uint8),
+    import cv2  # a 3x3 minimum filter: ~30-80x faster than ndimage.binary_erosion
+    kernel = (cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)) if connectivity == 4
+              else np.ones((3, 3), np.uint8))
+    out = cv2.erode(np.ascontiguousarray(mask, dtype=np.uint8), kernel,
                     iterations=int(pixels), borderType=cv2.BORDER_CONSTANT, borderValue=1)
     return out.astype(bool)
 

@@ -48,7 +48,6 @@ import math
 import threading
 from dataclasses import asdict, dataclass, replace
 
-import cv2
 import numpy as np
 import sep
 from scipy import optimize
@@ -56,6 +55,7 @@ from scipy.spatial import cKDTree
 
 from .._json import jsonable
 from .._log import get_logger, grid_debug
+from ..core.masks import erode_mask
 
 __all__ = ["StarRatio", "StarCatalogue", "STAR_STATUSES", "GAIN_SOURCES", "detect_stars",
            "measure_star_ratio", "combine_gain_estimates"]
@@ -380,19 +380,9 @@ def _fwhm(sub, valid, cat):
     return float(2.0 * np.median(r[good])) if good.any() else math.nan
 
 
-def _eroded(mask):
-    """Binary erosion by the 3 x 3 cross, the outside counted as set (OpenCV's, ~80 times
-    faster than ``scipy.ndimage.binary_erosion(mask, border_value=1)``, and equal to it)."""
-    if mask.size == 0:
-        return mask.copy()
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    return cv2.erode(np.ascontiguousarray(mask).view(np.uint8), cross,
-                     borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
-
-
 def _near(bad, x, y, reach):
     """Stars at ``(x, y)`` with a ``bad`` pixel centre within ``reach`` pixels."""
-    edge = bad & ~_eroded(bad)  # bad pixels next to good ones
+    edge = bad & ~erode_mask(bad, 1, connectivity=4)  # bad pixels next to good ones
     if not edge.any():
         return np.zeros(x.size, dtype=bool)
     ey, ex = np.nonzero(edge)
