@@ -317,8 +317,7 @@ def _plain_log_ticks(axis):
     axis.set_minor_locator(NullLocator())
 
 
-def _abs_values(view, key):
-    run = unpack_run(view)
+def _abs_values(run, key):
     arr = (run.residuals or {}).get(key)
     if arr is None:
         return np.zeros(0)
@@ -326,12 +325,13 @@ def _abs_values(view, key):
     return vals[np.isfinite(vals)]
 
 
-def _graph_figure(view, sky):
-    """Status, residual before and residual after of one graph, side by side."""
+def _graph_figure(view, run, sky):
+    """Status, residual before and residual after of one graph, side by side (``run``:
+    ``view`` unpacked)."""
     fig, axes = sky.panels(3)
     n = len(view["tiles"])
     noun = view["node_kind"]
-    before, after = _abs_values(view, "offset_before"), _abs_values(view, "offset_after")
+    before, after = _abs_values(run, "offset_before"), _abs_values(run, "offset_after")
     both = np.concatenate([before, after])
     both = both[both > 0]
     lo, hi = (float(both.min()), float(both.max())) if both.size else (1e-6, 1.0)
@@ -342,7 +342,7 @@ def _graph_figure(view, sky):
         if residuals is not None and view.get("edge_residuals") is None:
             ax.set_title(f"{title}: no solve", fontsize=10)
             continue
-        plot_overlap_graph(view, ax=ax, residuals=residuals, vmin=lo, vmax=max(hi, lo * 10),
+        plot_overlap_graph(run, ax=ax, residuals=residuals, vmin=lo, vmax=max(hi, lo * 10),
                            annotate=n <= 40, title=title)
         sky.frame(ax, labels=ax is axes[0])
     for cbar_ax in fig.axes[len(axes):]:  # the log colour bars
@@ -350,11 +350,11 @@ def _graph_figure(view, sky):
     return _png(fig, f"the {noun} graph")
 
 
-def _histogram_figure(view):
+def _histogram_figure(view, run):
     """Histograms of the absolute offset and gain-ratio residuals before/after."""
     fig, axes = _figure(11.0, 3.4, 2)
     for ax, kind, unit in zip(axes, ("offset", "gain"), ("data units", "relative")):
-        before, after = _abs_values(view, f"{kind}_before"), _abs_values(view, f"{kind}_after")
+        before, after = _abs_values(run, f"{kind}_before"), _abs_values(run, f"{kind}_after")
         vals = np.concatenate([before, after])
         vals = vals[vals > 0]
         if not vals.size:
@@ -376,9 +376,8 @@ def _histogram_figure(view):
     return _png(fig, f"{view['node_kind']} residual histograms")
 
 
-def _node_values(view):
+def _node_values(view, run):
     """Per node: box, mean gain, mean offset at the node centre, mean gradient across it."""
-    run = unpack_run(view)
     out = []
     for node in view["tiles"]:
         corr = run.corrections.get(node["tile_id"])
@@ -395,12 +394,12 @@ def _node_values(view):
     return out
 
 
-def _maps_figure(view, sky):
+def _maps_figure(view, run, sky):
     """Maps of the solved gains, offsets (at each node's centre) and gradients."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
-    values = _node_values(view)
+    values = _node_values(view, run)
     if not values:
         return _note("no solved corrections to map")
     fig, axes = sky.panels(3)
@@ -504,17 +503,17 @@ def _warnings_section(report):
     return _table(rows, ["warning", "what to do"], max_rows=200)
 
 
-def _edges_table(view):
-    rows = edge_residual_table(view)
+def _edges_table(run):
+    rows = edge_residual_table(run)
     columns = ["src", "dst", "channel", "n_valid", "status", "a", "sigma_a", "b",
                "offset_before", "offset_after", "gain_before", "gain_after"]
     return _table(rows, columns, labels={"a": "gain ratio a", "sigma_a": "σ(a)",
                                          "b": "offset b"})
 
 
-def _nodes_table(view):
+def _nodes_table(view, run):
     rows = []
-    for node, _, level, across, corr in _node_values(view):
+    for node, _, level, across, corr in _node_values(view, run):
         rows.append({"id": node["tile_id"], "gain": _Html(_fmt_channels(corr["gain"])),
                      "σ(gain)": _Html(_fmt_channels(corr["gain_err"])),
                      "offset at centre": _Html(_fmt(level)),
@@ -534,14 +533,15 @@ def _graph_section(report, kind, sky):
              f"{_esc(', '.join(str(r) for r in view['references']) or '-')}.  Boxes and edges "
              "are drawn where the nodes lie on the mosaic (x to the right, y up, as the "
              "previews); an edge joins the centres of two overlapping nodes.</p>"]
-    for title, func in (("graph", lambda: _graph_figure(view, sky)),
-                        ("histograms", lambda: _histogram_figure(view)),
-                        ("maps", lambda: _maps_figure(view, sky))):
+    run = unpack_run(view)  # once for every figure and table of the section
+    for title, func in (("graph", lambda: _graph_figure(view, run, sky)),
+                        ("histograms", lambda: _histogram_figure(view, run)),
+                        ("maps", lambda: _maps_figure(view, run, sky))):
         parts.append(_guarded(func, title))
     parts.append("<details><summary>per-node corrections</summary>"
-                 + _guarded(lambda: _nodes_table(view), "nodes") + "</details>")
+                 + _guarded(lambda: _nodes_table(view, run), "nodes") + "</details>")
     parts.append("<details><summary>per-edge fits and residuals</summary>"
-                 + _guarded(lambda: _edges_table(view), "edges") + "</details>")
+                 + _guarded(lambda: _edges_table(run), "edges") + "</details>")
     return "".join(parts)
 
 

@@ -162,9 +162,10 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
 
     Parameters
     ----------
-    graph : networkx.Graph, HarmonizationResult or dict
+    graph : networkx.Graph, HarmonizationResult, dict or RunView
         An overlap graph (nodes with ``bbox``), a harmonization result (graph
-        + solution), or a parsed ``grid_report.json``.
+        + solution), a parsed ``grid_report.json``, or any of them unpacked
+        (:func:`~photometry_graph.diagnostics.report.unpack_run`).
     ax : matplotlib Axes, optional
     residuals : str, dict or None
         Colour of the edges: a key of the solution's ``edge_residuals``
@@ -193,14 +194,13 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
     -------
     matplotlib.figure.Figure
         Artists: a ``LineCollection`` of edges, a ``PathCollection`` of node
-        markers, one ``Polygon`` per tile outline, a colour bar when
+        markers, a ``PolyCollection`` of the tile outlines, a colour bar when
         ``residuals`` is not None; the reference tile(s) are drawn as stars.
     """
     import networkx as nx
     plt = _pyplot()
-    from matplotlib.collections import LineCollection
+    from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.colors import LogNorm, Normalize
-    from matplotlib.patches import Polygon
 
     run = unpack_run(graph, solution)
     g = run.graph
@@ -231,14 +231,6 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
     cy = np.array([bboxes[n].center[0] for n in nodes])
     px, py = to_plot(cx, cy)
     pos = {n: (px[k], py[k]) for k, n in enumerate(nodes)}
-    if show_tiles:
-        for n in nodes:
-            b = bboxes[n]
-            xs = np.array([b.x0, b.x1, b.x1, b.x0]) - 0.5
-            ys = np.array([b.y0, b.y0, b.y1, b.y1]) - 0.5
-            qx, qy = to_plot(xs, ys)
-            ax.add_patch(Polygon(np.column_stack([qx, qy]), closed=True, fill=False,
-                                 edgecolor="0.6", linewidth=0.8))
     edges = list(g.edges(data=True))
     segs = [(pos[u], pos[v]) for u, v, _ in edges]
     if isinstance(residuals, str) and residuals == "auto":
@@ -272,6 +264,13 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
         lc.set_array(np.ma.masked_invalid(plot_vals))
         ax.add_collection(lc)
         fig.colorbar(lc, ax=ax, label=label, shrink=0.85)
+    if show_tiles:  # the outlines: one artist, under the edges
+        corners = np.array([[(b.x0, b.y0), (b.x1, b.y0), (b.x1, b.y1), (b.x0, b.y1)]
+                            for b in (bboxes[n] for n in nodes)], float) - 0.5
+        qx, qy = to_plot(corners[..., 0].ravel(), corners[..., 1].ravel())
+        ax.add_collection(PolyCollection(np.stack([qx, qy], -1).reshape(corners.shape),
+                                         closed=True, facecolors="none", edgecolors="0.6",
+                                         linewidths=0.8, zorder=0.9))
     refs = set(run.references)
     is_ref = np.array([n in refs for n in nodes])
     ax.scatter(px[~is_ref], py[~is_ref], s=40, c="k", zorder=3)

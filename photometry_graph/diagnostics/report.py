@@ -233,9 +233,10 @@ def unpack_run(obj, solution=None):
 
     Parameters
     ----------
-    obj : HarmonizationResult, PhotometrySolution, networkx.Graph or dict
-        A harmonization result, a solution, an overlap graph, or the parsed
-        ``grid_report.json`` of a run.
+    obj : HarmonizationResult, PhotometrySolution, networkx.Graph, dict or RunView
+        A harmonization result, a solution, an overlap graph, the parsed
+        ``grid_report.json`` of a run, or a view unpacked already (returned as it is,
+        so that one report is unpacked once for several figures and tables).
     solution : PhotometrySolution, optional
         Residuals and references for a bare graph.
 
@@ -250,6 +251,8 @@ def unpack_run(obj, solution=None):
     """
     import networkx as nx
 
+    if isinstance(obj, RunView) and solution is None:  # unpacked already
+        return obj
     if isinstance(obj, dict):
         run = _from_report(obj)
     else:

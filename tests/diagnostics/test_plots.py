@@ -10,10 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from astropy.wcs import WCS  # noqa: E402
-from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.patches import Polygon  # noqa: E402
 
 from photometry_graph.datasets import make_survey  # noqa: E402
 from photometry_graph.diagnostics.metrics import bbox_boundaries, overlap_pixels  # noqa: E402
@@ -37,7 +36,9 @@ def test_plot_overlap_graph_draws_tiles_edges_and_reference(mono):
     lcs = [c for c in ax.collections if isinstance(c, LineCollection)]
     assert len(lcs) == 1 and len(lcs[0].get_segments()) == res.graph.number_of_edges()
     assert np.isfinite(lcs[0].get_array()).sum() == res.graph.number_of_edges()
-    assert sum(isinstance(p, Polygon) for p in ax.patches) == res.graph.number_of_nodes()
+    outlines = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(outlines) == 1 and len(outlines[0].get_paths()) == res.graph.number_of_nodes()
+    assert outlines[0].get_zorder() < lcs[0].get_zorder()  # under the edges
     assert len(fig.axes) == 2  # colour bar
     stars = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert sum(len(c.get_offsets()) for c in stars) == res.graph.number_of_nodes()
