@@ -174,8 +174,8 @@ def _solve_nodes(nodes, model, background, rng, kwargs):
     return dict(result.corrections), report
 
 
-#: Pixels of an overlap that the residuals of the report sample (a regular grid): the
-#: median difference of a pair is then good to ~1 % of the noise of a binned pixel.
+#: Pixels of an overlap that the residuals of the report sample at most (a regular grid):
+#: the median difference of a pair is then good to ~1 % of the noise of a binned pixel.
 RESIDUAL_SAMPLES = 20_000
 
 
@@ -207,8 +207,8 @@ def _overlap_residuals(nodes, corrections, pairs=None):
 
     ``pairs`` (node ids) restricts the measure to those overlaps (the fitted ones: with
     many frames of one field, all pairs would be n(n-1)/2); None takes every overlap.
-    Overlaps are sampled on a regular grid of about :data:`RESIDUAL_SAMPLES` pixels, read
-    once for both measures.
+    Overlaps are sampled on a regular grid of at most about :data:`RESIDUAL_SAMPLES`
+    pixels, read once for both measures.
     """
     if pairs is None:
         pairs = [(nodes[i].tile_id, nodes[j].tile_id)
@@ -217,7 +217,7 @@ def _overlap_residuals(nodes, corrections, pairs=None):
     before, after = [], []
     for a, b in pairs:
         inter = by_id[a].bbox.intersection(by_id[b].bbox)
-        step = max(1, math.isqrt(inter.area // RESIDUAL_SAMPLES))
+        step = math.isqrt(-(-inter.area // RESIDUAL_SAMPLES) - 1) + 1  # step² >= area / N
         di, ci, mi = _sampled_values(by_id[a], inter, step, (corrections or {}).get(a))
         dj, cj, mj = _sampled_values(by_id[b], inter, step, (corrections or {}).get(b))
         joint = mi & mj
