@@ -149,8 +149,8 @@ class FitsStream:
             if w == self.width:  # full rows: one contiguous run per plane
                 _pwrite(self.fd, buf, self._pos(p, y0, 0))
             else:
-                for r in range(h):
-                    _pwrite(self.fd, buf[r], self._pos(p, y0 + r, x0))
+                _pwrite_rows(self.fd, buf, self._pos(p, y0, x0),
+                             self.width * self.depth * self.dtype.itemsize)
 
     def read(self, y0, y1):
         """Rows ``y0:y1`` as (h, W, C), in the file's type, native byte order."""
@@ -169,6 +169,17 @@ def _pwrite(fd, buf, offset):
             os.lseek(fd, offset, os.SEEK_SET)
             n = os.write(fd, view)
         view, offset = view[n:], offset + n
+
+
+def _pwrite_rows(fd, rows, offset, stride):
+    """Write each row of the 2-d byte array ``rows`` at ``offset + k * stride``: one call a
+    row, the loop kept short (a chunk of the assembly is ~1000 rows, 100s of chunks)."""
+    pwrite = getattr(os, "pwrite", None)
+    width = rows.shape[1]
+    for k in range(rows.shape[0]):
+        at = offset + k * stride
+        if pwrite is None or pwrite(fd, rows[k], at) != width:  # Windows, or a short write
+            _pwrite(fd, rows[k], at)
 
 
 @contextmanager
