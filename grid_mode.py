@@ -26,8 +26,9 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
                                    grid_warning)
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
+from photometry_graph.launch import pool_likely, started_server
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
-from photometry_graph.pipeline.budget import (IN_PROCESS_PIXELS, plan_memory, plan_tiles,
+from photometry_graph.pipeline.budget import (plan_memory, plan_tiles,
                                               release_memory)
 from photometry_graph.pipeline.cli import main
 from photometry_graph.pipeline.demo import run_demo
@@ -111,8 +112,9 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
     ``scratch`` when the plan says they do not fit memory).
     """
-    early = (start_workers_early(frame_pass, _n_workers(opts), len(entries))  # the workers'
-             if opts.scheduler is None and _pool_likely(entries, opts) else None)  # server
+    pooled = opts.scheduler is None and pool_likely([e.path for e in entries], opts.workers)
+    early = (start_workers_early(frame_pass, _n_workers(opts), len(entries)) if pooled
+             else None) or started_server()  # the workers' server (the command's, maybe)
     frames = _read_frames(entries, opts, progress.stage(0, 0.1))  # imports meanwhile
     grid = _global_grid(frames, opts)
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
@@ -120,8 +122,8 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
                        frame_photometry=opts.frame_photometry, bin_factor=FRAME_BIN,
                        chunk_size=opts.chunk_size, tiles_bytes=_tiles_bytes(grid, frames),
                        report_page=opts.html_report)
-    if early is not None and plan.workers <= 1:  # the plan keeps the run in this process
-        stop_workers_early(early)  # (a tight budget): its memory was not planned
+    if early is not None and (plan.workers <= 1 or not pooled):  # the run stays in this
+        stop_workers_early(early)  # process (a tight budget): the server's memory is not planned
     while True:
         binning = opts.frame_photometry and len(frames) >= 2
         spill = scratch if plan.spill and binning and scratch is not None else None
@@ -144,37 +146,6 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
         if narrower.shape == grid.shape:
             return kept, grid, plan, binned if binning else None, solve_key
         frames, grid = kept, narrower  # the canvas without them
-
-
-def _pool_likely(entries, opts):
-    """Whether the memory plan will run the frames on worker processes, told before the
-    headers are read: ``opts.workers`` when given, else the plan's rule on the frames'
-    pixels (:data:`IN_PROCESS_PIXELS`) as their file sizes say (the bytes of a pixel of
-    the first frame that can be read: :func:`_pixel_bytes`).  The memory budget may
-    still keep the run in this process (the server is then stopped)."""
-    if opts.workers is not None:
-        return opts.workers > 1
-    total = 0
-    for e in entries:
-        try:
-            total += Path(e.path).stat().st_size
-        except OSError:  # a missing frame: skipped later, with a warning
-            pass
-    return total / _pixel_bytes(entries) >= IN_PROCESS_PIXELS
-
-
-def _pixel_bytes(entries, tries=3):
-    """File bytes of a pixel of the image plane: BITPIX and NAXIS3 of the first readable
-    frame's primary header among the first ``tries`` (2 when none can be read)."""
-    from astropy.io import fits
-    for e in entries[:tries]:
-        try:
-            h = fits.getheader(e.path)
-            depth = int(h.get("NAXIS3", 1)) if int(h.get("NAXIS", 0)) >= 3 else 1
-            return max(1, abs(int(h.get("BITPIX", 16))) // 8) * max(1, depth)
-        except Exception:  # noqa: BLE001 - unreadable: the next, then the default
-            continue
-    return 2
 
 
 def _tiles_bytes(grid, frames):

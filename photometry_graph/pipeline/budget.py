@@ -28,6 +28,7 @@ import resource
 from dataclasses import dataclass, field
 
 from .._log import get_logger, grid_debug, grid_warning
+from ..launch import IN_PROCESS_PIXELS  # the rule the command applies too
 from ..stacking.clip import STATE_BYTES
 from ..stacking.stack import BAND_ROWS
 from .options import GridModeError
@@ -67,9 +68,6 @@ ASSEMBLY_MB = 120.0
 #: OpenCV), MB (measured +35 MB of peak RSS with previews of 2048 x 2048).
 REPORT_PAGE_MB = 40.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
-#: Frame pixels below which a run works in the calling process: starting a pool of
-#: workers costs ~1.4 s (measured), what 2 workers save on ~6 frames of 1080x1920.
-IN_PROCESS_PIXELS = 12e6
 #: The share of ``memory_mb`` the plan spends: the rest absorbs the error of its figures
 #: (measured within ~10 % of a traced run's stages).
 PLANNED_SHARE = 0.9

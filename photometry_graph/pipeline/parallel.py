@@ -35,6 +35,7 @@ from contextlib import contextmanager
 import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
+from ..launch import start_server
 
 __all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
            "STOP_SIGNALS", "single_threaded", "start_workers_early", "stop_workers_early",
@@ -97,12 +98,12 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         session = _SESSION.get()
         shared = session[1] if session is not None and session[0] == scheduler else None
         own = shared is None and not isinstance(scheduler, Client)
-        client = Client(scheduler, set_as_default=False) if own else (shared or scheduler)
+        client = _client(scheduler) if own else (shared or scheduler)
         futures = {}
         try:
-            futures = {client.submit(_one_thread, func, t, pure=False): t for t in tasks}
+            futures, direct = _submit_all(client, func, tasks)
             for fut in as_completed(futures, loop=client.loop):
-                yield futures[fut], (fut.exception() or fut.result())
+                yield futures[fut], (fut.exception() or client.gather(fut, direct=direct))
         except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
             client.cancel(list(futures))
             raise
@@ -184,12 +185,12 @@ def cluster_session(scheduler, preload=()):
         return
     from dask.distributed import Client  # optional dependency
     own = not isinstance(scheduler, Client)
-    client = Client(scheduler, set_as_default=False) if own else scheduler
+    client = _client(scheduler) if own else scheduler
     token = _SESSION.set((scheduler, client)) if own else None
     warming = []
     try:
         try:
-            warming = [client.submit(_preload, module, workers=[w], pure=False)
+            warming = [client.submit(importlib.import_module, module, workers=[w], pure=False)
                        for w in client.scheduler_info().get("workers", {})
                        for module in preload]
         except Exception as exc:  # noqa: BLE001 - the workers import at their first task
@@ -204,9 +205,31 @@ def cluster_session(scheduler, preload=()):
             client.close()
 
 
-def _preload(module):
-    """Import ``module`` (a cluster worker's warm-up: :func:`cluster_session`)."""
-    importlib.import_module(module)
+def _client(address):
+    """A dask client of the scheduler at ``address`` that exchanges data with the workers
+    directly (the scheduler sees keys, not the frames and results)."""
+    from dask.distributed import Client
+    return Client(address, set_as_default=False, direct_to_workers=True)
+
+
+def _submit_all(client, func, tasks):
+    """``func(task)`` of every task on the cluster: ``({future: task}, direct)``.
+
+    The tasks, pickled here, go to the workers directly (``scatter``) and the scheduler
+    receives their keys only: a task graph holding the data would be unpickled and
+    forwarded by the scheduler, on the same CPUs as the workers.  ``direct`` says the
+    results can be fetched from the workers directly; when the workers cannot be reached
+    from here, the tasks travel through the scheduler.
+    """
+    tasks = list(tasks)
+    pickled = [pickle.dumps(_Call(func, t), protocol=pickle.HIGHEST_PROTOCOL) for t in tasks]
+    try:
+        data, direct = client.scatter(pickled, direct=True, hash=False), True
+    except Exception as exc:  # noqa: BLE001 - the workers are out of reach: as before
+        grid_debug(logger, "tasks not scattered to the workers (%s: %s)", type(exc).__name__,
+                   exc)
+        data, direct = pickled, False
+    return {client.submit(pickle.loads, d, pure=False): t for d, t in zip(data, tasks)}, direct
 
 
 def ordered_map(func, tasks, *, scheduler=None, workers=None):
@@ -375,14 +398,30 @@ def _one_thread(func, task):
         return func(task)
 
 
+class _Call:
+    """``func(task)`` that runs when it is unpickled: ``pickle.loads(pickle.dumps(call))``
+    is :func:`_one_thread` of ``func`` and the task's copy.
+
+    A dask cluster's task is then ``pickle.loads`` of bytes: its scheduler unpickles no
+    function of this package (importing it would cost the scheduler ~2 s of CPU), and
+    the task makes the pickle round trip of a local run's (the same numbers).
+    """
+
+    def __init__(self, func, task):
+        self.func, self.task = func, task
+
+    def __reduce__(self):
+        return _one_thread, (self.func, self.task)
+
+
 def start_workers_early(func, workers, n_tasks):
     """Start the server that :func:`map_tasks` forks ``func``'s workers from, in a thread.
 
     The server imports ``func``'s module (the libraries, ~1 s) when the first pool starts;
     started here, that happens while the caller goes on (reading headers), and the first
-    pool finds it ready.  Nothing is started when :func:`map_tasks` would run the tasks
-    in this process (one worker, or fewer than 3 tasks) or without ``forkserver``.  The
-    server never sees a Ctrl-C (SIGINT blocked in the thread that starts it).
+    pool finds it ready (:func:`photometry_graph.launch.start_server`, which the command
+    may have called already).  Nothing is started when :func:`map_tasks` would run the
+    tasks in this process (one worker, or fewer than 3 tasks) or without ``forkserver``.
 
     Parameters
     ----------
@@ -398,23 +437,10 @@ def start_workers_early(func, workers, n_tasks):
     threading.Thread or None
         The starting thread (daemon), None when nothing is started.
     """
-    if workers <= 1 or n_tasks < 3 or "forkserver" not in \
-            multiprocessing.get_all_start_methods():
+    if workers <= 1 or n_tasks < 3:
         return None
-    _context(func)  # the module the server preloads
-
-    def start():
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            from multiprocessing import forkserver
-            forkserver.ensure_running()
-        except Exception as exc:  # noqa: BLE001 - the first pool starts it then, as before
-            grid_debug(logger, "worker server not started early (%s)", exc)
-
-    thread = threading.Thread(target=start, name="grid-forkserver", daemon=True)
-    thread.start()
-    return thread
+    module = getattr(func, "__module__", None)
+    return start_server(module if module != "__main__" else None)
 
 
 def stop_workers_early(thread):

@@ -134,6 +134,36 @@ def test_dask_client_is_used_and_left_open():
         assert by_address == {3: -3}
 
 
+def _fails_on_two(x):
+    if x == 2:
+        raise ValueError("two")
+    return -x
+
+
+def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled():
+    # the scheduler sees `pickle.loads` of scattered bytes: no function of the package to
+    # import; the task runs on a copy (the pickle round trip of a local run) and a task's
+    # exception comes back as its result
+    distributed = pytest.importorskip("dask.distributed")
+    import pickle
+
+    from photometry_graph.pipeline import parallel
+    task = {"values": np.arange(3.0)}
+    call = pickle.loads(pickle.dumps(parallel._Call(operator.itemgetter("values"), task)))
+    assert np.array_equal(call, task["values"]) and call is not task["values"]
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None) as client:
+        futures, direct = parallel._submit_all(client, _fails_on_two, [1, 2, 3])
+        assert direct and list(futures.values()) == [1, 2, 3]
+        distributed.wait(list(futures))
+        for fut in futures:  # the task itself: pickle.loads of one scattered piece
+            spec = client.run_on_scheduler(
+                lambda dask_scheduler, key=fut.key: dask_scheduler.tasks[key].run_spec)
+            assert spec.func is pickle.loads and len(spec.dependencies) == 1
+        out = dict(map_tasks(_fails_on_two, [1, 2, 3], scheduler=client))
+    assert out[1] == -1 and out[3] == -3 and isinstance(out[2], ValueError)
+
+
 def test_a_cluster_session_shares_one_client_and_warms_the_workers(monkeypatch):
     # every map_tasks call on the address within the block goes through the block's
     # client (no other is made); the workers import the preloaded module at once; the
@@ -294,22 +324,50 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
 def test_the_workers_start_early_only_for_frames_the_plan_gives_to_a_pool(tmp_path):
     # before the headers: the file sizes stand for the pixels (2 bytes each), or the
     # workers option says it
-    from photometry_graph.pipeline.budget import IN_PROCESS_PIXELS
+    from photometry_graph.launch import IN_PROCESS_PIXELS, pixel_bytes, pool_likely
     small, big = tmp_path / "small.fits", tmp_path / "big.fits"
     small.write_bytes(b"\0" * 2880 * 10)
     with open(big, "wb") as fh:  # sparse: the size without the bytes
         fh.truncate(int(IN_PROCESS_PIXELS * 2) + 2880)
-    entries = [grid_mode.PlanEntry(path=p, exposure=5.0)
-               for p in (small, tmp_path / "missing.fits")]
-    assert not grid_mode._pool_likely(entries, GridOptions())
-    assert grid_mode._pool_likely(entries, GridOptions(workers=2))
-    entries.append(grid_mode.PlanEntry(path=big, exposure=5.0))
-    assert grid_mode._pool_likely(entries, GridOptions())
-    assert not grid_mode._pool_likely(entries, GridOptions(workers=1))
-    # the bytes of a pixel from the first readable frame: float32 RGB planes, 12 bytes
+    paths = [small, tmp_path / "missing.fits"]
+    assert not pool_likely(paths)
+    assert pool_likely(paths, workers=2)
+    paths.append(big)
+    assert pool_likely(paths)
+    assert not pool_likely(paths, workers=1)
+    # the bytes of a pixel from the first readable frame: float32 RGB planes, 12 bytes;
+    # int16 planes, gzip-compressed, 2 bytes; float64, 8 bytes
     from astropy.io import fits
-    cube = tmp_path / "cube.fits"
+    cube, gz, wide = tmp_path / "cube.fits", tmp_path / "planes.fits.gz", tmp_path / "w.fit"
     fits.PrimaryHDU(np.zeros((3, 8, 8), np.float32)).writeto(cube)
-    assert grid_mode._pixel_bytes([grid_mode.PlanEntry(path=p, exposure=5.0)
-                                   for p in (tmp_path / "missing.fits", cube)]) == 12
-    assert grid_mode._pixel_bytes(entries) == 2  # none is a FITS file: the default
+    fits.PrimaryHDU(np.zeros((1, 8, 8), np.int16)).writeto(gz)
+    fits.PrimaryHDU(np.zeros((8, 8)), fits.Header([("HISTORY", "x")] * 40)).writeto(wide)
+    assert pixel_bytes([tmp_path / "missing.fits", cube]) == 12
+    assert pixel_bytes([gz]) == 2 and pixel_bytes([wide]) == 8
+    assert pixel_bytes(paths) == 2  # none is a FITS file: the default
+    # without astropy: the same as its reading of the header
+    assert fits.getheader(cube)["BITPIX"] == -32 and fits.getheader(cube)["NAXIS3"] == 3
+
+
+def test_the_command_starts_the_workers_server_for_a_pooled_run_only(tmp_path, monkeypatch):
+    from multiprocessing import forkserver
+
+    from photometry_graph import launch
+    from photometry_graph.pipeline.parallel import stop_workers_early
+    monkeypatch.setattr(launch, "_started", None)
+    for k in range(3):
+        with open(tmp_path / f"f{k}.fits", "wb") as fh:
+            fh.truncate(int(launch.IN_PROCESS_PIXELS))  # 2 bytes a pixel: 1.5x the rule
+    for args in (["run", str(tmp_path), "out", "--scheduler", "tcp://x:1"],
+                 ["run", str(tmp_path), "out", "--workers=1"], ["assemble", str(tmp_path)],
+                 ["run", str(tmp_path / "missing"), "out"], ["run"]):
+        launch._start_for(args)
+        assert launch.started_server() is None, args
+    launch._start_for(["run", str(tmp_path), "out", "--memory-mb", "800"])
+    thread = launch.started_server()
+    if thread is None:  # no forkserver on this platform
+        pytest.skip("no forkserver start method")
+    thread.join(60)
+    assert forkserver._forkserver._forkserver_pid is not None
+    stop_workers_early(thread)
+    assert forkserver._forkserver._forkserver_pid is None
