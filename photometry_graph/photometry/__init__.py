@@ -68,6 +68,9 @@ from .binned import (  # noqa: F401
 from .estimates import (  # noqa: F401
     combine_fit, calibrate_pixel_gains,
 )
+from .candidates import (  # noqa: F401
+    CANDIDATE_CELLS, candidate_pairs,
+)
 
 __all__ = [
     "grown_outliers", "FitSettings", "PixelDesign", "GridDesign", "solve_moments",
@@ -90,5 +93,5 @@ __all__ = [
     "STAR_STATUSES", "GAIN_SOURCES", "detect_stars", "measure_star_ratio",
     "combine_gain_estimates", "BIN_MIN_SIDE", "BIN_MIN_FIT_PIXELS", "binned_box", "binnable",
     "bin_overlap", "binned_origin", "binned_to_full_fit", "combine_fit",
-    "calibrate_pixel_gains",
+    "calibrate_pixel_gains", "CANDIDATE_CELLS", "candidate_pairs",
 ]

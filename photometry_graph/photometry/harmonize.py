@@ -22,6 +22,7 @@ from .._json import jsonable
 from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
+from .candidates import candidate_pairs
 from ..core.correction import identity_correction
 from .overlap import (build_tile_overlap_graph, fit_overlap_edges, gain_estimates,
                       sparsify_overlap_graph)
@@ -31,6 +32,12 @@ from ..core.tiles import TilePhotometryInfo, common_channels
 __all__ = ["HarmonizationResult", "harmonize_tiles", "graph_report"]
 
 logger = get_logger(__name__)
+
+#: With ``max_degree``, the overlaps examined per node are the ``CANDIDATES_PER_DEGREE *
+#: max_degree`` largest boxes' intersections: the ``max_degree`` largest by jointly valid
+#: pixels are among them (those are smaller than the intersection), and so are the next
+#: ``max_degree`` that nodes without a gain get (:func:`_fit_more_gain_edges`).
+CANDIDATES_PER_DEGREE = 3
 
 
 @dataclass
@@ -353,27 +360,37 @@ def _run(tiles, **settings):
 
 
 def _graph_step(chain):
-    """The overlap graph (None when it failed: warned) and, when sparsified, the full one."""
+    """The overlap graph (None when it failed: warned) and, when sparsified, the graph of
+    the candidates it was chosen from (:func:`candidate_pairs`: the
+    :data:`CANDIDATES_PER_DEGREE` ``* max_degree`` largest overlaps of every node and what
+    joins the components, never every pair of a dense session)."""
     s = chain.settings
+    max_degree, pairs, total = s["max_degree"], None, None
     try:
+        if max_degree is not None:
+            pairs, total = candidate_pairs([t.bbox for t in chain.tiles],
+                                           CANDIDATES_PER_DEGREE * int(max_degree),
+                                           min_area=max(1, s["min_overlap"]))
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
-                                         workers=s["workers"], node_kind=s["node_kind"])
+                                         workers=s["workers"], node_kind=s["node_kind"],
+                                         pairs=pairs)
     except Exception as exc:  # noqa: BLE001 - unreadable tiles etc.
         if isinstance(exc, (TypeError, ValueError)) and "duplicate" in str(exc):
             raise
         grid_warning(logger, "Harmonize: overlap graph failed (%s: %s); falling back to "
                      "per-tile background normalisation", type(exc).__name__, exc)
         return None, None
-    max_degree = s["max_degree"]
     if max_degree is None or not graph.number_of_edges():
         return graph, None
     full_graph, graph = graph, sparsify_overlap_graph(graph, max_degree)
-    if graph.number_of_edges() == full_graph.number_of_edges():
-        return graph, None
+    if graph.number_of_edges() == full_graph.number_of_edges() and len(pairs) == total:
+        return graph, None  # every overlap is fitted
+    full_graph.graph["unexamined"] = total - len(pairs)  # overlapping boxes left out
     stage, noun = graph_label(s["node_kind"])
     grid_info(logger, f"{stage}: fitting %d of %d overlaps (the %d largest per {noun} "
-              "and a maximum spanning tree)", graph.number_of_edges(),
-              full_graph.number_of_edges(), max_degree)
+              f"and a maximum spanning tree, chosen among %d: the %d largest per {noun})",
+              graph.number_of_edges(), total, max_degree, full_graph.number_of_edges(),
+              CANDIDATES_PER_DEGREE * int(max_degree))
     return graph, full_graph
 
 
@@ -389,8 +406,9 @@ def _fits_step(chain, graph, full_graph):
             edge_counts = {k: edge_counts.get(k, 0) + more.get(k, 0)
                            for k in set(edge_counts) | set(more)}
             report["edges"] = graph.number_of_edges()
-            report["edges_not_fitted"] = (full_graph.number_of_edges()
-                                          - graph.number_of_edges())
+            report["edges_not_fitted"] = (full_graph.number_of_edges()  # the overlaps
+                                          - graph.number_of_edges()  # examined, and the
+                                          + full_graph.graph["unexamined"])  # others
         chain.lap("fits")
         report["edge_fits"] = {k: int(v) for k, v in edge_counts.items()}
         report["fits"] = _fit_counts(graph)

@@ -102,7 +102,7 @@ def _ordered(a, b):
 
 
 def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True, workers=None,
-                             node_kind="tiles"):
+                             node_kind="tiles", pairs=None):
     """Build the overlap graph of a set of tiles.
 
     Parameters
@@ -122,6 +122,10 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     node_kind : {"tiles", "frames"}
         What the nodes are: the graph attribute ``node_kind``, which the log lines of the
         graph, its fits and its solve name (:func:`photometry_graph._log.graph_label`).
+    pairs : sequence of (int, int), optional
+        The index pairs of ``tiles`` examined (e.g. from
+        :func:`~photometry_graph.photometry.candidates.candidate_pairs`); default every
+        pair whose boxes intersect.
 
     Returns
     -------
@@ -165,13 +169,15 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     for t in tiles:
         graph.add_node(t.tile_id, bbox=t.bbox, tile=t)
     skipped = 0
-    pairs = find_overlapping_pairs([t.bbox for t in tiles])
+    pairs = find_overlapping_pairs([t.bbox for t in tiles]) if pairs is None else pairs
     if compute_valid:
         in_pairs = sorted({k for pair in pairs for k in pair})
         thread_map(lambda k: _prefetch_mask(tiles[k]), in_pairs, workers)
     for i, j in pairs:
         ti, tj = tiles[i], tiles[j]
         inter = ti.bbox.intersection(tj.bbox)
+        if inter.is_empty:  # a pair given that does not overlap
+            continue
         if compute_valid:
             joint = ti.mask[inter.slices_in(ti.bbox)] & tj.mask[inter.slices_in(tj.bbox)]
             n_valid = int(np.count_nonzero(joint))

@@ -1,0 +1,111 @@
+"""Candidate overlaps of dense frame sets, against every pair counted by brute force."""
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from photometry_graph.core.tiles import BBox
+from photometry_graph.photometry import candidates
+from photometry_graph.photometry.candidates import candidate_pairs
+
+
+def _boxes(rng, n, clusters=1, empty=0):
+    """Frame boxes around ``clusters`` pointings far apart, with dithers and sizes."""
+    out = []
+    for k in range(n):
+        cy, cx = 5000 * (k % clusters), 3000 * (k % clusters)
+        y0, x0 = cy + int(rng.integers(-200, 200)), cx + int(rng.integers(-300, 300))
+        out.append(BBox(y0, y0 + int(rng.integers(150, 300)), x0,
+                        x0 + int(rng.integers(200, 500))))
+    for k in rng.choice(n, empty, replace=False):
+        out[k] = BBox(0, 0, 0, 0)
+    return out
+
+
+def _brute(boxes):
+    areas = {}
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            inter = boxes[i].intersection(boxes[j])
+            if not inter.is_empty and inter.area > 0:
+                areas[i, j] = inter.area
+    return areas
+
+
+@pytest.mark.parametrize("seed, clusters, per_node", [(0, 1, 3), (1, 3, 2), (2, 2, 5),
+                                                      (3, 4, 1)])
+def test_candidates_hold_each_box_largest_overlaps_and_its_components(seed, clusters,
+                                                                       per_node):
+    rng = np.random.default_rng(seed)
+    boxes = _boxes(rng, 60, clusters, empty=3)
+    areas = _brute(boxes)
+    pairs, total = candidate_pairs(boxes, per_node)
+    assert total == len(areas)
+    assert pairs == sorted(set(pairs)) and all(p in areas for p in pairs)
+    assert len(pairs) < len(areas)  # not every pair (the point of it)
+    chosen = set(pairs)
+    for i in range(len(boxes)):  # the per_node largest of every box, ties to the lower index
+        mine = sorted(((a, -(j if i == k else k)) for (k, j), a in areas.items() if i in (k, j)),
+                      reverse=True)[:per_node]
+        assert all((min(i, -m), max(i, -m)) in chosen for _, m in mine), i
+    full, cand = nx.Graph(), nx.Graph()
+    full.add_nodes_from(range(len(boxes)))
+    cand.add_nodes_from(range(len(boxes)))
+    full.add_edges_from(areas)
+    cand.add_edges_from(pairs)
+    assert ({frozenset(c) for c in nx.connected_components(full)}
+            == {frozenset(c) for c in nx.connected_components(cand)})
+
+
+def test_candidates_joining_components_that_the_largest_overlaps_leave_apart():
+    # two dense groups and one box that bridges them with small overlaps: the largest
+    # overlaps of every box stay inside its group; the bridge is added all the same
+    left = [BBox(0, 100, k, 100 + k) for k in range(6)]
+    right = [BBox(0, 100, 300 + k, 400 + k) for k in range(6)]
+    bridge = [BBox(0, 100, 95, 305)]
+    pairs, total = candidate_pairs(left + right + bridge, 2)
+    g = nx.Graph(pairs)
+    assert nx.is_connected(g) and 12 in g
+    assert total == len(_brute(left + right + bridge))
+
+
+def test_candidates_do_not_depend_on_the_block_size(monkeypatch):
+    boxes = _boxes(np.random.default_rng(5), 80, 2)
+    reference = candidate_pairs(boxes, 3)
+    monkeypatch.setattr(candidates, "CANDIDATE_CELLS", 97)  # blocks of one row
+    assert candidate_pairs(boxes, 3) == reference
+
+
+def test_candidates_of_degenerate_inputs():
+    assert candidate_pairs([], 2) == ([], 0)
+    assert candidate_pairs([BBox(0, 5, 0, 5)], 2) == ([], 0)
+    assert candidate_pairs([BBox(0, 5, 0, 5), BBox(10, 15, 10, 15)], 2) == ([], 0)
+    touching = [BBox(0, 10, 0, 10), BBox(0, 10, 8, 18)]  # 20 pixels in common
+    assert candidate_pairs(touching, 1, min_area=21) == ([], 0)
+    assert candidate_pairs(touching, 1, min_area=20) == ([(0, 1)], 1)
+    with pytest.raises(ValueError, match="per_node"):
+        candidate_pairs([BBox(0, 5, 0, 5)], 0)
+
+
+def test_the_frame_graph_examines_the_candidates_only(monkeypatch):
+    # a dense survey (up to 24 overlaps a tile) with max_degree 2: the overlap graph
+    # counts the masks of the 6 largest overlaps of every tile (and what joins), not of
+    # every pair; the fitted ones are among them
+    from photometry_graph.datasets import make_survey
+    from photometry_graph.photometry import harmonize
+    survey = make_survey(5, 5, tile_size=96, overlap=0.7, rng=2)
+    seen = []
+    real = harmonize.build_tile_overlap_graph
+
+    def recording(tiles, **kw):
+        seen.append(kw.get("pairs"))
+        return real(tiles, **kw)
+    monkeypatch.setattr(harmonize, "build_tile_overlap_graph", recording)
+    res = harmonize.harmonize_tiles(survey.tiles, background=False, max_degree=2,
+                                    min_pixels=500)
+    every = {p: a for p, a in _brute([t.bbox for t in survey.tiles]).items() if a >= 500}
+    assert seen[0] is not None and len(seen[0]) < 0.7 * len(every)
+    ids = [t.tile_id for t in survey.tiles]
+    fitted = {tuple(sorted((ids.index(u), ids.index(v)))) for u, v in res.graph.edges}
+    assert fitted <= set(seen[0])
+    assert res.report["edges_not_fitted"] == len(every) - res.graph.number_of_edges()
