@@ -134,10 +134,10 @@ def candidate_pairs(bboxes, per_node, min_area=1):
 
     Examples
     --------
-    >>> boxes = [BBox(0, 10, 10 * k, 10 * k + 30) for k in range(6)]  # each meets 4 others
+    >>> boxes = [BBox(0, 10, 10 * k, 10 * k + 30) for k in range(6)]  # 2 neighbours a side
     >>> pairs, total = candidate_pairs(boxes, 1)
     >>> total, pairs
-    (12, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)])
+    (9, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)])
     """
     if int(per_node) < 1:
         raise ValueError(f"per_node must be >= 1, got {per_node!r}")
