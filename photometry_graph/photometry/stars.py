@@ -430,12 +430,53 @@ def _residuals(a, stars, eps2):
     return r, v, level
 
 
+def _chi2_slope_curvature(a, stars, eps2):
+    """First and second derivatives in ``a`` of ``chi2(a) = sum r**2 / v``
+    (:func:`_residuals`; ``a**2 level**2 = (a F_s + F_d)**2 / 4``)."""
+    fs, vs, fd, vd = stars
+    s = a * fs + fd
+    r = fd - a * fs
+    v = vd + a * a * vs + (0.25 * eps2) * s * s
+    dv = 2.0 * a * vs + (0.5 * eps2) * fs * s
+    ddv = 2.0 * vs + (0.5 * eps2) * fs * fs
+    w = 1.0 / v
+    rw = r * w
+    rw2 = rw * rw
+    g = -2.0 * np.dot(fs, rw) - np.dot(rw2, dv)
+    h = (2.0 * np.dot(fs * fs, w) + 4.0 * np.dot(fs * rw * w, dv) - np.dot(rw2, ddv)
+         + 2.0 * np.dot(rw2 * w, dv * dv))
+    return float(g), float(h)
+
+
 def _best_ratio(stars, eps2, a0):
-    """Maximum-likelihood errors-in-variables slope through the origin near ``a0``."""
+    """Maximum-likelihood errors-in-variables slope through the origin near ``a0``.
+
+    The minimum of ``chi2`` in ``[a0 / 4, 4 a0]``: Newton steps from ``a0`` (converged to
+    ~1e-12 relative in 3-5 steps), or a bounded scalar minimisation when a step leaves
+    that interval or the curvature is not positive.
+
+    Examples
+    --------
+    >>> fs = np.array([100.0, 200.0, 400.0, 800.0]); v = np.full(4, 25.0)
+    >>> round(_best_ratio((fs, v, 1.5 * fs + [3, -2, 4, -1], v), 0.0, 1.0), 6)
+    1.50084
+    """
+    a, lo, hi = a0, a0 / 4.0, a0 * 4.0
+    for _ in range(30):
+        g, h = _chi2_slope_curvature(a, stars, eps2)
+        if not (h > 0 and math.isfinite(g)):
+            break
+        step = g / h
+        a -= step
+        if not lo < a < hi:
+            break
+        if abs(step) <= 1e-7 * a:  # quadratic convergence: a is good to ~1e-14
+            return float(a)
+
     def chi2(a):
         r, v, _ = _residuals(a, stars, eps2)
         return float(np.sum(r * r / v))
-    res = optimize.minimize_scalar(chi2, bounds=(a0 / 4.0, a0 * 4.0), method="bounded",
+    res = optimize.minimize_scalar(chi2, bounds=(lo, hi), method="bounded",
                                    options={"xatol": 1e-10 * a0})
     return float(res.x)
 
