@@ -176,12 +176,13 @@ class PixelDesign:
         return self.Zt.shape[1]
 
     def _raster(self):
-        """``(rows, cols, shape, radius)``: the pixels on the grid of their distinct coordinates.
+        """``(flat, shape, radius)``: the pixels on the grid of their distinct coordinates.
 
         Neighbours on that grid are neighbouring pixels of a dense (or regularly
         strided) set of pixels; ``None`` without coordinates, with non-integer
         coordinates or when the pixels fill less than a quarter of the grid.
-        ``radius`` is the dilation of :func:`grown_outliers` (0 on a strided grid).
+        ``flat`` holds the pixels' flat indices in that ``shape`` and ``radius`` the
+        dilation of :func:`grown_outliers` (0 on a strided grid).
         """
         if not hasattr(self, "_raster_cache"):
             self._raster_cache = None
@@ -193,8 +194,8 @@ class PixelDesign:
                 if ux.size * uy.size <= 4 * self.size:
                     # neighbours on a strided grid are several pixels apart: no dilation
                     dense = bool(np.all(np.diff(ux) == 1) and np.all(np.diff(uy) == 1))
-                    self._raster_cache = (rows.ravel(), cols.ravel(), (uy.size, ux.size),
-                                          None if dense else 0)
+                    self._raster_cache = (rows.ravel() * ux.size + cols.ravel(),
+                                          (uy.size, ux.size), None if dense else 0)
         return self._raster_cache
 
     def coherent_outliers(self, d, finite, kappa, grow_kappa):
@@ -205,15 +206,15 @@ class PixelDesign:
         raster = self._raster()
         if raster is None:
             return np.zeros(self.size, dtype=bool)
-        rows, cols, shape, radius = raster
+        flat, shape, radius = raster
         with np.errstate(invalid="ignore"):
             if not np.any(finite & (np.abs(d) > kappa)):
                 return np.zeros(self.size, dtype=bool)
         img = np.zeros(shape)
-        img[rows, cols] = d
+        img.ravel()[flat] = d
         ok = np.zeros(shape, dtype=bool)
-        ok[rows, cols] = finite
-        return grown_outliers(img, ok, kappa, grow_kappa, radius=radius)[rows, cols]
+        ok.ravel()[flat] = finite
+        return np.take(grown_outliers(img, ok, kappa, grow_kappa, radius=radius), flat)
 
     def moments(self, used):
         """Moment matrix ``Z.T @ Z`` of the used pixels."""
