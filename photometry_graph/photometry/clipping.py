@@ -225,12 +225,20 @@ def _scan_gains(design, finite, used, sol, settings):
     def cost(s):
         return _tukey_cost(design, s, finite, settings, scale)
 
+    costs = {}  # gain -> loss of its candidate (each scored once)
+
+    def best():
+        for k in cands:
+            if k not in costs:
+                costs[k] = cost(cands[k][1])
+        return min(cands, key=costs.__getitem__)
+
     if not cands:
         return used, sol
-    best_a = min(cands, key=lambda k: cost(cands[k][1]))
+    best_a = best()
     for step in _SCAN_FINE_STEPS:
         run(best_a * float(step))
-    best_a = min(cands, key=lambda k: cost(cands[k][1]))
+    best_a = best()
     u, s, _ = _clip_loop(design, finite, settings, init_used=cands[best_a][0])
     if s is not None and cost(s) < cost(sol) - kappa * kappa / 3.0:
         grid_debug(logger, "Photometry: clipping converged to gain %.5f; a scan of gain "
