@@ -127,6 +127,27 @@ def _moment_matrix(cols):
     return np.einsum("ki,li->kl", cols, cols)
 
 
+def _distinct(c):
+    """``np.unique(c, return_inverse=True)`` of integer-valued coordinates, by counting
+    (no sort) when they span at most a few times as many values as there are pixels.
+
+    Examples
+    --------
+    >>> u, i = _distinct(np.array([7.0, 3.0, 7.0, 5.0]))
+    >>> u.tolist(), i.tolist()
+    ([3.0, 5.0, 7.0], [2, 0, 2, 1])
+    """
+    lo = float(c.min())
+    span = int(c.max() - lo) + 1
+    if span > 4 * c.size + 1024:
+        return np.unique(c, return_inverse=True)
+    k = (c - lo).astype(np.intp)
+    present = np.zeros(span, dtype=bool)
+    present[k] = True
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present) + lo, rank[k]
+
+
 class PixelDesign:
     """Columns ``[1, u, w, x, y]`` (``u, w`` centred/scaled coordinates) or ``[1, x, y]``.
 
@@ -185,8 +206,8 @@ class PixelDesign:
             if self.has_coords and self.size >= 9 \
                     and np.array_equal(self.cx, np.round(self.cx)) \
                     and np.array_equal(self.cy, np.round(self.cy)):
-                ux, cols = np.unique(self.cx, return_inverse=True)
-                uy, rows = np.unique(self.cy, return_inverse=True)
+                ux, cols = _distinct(self.cx)
+                uy, rows = _distinct(self.cy)
                 if ux.size * uy.size <= 4 * self.size:
                     # neighbours on a strided grid are several pixels apart: no dilation
                     dense = bool(np.all(np.diff(ux) == 1) and np.all(np.diff(uy) == 1))
