@@ -56,6 +56,7 @@ from scipy.spatial import cKDTree
 
 from .._json import jsonable
 from .._log import get_logger, grid_debug
+from .._stats import median
 from ..core.masks import erode_mask
 
 __all__ = ["StarRatio", "StarCatalogue", "STAR_STATUSES", "GAIN_SOURCES", "detect_stars",
@@ -495,14 +496,16 @@ def _scatter(a, stars, robust):
     def excess(eps2):
         r, v, _ = _residuals(a, stars, eps2)
         z2 = r * r / v
-        return (np.median(z2) / _MEDIAN_CHI2_1 if robust else z2.sum() / (n - 1)) - 1.0
+        return (median(z2) / _MEDIAN_CHI2_1 if robust else z2.sum() / (n - 1)) - 1.0
 
     if excess(0.0) <= 0:
         return 0.0
     hi = 1e-8
-    while excess(hi) > 0 and hi < 1e4:
+    above = excess(hi) > 0
+    while above and hi < 1e4:
         hi *= 4.0
-    if excess(hi) > 0:
+        above = excess(hi) > 0
+    if above:
         return hi
     return float(optimize.brentq(excess, 0.0, hi, xtol=1e-14, rtol=1e-10))
 
