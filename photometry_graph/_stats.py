@@ -129,8 +129,13 @@ def _sigma_from_second_differences(diffs_list, max_samples=100_000, estimator="m
         # the fixed point attracts strongly (slope ~0.08 for Gaussian noise): a few steps
         sq = dev * dev
         total = float(sq.sum(dtype=np.float64))
+        tail, floor = sq, 0.0  # the differences beyond `floor`, in their order
         for _ in range(20):
-            out = sq[sq > (_CLIP_K * sigma) ** 2]      # the (few) clipped differences
+            cut = (_CLIP_K * sigma) ** 2
+            if cut < floor or tail is sq:  # a superset of the clipped ones (a few percent)
+                floor = 0.5 * cut
+                tail = sq[sq > floor]
+            out = tail[tail > cut]      # the (few) clipped differences
             n_keep = max(sq.size - out.size, 1)
             new = math.sqrt(max(total - float(out.sum(dtype=np.float64)), 0.0)
                             / n_keep) / _CLIP_C

@@ -46,3 +46,38 @@ def test_noise_estimators_are_robust_to_stars_and_clipped_is_more_precise():
     assert np.std(est["clipped"]) < 0.8 * np.std(est["mad"])
     with pytest.raises(ValueError, match="estimator"):
         image_noise(s, ones, 1000, "std")
+
+
+def test_clipped_noise_fixed_point_equals_a_full_rescan_at_every_step():
+    import math
+
+    from photometry_graph._stats import (_CLIP_C, _CLIP_K, _sigma_from_second_differences,
+                                         _thinned, median)
+
+    def reference(d):  # every step clips the whole sample again
+        dev = np.abs(d)
+        sigma = 1.482602218505602 * median(_thinned(dev, 20_000))
+        sq = dev * dev
+        total = float(sq.sum(dtype=np.float64))
+        for _ in range(20):
+            out = sq[sq > (_CLIP_K * sigma) ** 2]
+            new = math.sqrt(max(total - float(out.sum(dtype=np.float64)), 0.0)
+                            / max(sq.size - out.size, 1)) / _CLIP_C
+            done = abs(new - sigma) <= 1e-4 * sigma
+            sigma = new
+            if done:
+                break
+        return sigma / math.sqrt(6.0)
+
+    rng = np.random.default_rng(4)
+    for k in range(40):
+        n = int(rng.integers(50, 60_000))
+        d = rng.normal(0, rng.uniform(0.5, 5), n)
+        hit = rng.integers(0, n, int(n * rng.uniform(0, 0.4)))    # stars: up to 40 %
+        d[hit] += rng.gamma(1.0, 30.0, hit.size) * rng.choice([-1, 1], hit.size)
+        if k % 4 == 3:  # a MAD far above the noise: the threshold falls several times
+            d = rng.normal(0, 1, n)
+            hit = rng.random(n) < 0.45
+            d[hit] = rng.choice([-1, 1], hit.sum()) * rng.uniform(5, 30, hit.sum())
+        d = d.astype((np.float32, np.float64)[k % 2])
+        assert _sigma_from_second_differences([d], None, "clipped") == reference(d)

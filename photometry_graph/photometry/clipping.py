@@ -86,8 +86,10 @@ def _clip_loop(design, finite, settings, a_fixed=None, *, init=None, init_used=N
     :func:`_clip_params`, e.g. of a fit of a subsample of the same pixels)
     clips once before the first solve; ``init_used`` starts from these pixels.
 
-    Returns ``(used, sol, n_iter)``; ``sol`` is ``None`` when fewer than
-    ``min_pixels`` pixels survive.
+    Returns ``(used, sol, rule)``; ``sol`` is ``None`` when fewer than
+    ``min_pixels`` pixels survive; ``rule`` is the clipping rule of ``sol`` on ``used``
+    (:func:`_clip_params`) when the loop measured it (converged, or nothing to clip), else
+    :data:`_UNMEASURED` (see :func:`_rule_of`).
     """
     max_iter = settings.max_iter
     if init is not None:
@@ -102,7 +104,7 @@ def _clip_loop(design, finite, settings, a_fixed=None, *, init=None, init_used=N
     sol = None
     for it in range(max_iter + 1):
         if np.count_nonzero(used) < settings.min_pixels:
-            return used, None, it
+            return used, None, _UNMEASURED
         M = design.moments(used)
         sol = solve_moments(M, design, settings, a_fixed)
         sol["M"] = M
@@ -110,13 +112,23 @@ def _clip_loop(design, finite, settings, a_fixed=None, *, init=None, init_used=N
             break
         z, rule = _clip_params(design, sol, used, settings)
         if rule is None:
-            break
+            return used, sol, rule
         med, spread = rule[2], rule[3]
         new_used = _keep_mask(design, z, finite, med, spread, settings)
         if np.array_equal(new_used, used):
-            break
+            return used, sol, rule
         used = new_used
-    return used, sol, it
+    return used, sol, _UNMEASURED
+
+
+#: The clipping rule of a :func:`_clip_loop` that stopped at ``max_iter`` (not measured).
+_UNMEASURED = object()
+
+
+def _rule_of(design, sol, used, settings, rule):
+    """The clipping rule of ``sol`` on ``used``: ``rule`` from :func:`_clip_loop`, measured
+    here when that is :data:`_UNMEASURED`."""
+    return _clip_params(design, sol, used, settings)[1] if rule is _UNMEASURED else rule
 
 
 #: Relative gain steps tried by :func:`_scan_gains` (15 % apart, a factor 2 either way).
@@ -170,8 +182,9 @@ def _spread_ratio(design, finite):
     return my / mx if mx > 0 and my > 0 else math.nan
 
 
-def _scan_gains(design, finite, used, sol, settings):
-    """Check a clipped fit against a scan of gain ratios; return the better ``(used, sol)``.
+def _scan_gains(design, finite, used, sol, settings, rule):
+    """Check a clipped fit against a scan of gain ratios; return the better
+    ``(used, sol, rule)`` (``rule`` as :func:`_clip_loop` returns it).
 
     Iterative clipping converges to the nearest self-consistent relation, not
     to the best one: a satellite trail in the src image pulls the first
@@ -197,17 +210,17 @@ def _scan_gains(design, finite, used, sol, settings):
     if not (math.isfinite(a0) and a0 > 0) or settings.noise_x is None \
             or settings.noise_y is None \
             or _clipped_common_signal(design, used, finite) <= _SCAN_TRIGGER:
-        return used, sol
+        return used, sol, rule
     cands = {}   # gain -> (used, sol, robust residual spread)
     # the candidates: a few iterations, no grown outliers
     trial = replace(settings, max_iter=min(settings.max_iter, 5), grow_kappa=None)
 
     def run(a):
         if a not in cands:
-            u, s, _ = _clip_loop(design, finite, trial, a)
+            u, s, r = _clip_loop(design, finite, trial, a)
             if s is not None:
-                rule = _clip_params(design, s, u, settings)[1]
-                cands[a] = (u, s, math.inf if rule is None else rule[3])
+                r = _rule_of(design, s, u, settings, r)
+                cands[a] = (u, s, math.inf if r is None else r[3])
 
     centres = [a0]
     a_r = _spread_ratio(design, finite)
@@ -216,27 +229,35 @@ def _scan_gains(design, finite, used, sol, settings):
     for centre in centres:
         for step in _SCAN_STEPS:
             run(centre * float(step))
-    rule0 = _clip_params(design, sol, used, settings)[1]
-    scales = [v[2] for v in cands.values()] + [math.inf if rule0 is None else rule0[3]]
+    rule = _rule_of(design, sol, used, settings, rule)
+    scales = [v[2] for v in cands.values()] + [math.inf if rule is None else rule[3]]
     scale = min(scales)
     if not (math.isfinite(scale) and scale > 0):
-        return used, sol
+        return used, sol, rule
 
     def cost(s):
         return _tukey_cost(design, s, finite, settings, scale)
 
+    costs = {}  # gain -> loss of its candidate (each scored once)
+
+    def best():
+        for k in cands:
+            if k not in costs:
+                costs[k] = cost(cands[k][1])
+        return min(cands, key=costs.__getitem__)
+
     if not cands:
-        return used, sol
-    best_a = min(cands, key=lambda k: cost(cands[k][1]))
+        return used, sol, rule
+    best_a = best()
     for step in _SCAN_FINE_STEPS:
         run(best_a * float(step))
-    best_a = min(cands, key=lambda k: cost(cands[k][1]))
-    u, s, _ = _clip_loop(design, finite, settings, init_used=cands[best_a][0])
+    best_a = best()
+    u, s, r = _clip_loop(design, finite, settings, init_used=cands[best_a][0])
     if s is not None and cost(s) < cost(sol) - kappa * kappa / 3.0:
         grid_debug(logger, "Photometry: clipping converged to gain %.5f; a scan of gain "
                    "ratios found %.5f with a lower robust loss", a0, float(s["a"]))
-        return u, s
-    return used, sol
+        return u, s, r
+    return used, sol, rule
 
 
 def clip_and_polish(design, polish, settings, a_fixed=None):
@@ -249,12 +270,12 @@ def clip_and_polish(design, polish, settings, a_fixed=None):
     ``None`` when fewer than ``settings.min_pixels`` pixels survive.
     """
     ones = np.ones(design.size, dtype=bool)
-    used, sol, _ = _clip_loop(design, ones, settings, a_fixed)
+    used, sol, rule = _clip_loop(design, ones, settings, a_fixed)
     if sol is not None and a_fixed is None:
-        used, sol = _scan_gains(design, ones, used, sol, settings)
+        used, sol, rule = _scan_gains(design, ones, used, sol, settings, rule)
     if sol is None or polish is None:
         return design, used, sol
-    _, rule = _clip_params(design, sol, used, settings)
+    rule = _rule_of(design, sol, used, settings, rule)
     used, sol, _ = _clip_loop(polish, polish.finite, replace(settings, max_iter=0), a_fixed,
                               init=rule)
     return polish, used, sol

@@ -118,17 +118,34 @@ def _partial_out(M, k):
 
 
 def _moment_matrix(cols):
-    """``Z.T @ Z`` of the columns ``cols`` (each a contiguous 1-D array).
+    """``Z.T @ Z`` of the columns ``cols`` (an ``(m, n)`` array, one row per column).
 
-    Plain dot products (numpy's own loops): a multi-threaded BLAS call on a
-    tall, thin matrix is no faster and stalls when the cores are busy.
+    One ``einsum`` (numpy's own loops, the same sums as a dot product of each pair of rows
+    up to ~8 000 pixels, rounding beyond): a multi-threaded BLAS call on a tall, thin
+    matrix is no faster and stalls when the cores are busy.
     """
-    m = len(cols)
-    M = np.empty((m, m))
-    for i in range(m):
-        for j in range(i, m):
-            M[i, j] = M[j, i] = np.einsum("i,i->", cols[i], cols[j])
-    return M
+    return np.einsum("ki,li->kl", cols, cols)
+
+
+def _distinct(c):
+    """``np.unique(c, return_inverse=True)`` of integer-valued coordinates, by counting
+    (no sort) when they span at most a few times as many values as there are pixels.
+
+    Examples
+    --------
+    >>> u, i = _distinct(np.array([7.0, 3.0, 7.0, 5.0]))
+    >>> u.tolist(), i.tolist()
+    ([3.0, 5.0, 7.0], [2, 0, 2, 1])
+    """
+    lo = float(c.min())
+    span = int(c.max() - lo) + 1
+    if span > 4 * c.size + 1024:
+        return np.unique(c, return_inverse=True)
+    k = (c - lo).astype(np.intp)
+    present = np.zeros(span, dtype=bool)
+    present[k] = True
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present) + lo, rank[k]
 
 
 class PixelDesign:
@@ -176,25 +193,26 @@ class PixelDesign:
         return self.Zt.shape[1]
 
     def _raster(self):
-        """``(rows, cols, shape, radius)``: the pixels on the grid of their distinct coordinates.
+        """``(flat, shape, radius)``: the pixels on the grid of their distinct coordinates.
 
         Neighbours on that grid are neighbouring pixels of a dense (or regularly
         strided) set of pixels; ``None`` without coordinates, with non-integer
         coordinates or when the pixels fill less than a quarter of the grid.
-        ``radius`` is the dilation of :func:`grown_outliers` (0 on a strided grid).
+        ``flat`` holds the pixels' flat indices in that ``shape`` and ``radius`` the
+        dilation of :func:`grown_outliers` (0 on a strided grid).
         """
         if not hasattr(self, "_raster_cache"):
             self._raster_cache = None
             if self.has_coords and self.size >= 9 \
                     and np.array_equal(self.cx, np.round(self.cx)) \
                     and np.array_equal(self.cy, np.round(self.cy)):
-                ux, cols = np.unique(self.cx, return_inverse=True)
-                uy, rows = np.unique(self.cy, return_inverse=True)
+                ux, cols = _distinct(self.cx)
+                uy, rows = _distinct(self.cy)
                 if ux.size * uy.size <= 4 * self.size:
                     # neighbours on a strided grid are several pixels apart: no dilation
                     dense = bool(np.all(np.diff(ux) == 1) and np.all(np.diff(uy) == 1))
-                    self._raster_cache = (rows.ravel(), cols.ravel(), (uy.size, ux.size),
-                                          None if dense else 0)
+                    self._raster_cache = (rows.ravel() * ux.size + cols.ravel(),
+                                          (uy.size, ux.size), None if dense else 0)
         return self._raster_cache
 
     def coherent_outliers(self, d, finite, kappa, grow_kappa):
@@ -205,15 +223,15 @@ class PixelDesign:
         raster = self._raster()
         if raster is None:
             return np.zeros(self.size, dtype=bool)
-        rows, cols, shape, radius = raster
+        flat, shape, radius = raster
         with np.errstate(invalid="ignore"):
             if not np.any(finite & (np.abs(d) > kappa)):
                 return np.zeros(self.size, dtype=bool)
         img = np.zeros(shape)
-        img[rows, cols] = d
+        img.ravel()[flat] = d
         ok = np.zeros(shape, dtype=bool)
-        ok[rows, cols] = finite
-        return grown_outliers(img, ok, kappa, grow_kappa, radius=radius)[rows, cols]
+        ok.ravel()[flat] = finite
+        return np.take(grown_outliers(img, ok, kappa, grow_kappa, radius=radius), flat)
 
     def moments(self, used):
         """Moment matrix ``Z.T @ Z`` of the used pixels."""

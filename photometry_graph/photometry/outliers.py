@@ -66,7 +66,7 @@ def _hysteresis(d, valid, high, low, radius=None):
     hit = np.zeros(n, dtype=bool)
     hit[labels[seed]] = True
     hit[0] = False
-    out = hit[labels]
+    out = np.take(hit, labels)  # (a gather; 2-3 times as fast as hit[labels])
     radius = _GROW_RADIUS if radius is None else int(radius)
     if radius > 0:
         k = 2 * radius + 1

@@ -273,8 +273,8 @@ def _star_ratio(src, dst, joint, fit, star_kwargs, catalogues):
     noise_src, noise_dst = fit.noise_x, fit.noise_y
     if not (noise_src > 0 and noise_dst > 0):  # NaN compares False
         return None
-    return measure_star_ratio(np.where(joint, src, np.nan), np.where(joint, dst, np.nan),
-                              joint, noise_src=noise_src, noise_dst=noise_dst,
+    # the pixels outside `joint` are left out by measure_star_ratio itself
+    return measure_star_ratio(src, dst, joint, noise_src=noise_src, noise_dst=noise_dst,
                               catalogues=catalogues, **star_kwargs)
 
 

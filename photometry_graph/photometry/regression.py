@@ -233,10 +233,7 @@ class PairwiseFit:
 
     def to_dict(self):
         """JSON-friendly dict (tuples become lists, NaN and infinities become ``None``)."""
-        out = {}
-        for f in fields(self):
-            out[f.name] = jsonable(getattr(self, f.name))
-        return out
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def failed(cls, message, *, src=None, dst=None, channel=0, n_total=0, n_used=0,

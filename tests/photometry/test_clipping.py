@@ -119,3 +119,27 @@ def test_unknown_noise_assumes_unit_ratio_and_still_clips():
     assert fit.status == "ok" and fit.n_used <= n - 50
     assert fit.a == pytest.approx(A_TRUE, rel=1e-4)
     assert fit.noise_x == pytest.approx(0.01, rel=0.2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_clip_loop_hands_back_the_rule_of_its_converged_fit(seed):
+    from photometry_graph.photometry.clipping import _UNMEASURED, _clip_loop, _clip_params
+    from photometry_graph.photometry.moments import FitSettings, PixelDesign
+
+    s, _ = _sky_signal(seed)
+    x, y = _pair(s, np.random.default_rng(seed))
+    y = y.copy()
+    y[10:14, 30:200] += 40.0          # a trail: clipped, and grown into its wings
+    c = _coords()
+    design = PixelDesign(x.ravel(), y.ravel(), c[:, 0], c[:, 1])
+    settings = FitSettings(model="plane", origin=(0.0, 0.0), lam=1.0, kappa=4.0, max_iter=10,
+                           min_pixels=500, grow_kappa=2.0, min_signal_to_noise=0.0,
+                           max_rel_gain_error=0.25, noise_x=1.0, noise_y=1.0)
+    for a_fixed in (None, A_TRUE):
+        used, sol, rule = _clip_loop(design, np.ones(design.size, bool), settings, a_fixed)
+        assert rule is not _UNMEASURED and not used[10 * W + 100]
+        ref = _clip_params(design, sol, used, settings)[1]
+        assert rule[1:] == ref[1:] and float(rule[0]["a"]) == float(ref[0]["a"])
+    # stopped at max_iter: the rule is left to be measured
+    short = FitSettings(**{**settings.__dict__, "max_iter": 0})
+    assert _clip_loop(design, np.ones(design.size, bool), short)[2] is _UNMEASURED

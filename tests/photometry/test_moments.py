@@ -57,3 +57,30 @@ def test_uncertainties_match_the_scatter_over_noise_realisations(use_coords):
     assert 0.5 < ratio_a < 2.0
     assert 0.5 < ratio_b < 2.0
     assert abs(np.mean(a_values) / A_TRUE - 1) < 3 * np.median(sig_a) / math.sqrt(20) + 1e-3
+
+
+def test_distinct_coordinates_by_counting_equal_np_unique():
+    from photometry_graph.photometry.moments import _distinct
+
+    rng = np.random.default_rng(3)
+    for k in range(50):
+        n = int(rng.integers(1, 3000))
+        step = int(rng.integers(1, 4))
+        c = (rng.integers(0, 2000, n) * step + rng.integers(-5000, 5000)).astype(np.float64)
+        if k % 10 == 0:
+            c[0] += 1e7   # a span far beyond the pixels: np.unique itself
+        u, i = np.unique(c, return_inverse=True)
+        u2, i2 = _distinct(c)
+        assert u2.dtype == u.dtype and np.array_equal(u2, u) and np.array_equal(i2, i)
+
+
+def test_moment_matrix_equals_the_dot_products_of_its_rows():
+    from photometry_graph.photometry.moments import _moment_matrix
+
+    rng = np.random.default_rng(8)
+    for n in (1, 37, 5000, 8192, 20_000):
+        Z = rng.normal(0, 1, (5, n)) * np.array([[1.0], [1.0], [1.0], [300.0], [300.0]])
+        M = _moment_matrix(Z)
+        ref = np.array([[np.dot(Z[i], Z[j]) for j in range(5)] for i in range(5)])
+        assert np.array_equal(M, M.T)
+        np.testing.assert_allclose(M, ref, rtol=1e-12, atol=1e-9 * np.abs(ref).max())

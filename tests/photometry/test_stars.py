@@ -371,3 +371,51 @@ def test_the_erosion_of_bad_zones_is_scipys(shape):
                           ndimage.binary_erosion(bad[:, ::2], border_value=1))
     with pytest.raises(ValueError, match="connectivity"):
         erode_mask(bad, 1, connectivity=6)
+
+
+def _stars_with_scatter(rng, n, a_true, eps):
+    s = rng.gamma(0.8, 3000.0, n) + 100.0
+    vs, vd = rng.uniform(50, 500, n), rng.uniform(50, 500, n)
+    fs = s + rng.normal(0, 1, n) * np.sqrt(vs)
+    fd = a_true * s * (1 + eps * rng.normal(0, 1, n)) + rng.normal(0, 1, n) * np.sqrt(vd)
+    return fs, vs, fd, vd
+
+
+def test_star_ratio_newton_steps_find_the_chi2_minimum():
+    from scipy import optimize
+
+    from photometry_graph.photometry.stars import _best_ratio, _residuals
+
+    def chi2(a, stars, eps2):
+        r, v, _ = _residuals(a, stars, eps2)
+        return float(np.sum(r * r / v))
+
+    rng = np.random.default_rng(5)
+    for k in range(60):
+        a_true = rng.uniform(0.5, 2.0)
+        stars = _stars_with_scatter(rng, int(rng.integers(5, 300)), a_true, 0.02)
+        eps2 = (0.0, 1e-4, 4e-4)[k % 3]
+        a0 = a_true * rng.uniform(0.8, 1.25)
+        ref = optimize.minimize_scalar(chi2, bounds=(a0 / 4, 4 * a0), method="bounded",
+                                       args=(stars, eps2), options={"xatol": 1e-13 * a0}).x
+        assert abs(_best_ratio(stars, eps2, a0) - ref) <= 1e-8 * ref
+    # a start far off: the steps leave [a0 / 4, 4 a0] or converge; either way the minimum
+    stars = _stars_with_scatter(rng, 40, 3.9, 0.0)
+    a = _best_ratio(stars, 0.0, 1.0)
+    assert 0.25 < a < 4.0
+    assert chi2(a, stars, 0.0) <= min(chi2(a * 0.999, stars, 0.0), chi2(a * 1.001, stars, 0.0))
+
+
+def test_aperture_sums_never_read_masked_pixels():
+    from photometry_graph.photometry.stars import _aperture_fluxes
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(0, 1, (80, 120)) * 5 + 20
+    valid = rng.random(img.shape) > 0.1
+    valid[:, :15] = False
+    invalid = (~valid).view(np.uint8)
+    x, y = rng.uniform(30, 110, 40), rng.uniform(10, 70, 40)
+    zero = _aperture_fluxes(np.where(valid, img, 0.0), invalid, x, y, (3.0, 4.5, 7.5), 5.0)
+    nan = _aperture_fluxes(np.where(valid, img, np.nan), invalid, x, y, (3.0, 4.5, 7.5), 5.0)
+    for u, v in zip(zero, nan):
+        assert np.all(np.isfinite(v)) and np.array_equal(u, v)
