@@ -20,6 +20,9 @@ from .clip import (  # noqa: F401
 from .homography import (  # noqa: F401
     fit_homography, apply_homography, homography_maps,
 )
+from .curvature import (  # noqa: F401
+    half_second_differences, phase_weighted,
+)
 
 __all__ = [
     "BAYER_CODES", "BAYER_PATTERNS", "bayer_pattern", "debayer", "reproject_to_bbox",
@@ -29,4 +32,5 @@ __all__ = [
     "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "STATE_BYTES",
     "trim_variance_ratio", "winsor_scale_factor", "Moments", "robust_bounds", "ClippedSums",
     "masked_median", "fit_homography", "apply_homography", "homography_maps",
+    "half_second_differences", "phase_weighted",
 ]

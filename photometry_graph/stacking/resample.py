@@ -52,6 +52,7 @@ from .._log import get_logger, grid_debug
 from ..core.masks import as_channels_last
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
+from .curvature import half_second_differences, phase_weighted
 from .homography import apply_homography, fit_homography, homography_maps
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
@@ -297,57 +298,15 @@ def _remap(img, mx, my, interpolation, border):
                                                               borderMode=border))
 
 
-def _second_differences(sub, sub_valid):
-    """Second differences along x and y of an (h, w, C) image, 0 where undefined.
-
-    A difference is defined where the pixel and both neighbours along the
-    axis are valid and inside the array; elsewhere it is 0 (no correction).
-    """
-    import cv2
-    h, w, C = sub.shape
-    kernel = np.array([[1.0, -2.0, 1.0]], np.float32)
-    flat = np.ascontiguousarray(sub).reshape(h, w * C) if C > 1 else sub[..., 0]
-    if C > 1:  # channels interleaved: the neighbours along x are C apart
-        dxx = np.zeros((h, w * C), np.float32)
-        dxx[:, C:-C] = flat[:, :-2 * C] - 2.0 * flat[:, C:-C] + flat[:, 2 * C:]
-        dxx = dxx.reshape(h, w, C)
-    else:
-        dxx = cv2.filter2D(flat, -1, kernel, borderType=cv2.BORDER_CONSTANT)[..., None]
-        dxx[:, [0, -1]] = 0.0
-    dyy = cv2.filter2D(flat, -1, kernel.T, borderType=cv2.BORDER_CONSTANT).reshape(h, w, C)
-    dyy[[0, -1]] = 0.0
-    if sub_valid is not None:
-        okx = np.zeros_like(sub_valid)
-        okx[:, 1:-1] = sub_valid[:, :-2] & sub_valid[:, 1:-1] & sub_valid[:, 2:]
-        oky = np.zeros_like(sub_valid)
-        oky[1:-1] = sub_valid[:-2] & sub_valid[1:-1] & sub_valid[2:]
-        dxx[~okx] = 0.0
-        dyy[~oky] = 0.0
-    return dxx, dyy
-
-
-def _phase_weight(f):
-    """``p (1 - p) / 2`` of the fractional part ``p`` of positions ``f`` (float32)."""
-    p = np.floor(f)
-    np.subtract(f, p, out=p)
-    w = np.multiply(p, p)
-    np.subtract(p, w, out=w)
-    w *= np.float32(0.5)
-    return w[..., np.newaxis]
-
-
 def _linear_with_curvature(sampler, sub, sub_valid):
     """Bilinear samples of ``sub`` and the smoothing bias ``p(1-p)/2 f'' + q(1-q)/2 f''``
-    at the same points (see the module notes)."""
+    at the same points (see the module notes and :mod:`.curvature`)."""
     import cv2
-    dxx, dyy = _second_differences(sub, sub_valid)
+    dxx, dyy = half_second_differences(sub, sub_valid)
     fx, fy = sampler.maps()
-    term = sampler(dxx, cv2.INTER_LINEAR)
+    term = phase_weighted(sampler(dxx, cv2.INTER_LINEAR), fx)
     del dxx
-    term *= _phase_weight(fx)
-    term_y = sampler(dyy, cv2.INTER_LINEAR)
-    term_y *= _phase_weight(fy)
-    term += term_y
+    term += phase_weighted(sampler(dyy, cv2.INTER_LINEAR), fy)
     return sampler(sub, cv2.INTER_LINEAR), term
 
 
