@@ -344,7 +344,7 @@ def frame_noise(raw, layout, *, mask_eps=1e-6):
     arr = {"chw": lambda: np.moveaxis(raw, 0, -1),
            "bayer": lambda: raw[::2, ::2]}.get(layout, lambda: raw)()
     valid = compute_valid_mask(arr, eps=mask_eps)
-    if valid.mean() < 1e-3:
+    if np.count_nonzero(valid) < 1e-3 * valid.size:
         raise ValueError("it holds no usable pixel (all NaN or zero)")
     # bands of rows giving ~2e5 differences: the sample the whole image was thinned to
     sigma = estimate_noise(arr, valid, max_samples=NOISE_SAMPLES)
