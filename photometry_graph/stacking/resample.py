@@ -53,7 +53,7 @@ from ..core.masks import as_channels_last
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
 from .curvature import half_second_differences, phase_weighted
-from .homography import apply_homography, fit_homography, homography_maps
+from .homography import apply_homography, fit_homography, homography_maps, inverse_homography
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
            "wcs_homography", "BoxExtent", "box_extent", "source_crop", "HOMOGRAPHY_TOL"]
@@ -438,7 +438,7 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
                                  and np.isfinite(np.max(sub))):
         sub_valid = np.ones(sub.shape[:2], bool)
     else:
-        sub_valid = np.isfinite(sub).all(axis=2)
+        sub_valid = np.isfinite(sub[..., 0]) if C == 1 else np.isfinite(sub).all(axis=2)
     if src_mask is not None:
         sub_valid &= np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
     if not sub_valid.any():
@@ -447,7 +447,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     if all_valid:
         sub = sub.astype(np.float32, copy=False)
     else:
-        sub = np.where(sub_valid[..., np.newaxis], sub, 0.0).astype(np.float32)
+        sub = np.where(sub_valid[..., np.newaxis], sub, np.float32(0.0)).astype(
+            np.float32, copy=False)
     ok = None
     if limits is not None:  # points outside the frame read replicated edge values: masked
         ok = sampler.inside(limits)
@@ -746,7 +747,7 @@ def _homography_window(H, frame_shape, box):
     fh, fw = frame_shape
     u = np.array([-0.5, fw - 0.5, fw - 0.5, -0.5])
     v = np.array([-0.5, -0.5, fh - 0.5, fh - 0.5])
-    gx, gy = apply_homography(np.linalg.inv(H), u, v)
+    gx, gy = apply_homography(inverse_homography(H), u, v)
     if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
         return box
     win = BBox(int(np.floor(gy.min())) - 1, int(np.ceil(gy.max())) + 2,
