@@ -42,8 +42,9 @@ def half_second_differences(sub, valid=None):
     """
     import cv2
     h, w, C = sub.shape
-    # channels interleaved: the neighbours along x are C apart in the flattened rows
-    flat = np.ascontiguousarray(sub).reshape(h, w * C)
+    # channels interleaved: the neighbours along x are C apart in the flattened rows (a
+    # view of a crop whose rows are apart: OpenCV reads it in place)
+    flat = sub.reshape(h, w * C)
     kx = np.zeros((1, 2 * C + 1), np.float32)
     kx[0, [0, -1]], kx[0, C] = 0.5, -1.0
     dxx = cv2.filter2D(flat, -1, kx, borderType=cv2.BORDER_CONSTANT).reshape(h, w, C)
