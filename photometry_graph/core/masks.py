@@ -128,14 +128,18 @@ def compute_valid_mask(data, *, eps=1e-6, coverage=None, min_coverage=0.0, erode
     arr = as_channels_last(data)
     if arr.size == 0:
         raise ValueError("cannot compute a valid mask of an empty image")
-    # valid: |x| < inf in every channel (NaN compares False), |x| > eps in one at least
-    mag = np.abs(arr[..., 0] if arr.shape[2] == 1 else arr)
+    # valid: |x| < inf in every channel (NaN compares False), |x| > eps in one at least;
+    # channel by channel (numpy reduces a short last axis slowly)
+    mags = [np.abs(arr[..., c]) for c in range(arr.shape[2])]
     with np.errstate(invalid="ignore"):
-        mask = mag < np.inf
-        if mask.ndim == 3:
-            mask = mask.all(axis=2)
+        mask = mags[0] < np.inf
+        for m in mags[1:]:
+            mask &= m < np.inf
         if eps >= 0:
-            mask &= (mag > eps) if mag.ndim == 2 else (mag > eps).any(axis=2)
+            full = mags[0] > eps
+            for m in mags[1:]:
+                full |= m > eps
+            mask &= full
     if coverage is not None:
         cov = np.asarray(coverage)
         if cov.shape != mask.shape:
