@@ -27,7 +27,7 @@ import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
 from ..core.correction import Correction, apply_correction, identity_correction
-from ..core.masks import as_channels_last, block_mean
+from ..core.masks import as_channels_last, block_mean, compute_valid_mask
 from ..stacking.resample import reproject_to_bbox, wcs_homography
 from .harmonize import harmonize_tiles
 from .overlap import find_overlapping_pairs
@@ -427,13 +427,16 @@ def masked_gaussian_blur(data, sigma):
     if data.ndim != 3:
         raise ValueError(f"masked_gaussian_blur expects an (H, W, C) frame, got shape "
                          f"{data.shape}; add a channel axis (masks.as_channels_last)")
-    ok = np.isfinite(data).all(axis=2)
+    ok = compute_valid_mask(data, eps=-1)  # finite in every channel
     norm = cv2.GaussianBlur(ok.astype(np.float32), (0, 0), sigma)
-    out = np.stack([cv2.GaussianBlur(np.where(ok, data[..., c], 0).astype(np.float32), (0, 0),
-                                     sigma) for c in range(data.shape[2])], axis=-1)
+    filled = np.where(ok[..., np.newaxis], data, np.float32(0)).astype(np.float32, copy=False)
+    out = cv2.GaussianBlur(filled, (0, 0), sigma).reshape(data.shape) if data.shape[2] <= 4 \
+        else np.stack([cv2.GaussianBlur(np.ascontiguousarray(filled[..., c]), (0, 0), sigma)
+                       for c in range(data.shape[2])], axis=-1)
     r = int(np.ceil(2 * sigma))
     keep = cv2.erode(ok.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8),
                      borderType=cv2.BORDER_REPLICATE).astype(bool)
-    out[~keep] = np.nan
-    out[keep] /= norm[keep][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 only far from kept pixels
+        out /= norm[..., np.newaxis]
+    np.copyto(out, np.float32(np.nan), where=~keep[..., np.newaxis])
     return out
