@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .._log import get_logger, grid_debug
-from ..core.masks import as_channels_last
+from ..core.masks import as_channels_last, compute_valid_mask
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
 from .curvature import half_second_differences, phase_weighted
@@ -438,7 +438,7 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
                                  and np.isfinite(np.max(sub))):
         sub_valid = np.ones(sub.shape[:2], bool)
     else:
-        sub_valid = np.isfinite(sub[..., 0]) if C == 1 else np.isfinite(sub).all(axis=2)
+        sub_valid = compute_valid_mask(sub, eps=-1)  # finite in every channel
     if src_mask is not None:
         sub_valid &= np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
     if not sub_valid.any():
