@@ -128,13 +128,18 @@ def compute_valid_mask(data, *, eps=1e-6, coverage=None, min_coverage=0.0, erode
     arr = as_channels_last(data)
     if arr.size == 0:
         raise ValueError("cannot compute a valid mask of an empty image")
-    finite = np.isfinite(arr).all(axis=2)
-    if eps >= 0:
-        with np.errstate(invalid="ignore"):
-            empty = (np.abs(arr) <= eps).all(axis=2)  # NaN compares False
-        mask = finite & ~empty
-    else:
-        mask = finite
+    # valid: |x| < inf in every channel (NaN compares False), |x| > eps in one at least;
+    # channel by channel (numpy reduces a short last axis slowly)
+    mags = [np.abs(arr[..., c]) for c in range(arr.shape[2])]
+    with np.errstate(invalid="ignore"):
+        mask = mags[0] < np.inf
+        for m in mags[1:]:
+            mask &= m < np.inf
+        if eps >= 0:
+            full = mags[0] > eps
+            for m in mags[1:]:
+                full |= m > eps
+            mask &= full
     if coverage is not None:
         cov = np.asarray(coverage)
         if cov.shape != mask.shape:
@@ -186,13 +191,18 @@ def block_mean(data, valid, b):
     if hb == 0 or wb == 0:
         dtype = np.float64 if data.dtype == np.float64 else np.float32
         return np.full((hb, wb, C), np.nan, dtype), np.zeros((hb, wb), bool)
-    d = np.where(valid[..., np.newaxis], data, np.float32(0.0))[:hb * b, :wb * b]
+    valid = valid[:hb * b, :wb * b]
+    whole = bool(valid.all())  # the common case: no pixel to leave out
+    d = data[:hb * b, :wb * b]
+    d = d.astype(np.result_type(d.dtype, np.float32), copy=False) if whole \
+        else np.where(valid[..., np.newaxis], d, np.float32(0.0))
     out = np.stack([cv2.resize(np.ascontiguousarray(d[..., c]), (wb, hb),
                                interpolation=cv2.INTER_AREA) for c in range(C)], axis=-1) \
         if C > 4 else cv2.resize(d, (wb, hb), interpolation=cv2.INTER_AREA).reshape(hb, wb, C)
+    if whole:
+        return out, np.ones((hb, wb), bool)
     # the mean of the invalid flags: exactly 0 for a block without one (a mean of ones
     # weighted 1 / b**2 is not exactly 1 in float32 for every b)
-    vb = cv2.resize((~valid[:hb * b, :wb * b]).astype(np.float32), (wb, hb),
-                    interpolation=cv2.INTER_AREA) == 0.0
+    vb = cv2.resize((~valid).astype(np.float32), (wb, hb), interpolation=cv2.INTER_AREA) == 0.0
     out[~vb] = np.nan
     return out, vb

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
 from ..core.correction import Correction, apply_correction, identity_correction
-from ..core.masks import as_channels_last, block_mean
+from ..core.masks import as_channels_last, block_mean, compute_valid_mask
 from ..stacking.resample import reproject_to_bbox, wcs_homography
 from .harmonize import harmonize_tiles
 from .overlap import find_overlapping_pairs
@@ -39,8 +39,12 @@ __all__ = ["FrameHarmonization", "harmonize_frames", "bin_frame_on_grid",
 
 logger = get_logger(__name__)
 
-#: Full-resolution rows reprojected at a time by :func:`bin_frame_on_grid`.
+#: Full-resolution rows and columns reprojected at a time by :func:`bin_frame_on_grid`:
+#: pieces of ~0.5 MB per float32 image stay in a core's cache through the reprojection's
+#: passes, and the frame crop that a piece reads is little larger than the piece whatever
+#: the field rotation (a whole row band of a rotated frame reads ~2x its area).
 BIN_BAND_ROWS = 256
+BIN_BAND_COLS = 512
 
 
 @dataclass
@@ -143,21 +147,24 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
     by0, bx0 = fp.y0 // b, fp.x0 // b
     by1, bx1 = -(-fp.y1 // b), -(-fp.x1 // b)
     full = BBox(by0 * b, by1 * b, bx0 * b, bx1 * b)
-    # in bands of whole binned rows (the memory of a band, not of the footprint), through
-    # one homography for all of them when the frame is TAN; the strict rule at invalid
-    # zones: the photometry measures no clamped edge values
+    # in pieces of whole binned rows and columns (the memory of a piece, not of the
+    # footprint), through one homography for all of them when the frame is TAN; the strict
+    # rule at invalid zones: the photometry measures no clamped edge values
     H = wcs_homography(frame_wcs, global_wcs, full, grid_step=grid_step)
     binned = np.full((by1 - by0, bx1 - bx0, data.shape[2]), np.nan, np.float32)
     valid = np.zeros((by1 - by0, bx1 - bx0), bool)
     rows = max(1, BIN_BAND_ROWS // b) * b
+    cols = max(1, BIN_BAND_COLS // b) * b
     for r0 in range(full.y0, full.y1, rows):
-        band = BBox(r0, min(full.y1, r0 + rows), full.x0, full.x1)
-        out, footprint = reproject_to_bbox(data, frame_wcs, global_wcs, band,
-                                           grid_step=grid_step, src_mask=mask, homography=H,
-                                           clamp_edges=False,
-                                           curvature_correction=curvature_correction)
-        sl = slice((r0 - full.y0) // b, (band.y1 - full.y0) // b)
-        binned[sl], valid[sl] = block_mean(out, footprint > 0, b)
+        for c0 in range(full.x0, full.x1, cols):
+            piece = BBox(r0, min(full.y1, r0 + rows), c0, min(full.x1, c0 + cols))
+            out, footprint = reproject_to_bbox(data, frame_wcs, global_wcs, piece,
+                                               grid_step=grid_step, src_mask=mask,
+                                               homography=H, clamp_edges=False,
+                                               curvature_correction=curvature_correction)
+            sl = (slice((r0 - full.y0) // b, (piece.y1 - full.y0) // b),
+                  slice((c0 - full.x0) // b, (piece.x1 - full.x0) // b))
+            binned[sl], valid[sl] = block_mean(out, footprint > 0, b)
     return BBox(by0, by1, bx0, bx1), binned, valid
 
 
@@ -420,13 +427,16 @@ def masked_gaussian_blur(data, sigma):
     if data.ndim != 3:
         raise ValueError(f"masked_gaussian_blur expects an (H, W, C) frame, got shape "
                          f"{data.shape}; add a channel axis (masks.as_channels_last)")
-    ok = np.isfinite(data).all(axis=2)
+    ok = compute_valid_mask(data, eps=-1)  # finite in every channel
     norm = cv2.GaussianBlur(ok.astype(np.float32), (0, 0), sigma)
-    out = np.stack([cv2.GaussianBlur(np.where(ok, data[..., c], 0).astype(np.float32), (0, 0),
-                                     sigma) for c in range(data.shape[2])], axis=-1)
+    filled = np.where(ok[..., np.newaxis], data, np.float32(0)).astype(np.float32, copy=False)
+    out = cv2.GaussianBlur(filled, (0, 0), sigma).reshape(data.shape) if data.shape[2] <= 4 \
+        else np.stack([cv2.GaussianBlur(np.ascontiguousarray(filled[..., c]), (0, 0), sigma)
+                       for c in range(data.shape[2])], axis=-1)
     r = int(np.ceil(2 * sigma))
     keep = cv2.erode(ok.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8),
                      borderType=cv2.BORDER_REPLICATE).astype(bool)
-    out[~keep] = np.nan
-    out[keep] /= norm[keep][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 only far from kept pixels
+        out /= norm[..., np.newaxis]
+    np.copyto(out, np.float32(np.nan), where=~keep[..., np.newaxis])
     return out

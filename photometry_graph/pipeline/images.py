@@ -118,8 +118,11 @@ def saturation_pileup(raw, *, min_pixels=4):
     200.0
     """
     arr = np.asarray(raw)
-    with np.errstate(invalid="ignore"):
-        top = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
+    if arr.dtype.kind in "ui":  # no NaN
+        top = arr.max() if arr.size else np.nan
+    else:
+        with np.errstate(invalid="ignore"):
+            top = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
     if not np.isfinite(top) or top <= 0:
         return None
     return float(top) if int(np.count_nonzero(arr == top)) >= min_pixels else None
@@ -297,8 +300,10 @@ def frame_pixels(raw, layout, bayer=None, *, weight=None, mask_eps=1e-6, erode=1
         arr = raw.astype(np.float32)
         data = {"chw": lambda: np.ascontiguousarray(np.moveaxis(arr, 0, -1)),
                 "hwc": lambda: arr, "mono": lambda: arr[:, :, None]}[layout]()
-    if integers and layout != "bayer" and weight is None and saturated is None \
-            and np.count_nonzero(raw) == raw.size:  # the common case: nothing invalid
+    if integers and layout != "bayer" and weight is None \
+            and np.count_nonzero(raw) == raw.size:  # the common case: nothing empty
+        if saturated is not None:  # (the erosion of a mask without a hole changes nothing)
+            data[saturated] = np.nan
         return data, None
     valid = compute_valid_mask(data, eps=mask_eps, coverage=weight, erode=erode)
     if saturated is not None:
@@ -340,11 +345,17 @@ def frame_noise(raw, layout, *, mask_eps=1e-6):
     >>> round(frame_noise(rng.normal(100, 2, (200, 200)), "mono"), 1)
     2.0
     """
-    raw = np.asarray(raw, dtype=np.float32)
-    arr = {"chw": lambda: np.moveaxis(raw, 0, -1),
-           "bayer": lambda: raw[::2, ::2]}.get(layout, lambda: raw)()
-    valid = compute_valid_mask(arr, eps=mask_eps)
-    if valid.mean() < 1e-3:
+    stored = np.asarray(raw)
+    raw = np.asarray(stored, dtype=np.float32)
+    view = {"chw": lambda a: np.moveaxis(a, 0, -1),
+            "bayer": lambda a: a[::2, ::2]}.get(layout, lambda a: a)
+    arr = view(raw)
+    if stored.dtype.kind in "ui" and 0 <= mask_eps < 1:  # empty means 0, no NaN
+        valid = view(stored) != 0
+        valid = valid.any(axis=2) if valid.ndim == 3 else valid
+    else:
+        valid = compute_valid_mask(arr, eps=mask_eps)
+    if np.count_nonzero(valid) < 1e-3 * valid.size:
         raise ValueError("it holds no usable pixel (all NaN or zero)")
     # bands of rows giving ~2e5 differences: the sample the whole image was thinned to
     sigma = estimate_noise(arr, valid, max_samples=NOISE_SAMPLES)

@@ -18,7 +18,10 @@ from .clip import (  # noqa: F401
     ClippedSums, masked_median,
 )
 from .homography import (  # noqa: F401
-    fit_homography, apply_homography, homography_maps,
+    fit_homography, apply_homography, homography_maps, inverse_homography,
+)
+from .curvature import (  # noqa: F401
+    half_second_differences, phase_weighted,
 )
 
 __all__ = [
@@ -29,4 +32,5 @@ __all__ = [
     "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "STATE_BYTES",
     "trim_variance_ratio", "winsor_scale_factor", "Moments", "robust_bounds", "ClippedSums",
     "masked_median", "fit_homography", "apply_homography", "homography_maps",
+    "inverse_homography", "half_second_differences", "phase_weighted",
 ]

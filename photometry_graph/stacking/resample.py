@@ -49,10 +49,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .._log import get_logger, grid_debug
-from ..core.masks import as_channels_last
+from ..core.masks import as_channels_last, compute_valid_mask
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
-from .homography import apply_homography, fit_homography, homography_maps
+from .curvature import half_second_differences, phase_weighted
+from .homography import apply_homography, fit_homography, homography_maps, inverse_homography
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
            "wcs_homography", "BoxExtent", "box_extent", "source_crop", "HOMOGRAPHY_TOL"]
@@ -297,57 +298,15 @@ def _remap(img, mx, my, interpolation, border):
                                                               borderMode=border))
 
 
-def _second_differences(sub, sub_valid):
-    """Second differences along x and y of an (h, w, C) image, 0 where undefined.
-
-    A difference is defined where the pixel and both neighbours along the
-    axis are valid and inside the array; elsewhere it is 0 (no correction).
-    """
-    import cv2
-    h, w, C = sub.shape
-    kernel = np.array([[1.0, -2.0, 1.0]], np.float32)
-    flat = np.ascontiguousarray(sub).reshape(h, w * C) if C > 1 else sub[..., 0]
-    if C > 1:  # channels interleaved: the neighbours along x are C apart
-        dxx = np.zeros((h, w * C), np.float32)
-        dxx[:, C:-C] = flat[:, :-2 * C] - 2.0 * flat[:, C:-C] + flat[:, 2 * C:]
-        dxx = dxx.reshape(h, w, C)
-    else:
-        dxx = cv2.filter2D(flat, -1, kernel, borderType=cv2.BORDER_CONSTANT)[..., None]
-        dxx[:, [0, -1]] = 0.0
-    dyy = cv2.filter2D(flat, -1, kernel.T, borderType=cv2.BORDER_CONSTANT).reshape(h, w, C)
-    dyy[[0, -1]] = 0.0
-    if sub_valid is not None:
-        okx = np.zeros_like(sub_valid)
-        okx[:, 1:-1] = sub_valid[:, :-2] & sub_valid[:, 1:-1] & sub_valid[:, 2:]
-        oky = np.zeros_like(sub_valid)
-        oky[1:-1] = sub_valid[:-2] & sub_valid[1:-1] & sub_valid[2:]
-        dxx[~okx] = 0.0
-        dyy[~oky] = 0.0
-    return dxx, dyy
-
-
-def _phase_weight(f):
-    """``p (1 - p) / 2`` of the fractional part ``p`` of positions ``f`` (float32)."""
-    p = np.floor(f)
-    np.subtract(f, p, out=p)
-    w = np.multiply(p, p)
-    np.subtract(p, w, out=w)
-    w *= np.float32(0.5)
-    return w[..., np.newaxis]
-
-
 def _linear_with_curvature(sampler, sub, sub_valid):
     """Bilinear samples of ``sub`` and the smoothing bias ``p(1-p)/2 f'' + q(1-q)/2 f''``
-    at the same points (see the module notes)."""
+    at the same points (see the module notes and :mod:`.curvature`)."""
     import cv2
-    dxx, dyy = _second_differences(sub, sub_valid)
+    dxx, dyy = half_second_differences(sub, sub_valid)
     fx, fy = sampler.maps()
-    term = sampler(dxx, cv2.INTER_LINEAR)
+    term = phase_weighted(sampler(dxx, cv2.INTER_LINEAR), fx)
     del dxx
-    term *= _phase_weight(fx)
-    term_y = sampler(dyy, cv2.INTER_LINEAR)
-    term_y *= _phase_weight(fy)
-    term += term_y
+    term += phase_weighted(sampler(dyy, cv2.INTER_LINEAR), fy)
     return sampler(sub, cv2.INTER_LINEAR), term
 
 
@@ -479,7 +438,7 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
                                  and np.isfinite(np.max(sub))):
         sub_valid = np.ones(sub.shape[:2], bool)
     else:
-        sub_valid = np.isfinite(sub).all(axis=2)
+        sub_valid = compute_valid_mask(sub, eps=-1)  # finite in every channel
     if src_mask is not None:
         sub_valid &= np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
     if not sub_valid.any():
@@ -488,7 +447,8 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     if all_valid:
         sub = sub.astype(np.float32, copy=False)
     else:
-        sub = np.where(sub_valid[..., np.newaxis], sub, 0.0).astype(np.float32)
+        sub = np.where(sub_valid[..., np.newaxis], sub, np.float32(0.0)).astype(
+            np.float32, copy=False)
     ok = None
     if limits is not None:  # points outside the frame read replicated edge values: masked
         ok = sampler.inside(limits)
@@ -787,7 +747,7 @@ def _homography_window(H, frame_shape, box):
     fh, fw = frame_shape
     u = np.array([-0.5, fw - 0.5, fw - 0.5, -0.5])
     v = np.array([-0.5, -0.5, fh - 0.5, fh - 0.5])
-    gx, gy = apply_homography(np.linalg.inv(H), u, v)
+    gx, gy = apply_homography(inverse_homography(H), u, v)
     if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
         return box
     win = BBox(int(np.floor(gy.min())) - 1, int(np.ceil(gy.max())) + 2,

@@ -169,3 +169,26 @@ def test_saturated_pixels_are_masked_with_a_margin_in_every_layout():
     raw[10, 15] = 65535.0                                # one Bayer site
     bayer, _ = frame_pixels(raw, "bayer", "RGGB", erode=0, saturation=65535.0)
     assert np.isnan(bayer[8:13, 13:18]).all() and np.isfinite(bayer[:5, :5]).all()
+
+
+@pytest.mark.parametrize("layout, shape", [("mono", (60, 80)), ("chw", (3, 60, 80)),
+                                           ("hwc", (60, 80, 3)), ("bayer", (60, 80))])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_integer_frames_take_the_float_path_s_mask_noise_and_level(layout, shape, zeros):
+    """Stored integers are read through shortcuts (no NaN, empty means 0): the pixels, the
+    noise and the saturation level are those of the same values stored as floats."""
+    rng = np.random.default_rng(5)
+    raw = rng.normal(3000.0, 40.0, shape).astype(np.uint16)
+    pixels = (lambda rows, cols: (slice(None), rows, cols)) if layout == "chw" \
+        else (lambda rows, cols: (rows, cols))
+    raw[pixels(slice(20, 23), slice(30, 33))] = 65535
+    if zeros:
+        raw[pixels(slice(0, 4), slice(None))] = 0
+    as_float = raw.astype(np.float32)
+    assert saturation_pileup(raw) == saturation_pileup(as_float) == 65535.0
+    assert frame_noise(raw, layout) == frame_noise(as_float, layout)
+    for saturation in (None, 65535.0):
+        got, _ = frame_pixels(raw, layout, "RGGB", erode=1, saturation=saturation)
+        want, _ = frame_pixels(as_float, layout, "RGGB", erode=1, saturation=saturation)
+        np.testing.assert_array_equal(got, want)
+        assert np.isnan(got).any() == (zeros or saturation is not None)
