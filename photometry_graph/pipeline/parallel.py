@@ -103,7 +103,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         try:
             futures, direct = _submit_all(client, func, tasks)
             for fut in as_completed(futures, loop=client.loop):
-                yield futures[fut], (fut.exception() or client.gather(fut, direct=direct))
+                task = futures.pop(fut)  # released: the cluster frees the result
+                yield task, (fut.exception() or client.gather(fut, direct=direct))
         except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
             client.cancel(list(futures))
             raise
@@ -133,12 +134,13 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         with _signals_deferred():  # the workers start whole, and never see a Ctrl-C
             futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futures):
-            exc = fut.exception()
+            k = futures.pop(fut)  # the result is the caller's now: none is kept here (a
+            exc = fut.exception()  # binned frame spilled to disk leaves memory at once)
             if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
                 broken = exc
                 break
-            done.add(futures[fut])
-            yield tasks[futures[fut]], (exc or fut.result())
+            done.add(k)
+            yield tasks[k], (exc or fut.result())
     except BaseException:  # interrupted, or the caller stopped reading (GeneratorExit)
         stop_pool(pool)
         raise

@@ -118,6 +118,23 @@ def test_in_process_run_keeps_the_thread_settings():
     assert _thread_counts(None) == before
 
 
+def _block(k):
+    return np.full(1000, float(k))
+
+
+def test_a_result_is_not_held_once_it_is_handed_over():
+    # the caller may drop a result as it arrives (a binned frame written to disk): the
+    # pool keeps no reference to it, so the results of a long pass never pile up
+    import gc
+    import weakref
+    refs = []
+    for _, result in map_tasks(_block, list(range(8)), workers=2):
+        refs.append(weakref.ref(result))
+        del result
+        gc.collect()
+        assert sum(r() is not None for r in refs[:-1]) == 0  # every earlier one is gone
+
+
 def test_no_tasks_and_default_workers():
     assert list(map_tasks(abs, [], workers=3)) == []
     assert 1 <= default_workers() <= 4
