@@ -4,21 +4,46 @@ A session of many frames of one field makes every frame overlap nearly every oth
 ``n (n - 1) / 2`` pairs, 12 million for 5,000 frames.  The frame photometry fits only the
 largest overlaps of every frame
 (:func:`~photometry_graph.photometry.overlap.sparsify_overlap_graph`), so its graph needs
-only the candidates for them: the largest box intersections of every
-frame, and the edges that keep the graph's connected components those of all the
-overlaps.  They are found here from the boxes alone, in blocks of rows of the
-intersection-area matrix: memory ``O(n)`` per block row, never the list of every pair.
+only the candidates for them: the largest overlaps of every frame, and the edges that keep
+the graph's connected components those of all the overlaps (a maximum spanning forest).
+They are found here in blocks of rows of the matrix of overlap sizes, measured on the
+frames' valid span in each row (rotated frames fill 40-100 % of their boxes, so the boxes'
+intersections rank them poorly) or on their boxes: memory ``O(n)`` per block row, never
+the list of every pair; the forest takes a pass over the matrix per round, ``log2(n)``
+rounds at most.
 """
 
 import numpy as np
 
 from ..core.tiles import BBox  # noqa: F401 (the examples)
 
-__all__ = ["CANDIDATE_CELLS", "candidate_pairs"]
+__all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "row_spans", "candidate_pairs"]
 
-#: Cells of the intersection-area matrix computed at once (a block of rows): ~16 MB of
-#: int64 per temporary array.
+#: Cells of the overlap matrix (times the rows of the nodes' spans) computed at once: ~24
+#: MB of temporary arrays.
 CANDIDATE_CELLS = 2_000_000
+_EMPTY = 2 ** 30  # a row without a valid pixel: the span (_EMPTY, -_EMPTY) meets nothing
+#: Rows of the nodes' spans that measure an overlap (every ``step``-th row of their common
+#: rows, the sum times ``step``): the ranking of the overlaps, not their exact size.
+SPAN_ROWS = 64
+
+
+def row_spans(mask, x0=0):
+    """Where each row of ``mask`` is valid, first to last valid column: ``(start, stop)``
+    arrays in columns ``x0 +``; an empty row gets a span that meets nothing.
+
+    Examples
+    --------
+    >>> start, stop = row_spans(np.array([[0, 1, 1, 0], [0, 0, 0, 0]], bool), x0=10)
+    >>> int(start[0]), int(stop[0]), bool(stop[1] < start[1])  # row 1: empty
+    (11, 13, True)
+    """
+    mask = np.asarray(mask, bool)
+    w = mask.shape[1]
+    hit = mask.any(axis=1)
+    start = np.where(hit, x0 + np.argmax(mask, axis=1), _EMPTY).astype(np.int32)
+    stop = np.where(hit, x0 + w - np.argmax(mask[:, ::-1], axis=1), -_EMPTY).astype(np.int32)
+    return start, stop
 
 
 def _box_array(bboxes):
@@ -27,44 +52,74 @@ def _box_array(bboxes):
     return np.array(rows, np.int64).reshape(-1, 4)
 
 
-def _areas(boxes, rows, min_area):
-    """Intersection areas of the boxes ``rows`` with every box, ``(len(rows), n)``; a box
-    with itself, and an intersection smaller than ``min_area``, count 0."""
-    b, r = boxes, boxes[rows]
-    h = np.minimum(r[:, 1, None], b[None, :, 1]) - np.maximum(r[:, 0, None], b[None, :, 0])
-    w = np.minimum(r[:, 3, None], b[None, :, 3]) - np.maximum(r[:, 2, None], b[None, :, 2])
-    area = np.maximum(h, 0) * np.maximum(w, 0)
-    area[np.arange(len(rows)), rows] = 0
-    area[area < min_area] = 0
-    return area
+class _Overlaps:
+    """Blocks of rows of the matrix of overlap sizes between nodes: the intersection areas
+    of their boxes or, given the valid span of each row of each node
+    (:func:`row_spans`), the pixels both spans cover, row by row (the jointly valid pixels
+    where each row of a node is valid on one interval, as frames and their empty corners
+    are).  Sizes below ``min_area``, and a node with itself, count 0."""
+
+    def __init__(self, bboxes, spans, min_area):
+        self.boxes, self.min_area = _box_array(bboxes), min_area
+        self.n = len(self.boxes)
+        self.spans = None if spans is None else self._on_rows(spans)
+
+    def _on_rows(self, spans):
+        """The spans on every ``step``-th of the nodes' common rows: ``(start, stop,
+        step)``, ``start`` and ``stop`` ``(n, rows)`` (at most :data:`SPAN_ROWS` rows)."""
+        y_min = int(self.boxes[:, 0].min()) if self.n else 0
+        height = max(1, int(self.boxes[:, 1].max()) - y_min if self.n else 0)
+        step = -(-height // SPAN_ROWS)
+        start = np.full((self.n, -(-height // step)), _EMPTY, np.int32)
+        stop = np.full(start.shape, -_EMPTY, np.int32)
+        for k, ((y0, y1, _, _), (a, b)) in enumerate(zip(self.boxes, spans)):
+            first = -(-(y0 - y_min) // step) * step + y_min  # the first sampled row in it
+            rows = slice((first - y_min) // step, (first - y_min) // step
+                         + len(range(first, y1, step)))
+            start[k, rows], stop[k, rows] = a[first - y0::step], b[first - y0::step]
+        return start, stop, step
+
+    def blocks(self):
+        per_row = self.n * (1 if self.spans is None else self.spans[0].shape[1])
+        step = max(1, CANDIDATE_CELLS // max(per_row, 1))
+        return (np.arange(s, min(self.n, s + step)) for s in range(0, self.n, step))
+
+    def __call__(self, rows):
+        b, r = self.boxes, self.boxes[rows]
+        if self.spans is None:
+            h = np.minimum(r[:, 1, None], b[None, :, 1]) - np.maximum(r[:, 0, None], b[None, :, 0])
+            w = np.minimum(r[:, 3, None], b[None, :, 3]) - np.maximum(r[:, 2, None], b[None, :, 2])
+            size = np.maximum(h, 0) * np.maximum(w, 0)
+        else:
+            start, stop, step = self.spans
+            both = (np.minimum(stop[rows][:, None], stop[None]) -
+                    np.maximum(start[rows][:, None], start[None]))
+            size = np.maximum(both, 0).sum(axis=2, dtype=np.int64) * step
+        size[np.arange(len(rows)), rows] = 0
+        size[size < self.min_area] = 0
+        return size
 
 
-def _blocks(n):
-    step = max(1, CANDIDATE_CELLS // max(n, 1))
-    return (np.arange(s, min(n, s + step)) for s in range(0, n, step))
-
-
-def _ranked(area, n):
-    """A key per cell, larger for a larger area and, at equal areas, a lower column: the
+def _ranked(size, n):
+    """A key per cell, larger for a larger overlap and, at equal sizes, a lower column: the
     order of the ranking (reproducible ties)."""
-    return area * n + (n - 1 - np.arange(n))[None, :]
+    return size * n + (n - 1 - np.arange(n))[None, :]
 
 
-def _largest(boxes, per_node, min_area):
-    """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest intersections of
-    every box, and the number of intersecting pairs (of at least ``min_area`` pixels)."""
-    n = len(boxes)
+def _largest(overlaps, per_node):
+    """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest overlaps of every
+    node, and the number of overlapping pairs."""
+    n = overlaps.n
     found, total = set(), 0
     k = min(per_node, n - 1)
-    for rows in _blocks(n):
-        area = _areas(boxes, rows, min_area)
-        total += int(np.count_nonzero(area))
+    for rows in overlaps.blocks():
+        size = overlaps(rows)
+        total += int(np.count_nonzero(size))
         if k < 1:
             continue
-        key = _ranked(area, n)
-        top = np.argpartition(-key, k - 1, axis=1)[:, :k]
+        top = np.argpartition(-_ranked(size, n), k - 1, axis=1)[:, :k]
         for i, cols in zip(rows.tolist(), top.tolist()):
-            found.update((min(i, j), max(i, j)) for j in cols if area[i - rows[0], j] > 0)
+            found.update((min(i, j), max(i, j)) for j in cols if size[i - rows[0], j] > 0)
     return found, total // 2
 
 
@@ -85,31 +140,40 @@ def _components(n, pairs):
     return np.array([root(i) for i in range(n)], np.int64)
 
 
-def _connecting(boxes, pairs, min_area):
-    """Edges that join the components of ``pairs`` wherever boxes of two of them intersect:
-    the largest intersection out of every component, round after round (Boruvka), until no
-    component meets another."""
-    n, added = len(boxes), set()
+def _edge_keys(size, rows, n):
+    """A key per cell that orders the edges (larger for a larger overlap; at equal sizes,
+    the pair of lower indices first), the same from either end of an edge; -1 where there
+    is no edge."""
+    lo = np.minimum(rows[:, None], np.arange(n)[None, :])
+    hi = np.maximum(rows[:, None], np.arange(n)[None, :])
+    key = size * (n * n) + (n * n - 1 - (lo * n + hi))
+    key[size == 0] = -1
+    return key
+
+
+def _spanning_forest(overlaps):
+    """The maximum spanning forest of the overlap graph, by overlap size: the largest
+    overlap out of every component, round after round (Boruvka; the keys of
+    :func:`_edge_keys` make the forest unique)."""
+    n, forest = overlaps.n, set()
     while True:
-        comp = _components(n, pairs | added)
-        if n and np.all(comp == comp[0]):  # one component: nothing to join
-            return added
+        comp = _components(n, forest)
         best = {}  # component -> (key, i, j)
-        for rows in _blocks(n):
-            area = _areas(boxes, rows, min_area)
-            area[comp[rows][:, None] == comp[None, :]] = 0
-            key = _ranked(area, n)
+        for rows in overlaps.blocks():
+            size = overlaps(rows)
+            size[comp[rows][:, None] == comp[None, :]] = 0
+            key = _edge_keys(size, rows, n)
             cols = np.argmax(key, axis=1)
             for r, (i, j) in enumerate(zip(rows.tolist(), cols.tolist())):
-                if area[r, j] > 0 and (comp[i] not in best or key[r, j] > best[comp[i]][0]):
+                if key[r, j] >= 0 and (comp[i] not in best or key[r, j] > best[comp[i]][0]):
                     best[comp[i]] = (key[r, j], i, j)
-        new = {(min(i, j), max(i, j)) for _, i, j in best.values()} - added
+        new = {(min(i, j), max(i, j)) for _, i, j in best.values()} - forest
         if not new:
-            return added
-        added |= new
+            return forest
+        forest |= new
 
 
-def candidate_pairs(bboxes, per_node, min_area=1):
+def candidate_pairs(bboxes, per_node, min_area=1, spans=None):
     """The overlaps worth examining among many boxes, from the boxes alone.
 
     Parameters
@@ -119,18 +183,23 @@ def candidate_pairs(bboxes, per_node, min_area=1):
     per_node : int
         Largest intersections kept for every box (>= 1).
     min_area : int
-        Smaller intersections are no overlap (an edge needs at least that many jointly
-        valid pixels, which the intersection bounds).
+        Smaller overlaps are none (an edge needs at least that many jointly valid pixels,
+        which the intersection bounds).
+    spans : sequence of (numpy.ndarray, numpy.ndarray), optional
+        The valid span of each row of each box (:func:`row_spans`): the overlaps are then
+        measured as the pixels both spans cover, row by row (rotated frames fill 40-100 %
+        of their boxes), not as the boxes' intersections.
 
     Returns
     -------
     pairs : list of tuple of int
-        ``(i, j)``, ``i < j``, sorted: the ``per_node`` largest intersections of every box
-        (ties: the lower index first), and, where the boxes of two connected components of
-        those pairs still intersect, the largest intersection joining them, so that the
-        pairs make the same components as every intersection.
+        ``(i, j)``, ``i < j``, sorted: the ``per_node`` largest overlaps of every box
+        (ties: the lower index first) and the maximum spanning forest of all the overlaps
+        by size.  The pairs make the same components as every overlap, and where the
+        jointly valid pixels of the overlaps rank as their sizes do, the maximum spanning
+        tree of a graph weighted by them is among the pairs.
     total : int
-        The number of intersecting pairs (of at least ``min_area`` pixels).
+        The number of overlapping pairs (of at least ``min_area`` pixels).
 
     Examples
     --------
@@ -141,7 +210,7 @@ def candidate_pairs(bboxes, per_node, min_area=1):
     """
     if int(per_node) < 1:
         raise ValueError(f"per_node must be >= 1, got {per_node!r}")
-    boxes = _box_array(bboxes)
-    pairs, total = _largest(boxes, int(per_node), min_area)
-    pairs |= _connecting(boxes, pairs, min_area)
+    overlaps = _Overlaps(bboxes, spans, min_area)
+    pairs, total = _largest(overlaps, int(per_node))
+    pairs |= _spanning_forest(overlaps)
     return sorted(pairs), total

@@ -22,7 +22,7 @@ from .._json import jsonable
 from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
-from .candidates import candidate_pairs
+from .candidates import candidate_pairs, row_spans
 from ..core.correction import identity_correction
 from .overlap import (build_tile_overlap_graph, fit_overlap_edges, gain_estimates,
                       sparsify_overlap_graph)
@@ -359,6 +359,15 @@ def _run(tiles, **settings):
     return chain.finish(corrections, status, graph=graph, solution=solution, bg=bg)
 
 
+def _row_spans(tiles):
+    """The valid span of each row of each node (:func:`row_spans`), or None when a mask
+    cannot be read (the candidates are then ranked on the boxes; the graph says why)."""
+    try:
+        return [row_spans(t.mask, t.bbox.x0) for t in tiles]
+    except Exception:  # noqa: BLE001 - reported where the graph reads that mask
+        return None
+
+
 def _graph_step(chain):
     """The overlap graph (None when it failed: warned) and, when sparsified, the graph of
     the candidates it was chosen from (:func:`candidate_pairs`: the
@@ -370,7 +379,8 @@ def _graph_step(chain):
         if max_degree is not None:
             pairs, total = candidate_pairs([t.bbox for t in chain.tiles],
                                            CANDIDATES_PER_DEGREE * int(max_degree),
-                                           min_area=max(1, s["min_overlap"]))
+                                           min_area=max(1, s["min_overlap"]),
+                                           spans=_row_spans(chain.tiles))
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
                                          workers=s["workers"], node_kind=s["node_kind"],
                                          pairs=pairs)

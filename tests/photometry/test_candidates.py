@@ -109,3 +109,75 @@ def test_the_frame_graph_examines_the_candidates_only(monkeypatch):
     fitted = {tuple(sorted((ids.index(u), ids.index(v)))) for u, v in res.graph.edges}
     assert fitted <= set(seen[0])
     assert res.report["edges_not_fitted"] == len(every) - res.graph.number_of_edges()
+
+
+def _rotated_frames(rng, n):
+    """Masks of rotated frames (convex: one valid span per row) in their boxes."""
+    import cv2
+    boxes, masks = [], []
+    for _ in range(n):
+        cy, cx = rng.uniform(150, 250), rng.uniform(200, 400)
+        angle, (h, w) = rng.uniform(-0.6, 0.6), (rng.uniform(60, 100), rng.uniform(120, 180))
+        c, s = np.cos(angle), np.sin(angle)
+        corners = np.array([[cx + c * dx - s * dy, cy + s * dx + c * dy]
+                            for dx, dy in ((-w, -h), (w, -h), (w, h), (-w, h))]) / 2 + 100
+        (x0, y0) = np.floor(corners.min(0)).astype(int)
+        (x1, y1) = np.ceil(corners.max(0)).astype(int)
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillConvexPoly(mask, np.round(corners - [x0, y0]).astype(np.int32), 1)
+        boxes.append(BBox(int(y0), int(y1), int(x0), int(x1)))
+        masks.append(mask.astype(bool))
+    return boxes, masks
+
+
+def _joint(boxes, masks, i, j):
+    inter = boxes[i].intersection(boxes[j])
+    if inter.is_empty:
+        return 0
+    return int(np.count_nonzero(masks[i][inter.slices_in(boxes[i])]
+                                & masks[j][inter.slices_in(boxes[j])]))
+
+
+def test_row_spans_measure_the_jointly_valid_pixels_of_convex_frames(monkeypatch):
+    # rotated frames fill part of their boxes: the spans of their rows count the pixels
+    # valid in both exactly (on every row), so the candidates hold every frame's largest
+    # overlaps by valid pixels (the boxes' intersections rank them otherwise)
+    from photometry_graph.photometry.candidates import row_spans
+    monkeypatch.setattr(candidates, "SPAN_ROWS", 10_000)  # every row: exact sizes
+    boxes, masks = _rotated_frames(np.random.default_rng(4), 40)
+    spans = [row_spans(m, b.x0) for b, m in zip(boxes, masks)]
+    for m, (a, e) in zip(masks, spans):
+        rows = m.any(axis=1)
+        assert np.array_equal((e - a)[rows], m.sum(axis=1)[rows])  # one interval a row
+        assert np.all(e[~rows] < a[~rows])
+    exact = {(i, j): _joint(boxes, masks, i, j) for i in range(40) for j in range(i + 1, 40)}
+    exact = {p: v for p, v in exact.items() if v >= 50}
+    pairs, total = candidate_pairs(boxes, 3, min_area=50, spans=spans)
+    assert total == len(exact) and set(pairs) <= set(exact)
+    for i in range(40):
+        mine = sorted(((v, -(p[0] + p[1] - i)) for p, v in exact.items() if i in p),
+                      reverse=True)[:3]
+        assert all((min(i, -m), max(i, -m)) in pairs for _, m in mine), i
+    g = nx.Graph()
+    g.add_weighted_edges_from((i, j, v) for (i, j), v in exact.items())
+    tree = nx.maximum_spanning_tree(g)
+    assert {tuple(sorted(e)) for e in tree.edges} <= set(pairs)  # distinct weights here
+    by_boxes, _ = candidate_pairs(boxes, 3, min_area=50)
+    assert set(by_boxes) != set(pairs)  # what the spans change
+
+
+def test_sampled_rows_of_the_spans_rank_the_overlaps_as_the_valid_pixels_do():
+    # every 5th row (SPAN_ROWS of ~300 rows) measures the overlaps within a few pixels a
+    # row: the largest overlaps of every frame and the spanning tree stay the same
+    from photometry_graph.photometry.candidates import row_spans
+    boxes, masks = _rotated_frames(np.random.default_rng(7), 40)
+    spans = [row_spans(m, b.x0) for b, m in zip(boxes, masks)]
+    sampled, _ = candidate_pairs(boxes, 6, min_area=50, spans=spans)
+    exact = {(i, j): _joint(boxes, masks, i, j) for i in range(40) for j in range(i + 1, 40)}
+    g = nx.Graph()
+    g.add_weighted_edges_from((i, j, v) for (i, j), v in exact.items() if v >= 50)
+    assert {tuple(sorted(e)) for e in nx.maximum_spanning_tree(g).edges} <= set(sampled)
+    for i in range(40):  # the 3 largest of every frame among its 6 candidates
+        mine = sorted(((v, p) for p, v in exact.items() if i in p and v >= 50),
+                      reverse=True)[:3]
+        assert all(p in sampled for _, p in mine), i
