@@ -181,3 +181,22 @@ def test_sampled_rows_of_the_spans_rank_the_overlaps_as_the_valid_pixels_do():
         mine = sorted(((v, p) for p, v in exact.items() if i in p and v >= 50),
                       reverse=True)[:3]
         assert all(p in sampled for _, p in mine), i
+
+
+def test_thin_overlaps_of_a_tall_mosaic_and_short_boxes_are_never_missed():
+    # the spans are measured in groups of rows (SPAN_ROWS groups): an overlap of a few
+    # rows, or a box shorter than a group, still counts, and the candidates join what
+    # every overlap joins
+    from photometry_graph.photometry.candidates import row_spans
+    boxes = [BBox(r * 675, r * 675 + 750, c * 900, c * 900 + 1000)
+             for r in range(10) for c in range(2)]  # 2 columns, 10 rows, 10 % overlaps
+    boxes += [BBox(6700, 6706, 100, 200)]  # 6 rows, inside the last row of frames
+    spans = [row_spans(np.ones(b.shape, bool), b.x0) for b in boxes]
+    pairs, total = candidate_pairs(boxes, 2, spans=spans)
+    every = _brute(boxes)
+    assert total == len(every)
+    g = nx.Graph(list(every))
+    g.add_nodes_from(range(len(boxes)))
+    h = nx.Graph(pairs)
+    h.add_nodes_from(range(len(boxes)))
+    assert nx.number_connected_components(h) == nx.number_connected_components(g) == 1
