@@ -26,7 +26,7 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
                                    grid_warning)
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
-from photometry_graph.launch import pool_likely, started_server
+from photometry_graph.launch import pool_likely, take_started_server
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.budget import (plan_memory, plan_tiles,
                                               release_memory)
@@ -113,8 +113,9 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     ``scratch`` when the plan says they do not fit memory).
     """
     pooled = opts.scheduler is None and pool_likely([e.path for e in entries], opts.workers)
+    command = take_started_server()  # the server the command started, if any
     early = (start_workers_early(frame_pass, _n_workers(opts), len(entries)) if pooled
-             else None) or started_server()  # the workers' server (the command's, maybe)
+             else None) or command
     frames = _read_frames(entries, opts, progress.stage(0, 0.1))  # imports meanwhile
     grid = _global_grid(frames, opts)
     plan = plan_memory(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),

@@ -14,21 +14,23 @@ import gzip
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
 
 from ._log import get_logger, grid_debug
 
-__all__ = ["IN_PROCESS_PIXELS", "FRAME_PASS_MODULE", "main", "pool_likely", "pixel_bytes",
-           "start_server", "started_server"]
+__all__ = ["IN_PROCESS_PIXELS", "FRAME_PASS_MODULE", "FITS_SUFFIXES", "main", "pool_likely",
+           "pixel_bytes", "start_server", "take_started_server"]
 
 #: Frame pixels below which a run works in the calling process: starting a pool of
 #: workers costs ~1.4 s (measured), what 2 workers save on ~6 frames of 1080x1920.
 IN_PROCESS_PIXELS = 12e6
 #: The module the workers of the frame pass run (the server preloads it).
 FRAME_PASS_MODULE = "photometry_graph.pipeline.pieces"
-_FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz")
+#: The names of FITS files, any letter case (gzipped ones too).
+FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz")
 _CARD, _BLOCK = 80, 2880
 
 _started = None  # the thread that started the server here (start_server)
@@ -57,7 +59,7 @@ def _start_for(args):
     try:
         workers = None if workers is None else int(workers)
         folder = Path(args[1])
-        paths = sorted(p for p in folder.iterdir() if p.name.lower().endswith(_FITS_SUFFIXES)
+        paths = sorted(p for p in folder.iterdir() if p.name.lower().endswith(FITS_SUFFIXES)
                        and not p.name.startswith("."))
     except (ValueError, OSError):  # the command line says what is wrong later
         return
@@ -118,8 +120,10 @@ def pixel_bytes(paths, tries=3):
     """
     for p in list(paths)[:tries]:
         try:
+            if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block: not a frame
+                continue
             cards = _primary_cards(p)
-        except (OSError, EOFError, ValueError):  # unreadable: the next, then the default
+        except Exception:  # noqa: BLE001 - unreadable, corrupt (zlib): the next, the default
             continue
         if "BITPIX" not in cards:
             continue
@@ -184,6 +188,9 @@ def start_server(module=None):
     return _started
 
 
-def started_server():
-    """The thread of the last :func:`start_server` of this process, or None."""
-    return _started
+def take_started_server():
+    """The thread of the last :func:`start_server` of this process, or None; once (a
+    later caller gets None: the server is the first taker's to stop or use)."""
+    global _started
+    thread, _started = _started, None
+    return thread

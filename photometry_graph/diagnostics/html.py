@@ -533,7 +533,11 @@ def _graph_section(report, kind, sky):
              f"{_esc(', '.join(str(r) for r in view['references']) or '-')}.  Boxes and edges "
              "are drawn where the nodes lie on the mosaic (x to the right, y up, as the "
              "previews); an edge joins the centres of two overlapping nodes.</p>"]
-    run = unpack_run(view)  # once for every figure and table of the section
+    try:
+        run = unpack_run(view)  # once for every figure and table of the section
+    except Exception as exc:  # noqa: BLE001 - the report is a view, never a reason to fail
+        return parts[0] + _note(f"The {kind[:-1]} graph could not be read "
+                                f"({type(exc).__name__}: {exc}); grid_report.json holds it.")
     for title, func in (("graph", lambda: _graph_figure(view, run, sky)),
                         ("histograms", lambda: _histogram_figure(view, run)),
                         ("maps", lambda: _maps_figure(view, run, sky))):

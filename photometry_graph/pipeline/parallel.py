@@ -99,12 +99,24 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         shared = session[1] if session is not None and session[0] == scheduler else None
         own = shared is None and not isinstance(scheduler, Client)
         client = _client(scheduler) if own else (shared or scheduler)
-        futures = {}
+        futures, tasks = {}, list(tasks)
         try:
             futures, direct = _submit_all(client, func, tasks)
-            for fut in as_completed(futures, loop=client.loop):
-                task = futures.pop(fut)  # released: the cluster frees the result
-                yield task, (fut.exception() or client.gather(fut, direct=direct))
+            retried, running = set(), as_completed(list(futures), loop=client.loop)
+            for fut in running:
+                k = futures.pop(fut)  # released: the cluster frees the result
+                try:
+                    result = fut.exception() or client.gather(fut, direct=direct)
+                except Exception as exc:  # noqa: BLE001 - lost with a worker (its task too)
+                    if k not in retried:  # once more, the task sent along with it
+                        retried.add(k)
+                        again = client.submit(pickle.loads, _pickled(func, tasks[k]),
+                                              pure=False)
+                        futures[again] = k
+                        running.add(again)
+                        continue
+                    result = exc
+                yield tasks[k], result
         except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
             client.cancel(list(futures))
             raise
@@ -214,24 +226,32 @@ def _client(address):
     return Client(address, set_as_default=False, direct_to_workers=True)
 
 
-def _submit_all(client, func, tasks):
-    """``func(task)`` of every task on the cluster: ``({future: task}, direct)``.
+def _pickled(func, task):
+    """``func(task)`` as bytes that run it when unpickled (:class:`_Call`; cloudpickle:
+    a lambda or a function of a script's ``__main__`` travels too)."""
+    import cloudpickle  # dask.distributed's own dependency
+    return cloudpickle.dumps(_Call(func, task), protocol=pickle.HIGHEST_PROTOCOL)
 
-    The tasks, pickled here, go to the workers directly (``scatter``) and the scheduler
-    receives their keys only: a task graph holding the data would be unpickled and
-    forwarded by the scheduler, on the same CPUs as the workers.  ``direct`` says the
-    results can be fetched from the workers directly; when the workers cannot be reached
-    from here, the tasks travel through the scheduler.
+
+def _submit_all(client, func, tasks):
+    """``func(task)`` of every task on the cluster: ``({future: index}, direct)``.
+
+    The tasks are pickled here (:func:`_pickled`) and, with a client of this module
+    (:func:`_client`), go to the workers directly (``scatter``): the scheduler receives
+    their keys only, where a task graph holding the data would be unpickled and forwarded
+    by the scheduler, on the same CPUs as the workers.  ``direct`` says the results are
+    fetched from the workers directly.  A client given by the caller that does not reach
+    the workers directly, or workers out of reach, get the bytes through the scheduler.
     """
-    tasks = list(tasks)
-    pickled = [pickle.dumps(_Call(func, t), protocol=pickle.HIGHEST_PROTOCOL) for t in tasks]
-    try:
-        data, direct = client.scatter(pickled, direct=True, hash=False), True
-    except Exception as exc:  # noqa: BLE001 - the workers are out of reach: as before
-        grid_debug(logger, "tasks not scattered to the workers (%s: %s)", type(exc).__name__,
-                   exc)
-        data, direct = pickled, False
-    return {client.submit(pickle.loads, d, pure=False): t for d, t in zip(data, tasks)}, direct
+    pickled = [_pickled(func, t) for t in tasks]
+    data, direct = pickled, False
+    if getattr(client, "direct_to_workers", None):
+        try:
+            data, direct = client.scatter(pickled, direct=True, hash=False), True
+        except Exception as exc:  # noqa: BLE001 - the workers are out of reach: as before
+            grid_debug(logger, "tasks not scattered to the workers (%s: %s)",
+                       type(exc).__name__, exc)
+    return {client.submit(pickle.loads, d, pure=False): k for k, d in enumerate(data)}, direct
 
 
 def ordered_map(func, tasks, *, scheduler=None, workers=None):
@@ -446,8 +466,9 @@ def start_workers_early(func, workers, n_tasks):
 
 
 def stop_workers_early(thread):
-    """Stop the server :func:`start_workers_early` started in ``thread`` when no pool will
-    use it (a memory plan that keeps the run in this process).  Where Python offers no
+    """Stop the server started in ``thread`` (:func:`start_workers_early`, or the command's
+    :func:`photometry_graph.launch.start_server`) when no pool will use it (a memory plan
+    that keeps the run in this process).  Where Python offers no
     way to stop it, it stays until the process ends (a [GRID] debug line says so)."""
     thread.join()
     from multiprocessing import forkserver

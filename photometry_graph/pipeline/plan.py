@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._log import get_logger, grid_info, grid_warning
+from ..launch import FITS_SUFFIXES  # the command applies the same
 from .options import GridModeError
 
 __all__ = ["PLAN_NAME", "PLAN_HEADER", "FITS_SUFFIXES", "PATH_ALIASES", "EXPOSURE_ALIASES",
@@ -24,7 +25,6 @@ logger = get_logger(__name__)
 
 PLAN_NAME = "stack_plan.csv"
 PLAN_HEADER = "order,batch_id,mount,bortle,telescope,session_date,filter,exposure,file_path,ra,dec"
-FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz")
 PATH_ALIASES = ("file_path", "filepath", "path", "file", "filename", "file_name", "fits",
                 "frame", "fullpath", "full_path")
 EXPOSURE_ALIASES = ("exposure", "exptime", "exp", "exposure_time", "exp_time", "exposure_s")

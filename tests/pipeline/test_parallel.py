@@ -1,8 +1,10 @@
 """Dispatch of independent tasks (photometry_graph.pipeline.parallel)."""
 
+import gzip
 import logging
 import math
 import operator
+import os
 import sys
 
 import numpy as np
@@ -158,27 +160,52 @@ def _fails_on_two(x):
 
 
 def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled():
-    # the scheduler sees `pickle.loads` of scattered bytes: no function of the package to
-    # import; the task runs on a copy (the pickle round trip of a local run) and a task's
-    # exception comes back as its result
+    # the scheduler sees `pickle.loads` of bytes (scattered by a client of the package,
+    # inline with a client given by the caller): no function of the package to import;
+    # the task runs on a copy (the pickle round trip of a local run), a task's exception
+    # comes back as its result, and a lambda travels too (cloudpickle)
     distributed = pytest.importorskip("dask.distributed")
     import pickle
 
     from photometry_graph.pipeline import parallel
     task = {"values": np.arange(3.0)}
-    call = pickle.loads(pickle.dumps(parallel._Call(operator.itemgetter("values"), task)))
+    call = pickle.loads(parallel._pickled(operator.itemgetter("values"), task))
     assert np.array_equal(call, task["values"]) and call is not task["values"]
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
-                            dashboard_address=None) as client:
-        futures, direct = parallel._submit_all(client, _fails_on_two, [1, 2, 3])
-        assert direct and list(futures.values()) == [1, 2, 3]
-        distributed.wait(list(futures))
-        for fut in futures:  # the task itself: pickle.loads of one scattered piece
-            spec = client.run_on_scheduler(
-                lambda dask_scheduler, key=fut.key: dask_scheduler.tasks[key].run_spec)
-            assert spec.func is pickle.loads and len(spec.dependencies) == 1
-        out = dict(map_tasks(_fails_on_two, [1, 2, 3], scheduler=client))
-    assert out[1] == -1 and out[3] == -3 and isinstance(out[2], ValueError)
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        for client, scattered in ((parallel._client(cluster.scheduler_address), True),
+                                  (distributed.Client(cluster), False)):
+            with client:
+                futures, direct = parallel._submit_all(client, _fails_on_two, [1, 2, 3])
+                assert direct == scattered and sorted(futures.values()) == [0, 1, 2]
+                distributed.wait(list(futures))
+                for fut in futures:  # pickle.loads of one piece, scattered or inline
+                    spec = client.run_on_scheduler(
+                        lambda dask_scheduler, key=fut.key: dask_scheduler.tasks[key].run_spec)
+                    assert spec.func is pickle.loads
+                    assert len(spec.dependencies) == (1 if scattered else 0)
+                out = dict(map_tasks(_fails_on_two, [1, 2, 3], scheduler=client))
+                assert out[1] == -1 and out[3] == -3 and isinstance(out[2], ValueError)
+                assert ordered_map(lambda x: x + 1, [1, 2], scheduler=client) == [2, 3]
+
+
+@pytest.mark.slow
+def test_tasks_lost_with_a_dask_worker_run_again():
+    # a worker that dies takes the tasks scattered to it: each is sent once more, with
+    # its bytes, and every result comes back
+    distributed = pytest.importorskip("dask.distributed")
+    import threading
+    import time
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        victim = list(cluster.workers.values())[0]
+
+        def kill_soon():
+            time.sleep(1.5)
+            os.kill(victim.process.process.pid, 9)
+        threading.Thread(target=kill_soon, daemon=True).start()
+        out = ordered_map(time.sleep, [3.0] * 4, scheduler=cluster.scheduler_address)
+    assert out == [None] * 4
 
 
 def test_a_cluster_session_shares_one_client_and_warms_the_workers(monkeypatch):
@@ -362,6 +389,12 @@ def test_the_workers_start_early_only_for_frames_the_plan_gives_to_a_pool(tmp_pa
     assert pixel_bytes([tmp_path / "missing.fits", cube]) == 12
     assert pixel_bytes([gz]) == 2 and pixel_bytes([wide]) == 8
     assert pixel_bytes(paths) == 2  # none is a FITS file: the default
+    broken = tmp_path / "broken.fits.gz"  # a damaged deflate stream, then a named pipe
+    packed = gzip.compress(np.random.default_rng(0).bytes(20000))
+    broken.write_bytes(packed[:10] + b"\x07" + packed[11:])  # zlib.error when read
+    pipe = tmp_path / "pipe.fits"
+    os.mkfifo(pipe)
+    assert pixel_bytes([broken, pipe, cube]) == 12  # skipped, not raised nor waited for
     # without astropy: the same as its reading of the header
     assert fits.getheader(cube)["BITPIX"] == -32 and fits.getheader(cube)["NAXIS3"] == 3
 
@@ -379,9 +412,10 @@ def test_the_command_starts_the_workers_server_for_a_pooled_run_only(tmp_path, m
                  ["run", str(tmp_path), "out", "--workers=1"], ["assemble", str(tmp_path)],
                  ["run", str(tmp_path / "missing"), "out"], ["run"]):
         launch._start_for(args)
-        assert launch.started_server() is None, args
+        assert launch.take_started_server() is None, args
     launch._start_for(["run", str(tmp_path), "out", "--memory-mb", "800"])
-    thread = launch.started_server()
+    thread = launch.take_started_server()
+    assert launch.take_started_server() is None  # handed over once
     if thread is None:  # no forkserver on this platform
         pytest.skip("no forkserver start method")
     thread.join(60)
