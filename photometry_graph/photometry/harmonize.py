@@ -33,10 +33,11 @@ __all__ = ["HarmonizationResult", "harmonize_tiles", "graph_report"]
 
 logger = get_logger(__name__)
 
-#: With ``max_degree``, the overlaps examined per node are the ``CANDIDATES_PER_DEGREE *
-#: max_degree`` largest boxes' intersections: the ``max_degree`` largest by jointly valid
-#: pixels are among them (those are smaller than the intersection), and so are the next
-#: ``max_degree`` that nodes without a gain get (:func:`_fit_more_gain_edges`).
+#: With ``max_degree``, the overlaps examined per node are its ``CANDIDATES_PER_DEGREE *
+#: max_degree`` largest, as measured on the nodes' valid spans (:func:`candidate_pairs`,
+#: a bound of the jointly valid pixels that ranks them alike): the ``max_degree`` largest
+#: are among them with a margin, and so are the next ``max_degree`` that nodes without a
+#: gain get (:func:`_fit_more_gain_edges`).
 CANDIDATES_PER_DEGREE = 3
 
 
