@@ -161,7 +161,7 @@ def start_server(module=None):
     Parameters
     ----------
     module : str, optional
-        The module the workers' tasks live in (None: the server's own choice stays).
+        The module the workers' tasks live in (None: the preload set already stays).
 
     Returns
     -------

@@ -110,27 +110,37 @@ class _Overlaps:
         return size
 
 
-def _ranked(size, n):
-    """A key per cell, larger for a larger overlap and, at equal sizes, a lower column: the
-    order of the ranking (reproducible ties)."""
-    return size * n + (n - 1 - np.arange(n))[None, :]
+def _edge_keys(size, rows, n):
+    """A key per cell that orders the edges (larger for a larger overlap; at equal sizes,
+    the pair of lower indices first), the same from either end of an edge; -1 where there
+    is no edge."""
+    lo = np.minimum(rows[:, None], np.arange(n)[None, :])
+    hi = np.maximum(rows[:, None], np.arange(n)[None, :])
+    key = size * (n * n) + (n * n - 1 - (lo * n + hi))
+    key[size == 0] = -1
+    return key
 
 
 def _largest(overlaps, per_node):
     """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest overlaps of every
-    node, and the number of overlapping pairs."""
+    node (:func:`_edge_keys` order), the largest one of every node (the first round of
+    :func:`_spanning_forest`), and the number of overlapping pairs."""
     n = overlaps.n
-    found, total = set(), 0
+    found, best, total = set(), set(), 0
     k = min(per_node, n - 1)
     for rows in overlaps.blocks():
         size = overlaps(rows)
         total += int(np.count_nonzero(size))
         if k < 1:
             continue
-        top = np.argpartition(-_ranked(size, n), k - 1, axis=1)[:, :k]
-        for i, cols in zip(rows.tolist(), top.tolist()):
-            found.update((min(i, j), max(i, j)) for j in cols if size[i - rows[0], j] > 0)
-    return found, total // 2
+        key = _edge_keys(size, rows, n)
+        top = np.argpartition(-key, k - 1, axis=1)[:, :k]
+        for r, (i, cols) in enumerate(zip(rows.tolist(), top.tolist())):
+            found.update((min(i, j), max(i, j)) for j in cols if key[r, j] >= 0)
+        first = np.argmax(key, axis=1)
+        best.update((min(i, j), max(i, j)) for r, (i, j) in
+                    enumerate(zip(rows.tolist(), first.tolist())) if key[r, j] >= 0)
+    return found, best, total // 2
 
 
 def _components(n, pairs):
@@ -150,22 +160,12 @@ def _components(n, pairs):
     return np.array([root(i) for i in range(n)], np.int64)
 
 
-def _edge_keys(size, rows, n):
-    """A key per cell that orders the edges (larger for a larger overlap; at equal sizes,
-    the pair of lower indices first), the same from either end of an edge; -1 where there
-    is no edge."""
-    lo = np.minimum(rows[:, None], np.arange(n)[None, :])
-    hi = np.maximum(rows[:, None], np.arange(n)[None, :])
-    key = size * (n * n) + (n * n - 1 - (lo * n + hi))
-    key[size == 0] = -1
-    return key
-
-
-def _spanning_forest(overlaps):
+def _spanning_forest(overlaps, first):
     """The maximum spanning forest of the overlap graph, by overlap size: the largest
     overlap out of every component, round after round (Boruvka; the keys of
-    :func:`_edge_keys` make the forest unique)."""
-    n, forest = overlaps.n, set()
+    :func:`_edge_keys` make the forest unique), from ``first``, the largest overlap of
+    every node (the first round, found by :func:`_largest`)."""
+    n, forest = overlaps.n, set(first)
     while True:
         comp = _components(n, forest)
         best = {}  # component -> (key, i, j)
@@ -221,6 +221,6 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None):
     if int(per_node) < 1:
         raise ValueError(f"per_node must be >= 1, got {per_node!r}")
     overlaps = _Overlaps(bboxes, spans, min_area)
-    pairs, total = _largest(overlaps, int(per_node))
-    pairs |= _spanning_forest(overlaps)
+    pairs, first, total = _largest(overlaps, int(per_node))
+    pairs |= _spanning_forest(overlaps, first)
     return sorted(pairs), total

@@ -376,10 +376,10 @@ def _graph_step(chain):
     joins the components, never every pair of a dense session)."""
     s = chain.settings
     max_degree, pairs, total = s["max_degree"], None, None
+    per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
     try:
         if max_degree is not None:
-            pairs, total = candidate_pairs([t.bbox for t in chain.tiles],
-                                           CANDIDATES_PER_DEGREE * int(max_degree),
+            pairs, total = candidate_pairs([t.bbox for t in chain.tiles], per_node,
                                            min_area=max(1, s["min_overlap"]),
                                            spans=_row_spans(chain.tiles))
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
@@ -401,7 +401,7 @@ def _graph_step(chain):
     grid_info(logger, f"{stage}: fitting %d of %d overlaps (the %d largest per {noun} "
               f"and a maximum spanning tree, chosen among %d: the %d largest per {noun})",
               graph.number_of_edges(), total, max_degree, full_graph.number_of_edges(),
-              CANDIDATES_PER_DEGREE * int(max_degree))
+              per_node)
     return graph, full_graph
 
 

@@ -461,8 +461,8 @@ def start_workers_early(func, workers, n_tasks):
     """
     if workers <= 1 or n_tasks < 3:
         return None
-    module = getattr(func, "__module__", None)
-    return start_server(module if module != "__main__" else None)
+    _context(func)  # the module the server preloads (the pools' own rule)
+    return start_server()
 
 
 def stop_workers_early(thread):
