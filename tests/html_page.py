@@ -7,7 +7,8 @@ from pathlib import Path
 class Page(HTMLParser):
     """Parse a page with the standard library's parser; fails on what a page must not hold.
 
-    Attributes: ``sections`` (id -> {"images": [src], "tables": [[row cells]], "text"}),
+    Attributes: ``sections`` (id -> {"images": [src], "tables": [[row cells]], "text"}; a
+    figure written as inline SVG counts as an image whose src is ``"svg"``),
     ``urls`` (every src/href), ``tags`` (every start tag), ``open_tags`` (left unclosed).
     """
 
@@ -35,6 +36,8 @@ class Page(HTMLParser):
                                                                   "text": ""})
         elif tag == "img" and self.section is not None:
             self.section["images"].append(attrs["src"])
+        elif tag == "svg" and self.section is not None:
+            self.section["images"].append("svg")
         elif tag == "table" and self.section is not None and self.table is None:
             self.table = []
             self.section["tables"].append(self.table)

@@ -2,7 +2,9 @@
 
 :func:`render_html_report` turns the parsed ``grid_report.json`` of a run (and the preview
 images of the mosaic, when given) into one HTML page that opens from disk with no network:
-the plots are matplotlib figures and the previews plain pixels (encoded by OpenCV), embedded
+the plots are SVG written here (:mod:`~photometry_graph.diagnostics.svg`: milliseconds where
+matplotlib figures encoded as PNG took 1-2 s of every run; sharp at any zoom; each edge and
+node names itself and its value in a tooltip), the previews plain pixels encoded by OpenCV
 as PNG ``data:`` URIs, the tables are HTML.  It shows the before/after previews, the frame
 graph and the tile graph drawn where their nodes lie on the mosaic with edges coloured by
 fit status and by residual before/after, histograms of the overlap residuals, maps of the
@@ -15,19 +17,19 @@ writes files.
 
 import base64
 import html
-import importlib
-import io
 import json
 import math
 import re
 
 import numpy as np
 
-from .plots import plot_overlap_graph
+from .plots import graph_edge_status, graph_edge_values
 from .report import GRAPH_KINDS, float_or_nan, graph_view, unpack_run
+from .svg import (Panel, backdrop_image, backdrop_uri, colour_bar, colours, legend, log_ticks,
+                  nice_ticks, polyline, svg_figure, svg_text)
 from .tables import demo_quality_table, edge_residual_table
 
-__all__ = ["WARNING_ADVICE", "warning_advice", "render_html_report", "import_drawing_modules"]
+__all__ = ["WARNING_ADVICE", "warning_advice", "render_html_report"]
 
 #: (pattern of a ``[GRID]`` warning, what a user can do about it), first match wins.
 WARNING_ADVICE = (
@@ -172,53 +174,10 @@ def _note(text):
 
 
 # --------------------------------------------------------------------------------- figures
-#: The matplotlib modules the page draws with.
-DRAWING_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.ticker",
-                   "matplotlib.collections", "matplotlib.patches", "matplotlib.colors")
-
-
-def import_drawing_modules():
-    """Import the matplotlib modules the page draws with; False when they cannot be.
-
-    Importing them costs ~0.3-0.7 s: a run does it in a background thread while its
-    workers stack the tiles, so that the page, drawn last, does not wait for it.
-
-    Examples
-    --------
-    >>> import_drawing_modules()
-    True
-    """
-    try:
-        for name in DRAWING_MODULES:
-            importlib.import_module(name)
-    except ImportError:  # the page says so when it is drawn
-        return False
-    return True
-
-
-def _figure(width, height, n, **adjust):
-    """A matplotlib Figure that belongs to no GUI backend (safe in any host program) and
-    its ``n`` axes in a row: ``(figure, list of axes)``.
-
-    Margins are set by hand (``adjust``): a layout engine would cost more than the drawing.
-    The titles sit at the top of their axes (no tick label is there): matplotlib need not
-    measure the ticks to place them.
-    """
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=80)
-    fig.subplots_adjust(**dict(dict(left=0.05, right=0.98, bottom=0.16, top=0.9,
-                                    wspace=0.3), **adjust))
-    with rc_context({"axes.titley": 1.0}):
-        return fig, list(np.ravel(fig.subplots(1, n, squeeze=False)))
-
-
-def _png(fig, alt):
-    """The figure as an ``<img>`` with a PNG ``data:`` URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})  # speed over bytes
-    return _img_tag(buf.getvalue(), alt)
+_WIDTH = 1200  # px, a figure of sky panels
+_STATUS_HEX = {"ok": "#2ca02c", "stars": "#1f77b4", "offset_only": "#ff7f0e",
+               "failed": "#d62728"}
+_BEFORE, _AFTER = "#d62728", "#1f77b4"
 
 
 def _img_tag(png, alt):
@@ -260,39 +219,42 @@ class _Sky:
 
     def __init__(self, canvas_shape=None, backdrop=None, step=1):
         self.shape, self.backdrop, self.step = canvas_shape, backdrop, step
+        self._uri = None
 
-    def panels(self, n):
-        """A figure of ``n`` panels shaped like the mosaic, the backdrop drawn in each."""
-        h, w = self.shape if self.shape else (1, 1)
-        height = min(11.0 / n * h / max(w, 1), 8.0) + 1.3  # inches: the panels + margins
-        fig, axes = _figure(15.0, height, n, bottom=0.7 / height, top=1.0 - 0.45 / height)
-        for ax in axes:
-            if self.backdrop is not None:
-                bh, bw = self.backdrop.shape
-                ax.imshow(np.ma.masked_invalid(self.backdrop), cmap="gray", origin="lower",
-                          alpha=0.45, interpolation="nearest",
-                          extent=(-0.5 * self.step, (bw - 0.5) * self.step,
-                                  -0.5 * self.step, (bh - 0.5) * self.step))
-        return fig, axes
-
-    def frame(self, ax, labels=True):
-        """Axes limits on the mosaic (when its shape is known), one pixel = one pixel.
-
-        ``labels=False``: no ticks (the panels of a row share the first one's; ticks and
-        their text are what costs most in a figure).
-        """
+    def panels(self, n, boxes):
+        """``(width, height, panels)`` of a figure of ``n`` panels side by side on the
+        mosaic (or on the union of ``boxes``, rows ``[y0, y1, x0, x1]``, when its shape is
+        unknown), one data pixel square on the page, room for a colour bar right of each."""
         if self.shape:
-            ax.set_xlim(-0.5, self.shape[1] - 0.5)
-            ax.set_ylim(-0.5, self.shape[0] - 0.5)
-        ax.set_aspect("equal", adjustable="box")
-        if labels:
-            ax.set_xlabel("x (mosaic pixel)", fontsize=8)
-            ax.set_ylabel("y (mosaic pixel)", fontsize=8)
+            xlim, ylim = (-0.5, self.shape[1] - 0.5), (-0.5, self.shape[0] - 0.5)
         else:
-            ax.set_xlabel("")
-            ax.set_ylabel("")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+            b = b if len(b) else np.array([[0.0, 1.0, 0.0, 1.0]])
+            xlim = (b[:, 2].min() - 0.5, b[:, 3].max() - 0.5)
+            ylim = (b[:, 0].min() - 0.5, b[:, 1].max() - 0.5)
+        left, top = 62, 28
+        slot = (_WIDTH - left - 10) / n
+        w, h = xlim[1] - xlim[0], ylim[1] - ylim[0]
+        pw = slot - 100
+        ph = min(pw * h / max(w, 1e-9), 420.0)
+        pw = min(pw, ph * w / max(h, 1e-9))
+        panels = [Panel(left + k * slot, top, pw, ph, xlim, ylim) for k in range(n)]
+        return _WIDTH, top + ph + 42, panels
+
+    def draw(self, panel, title, labels):
+        """The preview under ``panel``, its border and title; ticks and axis labels when
+        ``labels`` (the first panel of a row: the others share them)."""
+        out = []
+        if self.backdrop is not None:
+            if self._uri is None:  # encoded once, drawn in every panel
+                self._uri = backdrop_uri(self.backdrop)
+            bh, bw = self.backdrop.shape
+            s = self.step
+            out.append(backdrop_image(self._uri, panel, (-0.5 * s, (bw - 0.5) * s, -0.5 * s,
+                                                         (bh - 0.5) * s)))
+        ticks = dict(xticks=nice_ticks(*panel.xlim, 5), yticks=nice_ticks(*panel.ylim, 4),
+                     xlabel="x (mosaic pixel)", ylabel="y (mosaic pixel)") if labels else {}
+        return out, panel.frame(title=title, **ticks)
 
 
 def _sky(images, shape, preview_step=None):
@@ -308,15 +270,6 @@ def _sky(images, shape, preview_step=None):
     return _Sky(shape, backdrop, step * k)
 
 
-def _plain_log_ticks(axis):
-    """Ticks of a log axis as ``1e-04``, no minor ticks: mathtext labels (10 to the power)
-    would cost more than the rest of the figure."""
-    from matplotlib.ticker import FuncFormatter, NullLocator
-
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
-    axis.set_minor_locator(NullLocator())
-
-
 def _abs_values(run, key):
     arr = (run.residuals or {}).get(key)
     if arr is None:
@@ -325,55 +278,125 @@ def _abs_values(run, key):
     return vals[np.isfinite(vals)]
 
 
+def _graph_layout(run):
+    """Node ids, boxes, centres ``(x, y)`` and edges ``(u, v, data)`` of a run's graph."""
+    g = run.graph
+    nodes = list(g.nodes)
+    boxes = [d.get("bbox") if d.get("bbox") is not None else d["tile"].bbox
+             for _, d in g.nodes(data=True)]
+    centre = {n: (b.center[1], b.center[0]) for n, b in zip(nodes, boxes)}
+    return nodes, boxes, centre, list(g.edges(data=True))
+
+
+def _star(x, y, r):
+    """A five-pointed star centred on ``(x, y)`` (figure pixels)."""
+    k = np.arange(10)
+    rad = np.where(k % 2 == 0, r, r * 0.45)
+    ang = np.pi / 2 + k * np.pi / 5
+    return polyline(x + rad * np.cos(ang), y - rad * np.sin(ang), fill="gold", stroke="#222",
+                    width=0.8)
+
+
+def _graph_panel(panel, layout, edge_colour, tips, refs, annotate):
+    """Outlines, edges (coloured, with their tooltips), nodes and references in ``panel``."""
+    nodes, boxes, centre, edges = layout
+    out = ['<g fill="none" stroke="#999" stroke-width="0.7">']
+    for b in boxes:
+        x0, x1 = panel.x(b.x0 - 0.5), panel.x(b.x1 - 0.5)
+        y0, y1 = panel.y(b.y1 - 0.5), panel.y(b.y0 - 0.5)
+        out.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" '
+                   f'height="{y1 - y0:.1f}"/>')
+    out.append('</g><g stroke-width="2.5" stroke-linecap="round">')
+    for (u, v, _), colour, tip in zip(edges, edge_colour, tips):
+        (xu, yu), (xv, yv) = centre[u], centre[v]
+        out.append(f'<line x1="{panel.x(xu):.1f}" y1="{panel.y(yu):.1f}" '
+                   f'x2="{panel.x(xv):.1f}" y2="{panel.y(yv):.1f}" stroke="{colour}">'
+                   f"<title>{_esc(tip)}</title></line>")
+    out.append('</g><g fill="#111">')
+    for n in nodes:
+        x, y = panel.x(centre[n][0]), panel.y(centre[n][1])
+        out.append(_star(x, y, 9.0) if n in refs else
+                   f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"><title>{_esc(n)}</title></circle>')
+        if annotate:
+            out.append(svg_text(x + 5, y - 5, n, size=9, anchor="start"))
+    return "".join(out) + "</g>"
+
+
 def _graph_figure(view, run, sky):
     """Status, residual before and residual after of one graph, side by side (``run``:
-    ``view`` unpacked)."""
-    fig, axes = sky.panels(3)
-    n = len(view["tiles"])
-    noun = view["node_kind"]
+    ``view`` unpacked), as an SVG figure whose edges name their nodes and values."""
+    layout = _graph_layout(run)
+    nodes, boxes, _, edges = layout
+    noun, refs = view["node_kind"], set(run.references)
+    width, height, panels = sky.panels(3, [(b.y0, b.y1, b.x0, b.x1) for b in boxes])
     before, after = _abs_values(run, "offset_before"), _abs_values(run, "offset_after")
     both = np.concatenate([before, after])
     both = both[both > 0]
     lo, hi = (float(both.min()), float(both.max())) if both.size else (1e-6, 1.0)
-    for ax, residuals, title in zip(
-            axes, (None, "offset_before", "offset_after"),
-            (f"{n} {noun}: fit status per edge", "|offset residual| before the solve",
-             "|offset residual| after (same colour scale)")):
-        if residuals is not None and view.get("edge_residuals") is None:
-            ax.set_title(f"{title}: no solve", fontsize=10)
-            continue
-        plot_overlap_graph(run, ax=ax, residuals=residuals, vmin=lo, vmax=max(hi, lo * 10),
-                           annotate=n <= 40, title=title)
-        sky.frame(ax, labels=ax is axes[0])
-    for cbar_ax in fig.axes[len(axes):]:  # the log colour bars
-        _plain_log_ticks(cbar_ax.yaxis)
-    return _png(fig, f"the {noun} graph")
+    hi = max(hi, lo * 10)
+    status = [graph_edge_status(d) for _, _, d in edges]
+    body = []
+    for k, (panel, key, title) in enumerate(zip(
+            panels, (None, "offset_before", "offset_after"),
+            (f"{len(nodes)} {noun}: fit status per edge", "|offset residual| before the solve",
+             "|offset residual| after (same colour scale)"))):
+        unsolved = key is not None and view.get("edge_residuals") is None
+        under, frame = sky.draw(panel, f"{title}: no solve" if unsolved else title, k == 0)
+        body += under
+        if key is None:
+            tips = [f"{u} - {v}: {_STATUS_NAMES.get(s, s)}" for (u, v, _), s in
+                    zip(edges, status)]
+            body.append(_graph_panel(panel, layout, [_STATUS_HEX.get(s, "#222")
+                                                     for s in status], tips, refs,
+                                     len(nodes) <= 40))
+            seen = [s for s in _STATUS_HEX if s != "stars" or s in status]
+            # right of the panel, where the other panels have their colour bars
+            body.append(legend(panel.left + panel.width + 4, panel.top,
+                               [(_STATUS_HEX[s], _STATUS_NAMES[s]) for s in seen],
+                               title="fit status", width=112))
+        elif not unsolved:
+            values, label = graph_edge_values(run, key, None)
+            vals = [values.get((u, v), math.nan) for u, v, _ in edges]
+            tips = [f"{u} - {v}: {val:.4g}" for (u, v, _), val in zip(edges, vals)]
+            body.append(_graph_panel(panel, layout, colours(vals, lo, hi, log=True), tips,
+                                     refs, False))
+            body.append(colour_bar(panel.left + panel.width + 8, panel.top + 10, 12,
+                                   panel.height - 20, lo, hi, log=True, label=label))
+        body.append(frame)
+    return svg_figure(width, height, "".join(body), f"the {noun} graph")
 
 
 def _histogram_figure(view, run):
     """Histograms of the absolute offset and gain-ratio residuals before/after."""
-    fig, axes = _figure(11.0, 3.4, 2)
-    for ax, kind, unit in zip(axes, ("offset", "gain"), ("data units", "relative")):
+    body = []
+    for k, (kind, unit) in enumerate((("offset", "data units"), ("gain", "relative"))):
         before, after = _abs_values(run, f"{kind}_before"), _abs_values(run, f"{kind}_after")
         vals = np.concatenate([before, after])
         vals = vals[vals > 0]
+        left = 70 + k * 450
         if not vals.size:
-            ax.set_title(f"{kind}: no residual", fontsize=10)
+            body.append(svg_text(left + 170, 120, f"{kind}: no residual", size=12))
             continue
         hi = math.log10(vals.max())
         lo = max(math.log10(vals.min()), hi - 7)  # an exact 0 (1e-16) would stretch the axis
         bins = np.logspace(lo - 0.1, max(hi, lo + 1) + 0.1, 30)
-        floor = bins[0]  # smaller values are counted in the first bin
-        for v, colour, label in ((before, "tab:red", "before"), (after, "tab:blue", "after")):
-            ax.hist(np.maximum(v, floor), bins=bins, color=colour, alpha=0.6,
-                    histtype="stepfilled",  # one outline, not a bar per bin
-                    label=f"{label} (median {np.median(v):.3g})" if v.size else label)
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
-        ax.set_xlabel(f"|{kind} residual| per edge and channel ({unit})")
-        ax.set_ylabel("edges")
-        ax.legend(fontsize=8)
-    return _png(fig, f"{view['node_kind']} residual histograms")
+        counts = [np.histogram(np.maximum(v, bins[0]), bins=bins)[0] for v in (before, after)]
+        top = max(int(max(c.max() for c in counts)), 1) * 1.08
+        panel = Panel(left, 28, 340, 190, (bins[0], bins[-1]), (0, top), xlog=True)
+        entries = []
+        for v, c, colour, label in ((before, counts[0], _BEFORE, "before"),
+                                    (after, counts[1], _AFTER, "after")):
+            xs = np.repeat(panel.x(bins), 2)
+            ys = np.concatenate([[panel.y(0)], np.repeat(panel.y(c), 2), [panel.y(0)]])
+            body.append(polyline(xs, ys, fill=colour, stroke=colour, width=0.8, opacity=0.6))
+            entries.append((colour, f"{label} (median {np.median(v):.3g})" if v.size
+                            else label))
+        body.append(panel.frame(xticks=log_ticks(bins[0], bins[-1]),
+                                yticks=nice_ticks(0, top, 4), ylabel="edges",
+                                xlabel=f"|{kind} residual| per edge and channel ({unit})"))
+        body.append(legend(left + 8, 34, entries, width=170))
+    return svg_figure(_WIDTH * 0.75, 268, "".join(body), f"{view['node_kind']} residual "
+                      "histograms")
 
 
 def _node_values(view, run):
@@ -396,27 +419,34 @@ def _node_values(view, run):
 
 def _maps_figure(view, run, sky):
     """Maps of the solved gains, offsets (at each node's centre) and gradients."""
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
-
     values = _node_values(view, run)
     if not values:
         return _note("no solved corrections to map")
-    fig, axes = sky.panels(3)
     alpha = 0.8 if view["node_kind"] == "tiles" else 0.35
-    for k, (ax, title) in enumerate(zip(axes, (
+    width, height, panels = sky.panels(3, [v[0]["bbox"] for v in values])
+    body = []
+    for k, (panel, title) in enumerate(zip(panels, (
             "gain (mean over channels)", "offset at the node centre (data units)",
             "gradient: change across the node (data units)"))):
-        patches = [Rectangle((b[2] - 0.5, b[0] - 0.5), b[3] - b[2], b[1] - b[0])
-                   for b in (v[0]["bbox"] for v in values)]
-        coll = PatchCollection(patches, cmap="coolwarm" if k < 2 else "viridis", alpha=alpha,
-                               edgecolor="k", linewidth=0.6)
-        coll.set_array(np.array([v[k + 1] for v in values]))
-        ax.add_collection(coll)
-        fig.colorbar(coll, ax=ax, shrink=0.85)
-        sky.frame(ax, labels=k == 0)
-        ax.set_title(title, fontsize=10)
-    return _png(fig, f"{view['node_kind']} corrections")
+        vals = np.array([v[k + 1] for v in values])
+        fin = vals[np.isfinite(vals)]
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+        scale = "diverging" if k < 2 else "sequential"
+        under, frame = sky.draw(panel, title, k == 0)
+        body += under
+        body.append(f'<g fill-opacity="{alpha}" stroke="#111" stroke-width="0.6">')
+        for v, val, colour in zip(values, vals, colours(vals, lo, hi, scale=scale)):
+            y0, y1, x0, x1 = v[0]["bbox"]
+            left, right = panel.x(x0 - 0.5), panel.x(x1 - 0.5)
+            top, bottom = panel.y(y1 - 0.5), panel.y(y0 - 0.5)
+            body.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
+                        f'height="{bottom - top:.1f}" fill="{colour}"><title>'
+                        f'{_esc(v[0]["tile_id"])}: {val:.5g}</title></rect>')
+        body.append("</g>")
+        body.append(colour_bar(panel.left + panel.width + 8, panel.top + 10, 12,
+                               panel.height - 20, lo, hi, scale=scale))
+        body.append(frame)
+    return svg_figure(width, height, "".join(body), f"{view['node_kind']} corrections")
 
 
 def _preview_strip(images, gap=8):

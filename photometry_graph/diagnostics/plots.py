@@ -15,6 +15,7 @@ from .tables import edge_residual_table, truth_errors
 
 # asinh_stretch (its home is core.display) is re-exported: the stretch the plots use
 __all__ = ["asinh_stretch", "plot_images", "plot_before_after", "plot_overlap_graph",
+           "graph_edge_values", "graph_edge_status",
            "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
            "plot_overlap_scatter"]
 
@@ -102,8 +103,25 @@ def plot_before_after(before, after, ax=None, *, titles=("before", "after"), **s
     return plot_images([before, after], titles, axes=ax, **stretch_kw)
 
 
-def _edge_values(run, residuals, channel):
-    """Value per graph edge (u, v) to colour by, and the colour-bar label."""
+def graph_edge_values(run, residuals, channel):
+    """Value per graph edge to colour it by, and the colour-bar label.
+
+    Parameters
+    ----------
+    run : RunView
+        A run unpacked by :func:`~photometry_graph.diagnostics.report.unpack_run`.
+    residuals : str, dict or None
+        As :func:`plot_overlap_graph` takes it (a key of the solution's edge residuals, or
+        a dict ``{(u, v): value}``).
+    channel : int or None
+        One channel, or None for the worst one.
+
+    Returns
+    -------
+    values : dict or None
+        ``{(u, v): value}`` with both orders of every edge (None for ``residuals=None``).
+    label : str or None
+    """
     if residuals is None:
         return None, None
     if isinstance(residuals, dict):
@@ -144,8 +162,10 @@ def _from_stars(fit):
     return source == "stars"
 
 
-def _edge_status(data):
-    """Worst fit status of an edge; ``"stars"`` for an ok edge whose gain is from its stars."""
+def graph_edge_status(data):
+    """Worst fit status of an edge: ``'ok'``, ``'offset_only'``, ``'failed'``, or
+    ``'stars'`` for an ok edge whose gain is from its stars (``data``: the edge's
+    attributes, ``status`` and ``fits`` as objects or their JSON)."""
     fits = data.get("fits") or []
     s = data.get("status")
     if s is None and fits:
@@ -235,9 +255,9 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
     segs = [(pos[u], pos[v]) for u, v, _ in edges]
     if isinstance(residuals, str) and residuals == "auto":
         residuals = "offset_after" if run.residuals is not None else None
-    values, label = _edge_values(run, residuals, channel)
+    values, label = graph_edge_values(run, residuals, channel)
     if values is None:
-        stat = [_edge_status(d) for _, _, d in edges]
+        stat = [graph_edge_status(d) for _, _, d in edges]
         lc = LineCollection(segs, colors=[_STATUS_COLOURS.get(s, "k") for s in stat],
                             linewidths=2.5)
         ax.add_collection(lc)

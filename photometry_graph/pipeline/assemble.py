@@ -4,13 +4,11 @@
 tile photometry and the blending and writes every output of a run.
 """
 
-import threading
 import time
 from pathlib import Path
 
 from .._log import get_logger, grid_info, grid_warning
 from ..blending.assembly import assemble_mosaic
-from ..diagnostics.html import import_drawing_modules
 from ..photometry.flatten import fit_background_plane, flatten_corrections
 from ..photometry.overlap import find_overlapping_pairs, fit_overlap_edges
 from .budget import IN_PROCESS_PIXELS
@@ -99,9 +97,6 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     GridResult
     """
     t1 = time.perf_counter()
-    if opts.html_report:  # the page's drawing modules load meanwhile (its memory: planned)
-        threading.Thread(target=import_drawing_modules, name="grid-page-imports",
-                         daemon=True).start()
     tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])

@@ -64,9 +64,9 @@ PROGRAM_MB = 160.0
 #: The assembly: its fixed part (tile photometry, tile headers and maps) and, per thread,
 #: bytes per pixel of an output chunk (measured ~120 MB and ~48 B).
 ASSEMBLY_MB = 120.0
-#: Drawing the report page (``grid_report.html``: matplotlib figures, previews encoded by
-#: OpenCV), MB (measured +35 MB of peak RSS with previews of 2048 x 2048).
-REPORT_PAGE_MB = 40.0
+#: Drawing the report page (``grid_report.html``: SVG figures, previews encoded by OpenCV),
+#: MB (measured +22 MB of peak RSS with two previews of 2048 x 2048 and a 120-frame graph).
+REPORT_PAGE_MB = 25.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
 #: The share of ``memory_mb`` the plan spends: the rest absorbs the error of its figures
 #: (measured within ~10 % of a traced run's stages).

@@ -224,7 +224,8 @@ class PieceStore:
                 files.append(self.path(name, ".npz"))
             write_json(self.path(name), dict(key=key, version=package_version(),
                                              made_from=made_from, payload=payload,
-                                             files=[file_signature(p) for p in files]))
+                                             files=[file_signature(p) for p in files]),
+                       indent=None)  # read by the next run only
             return True
         except OSError:
             return False

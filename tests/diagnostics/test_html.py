@@ -135,3 +135,32 @@ def test_large_previews_and_backdrops_are_sampled_to_the_size_the_page_shows():
         # the backdrop spans the canvas, to within one of its pixels
         span = np.array(sky.backdrop.shape) * sky.step
         assert ((span >= (3000, 4096)) & (span < np.array((3000, 4096)) + sky.step)).all()
+
+
+def test_graph_figure_draws_every_edge_with_its_status_and_residual_colour(mono):
+    import re
+
+    from photometry_graph.diagnostics.html import _STATUS_HEX
+    from photometry_graph.diagnostics.plots import graph_edge_status
+    from photometry_graph.diagnostics.svg import COLOUR_SCALES
+
+    survey, result = mono
+    report = json.loads(json.dumps(_tile_report(result, survey)))
+    page = render_html_report(report, images=[("mosaic", survey.truth)])
+    svg = re.search(r'<svg[^>]*aria-label="the tiles graph".*?</svg>', page, re.S).group(0)
+    drawn = re.findall(r'stroke="(#[0-9a-f]{6})"><title>(\d+) - (\d+): ([^<]*)</title>', svg)
+    g = result.graph
+    n = g.number_of_edges()
+    assert len(drawn) == 3 * n
+    status, before, after = drawn[:n], drawn[n:2 * n], drawn[2 * n:]  # the three panels
+    for colour, u, v, text in status:
+        s = graph_edge_status(g.edges[int(u), int(v)])
+        assert colour == _STATUS_HEX[s] and text in ("ok", "star estimate", "offset-only",
+                                                       "failed")
+    # one log scale for both residual panels: the largest residual has its top colour, the
+    # smallest its bottom one
+    values = [(float(text), colour) for colour, _, _, text in before + after]
+    top, bottom = ("#%02x%02x%02x" % COLOUR_SCALES["sequential"][k][1] for k in (-1, 0))
+    assert max(values)[1] == top and min(values)[1] == bottom
+    # the solve shrank every residual
+    assert min(float(t) for *_, t in before) > max(float(t) for *_, t in after)
