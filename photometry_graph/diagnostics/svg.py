@@ -206,7 +206,8 @@ class Panel:
 
 def colour_bar(left, top, width, height, lo, hi, *, scale="sequential", log=False,
                label=None, steps=48):
-    """A vertical colour bar from ``lo`` (bottom) to ``hi`` with ticks on its right."""
+    """A vertical colour bar from ``lo`` (bottom) to ``hi`` with ticks on its right, and
+    ``label`` along it when the bar is long enough to hold it."""
     if log:
         lo = max(lo, 1e-300)
         hi = max(hi, lo * 10)
@@ -228,7 +229,7 @@ def colour_bar(left, top, width, height, lo, hi, *, scale="sequential", log=Fals
         out.append(f'<line x1="{left + width:.1f}" y1="{y:.1f}" x2="{left + width + 4:.1f}" '
                    f'y2="{y:.1f}" stroke="#333"/>')
         out.append(svg_text(left + width + 6, y + 3.5, text, size=10, anchor="start"))
-    if label:
+    if label and len(label) * 5.5 <= height:  # else longer than the bar: the title says it
         out.append(svg_text(left + width + 58, top + height / 2, label, size=10, rotate=True))
     return "".join(out)
 
