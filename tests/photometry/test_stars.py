@@ -406,6 +406,26 @@ def test_star_ratio_newton_steps_find_the_chi2_minimum():
     assert chi2(a, stars, 0.0) <= min(chi2(a * 0.999, stars, 0.0), chi2(a * 1.001, stars, 0.0))
 
 
+def test_ratio_reads_no_invalid_pixel_and_is_the_same_in_single_precision():
+    # invalid holes and a band among the stars: the stars near them are left out, and the
+    # fluxes of the others (measured without a mask) read valid pixels only
+    pair = make_overlap_pair(n_stars=80, star_peak_range=(10.0, 500.0), signal_to_noise=2.0,
+                             gain=GAIN, offsets=(5.0, -30.0), rng=6)
+    valid = pair.valid.copy()
+    valid[:, 200:230] = False
+    valid[40:60, 300:330] = False
+    src32, dst32 = pair.src.astype(np.float32), pair.dst.astype(np.float32)
+    runs = [measure_star_ratio(np.where(valid, s, fill), np.where(valid, d, fill), valid,
+                               noise_src=pair.noise_src, noise_dst=pair.noise_dst)
+            for s, d in ((src32, dst32), (src32.astype(np.float64), dst32.astype(np.float64)))
+            for fill in (np.nan, 0.0, 1e30)]
+    assert runs[0].status == "ok" and runs[0].n_edge > 0
+    assert abs(runs[0].ratio - GAIN) < 3 * runs[0].sigma
+    for r in runs[1:]:
+        assert (r.ratio, r.sigma, r.n_used, r.n_edge) == (runs[0].ratio, runs[0].sigma,
+                                                          runs[0].n_used, runs[0].n_edge)
+
+
 def test_aperture_sums_never_read_masked_pixels():
     from photometry_graph.photometry.stars import _aperture_fluxes
 
