@@ -19,6 +19,12 @@ __all__ = ["grown_outliers"]
 _GROW_RADIUS = 1
 
 
+#: Seeds up to which :func:`_hysteresis` fills the components of its seeds one by one
+#: (~10 us each) rather than labelling every component of the weak pixels (~0.5 ms for
+#: 300 x 500 pixels).
+_FLOOD_SEEDS = 32
+
+
 def _hysteresis(d, valid, high, low, radius=None):
     """Outliers grown into their surroundings: hysteresis thresholding of a residual image.
 
@@ -60,13 +66,22 @@ def _hysteresis(d, valid, high, low, radius=None):
         a = np.abs(d)
         weak = valid & (a > low)
         seed = weak & (a > high)
-    if not seed.any():
+    seeds = cv2.findNonZero(seed.view(np.uint8))  # (x, y) of each seed
+    if seeds is None:
         return seed
-    n, labels = cv2.connectedComponents(weak.view(np.uint8), connectivity=8)
-    hit = np.zeros(n, dtype=bool)
-    hit[labels[seed]] = True
-    hit[0] = False
-    out = np.take(hit, labels)  # (a gather; 2-3 times as fast as hit[labels])
+    if len(seeds) <= _FLOOD_SEEDS:
+        # few seeds (the usual case): fill their components, 2 in a copy of the weak pixels
+        marks = weak.astype(np.uint8)
+        for x, y in seeds.reshape(-1, 2).tolist():
+            if marks[y, x] == 1:
+                cv2.floodFill(marks, None, (x, y), 2, flags=8)
+        out = marks == 2
+    else:  # many: label every component once
+        n, labels = cv2.connectedComponents(weak.view(np.uint8), connectivity=8)
+        hit = np.zeros(n, dtype=bool)
+        hit[labels[seed]] = True
+        hit[0] = False
+        out = np.take(hit, labels)  # (a gather; 2-3 times as fast as hit[labels])
     radius = _GROW_RADIUS if radius is None else int(radius)
     if radius > 0:
         k = 2 * radius + 1
