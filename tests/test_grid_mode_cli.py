@@ -267,3 +267,17 @@ def test_assemble_into_a_folder_in_use_is_refused(small_survey, tmp_path, capsys
         assert grid_mode.main(["assemble", str(root / "own" / "tiles"), str(tmp_path),
                                "-q"]) == 2
     assert "another grid-mode run is writing into" in capsys.readouterr().err
+
+
+def test_a_run_imports_no_plotting_library(small_survey, tmp_path):
+    # the report page is SVG written by the package: a run loads no matplotlib (nor the
+    # optional reproject and dask), only what its work needs
+    folder, _ = small_survey
+    code = (f"import sys, grid_mode; grid_mode.main(['run', {str(folder)!r}, "
+            f"{str(tmp_path / 'o')!r}]); print(sorted({{m.split('.')[0] for m in sys.modules}}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = set(eval(proc.stdout.strip().splitlines()[-1]))
+    assert (tmp_path / "o" / "grid_report.html").exists() and "astropy" in loaded
+    assert not {"matplotlib", "reproject", "dask"} & loaded

@@ -51,8 +51,6 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 import sep
-from scipy import optimize
-from scipy.spatial import cKDTree
 
 from .._json import jsonable
 from .._log import get_logger, grid_debug
@@ -368,6 +366,7 @@ def detect_stars(image, valid=None, *, noise):
 
 def _match(src_xy, dst_xy, radius):
     """Indices ``(i, j)`` of mutual nearest neighbours within ``radius``."""
+    from scipy.spatial import cKDTree
     if len(src_xy) == 0 or len(dst_xy) == 0:
         return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
     _, j = cKDTree(dst_xy).query(src_xy, distance_upper_bound=radius)
@@ -393,6 +392,7 @@ def _fwhm(sub, valid, cat):
 
 def _near(bad, x, y, reach):
     """Stars at ``(x, y)`` with a ``bad`` pixel centre within ``reach`` pixels."""
+    from scipy.spatial import cKDTree
     edge = bad & ~erode_mask(bad, 1, connectivity=4)  # bad pixels next to good ones
     # their (x, y) centres: OpenCV's scan is 10 times as fast as np.nonzero on a sparse mask
     centres = cv2.findNonZero(edge.view(np.uint8))
@@ -478,6 +478,7 @@ def _best_ratio(stars, eps2, a0):
     >>> round(_best_ratio((fs, v, 1.5 * fs + [3, -2, 4, -1], v), 0.0, 1.0), 6)
     1.50084
     """
+    from scipy import optimize
     a, lo, hi = a0, a0 / 4.0, a0 * 4.0
     for _ in range(30):
         g, h = _chi2_slope_curvature(a, stars, eps2)
@@ -500,6 +501,7 @@ def _best_ratio(stars, eps2, a0):
 
 def _scatter(a, stars, robust):
     """Fractional scatter ``eps**2`` giving unit-scale normalised residuals (0 if none)."""
+    from scipy import optimize
     n = stars[0].size
     if n < 2:
         return 0.0
@@ -642,6 +644,7 @@ def measure_star_ratio(src, dst, valid, *, noise_src, noise_dst, saturated=None,
     >>> r.status, r.n_matched, r.n_used, abs(r.ratio - 1.2) < 3 * r.sigma < 0.01
     ('ok', 12, 12, True)
     """
+    from scipy.spatial import cKDTree
     src, dst, ok, saturated = _check_inputs(src, dst, valid, saturated, noise_src, noise_dst)
     _check_settings(match_radius, aperture, min_stars, kappa, max_iter)
     min_stars = int(min_stars)
