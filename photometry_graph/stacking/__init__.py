@@ -14,8 +14,8 @@ from .stack import (  # noqa: F401
     BAND_ROWS, NOISE_FLOOR, frame_weights, radial_weight, frame_on_tile,
 )
 from .clip import (  # noqa: F401
-    ClipSettings, STATE_BYTES, trim_variance_ratio, winsor_scale_factor, Moments, robust_bounds,
-    ClippedSums, masked_median,
+    ClipSettings, STATE_BYTES, COUNT_MAX_16, trim_variance_ratio, winsor_scale_factor, Moments,
+    robust_bounds, ClippedSums, masked_median,
 )
 from .homography import (  # noqa: F401
     fit_homography, apply_homography, homography_maps, inverse_homography,
@@ -30,7 +30,7 @@ __all__ = [
     "box_extent", "source_crop", "HOMOGRAPHY_TOL", "stack_frames", "estimate_frame_noise",
     "inverse_variance_weight", "STACK_METHODS", "WEIGHT_METHODS", "BAND_ROWS", "NOISE_FLOOR",
     "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "STATE_BYTES",
-    "trim_variance_ratio", "winsor_scale_factor", "Moments", "robust_bounds", "ClippedSums",
-    "masked_median", "fit_homography", "apply_homography", "homography_maps",
+    "COUNT_MAX_16", "trim_variance_ratio", "winsor_scale_factor", "Moments", "robust_bounds",
+    "ClippedSums", "masked_median", "fit_homography", "apply_homography", "homography_maps",
     "inverse_homography", "half_second_differences", "phase_weighted",
 ]

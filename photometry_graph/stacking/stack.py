@@ -308,7 +308,7 @@ class _Group:
         lo = hi = None
         passes = valid = 0
         if settings.clips:
-            m = Moments(self.shape, settings.track)
+            m = Moments(self.shape, settings.track, max_count=len(self.frames))
             self.feed(lambda k, x, win, pw: m.add(x, win))
             lo, hi = robust_bounds(m, settings)
             valued, valid = m.n > 0, int(m.n.sum(dtype=np.int64))

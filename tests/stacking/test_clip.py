@@ -4,8 +4,9 @@ the same statistics computed on all the values at once."""
 import numpy as np
 import pytest
 
-from photometry_graph.stacking.clip import (ClippedSums, ClipSettings, Moments, robust_bounds,
-                                            trim_variance_ratio, winsor_scale_factor)
+from photometry_graph.stacking.clip import (COUNT_MAX_16, ClippedSums, ClipSettings, Moments,
+                                            robust_bounds, trim_variance_ratio,
+                                            winsor_scale_factor)
 
 
 def _stack(seed=3, n=9, shape=(6, 7, 2)):
@@ -48,6 +49,25 @@ def test_moments_count_sum_and_keep_the_extremes_in_order(track):
                                rtol=1e-12)
     np.testing.assert_allclose(m.s2.reshape(n.shape)[ok],
                                np.nansum(x.astype(float) ** 2, 0)[ok], rtol=1e-12)
+
+
+@pytest.mark.parametrize("method,track", [("kappa_sigma", 1), ("winsorized", 3)])
+def test_counts_in_16_bits_give_the_bounds_of_32_bit_counts_in_blocks_of_any_rows(method,
+                                                                                   track):
+    x = _stack(n=25)
+    wide = _moments(x, track)
+    narrow = Moments(x.shape[1:], track, max_count=len(x))
+    for frame in x:
+        narrow.add(frame, WHOLE)
+    assert wide.n.dtype == np.int32 and narrow.n.dtype == np.uint16
+    assert Moments(x.shape[1:], track, max_count=COUNT_MAX_16 + 1).n.dtype == np.int32
+    np.testing.assert_array_equal(narrow.n, wide.n)
+    s = ClipSettings(method, 2.5, 3.0)
+    ref = robust_bounds(wide, s, rows=64)
+    assert np.isfinite(ref[0]).mean() > 0.5
+    for rows in (1, 4, 16):
+        for got, want in zip(robust_bounds(narrow, s, rows=rows), ref):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_kappa_sigma_bounds_leave_the_extremes_out():
