@@ -434,16 +434,18 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
                                                              src_origin)
     del maps
     sub = arr[cy0:cy1, cx0:cx1]
-    if sub.dtype.kind != "f" or (np.isfinite(np.min(sub))  # the common case, cheaply
-                                 and np.isfinite(np.max(sub))):
-        sub_valid = np.ones(sub.shape[:2], bool)
-    else:
+    sub_valid = None  # every pixel valid (the common case)
+    if sub.dtype.kind == "f" and not _all_finite(sub):
         sub_valid = compute_valid_mask(sub, eps=-1)  # finite in every channel
     if src_mask is not None:
-        sub_valid &= np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
-    if not sub_valid.any():
-        return nothing()
-    all_valid = bool(sub_valid.all())
+        given = np.asarray(src_mask, dtype=bool)[cy0:cy1, cx0:cx1]
+        sub_valid = given if sub_valid is None else sub_valid & given
+    if sub_valid is not None:
+        if not sub_valid.any():
+            return nothing()
+        if sub_valid.all():
+            sub_valid = None
+    all_valid = sub_valid is None
     if all_valid:
         sub = sub.astype(np.float32, copy=False)
     else:
@@ -485,6 +487,16 @@ def reproject_to_bbox(data, src_wcs, dst_wcs, bbox, *, grid_step=32, src_mask=No
     out[sl] = res
     footprint[sl] = 1.0 if ok is None else ok
     return out, footprint
+
+
+def _all_finite(img):
+    """Whether a float image ``(h, w, C)`` is finite: its sum is (one pass of OpenCV in
+    float64; NaN and inf carry through).  False may also mean a float64 image whose sum
+    overflows: the caller's mask of finite values then says the rest."""
+    import cv2
+    if img.shape[2] <= 4 and img.dtype in (np.float32, np.float64):
+        return bool(np.isfinite(cv2.sumElems(img)).all())
+    return bool(np.isfinite(img).all())
 
 
 def _edge_rule(sampler, sub, vmap, res, inside, *, mode, valid_threshold, clamp_edges):

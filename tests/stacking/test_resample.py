@@ -90,6 +90,29 @@ def test_invalid_source_pixels_do_not_bleed():
     np.testing.assert_allclose(clamped[..., 0][fp > 0], out[..., 0][fp > 0], atol=1e-3)
 
 
+@pytest.mark.parametrize("channels", [1, 6])
+def test_infinite_values_are_invalid_like_nan(channels):
+    """A frame found finite by its sum is reprojected as it is; +inf and -inf (alone, or
+    both in one crop, where the sum is NaN) are holes like NaN, with or without a mask."""
+    s, g = _survey(False, (5.0, 10.0))
+    f = s.frames[0]
+    box = footprint_bbox(f.wcs, f.shape, g.wcs, g.shape)
+    data = np.repeat(f.data[..., np.newaxis], channels, axis=2)
+    clean, fp_clean = reproject_to_bbox(data, f.wcs, g.wcs, box)
+    assert np.isfinite(clean[fp_clean > 0]).all() and fp_clean.sum() > 0.5 * fp_clean.size
+    for values in ([np.inf], [-np.inf], [np.inf, -np.inf]):
+        for mask in (None, np.ones(f.shape, bool)):
+            bad, holed = data.copy(), data.copy()
+            for k, v in enumerate(values):
+                bad[60 + 40 * k:70 + 40 * k, 100:120, -1] = v
+                holed[60 + 40 * k:70 + 40 * k, 100:120, -1] = np.nan
+            out, fp = reproject_to_bbox(bad, f.wcs, g.wcs, box, src_mask=mask)
+            ref, fp_ref = reproject_to_bbox(holed, f.wcs, g.wcs, box, src_mask=mask)
+            assert fp.sum() < fp_clean.sum() - 100 * len(values)
+            np.testing.assert_array_equal(fp, fp_ref)
+            np.testing.assert_array_equal(out, ref)
+
+
 def test_output_covers_exactly_the_valid_source_pixels():
     """An output pixel whose centre lies within half a pixel of a valid source pixel's
     centre has a value (clamped to the edge pixel near invalid zones), and no other."""
