@@ -105,13 +105,21 @@ def write_hdus(path, hdus):
         fits.HDUList(hdus).writeto(tmp)
 
 
+#: Largest row band (bytes) that :class:`FitsStream` gathers before writing it.
+BAND_BYTES = 32 << 20
+
+
 class FitsStream:
     """A FITS image on disk, written and read back by row blocks: nothing is mapped.
 
     Made by :func:`fits_stream`.  ``layout`` says how the pipeline's (h, w, C) blocks lie in
     the file: ``"mono"`` (H, W), ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C)
-    interleaved.  Memory stays at one block whatever the image size (a memmap would keep
-    every written page resident).
+    interleaved.  Memory stays at one row band whatever the image size (a memmap would keep
+    every written page resident): blocks narrower than the image are gathered into the band
+    of rows they share (at most :data:`BAND_BYTES`) and the band is written in one call per
+    plane when its columns are complete, at the next band, at :meth:`read` and at the end --
+    a row at a time, chunk after chunk, cost one system call per row, each waiting for the
+    interpreter lock that the threads computing the chunks hold.
 
     Parameters
     ----------
@@ -134,6 +142,7 @@ class FitsStream:
         self.height, self.width = shape[-2:] if layout == "chw" else shape[:2]
         self.planes = shape[0] if layout == "chw" else 1
         self.depth = shape[2] if layout == "hwc" else 1
+        self._band = None  # (y0, rows (h, W, C) in the file's type, columns written)
 
     def _pos(self, plane, y, x):
         return self.offset + (((plane * self.height + y) * self.width + x) * self.depth
@@ -141,6 +150,33 @@ class FitsStream:
 
     def write(self, y0, x0, block):
         """Write ``block`` (h, w, C) with its top-left pixel at row ``y0``, column ``x0``."""
+        h, w = block.shape[:2]
+        C = self.planes * self.depth
+        if w == self.width or h * self.width * C * self.dtype.itemsize > BAND_BYTES:
+            self.flush()
+            self._write_block(y0, x0, block)
+            return
+        band = self._band
+        if band is None or band[0] != y0 or band[1].shape[0] != h:
+            self.flush()
+            band = self._band = (y0, np.empty((h, self.width, C), self.dtype),
+                                 np.zeros(self.width, bool))
+        band[1][:, x0:x0 + w] = block
+        band[2][x0:x0 + w] = True
+        if band[2].all():
+            self.flush()
+
+    def flush(self):
+        """Write the row band gathered so far (its written columns only)."""
+        if self._band is None:
+            return
+        y0, rows, done = self._band
+        self._band = None
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], done.view(np.int8), [0]])))
+        for x0, x1 in zip(edges[::2], edges[1::2]):
+            self._write_block(y0, int(x0), rows[:, x0:x1])
+
+    def _write_block(self, y0, x0, block):
         h, w = block.shape[:2]
         planes = [block] if self.layout == "hwc" else [block[..., p] for p in
                                                       range(block.shape[2])]
@@ -154,6 +190,7 @@ class FitsStream:
 
     def read(self, y0, y1):
         """Rows ``y0:y1`` as (h, W, C), in the file's type, native byte order."""
+        self.flush()
         n = (y1 - y0) * self.width * self.depth
         return np.concatenate([np.fromfile(self.path, self.dtype, n, offset=self._pos(p, y0, 0))
                                .reshape(y1 - y0, self.width, self.depth)
@@ -222,7 +259,9 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4"):
             f.truncate(len(head) + -(-nbytes // 2880) * 2880)
         fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         try:
-            yield FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype)
+            stream = FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype)
+            yield stream
+            stream.flush()
             os.fsync(fd)
         finally:
             os.close(fd)

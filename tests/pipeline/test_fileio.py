@@ -84,6 +84,39 @@ def test_fits_stream_writes_chunks_in_every_layout(tmp_path, layout):
             assert WCS(hdul[0].header).celestial.has_celestial
 
 
+@pytest.mark.parametrize("layout", ["mono", "chw"])
+def test_fits_stream_writes_a_band_of_chunks_at_once(tmp_path, layout, monkeypatch):
+    # chunks of one row band are gathered and written in one call per plane; a band left
+    # incomplete (another band starts, a read, the end) is written as far as it goes
+    import os
+    calls = []
+
+    def pwrite(fd, data, offset):
+        calls.append(memoryview(data).nbytes)
+        return real(fd, data, offset)
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    C = 1 if layout == "mono" else 2
+    full = np.random.default_rng(1).normal(size=(24, 40, C)).astype(np.float32)
+    shape = (24, 40) if layout == "mono" else (C, 24, 40)
+    target = tmp_path / "m.fits"
+    with fits_stream(target, shape, celestial_header((24, 40)), layout) as out:
+        for x0 in range(0, 40, 16):
+            out.write(0, x0, full[0:10, x0:x0 + 16])
+        assert calls == [10 * 40 * 4] * C  # the complete band, one call per plane
+        calls.clear()
+        out.write(10, 0, full[10:20, 0:16])  # an incomplete band, then the next one
+        out.write(20, 16, full[20:24, 16:40])
+        assert calls == [16 * 4] * (10 * C)  # the first, row by row: its written columns
+        np.testing.assert_array_equal(out.read(20, 24)[:, 16:], full[20:24, 16:])
+        out.write(10, 16, full[10:20, 16:40])
+        out.write(20, 0, full[20:24, 0:16])
+    with fits.open(target) as hdul:
+        data = hdul[0].data
+        want = full[..., 0] if layout == "mono" else np.moveaxis(full, -1, 0)
+        np.testing.assert_array_equal(data, want)
+
+
 def test_tile_hdu_reads_crops_and_maps_data_lazily(tmp_path):
     data = np.arange(3 * 12 * 16, dtype=np.float32).reshape(3, 12, 16)
     cov = np.arange(12 * 16, dtype=np.float32).reshape(12, 16) / 7
