@@ -182,6 +182,24 @@ class TilePhotometryInfo:
         return TilePhotometryInfo(self.tile_id, self.bbox, data=self.data, mask=mask,
                                   n_channels=self._n_channels)
 
+    def cropped(self, region):
+        """This node inside ``region`` only, with what :meth:`read` needs: data in memory
+        cut (a view), lazy data as a reader of that crop alone (nothing read here), the
+        mask cut -- what another process needs of it to fit one overlap.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> t = TilePhotometryInfo(1, BBox(0, 4, 0, 4), data=lambda: np.arange(16.0).reshape(4, 4))
+        >>> c = t.cropped(BBox(1, 3, 2, 4))
+        >>> c.bbox, c.mask.shape, c.get_data()[..., 0].tolist()
+        (BBox(y0=1, y1=3, x0=2, x1=4), (2, 2), [[6.0, 7.0], [10.0, 11.0]])
+        """
+        sl = region.slices_in(self.bbox)
+        data = _CropReader(self.data, sl) if callable(self.data) else self.get_data()[sl]
+        return TilePhotometryInfo(self.tile_id, region, data=data, mask=self.mask[sl],
+                                  n_channels=self._n_channels)
+
     def _check_shape(self, shape, what):
         if tuple(shape) != self.bbox.shape:
             raise ValueError(
@@ -253,6 +271,17 @@ class TilePhotometryInfo:
         """
         sl = region.slices_in(self.bbox)
         return self.get_data()[sl], self.mask[sl]
+
+
+class _CropReader:
+    """Zero-argument reader of a crop ``slices`` of lazily loaded data (picklable when the
+    loader is)."""
+
+    def __init__(self, data, slices):
+        self.data, self.slices = data, slices
+
+    def __call__(self):
+        return as_channels_last(self.data())[self.slices]
 
 
 def common_channels(tiles, default=1):

@@ -424,15 +424,14 @@ def _edge_task(graph, nodes, u, v, catalogues, seed, settings, *, cut=False, bin
 
 
 def _overlap_only(tile, cats, inter):
-    """A node in memory and its catalogues cut to ``inter`` (only the overlap travels)."""
+    """A node and its catalogues cut to ``inter`` (only the overlap travels: the pixels of
+    a node in memory, the reader of a lazy one, and the mask, of the overlap alone)."""
     try:
-        data, mask = (None, None) if callable(tile.data) else tile.read(inter)
+        node = tile.cropped(inter)
     except Exception:  # noqa: BLE001 - the task reads it, and reports what fails
-        data = None
-    if data is None:
         return tile, cats
-    return (TilePhotometryInfo(tile.tile_id, inter, data=data, mask=mask),
-            [_cropped_catalogue(cats, tile, inter, c) for c in range(len(cats or []))] or cats)
+    return node, [_cropped_catalogue(cats, tile, inter, c)
+                  for c in range(len(cats or []))] or cats
 
 
 def _fit_edge(task):

@@ -495,9 +495,20 @@ def test_tasks_sent_elsewhere_carry_the_overlap_of_nodes_held_in_memory():
         for a, b in zip(here.edges[u, v]["fits"], there.edges[u, v]["fits"]):
             assert a.a == b.a and a.b == b.b and a.sigma_a == b.sigma_a
             assert a.a_stars == b.a_stars and a.n_stars == b.n_stars > 0
-    # a node read from a file stays whole: it is read where the task runs
-    lazy = TilePhotometryInfo(9, BBox(0, 10, 0, 10), data=lambda: np.zeros((10, 10)))
-    assert overlap._overlap_only(lazy, None, BBox(0, 5, 0, 5)) == (lazy, None)
+    # a node read from a file travels as the reader of its overlap (nothing is read here)
+    # with the mask of the overlap alone; the task reads those pixels where it runs
+    reads, pixels = [], np.arange(100.0).reshape(10, 10)
+
+    def load():
+        reads.append(1)
+        return pixels
+    lazy = TilePhotometryInfo(9, BBox(0, 10, 0, 10), data=load, mask=pixels > 20)
+    node, cats = overlap._overlap_only(lazy, None, BBox(0, 5, 2, 5))
+    assert cats is None and reads == [] and node.tile_id == 9
+    assert node.bbox == BBox(0, 5, 2, 5) and node.mask.shape == (5, 3)
+    data, mask = node.read(BBox(1, 3, 3, 5))
+    np.testing.assert_array_equal(data[..., 0], pixels[1:3, 3:5])
+    np.testing.assert_array_equal(mask, pixels[1:3, 3:5] > 20)
 
 
 def test_fits_elsewhere_through_a_task_map_are_those_made_here(caplog):
