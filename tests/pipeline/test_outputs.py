@@ -58,6 +58,16 @@ def test_chunk_summary_of_an_empty_mosaic():
     assert np.isnan(s.preview).all()
 
 
+def test_chunk_summary_range_leaves_out_infinite_values():
+    s = ChunkSummary((2, 6), 1)
+    s.add(BBox(0, 2, 0, 3), np.array([[np.inf, 2.0, np.nan], [-1.0, -np.inf, 0.5]],
+                                     np.float32)[..., None])
+    assert (s.lo, s.hi) == (-1.0, 2.0)
+    s.add(BBox(0, 2, 3, 6), np.array([[np.nan, 7.0, 3.0], [np.nan, -2.5, 1.0]],
+                                     np.float32)[..., None])
+    assert (s.lo, s.hi) == (-2.5, 7.0)
+
+
 def test_uint16_block_maps_the_range_and_nan():
     block = np.array([[-1.0, 0.0, 5.0], [10.0, 20.0, np.nan]], np.float32)
     u = uint16_block(block, 0.0, 10.0).astype(np.int64) + 32768
