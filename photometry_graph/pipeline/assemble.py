@@ -5,6 +5,7 @@ tile photometry and the blending and writes every output of a run.
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .._log import get_logger, grid_info, grid_warning
@@ -65,6 +66,13 @@ def _fit_workers(tiles, opts):
     return 1 if sum(t.bbox.area for t in tiles) < IN_PROCESS_PIXELS else n_workers(opts)
 
 
+def _pictures(path, tiles, summary, plain):
+    """Write the preview PNG of the mosaic; the tiles as stacked on the preview grid
+    (:func:`~photometry_graph.pipeline.outputs.plain_preview`) when ``plain``, else None."""
+    write_preview(path, summary.preview)
+    return plain_preview(tiles, summary) if plain else None
+
+
 def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=None):
     """Tile files -> the mosaic and its outputs: the assembly stage of a run.
 
@@ -120,7 +128,8 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
-    with fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
+    with ThreadPoolExecutor(1, thread_name_prefix="grid-previews") as side, \
+            fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
             fits_stream(paths["coverage"], shape, header) as coverage:
         def sink(bbox, data, weight_sum):
             mosaic.write(bbox.y0, bbox.x0, data)
@@ -137,13 +146,17 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
             raise GridModeError(f"the assembly wrote {summary.area} of {shape[0] * shape[1]} "
                                 "mosaic pixels; the output was discarded")
         timings["assembly"] = time.perf_counter() - t2
+        # the pictures are drawn while the copies are written and the files flushed to disk
+        pictures = side.submit(_pictures, paths["preview"], tiles, summary, opts.html_report)
         if opts.save_uint16:
             paths["uint16"] = out / "mosaic_grid_uint16.fits"
             write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
         if opts.save_tiff != "none":
             paths["tiff"] = out / "mosaic_grid.tif"
             write_tiff(paths["tiff"], mosaic, summary, stretch=opts.save_tiff == "stretched")
-    write_preview(paths["preview"], summary.preview)
+    previews, plain = dict(step=summary.step, mosaic=summary.preview), pictures.result()
+    if plain is not None:
+        previews["plain"] = plain
     timings["total"] = time.perf_counter() - t0
     report = dict(extra, version=1, options=opts.to_dict(), canvas_shape=shape, channels=C,
                   layout=layout, mosaic_origin=origin,
@@ -153,9 +166,7 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
                   harmonization=harm_report, blending=asm.report, timings=timings,
                   outputs={k: str(v) for k, v in paths.items()})
     report = write_json(paths["report"], report)
-    previews = dict(step=summary.step, mosaic=summary.preview)
     if opts.html_report:
-        previews["plain"] = plain_preview(tiles, summary)
         write_html_report(paths["html"], report, [
             ("the tiles as stacked (no tile photometry, no blending)", previews["plain"]),
             ("the mosaic", previews["mosaic"])])
