@@ -143,6 +143,7 @@ class FitsStream:
         self.planes = shape[0] if layout == "chw" else 1
         self.depth = shape[2] if layout == "hwc" else 1
         self._band = None  # (y0, rows (h, W, C) in the file's type, columns written)
+        self._rows = None
 
     def _pos(self, plane, y, x):
         return self.offset + (((plane * self.height + y) * self.width + x) * self.depth
@@ -159,8 +160,10 @@ class FitsStream:
         band = self._band
         if band is None or band[0] != y0 or band[1].shape[0] != h:
             self.flush()
-            band = self._band = (y0, np.empty((h, self.width, C), self.dtype),
-                                 np.zeros(self.width, bool))
+            rows = self._rows  # one buffer for every band (no page faults of a new one)
+            if rows is None or rows.shape[0] != h:
+                rows = self._rows = np.empty((h, self.width, C), self.dtype)
+            band = self._band = (y0, rows, np.zeros(self.width, bool))
         band[1][:, x0:x0 + w] = block
         band[2][x0:x0 + w] = True
         if band[2].all():
@@ -197,14 +200,21 @@ class FitsStream:
                                for p in range(self.planes)], axis=2)
 
 
+#: Largest piece of one write call: a 32 MB band written in one call (or in 1 MB pieces)
+#: cost up to 0.7 s of system time per 250 MB in 4 of 10 trials here (the kernel's large
+#: page-cache pages), 64 kB pieces 0.07-0.14 s in every trial (4 kB pieces: 0.17 s).
+WRITE_PIECE = 64 << 10
+
+
 def _pwrite(fd, buf, offset):
     view = memoryview(buf.reshape(-1))
     while view.nbytes:
+        piece = view[:WRITE_PIECE]
         if hasattr(os, "pwrite"):
-            n = os.pwrite(fd, view, offset)
+            n = os.pwrite(fd, piece, offset)
         else:  # Windows
             os.lseek(fd, offset, os.SEEK_SET)
-            n = os.write(fd, view)
+            n = os.write(fd, piece)
         view, offset = view[n:], offset + n
 
 
