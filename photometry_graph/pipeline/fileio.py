@@ -115,11 +115,10 @@ class FitsStream:
     Made by :func:`fits_stream`.  ``layout`` says how the pipeline's (h, w, C) blocks lie in
     the file: ``"mono"`` (H, W), ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C)
     interleaved.  Memory stays at one row band whatever the image size (a memmap would keep
-    every written page resident): blocks narrower than the image are gathered into the band
-    of rows they share (at most :data:`BAND_BYTES`) and the band is written in one call per
-    plane when its columns are complete, at the next band, at :meth:`read` and at the end --
-    a row at a time, chunk after chunk, cost one system call per row, each waiting for the
-    interpreter lock that the threads computing the chunks hold.
+    every written page resident): narrower blocks are gathered into the band of rows they
+    share (at most :data:`BAND_BYTES`), written as one run per plane when complete, at the
+    next band, at :meth:`read` and at the end (a system call per row of every block waited
+    for the interpreter lock of the threads computing the blocks).
 
     Parameters
     ----------
@@ -200,9 +199,8 @@ class FitsStream:
                                for p in range(self.planes)], axis=2)
 
 
-#: Largest piece of one write call: a 32 MB band written in one call (or in 1 MB pieces)
-#: cost up to 0.7 s of system time per 250 MB in 4 of 10 trials here (the kernel's large
-#: page-cache pages), 64 kB pieces 0.07-0.14 s in every trial (4 kB pieces: 0.17 s).
+#: Largest piece of one write call: 250 MB in 32 MB or 1 MB calls cost up to 0.7 s of system
+#: time in 4 of 10 trials here, in 64 kB calls 0.07-0.14 s in every trial (4 kB: 0.17 s).
 WRITE_PIECE = 64 << 10
 
 
