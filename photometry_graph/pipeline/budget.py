@@ -68,6 +68,9 @@ ASSEMBLY_MB = 120.0
 #: MB (measured +22 MB of peak RSS with two previews of 2048 x 2048 and a 120-frame graph).
 REPORT_PAGE_MB = 25.0
 ASSEMBLY_BYTES_PER_PIXEL = 48
+#: The row band that the mosaic file and its coverage file each gather before writing it
+#: (:class:`~photometry_graph.pipeline.fileio.FitsStream`), bytes at most.
+STREAM_BAND_BYTES = 32 << 20
 #: The share of ``memory_mb`` the plan spends: the rest absorbs the error of its figures
 #: (measured within ~10 % of a traced run's stages).
 PLANNED_SHARE = 0.9
@@ -229,7 +232,8 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         else 0.0
     chunks = [c for c in (chunk_size, 1024, 512, 256) if c <= chunk_size]
     asm_thread = ASSEMBLY_BYTES_PER_PIXEL * min(chunks) ** 2
-    assembly = (ASSEMBLY_MB + (REPORT_PAGE_MB if report_page else 0.0)) * MB + tiles_bytes
+    assembly = (ASSEMBLY_MB + (REPORT_PAGE_MB if report_page else 0.0)) * MB + tiles_bytes \
+        + 2 * STREAM_BAND_BYTES
     asked = default_workers() if workers is None else max(1, int(workers))
     if workers is None and sum(f.shape[0] * f.shape[1] for f in frames) < IN_PROCESS_PIXELS:
         asked = 1  # a pool's start costs more than it would save (the same pixels)

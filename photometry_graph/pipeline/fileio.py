@@ -29,6 +29,7 @@ from .._json import jsonable
 from .._log import get_logger, grid_warning
 from ..core.display import asinh_stretch, eight_bit, png_bytes
 from ..diagnostics.html import render_html_report
+from .budget import STREAM_BAND_BYTES
 from .images import majority_channels
 from .options import GridModeError
 from .outputs import uint16_block
@@ -105,10 +106,6 @@ def write_hdus(path, hdus):
         fits.HDUList(hdus).writeto(tmp)
 
 
-#: Largest row band (bytes) that :class:`FitsStream` gathers before writing it.
-BAND_BYTES = 32 << 20
-
-
 class FitsStream:
     """A FITS image on disk, written and read back by row blocks: nothing is mapped.
 
@@ -116,7 +113,7 @@ class FitsStream:
     the file: ``"mono"`` (H, W), ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C)
     interleaved.  Memory stays at one row band whatever the image size (a memmap would keep
     every written page resident): narrower blocks are gathered into the band of rows they
-    share (at most :data:`BAND_BYTES`), written as one run per plane when complete, at the
+    share (at most ``STREAM_BAND_BYTES``), written as one run per plane when complete, at the
     next band, at :meth:`read` and at the end (a system call per row of every block waited
     for the interpreter lock of the threads computing the blocks).
 
@@ -152,7 +149,7 @@ class FitsStream:
         """Write ``block`` (h, w, C) with its top-left pixel at row ``y0``, column ``x0``."""
         h, w = block.shape[:2]
         C = self.planes * self.depth
-        if w == self.width or h * self.width * C * self.dtype.itemsize > BAND_BYTES:
+        if w == self.width or h * self.width * C * self.dtype.itemsize > STREAM_BAND_BYTES:
             self.flush()
             self._write_block(y0, x0, block)
             return
