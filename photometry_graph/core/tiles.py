@@ -183,9 +183,9 @@ class TilePhotometryInfo:
                                   n_channels=self._n_channels)
 
     def cropped(self, region):
-        """This node inside ``region`` only, with what :meth:`read` needs: data in memory
-        cut (a view), lazy data as a reader of that crop alone (nothing read here), the
-        mask cut -- what another process needs of it to fit one overlap.
+        """This node inside ``region`` only, with what :meth:`read` needs: data and mask in
+        memory cut (views), lazy ones as readers of that crop alone (nothing read here) --
+        what another process needs of it to fit one overlap.
 
         Examples
         --------
@@ -197,7 +197,9 @@ class TilePhotometryInfo:
         """
         sl = region.slices_in(self.bbox)
         data = _CropReader(self.data, sl) if callable(self.data) else self.get_data()[sl]
-        return TilePhotometryInfo(self.tile_id, region, data=data, mask=self.mask[sl],
+        mask = self._mask if self._mask is not None else self.mask
+        mask = _CropReader(mask, sl) if callable(mask) else mask[sl]
+        return TilePhotometryInfo(self.tile_id, region, data=data, mask=mask,
                                   n_channels=self._n_channels)
 
     def _check_shape(self, shape, what):
@@ -274,14 +276,14 @@ class TilePhotometryInfo:
 
 
 class _CropReader:
-    """Zero-argument reader of a crop ``slices`` of lazily loaded data (picklable when the
-    loader is)."""
+    """Zero-argument reader of the crop ``slices`` (rows, columns) of what ``load()``
+    returns, lazy data or a lazy mask (picklable when ``load`` is)."""
 
-    def __init__(self, data, slices):
-        self.data, self.slices = data, slices
+    def __init__(self, load, slices):
+        self.load, self.slices = load, slices
 
     def __call__(self):
-        return as_channels_last(self.data())[self.slices]
+        return self.load()[self.slices]
 
 
 def common_channels(tiles, default=1):

@@ -509,6 +509,15 @@ def test_tasks_sent_elsewhere_carry_the_overlap_of_nodes_held_in_memory():
     data, mask = node.read(BBox(1, 3, 3, 5))
     np.testing.assert_array_equal(data[..., 0], pixels[1:3, 3:5])
     np.testing.assert_array_equal(mask, pixels[1:3, 3:5] > 20)
+    masks = []  # a mask read from disk too: read where the task runs, the overlap alone
+
+    def load_mask():
+        masks.append(1)
+        return pixels > 30
+    lazier = TilePhotometryInfo(9, BBox(0, 10, 0, 10), data=load, mask=load_mask)
+    node = overlap._overlap_only(lazier, None, BBox(2, 6, 0, 4))[0]
+    assert masks == [] and reads == [1]
+    np.testing.assert_array_equal(node.mask, pixels[2:6, 0:4] > 30)
 
 
 def test_fits_elsewhere_through_a_task_map_are_those_made_here(caplog):
