@@ -12,7 +12,7 @@ from .._log import get_logger, grid_info, grid_warning
 from ..blending.assembly import assemble_mosaic
 from ..photometry.flatten import fit_background_plane, flatten_corrections
 from ..photometry.overlap import find_overlapping_pairs, fit_overlap_edges
-from .budget import IN_PROCESS_PIXELS
+from .budget import IN_PROCESS_PIXELS, STREAM_BAND_BYTES
 from .fileio import (fits_stream, load_tiles, write_html_report, write_json, write_preview,
                      write_tiff, write_uint16)
 from .options import GridModeError, n_workers
@@ -128,9 +128,10 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     summary = ChunkSummary(shape, C, opts.preview_size)  # preview, value range, area written
     t2 = time.perf_counter()
     mshape = {"mono": shape, "chw": (C,) + shape, "hwc": shape + (C,)}[layout]
+    band = plan.stream_band if plan else STREAM_BAND_BYTES
     with ThreadPoolExecutor(1, thread_name_prefix="grid-previews") as side, \
-            fits_stream(paths["mosaic"], mshape, header, layout) as mosaic, \
-            fits_stream(paths["coverage"], shape, header) as coverage:
+            fits_stream(paths["mosaic"], mshape, header, layout, band_bytes=band) as mosaic, \
+            fits_stream(paths["coverage"], shape, header, band_bytes=band) as coverage:
         def sink(bbox, data, weight_sum):
             mosaic.write(bbox.y0, bbox.x0, data)
             coverage.write(bbox.y0, bbox.x0, chunk_coverage(tiles, bbox)[..., None])

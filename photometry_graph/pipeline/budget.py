@@ -87,7 +87,9 @@ class MemoryPlan:
     ``stack_bytes``: the budget of one tile's stacking in a worker; ``bin_factor``: the
     binning of the frames for the frame photometry; ``spill``: the binned frames go to a
     scratch folder; ``assembly_threads`` and ``assembly_chunk`` (the same mosaic with any
-    of them); ``details``: the figures (MB) of the plan.
+    of them); ``stream_band``: the bytes of the row band the mosaic and coverage files each
+    gather before writing it (0: written block by block, where memory is short);
+    ``details``: the figures (MB) of the plan.
     """
 
     workers: int
@@ -97,6 +99,7 @@ class MemoryPlan:
     solve_workers: int = 1
     assembly_threads: int = 1
     assembly_chunk: int = 1024
+    stream_band: int = STREAM_BAND_BYTES
     details: dict = field(default_factory=dict)
 
 
@@ -232,8 +235,7 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         else 0.0
     chunks = [c for c in (chunk_size, 1024, 512, 256) if c <= chunk_size]
     asm_thread = ASSEMBLY_BYTES_PER_PIXEL * min(chunks) ** 2
-    assembly = (ASSEMBLY_MB + (REPORT_PAGE_MB if report_page else 0.0)) * MB + tiles_bytes \
-        + 2 * STREAM_BAND_BYTES
+    assembly = (ASSEMBLY_MB + (REPORT_PAGE_MB if report_page else 0.0)) * MB + tiles_bytes
     asked = default_workers() if workers is None else max(1, int(workers))
     if workers is None and sum(f.shape[0] * f.shape[1] for f in frames) < IN_PROCESS_PIXELS:
         asked = 1  # a pool's start costs more than it would save (the same pixels)
@@ -262,7 +264,9 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     spill = binned + masks > room
     solve_workers = next((k for k in range(n, 1, -1) if budget - main - server - solve
                           - k * (WORKER_MB + SOLVE_TASK_MB) * MB >= 0), 1)
-    left = budget - main - server - assembly  # the assembly: threads, then chunks
+    left = budget - main - server - assembly  # the assembly: the files' row bands, then
+    stream = STREAM_BAND_BYTES if left - 2 * STREAM_BAND_BYTES >= asm_thread else 0
+    left -= 2 * stream  # threads, then chunks
     threads, chunk = 1, min(chunks)
     for t, c in [(t, c) for c in chunks for t in range(n, 0, -1)]:
         if t * ASSEMBLY_BYTES_PER_PIXEL * c ** 2 <= left:
@@ -272,12 +276,13 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
                    worker_mb=share / MB, stack_mb=(share - tile_ws) / MB,
                    frame_read_mb=frame_ws / MB, binned_mb=binned / MB, spill=bool(spill),
                    host_mb=host_bytes / MB, solve_workers=solve_workers,
-                   assembly_threads=threads, assembly_chunk=chunk)
+                   assembly_threads=threads, assembly_chunk=chunk, stream_band_mb=stream / MB)
     grid_debug(logger, "memory plan: %s", {k: round(v, 1) if isinstance(v, float) else v
                                            for k, v in details.items()})
     return MemoryPlan(workers=n, stack_bytes=int(share - tile_ws), bin_factor=int(bin_factor),
                       spill=bool(spill), solve_workers=solve_workers,
-                      assembly_threads=threads, assembly_chunk=chunk, details=details)
+                      assembly_threads=threads, assembly_chunk=chunk, stream_band=int(stream),
+                      details=details)
 
 
 def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,

@@ -109,13 +109,12 @@ def write_hdus(path, hdus):
 class FitsStream:
     """A FITS image on disk, written and read back by row blocks: nothing is mapped.
 
-    Made by :func:`fits_stream`.  ``layout`` says how the pipeline's (h, w, C) blocks lie in
-    the file: ``"mono"`` (H, W), ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C)
-    interleaved.  Memory stays at one row band whatever the image size (a memmap would keep
-    every written page resident): narrower blocks are gathered into the band of rows they
-    share (at most ``STREAM_BAND_BYTES``), written as one run per plane when complete, at the
-    next band, at :meth:`read` and at the end (a system call per row of every block waited
-    for the interpreter lock of the threads computing the blocks).
+    Made by :func:`fits_stream`.  ``layout``: how the pipeline's (h, w, C) blocks lie in the
+    file, ``"mono"`` (H, W), ``"chw"`` (C, H, W) planes, ``"hwc"`` (H, W, C) interleaved.
+    Memory stays at one row band (a memmap would keep every written page resident): blocks
+    are gathered into the band of rows they share, written as one run per plane when it is
+    complete, at the next band, at :meth:`read` and at the end (a system call per row of
+    every block waited for the interpreter lock of the threads computing the blocks).
 
     Parameters
     ----------
@@ -130,10 +129,13 @@ class FitsStream:
     layout : {"mono", "chw", "hwc"}
     dtype : numpy.dtype
         The file's data type (big-endian).
+    band_bytes : int
+        The largest row band gathered (0: every block written as it comes, row by row).
     """
 
-    def __init__(self, fd, path, offset, shape, layout, dtype):
+    def __init__(self, fd, path, offset, shape, layout, dtype, band_bytes=STREAM_BAND_BYTES):
         self.fd, self.path, self.offset, self.layout = fd, path, offset, layout
+        self.band_bytes = band_bytes
         self.dtype = np.dtype(dtype)
         self.height, self.width = shape[-2:] if layout == "chw" else shape[:2]
         self.planes = shape[0] if layout == "chw" else 1
@@ -149,7 +151,7 @@ class FitsStream:
         """Write ``block`` (h, w, C) with its top-left pixel at row ``y0``, column ``x0``."""
         h, w = block.shape[:2]
         C = self.planes * self.depth
-        if w == self.width or h * self.width * C * self.dtype.itemsize > STREAM_BAND_BYTES:
+        if w == self.width or h * self.width * C * self.dtype.itemsize > self.band_bytes:
             self.flush()
             self._write_block(y0, x0, block)
             return
@@ -225,7 +227,7 @@ def _pwrite_rows(fd, rows, offset, stride):
 
 
 @contextmanager
-def fits_stream(path, shape, header, layout="mono", dtype=">f4"):
+def fits_stream(path, shape, header, layout="mono", dtype=">f4", *, band_bytes=STREAM_BAND_BYTES):
     """Create the FITS image ``path`` atomically; yield a :class:`FitsStream` to fill.
 
     The file (header + data, padded to 2880 bytes) is allocated under a temporary name,
@@ -243,6 +245,8 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4"):
     layout : {"mono", "chw", "hwc"}
     dtype : str or numpy.dtype
         Big-endian FITS type, ``">f4"`` or an integer type such as ``">i2"``.
+    band_bytes : int
+        :class:`FitsStream`'s (the memory plan's ``stream_band``).
 
     Yields
     ------
@@ -264,7 +268,7 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4"):
             f.truncate(len(head) + -(-nbytes // 2880) * 2880)
         fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         try:
-            stream = FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype)
+            stream = FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype, band_bytes)
             yield stream
             stream.flush()
             os.fsync(fd)
@@ -357,8 +361,7 @@ def write_json(path, payload, *, indent=2):
     payload : dict
         Converted by :func:`photometry_graph._json.jsonable`.
     indent : int or None
-        Indentation for a reader (default 2); None writes one line, ~3 times faster (the
-        indenting encoder is Python's, the other one C): for records only programs read.
+        For a reader (default 2); None: one line, ~3x faster (C's encoder, not Python's).
 
     Returns
     -------

@@ -123,3 +123,16 @@ def test_drawing_the_report_page_needs_more_and_a_refusal_says_what_saves_it():
     assert plan_memory(need + 10, _frames(120), 1862, **kw).workers == 1  # without the page
     with pytest.raises(GridModeError, match=rf"--no-html-report saves {REPORT_PAGE_MB:.0f} MB"):
         plan_memory(need + 10, _frames(120), 1862, report_page=True, **kw)
+
+
+def test_the_files_row_bands_are_planned_only_where_memory_allows():
+    from photometry_graph.pipeline.budget import STREAM_BAND_BYTES
+    roomy = plan_memory(1024, _frames(120), 1862, workers=2, baseline_bytes=110 * MB)
+    assert roomy.stream_band == STREAM_BAND_BYTES
+    assert roomy.details["stream_band_mb"] == STREAM_BAND_BYTES / MB
+    # the least budget the plan asks for: the run fits, its files written block by block
+    with pytest.raises(GridModeError, match=r"raise --memory-mb to (\d+)") as exc:
+        plan_memory(200, _frames(120), 1862, baseline_bytes=110 * MB)
+    least = int(re.search(r"raise --memory-mb to (\d+)", str(exc.value)).group(1))
+    tight = plan_memory(least, _frames(120), 1862, baseline_bytes=110 * MB)
+    assert tight.workers == 1 and tight.stream_band == 0

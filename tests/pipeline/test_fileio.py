@@ -282,3 +282,25 @@ def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
             tmp.write_bytes(b"y")
             assert remove_temporaries(tmp_path) == len(gone) + 1
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)
+
+
+def test_fits_stream_without_a_band_writes_each_block_as_it_comes(tmp_path, monkeypatch):
+    # band_bytes=0 (a tight memory plan): no row band is held, every block goes out at once
+    import os
+    calls = []
+
+    def pwrite(fd, data, offset):
+        calls.append(memoryview(data).nbytes)
+        return real(fd, data, offset)
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    full = np.random.default_rng(2).normal(size=(24, 40, 1)).astype(np.float32)
+    target = tmp_path / "m.fits"
+    with fits_stream(target, (24, 40), celestial_header((24, 40)), band_bytes=0) as out:
+        out.write(0, 0, full[0:10, 0:16])
+        assert calls == [16 * 4] * 10  # written at once, row by row
+        for y0, y1, x0, x1 in ((0, 10, 16, 40), (10, 24, 0, 16), (10, 24, 16, 40)):
+            out.write(y0, x0, full[y0:y1, x0:x1])
+        assert len(calls) == 10 + 10 + 14 + 14 and out._band is None
+    with fits.open(target) as hdul:
+        np.testing.assert_array_equal(hdul[0].data, full[..., 0])
