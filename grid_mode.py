@@ -13,6 +13,13 @@ Python: :func:`detect_grid_mode`, :func:`run_grid_mode`, :func:`assemble_tiles`,
 Worker processes start with ``forkserver``: call the API under ``if __name__ == "__main__":``.
 """
 
+if __name__ == "__main__":
+    # run as a script (``python grid_mode.py run ...``): the command's own entry point, which
+    # starts the workers' server before the imports below; it runs this file as the module
+    # ``grid_mode``, so that its classes pickle by that name in worker processes
+    from photometry_graph.launch import main as _command
+    raise SystemExit(_command())
+
 import functools
 import shutil
 import sys
@@ -439,10 +446,3 @@ def _assemble_dir(inputs, output_dir, reference, options, warnings):
 
     with cluster_session(opts.scheduler):  # one client for the run
         return _locked(out, tiles_then_mosaic, paths)
-
-
-if __name__ == "__main__":
-    # run as a script: use the importable module, so that its classes pickle by the name
-    # ``grid_mode`` in worker processes and not as ``__main__``
-    from grid_mode import main as _main
-    sys.exit(_main())
