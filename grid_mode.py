@@ -22,7 +22,6 @@ if __name__ == "__main__":
 
 import functools
 import shutil
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
