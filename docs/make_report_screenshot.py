@@ -54,7 +54,7 @@ def main(argv=None):
             grid_mode.run_demo(folder)
             print(f"demo (both runs, pages included): {time.perf_counter() - t0:.2f} s")
         report = json.loads((folder / "grid_report.json").read_text(encoding="utf-8"))
-        render_html_report(report)  # matplotlib's first figure (fonts, caches) not timed
+        render_html_report(report)  # the first page (imports, caches) not timed
         t0, c0 = time.perf_counter(), time.process_time()
         page = render_html_report(report)  # the page without its previews, timed alone
         print(f"render_html_report: {time.perf_counter() - t0:.2f} s wall, "

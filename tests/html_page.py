@@ -8,7 +8,8 @@ class Page(HTMLParser):
     """Parse a page with the standard library's parser; fails on what a page must not hold.
 
     Attributes: ``sections`` (id -> {"images": [src], "tables": [[row cells]], "text"}; a
-    figure written as inline SVG counts as an image whose src is ``"svg"``),
+    figure written as inline SVG counts as an image whose src is ``"svg"``, the viewports nested
+    in it do not),
     ``urls`` (every src/href), ``tags`` (every start tag), ``open_tags`` (left unclosed).
     """
 
@@ -36,8 +37,8 @@ class Page(HTMLParser):
                                                                   "text": ""})
         elif tag == "img" and self.section is not None:
             self.section["images"].append(attrs["src"])
-        elif tag == "svg" and self.section is not None:
-            self.section["images"].append("svg")
+        elif tag == "svg" and self.section is not None and self.stack.count("svg") == 1:
+            self.section["images"].append("svg")  # a figure (not a panel's viewport in it)
         elif tag == "table" and self.section is not None and self.table is None:
             self.table = []
             self.section["tables"].append(self.table)

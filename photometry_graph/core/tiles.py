@@ -184,8 +184,9 @@ class TilePhotometryInfo:
 
     def cropped(self, region):
         """This node inside ``region`` only, with what :meth:`read` needs: data and mask in
-        memory cut (views), lazy ones as readers of that crop alone (nothing read here) --
-        what another process needs of it to fit one overlap.
+        memory cut (views), lazy ones as readers of that crop alone (nothing read here, but
+        for a mask still to be computed from lazy data) -- what another process needs of it
+        to fit one overlap.
 
         Examples
         --------

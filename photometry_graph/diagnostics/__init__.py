@@ -6,6 +6,7 @@ used by the notebooks, the pipeline's report and the benchmarks.
 ``tables``   edge residuals, tile corrections, errors against the truth, text tables
 ``plots``    matplotlib figures (matplotlib imported when called)
 ``html``     the report of a run as one self-contained HTML page (``grid_report.html``)
+``svg``      the page's figures written as SVG: colour scales, ticks, panels, colour bars
 ``panels``   a mosaic of panels against its truth: footprints, coverage, seams, gains
 """
 

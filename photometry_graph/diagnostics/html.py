@@ -225,7 +225,7 @@ class _Sky:
         """``(width, height, panels)`` of a figure of ``n`` panels side by side on the
         mosaic (or on the union of ``boxes``, rows ``[y0, y1, x0, x1]``, when its shape is
         unknown), one data pixel square on the page, room for a colour bar right of each."""
-        if self.shape:
+        if self.shape and min(self.shape) >= 1:
             xlim, ylim = (-0.5, self.shape[1] - 0.5), (-0.5, self.shape[0] - 0.5)
         else:
             b = np.asarray(boxes, dtype=float).reshape(-1, 4)
@@ -238,12 +238,14 @@ class _Sky:
         pw = slot - 100
         ph = min(pw * h / max(w, 1e-9), 420.0)
         pw = min(pw, ph * w / max(h, 1e-9))
+        ph = max(ph, 90.0)  # a very wide mosaic: its pixels drawn taller than wide
         panels = [Panel(left + k * slot, top, pw, ph, xlim, ylim) for k in range(n)]
         return _WIDTH, top + ph + 42, panels
 
     def draw(self, panel, title, labels):
-        """The preview under ``panel``, its border and title; ticks and axis labels when
-        ``labels`` (the first panel of a row: the others share them)."""
+        """``(under, frame)``: the preview under ``panel``, and its border and title with
+        ticks and axis labels when ``labels`` (the first panel of a row: the others share
+        them)."""
         out = []
         if self.backdrop is not None:
             if self._uri is None:  # encoded once, drawn in every panel
@@ -254,7 +256,7 @@ class _Sky:
                                                          (bh - 0.5) * s)))
         ticks = dict(xticks=nice_ticks(*panel.xlim, 5), yticks=nice_ticks(*panel.ylim, 4),
                      xlabel="x (mosaic pixel)", ylabel="y (mosaic pixel)") if labels else {}
-        return out, panel.frame(title=title, **ticks)
+        return "".join(out), panel.frame(title=title, **ticks)
 
 
 def _sky(images, shape, preview_step=None):
@@ -315,8 +317,9 @@ def _graph_panel(panel, layout, edge_colour, tips, refs, annotate):
     out.append('</g><g fill="#111">')
     for n in nodes:
         x, y = panel.x(centre[n][0]), panel.y(centre[n][1])
-        out.append(_star(x, y, 9.0) if n in refs else
-                   f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"><title>{_esc(n)}</title></circle>')
+        out.append(f"<g><title>{_esc(n)} (reference)</title>{_star(x, y, 9.0)}</g>" if n in refs
+                   else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"><title>{_esc(n)}</title>'
+                   "</circle>")
         if annotate:
             out.append(svg_text(x + 5, y - 5, n, size=9, anchor="start"))
     return "".join(out) + "</g>"
@@ -342,26 +345,27 @@ def _graph_figure(view, run, sky):
              "|offset residual| after (same colour scale)"))):
         unsolved = key is not None and view.get("edge_residuals") is None
         under, frame = sky.draw(panel, f"{title}: no solve" if unsolved else title, k == 0)
-        body += under
         if key is None:
             tips = [f"{u} - {v}: {_STATUS_NAMES.get(s, s)}" for (u, v, _), s in
                     zip(edges, status)]
-            body.append(_graph_panel(panel, layout, [_STATUS_HEX.get(s, "#222")
-                                                     for s in status], tips, refs,
-                                     len(nodes) <= 40))
+            body.append(panel.clipped(under + _graph_panel(
+                panel, layout, [_STATUS_HEX.get(s, "#222") for s in status], tips, refs,
+                len(nodes) <= 40)))
             seen = [s for s in _STATUS_HEX if s != "stars" or s in status]
             # right of the panel, where the other panels have their colour bars
             body.append(legend(panel.left + panel.width + 4, panel.top,
                                [(_STATUS_HEX[s], _STATUS_NAMES[s]) for s in seen],
-                               title="fit status", width=112))
+                               title="fit status", width=90))
         elif not unsolved:
             values, label = graph_edge_values(run, key, None)
             vals = [values.get((u, v), math.nan) for u, v, _ in edges]
             tips = [f"{u} - {v}: {val:.4g}" for (u, v, _), val in zip(edges, vals)]
-            body.append(_graph_panel(panel, layout, colours(vals, lo, hi, log=True), tips,
-                                     refs, False))
+            body.append(panel.clipped(under + _graph_panel(
+                panel, layout, colours(vals, lo, hi, log=True), tips, refs, False)))
             body.append(colour_bar(panel.left + panel.width + 8, panel.top + 10, 12,
                                    panel.height - 20, lo, hi, log=True, label=label))
+        else:
+            body.append(panel.clipped(under))
         body.append(frame)
     return svg_figure(width, height, "".join(body), f"the {noun} graph")
 
@@ -433,16 +437,15 @@ def _maps_figure(view, run, sky):
         lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
         scale = "diverging" if k < 2 else "sequential"
         under, frame = sky.draw(panel, title, k == 0)
-        body += under
-        body.append(f'<g fill-opacity="{alpha}" stroke="#111" stroke-width="0.6">')
+        boxes = [under, f'<g fill-opacity="{alpha}" stroke="#111" stroke-width="0.6">']
         for v, val, colour in zip(values, vals, colours(vals, lo, hi, scale=scale)):
             y0, y1, x0, x1 = v[0]["bbox"]
             left, right = panel.x(x0 - 0.5), panel.x(x1 - 0.5)
             top, bottom = panel.y(y1 - 0.5), panel.y(y0 - 0.5)
-            body.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
-                        f'height="{bottom - top:.1f}" fill="{colour}"><title>'
-                        f'{_esc(v[0]["tile_id"])}: {val:.5g}</title></rect>')
-        body.append("</g>")
+            boxes.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
+                         f'height="{bottom - top:.1f}" fill="{colour}"><title>'
+                         f'{_esc(v[0]["tile_id"])}: {val:.5g}</title></rect>')
+        body.append(panel.clipped("".join(boxes) + "</g>"))
         body.append(colour_bar(panel.left + panel.width + 8, panel.top + 10, 12,
                                panel.height - 20, lo, hi, scale=scale))
         body.append(frame)

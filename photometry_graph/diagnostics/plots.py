@@ -165,11 +165,20 @@ def _from_stars(fit):
 def graph_edge_status(data):
     """Worst fit status of an edge: ``'ok'``, ``'offset_only'``, ``'failed'``, or
     ``'stars'`` for an ok edge whose gain is from its stars (``data``: the edge's
-    attributes, ``status`` and ``fits`` as objects or their JSON)."""
+    attributes, ``status`` and ``fits`` as objects or their JSON).
+
+    Examples
+    --------
+    >>> graph_edge_status({"fits": [{"status": "ok"}, {"status": "offset_only"}]})
+    'offset_only'
+    >>> graph_edge_status({"fits": [{"status": "ok", "gain_source": "stars"}]})
+    'stars'
+    """
     fits = data.get("fits") or []
     s = data.get("status")
     if s is None and fits:
-        st = [getattr(f, "status", "failed") for f in fits]
+        st = [f.get("status", "failed") if isinstance(f, dict) else
+              getattr(f, "status", "failed") for f in fits]
         s = "failed" if "failed" in st else "offset_only" if "offset_only" in st else "ok"
     s = s or "ok"
     return "stars" if s == "ok" and any(_from_stars(f) for f in fits) else s

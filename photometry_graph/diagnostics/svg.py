@@ -180,6 +180,13 @@ class Panel:
         lo, hi = self._y
         return self.top + self.height - (v - lo) / (hi - lo) * self.height
 
+    def clipped(self, body):
+        """``body`` (figure coordinates) drawn inside the panel only: a nested viewport."""
+        box = f"{self.left:.1f} {self.top:.1f} {self.width:.1f} {self.height:.1f}"
+        x, y, w, h = box.split()
+        return (f'<svg x="{x}" y="{y}" width="{w}" height="{h}" viewBox="{box}" '
+                f'overflow="hidden">{body}</svg>')
+
     def frame(self, *, title=None, xlabel=None, ylabel=None, xticks=(), yticks=()):
         """The panel's border, ticks with their labels, axis labels and title."""
         L, T, W, H = self.left, self.top, self.width, self.height
@@ -207,7 +214,9 @@ class Panel:
 def colour_bar(left, top, width, height, lo, hi, *, scale="sequential", log=False,
                label=None, steps=48):
     """A vertical colour bar from ``lo`` (bottom) to ``hi`` with ticks on its right, and
-    ``label`` along it when the bar is long enough to hold it."""
+    ``label`` along it when the bar is long enough to hold it (no bar below 30 px)."""
+    if height < 30:
+        return ""
     if log:
         lo = max(lo, 1e-300)
         hi = max(hi, lo * 10)
@@ -281,10 +290,10 @@ def legend(left, top, entries, *, title=None, width=150):
             if title else [])
     y = top + (30 if title else 14)
     for colour, label in entries:
-        rows.append(f'<line x1="{left + 8:.1f}" y1="{y - 4:.1f}" x2="{left + 30:.1f}" '
+        rows.append(f'<line x1="{left + 6:.1f}" y1="{y - 4:.1f}" x2="{left + 20:.1f}" '
                     f'y2="{y - 4:.1f}" stroke="{colour}" stroke-width="4"/>')
-        rows.append(svg_text(left + 36, y, label, size=10, anchor="start"))
-        y += 15
+        rows.append(svg_text(left + 24, y, label, size=9, anchor="start"))
+        y += 14
     box = (f'<rect x="{left:.1f}" y="{top:.1f}" width="{width}" height="{y - top - 6:.1f}" '
            'fill="white" fill-opacity="0.85" stroke="#bbb"/>')
     return box + "".join(rows)

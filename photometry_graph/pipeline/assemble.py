@@ -70,7 +70,12 @@ def _pictures(path, tiles, summary, plain):
     """Write the preview PNG of the mosaic; the tiles as stacked on the preview grid
     (:func:`~photometry_graph.pipeline.outputs.plain_preview`) when ``plain``, else None."""
     write_preview(path, summary.preview)
-    return plain_preview(tiles, summary) if plain else None
+    try:
+        return plain_preview(tiles, summary) if plain else None
+    except Exception as exc:  # noqa: BLE001 - a picture of the report is never worth the run
+        grid_warning(logger, "the preview of the tiles as stacked could not be drawn (%s: %s); "
+                     "the report shows the mosaic alone", type(exc).__name__, exc)
+        return None
 
 
 def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=None):
@@ -169,7 +174,7 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     report = write_json(paths["report"], report)
     if opts.html_report:
         write_html_report(paths["html"], report, [
-            ("the tiles as stacked (no tile photometry, no blending)", previews["plain"]),
+            ("the tiles as stacked (no tile photometry, no blending)", previews.get("plain")),
             ("the mosaic", previews["mosaic"])])
     grid_info(logger, "mosaic written: %s (%dx%d, %d channel(s)), report %s", paths["mosaic"],
               shape[1], shape[0], C, " and ".join(str(paths[k]) for k in ("report", "html")

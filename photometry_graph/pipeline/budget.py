@@ -254,8 +254,9 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         raise GridModeError(
             f"memory_mb={memory_mb:g} is too small for these frames: one process needs about "
             f"{math.ceil(need / MB)} MB ({base / MB:.0f} MB for the program, "
-            f"{frame_ws / MB:.0f} MB to read a {shape[1]}x{shape[0]} frame, {(tile_ws + band) / MB:.0f} MB to stack "
-            f"a band of a {tile_width} px wide tile, {solve / MB:.0f} MB for the "
+            f"{frame_ws / MB:.0f} MB to read a {shape[1]}x{shape[0]} frame, "
+            f"{(tile_ws + band) / MB:.0f} MB to stack a band of a {tile_width} px wide tile, "
+            f"{solve / MB:.0f} MB for the "
             f"frame photometry, {(assembly + asm_thread) / MB:.0f} MB to assemble the "
             f"tiles); raise --memory-mb to {math.ceil(need / MB)} or more, or lower "
             f"--tile-size / --chunk-size"

@@ -103,8 +103,9 @@ class ChunkSummary:
         sub = data[sy::step, sx::step]
         gy, gx = (bbox.y0 + sy) // step, (bbox.x0 + sx) // step
         self.preview[gy:gy + sub.shape[0], gx:gx + sub.shape[1]] = sub
-        lo, hi = np.fmin.reduce(data, axis=None), np.fmax.reduce(data, axis=None)
-        if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN alone, or an infinite value
+        lo, hi = ((np.fmin.reduce(data, axis=None), np.fmax.reduce(data, axis=None))
+                  if data.size else (np.inf, -np.inf))
+        if data.size and not (np.isfinite(lo) and np.isfinite(hi)):  # NaN, or infinite
             fin = data[np.isfinite(data)]
             lo, hi = (fin.min(), fin.max()) if fin.size else (np.inf, -np.inf)
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)

@@ -147,7 +147,8 @@ def test_graph_figure_draws_every_edge_with_its_status_and_residual_colour(mono)
     survey, result = mono
     report = json.loads(json.dumps(_tile_report(result, survey)))
     page = render_html_report(report, images=[("mosaic", survey.truth)])
-    svg = re.search(r'<svg[^>]*aria-label="the tiles graph".*?</svg>', page, re.S).group(0)
+    start = page.index('aria-label="the tiles graph"')
+    svg = page[start:page.index("aria-label=", start + 1)]  # up to the next figure
     drawn = re.findall(r'stroke="(#[0-9a-f]{6})"><title>(\d+) - (\d+): ([^<]*)</title>', svg)
     g = result.graph
     n = g.number_of_edges()
@@ -164,3 +165,18 @@ def test_graph_figure_draws_every_edge_with_its_status_and_residual_colour(mono)
     assert max(values)[1] == top and min(values)[1] == bottom
     # the solve shrank every residual
     assert min(float(t) for *_, t in before) > max(float(t) for *_, t in after)
+
+
+@pytest.mark.parametrize("shape", [[600, 12000], [12000, 600], [0, 0]])
+def test_sky_figures_of_any_mosaic_shape_are_drawn_with_positive_sizes(mono, shape):
+    import re
+
+    survey, result = mono
+    report = json.loads(json.dumps(dict(_tile_report(result, survey), canvas_shape=shape)))
+    page = render_html_report(report, images=[("mosaic", survey.truth)])
+    assert "could not be drawn" not in page
+    sizes = [float(v) for v in re.findall(r' (?:width|height)="(-?[0-9.]+)"', page)]
+    assert sizes and min(sizes) >= 0
+    panels = re.findall(r'<svg x="[0-9.]+" y="[0-9.]+" width="([0-9.]+)" height="([0-9.]+)"',
+                        page)  # every panel's viewport: tall enough to read
+    assert len(panels) == 6 and min(float(h) for _, h in panels) >= 90

@@ -84,18 +84,24 @@ def test_fits_stream_writes_chunks_in_every_layout(tmp_path, layout):
             assert WCS(hdul[0].header).celestial.has_celestial
 
 
-@pytest.mark.parametrize("layout", ["mono", "chw"])
-def test_fits_stream_writes_a_band_of_chunks_at_once(tmp_path, layout, monkeypatch):
-    # chunks of one row band are gathered and written in one call per plane; a band left
-    # incomplete (another band starts, a read, the end) is written as far as it goes
+@pytest.fixture
+def pwrite_calls(monkeypatch):
+    """The byte counts of the ``os.pwrite`` calls made while the test runs."""
     import os
-    calls = []
+    calls, real = [], os.pwrite
 
     def pwrite(fd, data, offset):
         calls.append(memoryview(data).nbytes)
         return real(fd, data, offset)
-    real = os.pwrite
     monkeypatch.setattr(os, "pwrite", pwrite)
+    return calls
+
+
+@pytest.mark.parametrize("layout", ["mono", "chw"])
+def test_fits_stream_writes_a_band_of_chunks_at_once(tmp_path, layout, pwrite_calls):
+    # chunks of one row band are gathered and written in one call per plane; a band left
+    # incomplete (another band starts, a read, the end) is written as far as it goes
+    calls = pwrite_calls
     C = 1 if layout == "mono" else 2
     full = np.random.default_rng(1).normal(size=(24, 40, C)).astype(np.float32)
     shape = (24, 40) if layout == "mono" else (C, 24, 40)
@@ -284,16 +290,9 @@ def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)
 
 
-def test_fits_stream_without_a_band_writes_each_block_as_it_comes(tmp_path, monkeypatch):
+def test_fits_stream_without_a_band_writes_each_block_as_it_comes(tmp_path, pwrite_calls):
     # band_bytes=0 (a tight memory plan): no row band is held, every block goes out at once
-    import os
-    calls = []
-
-    def pwrite(fd, data, offset):
-        calls.append(memoryview(data).nbytes)
-        return real(fd, data, offset)
-    real = os.pwrite
-    monkeypatch.setattr(os, "pwrite", pwrite)
+    calls = pwrite_calls
     full = np.random.default_rng(2).normal(size=(24, 40, 1)).astype(np.float32)
     target = tmp_path / "m.fits"
     with fits_stream(target, (24, 40), celestial_header((24, 40)), band_bytes=0) as out:
