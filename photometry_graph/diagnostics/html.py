@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from .plots import graph_edge_status, graph_edge_values
+from .plots import STATUS_COLOURS, STATUS_LABELS, graph_edge_status, graph_edge_values
 from .report import GRAPH_KINDS, float_or_nan, graph_view, unpack_run
 from .svg import (Panel, backdrop_image, backdrop_uri, colour_bar, colours, legend, log_ticks,
                   nice_ticks, polyline, svg_figure, svg_text)
@@ -75,8 +75,6 @@ _KNOWN = {"input_folder", "tiles_dir", "grid", "frames", "frame_photometry", "ti
 _MAX_ROWS = 60  # rows of a table before "... N more"
 _PREVIEW_PX = 640  # longest side of a preview on the page, px
 _BACKDROP_PX = 400  # longest side of the backdrop of a graph or map panel, px
-_STATUS_NAMES = {"ok": "ok", "offset_only": "offset-only", "stars": "star estimate",
-                 "failed": "failed"}
 
 
 def warning_advice(message):
@@ -175,8 +173,6 @@ def _note(text):
 
 # --------------------------------------------------------------------------------- figures
 _WIDTH = 1200  # px, a figure of sky panels
-_STATUS_HEX = {"ok": "#2ca02c", "stars": "#1f77b4", "offset_only": "#ff7f0e",
-               "failed": "#d62728"}
 _BEFORE, _AFTER = "#d62728", "#1f77b4"
 
 
@@ -346,15 +342,15 @@ def _graph_figure(view, run, sky):
         unsolved = key is not None and view.get("edge_residuals") is None
         under, frame = sky.draw(panel, f"{title}: no solve" if unsolved else title, k == 0)
         if key is None:
-            tips = [f"{u} - {v}: {_STATUS_NAMES.get(s, s)}" for (u, v, _), s in
+            tips = [f"{u} - {v}: {STATUS_LABELS.get(s, s)}" for (u, v, _), s in
                     zip(edges, status)]
             body.append(panel.clipped(under + _graph_panel(
-                panel, layout, [_STATUS_HEX.get(s, "#222") for s in status], tips, refs,
+                panel, layout, [STATUS_COLOURS.get(s, "#222") for s in status], tips, refs,
                 len(nodes) <= 40)))
-            seen = [s for s in _STATUS_HEX if s != "stars" or s in status]
+            seen = [s for s in STATUS_COLOURS if s != "stars" or s in status]
             # right of the panel, where the other panels have their colour bars
             body.append(legend(panel.left + panel.width + 4, panel.top,
-                               [(_STATUS_HEX[s], _STATUS_NAMES[s]) for s in seen],
+                               [(STATUS_COLOURS[s], STATUS_LABELS[s]) for s in seen],
                                title="fit status", width=90))
         elif not unsolved:
             values, label = graph_edge_values(run, key, None)

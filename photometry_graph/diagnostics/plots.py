@@ -15,7 +15,7 @@ from .tables import edge_residual_table, truth_errors
 
 # asinh_stretch (its home is core.display) is re-exported: the stretch the plots use
 __all__ = ["asinh_stretch", "plot_images", "plot_before_after", "plot_overlap_graph",
-           "graph_edge_values", "graph_edge_status",
+           "graph_edge_values", "graph_edge_status", "STATUS_COLOURS", "STATUS_LABELS",
            "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
            "plot_overlap_scatter"]
 
@@ -148,11 +148,13 @@ def graph_edge_values(run, residuals, channel):
     return vals, f"{label}, {residuals.split('_')[1]}"
 
 
-#: Edge colours of :func:`plot_overlap_graph` by fit status ("stars": gain from the stars).
-_STATUS_COLOURS = {"ok": "tab:green", "stars": "tab:blue", "offset_only": "tab:orange",
-                   "failed": "tab:red"}
-_STATUS_LABELS = {"ok": "ok", "stars": "star estimate", "offset_only": "offset-only",
-                  "failed": "failed"}
+#: Edge colours by fit status ("stars": gain from the stars), of :func:`plot_overlap_graph`
+#: and of the report page (matplotlib's tab: green, blue, orange and red).
+STATUS_COLOURS = {"ok": "#2ca02c", "stars": "#1f77b4", "offset_only": "#ff7f0e",
+                  "failed": "#d62728"}
+#: Their names in legends and tooltips.
+STATUS_LABELS = {"ok": "ok", "stars": "star estimate", "offset_only": "offset-only",
+                 "failed": "failed"}
 
 
 def _from_stars(fit):
@@ -267,12 +269,12 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
     values, label = graph_edge_values(run, residuals, channel)
     if values is None:
         stat = [graph_edge_status(d) for _, _, d in edges]
-        lc = LineCollection(segs, colors=[_STATUS_COLOURS.get(s, "k") for s in stat],
+        lc = LineCollection(segs, colors=[STATUS_COLOURS.get(s, "k") for s in stat],
                             linewidths=2.5)
         ax.add_collection(lc)
-        for s, colour in _STATUS_COLOURS.items():
+        for s, colour in STATUS_COLOURS.items():
             if s != "stars" or s in stat:
-                ax.plot([], [], color=colour, lw=2.5, label=_STATUS_LABELS[s])
+                ax.plot([], [], color=colour, lw=2.5, label=STATUS_LABELS[s])
         ax.legend(loc="best", fontsize=8, title="fit status", title_fontsize=8)
     else:
         vals = np.array([values.get((u, v), _NAN) for u, v, _ in edges])

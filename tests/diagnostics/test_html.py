@@ -140,8 +140,7 @@ def test_large_previews_and_backdrops_are_sampled_to_the_size_the_page_shows():
 def test_graph_figure_draws_every_edge_with_its_status_and_residual_colour(mono):
     import re
 
-    from photometry_graph.diagnostics.html import _STATUS_HEX
-    from photometry_graph.diagnostics.plots import graph_edge_status
+    from photometry_graph.diagnostics.plots import STATUS_COLOURS, graph_edge_status
     from photometry_graph.diagnostics.svg import COLOUR_SCALES
 
     survey, result = mono
@@ -156,7 +155,7 @@ def test_graph_figure_draws_every_edge_with_its_status_and_residual_colour(mono)
     status, before, after = drawn[:n], drawn[n:2 * n], drawn[2 * n:]  # the three panels
     for colour, u, v, text in status:
         s = graph_edge_status(g.edges[int(u), int(v)])
-        assert colour == _STATUS_HEX[s] and text in ("ok", "star estimate", "offset-only",
+        assert colour == STATUS_COLOURS[s] and text in ("ok", "star estimate", "offset-only",
                                                        "failed")
     # one log scale for both residual panels: the largest residual has its top colour, the
     # smallest its bottom one
