@@ -91,8 +91,8 @@ def eight_bit(stretched):
 
 
 def png_bytes(picture, *, compression=None):
-    """The PNG bytes of an 8-bit picture, ``(h, w)`` grey or ``(h, w, 3)`` RGB, encoded by
-    OpenCV (row 0 at the top of the picture).
+    """The PNG bytes of an 8-bit picture, ``(h, w)`` grey, ``(h, w, 3)`` RGB or ``(h, w, 4)``
+    RGBA, encoded by OpenCV (row 0 at the top of the picture).
 
     Parameters
     ----------
@@ -117,8 +117,8 @@ def png_bytes(picture, *, compression=None):
     import cv2
 
     pic = np.asarray(picture)
-    if pic.ndim == 3:
-        pic = np.ascontiguousarray(pic[..., ::-1])  # OpenCV writes BGR
+    if pic.ndim == 3:  # OpenCV writes BGR (BGRA)
+        pic = np.ascontiguousarray(pic[..., [2, 1, 0, 3][:pic.shape[2]]])
     params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
     ok, buf = cv2.imencode(".png", pic, params)
     if not ok:

@@ -4,8 +4,8 @@ The page's graphs, maps and histograms are boxes, lines, dots and bars over a mo
 preview: written as SVG elements they take milliseconds (drawn by matplotlib and encoded
 as PNG they took 1-2 s of every run, most of it in tick and text objects), stay sharp at
 any zoom, and every edge and node can carry a tooltip (its ids and values).  Everything
-here is a pure function of numbers to text; nothing is imported beyond numpy and OpenCV
-(the backdrop's PNG).
+here is a pure function of numbers to text; nothing is imported beyond numpy and the
+package's PNG encoder (OpenCV) for the backdrop.
 
 Coordinates are figure pixels, y downwards; a :class:`Panel` maps data to them (y up).
 """
@@ -15,6 +15,8 @@ import html
 import math
 
 import numpy as np
+
+from ..core.display import eight_bit, png_bytes
 
 __all__ = ["Panel", "colours", "colour_bar", "nice_ticks", "log_ticks", "tick_labels",
            "svg_figure", "svg_text", "backdrop_uri", "backdrop_image", "polyline", "legend"]
@@ -245,23 +247,18 @@ def colour_bar(left, top, width, height, lo, hi, *, scale="sequential", log=Fals
 
 def backdrop_uri(grey):
     """A grey picture (values in [0, 1], NaN transparent, row 0 at the bottom) as a PNG
-    ``data:`` URI (encoded by OpenCV).
+    ``data:`` URI (:func:`~photometry_graph.core.display.png_bytes`).
 
     Examples
     --------
     >>> backdrop_uri(np.array([[0.0, np.nan], [1.0, 0.5]]))[:22]
     'data:image/png;base64,'
     """
-    import cv2
-
     g = np.asarray(grey, dtype=np.float64)[::-1]
-    ok = np.isfinite(g)
-    level = np.rint(np.clip(np.where(ok, g, 0.0), 0.0, 1.0) * 255).astype(np.uint8)
-    rgba = np.dstack([level, level, level, np.where(ok, 255, 0).astype(np.uint8)])
-    good, png = cv2.imencode(".png", rgba, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not good:
-        raise RuntimeError("OpenCV could not encode the backdrop")
-    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
+    level = eight_bit(np.clip(g, 0.0, 1.0))  # NaN: 0, and transparent
+    rgba = np.dstack([level, level, level, np.where(np.isfinite(g), 255, 0).astype(np.uint8)])
+    png = png_bytes(rgba, compression=1)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def backdrop_image(uri, panel, extent, *, opacity=0.45):

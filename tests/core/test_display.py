@@ -1,6 +1,7 @@
 """Display stretch: one asinh stretch with shared limits."""
 
 import numpy as np
+import pytest
 
 from photometry_graph.core.display import asinh_stretch
 
@@ -19,3 +20,17 @@ def test_asinh_stretch_with_given_limits_stretches_blocks_alike():
     bottom, _ = asinh_stretch([img[4:]], limits=limits)
     np.testing.assert_allclose(np.vstack([top[0], bottom[0]]), whole[0])
     assert not np.allclose(asinh_stretch([img[4:]])[0][0], bottom[0])  # its own percentiles
+
+
+@pytest.mark.parametrize("channels", [None, 3, 4])
+def test_png_bytes_keep_grey_rgb_and_rgba_pixels(channels):
+    import cv2
+
+    from photometry_graph.core.display import png_bytes
+    rng = np.random.default_rng(5)
+    pic = rng.integers(0, 256, (5, 7) if channels is None else (5, 7, channels), np.uint8)
+    back = cv2.imdecode(np.frombuffer(png_bytes(pic, compression=1), np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+    if channels:  # OpenCV reads BGR(A)
+        back = back[..., [2, 1, 0, 3][:channels]]
+    assert np.array_equal(back, pic)
