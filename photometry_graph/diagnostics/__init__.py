@@ -25,8 +25,8 @@ from .tables import (  # noqa: F401
 )
 from .plots import (  # noqa: F401
     asinh_stretch, plot_images, plot_before_after, plot_overlap_graph, graph_edge_values,
-    graph_edge_status, STATUS_COLOURS, STATUS_LABELS, plot_edge_residuals, plot_residual_map,
-    plot_solution_vs_truth, plot_overlap_scatter,
+    graph_edge_status, graph_node_boxes, STATUS_COLOURS, STATUS_LABELS, plot_edge_residuals,
+    plot_residual_map, plot_solution_vs_truth, plot_overlap_scatter,
 )
 from .html import (  # noqa: F401
     WARNING_ADVICE, warning_advice, render_html_report,
@@ -46,10 +46,11 @@ __all__ = [
     "overlap_pixels", "mosaic_vs_frame_truth", "mosaic_vs_frame_survey", "EDGE_COLUMNS",
     "TILE_COLUMNS", "edge_residual_table", "tile_table", "truth_errors", "truth_summary",
     "format_table", "demo_quality_table", "asinh_stretch", "plot_images", "plot_before_after",
-    "plot_overlap_graph", "graph_edge_values", "graph_edge_status", "STATUS_COLOURS",
-    "STATUS_LABELS", "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
-    "plot_overlap_scatter", "WARNING_ADVICE", "warning_advice", "render_html_report",
-    "panel_footprints", "panel_cells", "panel_gain_errors", "star_gains", "mosaic_vs_panels",
-    "Panel", "colours", "colour_bar", "nice_ticks", "log_ticks", "tick_labels", "svg_figure",
-    "svg_text", "backdrop_uri", "backdrop_image", "polyline", "legend",
+    "plot_overlap_graph", "graph_edge_values", "graph_edge_status", "graph_node_boxes",
+    "STATUS_COLOURS", "STATUS_LABELS", "plot_edge_residuals", "plot_residual_map",
+    "plot_solution_vs_truth", "plot_overlap_scatter", "WARNING_ADVICE", "warning_advice",
+    "render_html_report", "panel_footprints", "panel_cells", "panel_gain_errors", "star_gains",
+    "mosaic_vs_panels", "Panel", "colours", "colour_bar", "nice_ticks", "log_ticks",
+    "tick_labels", "svg_figure", "svg_text", "backdrop_uri", "backdrop_image", "polyline",
+    "legend",
 ]

@@ -23,9 +23,10 @@ import re
 
 import numpy as np
 
-from .plots import STATUS_COLOURS, STATUS_LABELS, graph_edge_status, graph_edge_values
+from .plots import (STATUS_COLOURS, STATUS_LABELS, graph_edge_status, graph_edge_values,
+                    graph_node_boxes)
 from .report import GRAPH_KINDS, float_or_nan, graph_view, unpack_run
-from .svg import (Panel, backdrop_image, backdrop_uri, colour_bar, colours, legend, log_ticks,
+from .svg import (Panel, backdrop_image, backdrop_uri, colours, legend, log_ticks,
                   nice_ticks, polyline, svg_figure, svg_text)
 from .tables import demo_quality_table, edge_residual_table
 
@@ -278,12 +279,10 @@ def _abs_values(run, key):
 
 def _graph_layout(run):
     """Node ids, boxes, centres ``(x, y)`` and edges ``(u, v, data)`` of a run's graph."""
-    g = run.graph
-    nodes = list(g.nodes)
-    boxes = [d.get("bbox") if d.get("bbox") is not None else d["tile"].bbox
-             for _, d in g.nodes(data=True)]
-    centre = {n: (b.center[1], b.center[0]) for n, b in zip(nodes, boxes)}
-    return nodes, boxes, centre, list(g.edges(data=True))
+    by_node = graph_node_boxes(run.graph)
+    nodes, boxes = list(by_node), list(by_node.values())
+    centre = {n: (b.center[1], b.center[0]) for n, b in by_node.items()}
+    return nodes, boxes, centre, list(run.graph.edges(data=True))
 
 
 def _star(x, y, r):
@@ -299,11 +298,7 @@ def _graph_panel(panel, layout, edge_colour, tips, refs, annotate):
     """Outlines, edges (coloured, with their tooltips), nodes and references in ``panel``."""
     nodes, boxes, centre, edges = layout
     out = ['<g fill="none" stroke="#999" stroke-width="0.7">']
-    for b in boxes:
-        x0, x1 = panel.x(b.x0 - 0.5), panel.x(b.x1 - 0.5)
-        y0, y1 = panel.y(b.y1 - 0.5), panel.y(b.y0 - 0.5)
-        out.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" '
-                   f'height="{y1 - y0:.1f}"/>')
+    out += [f"<rect {panel.box(b.y0, b.y1, b.x0, b.x1)}/>" for b in boxes]
     out.append('</g><g stroke-width="2.5" stroke-linecap="round">')
     for (u, v, _), colour, tip in zip(edges, edge_colour, tips):
         (xu, yu), (xv, yv) = centre[u], centre[v]
@@ -358,8 +353,7 @@ def _graph_figure(view, run, sky):
             tips = [f"{u} - {v}: {val:.4g}" for (u, v, _), val in zip(edges, vals)]
             body.append(panel.clipped(under + _graph_panel(
                 panel, layout, colours(vals, lo, hi, log=True), tips, refs, False)))
-            body.append(colour_bar(panel.left + panel.width + 8, panel.top + 10, 12,
-                                   panel.height - 20, lo, hi, log=True, label=label))
+            body.append(panel.colour_bar(lo, hi, log=True, label=label))
         else:
             body.append(panel.clipped(under))
         body.append(frame)
@@ -434,16 +428,11 @@ def _maps_figure(view, run, sky):
         scale = "diverging" if k < 2 else "sequential"
         under, frame = sky.draw(panel, title, k == 0)
         boxes = [under, f'<g fill-opacity="{alpha}" stroke="#111" stroke-width="0.6">']
-        for v, val, colour in zip(values, vals, colours(vals, lo, hi, scale=scale)):
-            y0, y1, x0, x1 = v[0]["bbox"]
-            left, right = panel.x(x0 - 0.5), panel.x(x1 - 0.5)
-            top, bottom = panel.y(y1 - 0.5), panel.y(y0 - 0.5)
-            boxes.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
-                         f'height="{bottom - top:.1f}" fill="{colour}"><title>'
-                         f'{_esc(v[0]["tile_id"])}: {val:.5g}</title></rect>')
+        boxes += [f'<rect {panel.box(*v[0]["bbox"])} fill="{colour}"><title>'
+                  f'{_esc(v[0]["tile_id"])}: {val:.5g}</title></rect>'
+                  for v, val, colour in zip(values, vals, colours(vals, lo, hi, scale=scale))]
         body.append(panel.clipped("".join(boxes) + "</g>"))
-        body.append(colour_bar(panel.left + panel.width + 8, panel.top + 10, 12,
-                               panel.height - 20, lo, hi, scale=scale))
+        body.append(panel.colour_bar(lo, hi, scale=scale))
         body.append(frame)
     return svg_figure(width, height, "".join(body), f"{view['node_kind']} corrections")
 

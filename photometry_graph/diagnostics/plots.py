@@ -15,7 +15,8 @@ from .tables import edge_residual_table, truth_errors
 
 # asinh_stretch (its home is core.display) is re-exported: the stretch the plots use
 __all__ = ["asinh_stretch", "plot_images", "plot_before_after", "plot_overlap_graph",
-           "graph_edge_values", "graph_edge_status", "STATUS_COLOURS", "STATUS_LABELS",
+           "graph_edge_values", "graph_edge_status", "graph_node_boxes", "STATUS_COLOURS",
+           "STATUS_LABELS",
            "plot_edge_residuals", "plot_residual_map", "plot_solution_vs_truth",
            "plot_overlap_scatter"]
 
@@ -164,6 +165,23 @@ def _from_stars(fit):
     return source == "stars"
 
 
+def graph_node_boxes(graph):
+    """``{node: BBox}`` of an overlap graph: a node's ``bbox``, else its tile's.
+
+    Raises
+    ------
+    ValueError
+        When a node has neither.
+    """
+    bboxes = {n: (d.get("bbox") if d.get("bbox") is not None else
+                  getattr(d.get("tile"), "bbox", None)) for n, d in graph.nodes(data=True)}
+    missing = [n for n, b in bboxes.items() if b is None]
+    if missing:
+        raise ValueError(f"nodes {missing[:5]} have no bbox; build the graph with "
+                         "build_tile_overlap_graph")
+    return bboxes
+
+
 def graph_edge_status(data):
     """Worst fit status of an edge: ``'ok'``, ``'offset_only'``, ``'failed'``, or
     ``'stars'`` for an ok edge whose gain is from its stars (``data``: the edge's
@@ -240,12 +258,7 @@ def plot_overlap_graph(graph, ax=None, residuals="auto", *, solution=None, chann
                          "report with the tiles' boxes")
     if not isinstance(g, nx.Graph):
         raise TypeError(f"graph must be a networkx.Graph, got {type(g).__name__}")
-    bboxes = {n: (d.get("bbox") if d.get("bbox") is not None else
-                  getattr(d.get("tile"), "bbox", None)) for n, d in g.nodes(data=True)}
-    missing = [n for n, b in bboxes.items() if b is None]
-    if missing:
-        raise ValueError(f"nodes {missing[:5]} have no bbox; build the graph with "
-                         "build_tile_overlap_graph")
+    bboxes = graph_node_boxes(g)
 
     def to_plot(x, y):
         if wcs is None:

@@ -182,6 +182,19 @@ class Panel:
         lo, hi = self._y
         return self.top + self.height - (v - lo) / (hi - lo) * self.height
 
+    def box(self, y0, y1, x0, x1):
+        """The ``x``, ``y``, ``width`` and ``height`` attributes of the pixels ``y0:y1``,
+        ``x0:x1`` (their outer edges, half a pixel beyond the centres)."""
+        left, right = float(self.x(x0 - 0.5)), float(self.x(x1 - 0.5))
+        top, bottom = float(self.y(y1 - 0.5)), float(self.y(y0 - 0.5))
+        return (f'x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
+                f'height="{bottom - top:.1f}"')
+
+    def colour_bar(self, lo, hi, **kw):
+        """A :func:`colour_bar` right of the panel, along its height."""
+        return colour_bar(self.left + self.width + 8, self.top + 10, 12, self.height - 20, lo,
+                          hi, **kw)
+
     def clipped(self, body):
         """``body`` (figure coordinates) drawn inside the panel only: a nested viewport."""
         box = f"{self.left:.1f} {self.top:.1f} {self.width:.1f} {self.height:.1f}"
