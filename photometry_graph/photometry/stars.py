@@ -243,10 +243,14 @@ def _check_noise(name, noise):
 
 def _pixels(image):
     """``image`` as a C-ordered array that sep reads: float32 stays float32 (sep measures in
-    single precision anyway, so the fluxes are the same), anything else becomes float64."""
+    single precision anyway, so the fluxes are the same), anything else becomes float64.
+
+    sep takes writable buffers only (it never writes them): a read-only image (a binned
+    frame mapped from its scratch file, a view of it) is copied."""
     image = np.asarray(image)
     single = image.dtype.kind == "f" and image.dtype.itemsize == 4
-    return np.ascontiguousarray(image, dtype=np.float32 if single else np.float64)
+    out = np.ascontiguousarray(image, dtype=np.float32 if single else np.float64)
+    return out if out.flags.writeable else out.copy()
 
 
 def _check_inputs(src, dst, valid, saturated, noise_src, noise_dst):

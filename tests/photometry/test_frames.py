@@ -231,6 +231,29 @@ def test_prebinned_frames_give_the_same_solution():
     assert max(abs(c.gain[0] - 1) for c in direct.corrections.values()) > 0.01
 
 
+
+def test_binned_frames_mapped_from_scratch_files_give_the_same_solution(tmp_path):
+    # binned frames beyond the memory plan go to scratch files and come back as read-only
+    # maps: every fit (its star estimate too) and the solve must be those of frames in memory
+    from photometry_graph.pipeline.pieces import spill_binned
+    s = make_frame_survey(2, 2, frame_shape=(480, 720), rng=0, gain_range=(0.85, 1.15),
+                          offset_range=30.0, **RICH)
+    g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=512)
+    held = [bin_frame_on_grid(f.data, f.wcs, g.wcs, g.shape, 4, mask=f.valid)
+            for f in s.frames]
+    mapped = [spill_binned(b, tmp_path, k) for k, b in enumerate(held)]
+    assert not mapped[0][1]().flags.writeable
+    kw = dict(bin_factor=4, prebinned=True, model="plane", rng=0, gain_estimator="auto")
+    res = [harmonize_frames(lambda k, b=b: b[k], s.frame_wcs_list, s.frame_shapes, g.wcs,
+                            g.shape, **kw) for b in (held, mapped)]
+    estimates = [r.report["harmonize"]["gain_estimates"] for r in res]
+    assert estimates[1]["sources"] == estimates[0]["sources"]
+    assert estimates[1]["with_stars"] == estimates[0]["with_stars"] >= 4
+    assert res[1].report["harmonize"]["fits"] == {"ok": 6, "offset_only": 0, "failed": 0}
+    for k, c in res[0].corrections.items():
+        np.testing.assert_array_equal(res[1].corrections[k].gain, c.gain)
+    assert _gain_spread(s, res[1].corrections) < 0.01
+
 def test_frame_harmonization_rgb():
     s = make_frame_survey(2, 2, frame_shape=(200, 300), channels=3, rng=1, **RICH)
     g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=256)

@@ -439,3 +439,23 @@ def test_aperture_sums_never_read_masked_pixels():
     nan = _aperture_fluxes(np.where(valid, img, np.nan), invalid, x, y, (3.0, 4.5, 7.5), 5.0)
     for u, v in zip(zero, nan):
         assert np.all(np.isfinite(v)) and np.array_equal(u, v)
+
+
+def test_read_only_images_measure_the_same_ratio_as_writable_ones():
+    # binned frames beyond the memory plan are mapped read-only from their scratch files;
+    # sep takes writable buffers only, so the star estimate must not fail on them
+    pair = make_overlap_pair(n_stars=60, star_peak_range=(10.0, 500.0), signal_to_noise=2.0,
+                             gain=GAIN, offsets=(5.0, -30.0), rng=4)
+    src, dst = (np.array(img, dtype=np.float32) for img in (pair.src, pair.dst))
+    kw = dict(noise_src=pair.noise_src, noise_dst=pair.noise_dst)
+    writable = measure_star_ratio(src, dst, pair.valid, **kw)
+    for img in (src, dst):
+        img.setflags(write=False)
+    cats = [detect_stars(img, pair.valid, noise=n) for img, n in
+            ((src, pair.noise_src), (dst, pair.noise_dst))]
+    read_only = measure_star_ratio(src, dst, pair.valid, **kw)
+    assert writable.ok and read_only.ok and writable.n_used >= 20
+    assert read_only.ratio == writable.ratio and read_only.sigma == writable.sigma
+    assert abs(read_only.ratio - GAIN) < 3 * read_only.sigma
+    given = measure_star_ratio(src, dst, pair.valid, catalogues=tuple(cats), **kw)
+    assert given.ok and not (src.flags.writeable or dst.flags.writeable)
