@@ -21,14 +21,19 @@ from pathlib import Path
 
 from ._log import get_logger, grid_debug
 
-__all__ = ["IN_PROCESS_PIXELS", "FRAME_PASS_MODULE", "FITS_SUFFIXES", "main", "pool_likely",
-           "pixel_bytes", "start_server", "take_started_server"]
+__all__ = ["IN_PROCESS_PIXELS", "FRAME_PASS_MODULE", "WORKER_LIBRARIES", "FITS_SUFFIXES", "main",
+           "pool_likely", "pixel_bytes", "server_preload", "start_server",
+           "take_started_server"]
 
 #: Frame pixels below which a run works in the calling process: starting a pool of
 #: workers costs ~1.4 s (measured), what 2 workers save on ~6 frames of 1080x1920.
 IN_PROCESS_PIXELS = 12e6
 #: The module the workers of the frame pass run (the server preloads it).
 FRAME_PASS_MODULE = "photometry_graph.pipeline.pieces"
+#: Libraries that the workers' tasks import where they use them and the calling process
+#: does not need at the start (the star estimate's least squares and neighbour search,
+#: ~0.3 s): the server imports them once, not every worker of every pool.
+WORKER_LIBRARIES = ("scipy.optimize", "scipy.spatial")
 #: The names of FITS files, any letter case (gzipped ones too).
 FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz")
 _CARD, _BLOCK = 80, 2880
@@ -151,6 +156,18 @@ def _primary_cards(path, max_blocks=36):
     raise ValueError(f"{path}: no END card in the first {max_blocks} header blocks")
 
 
+def server_preload(module):
+    """The modules the workers' server imports: ``module`` (the one the workers' tasks live
+    in), then :data:`WORKER_LIBRARIES`.
+
+    Examples
+    --------
+    >>> server_preload("photometry_graph.pipeline.pieces")[0]
+    'photometry_graph.pipeline.pieces'
+    """
+    return [module, *WORKER_LIBRARIES]
+
+
 def start_server(module=None):
     """Start the workers' server (``forkserver``), preloading ``module``, in a thread.
 
@@ -172,7 +189,8 @@ def start_server(module=None):
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return None
     if module:
-        multiprocessing.get_context("forkserver").set_forkserver_preload([module])
+        multiprocessing.get_context("forkserver").set_forkserver_preload(
+            server_preload(module))
 
     def start():
         if hasattr(signal, "pthread_sigmask"):

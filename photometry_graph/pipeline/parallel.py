@@ -35,7 +35,7 @@ from contextlib import contextmanager
 import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
-from ..launch import start_server
+from ..launch import server_preload, start_server
 
 __all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
            "STOP_SIGNALS", "single_threaded", "start_workers_early", "stop_workers_early",
@@ -488,7 +488,7 @@ def _context(func):
     if module and module != "__main__":
         # imported once by the server (from the same sys.path), inherited by every worker;
         # takes effect when the server starts, i.e. at the first pool of this process
-        ctx.set_forkserver_preload([module])
+        ctx.set_forkserver_preload(server_preload(module))
     return ctx
 
 
