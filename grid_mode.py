@@ -133,10 +133,14 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
         stop_workers_early(early)  # process (a tight budget): the server's memory is not planned
     while True:
         binning = opts.frame_photometry and len(frames) >= 2
-        spill = scratch if plan.spill and binning and scratch is not None else None
+        # on a cluster they go to the scratch folder whatever the memory: the overlap fits
+        # then travel as readers of their crops, not as pixels through the client
+        spill = scratch if (plan.spill or opts.scheduler is not None) and binning \
+            and scratch is not None else None
         if spill is not None:
-            progress("Frame photometry: the %d binned frames go to %s (they would not fit "
-                     "memory_mb=%g)", 0.1, len(frames), scratch, opts.memory_mb)
+            progress("Frame photometry: the %d binned frames go to %s (%s)", 0.1, len(frames),
+                     scratch, f"they would not fit memory_mb={opts.memory_mb:g}" if plan.spill
+                     else "the cluster's workers read them there")
             Path(scratch).mkdir(parents=True, exist_ok=True)
         tasks, solve_key = frame_tasks(frames, grid, opts, pieces,
                                        plan.bin_factor if binning else None, spill)

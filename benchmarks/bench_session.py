@@ -197,13 +197,16 @@ def run(label, cmd, n_frames, *, cwd=None, also=(), timeout=None):
 
 
 def grid_stages(out):
-    """Stage times (s) and the frame photometry's fit count from a grid-mode report."""
+    """Stage times (s), the frame photometry's fits (count, how many failed or gave an
+    offset only) and the run's [GRID] warnings, from a grid-mode report."""
     report = json.loads((Path(out) / "grid_report.json").read_text())
     t = report.get("timings", {})
     harm = (report.get("frame_photometry") or {}).get("harmonize") or {}
-    fits_ = harm.get("edges")
+    status = harm.get("fits") or {}
     text = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
-    return f"{text}; frame fits {fits_}"
+    return (f"{text}; frame fits {harm.get('edges')} (failed {status.get('failed', '?')}, "
+            f"offset only {status.get('offset_only', '?')}); "
+            f"{len(report.get('warnings') or [])} warning(s)")
 
 
 def table(rows, peer=None):

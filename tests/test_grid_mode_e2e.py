@@ -458,15 +458,21 @@ def test_interrupted_run_leaves_no_final_file_and_a_rerun_succeeds(mono_frames, 
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
 
 
-def test_process_pool_and_dask_cluster_give_the_same_mosaic(mono_frames, tmp_path):
+def test_process_pool_and_dask_cluster_give_the_same_mosaic(mono_frames, tmp_path, caplog):
     distributed = pytest.importorskip("dask.distributed")
     _, frames, _ = mono_frames
     ref = grid_mode.run_grid_mode(frames, tmp_path / "one", **FAST)
     pool = grid_mode.run_grid_mode(frames, tmp_path / "pool", **dict(FAST, workers=2))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=None) as cluster, \
+            caplog.at_level(logging.INFO, logger="photometry_graph"):
+        caplog.clear()
         dask_run = grid_mode.run_grid_mode(frames, tmp_path / "dask",
                                            **dict(FAST, scheduler=cluster.scheduler_address))
+    # on a cluster the binned frames go to the scratch folder (the fits carry readers of
+    # their crops, not pixels), which is gone at the end
+    assert "binned frames go to" in caplog.text and "the cluster's workers" in caplog.text
+    assert not (tmp_path / "dask/.binned_frames").exists()
     pids = {s["worker_pid"] for s in pool.report["tile_stacking"]}
     assert os.getpid() not in pids  # the tiles were stacked by worker processes
     # and the overlap fits of the frame and the tile photometry ran there too

@@ -20,7 +20,7 @@ from .frameio import file_problem, read_frame_info
 from .images import usable_majority
 from .options import GridModeError
 from .parallel import fit_task_map
-from .pieces import spill_binned
+from .pieces import BinnedFile, spill_binned
 from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
 __all__ = ["FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
@@ -67,14 +67,16 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
     With a ``bin_factor`` each frame is binned on ``grid`` for the frame photometry, unless
     an earlier run recorded the same binned frame (``task["binned"]`` then holds it, written
     to ``scratch`` when given: :func:`kept_result`) or the same frame solve (no frame is
-    binned).  ``pieces``: the run's
+    binned).  With ``scratch`` the worker writes the binned frame there itself.
+    ``pieces``: the run's
     :class:`~photometry_graph.pipeline.resume.RunPieces` (None: nothing recorded).
     """
     tasks = [dict(index=k, frame=f, options=opts) for k, f in enumerate(frames)]
     if not bin_factor:
         return tasks, None
     for t in tasks:
-        t.update(grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor)
+        t.update(grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor,
+                 scratch=None if scratch is None else str(scratch))
     if pieces is None:  # nothing recorded, nothing reused
         return tasks, None
     for t in tasks:
@@ -115,8 +117,9 @@ def _reused_binned(store, record):
 def kept_result(res, scratch, k):
     """A result of :func:`~photometry_graph.pipeline.pieces.frame_pass` as it is kept until
     the solve: its binned frame written to ``scratch`` (as it arrives, so that at most one
-    is in memory) when ``scratch`` is given."""
-    if scratch is None or isinstance(res, BaseException) or not isinstance(res[2], tuple):
+    is in memory) when ``scratch`` is given and the worker has not written it."""
+    if scratch is None or isinstance(res, BaseException) or not isinstance(res[2], tuple) \
+            or isinstance(res[2][1], BinnedFile):
         return res
     return res[:2] + (spill_binned(res[2], Path(scratch), k),)
 

@@ -12,6 +12,7 @@ a homography stands in for them (a WCS costs milliseconds to pickle).
 """
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -63,9 +64,10 @@ def frame_pass(task):
     """Worker: a frame read once -- its scan, and its binned copy for the frame photometry.
 
     ``task``: ``frame`` (FrameInfo), ``options``, and for the binning ``bin_factor``,
-    ``grid_wcs``, ``grid_shape`` (``bin_factor`` None: no binning) and ``record`` (where
-    the binned frame is recorded for a rerun, or None).  Returns ``(noise,
-    saturation, binned)``, ``binned`` as
+    ``grid_wcs``, ``grid_shape`` (``bin_factor`` None: no binning), ``record`` (where
+    the binned frame is recorded for a rerun, or None) and ``scratch`` (a folder: the
+    binned frame is written there, :func:`spill_binned`, and only its files travel back;
+    None: the arrays do).  Returns ``(noise, saturation, binned)``, ``binned`` as
     :func:`~photometry_graph.photometry.frames.bin_frame_on_grid` returns it (None when
     not asked, the ValueError that skips the frame from the solve); a frame that cannot
     be used at all raises.
@@ -86,6 +88,8 @@ def frame_pass(task):
             binned = exc
         else:
             _record_binned(task.get("record"), binned)
+            if binned is not None and task.get("scratch"):
+                binned = spill_binned(binned, Path(task["scratch"]), task["index"])
     return info.noise, info.saturation, binned
 
 

@@ -1,0 +1,34 @@
+"""The frame pass of a run (:func:`photometry_graph.pipeline.pieces.frame_pass`)."""
+
+import numpy as np
+
+from photometry_graph.core.wcsgrid import build_global_grid
+from photometry_graph.datasets import make_frame_survey
+from photometry_graph.pipeline.demo import write_frame_survey
+from photometry_graph.pipeline.frameio import read_frame_info
+from photometry_graph.pipeline.options import resolve_options
+from photometry_graph.pipeline.pieces import BinnedFile, frame_pass
+
+
+def test_a_frame_pass_with_a_scratch_folder_writes_the_binned_frame_there(tmp_path):
+    # the worker writes its binned frame and returns readers of its files: the same pixels
+    # as the arrays it returns without a scratch folder
+    survey = make_frame_survey(1, 2, frame_shape=(200, 300), rng=1)
+    paths = write_frame_survey(survey, tmp_path / "frames")
+    files = sorted(p for p in paths.iterdir() if p.suffix == ".fits")
+    infos = [read_frame_info(p, index=k) for k, p in enumerate(files)]
+    grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos], tile_size=256)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    task = dict(index=1, frame=infos[1], options=resolve_options({}), grid_wcs=grid.wcs,
+                grid_shape=grid.shape, bin_factor=4)
+    noise, saturation, held = frame_pass(dict(task))
+    noise2, saturation2, written = frame_pass(dict(task, scratch=str(scratch)))
+    assert (noise2, saturation2) == (noise, saturation) and noise > 0
+    assert written[0] == held[0]
+    assert all(isinstance(f, BinnedFile) for f in written[1:])
+    assert sorted(p.name for p in scratch.iterdir()) == ["frame_000001_data.npy",
+                                                         "frame_000001_mask.npy"]
+    np.testing.assert_array_equal(written[1](), held[1])
+    np.testing.assert_array_equal(written[2](), held[2])
+    assert held[2].any()
