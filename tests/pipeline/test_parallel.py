@@ -5,6 +5,7 @@ import logging
 import math
 import operator
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -422,3 +423,36 @@ def test_the_command_starts_the_workers_server_for_a_pooled_run_only(tmp_path, m
     assert forkserver._forkserver._forkserver_pid is not None
     stop_workers_early(thread)
     assert forkserver._forkserver._forkserver_pid is None
+
+
+_HEAP_PROBE = """
+import resource, numpy as np
+from photometry_graph.pipeline.parallel import reused_heap
+def faults(n=10):
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        x = np.ones(1 << 20)  # 8 MiB, freed at once
+        del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+bare = faults()
+with reused_heap():
+    faults(1)
+    inside = faults()
+print(bare, inside, faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_cluster_task_reuses_freed_arrays_where_the_worker_maps_each_anew():
+    # a dask worker's MALLOC_TRIM_THRESHOLD_ makes glibc map every array afresh (its pages
+    # faulted and zeroed at each use); a task's block reuses them, and the worker's
+    # setting is back after it
+    def probe(env):
+        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True,
+                             text=True, env=dict(os.environ, **env), check=True)
+        return [int(v) for v in out.stdout.split()]
+    bare, inside, after = probe({"MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert bare > 2000 and after > 2000  # > 200 page faults per array: mapped anew
+    assert inside < 0.05 * bare
+    plain = probe({})  # a process without the variable: nothing changes
+    assert plain[1] < 0.05 * bare and plain[2] < 0.05 * bare
