@@ -109,14 +109,22 @@ class BinnedFile:
 
     Callable: each call maps the file afresh (nothing stays mapped between uses, so the
     process holds only what it reads); ``shape`` without reading it.  Serves as the lazy
-    data of a :class:`~photometry_graph.core.tiles.TilePhotometryInfo`.
+    data of a :class:`~photometry_graph.core.tiles.TilePhotometryInfo`.  With the
+    ``dtype`` and the ``offset`` of the pixels in the file (what :func:`spill_binned`
+    knows), a call maps them without parsing the file's header (~0.4 ms: an overlap fit
+    reads four such files, the frame solve's residuals two per overlap).
     """
 
-    def __init__(self, path, shape):
+    def __init__(self, path, shape, dtype=None, offset=None):
         self.path, self.shape = str(path), tuple(shape)
+        self.dtype = None if dtype is None else np.dtype(dtype).str
+        self.offset = None if offset is None else int(offset)
 
     def __call__(self):
-        return np.load(self.path, mmap_mode="r")
+        if self.offset is None or not all(self.shape):
+            return np.load(self.path, mmap_mode="r")
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
+                         shape=self.shape)
 
 
 def spill_binned(binned, folder, k):
@@ -126,8 +134,9 @@ def spill_binned(binned, folder, k):
     out = [box]
     for name, arr in (("data", data), ("mask", valid)):
         path = folder / f"frame_{k:06d}_{name}.npy"
-        np.save(path, arr)
-        out.append(BinnedFile(path, arr.shape))
+        arr = np.ascontiguousarray(arr)
+        np.save(path, arr)  # a header, then the pixels in C order
+        out.append(BinnedFile(path, arr.shape, arr.dtype, path.stat().st_size - arr.nbytes))
     return tuple(out)
 
 

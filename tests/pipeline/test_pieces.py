@@ -1,6 +1,7 @@
 """The frame pass of a run (:func:`photometry_graph.pipeline.pieces.frame_pass`)."""
 
 import numpy as np
+import pytest
 
 from photometry_graph.core.wcsgrid import build_global_grid
 from photometry_graph.datasets import make_frame_survey
@@ -32,3 +33,21 @@ def test_a_frame_pass_with_a_scratch_folder_writes_the_binned_frame_there(tmp_pa
     np.testing.assert_array_equal(written[1](), held[1])
     np.testing.assert_array_equal(written[2](), held[2])
     assert held[2].any()
+
+
+def test_a_spilled_frame_maps_its_pixels_without_parsing_its_header(tmp_path, monkeypatch):
+    # the readers know where the pixels lie in their files: np.load is not called, the
+    # arrays are those written, read-only, and the readers travel to other processes
+    import pickle
+    from photometry_graph.core.tiles import BBox
+    from photometry_graph.pipeline.pieces import spill_binned
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(30, 40, 1)).astype(np.float32)
+    valid = rng.random((30, 40)) > 0.2
+    box, fdata, fmask = spill_binned((BBox(2, 32, 5, 45), data, valid), tmp_path, 7)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load called"))
+    for reader, arr in ((fdata, data), (fmask, valid)):
+        got = pickle.loads(pickle.dumps(reader))()
+        assert got.dtype == arr.dtype and not got.flags.writeable
+        np.testing.assert_array_equal(got, arr)
+    assert box == BBox(2, 32, 5, 45) and fdata.shape == (30, 40, 1)
