@@ -456,3 +456,20 @@ def test_a_cluster_task_reuses_freed_arrays_where_the_worker_maps_each_anew():
     assert inside < 0.05 * bare
     plain = probe({})  # a process without the variable: nothing changes
     assert plain[1] < 0.05 * bare and plain[2] < 0.05 * bare
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_a_pools_task_pipe_holds_a_whole_overlap_fit():
+    # the next task (~1.5 MB for an overlap fit) is written while the workers compute
+    import concurrent.futures
+    import fcntl
+    from photometry_graph.pipeline.parallel import TASK_PIPE_BYTES, _grow_task_pipe
+    pool = concurrent.futures.ProcessPoolExecutor(1)
+    try:
+        fd = pool._call_queue._writer.fileno()
+        before = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        _grow_task_pipe(pool)
+        assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) >= TASK_PIPE_BYTES > before
+        _grow_task_pipe(object())  # an executor without that pipe: nothing happens
+    finally:
+        pool.shutdown()
