@@ -27,7 +27,7 @@ import math
 import resource
 from dataclasses import dataclass, field
 
-from .._log import get_logger, grid_debug, grid_warning
+from .._log import get_logger, grid_debug, grid_info, grid_warning
 from ..launch import IN_PROCESS_PIXELS  # the rule the command applies too
 from ..stacking.clip import STATE_BYTES
 from ..stacking.stack import BAND_ROWS
@@ -306,10 +306,15 @@ def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
         base = process_pss_bytes() - host_bytes
         tile_ws = _tile_bytes(*_largest_frame(frames), tile_width)
         over = base + (MAIN_GROWTH_MB + MIN_STACK_MB) * MB + tile_ws - float(memory_mb) * MB
-        grid_warning(logger, "memory: this process holds %.0f MB after the frame photometry; "
-                     "the tiles are stacked here with the least memory, about %.0f MB beyond "
-                     "memory_mb=%g (raise --memory-mb by that much to stay within it)",
-                     base / MB, max(0.0, over / MB), memory_mb)
+        if over > 0.5 * MB:
+            grid_warning(logger, "memory: this process holds %.0f MB after the frame "
+                         "photometry; the tiles are stacked here with the least memory, about "
+                         "%.0f MB beyond memory_mb=%g (raise --memory-mb by that much to stay "
+                         "within it)", base / MB, math.ceil(over / MB), memory_mb)
+        else:  # within the budget, not within the share the plan spends: no warning
+            grid_info(logger, "memory: this process holds %.0f MB after the frame photometry; "
+                      "the tiles are stacked here with the least memory (their frames read "
+                      "again for each band), within memory_mb=%g", base / MB, memory_mb)
         return MemoryPlan(workers=1, stack_bytes=int(MIN_STACK_MB * MB), bin_factor=0,
                           details=dict(memory_mb=float(memory_mb), program_mb=base / MB,
                                        workers=1, stack_mb=MIN_STACK_MB,

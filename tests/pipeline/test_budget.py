@@ -93,6 +93,27 @@ def test_the_tiles_are_planned_again_from_what_the_process_holds_then():
     assert tight.details["over_mb"] > tight.details["program_mb"] - budget > 0
 
 
+
+@pytest.mark.parametrize("beyond_mb", [-1.0, 40.0])
+def test_stacking_with_the_least_memory_is_warned_only_beyond_the_budget(
+        monkeypatch, caplog, beyond_mb):
+    # the plan spends 90 % of the budget: a process that needs more than that share but
+    # less than the budget stacks with the least memory, told, and not warned about
+    import logging
+    from photometry_graph.pipeline import budget as mod
+    monkeypatch.setattr(mod, "process_pss_bytes", lambda pid="self": 300 * MB)
+    monkeypatch.setattr(mod, "release_memory", lambda: None)
+    tile_ws = mod._tile_bytes((1080, 1920), 1, 1862)
+    need = 300 + mod.MAIN_GROWTH_MB + mod.MIN_STACK_MB + tile_ws / MB
+    with caplog.at_level(logging.INFO, logger="photometry_graph"):
+        plan = mod.plan_tiles(need - beyond_mb, _frames(120), 1862, workers=2)
+    assert plan.workers == 1 and plan.stack_bytes == mod.MIN_STACK_MB * MB
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    if beyond_mb > 0:
+        assert len(warned) == 1 and "about 40 MB beyond" in warned[0].getMessage()
+    else:
+        assert not warned and "within memory_mb=" in caplog.text
+
 def test_a_small_run_works_in_the_calling_process():
     # by default; workers asked for explicitly are used (memory permitting)
     small = plan_memory(1024, _frames(9, shape=(410, 410)), 1862, baseline_bytes=90 * MB)
