@@ -32,7 +32,7 @@ from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, 
                                    grid_warning)
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
                                            canvas_limit, footprint_bbox, geometry_outliers)
-from photometry_graph.launch import pool_likely, take_started_server
+from photometry_graph.launch import pool_likely, server_preload, take_started_server
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.budget import (plan_memory, plan_tiles,
                                               release_memory)
@@ -116,7 +116,8 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     photometry; frames without usable pixels are skipped (warned), and when they widened
     the canvas the grid is laid out again without them.  Returns ``(frames, grid, plan,
     binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
-    ``scratch`` when the plan says they do not fit memory).
+    ``scratch``, written by the workers, when the plan says they do not fit memory, and
+    always on a dask cluster).
     """
     pooled = opts.scheduler is None and pool_likely([e.path for e in entries], opts.workers)
     command = take_started_server()  # the server the command started, if any
@@ -321,7 +322,8 @@ def _run(input_folder, output_folder, options, warnings):
         raise GridModeError(f"the input folder {input_folder} does not exist")
     opts = _resolve_options(options)
     out = check_output_folder(input_folder, output_folder)
-    with cluster_session(opts.scheduler, preload=(frame_pass.__module__,)):  # one client
+    # one client for the run; its workers import what the tasks use while headers are read
+    with cluster_session(opts.scheduler, preload=server_preload(frame_pass.__module__)):
         return _locked(out, _stages, input_folder, out, opts, warnings)
 
 

@@ -157,8 +157,16 @@ def _primary_cards(path, max_blocks=36):
 
 
 def server_preload(module):
-    """The modules the workers' server imports: ``module`` (the one the workers' tasks live
-    in), then :data:`WORKER_LIBRARIES`.
+    """The modules the workers' server imports: ``module``, then :data:`WORKER_LIBRARIES`.
+
+    Parameters
+    ----------
+    module : str
+        The module the workers' tasks live in.
+
+    Returns
+    -------
+    list of str
 
     Examples
     --------

@@ -76,7 +76,7 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
         return tasks, None
     for t in tasks:
         t.update(grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor,
-                 scratch=None if scratch is None else str(scratch))
+                 scratch=None if scratch is None else str(Path(scratch).resolve()))
     if pieces is None:  # nothing recorded, nothing reused
         return tasks, None
     for t in tasks:

@@ -21,6 +21,7 @@ from ..core.tiles import BBox
 from ..photometry.frames import bin_frame_on_grid, masked_gaussian_blur
 from ..stacking.resample import box_extent, reproject_to_bbox, wcs_homography
 from ..stacking.stack import radial_weight
+from .fileio import atomic
 from .frameio import load_frame, read_pixels, scan_frame
 from .options import frame_saturation, frame_smooth_sigma
 
@@ -89,7 +90,10 @@ def frame_pass(task):
         else:
             _record_binned(task.get("record"), binned)
             if binned is not None and task.get("scratch"):
-                binned = spill_binned(binned, Path(task["scratch"]), task["index"])
+                try:
+                    binned = spill_binned(binned, Path(task["scratch"]), task["index"])
+                except OSError:  # the arrays travel back: the caller writes them or says why
+                    pass
     return info.noise, info.saturation, binned
 
 
@@ -135,7 +139,9 @@ def spill_binned(binned, folder, k):
     for name, arr in (("data", data), ("mask", valid)):
         path = folder / f"frame_{k:06d}_{name}.npy"
         arr = np.ascontiguousarray(arr)
-        np.save(path, arr)  # a header, then the pixels in C order
+        with atomic(path) as tmp:  # a task run twice never leaves half a file
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)  # a header, then the pixels in C order
         out.append(BinnedFile(path, arr.shape, arr.dtype, path.stat().st_size - arr.nbytes))
     return tuple(out)
 

@@ -231,7 +231,6 @@ def test_prebinned_frames_give_the_same_solution():
     assert max(abs(c.gain[0] - 1) for c in direct.corrections.values()) > 0.01
 
 
-
 def test_binned_frames_mapped_from_scratch_files_give_the_same_solution(tmp_path):
     # binned frames beyond the memory plan go to scratch files and come back as read-only
     # maps: every fit (its star estimate too) and the solve must be those of frames in memory
@@ -253,6 +252,7 @@ def test_binned_frames_mapped_from_scratch_files_give_the_same_solution(tmp_path
     for k, c in res[0].corrections.items():
         np.testing.assert_array_equal(res[1].corrections[k].gain, c.gain)
     assert _gain_spread(s, res[1].corrections) < 0.01
+
 
 def test_frame_harmonization_rgb():
     s = make_frame_survey(2, 2, frame_shape=(200, 300), channels=3, rng=1, **RICH)

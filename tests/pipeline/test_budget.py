@@ -93,7 +93,6 @@ def test_the_tiles_are_planned_again_from_what_the_process_holds_then():
     assert tight.details["over_mb"] > tight.details["program_mb"] - budget > 0
 
 
-
 @pytest.mark.parametrize("beyond_mb", [-1.0, 40.0])
 def test_stacking_with_the_least_memory_is_warned_only_beyond_the_budget(
         monkeypatch, caplog, beyond_mb):
@@ -113,6 +112,7 @@ def test_stacking_with_the_least_memory_is_warned_only_beyond_the_budget(
         assert len(warned) == 1 and "about 40 MB beyond" in warned[0].getMessage()
     else:
         assert not warned and "within memory_mb=" in caplog.text
+
 
 def test_a_small_run_works_in_the_calling_process():
     # by default; workers asked for explicitly are used (memory permitting)

@@ -33,6 +33,19 @@ def test_a_frame_pass_with_a_scratch_folder_writes_the_binned_frame_there(tmp_pa
     np.testing.assert_array_equal(written[1](), held[1])
     np.testing.assert_array_equal(written[2](), held[2])
     assert held[2].any()
+    assert not [p for p in scratch.iterdir() if ".tmp" in p.name]
+
+
+def test_a_frame_pass_that_cannot_write_its_binned_frame_returns_the_arrays(tmp_path):
+    # a full or unwritable scratch folder costs the frame nothing: the arrays travel back
+    survey = make_frame_survey(1, 2, frame_shape=(200, 300), rng=1)
+    paths = write_frame_survey(survey, tmp_path / "frames")
+    info = read_frame_info(sorted(paths.glob("*.fits"))[0])
+    grid = build_global_grid([info.wcs], [info.shape], tile_size=256)
+    task = dict(index=0, frame=info, options=resolve_options({}), grid_wcs=grid.wcs,
+                grid_shape=grid.shape, bin_factor=4, scratch=str(tmp_path / "missing"))
+    _, _, binned = frame_pass(task)
+    assert isinstance(binned[1], np.ndarray) and binned[2].any()
 
 
 def test_a_spilled_frame_maps_its_pixels_without_parsing_its_header(tmp_path, monkeypatch):
