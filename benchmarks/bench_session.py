@@ -336,8 +336,9 @@ def scaling_run(args, root, data):
         out = root / f"grid_{n}"
         mb = args.memory_mb[0] if args.memory_mb else None
         r = run("grid-mode run", grid_mode_cmd(frames, out, args, mb), n, timeout=args.timeout)
-        if r["m"].ok:
+        if r["m"].ok:  # the quality too: what goes wrong at scale shows there (~9 s a size)
             r["stages"] = grid_stages(out)
+            r["q"] = session_quality(session, out / "mosaic_grid.fits")
         rows.append(r)
         shutil.rmtree(out, ignore_errors=True)
         if not args.data:
