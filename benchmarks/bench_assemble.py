@@ -367,7 +367,8 @@ def main(argv=None):
                 print(f"  {method}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
                       flush=True)
                 results.append(r)
-            shutil.rmtree(tiles_dir, ignore_errors=args.keep is None)
+            if args.keep is None:  # --keep keeps the tiles too
+                shutil.rmtree(tiles_dir, ignore_errors=True)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
