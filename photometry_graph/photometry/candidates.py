@@ -11,13 +11,25 @@ frames' valid span in each row (rotated frames fill 40-100 % of their boxes, so 
 intersections rank them poorly) or on their boxes: memory ``O(n)`` per block row, never
 the list of every pair; the forest takes a pass over the matrix per round, ``log2(n)``
 rounds at most.
+
+The largest overlaps of a frame are those with the other dithers of its pointing: nearly
+the whole frame.  Its overlaps with the neighbouring pointings -- a fifth of it, say -- are
+*partial* (:data:`PARTIAL_OVERLAP`), and none is among its largest when a pointing holds
+more frames than that number: the pointings would then hang together by the single overlap
+of a spanning tree each, and their gains drift apart by that one fit's error.  So the
+candidates also hold the largest partial overlaps of every frame, and the graph's groups of
+near-identical frames (:func:`overlap_groups`) get several overlaps between each other
+(:func:`bridge_edges`).
 """
+
+from collections import Counter
 
 import numpy as np
 
 from ..core.tiles import BBox  # noqa: F401 (the examples)
 
-__all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "row_spans", "candidate_pairs"]
+__all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "row_spans", "candidate_pairs",
+           "overlap_groups", "bridge_edges"]
 
 #: Cells of the overlap matrix (times the rows of the nodes' spans) computed at once: ~24
 #: MB of temporary arrays.
@@ -28,6 +40,10 @@ _EMPTY = 2 ** 30  # a row without a valid pixel: the span (_EMPTY, -_EMPTY) meet
 #: rows.  Exact for groups of one row; never smaller than the jointly valid pixels, so no
 #: overlap is missed, and the ranking of the overlaps stays that of their valid pixels.
 SPAN_ROWS = 64
+#: An overlap is partial when it is smaller than this fraction of the largest overlap of its
+#: node (of either node, for an edge of a graph): two pointings of a mosaic overlap by a
+#: fraction of a frame, two dithers of one pointing by nearly all of it.
+PARTIAL_OVERLAP = 0.5
 
 
 def row_spans(mask, x0=0):
@@ -121,22 +137,32 @@ def _edge_keys(size, rows, n):
     return key
 
 
-def _largest(overlaps, per_node):
+def _top_pairs(key, rows, k):
+    """``(i, j)``, ``i < j``, of the ``k`` largest keys of each row (keys >= 0 only)."""
+    top = np.argpartition(-key, k - 1, axis=1)[:, :k]
+    return {(min(i, j), max(i, j)) for r, (i, cols) in enumerate(zip(rows.tolist(),
+                                                                      top.tolist()))
+            for j in cols if key[r, j] >= 0}
+
+
+def _largest(overlaps, per_node, partial=0):
     """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest overlaps of every
-    node (:func:`_edge_keys` order), the largest one of every node (the first round of
+    node (:func:`_edge_keys` order) and its ``partial`` largest partial ones
+    (:data:`PARTIAL_OVERLAP`), the largest one of every node (the first round of
     :func:`_spanning_forest`), and the number of overlapping pairs."""
     n = overlaps.n
     found, best, total = set(), set(), 0
-    k = min(per_node, n - 1)
+    k, kp = min(per_node, n - 1), min(partial, n - 1)
     for rows in overlaps.blocks():
         size = overlaps(rows)
         total += int(np.count_nonzero(size))
         if k < 1:
             continue
         key = _edge_keys(size, rows, n)
-        top = np.argpartition(-key, k - 1, axis=1)[:, :k]
-        for r, (i, cols) in enumerate(zip(rows.tolist(), top.tolist())):
-            found.update((min(i, j), max(i, j)) for j in cols if key[r, j] >= 0)
+        found |= _top_pairs(key, rows, k)
+        if kp >= 1:
+            whole = size >= PARTIAL_OVERLAP * size.max(axis=1, keepdims=True)
+            found |= _top_pairs(np.where(whole, -1, key), rows, kp)
         first = np.argmax(key, axis=1)
         best.update((min(i, j), max(i, j)) for r, (i, j) in
                     enumerate(zip(rows.tolist(), first.tolist())) if key[r, j] >= 0)
@@ -183,7 +209,7 @@ def _spanning_forest(overlaps, first):
         forest |= new
 
 
-def candidate_pairs(bboxes, per_node, min_area=1, spans=None):
+def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0):
     """The overlaps worth examining among many boxes, from the boxes alone.
 
     Parameters
@@ -199,15 +225,19 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None):
         The valid span of each row of each box (:func:`row_spans`): the overlaps are then
         measured as the pixels both spans cover, row by row (rotated frames fill 40-100 %
         of their boxes), not as the boxes' intersections.
+    partial : int
+        Largest partial overlaps (below :data:`PARTIAL_OVERLAP` times the box's largest
+        overlap) kept for every box besides (default none).
 
     Returns
     -------
     pairs : list of tuple of int
         ``(i, j)``, ``i < j``, sorted: the ``per_node`` largest overlaps of every box
-        (ties: the lower index first) and the maximum spanning forest of all the overlaps
-        by size.  The pairs make the same components as every overlap, and where the
-        jointly valid pixels of the overlaps rank as their sizes do, the maximum spanning
-        tree of a graph weighted by them is among the pairs.
+        (ties: the lower index first), its ``partial`` largest partial ones, and the
+        maximum spanning forest of all the overlaps by size.  The pairs make the same
+        components as every overlap, and where the jointly valid pixels of the overlaps
+        rank as their sizes do, the maximum spanning tree of a graph weighted by them is
+        among the pairs.
     total : int
         The number of overlapping pairs (of at least ``min_area`` pixels).
 
@@ -221,6 +251,109 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None):
     if int(per_node) < 1:
         raise ValueError(f"per_node must be >= 1, got {per_node!r}")
     overlaps = _Overlaps(bboxes, spans, min_area)
-    pairs, first, total = _largest(overlaps, int(per_node))
+    pairs, first, total = _largest(overlaps, int(per_node), int(partial))
     pairs |= _spanning_forest(overlaps, first)
     return sorted(pairs), total
+
+
+def overlap_groups(graph, weight="weight"):
+    """The groups of near-identical nodes of an overlap graph: the components of its
+    overlaps that are not partial for either node (:data:`PARTIAL_OVERLAP`).
+
+    The dithers of one pointing make a group; a grid of tiles, whose overlaps with its
+    side neighbours are all alike, makes one group of them all.
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        Edges weighted by the overlaps' sizes (``weight``).
+    weight : str
+        The edge attribute of the sizes.
+
+    Returns
+    -------
+    dict
+        Node -> the first node of its group (in the graph's node order).
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> g = nx.Graph()
+    >>> g.add_weighted_edges_from([(0, 1, 90), (2, 3, 95), (1, 2, 20)])
+    >>> overlap_groups(g)
+    {0: 0, 1: 0, 2: 2, 3: 2}
+    """
+    largest = {n: max((w for _, _, w in graph.edges(n, data=weight, default=0)), default=0)
+               for n in graph.nodes}
+    order = {n: k for k, n in enumerate(graph.nodes)}
+    parent = {n: n for n in graph.nodes}
+
+    def root(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for u, v, w in graph.edges(data=weight, default=0):
+        if w >= PARTIAL_OVERLAP * max(largest[u], largest[v]):
+            ru, rv = root(u), root(v)
+            if ru != rv:
+                parent[max(ru, rv, key=order.get)] = min(ru, rv, key=order.get)
+    return {n: root(n) for n in graph.nodes}
+
+
+def bridge_edges(graph, kept, per_pair, weight="weight"):
+    """Overlaps to fit besides ``kept`` so that groups of near-identical nodes hang
+    together by several overlaps, not by the one of a spanning tree.
+
+    Between two groups (:func:`overlap_groups`) that overlap, the largest overlaps are
+    added until ``per_pair`` of them join the groups (those in ``kept`` count), at most half
+    of the smaller group's nodes (a single node is no group: nothing is added between
+    single nodes), and a node joins two groups once at most (kept overlaps included:
+    several nodes' errors average; ``len(graph) / 2`` overlaps added at most).
+
+    Parameters
+    ----------
+    graph : networkx.Graph
+        The overlaps to choose from, weighted by size (``weight``).
+    kept : set of frozenset
+        The overlaps chosen already (node pairs).
+    per_pair : int
+        Overlaps wanted between two groups.
+    weight : str
+
+    Returns
+    -------
+    list of tuple
+        The added ``(u, v)``, largest first (ties: by the nodes' ``repr``).
+
+    Examples
+    --------
+    Two pointings of four dithers each, joined by one kept overlap: one more (half of four
+    nodes), from two other nodes.
+
+    >>> import networkx as nx
+    >>> g = nx.Graph()
+    >>> g.add_weighted_edges_from((a, b, 95) for a in range(8) for b in range(a + 1, 8)
+    ...                           if a // 4 == b // 4)
+    >>> g.add_weighted_edges_from([(0, 4, 20), (0, 5, 19), (1, 5, 18), (2, 6, 17)])
+    >>> bridge_edges(g, {frozenset((0, 4))}, per_pair=3)
+    [(1, 5)]
+    """
+    group = overlap_groups(graph, weight)
+    size = Counter(group.values())
+    crossing = [(u, v) for u, v in map(tuple, kept) if group[u] != group[v]]
+    joined = Counter(frozenset((group[u], group[v])) for u, v in crossing)
+    between = sorted(((w, u, v) for u, v, w in graph.edges(data=weight, default=0)
+                      if group[u] != group[v] and frozenset((u, v)) not in kept),
+                     key=lambda e: (-e[0], repr(e[1]), repr(e[2])))
+    used, added = {n for e in crossing for n in e}, []
+    for _, u, v in between:
+        pair = frozenset((group[u], group[v]))
+        wanted = min(int(per_pair), min(size[group[u]], size[group[v]]) // 2)
+        if joined[pair] >= wanted or u in used or v in used:
+            continue
+        added.append((u, v))
+        used.update((u, v))
+        joined[pair] += 1
+    return added

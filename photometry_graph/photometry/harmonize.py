@@ -183,7 +183,9 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         (default ``min(2, os.cpu_count())``); the result does not depend on it.
     max_degree : int, optional
         Fit only the ``max_degree`` largest overlaps of every node (plus a
-        maximum spanning tree; :func:`~photometry_graph.photometry.overlap.sparsify_overlap_graph`):
+        maximum spanning tree and up to ``max_degree // 2`` overlaps between two groups
+        of near-identical nodes, such as the dithers of two pointings;
+        :func:`~photometry_graph.photometry.overlap.sparsify_overlap_graph`):
         for many frames of one field, where every pair overlaps.  A node whose
         kept overlaps give no gain at all (every fit degenerate) gets its next
         ``max_degree`` overlaps fitted, once.  None fits every overlap.  The report's
@@ -372,8 +374,9 @@ def _row_spans(tiles):
 def _graph_step(chain):
     """The overlap graph (None when it failed: warned) and, when sparsified, the graph of
     the candidates it was chosen from (:func:`candidate_pairs`: the
-    :data:`CANDIDATES_PER_DEGREE` ``* max_degree`` largest overlaps of every node and what
-    joins the components, never every pair of a dense session)."""
+    :data:`CANDIDATES_PER_DEGREE` ``* max_degree`` largest overlaps of every node, its
+    ``max_degree`` largest partial ones and what joins the components, never every pair of
+    a dense session)."""
     s = chain.settings
     max_degree, pairs, total = s["max_degree"], None, None
     per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
@@ -381,7 +384,8 @@ def _graph_step(chain):
         if max_degree is not None:
             pairs, total = candidate_pairs([t.bbox for t in chain.tiles], per_node,
                                            min_area=max(1, s["min_overlap"]),
-                                           spans=_row_spans(chain.tiles))
+                                           spans=_row_spans(chain.tiles),
+                                           partial=int(max_degree))
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
                                          workers=s["workers"], node_kind=s["node_kind"],
                                          pairs=pairs)
@@ -398,10 +402,11 @@ def _graph_step(chain):
         return graph, None  # every overlap is fitted
     full_graph.graph["unexamined"] = total - len(pairs)  # overlapping boxes left out
     stage, noun = graph_label(s["node_kind"])
-    grid_info(logger, f"{stage}: fitting %d of %d overlaps (the %d largest per {noun} "
-              f"and a maximum spanning tree, chosen among %d: the %d largest per {noun})",
-              graph.number_of_edges(), total, max_degree, full_graph.number_of_edges(),
-              per_node)
+    grid_info(logger, f"{stage}: fitting %d of %d overlaps (the %d largest per {noun}, a "
+              f"maximum spanning tree and %d between groups of near-identical {noun}s, "
+              f"chosen among %d: the %d largest and the %d largest partial ones per {noun})",
+              graph.number_of_edges(), total, max_degree, graph.graph.get("bridges", 0),
+              full_graph.number_of_edges(), per_node, max_degree)
     return graph, full_graph
 
 

@@ -30,6 +30,7 @@ from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import check_workers, thread_map
 from .._stats import estimate_noise
 from .binned import bin_overlap, binnable, binned_origin, binned_to_full_fit
+from .candidates import bridge_edges
 from .edges import edge_pixels
 from .estimates import calibrate_pixel_gains, combine_fit
 from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, PairwiseFit, check_sampling,
@@ -198,16 +199,19 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     return graph
 
 
-def sparsify_overlap_graph(graph, max_degree):
+def sparsify_overlap_graph(graph, max_degree, bridges=None):
     """The overlap graph with only the largest overlaps of every node.
 
     Many frames of one field all overlap each other: ``n (n - 1) / 2`` pairwise
     fits, most of them redundant.  An edge is kept when it is among the
     ``max_degree`` largest (``weight``, the jointly valid pixel count) of
     either of its nodes, or on a maximum spanning tree of the graph, so the
-    connected components are those of the full graph; a node can thus keep
-    more than ``max_degree`` edges, but the total stays below
-    ``n * max_degree + n``.  Ties are broken by the node ids (reproducible).
+    connected components are those of the full graph, or when it joins two
+    groups of near-identical nodes (the dithers of two pointings, whose largest
+    overlaps are all within their pointing) that would otherwise hang together
+    by fewer than ``bridges`` edges (:func:`~.candidates.bridge_edges`); a node
+    can thus keep more than ``max_degree`` edges, but the total stays below
+    ``n * max_degree + 1.5 n``.  Ties are broken by the node ids (reproducible).
 
     Parameters
     ----------
@@ -215,6 +219,9 @@ def sparsify_overlap_graph(graph, max_degree):
         From :func:`build_tile_overlap_graph`; not modified.
     max_degree : int
         Largest overlaps kept per node, >= 1.
+    bridges : int, optional
+        Edges wanted between two groups of near-identical nodes (default
+        ``max_degree // 2``; 0: none added).
 
     Returns
     -------
@@ -245,8 +252,10 @@ def sparsify_overlap_graph(graph, max_degree):
                         key=lambda e: (-e[2], repr(e[1])))
         keep.update(frozenset(e[:2]) for e in ranked[:k])
     keep.update(frozenset(e) for e in nx.maximum_spanning_tree(graph, weight="weight").edges)
+    added = bridge_edges(graph, keep, k // 2 if bridges is None else int(bridges))
+    keep.update(frozenset(e) for e in added)
     out = nx.Graph()
-    out.graph.update(graph.graph)
+    out.graph.update(graph.graph, bridges=len(added))
     out.add_nodes_from(graph.nodes(data=True))
     out.add_edges_from((u, v, d) for u, v, d in graph.edges(data=True)
                        if frozenset((u, v)) in keep)

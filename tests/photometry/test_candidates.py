@@ -200,3 +200,91 @@ def test_thin_overlaps_of_a_tall_mosaic_and_short_boxes_are_never_missed():
     h = nx.Graph(pairs)
     h.add_nodes_from(range(len(boxes)))
     assert nx.number_connected_components(h) == nx.number_connected_components(g) == 1
+
+
+# --------------------------------------------------------------------------- pointings
+def _pointings(rng, per_pointing, columns=2, width=100, step=80, dither=3):
+    """Boxes of ``columns`` pointings side by side (overlapping by ``width - step``), each
+    with ``per_pointing`` dithers: box k belongs to pointing ``k % columns``."""
+    out = []
+    for k in range(per_pointing * columns):
+        dy, dx = (int(v) for v in rng.integers(-dither, dither + 1, size=2))
+        x0 = step * (k % columns) + dx
+        out.append(BBox(dy, dy + 100, x0, x0 + width))
+    return out
+
+
+def test_candidates_keep_the_largest_partial_overlaps_of_every_box():
+    # 12 dithers per pointing and 4 largest per box: the largest overlaps of a box are
+    # dithers of its pointing; its partial ones (the next pointing's) are kept on request
+    boxes = _pointings(np.random.default_rng(0), 12)
+    areas = _brute(boxes)
+    across = {p for p in areas if p[0] % 2 != p[1] % 2}
+    plain, total = candidate_pairs(boxes, 4)
+    assert total == len(areas) and len(set(plain) & across) == 1  # the spanning forest's
+    pairs, _ = candidate_pairs(boxes, 4, partial=3)
+    assert set(plain) <= set(pairs) and set(pairs) <= set(areas)
+    for i in range(len(boxes)):
+        mine = {p: a for p, a in areas.items() if i in p}
+        largest = max(mine.values())
+        partial = sorted(((a, p) for p, a in mine.items()
+                          if a < candidates.PARTIAL_OVERLAP * largest), reverse=True)
+        assert all(p in pairs for a, p in partial[:3] if a > partial[min(3, len(partial)) - 1][0])
+        assert sum(p in pairs for _, p in partial) >= min(3, len(partial))
+
+
+def _graph(boxes):
+    g = nx.Graph()
+    g.add_nodes_from(range(len(boxes)))
+    g.add_weighted_edges_from((i, j, a) for (i, j), a in _brute(boxes).items())
+    return g
+
+
+def test_overlap_groups_are_the_pointings_of_a_session_and_one_group_of_a_tile_grid():
+    g = _graph(_pointings(np.random.default_rng(1), 10, columns=3))
+    groups = candidates.overlap_groups(g)
+    assert all(groups[n] == n % 3 for n in g)  # the first box of each pointing names it
+    tiles = [BBox(75 * r, 75 * r + 100, 75 * c, 75 * c + 100) for r in range(3)
+             for c in range(4)]  # 25 % overlaps: sides alike, corners partial
+    assert set(candidates.overlap_groups(_graph(tiles)).values()) == {0}
+    assert candidates.overlap_groups(nx.empty_graph(3)) == {0: 0, 1: 1, 2: 2}
+
+
+@pytest.mark.parametrize("per_pair", [1, 3, 6])
+def test_bridge_edges_join_pointings_by_several_distinct_frames(per_pair):
+    boxes = _pointings(np.random.default_rng(2), 10, columns=3)
+    g = _graph(boxes)
+    tree = {frozenset(e) for e in nx.maximum_spanning_tree(g).edges}
+    added = candidates.bridge_edges(g, tree, per_pair)
+    kept = tree | {frozenset(e) for e in added}
+    assert all(g.has_edge(*e) and frozenset(e) not in tree for e in added)
+    joins = {}
+    for u, v in map(tuple, kept):
+        if u % 3 != v % 3:
+            joins.setdefault(frozenset((u % 3, v % 3)), []).append((u, v))
+    assert set(joins) == {frozenset((0, 1)), frozenset((1, 2))}  # 0 and 2 do not overlap
+    for pair, edges in joins.items():
+        assert len(edges) == max(1, min(per_pair, 10 // 2))
+        nodes = [n for e in edges for n in e]
+        assert len(nodes) == len(set(nodes))  # each frame joins two pointings once
+    # the largest overlaps go first: the first one added is the largest between two
+    # pointings of frames that join none yet
+    if added:
+        busy = {n for u, v in map(tuple, tree) if u % 3 != v % 3 for n in (u, v)}
+        free = [w for u, v, w in g.edges(data="weight") if u % 3 != v % 3
+                and not busy & {u, v}]
+        assert g.edges[added[0]]["weight"] == max(free)
+    assert candidates.bridge_edges(g, tree, 0) == []
+
+
+def test_bridge_edges_add_nothing_to_a_row_of_frames_or_to_single_nodes():
+    # a row of frames offset by 40 % of their width: the side overlaps are alike, one group
+    boxes = [BBox(0, 100, 40 * k, 40 * k + 100) for k in range(8)]
+    g = _graph(boxes)
+    assert set(candidates.overlap_groups(g).values()) == {0}
+    assert candidates.bridge_edges(g, set(), 4) == []
+    # a group of two and a single node: half of one node is none
+    g = nx.Graph()
+    g.add_weighted_edges_from([(0, 1, 100), (1, 2, 30), (2, 0, 25)])
+    assert candidates.overlap_groups(g) == {0: 0, 1: 0, 2: 2}
+    assert candidates.bridge_edges(g, set(), 4) == []

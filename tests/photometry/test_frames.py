@@ -401,3 +401,49 @@ def test_a_correction_applied_to_a_sample_of_a_box_equals_the_sample_of_the_corr
         sampled = apply_correction(data[::step, ::step], box, corr, dtype=np.float64,
                                    step=step)
         np.testing.assert_allclose(sampled, full[::step, ::step], rtol=0, atol=1e-12)
+
+
+def _pointing_gains(seed, n=32, **kw):
+    """Frame harmonization of ``n`` dithers of two pointings: the pointings' fitted
+    overlaps, the effective gains (fitted x injected, over their median) and the two
+    pointings' mean effective gains."""
+    from photometry_graph.datasets import make_session
+
+    s = make_session(n, frame_shape=(96, 160), pointings=(1, 2), rng=seed, dither=4.0,
+                     star_density=2e-3, saturated_stars=0, trails=0, nebulae=4)
+    g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=512)
+    res = harmonize_frames(_getter(s), s.frame_wcs_list, s.frame_shapes, g.wcs, g.shape,
+                           bin_factor=1, model="plane", max_degree=8, rng=0, **kw)
+    assert res.report["n_solved"] == n
+    pointing = np.array([p["pointing"] for p in s.params])
+    across = [(e["src"], e["dst"]) for e in res.report["harmonize"]["graph"]["edges"]
+              if pointing[e["src"]] != pointing[e["dst"]]]
+    eff = np.array([res.corrections[k].gain[0] * s.params[k]["gain"][0] for k in range(n)])
+    eff /= np.median(eff)
+    return across, eff, [eff[pointing == q].mean() for q in (0, 1)]
+
+
+def test_dithered_pointings_are_joined_by_several_overlaps_and_agree_in_gain():
+    # 16 dithers of each of two pointings: every frame's 8 largest overlaps lie within its
+    # pointing; the pointings are joined by 4 overlaps of distinct frames (not only the
+    # spanning tree's one), and both pointings' gains come out as injected
+    across, eff, means = _pointing_gains(0)
+    assert len(across) == 4 and len({n for e in across for n in e}) == 8
+    assert abs(means[0] - means[1]) < 0.003
+    assert np.abs(eff - 1).max() < 0.01
+
+
+@pytest.mark.slow
+def test_pointings_joined_by_several_overlaps_agree_better_than_by_one(monkeypatch):
+    # the same sessions with the spanning tree's overlap alone between the pointings
+    from photometry_graph.photometry import harmonize, overlap
+
+    seeds = range(4)
+    joined = np.array([np.subtract(*_pointing_gains(seed)[2]) for seed in seeds])
+    plain = overlap.sparsify_overlap_graph
+    monkeypatch.setattr(harmonize, "sparsify_overlap_graph",
+                        lambda graph, k: plain(graph, k, bridges=0))
+    single = [_pointing_gains(seed) for seed in seeds]
+    assert all(len(across) == 1 for across, _, _ in single)
+    single = np.array([np.subtract(*means) for _, _, means in single])
+    assert np.sqrt(np.mean(joined ** 2)) < 0.75 * np.sqrt(np.mean(single ** 2))

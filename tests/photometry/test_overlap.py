@@ -339,13 +339,35 @@ def test_sparsified_graph_keeps_the_largest_overlaps_and_the_components(n, k, se
     assert set(h.nodes) == set(g.nodes) and set(h.edges) <= set(g.edges)
     assert sorted(map(sorted, nx.connected_components(h))) == \
         sorted(map(sorted, nx.connected_components(g)))
-    assert h.number_of_edges() <= g.number_of_nodes() * (k + 1)
+    assert h.number_of_edges() <= g.number_of_nodes() * (k + 1.5)
+    assert h.graph["bridges"] <= g.number_of_nodes() // 2
     for node in g.nodes:  # every node keeps its k largest overlaps
         weights = sorted((d for _, _, d in g.edges(node, data="weight")), reverse=True)
         kept = sorted((d for _, _, d in h.edges(node, data="weight")), reverse=True)
         assert kept[:k] == weights[:k]
     with pytest.raises(ValueError, match="max_degree"):
         sparsify_overlap_graph(g, 0)
+
+
+@pytest.mark.parametrize("k, bridges, joins", [(8, None, 4), (8, 0, 1), (8, 2, 2), (2, None, 1)])
+def test_sparsified_graph_joins_two_pointings_by_several_overlaps(k, bridges, joins):
+    # two pointings of 12 dithers each: a dither overlaps the others of its pointing by
+    # 90-99 % and the next pointing's by 15-25 %; the largest overlaps stay within the
+    # pointings, and a spanning tree alone joins them by a single overlap
+    rng = np.random.default_rng(7)
+    g = nx.Graph()
+    for u in range(24):
+        for v in range(u + 1, 24):
+            same = u // 12 == v // 12
+            g.add_edge(u, v, weight=int(rng.integers(9_000, 9_900) if same
+                                        else rng.integers(1_500, 2_500)))
+    h = sparsify_overlap_graph(g, k, bridges=bridges)
+    across = [(u, v) for u, v in h.edges if u // 12 != v // 12]
+    assert len(across) == joins and h.graph["bridges"] == joins - 1
+    assert len({n for e in across for n in e}) == 2 * joins  # distinct frames
+    heaviest = sorted((d for u, v, d in g.edges(data="weight") if u // 12 != v // 12),
+                      reverse=True)
+    assert g.edges[across[0]]["weight"] in heaviest[:2 * joins]
 
 
 # --------------------------------------------------------------------------- gain estimators
