@@ -19,7 +19,9 @@ process tree (shared pages counted once; workers, SWarp, a dask cluster included
 RSS, sampled every 70 ms, CPU utilisation (CPU seconds of the tree / (wall x CPUs)), and the
 mosaic's quality against the truth (:func:`photometry_graph.diagnostics.mosaic_vs_truth`
 on 512 px blocks inside the frames' footprint, star-free pixels: the spread of the block
-gains, and the RMS of the residual smoothed over 4 px -- its large-scale part -- in noise
+gains -- of all blocks, and ``gain5`` of the blocks whose truth spans at least 5 noise
+sigma (in a block of nearly flat sky the gain fitted is a residual gradient over a faint
+structure) --, and the RMS of the residual smoothed over 4 px -- its large-scale part -- in noise
 sigma, after a global gain + offset + plane fit; coverage = finite share of that
 footprint).  For grid-mode the
 stage times of its report, and the frame photometry's fit count.  Ratios against SWarp are
@@ -170,7 +172,8 @@ def session_quality(session, path, weight_path=None):
     foot = frames_footprint(session, wcs, shape)
     truth = session.render_truth(wcs, shape)
     if truth.shape[2] != img.shape[2]:  # a raw (not debayered) peer mosaic of Bayer frames
-        return dict(gain=float("nan"), resid=float("nan"), coverage=float("nan"))
+        return dict(gain=float("nan"), gain5=float("nan"), resid=float("nan"),
+                    coverage=float("nan"))
     blocks = [BBox(y, min(y + BLOCK, shape[0]), x, min(x + BLOCK, shape[1]))
               for y in range(0, shape[0], BLOCK) for x in range(0, shape[1], BLOCK)]
     blocks = [b for b in blocks if foot[b.y0:b.y1, b.x0:b.x1].mean() > 0.5]
@@ -181,8 +184,8 @@ def session_quality(session, path, weight_path=None):
         < 0.05 * session.noise_sigma
     q = mosaic_vs_truth(img, truth, blocks, noise_sigma=session.noise_sigma,
                         valid=foot & calm, footprint=foot)
-    return dict(gain=100 * q["gain_spread"], resid=q["smooth_residual_rms_sigma"],
-                coverage=100 * q["coverage"])
+    return dict(gain=100 * q["gain_spread"], gain5=100 * q["gain_spread_structured"],
+                resid=q["smooth_residual_rms_sigma"], coverage=100 * q["coverage"])
 
 
 # ---------------------------------------------------------------------------- running
@@ -212,7 +215,7 @@ def grid_stages(out):
 def table(rows, peer=None):
     """The printed table; time ratios against ``peer`` (a row of the same invocation)."""
     head = (f"  {'method':<34}{'frames':>7}{'wall s':>9}{'s/frame':>9}{'PSS MB':>8}"
-            f"{'RSS MB':>8}{'CPU %':>7}{'gain %':>8}{'resid σ':>8}{'cover %':>8}"
+            f"{'RSS MB':>8}{'CPU %':>7}{'gain %':>8}{'gain5 %':>8}{'resid σ':>8}{'cover %':>8}"
             f"{'peer/this':>10}")
     lines = [head, "  " + "-" * (len(head) - 2)]
     for r in rows:
@@ -221,7 +224,8 @@ def table(rows, peer=None):
                  and peer["m"].ok else f"{'-':>10}")
         lines.append(f"  {r['label']:<34}{r['n']:>7}{m.wall_s:>9.1f}{m.wall_s / r['n']:>9.3f}"
                      f"{m.peak_pss_mb:>8.0f}{m.peak_rss_mb:>8.0f}{100 * m.cpu_util:>7.0f}"
-                     f"{q.get('gain', float('nan')):>8.3f}{q.get('resid', float('nan')):>8.3f}"
+                     f"{q.get('gain', float('nan')):>8.3f}{q.get('gain5', float('nan')):>8.3f}"
+                     f"{q.get('resid', float('nan')):>8.3f}"
                      f"{q.get('coverage', float('nan')):>8.1f}{ratio}")
     return "\n".join(lines)
 

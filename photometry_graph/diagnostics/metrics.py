@@ -331,7 +331,7 @@ def truth_residual(img, tru, ok, coef, noise_sigma):
 
 
 def mosaic_vs_truth(image, truth, bboxes, *, noise_sigma=1.0, valid=None, footprint=None,
-                    plane=True, smooth_sigma=4.0, min_pixels=100):
+                    plane=True, smooth_sigma=4.0, min_pixels=100, structure_sigma=5.0):
     """Photometric quality of a mosaic measured against the noise-free truth.
 
     The mosaic is first fitted globally as ``alpha * truth + beta`` (+ a
@@ -364,12 +364,17 @@ def mosaic_vs_truth(image, truth, bboxes, *, noise_sigma=1.0, valid=None, footpr
         large-scale errors kept).
     min_pixels : int
         Cells with fewer valid pixels are skipped.
+    structure_sigma : float
+        ``gain_spread_structured`` takes the cells whose truth spans at least this
+        many ``noise_sigma`` (peak to peak): in a cell of nearly flat sky the local
+        gain is a residual gradient divided by a faint structure, not a gain.
 
     Returns
     -------
     dict
         ``alpha``, ``beta`` (per channel); ``gain_spread`` (std of the local
-        gains, all cells and channels); ``gain_max_error`` (largest
+        gains, all cells and channels); ``gain_spread_structured`` (the same over
+        the cells of ``structure_sigma``, NaN without any); ``gain_max_error`` (largest
         ``|a_k - 1|``); ``offset_spread_sigma`` (std of the local offsets);
         ``offset_max_sigma``; ``residual_rms_sigma`` (RMS of ``r``, noise
         included); ``smooth_residual_rms_sigma`` (RMS of ``r`` after a
@@ -410,7 +415,7 @@ def mosaic_vs_truth(image, truth, bboxes, *, noise_sigma=1.0, valid=None, footpr
         smooth.append(sm[ok & np.isfinite(sm)])
     smooth = np.concatenate(smooth)
     labels = tile_cells(bboxes, (H, W))
-    gains, offsets = [], []
+    gains, offsets, structured = [], [], []
     for k in range(len(bboxes)):
         cell = ok & (labels == k)
         if np.count_nonzero(cell) < min_pixels:
@@ -422,7 +427,9 @@ def mosaic_vs_truth(image, truth, bboxes, *, noise_sigma=1.0, valid=None, footpr
             m = t + resid[..., c][cell] * noise_sigma  # (image - beta - plane) / alpha
             gains.append(np.polyfit(t, m, 1)[0])
             offsets.append(float(np.median(resid[..., c][cell])))
+            structured.append(np.ptp(t) >= structure_sigma * noise_sigma)
     gains = np.asarray(gains)
+    rich = gains[np.asarray(structured, dtype=bool)]
     offsets = np.asarray(offsets)
     flat = img - (coef[2] * np.arange(W)[None, :, None] + coef[3] * np.arange(H)[:, None, None])
     try:
@@ -432,6 +439,7 @@ def mosaic_vs_truth(image, truth, bboxes, *, noise_sigma=1.0, valid=None, footpr
     return {
         "alpha": coef[0].tolist(), "beta": coef[1].tolist(),
         "gain_spread": float(np.std(gains)) if gains.size else _NAN,
+        "gain_spread_structured": float(np.std(rich)) if rich.size else _NAN,
         "gain_max_error": float(np.max(np.abs(gains - 1))) if gains.size else _NAN,
         "offset_spread_sigma": float(np.std(offsets)) if offsets.size else _NAN,
         "offset_max_sigma": float(np.max(np.abs(offsets))) if offsets.size else _NAN,

@@ -32,6 +32,25 @@ def test_mosaic_vs_truth_measures_an_injected_step():
     assert bad["coverage"] == pytest.approx(1 - 5 / s.canvas_shape[0])
 
 
+def test_structured_gain_spread_leaves_out_the_cells_of_flat_sky():
+    # a truth with structure on the left half only; a gain error of 2 % in one left cell
+    # shows in both spreads, a gradient over a flat right cell only in the one of all cells
+    H, W, sigma = 64, 256, 1.0
+    yy, xx = np.mgrid[:H, :W]
+    truth = np.where(xx < 128, 100.0 + 20.0 * np.sin(xx / 5.0) * np.cos(yy / 7.0), 100.0)
+    truth += 0.2 * sigma * np.sin(yy / 9.0 + xx / 11.0)  # a faint structure everywhere
+    boxes = [BBox(0, H, 64 * k, 64 * k + 64) for k in range(4)]
+    image = truth.copy()
+    image[:, :64] = 1.02 * (truth[:, :64] - 100.0) + 100.0
+    image[:, 192:] += 0.02 * sigma * (xx[:, 192:] - 224.0)  # a residual gradient
+    q = mosaic_vs_truth(image, truth, boxes, noise_sigma=sigma, plane=False)
+    assert q["n_cells"] == 4
+    assert q["gain_spread_structured"] == pytest.approx(np.std([1.02, 1.0]), rel=0.05)
+    assert q["gain_spread"] > 2 * q["gain_spread_structured"]
+    flat = mosaic_vs_truth(image, truth, boxes, noise_sigma=sigma, structure_sigma=1e6)
+    assert np.isnan(flat["gain_spread_structured"])
+
+
 def test_mosaic_vs_frame_truth_measures_a_frame_step_and_ignores_a_trail():
     from photometry_graph.diagnostics.metrics import mosaic_vs_frame_truth
     s = make_survey(2, 3, tile_size=96, overlap=0.25, rng=4, add_noise=False)
