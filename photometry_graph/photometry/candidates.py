@@ -285,21 +285,11 @@ def overlap_groups(graph, weight="weight"):
     """
     largest = {n: max((w for _, _, w in graph.edges(n, data=weight, default=0)), default=0)
                for n in graph.nodes}
-    order = {n: k for k, n in enumerate(graph.nodes)}
-    parent = {n: n for n in graph.nodes}
-
-    def root(n):
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    for u, v, w in graph.edges(data=weight, default=0):
-        if w >= PARTIAL_OVERLAP * max(largest[u], largest[v]):
-            ru, rv = root(u), root(v)
-            if ru != rv:
-                parent[max(ru, rv, key=order.get)] = min(ru, rv, key=order.get)
-    return {n: root(n) for n in graph.nodes}
+    nodes = list(graph.nodes)
+    index = {n: k for k, n in enumerate(nodes)}
+    close = [(index[u], index[v]) for u, v, w in graph.edges(data=weight, default=0)
+             if w >= PARTIAL_OVERLAP * max(largest[u], largest[v])]
+    return {n: nodes[root] for n, root in zip(nodes, _components(len(nodes), close))}
 
 
 def bridge_edges(graph, kept, per_pair, weight="weight"):
