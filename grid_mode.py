@@ -369,7 +369,8 @@ def _stages(input_folder, out, opts, warnings):
     plan = plan_tiles(opts.memory_mb, frames, max(t.shape[1] for t in grid.tiles),
                       workers=plan.workers, chunk_size=opts.chunk_size,  # what is left now
                       tiles_bytes=_tiles_bytes(grid, frames), report_page=opts.html_report,
-                      host_bytes=int(start_plan["host_mb"] * 2 ** 20))
+                      host_bytes=int(start_plan["host_mb"] * 2 ** 20),
+                      threads=_n_workers(opts) if opts.scheduler is not None else None)
     tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
                                                  grid, opts, progress.stage(30, 80),
                                                  pieces=pieces, plan=plan)

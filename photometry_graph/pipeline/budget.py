@@ -176,7 +176,7 @@ def _binned_bytes(frames, bin_factor):
 
 def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry=True,
                 bin_factor=4, chunk_size=1024, baseline_bytes=None, tiles_bytes=0,
-                report_page=False, host_bytes=None):
+                report_page=False, host_bytes=None, threads=None):
     """Share ``memory_mb`` among the processes and the buffers of a run.
 
     Parameters
@@ -209,6 +209,10 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
         the 200 MB of 6 mono tiles of 2048²).
     report_page : bool
         The assembly draws the report page (:data:`REPORT_PAGE_MB` more).
+    threads : int, optional
+        Threads of the assembly asked for (default: the workers planned); fewer where their
+        chunks would not fit.  A run on a dask cluster plans no worker process here, and
+        its assembly still runs in this process, on its CPUs.
 
     Returns
     -------
@@ -269,8 +273,9 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     left = budget - main - server - assembly  # the assembly: the files' row bands, then
     stream = STREAM_BAND_BYTES if left - 2 * STREAM_BAND_BYTES >= asm_thread else 0
     left -= 2 * stream  # threads, then chunks
+    most = n if threads is None else max(1, int(threads))
     threads, chunk = 1, min(chunks)
-    for t, c in [(t, c) for c in chunks for t in range(n, 0, -1)]:
+    for t, c in [(t, c) for c in chunks for t in range(most, 0, -1)]:
         if t * ASSEMBLY_BYTES_PER_PIXEL * c ** 2 <= left:
             threads, chunk = t, c
             break
@@ -288,7 +293,7 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
 
 
 def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
-               tiles_bytes=0, report_page=False, host_bytes=0):
+               tiles_bytes=0, report_page=False, host_bytes=0, threads=None):
     """The plan of the stages left (tiles, assembly), from what this process holds now.
 
     Made after the frame photometry with the calling process's measured PSS (whatever the
@@ -297,14 +302,14 @@ def plan_tiles(memory_mb, frames, tile_width, *, workers=None, chunk_size=1024,
     (the same pixels, more reads), with a [GRID] warning that says by how much the budget
     will be exceeded where it will (an info line where that process fits the budget but
     not the share of it the plan spends).  ``host_bytes``: the start plan's
-    (``details["host_mb"]``).
+    (``details["host_mb"]``); ``threads``: as :func:`plan_memory`'s.
     """
     release_memory()
     try:
         return plan_memory(memory_mb, frames, tile_width, workers=workers,
                            frame_photometry=False, chunk_size=chunk_size,
                            tiles_bytes=tiles_bytes, report_page=report_page,
-                           host_bytes=host_bytes)
+                           host_bytes=host_bytes, threads=threads)
     except GridModeError:
         base = process_pss_bytes() - host_bytes
         tile_ws = _tile_bytes(*_largest_frame(frames), tile_width)

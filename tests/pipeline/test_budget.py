@@ -8,7 +8,7 @@ import pytest
 from photometry_graph.pipeline.budget import (MB, SERVER_MB, SOLVE_MB, SOLVE_PER_BINNED,
                                               SOLVE_TASK_MB, WORKER_MB, MAIN_GROWTH_MB,
                                               MIN_STACK_MB, PLANNED_SHARE, plan_memory,
-                                              process_pss_bytes)
+                                              process_pss_bytes, ASSEMBLY_BYTES_PER_PIXEL)
 from photometry_graph.pipeline.images import FrameInfo
 from photometry_graph.pipeline.options import GridModeError
 
@@ -62,6 +62,20 @@ def test_binned_frames_that_do_not_fit_go_to_disk_at_the_same_binning():
     assert few.bin_factor == many.bin_factor == small.bin_factor == 4
     assert not plan_memory(1024, _frames(5000), 2048, frame_photometry=False,
                            baseline_bytes=90 * MB).spill
+
+
+def test_a_cluster_run_assembles_on_the_threads_asked_for_where_they_fit():
+    # a dask run plans no worker process here; its assembly runs here all the same
+    kw = dict(workers=1, baseline_bytes=90 * MB, tiles_bytes=100 * MB)
+    one = plan_memory(1024, _frames(120), 1862, **kw)
+    two = plan_memory(1024, _frames(120), 1862, threads=2, **kw)
+    assert one.workers == two.workers == 1 and one.assembly_threads == 1
+    assert two.assembly_threads == 2 and two.assembly_chunk == one.assembly_chunk
+    # chunks of two threads that do not fit: fewer threads, never a larger share
+    tight = plan_memory(600, _frames(120), 1862, threads=8, **kw)
+    left = PLANNED_SHARE * 600 * MB - 90 * MB - 100 * MB
+    assert 1 <= tight.assembly_threads < 8
+    assert tight.assembly_threads * tight.assembly_chunk ** 2 * ASSEMBLY_BYTES_PER_PIXEL <= left
 
 
 def test_colour_frames_need_more_and_a_budget_too_small_is_refused_with_what_it_needs():
