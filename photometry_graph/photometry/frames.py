@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
+from .._threads import default_threads, thread_map
 from ..core.correction import Correction, apply_correction, identity_correction
 from ..core.masks import as_channels_last, block_mean, compute_valid_mask
 from ..stacking.resample import reproject_to_bbox, wcs_homography
@@ -215,25 +216,35 @@ def _overlap_residuals(nodes, corrections, pairs=None):
     ``pairs`` (node ids) restricts the measure to those overlaps (the fitted ones: with
     many frames of one field, all pairs would be n(n-1)/2); None takes every overlap.
     Overlaps are sampled on a regular grid of at most about :data:`RESIDUAL_SAMPLES`
-    pixels, read once for both measures.
+    pixels, read once for both measures; the pairs are measured on ``default_threads()``
+    threads (numpy's medians run without the GIL; the same numbers on any count).
     """
     if pairs is None:
         pairs = [(nodes[i].tile_id, nodes[j].tile_id)
                  for i, j in find_overlapping_pairs([t.bbox for t in nodes])]
     by_id = {t.tile_id: t for t in nodes}
-    before, after = [], []
-    for a, b in pairs:
-        inter = by_id[a].bbox.intersection(by_id[b].bbox)
-        step = math.isqrt(-(-inter.area // RESIDUAL_SAMPLES) - 1) + 1  # step² >= area / N
-        di, ci, mi = _sampled_values(by_id[a], inter, step, (corrections or {}).get(a))
-        dj, cj, mj = _sampled_values(by_id[b], inter, step, (corrections or {}).get(b))
-        joint = mi & mj
-        if joint.sum() < 16:
-            continue
-        before.append(_step(di, dj, joint))
-        if corrections:  # a node without a correction is left as it is
-            after.append(_step(di if ci is None else ci, dj if cj is None else cj, joint))
+    steps = [s for s in thread_map(lambda pair: _pair_steps(by_id, corrections, pair), pairs,
+                                   default_threads()) if s is not None]
+    before = [b for b, _ in steps]
+    after = [a for _, a in steps if a is not None]
     return _summary(before), (_summary(after) if corrections else None)
+
+
+def _pair_steps(by_id, corrections, pair):
+    """``(before, after)`` of one overlap (:func:`_overlap_residuals`; ``after`` None
+    without corrections), or None when it has fewer than 16 jointly valid samples."""
+    a, b = pair
+    inter = by_id[a].bbox.intersection(by_id[b].bbox)
+    step = math.isqrt(-(-inter.area // RESIDUAL_SAMPLES) - 1) + 1  # step² >= area / N
+    di, ci, mi = _sampled_values(by_id[a], inter, step, (corrections or {}).get(a))
+    dj, cj, mj = _sampled_values(by_id[b], inter, step, (corrections or {}).get(b))
+    joint = mi & mj
+    if joint.sum() < 16:
+        return None
+    after = None
+    if corrections:  # a node without a correction is left as it is
+        after = _step(di if ci is None else ci, dj if cj is None else cj, joint)
+    return _step(di, dj, joint), after
 
 
 def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas_shape, *,

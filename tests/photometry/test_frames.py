@@ -389,6 +389,24 @@ def test_overlap_residuals_sample_large_overlaps_at_the_right_coordinates():
     assert abs(before["median"] - abs(np.median(full))) < 0.05 * np.std(full)
 
 
+def test_overlap_residuals_do_not_depend_on_the_threads(monkeypatch):
+    # a row of overlapping nodes, half of them corrected: the same summaries on one thread
+    # and on three
+    from photometry_graph.core.tiles import TilePhotometryInfo
+    from photometry_graph.photometry import frames
+    rng = np.random.default_rng(5)
+    nodes = [TilePhotometryInfo(k, BBox(0, 40, 30 * k, 30 * k + 40 + 5 * (k % 3)),
+                                data=rng.normal(100.0 + k, 3.0, (40, 40 + 5 * (k % 3))))
+             for k in range(12)]
+    corr = {k: Correction([1.0 + 0.01 * k], [-k + 0.5]) for k in range(0, 12, 2)}
+    pairs = [(k, k + 1) for k in range(11)]
+    monkeypatch.setattr(frames, "default_threads", lambda: 1)
+    one = frames._overlap_residuals(nodes, corr, pairs)
+    monkeypatch.setattr(frames, "default_threads", lambda: 3)
+    assert frames._overlap_residuals(nodes, corr, pairs) == one
+    assert one[0]["pairs"] == one[1]["pairs"] == 11 and one[1]["median"] > 0
+
+
 def test_a_correction_applied_to_a_sample_of_a_box_equals_the_sample_of_the_corrected_box():
     # apply_correction(step=s) on every s-th pixel of a box: the plane where those pixels are
     rng = np.random.default_rng(5)
