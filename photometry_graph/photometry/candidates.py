@@ -19,7 +19,8 @@ more frames than that number: the pointings would then hang together by the sing
 of a spanning tree each, and their gains drift apart by that one fit's error.  So the
 candidates also hold the largest partial overlaps of every frame, and the graph's groups of
 near-identical frames (:func:`overlap_groups`) get several overlaps between each other
-(:func:`bridge_edges`).
+(:func:`bridge_edges`).  The partial candidates are the largest of each direction (a
+frame's pointing may have neighbours on every side, some overlapping it more than others).
 """
 
 from collections import Counter
@@ -28,8 +29,8 @@ import numpy as np
 
 from ..core.tiles import BBox  # noqa: F401 (the examples)
 
-__all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "row_spans", "candidate_pairs",
-           "overlap_groups", "bridge_edges"]
+__all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "PER_DIRECTION", "NODE_BRIDGES",
+           "row_spans", "candidate_pairs", "overlap_groups", "bridge_edges"]
 
 #: Cells of the overlap matrix (times the rows of the nodes' spans) computed at once: ~24
 #: MB of temporary arrays.
@@ -44,6 +45,11 @@ SPAN_ROWS = 64
 #: node (of either node, for an edge of a graph): two pointings of a mosaic overlap by a
 #: fraction of a frame, two dithers of one pointing by nearly all of it.
 PARTIAL_OVERLAP = 0.5
+#: Largest partial overlaps of a box kept in each direction (:func:`candidate_pairs`): the
+#: frames of the next pointing that overlap a frame most are the few shifted towards it,
+#: the same for every frame of its pointing; a second one spreads the candidates over more
+#: of them (their overlaps then join distinct frames, :func:`bridge_edges`).
+PER_DIRECTION = 2
 
 
 def row_spans(mask, x0=0):
@@ -145,14 +151,34 @@ def _top_pairs(key, rows, k):
             for j in cols if key[r, j] >= 0}
 
 
+def _directions(boxes, rows, sectors):
+    """Sector (0 .. ``sectors - 1``) of the direction from each box of ``rows`` to every box,
+    by the angle between their centres."""
+    cy, cx = (boxes[:, 0] + boxes[:, 1]) / 2.0, (boxes[:, 2] + boxes[:, 3]) / 2.0
+    angle = np.arctan2(cy[None, :] - cy[rows][:, None], cx[None, :] - cx[rows][:, None])
+    return np.floor((angle / (2 * np.pi) + 0.5 / sectors) * sectors).astype(np.int64) % sectors
+
+
+def _partial_pairs(overlaps, size, key, rows, sectors):
+    """The :data:`PER_DIRECTION` largest partial overlaps (:data:`PARTIAL_OVERLAP`) of each
+    box of ``rows`` in each of ``sectors`` directions: a frame's overlaps with every
+    neighbouring pointing, whichever of them overlaps most."""
+    partial = size < PARTIAL_OVERLAP * size.max(axis=1, keepdims=True)
+    direction = _directions(overlaps.boxes, rows, sectors)
+    found = set()
+    for s in range(sectors):
+        found |= _top_pairs(np.where(partial & (direction == s), key, -1), rows, PER_DIRECTION)
+    return found
+
+
 def _largest(overlaps, per_node, partial=0):
     """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest overlaps of every
-    node (:func:`_edge_keys` order) and its ``partial`` largest partial ones
-    (:data:`PARTIAL_OVERLAP`), the largest one of every node (the first round of
+    node (:func:`_edge_keys` order) and its largest partial ones in each of ``partial``
+    directions (:func:`_partial_pairs`), the largest one of every node (the first round of
     :func:`_spanning_forest`), and the number of overlapping pairs."""
     n = overlaps.n
     found, best, total = set(), set(), 0
-    k, kp = min(per_node, n - 1), min(partial, n - 1)
+    k = min(per_node, n - 1)
     for rows in overlaps.blocks():
         size = overlaps(rows)
         total += int(np.count_nonzero(size))
@@ -160,9 +186,8 @@ def _largest(overlaps, per_node, partial=0):
             continue
         key = _edge_keys(size, rows, n)
         found |= _top_pairs(key, rows, k)
-        if kp >= 1:
-            whole = size >= PARTIAL_OVERLAP * size.max(axis=1, keepdims=True)
-            found |= _top_pairs(np.where(whole, -1, key), rows, kp)
+        if partial >= 1:
+            found |= _partial_pairs(overlaps, size, key, rows, int(partial))
         first = np.argmax(key, axis=1)
         best.update((min(i, j), max(i, j)) for r, (i, j) in
                     enumerate(zip(rows.tolist(), first.tolist())) if key[r, j] >= 0)
@@ -226,15 +251,17 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0):
         measured as the pixels both spans cover, row by row (rotated frames fill 40-100 %
         of their boxes), not as the boxes' intersections.
     partial : int
-        Largest partial overlaps (below :data:`PARTIAL_OVERLAP` times the box's largest
-        overlap) kept for every box besides (default none).
+        Directions (sectors of the angle between the boxes' centres) in which every box
+        also keeps its :data:`PER_DIRECTION` largest partial overlaps (below
+        :data:`PARTIAL_OVERLAP` times its largest overlap: another pointing's frames);
+        default none.
 
     Returns
     -------
     pairs : list of tuple of int
         ``(i, j)``, ``i < j``, sorted: the ``per_node`` largest overlaps of every box
-        (ties: the lower index first), its ``partial`` largest partial ones, and the
-        maximum spanning forest of all the overlaps by size.  The pairs make the same
+        (ties: the lower index first), its largest partial ones in each of ``partial``
+        directions, and the maximum spanning forest of all the overlaps by size.  The pairs make the same
         components as every overlap, and where the jointly valid pixels of the overlaps
         rank as their sizes do, the maximum spanning tree of a graph weighted by them is
         among the pairs.
@@ -292,6 +319,10 @@ def overlap_groups(graph, weight="weight"):
     return {n: nodes[root] for n, root in zip(nodes, _components(len(nodes), close))}
 
 
+#: Added overlaps (:func:`bridge_edges`) a node takes part in at most.
+NODE_BRIDGES = 2
+
+
 def bridge_edges(graph, kept, per_pair, weight="weight"):
     """Overlaps to fit besides ``kept`` so that groups of near-identical nodes hang
     together by several overlaps, not by the one of a spanning tree.
@@ -299,8 +330,10 @@ def bridge_edges(graph, kept, per_pair, weight="weight"):
     Between two groups (:func:`overlap_groups`) that overlap, the largest overlaps are
     added until ``per_pair`` of them join the groups (those in ``kept`` count), at most half
     of the smaller group's nodes (a single node is no group: nothing is added between
-    single nodes), and a node joins two groups once at most (kept overlaps included:
-    several nodes' errors average; ``len(graph) / 2`` overlaps added at most).
+    single nodes).  A node joins its group to another one once at most (kept overlaps
+    included: several nodes' errors average) and takes part in :data:`NODE_BRIDGES` added
+    overlaps at most (``len(graph)`` added at most in all); the pairs of groups take their
+    overlaps in turn, so that a pointing with neighbours on every side joins each of them.
 
     Parameters
     ----------
@@ -315,7 +348,7 @@ def bridge_edges(graph, kept, per_pair, weight="weight"):
     Returns
     -------
     list of tuple
-        The added ``(u, v)``, largest first (ties: by the nodes' ``repr``).
+        The added ``(u, v)``.
 
     Examples
     --------
@@ -332,18 +365,37 @@ def bridge_edges(graph, kept, per_pair, weight="weight"):
     """
     group = overlap_groups(graph, weight)
     size = Counter(group.values())
-    crossing = [(u, v) for u, v in map(tuple, kept) if group[u] != group[v]]
-    joined = Counter(frozenset((group[u], group[v])) for u, v in crossing)
-    between = sorted(((w, u, v) for u, v, w in graph.edges(data=weight, default=0)
-                      if group[u] != group[v] and frozenset((u, v)) not in kept),
-                     key=lambda e: (-e[0], repr(e[1]), repr(e[2])))
-    used, added = {n for e in crossing for n in e}, []
-    for _, u, v in between:
-        pair = frozenset((group[u], group[v]))
-        wanted = min(int(per_pair), min(size[group[u]], size[group[v]]) // 2)
-        if joined[pair] >= wanted or u in used or v in used:
-            continue
-        added.append((u, v))
-        used.update((u, v))
-        joined[pair] += 1
+    order = {n: k for k, n in enumerate(graph.nodes)}
+    partners = {}  # node -> the groups it joins its own to
+    joined = Counter()
+    for u, v in (tuple(e) for e in kept if len(e) == 2):
+        if group[u] != group[v]:
+            joined[frozenset((group[u], group[v]))] += 1
+            partners.setdefault(u, set()).add(group[v])
+            partners.setdefault(v, set()).add(group[u])
+    queues = {}  # pair of groups -> its overlaps not kept, largest first
+    for u, v, w in graph.edges(data=weight, default=0):
+        if group[u] != group[v] and frozenset((u, v)) not in kept:
+            u, v = sorted((u, v), key=order.get)
+            queues.setdefault(frozenset((group[u], group[v])), []).append(
+                (-w, order[u], order[v], u, v))
+    wanted = {pair: min(int(per_pair), min(size[g] for g in pair) // 2) for pair in queues}
+    pairs = sorted((p for p in queues if joined[p] < wanted[p]),
+                   key=lambda p: sorted(order[g] for g in p))
+    for pair in pairs:
+        queues[pair] = sorted(queues[pair], key=lambda e: e[:3], reverse=True)  # pop() largest
+    taken, added = Counter(), []
+    while pairs:
+        for pair in pairs:
+            while queues[pair]:
+                *_, u, v = queues[pair].pop()
+                if all(taken[n] < NODE_BRIDGES and group[m] not in partners.get(n, ())
+                       for n, m in ((u, v), (v, u))):
+                    added.append((u, v))
+                    joined[pair] += 1
+                    for n, m in ((u, v), (v, u)):
+                        taken[n] += 1
+                        partners.setdefault(n, set()).add(group[m])
+                    break
+        pairs = [p for p in pairs if queues[p] and joined[p] < wanted[p]]
     return added

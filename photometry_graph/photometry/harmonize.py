@@ -22,7 +22,7 @@ from .._json import jsonable
 from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
-from .candidates import candidate_pairs, row_spans
+from .candidates import PER_DIRECTION, candidate_pairs, row_spans
 from ..core.correction import identity_correction
 from .overlap import (build_tile_overlap_graph, fit_overlap_edges, gain_estimates,
                       sparsify_overlap_graph)
@@ -375,8 +375,8 @@ def _graph_step(chain):
     """The overlap graph (None when it failed: warned) and, when sparsified, the graph of
     the candidates it was chosen from (:func:`candidate_pairs`: the
     :data:`CANDIDATES_PER_DEGREE` ``* max_degree`` largest overlaps of every node, its
-    ``max_degree`` largest partial ones and what joins the components, never every pair of
-    a dense session)."""
+    largest partial ones in ``max_degree`` directions and what joins the components, never
+    every pair of a dense session)."""
     s = chain.settings
     max_degree, pairs, total = s["max_degree"], None, None
     per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
@@ -404,9 +404,10 @@ def _graph_step(chain):
     stage, noun = graph_label(s["node_kind"])
     grid_info(logger, f"{stage}: fitting %d of %d overlaps (the %d largest per {noun}, a "
               f"maximum spanning tree and %d between groups of near-identical {noun}s, "
-              f"chosen among %d: the %d largest and the %d largest partial ones per {noun})",
-              graph.number_of_edges(), total, max_degree, graph.graph.get("bridges", 0),
-              full_graph.number_of_edges(), per_node, max_degree)
+              f"chosen among %d: the %d largest per {noun} and its %d largest partial ones "
+              f"in each of %d directions)", graph.number_of_edges(), total, max_degree,
+              graph.graph.get("bridges", 0), full_graph.number_of_edges(), per_node,
+              PER_DIRECTION, max_degree)
     return graph, full_graph
 
 

@@ -211,7 +211,7 @@ def sparsify_overlap_graph(graph, max_degree, bridges=None):
     overlaps are all within their pointing) that would otherwise hang together
     by fewer than ``bridges`` edges (:func:`~.candidates.bridge_edges`); a node
     can thus keep more than ``max_degree`` edges, but the total stays below
-    ``n * max_degree + 1.5 n``.  Ties are broken by the node ids (reproducible).
+    ``n * max_degree + 2 n``.  Ties are broken by the node ids (reproducible).
 
     Parameters
     ----------

@@ -1,5 +1,7 @@
 """Candidate overlaps of dense frame sets, against every pair counted by brute force."""
 
+from collections import Counter
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -203,34 +205,68 @@ def test_thin_overlaps_of_a_tall_mosaic_and_short_boxes_are_never_missed():
 
 
 # --------------------------------------------------------------------------- pointings
-def _pointings(rng, per_pointing, columns=2, width=100, step=80, dither=3):
-    """Boxes of ``columns`` pointings side by side (overlapping by ``width - step``), each
-    with ``per_pointing`` dithers: box k belongs to pointing ``k % columns``."""
-    out = []
-    for k in range(per_pointing * columns):
+def _pointings(rng, per_pointing, columns=2, width=100, step=80, dither=3, rows=1,
+               step_y=80):
+    """Boxes of ``rows`` x ``columns`` pointings (side neighbours overlapping by
+    ``width - step`` and ``100 - step_y`` pixels), each with ``per_pointing`` dithers: box
+    k belongs to pointing ``k % (rows * columns)``."""
+    out, n = [], rows * columns
+    for k in range(per_pointing * n):
         dy, dx = (int(v) for v in rng.integers(-dither, dither + 1, size=2))
-        x0 = step * (k % columns) + dx
-        out.append(BBox(dy, dy + 100, x0, x0 + width))
+        y0, x0 = step_y * ((k % n) // columns) + dy, step * (k % columns) + dx
+        out.append(BBox(y0, y0 + 100, x0, x0 + width))
     return out
 
 
-def test_candidates_keep_the_largest_partial_overlaps_of_every_box():
+def test_candidates_keep_the_largest_partial_overlap_of_every_box_in_each_direction():
     # 12 dithers per pointing and 4 largest per box: the largest overlaps of a box are
-    # dithers of its pointing; its partial ones (the next pointing's) are kept on request
+    # dithers of its pointing; its largest partial one in each direction is kept on request
     boxes = _pointings(np.random.default_rng(0), 12)
     areas = _brute(boxes)
     across = {p for p in areas if p[0] % 2 != p[1] % 2}
     plain, total = candidate_pairs(boxes, 4)
     assert total == len(areas) and len(set(plain) & across) == 1  # the spanning forest's
-    pairs, _ = candidate_pairs(boxes, 4, partial=3)
+    pairs, _ = candidate_pairs(boxes, 4, partial=8)
     assert set(plain) <= set(pairs) and set(pairs) <= set(areas)
+    centre = np.array([((b.y0 + b.y1) / 2, (b.x0 + b.x1) / 2) for b in boxes])
     for i in range(len(boxes)):
         mine = {p: a for p, a in areas.items() if i in p}
         largest = max(mine.values())
-        partial = sorted(((a, p) for p, a in mine.items()
-                          if a < candidates.PARTIAL_OVERLAP * largest), reverse=True)
-        assert all(p in pairs for a, p in partial[:3] if a > partial[min(3, len(partial)) - 1][0])
-        assert sum(p in pairs for _, p in partial) >= min(3, len(partial))
+        sectors = {}
+        for p, a in mine.items():
+            j = p[0] + p[1] - i
+            dy, dx = centre[j] - centre[i]
+            s = int(np.floor((np.arctan2(dy, dx) / (2 * np.pi) + 1 / 16) * 8)) % 8
+            if a < candidates.PARTIAL_OVERLAP * largest:
+                sectors.setdefault(s, []).append((a, -min(p), -max(p), p))
+        for options in sectors.values():
+            assert max(options)[3] in pairs  # ties: the pair of lower indices
+
+
+def test_candidates_of_unequal_neighbours_join_every_pair_of_pointings():
+    # 3 x 3 pointings of 20 dithers, overlapping by 20 % side by side and 10 % one above
+    # the other: every box's partial overlaps are larger with its side neighbours, yet the
+    # pointings above and below keep many candidates too, and the sparsified graph joins
+    # every pair of side neighbours by several overlaps (4 asked; the central pointing's
+    # frames are shared among its eight neighbours)
+    from photometry_graph.photometry.overlap import sparsify_overlap_graph
+
+    boxes = _pointings(np.random.default_rng(4), 20, columns=3, rows=3, step=80, step_y=90)
+    pairs, _ = candidate_pairs(boxes, 24, partial=8)
+    g = nx.Graph()
+    g.add_nodes_from(range(len(boxes)))
+    g.add_weighted_edges_from((i, j, boxes[i].intersection(boxes[j]).area) for i, j in pairs)
+    h = sparsify_overlap_graph(g, 8)
+    joins = {}
+    for u, v in h.edges:
+        if u % 9 != v % 9:
+            joins[frozenset((u % 9, v % 9))] = joins.get(frozenset((u % 9, v % 9)), 0) + 1
+    sides = [frozenset((p, p + 1)) for p in range(9) if p % 3 < 2] + \
+        [frozenset((p, p + 3)) for p in range(6)]
+    counts = {frozenset((p % 9, q % 9)) for p, q in pairs if p % 9 != q % 9}
+    assert set(sides) <= counts
+    assert all(joins.get(side, 0) >= 2 for side in sides), joins
+    assert sum(joins.get(side, 0) for side in sides) >= 3.5 * len(sides), joins
 
 
 def _graph(boxes):
@@ -266,15 +302,42 @@ def test_bridge_edges_join_pointings_by_several_distinct_frames(per_pair):
     for pair, edges in joins.items():
         assert len(edges) == max(1, min(per_pair, 10 // 2))
         nodes = [n for e in edges for n in e]
-        assert len(nodes) == len(set(nodes))  # each frame joins two pointings once
-    # the largest overlaps go first: the first one added is the largest between two
-    # pointings of frames that join none yet
-    if added:
-        busy = {n for u, v in map(tuple, tree) if u % 3 != v % 3 for n in (u, v)}
-        free = [w for u, v, w in g.edges(data="weight") if u % 3 != v % 3
-                and not busy & {u, v}]
-        assert g.edges[added[0]]["weight"] == max(free)
+        assert len(nodes) == len(set(nodes))  # a frame joins two pointings once
+    uses = Counter(n for e in added for n in e)
+    assert max(uses.values(), default=0) <= candidates.NODE_BRIDGES
+    # the largest overlaps go first: a pair's first added one is its largest between
+    # frames that join none of the two pointings yet
+    for pair in joins:
+        mine = [e for e in added if frozenset((e[0] % 3, e[1] % 3)) == pair]
+        if mine:
+            busy = {n for u, v in map(tuple, tree) if frozenset((u % 3, v % 3)) == pair
+                    for n in (u, v)}
+            free = [w for u, v, w in g.edges(data="weight")
+                    if frozenset((u % 3, v % 3)) == pair and not busy & {u, v}]
+            assert g.edges[mine[0]]["weight"] == max(free)
+            w = [g.edges[e]["weight"] for e in mine]
+            assert w == sorted(w, reverse=True)
     assert candidates.bridge_edges(g, tree, 0) == []
+
+
+def test_bridge_edges_join_a_central_pointing_to_each_of_its_neighbours():
+    # 3 x 3 pointings of 8 dithers: the central one overlaps eight others; every pair of
+    # side neighbours gets its overlaps (4 = half of 8), the central frames shared in turn
+    boxes = _pointings(np.random.default_rng(3), 8, columns=3, rows=3)
+    g = _graph(boxes)
+    tree = {frozenset(e) for e in nx.maximum_spanning_tree(g).edges}
+    kept = tree | {frozenset(e) for e in candidates.bridge_edges(g, tree, 4)}
+    joins = Counter(frozenset((u % 9, v % 9)) for u, v in map(tuple, kept) if u % 9 != v % 9)
+    sides = [frozenset((p, p + 1)) for p in range(9) if p % 3 < 2] + \
+        [frozenset((p, p + 3)) for p in range(6)]
+    assert all(joins[side] >= 2 for side in sides), joins
+    assert sum(joins[side] for side in sides) >= 3 * len(sides)
+
+
+def test_bridge_edges_leave_a_self_loop_alone():
+    g = nx.Graph()
+    g.add_weighted_edges_from([(0, 1, 100), (2, 3, 100), (1, 2, 20), (0, 3, 19), (0, 0, 5)])
+    assert candidates.bridge_edges(g, {frozenset((1, 2)), frozenset((0,))}, 2) == []
 
 
 def test_bridge_edges_add_nothing_to_a_row_of_frames_or_to_single_nodes():

@@ -8,7 +8,8 @@ import pytest
 from photometry_graph.pipeline.budget import (MB, SERVER_MB, SOLVE_MB, SOLVE_PER_BINNED,
                                               SOLVE_TASK_MB, WORKER_MB, MAIN_GROWTH_MB,
                                               MIN_STACK_MB, PLANNED_SHARE, plan_memory,
-                                              process_pss_bytes, ASSEMBLY_BYTES_PER_PIXEL)
+                                              process_pss_bytes, ASSEMBLY_BYTES_PER_PIXEL,
+                                              ASSEMBLY_MB, STREAM_BAND_BYTES)
 from photometry_graph.pipeline.images import FrameInfo
 from photometry_graph.pipeline.options import GridModeError
 
@@ -73,9 +74,11 @@ def test_a_cluster_run_assembles_on_the_threads_asked_for_where_they_fit():
     assert two.assembly_threads == 2 and two.assembly_chunk == one.assembly_chunk
     # chunks of two threads that do not fit: fewer threads, never a larger share
     tight = plan_memory(600, _frames(120), 1862, threads=8, **kw)
-    left = PLANNED_SHARE * 600 * MB - 90 * MB - 100 * MB
-    assert 1 <= tight.assembly_threads < 8
-    assert tight.assembly_threads * tight.assembly_chunk ** 2 * ASSEMBLY_BYTES_PER_PIXEL <= left
+    left = (PLANNED_SHARE * 600 * MB - (90 + MAIN_GROWTH_MB) * MB - (ASSEMBLY_MB + 100) * MB
+            - 2 * STREAM_BAND_BYTES)  # what the threads' chunks may take
+    per_thread = tight.assembly_chunk ** 2 * ASSEMBLY_BYTES_PER_PIXEL
+    assert tight.assembly_chunk == 1024 and 1 <= tight.assembly_threads < 8
+    assert tight.assembly_threads * per_thread <= left < (tight.assembly_threads + 1) * per_thread
 
 
 def test_colour_frames_need_more_and_a_budget_too_small_is_refused_with_what_it_needs():
