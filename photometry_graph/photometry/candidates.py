@@ -310,11 +310,13 @@ def overlap_groups(graph, weight="weight"):
     >>> overlap_groups(g)
     {0: 0, 1: 0, 2: 2, 3: 2}
     """
-    largest = {n: max((w for _, _, w in graph.edges(n, data=weight, default=0)), default=0)
-               for n in graph.nodes}
+    edges = list(graph.edges(data=weight, default=0))
+    largest = dict.fromkeys(graph.nodes, 0)
+    for u, v, w in edges:
+        largest[u], largest[v] = max(largest[u], w), max(largest[v], w)
     nodes = list(graph.nodes)
     index = {n: k for k, n in enumerate(nodes)}
-    close = [(index[u], index[v]) for u, v, w in graph.edges(data=weight, default=0)
+    close = [(index[u], index[v]) for u, v, w in edges
              if w >= PARTIAL_OVERLAP * max(largest[u], largest[v])]
     return {n: nodes[root] for n, root in zip(nodes, _components(len(nodes), close))}
 

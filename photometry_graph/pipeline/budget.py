@@ -21,7 +21,6 @@ figures below were measured on Linux (CPython 3.11, numpy 2, OpenCV 4/5); the st
 pixels and the mosaic do not depend on the budget, only how often frames are read.
 """
 
-import ctypes
 import gc
 import math
 import resource
@@ -32,7 +31,7 @@ from ..launch import IN_PROCESS_PIXELS  # the rule the command applies too
 from ..stacking.clip import STATE_BYTES
 from ..stacking.stack import BAND_ROWS
 from .options import GridModeError
-from .parallel import default_workers
+from .parallel import default_workers, glibc
 
 __all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
            "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",
@@ -137,10 +136,9 @@ def release_memory():
     no-op where glibc is not the C library.
     """
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _largest_frame(frames):
@@ -274,21 +272,22 @@ def plan_memory(memory_mb, frames, tile_width, *, workers=None, frame_photometry
     stream = STREAM_BAND_BYTES if left - 2 * STREAM_BAND_BYTES >= asm_thread else 0
     left -= 2 * stream  # threads, then chunks
     most = n if threads is None else max(1, int(threads))
-    threads, chunk = 1, min(chunks)
+    asm_threads, chunk = 1, min(chunks)
     for t, c in [(t, c) for c in chunks for t in range(most, 0, -1)]:
         if t * ASSEMBLY_BYTES_PER_PIXEL * c ** 2 <= left:
-            threads, chunk = t, c
+            asm_threads, chunk = t, c
             break
     details = dict(memory_mb=float(memory_mb), program_mb=base / MB, workers=n,
                    worker_mb=share / MB, stack_mb=(share - tile_ws) / MB,
                    frame_read_mb=frame_ws / MB, binned_mb=binned / MB, spill=bool(spill),
                    host_mb=host_bytes / MB, solve_workers=solve_workers,
-                   assembly_threads=threads, assembly_chunk=chunk, stream_band_mb=stream / MB)
+                   assembly_threads=asm_threads, assembly_chunk=chunk,
+                   stream_band_mb=stream / MB)
     grid_debug(logger, "memory plan: %s", {k: round(v, 1) if isinstance(v, float) else v
                                            for k, v in details.items()})
     return MemoryPlan(workers=n, stack_bytes=int(share - tile_ws), bin_factor=int(bin_factor),
                       spill=bool(spill), solve_workers=solve_workers,
-                      assembly_threads=threads, assembly_chunk=chunk, stream_band=int(stream),
+                      assembly_threads=asm_threads, assembly_chunk=chunk, stream_band=int(stream),
                       details=details)
 
 

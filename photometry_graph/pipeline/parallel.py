@@ -38,7 +38,7 @@ from .._log import get_logger, grid_debug, grid_warning
 from ..launch import server_preload, start_server
 
 __all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
-           "STOP_SIGNALS", "single_threaded", "reused_heap", "start_workers_early",
+           "STOP_SIGNALS", "single_threaded", "reused_heap", "glibc", "start_workers_early",
            "stop_workers_early", "cluster_session"]
 
 logger = get_logger(__name__)
@@ -471,7 +471,7 @@ def reused_heap():
     1048576.0
     """
     restore = _heap_settings()
-    libc = _libc() if restore is not None else None
+    libc = glibc() if restore is not None else None
     if libc is None:
         yield
         return
@@ -503,8 +503,15 @@ def _heap_settings():
 
 
 @functools.lru_cache(maxsize=1)
-def _libc():
-    """glibc with ``mallopt`` and ``malloc_trim`` (Linux), or None."""
+def glibc():
+    """glibc with ``mallopt`` and ``malloc_trim`` (Linux), or None (loaded once).
+
+    Examples
+    --------
+    >>> libc = glibc()
+    >>> libc is None or libc.malloc_trim(0) in (0, 1)
+    True
+    """
     if not sys.platform.startswith("linux"):
         return None
     try:

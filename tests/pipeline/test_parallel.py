@@ -479,7 +479,7 @@ def test_a_cluster_task_reuses_freed_arrays_where_the_worker_maps_each_anew():
 def test_a_process_without_the_workers_setting_keeps_its_heap(monkeypatch):
     from photometry_graph.pipeline import parallel
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    monkeypatch.setattr(parallel, "_libc", lambda: pytest.fail("the heap was changed"))
+    monkeypatch.setattr(parallel, "glibc", lambda: pytest.fail("the heap was changed"))
     with parallel.reused_heap():
         pass
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "not a number")
