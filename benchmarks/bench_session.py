@@ -344,7 +344,8 @@ def scaling_run(args, root, data):
             r["stages"] = grid_stages(out)
             r["q"] = session_quality(session, out / "mosaic_grid.fits")
         rows.append(r)
-        shutil.rmtree(out, ignore_errors=True)
+        if args.keep is None:  # a session's outputs take GBs (the binned frames kept to resume)
+            shutil.rmtree(out, ignore_errors=True)
         if not args.data:
             shutil.rmtree(frames, ignore_errors=True)
     print(f"\nscaling, {'Bayer' if args.bayer else 'mono'} frames of {args.frame_shape[0]}x"

@@ -1,9 +1,9 @@
-"""Worker counts and a thread map shared by the stages that read tiles in threads."""
+"""Worker counts, a thread map and lazily made task lists, shared by the stages."""
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["default_threads", "check_workers", "thread_map"]
+__all__ = ["default_threads", "check_workers", "thread_map", "LazyTasks"]
 
 
 def default_threads():
@@ -47,3 +47,27 @@ def thread_map(func, items, workers):
         return [func(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(func, items))
+
+
+class LazyTasks:
+    """A sized iterable of tasks made as they are taken: ``make(item)`` for each item.
+
+    What :func:`~photometry_graph.pipeline.parallel.map_tasks` needs to hold only the tasks
+    in flight (the tasks of the 23,805 overlap fits of a 4,993-frame session, each with the
+    stars of its overlap, took 1 GB when made all at once).
+
+    Examples
+    --------
+    >>> tasks = LazyTasks([1, 2, 3], lambda x: -x)
+    >>> len(tasks), list(tasks)
+    (3, [-1, -2, -3])
+    """
+
+    def __init__(self, items, make):
+        self.items, self.make = list(items), make
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return (self.make(item) for item in self.items)

@@ -239,7 +239,29 @@ def test_a_first_signal_raises_and_a_second_ends_the_process_at_once():
                           text=True, timeout=60, env=dict(
                               os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert proc.stdout.split("\n")[0] == "first SIGINT 130" and "never" not in proc.stdout
-    assert proc.returncode == 143 and proc.stderr == ""
+    assert proc.returncode == 143
+    assert proc.stderr == ("grid-mode: stopped at once by a second SIGTERM; temporary files "
+                           "may remain (the next run into this folder removes them); run the "
+                           "same command again to resume\n")
+
+
+_SIGNAL_AFTER_THE_RUN = """
+import os, signal, time
+from photometry_graph.pipeline.cli import _stop_on_signals
+with _stop_on_signals() as received:
+    received.append("done")  # the run is over: a signal now ends the process, silently
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+print("never")
+"""
+
+
+def test_a_signal_once_the_run_is_over_ends_the_process_silently():
+    import os
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_THE_RUN], capture_output=True,
+                          text=True, timeout=60, env=dict(
+                              os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "")
 
 
 def test_a_full_disk_while_writing_the_mosaic_is_exit_code_1(small_survey, monkeypatch,

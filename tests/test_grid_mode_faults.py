@@ -431,7 +431,7 @@ def test_a_signal_stops_the_run_at_once_cleanly_and_a_rerun_resumes(big, tmp_pat
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     stops = [ln for ln in err.splitlines() if ln.startswith("grid-mode:")]
     assert stops == [f"grid-mode: stopped by {signame}; temporary files removed; run the same "
-                     "command again to resume (finished pieces are reused)"]
+                     "command again to resume (finished pieces are reused)"], err
     assert not _leftovers(out) and not (out / "mosaic_grid.fits").exists()
     rerun = grid_mode.run_grid_mode(frames, out, tile_size=160, overlap=0.25, workers=1)
     reused = rerun.report["resume"]["reused"]

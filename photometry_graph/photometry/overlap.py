@@ -27,7 +27,7 @@ import networkx as nx
 import numpy as np
 
 from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
-from .._threads import check_workers, thread_map
+from .._threads import LazyTasks, check_workers, thread_map
 from .._stats import estimate_noise
 from .binned import bin_overlap, binnable, binned_origin, binned_to_full_fit
 from .candidates import bridge_edges
@@ -659,10 +659,9 @@ def fit_overlap_edges(graph, *, model="offset", origin=(0.0, 0.0), min_pixels=50
                     polish=polish, noise_samples=noise_samples,
                     noise_estimator=noise_estimator, gain_estimator=gain_estimator,
                     star_kwargs=dict(star_kwargs or {}), fit_kwargs=fit_kwargs)
-    tasks = [_edge_task(graph, nodes, u, v, catalogues, None if seeds is None else
-                        int(seeds[k]), settings, cut=task_map is not None,
-                        bin_factor=int(bin_factor))
-             for k, (u, v) in enumerate(edges)]
+    tasks = LazyTasks(enumerate(edges), lambda ke: _edge_task(  # made as they are sent
+        graph, nodes, *ke[1], catalogues, None if seeds is None else int(seeds[ke[0]]),
+        settings, cut=task_map is not None, bin_factor=int(bin_factor)))
     for (u, v), fits in zip(edges, run(_fit_edge, tasks)):
         if isinstance(fits, BaseException):  # reading the tiles failed: keep going
             fits = _failed_edge_fits(graph, u, v, fits, origin, model)

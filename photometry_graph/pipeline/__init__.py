@@ -24,8 +24,8 @@ from .outputs import (  # noqa: F401
     mosaic_header,
 )
 from .parallel import (  # noqa: F401
-    map_tasks, ordered_map, fit_task_map, default_workers, stop_pool, STOP_SIGNALS,
-    single_threaded, reused_heap, glibc, start_workers_early, stop_workers_early,
+    map_tasks, ordered_map, TASKS_IN_FLIGHT, fit_task_map, default_workers, stop_pool,
+    STOP_SIGNALS, single_threaded, reused_heap, glibc, start_workers_early, stop_workers_early,
     cluster_session,
 )
 from .progress import (  # noqa: F401
@@ -84,8 +84,8 @@ __all__ = [
     "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
     "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
-    "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS", "single_threaded",
-    "reused_heap", "glibc", "start_workers_early", "stop_workers_early", "cluster_session",
+    "TASKS_IN_FLIGHT", "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS",
+    "single_threaded", "reused_heap", "glibc", "start_workers_early", "stop_workers_early", "cluster_session",
     "LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
     "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging", "Interrupted",
     "build_parser",

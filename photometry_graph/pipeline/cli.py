@@ -7,7 +7,8 @@ terminal; the exit codes of :data:`~photometry_graph.pipeline.options.EXIT_CODES
 Signals (the command line only: a program that calls ``grid_mode.run_grid_mode`` keeps its
 own handlers and gets an exception): the first SIGINT, SIGTERM or SIGHUP stops the run at
 once (the workers are killed, the queued tasks cancelled, temporary files removed), prints
-one line and exits 128 + the signal number; a second one ends the process immediately.
+one line and exits 128 + the signal number; a second one ends the process immediately (one
+line says so; temporary files may then remain, for the next run into the folder to remove).
 """
 
 import argparse
@@ -64,6 +65,8 @@ def _stop_on_signals():
 
     def handler(signum, frame):
         if received:  # a second signal, or the run is over: no more cleaning up
+            if "done" not in received:
+                _say_stopped_at_once(signum)
             _kill_children()
             os._exit(128 + signum)
         received.append(signum)
@@ -76,6 +79,18 @@ def _stop_on_signals():
         if not received or received == ["done"]:
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def _say_stopped_at_once(signum):
+    """One line on stderr: a second signal ends the run without cleaning up (written with
+    ``os.write``: the handler may have interrupted a write to ``sys.stderr``)."""
+    name = signal.Signals(signum).name
+    try:
+        os.write(2, (f"grid-mode: stopped at once by a second {name}; temporary files may "
+                     "remain (the next run into this folder removes them); run the same "
+                     "command again to resume\n").encode())
+    except OSError:  # pragma: no cover - stderr closed: nothing to tell
+        pass
 
 
 def _kill_children():

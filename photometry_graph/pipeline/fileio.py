@@ -353,7 +353,7 @@ def write_tiff(path, mosaic, summary, *, stretch=False):
 
 
 def write_json(path, payload, *, indent=2):
-    """Write ``payload`` as strict JSON (NaN/inf -> null) atomically.
+    """Write ``payload`` as strict JSON (NaN/inf -> null) atomically; return what was written.
 
     Parameters
     ----------
@@ -362,15 +362,13 @@ def write_json(path, payload, *, indent=2):
         Converted by :func:`photometry_graph._json.jsonable`.
     indent : int or None
         For a reader (default 2); None: one line, ~3x faster (C's encoder, not Python's).
-
-    Returns
-    -------
-    dict
-        What was written.
     """
     payload = jsonable(payload)
-    with atomic(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=indent, allow_nan=False), encoding="utf-8")
+    with atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        if indent is None:  # one call of the C encoder
+            fh.write(json.dumps(payload, allow_nan=False))
+        else:  # written as encoded: the report of thousands of frames is ~80 MB of text
+            json.dump(payload, fh, indent=indent, allow_nan=False)
     return payload
 
 

@@ -37,9 +37,9 @@ import psutil
 from .._log import get_logger, grid_debug, grid_warning
 from ..launch import server_preload, start_server
 
-__all__ = ["map_tasks", "ordered_map", "fit_task_map", "default_workers", "stop_pool",
-           "STOP_SIGNALS", "single_threaded", "reused_heap", "glibc", "start_workers_early",
-           "stop_workers_early", "cluster_session"]
+__all__ = ["map_tasks", "ordered_map", "TASKS_IN_FLIGHT", "fit_task_map", "default_workers",
+           "stop_pool", "STOP_SIGNALS", "single_threaded", "reused_heap", "glibc",
+           "start_workers_early", "stop_workers_early", "cluster_session"]
 
 logger = get_logger(__name__)
 
@@ -63,8 +63,11 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
     func : callable
         ``func(task)``; a top-level function taking and returning picklable values (it runs
         in other processes).
-    tasks : list
-        Picklable tasks.
+    tasks : sequence or sized iterable
+        Picklable tasks.  A process pool holds :data:`TASKS_IN_FLIGHT` per worker at a
+        time, taking the next one as one completes: tasks that an iterable makes as they
+        are taken (:class:`~photometry_graph._threads.LazyTasks`) are never all in
+        memory at once.
     scheduler : str or dask.distributed.Client, optional
         A scheduler address (a client is opened and closed here) or a client (left open).
         ``dask.distributed`` is imported only then.
@@ -93,6 +96,13 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
     >>> [r for _, r in map_tasks(abs, [-2, 3], workers=1)]
     [2, 3]
     """
+    for _, task, result in _indexed_results(func, tasks, scheduler=scheduler,
+                                            workers=workers):
+        yield task, result
+
+
+def _indexed_results(func, tasks, *, scheduler=None, workers=None):
+    """:func:`map_tasks`, each result with the index of its task: ``(k, task, result)``."""
     if scheduler is not None:
         from dask.distributed import Client, as_completed  # optional dependency
         session = _SESSION.get()
@@ -116,7 +126,7 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
                         running.add(again)
                         continue
                     result = exc
-                yield tasks[k], result
+                yield k, tasks[k], result
         except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
             client.cancel(list(futures))
             raise
@@ -130,42 +140,77 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         grid_debug(logger, "%d task(s): %d worker process(es) instead of %d", len(tasks),
                    workers, asked)
     if workers == 1:
-        for t in tasks:
+        for k, t in enumerate(tasks):
             try:  # through pickle and on one thread like in a worker (WCS objects round-trip
                 with single_threaded():  # through FITS text; OpenCV's warps split their
                     result = func(pickle.loads(pickle.dumps(t)))  # work by thread): results
             except Exception as exc:  # match bit for bit
                 result = exc
-            yield t, result
+            yield k, t, result
         return
-    done, broken = set(), None
+    source, running = enumerate(tasks), {}
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
                                                   initializer=_start_worker,
                                                   initargs=(os.getpid(),))
     _grow_task_pipe(pool)
     try:
         with _signals_deferred():  # the workers start whole, and never see a Ctrl-C
-            futures = {pool.submit(func, t): k for k, t in enumerate(tasks)}
-        for fut in concurrent.futures.as_completed(futures):
-            k = futures.pop(fut)  # the result is the caller's now: none is kept here (a
-            exc = fut.exception()  # binned frame spilled to disk leaves memory at once)
-            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
-                broken = exc
-                break
-            done.add(k)
-            yield tasks[k], (exc or fut.result())
+            broken = _submit_next(pool, func, source, running, TASKS_IN_FLIGHT * workers)
+        while running and broken is None:
+            finished = list(concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED)[0])
+            more = len(finished)
+            while finished and broken is None:
+                fut = finished.pop()
+                exc = fut.exception()
+                if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+                    broken = exc
+                    continue
+                k, t = running.pop(fut)  # the result is the caller's now: none is kept here
+                result = exc or fut.result()  # (a binned frame written to disk leaves memory)
+                del fut
+                yield k, t, result
+            if broken is None:
+                broken = _submit_next(pool, func, source, running, more)
     except BaseException:  # interrupted, or the caller stopped reading (GeneratorExit)
         stop_pool(pool)
         raise
     pool.shutdown(wait=True)
     if broken is not None:  # the pool is dead: every pending task would fail the same way
-        rest = [t for k, t in enumerate(tasks) if k not in done]
+        rest = sorted(running.values(), key=lambda kt: kt[0]) + list(source)
         grid_warning(logger, "worker processes died or could not start (%s); running the %d "
                      "remaining task(s) in this process. A script that runs grid mode with "
                      "workers needs `if __name__ == \"__main__\":` around its top-level "
                      "code; a worker killed for lack of memory needs fewer workers "
                      "(--workers)", type(broken).__name__, len(rest))
-        yield from map_tasks(func, rest, workers=1)
+        results = _indexed_results(func, [t for _, t in rest], workers=1)
+        for (k, t), (_, _, result) in zip(rest, results):
+            yield k, t, result
+
+
+#: Tasks a process pool of :func:`map_tasks` holds per worker: one running, the next ones
+#: pickled and sent while it runs (a worker never waits for the calling process); the
+#: others are made and sent as tasks complete.
+TASKS_IN_FLIGHT = 4
+
+
+def _submit_next(pool, func, source, running, count):
+    """Submit the next ``count`` tasks of ``source`` (``(k, task)`` pairs) to ``pool``;
+    ``running`` maps each future to its ``(k, task)``.  Returns the BrokenProcessPool that
+    refused a task (then kept in ``running``, under a future of that exception), or None."""
+    for _ in range(count):
+        try:
+            k, t = next(source)
+        except StopIteration:
+            return None
+        try:
+            running[pool.submit(func, t)] = (k, t)
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            refused = concurrent.futures.Future()
+            refused.set_exception(exc)
+            running[refused] = (k, t)
+            return exc
+    return None
 
 
 #: ``(address, client)`` of the innermost open :func:`cluster_session` of this thread (or
@@ -263,8 +308,9 @@ def ordered_map(func, tasks, *, scheduler=None, workers=None):
     ----------
     func : callable
         A top-level function (it runs in other processes).
-    tasks : sequence
-        Picklable tasks.
+    tasks : sequence or sized iterable
+        Picklable tasks (:class:`~photometry_graph._threads.LazyTasks`: made as they
+        are taken).
     scheduler, workers
         As :func:`map_tasks`.
 
@@ -277,14 +323,11 @@ def ordered_map(func, tasks, *, scheduler=None, workers=None):
     >>> ordered_map(abs, [-2, 3, -1], workers=1)
     [2, 3, 1]
     """
-    tasks = list(tasks)
-    out, slots = [None] * len(tasks), {}
-    for k, t in enumerate(tasks):  # map_tasks yields the task objects themselves
-        slots.setdefault(id(t), []).append(k)
-    with contextlib.closing(map_tasks(func, tasks, scheduler=scheduler,
-                                      workers=workers)) as results:
-        for t, res in results:
-            out[slots[id(t)].pop()] = res
+    out = [None] * len(tasks)
+    with contextlib.closing(_indexed_results(func, tasks, scheduler=scheduler,
+                                             workers=workers)) as results:
+        for k, _, res in results:
+            out[k] = res
     return out
 
 

@@ -71,6 +71,25 @@ def test_candidates_joining_components_that_the_largest_overlaps_leave_apart():
     assert total == len(_brute(left + right + bridge))
 
 
+@pytest.mark.parametrize("seed, clusters, equal", [(6, 1, False), (7, 3, False), (8, 2, True)])
+def test_the_forest_is_the_maximum_spanning_forest_of_every_overlap(seed, clusters, equal):
+    # by overlap size, ties to the pair of lower indices: networkx on the brute-force graph
+    rng = np.random.default_rng(seed)
+    boxes = _boxes(rng, 50, clusters, empty=2)
+    if equal:  # many overlaps of the same size: the tie rule decides
+        boxes = [b if b.is_empty else BBox(b.y0 // 50 * 50, b.y0 // 50 * 50 + 200, b.x0 // 50
+                                           * 50, b.x0 // 50 * 50 + 300) for b in boxes]
+    n, areas = len(boxes), _brute(boxes)
+    full = nx.Graph()
+    full.add_nodes_from(range(n))
+    full.add_weighted_edges_from((i, j, a * n * n + (n * n - 1 - (i * n + j)))
+                                 for (i, j), a in areas.items())
+    expected = {tuple(sorted(e)) for e in nx.maximum_spanning_tree(full).edges}
+    forest = candidates._spanning_forest(candidates._Overlaps(boxes, None, 1))
+    assert forest == expected
+    assert expected <= set(candidate_pairs(boxes, 1)[0])
+
+
 def test_candidates_do_not_depend_on_the_block_size(monkeypatch):
     boxes = _boxes(np.random.default_rng(5), 80, 2)
     reference = candidate_pairs(boxes, 3)

@@ -13,7 +13,9 @@ import pytest
 
 import grid_mode
 from photometry_graph.pipeline.options import GridOptions
-from photometry_graph.pipeline.parallel import default_workers, map_tasks, ordered_map
+from photometry_graph._threads import LazyTasks
+from photometry_graph.pipeline.parallel import (TASKS_IN_FLIGHT, default_workers, map_tasks,
+                                                ordered_map)
 
 
 def _mutate(task):
@@ -80,6 +82,30 @@ def test_a_broken_pool_falls_back_to_this_process_with_a_warning(caplog):
     assert sorted(t for t, _ in out) == tasks
     assert any("[GRID]" in r.getMessage() and "worker processes died" in r.getMessage()
                and "__main__" in r.getMessage() for r in caplog.records)
+
+
+def test_a_pool_that_breaks_with_tasks_still_unsent_runs_them_all_here(caplog):
+    import os
+    made = []
+    tasks = LazyTasks(range(40), lambda v: made.append(v) or (os.getpid(), v))
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        out = list(map_tasks(_die_in_a_worker, tasks, workers=2))
+    assert sorted(r for _, r in out) == [10 * v for v in range(40)]
+    assert sorted(made) == list(range(40))  # each task made once, sent or not
+    assert sum("worker processes died" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_pool_holds_only_the_tasks_in_flight():
+    # tasks made as they are sent: a long pass (the overlap fits of thousands of frames)
+    # never holds all of them at once
+    made, seen = [], []
+    tasks = LazyTasks(range(60), lambda v: made.append(v) or v)
+    for task, result in map_tasks(abs, tasks, workers=2):
+        seen.append(result)
+        assert len(made) - len(seen) <= TASKS_IN_FLIGHT * 2
+    assert sorted(seen) == list(range(60)) and len(made) == 60
+    assert ordered_map(operator.neg, LazyTasks(range(30), lambda v: v), workers=2) == \
+        [-v for v in range(30)]
 
 
 def _thread_counts(task):
