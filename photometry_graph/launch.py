@@ -201,10 +201,12 @@ def start_server(module=None):
             server_preload(module))
 
     def start():
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            from multiprocessing import forkserver
+            from multiprocessing import forkserver, resource_tracker
+            # the tracker unblocks SIGINT in the thread that starts it: first, then block
+            resource_tracker.ensure_running()
+            if hasattr(signal, "pthread_sigmask"):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             forkserver.ensure_running()
         except Exception as exc:  # noqa: BLE001 - the first pool starts it then, as before
             grid_debug(logger, "worker server not started early (%s)", exc)

@@ -22,6 +22,7 @@ import contextvars
 import ctypes
 import functools
 import importlib
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -64,10 +65,10 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         ``func(task)``; a top-level function taking and returning picklable values (it runs
         in other processes).
     tasks : sequence or sized iterable
-        Picklable tasks.  A process pool holds :data:`TASKS_IN_FLIGHT` per worker at a
-        time, taking the next one as one completes: tasks that an iterable makes as they
-        are taken (:class:`~photometry_graph._threads.LazyTasks`) are never all in
-        memory at once.
+        Picklable tasks.  A list goes to a process pool at once; of tasks that an iterable
+        makes as they are taken (:class:`~photometry_graph._threads.LazyTasks`) the pool
+        holds :data:`TASKS_IN_FLIGHT` per worker, taking the next one as one completes:
+        they are never all in memory at once.
     scheduler : str or dask.distributed.Client, optional
         A scheduler address (a client is opened and closed here) or a client (left open).
         ``dask.distributed`` is imported only then.
@@ -96,9 +97,11 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
     >>> [r for _, r in map_tasks(abs, [-2, 3], workers=1)]
     [2, 3]
     """
-    for _, task, result in _indexed_results(func, tasks, scheduler=scheduler,
-                                            workers=workers):
-        yield task, result
+    with contextlib.closing(_indexed_results(func, tasks, scheduler=scheduler,
+                                             workers=workers)) as results:
+        for _, task, result in results:
+            yield task, result
+            del task, result
 
 
 def _indexed_results(func, tasks, *, scheduler=None, workers=None):
@@ -148,63 +151,74 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
                 result = exc
             yield k, t, result
         return
-    source, running = enumerate(tasks), {}
+    source, running, n_tasks = enumerate(tasks), {}, len(tasks)
+    # a list goes to the pool at once; tasks made as they are taken, TASKS_IN_FLIGHT a worker
+    window = n_tasks if isinstance(tasks, (list, tuple)) else TASKS_IN_FLIGHT * workers
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
                                                   initializer=_start_worker,
                                                   initargs=(os.getpid(),))
     _grow_task_pipe(pool)
+    yielded = 0
     try:
-        with _signals_deferred():  # the workers start whole, and never see a Ctrl-C
-            broken = _submit_next(pool, func, source, running, TASKS_IN_FLIGHT * workers)
+        broken = _submit_next(pool, func, source, running, window, workers)
         while running and broken is None:
             finished = list(concurrent.futures.wait(
                 running, return_when=concurrent.futures.FIRST_COMPLETED)[0])
-            more = len(finished)
             while finished and broken is None:
                 fut = finished.pop()
                 exc = fut.exception()
                 if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
                     broken = exc
                     continue
-                k, t = running.pop(fut)  # the result is the caller's now: none is kept here
-                result = exc or fut.result()  # (a binned frame written to disk leaves memory)
-                del fut
+                k, t = running.pop(fut)
+                result = exc or fut.result()
+                del fut, exc
+                # the next task goes before the caller's turn: the workers never wait for it
+                broken = _submit_next(pool, func, source, running, 1, workers)
                 yield k, t, result
-            if broken is None:
-                broken = _submit_next(pool, func, source, running, more)
+                yielded += 1
+                del t, result  # the caller's now, none kept here (a binned frame on disk
+                # leaves memory at once)
     except BaseException:  # interrupted, or the caller stopped reading (GeneratorExit)
         stop_pool(pool)
         raise
     pool.shutdown(wait=True)
     if broken is not None:  # the pool is dead: every pending task would fail the same way
-        rest = sorted(running.values(), key=lambda kt: kt[0]) + list(source)
+        rest = sorted(running.values(), key=lambda kt: kt[0])
+        n_rest = n_tasks - yielded
         grid_warning(logger, "worker processes died or could not start (%s); running the %d "
                      "remaining task(s) in this process. A script that runs grid mode with "
                      "workers needs `if __name__ == \"__main__\":` around its top-level "
                      "code; a worker killed for lack of memory needs fewer workers "
-                     "(--workers)", type(broken).__name__, len(rest))
-        results = _indexed_results(func, [t for _, t in rest], workers=1)
-        for (k, t), (_, _, result) in zip(rest, results):
-            yield k, t, result
+                     "(--workers)", type(broken).__name__, n_rest)
+        for k, t in itertools.chain(rest, source):  # the unsent tasks made one by one
+            for _, _, result in _indexed_results(func, [t], workers=1):
+                yield k, t, result
 
 
-#: Tasks a process pool of :func:`map_tasks` holds per worker: one running, the next ones
-#: pickled and sent while it runs (a worker never waits for the calling process); the
-#: others are made and sent as tasks complete.
+#: Tasks made as they are taken (:class:`~photometry_graph._threads.LazyTasks`) that a
+#: process pool of :func:`map_tasks` holds per worker: one running, the next ones waiting
+#: in the pool (pickled and sent as a worker frees up); the others are made as tasks
+#: complete.  A list of tasks goes to the pool at once.
 TASKS_IN_FLIGHT = 4
 
 
-def _submit_next(pool, func, source, running, count):
+def _submit_next(pool, func, source, running, count, workers):
     """Submit the next ``count`` tasks of ``source`` (``(k, task)`` pairs) to ``pool``;
-    ``running`` maps each future to its ``(k, task)``.  Returns the BrokenProcessPool that
-    refused a task (then kept in ``running``, under a future of that exception), or None."""
+    ``running`` maps each future to its ``(k, task)``.  While the pool has fewer than
+    ``workers`` processes a submission may start one: Ctrl-C is then deferred
+    (:func:`_signals_deferred`), so that no worker starts unknown to its pool.  Returns the
+    BrokenProcessPool that refused a task (then kept in ``running``, under a future of that
+    exception), or None."""
     for _ in range(count):
         try:
             k, t = next(source)
         except StopIteration:
             return None
+        starting = len(getattr(pool, "_processes", None) or {}) < workers
         try:
-            running[pool.submit(func, t)] = (k, t)
+            with _signals_deferred() if starting else contextlib.nullcontext():
+                running[pool.submit(func, t)] = (k, t)
         except concurrent.futures.process.BrokenProcessPool as exc:
             refused = concurrent.futures.Future()
             refused.set_exception(exc)
@@ -323,6 +337,7 @@ def ordered_map(func, tasks, *, scheduler=None, workers=None):
     >>> ordered_map(abs, [-2, 3, -1], workers=1)
     [2, 3, 1]
     """
+    tasks = tasks if hasattr(tasks, "__len__") else list(tasks)
     out = [None] * len(tasks)
     with contextlib.closing(_indexed_results(func, tasks, scheduler=scheduler,
                                              workers=workers)) as results:

@@ -355,6 +355,35 @@ def test_closing_the_results_cancels_the_queue_and_kills_the_workers(tmp_path):
     assert {p.read_text() for p in tmp_path.glob("*.pid")} == {"1"}
 
 
+_FRESH_SCRIPT = """
+import pathlib, sys
+from photometry_graph.launch import start_server
+from photometry_graph.pipeline.parallel import map_tasks
+sys.path.insert(0, {tests!r})
+from test_parallel import _sleep_and_report
+if __name__ == "__main__":
+    start_server("photometry_graph.pipeline.pieces").join()  # as the command does
+    folder = pathlib.Path({folder!r})
+    for _ in map_tasks(_sleep_and_report, [(folder, 0.0)] * 4, workers=2):
+        pass
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signal masks: POSIX")
+def test_workers_start_with_sigint_blocked_in_a_fresh_process(tmp_path):
+    # multiprocessing's resource tracker, started with the workers' server, unblocks SIGINT
+    # in the thread that starts it: it is started before SIGINT is blocked there
+    import os
+    import subprocess
+    script = tmp_path / "fresh.py"
+    script.write_text(_FRESH_SCRIPT.format(tests=os.path.dirname(__file__),
+                                           folder=str(tmp_path)))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120,
+                   env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    flags = [p.read_text() for p in tmp_path.glob("*.pid")]
+    assert flags and set(flags) == {"1"}
+
+
 _ORPHAN_SCRIPT = """
 import pathlib, sys
 from photometry_graph.pipeline.parallel import map_tasks
