@@ -233,11 +233,15 @@ with _stop_on_signals():
 """
 
 
-def test_a_first_signal_raises_and_a_second_ends_the_process_at_once():
+def _python(code):
+    """``python -c code`` with this test's import path: the finished process."""
     import os
-    proc = subprocess.run([sys.executable, "-c", _SECOND_SIGNAL], capture_output=True,
-                          text=True, timeout=60, env=dict(
-                              os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+
+
+def test_a_first_signal_raises_and_a_second_ends_the_process_at_once():
+    proc = _python(_SECOND_SIGNAL)
     assert proc.stdout.split("\n")[0] == "first SIGINT 130" and "never" not in proc.stdout
     assert proc.returncode == 143
     assert proc.stderr == ("grid-mode: stopped at once by a second SIGTERM; temporary files "
@@ -257,10 +261,7 @@ print("never")
 
 
 def test_a_signal_once_the_run_is_over_ends_the_process_silently():
-    import os
-    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_THE_RUN], capture_output=True,
-                          text=True, timeout=60, env=dict(
-                              os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    proc = _python(_SIGNAL_AFTER_THE_RUN)
     assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "")
 
 

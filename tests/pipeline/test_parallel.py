@@ -355,45 +355,41 @@ def test_closing_the_results_cancels_the_queue_and_kills_the_workers(tmp_path):
     assert {p.read_text() for p in tmp_path.glob("*.pid")} == {"1"}
 
 
-_FRESH_SCRIPT = """
+_SCRIPT = """
 import pathlib, sys
 from photometry_graph.launch import start_server
 from photometry_graph.pipeline.parallel import map_tasks
 sys.path.insert(0, {tests!r})
 from test_parallel import _sleep_and_report
 if __name__ == "__main__":
-    start_server("photometry_graph.pipeline.pieces").join()  # as the command does
+    if {server!r}:
+        start_server("photometry_graph.pipeline.pieces").join()  # as the command does
     folder = pathlib.Path({folder!r})
-    for _ in map_tasks(_sleep_and_report, [(folder, 0.0)] * 4, workers=2):
+    for _ in map_tasks(_sleep_and_report, [(folder, {seconds!r})] * 4, workers=2):
         pass
 """
+
+
+def _script(folder, seconds, server=False):
+    """A script that maps :func:`_sleep_and_report` over 4 tasks on 2 workers (``server``:
+    started first as the command starts it), and its environment."""
+    import os
+    script = folder / "parent.py"
+    script.write_text(_SCRIPT.format(tests=os.path.dirname(__file__), folder=str(folder),
+                                     seconds=float(seconds), server=server))
+    return [sys.executable, str(script)], dict(os.environ,
+                                               PYTHONPATH=os.pathsep.join(sys.path))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signal masks: POSIX")
 def test_workers_start_with_sigint_blocked_in_a_fresh_process(tmp_path):
     # multiprocessing's resource tracker, started with the workers' server, unblocks SIGINT
     # in the thread that starts it: it is started before SIGINT is blocked there
-    import os
     import subprocess
-    script = tmp_path / "fresh.py"
-    script.write_text(_FRESH_SCRIPT.format(tests=os.path.dirname(__file__),
-                                           folder=str(tmp_path)))
-    subprocess.run([sys.executable, str(script)], check=True, timeout=120,
-                   env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    cmd, env = _script(tmp_path, 0.0, server=True)
+    subprocess.run(cmd, check=True, timeout=120, env=env)
     flags = [p.read_text() for p in tmp_path.glob("*.pid")]
     assert flags and set(flags) == {"1"}
-
-
-_ORPHAN_SCRIPT = """
-import pathlib, sys
-from photometry_graph.pipeline.parallel import map_tasks
-sys.path.insert(0, {tests!r})
-from test_parallel import _sleep_and_report
-if __name__ == "__main__":
-    folder = pathlib.Path({folder!r})
-    for _ in map_tasks(_sleep_and_report, [(folder, 60.0)] * 4, workers=2):
-        pass
-"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9: POSIX")
@@ -402,11 +398,8 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     import signal
     import subprocess
     import time
-    script = tmp_path / "parent.py"
-    script.write_text(_ORPHAN_SCRIPT.format(tests=os.path.dirname(__file__),
-                                            folder=str(tmp_path)))
-    proc = subprocess.Popen([sys.executable, str(script)], env=dict(
-        os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    cmd, env = _script(tmp_path, 60.0)
+    proc = subprocess.Popen(cmd, env=env)
     try:
         t0 = time.monotonic()
         while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() - t0 < 60:
