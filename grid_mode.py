@@ -31,7 +31,7 @@ import numpy as np
 from photometry_graph._log import (GRID_PREFIX, collected_warnings, get_logger, grid_debug,
                                    grid_warning)
 from photometry_graph.core.wcsgrid import (assign_frames_to_tiles, build_global_grid,
-                                           canvas_limit, footprint_bbox, geometry_outliers)
+                                           canvas_limit, geometry_outliers)
 from photometry_graph.launch import pool_likely, server_preload, take_started_server
 from photometry_graph.pipeline.assemble import panel_tiles, write_mosaic
 from photometry_graph.pipeline.budget import (plan_memory, plan_tiles,
@@ -54,10 +54,10 @@ from photometry_graph.pipeline.outputs import GridResult
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
 from photometry_graph.pipeline.parallel import (cluster_session, map_tasks, start_workers_early,
                                                 stop_workers_early)
-from photometry_graph.pipeline.pieces import frame_pass, frame_sources
+from photometry_graph.pipeline.pieces import frame_geometry, frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401
                                             detect_grid_mode, plan_entries, read_stack_plan)
-from photometry_graph.pipeline.progress import Progress, callback_logging
+from photometry_graph.pipeline.progress import Progress, callback_logging, reported
 from photometry_graph.pipeline.resume import (RunPieces, frame_source, piece_key,
                                               piece_options)
 from photometry_graph.pipeline.tilestage import build_tile, loss_message, tally_tile
@@ -115,9 +115,10 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
     The pass over the pixels (in the workers) scans each frame and bins it for the frame
     photometry; frames without usable pixels are skipped (warned), and when they widened
     the canvas the grid is laid out again without them.  Returns ``(frames, grid, plan,
-    binned, solve_key)`` (``binned`` None without frame photometry; binned frames go to
-    ``scratch``, written by the workers, when the plan says they do not fit memory, and
-    always on a dask cluster).
+    binned, solve_key, geometry)`` (``binned`` None without frame photometry; binned
+    frames go to ``scratch``, written by the workers, when the plan says they do not fit
+    memory, and always on a dask cluster; ``geometry``: each frame's footprint and
+    homography on the grid, :func:`frame_geometry`, from the workers with the binning).
     """
     pooled = opts.scheduler is None and pool_likely([e.path for e in entries], opts.workers)
     command = take_started_server()  # the server the command started, if any
@@ -150,13 +151,16 @@ def _frames_stage(entries, opts, progress, pieces=None, scratch=None):
                                 label=lambda t: f"reading {t['frame'].path}")) as passed:
             for done, (task, res) in enumerate(passed, start=1):
                 results[task["index"]] = kept_result(res, spill, task["index"])
-                progress("reading frames %d/%d%s", 0.1 + 0.9 * done / len(tasks), done,
-                         len(tasks), f"; Frame photometry: frame {done}/{len(tasks)} binned"
-                         if binning else "")
-        kept, binned = gather_frames(frames, tasks, results)
+                if reported(done, len(tasks)):
+                    progress("reading frames %d/%d%s", 0.1 + 0.9 * done / len(tasks), done,
+                             len(tasks), f"; Frame photometry: frame {done}/{len(tasks)} "
+                             "binned" if binning else "")
+        kept, binned, geometry = gather_frames(frames, tasks, results)
         narrower = grid if len(kept) == len(frames) else _global_grid(kept, opts)
         if narrower.shape == grid.shape:
-            return kept, grid, plan, binned if binning else None, solve_key
+            geometry = [frame_geometry(f, grid.wcs, grid.shape) if g is None else g
+                        for f, g in zip(kept, geometry)]  # the pass had no grid
+            return kept, grid, plan, binned if binning else None, solve_key, geometry
         frames, grid = kept, narrower  # the canvas without them
 
 
@@ -181,10 +185,12 @@ def _global_grid(frames, opts):
                             "max_canvas (--max-canvas MEGAPIXELS)") from None
 
 
-def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, *, pieces,
+def _make_tiles(frames, geometry, corrections, weights, grid, opts, progress, *, pieces,
                 plan):
     """Stack the tiles (the largest first); returns the tile files, their statistics and
     what was lost.
+
+    ``geometry``: each frame's footprint and homography (:func:`frame_geometry`).
 
     A tile of an earlier run into the folder made from the same inputs is reused.  A frame
     that fails inside a tile is left out of it (warned, named); a tile that fails twice is
@@ -192,7 +198,9 @@ def _make_tiles(frames, footprints, corrections, weights, grid, opts, progress, 
     """
     tiles_dir = pieces.tiles_dir
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    tasks, sources = [], frame_sources(frames, footprints, corrections, grid.wcs)
+    footprints = [fp for fp, _ in geometry]
+    tasks, sources = [], frame_sources(frames, footprints, corrections, grid.wcs,
+                                       [H for _, H in geometry])
     noise = [f.noise * (1.0 if c is None else float(np.mean(np.abs(c.gain))))
              for f, c in zip(frames, corrections)]
     described = [None if s is None else frame_source(f) for f, s in zip(frames, sources)]
@@ -350,10 +358,10 @@ def _stages(input_folder, out, opts, warnings):
     progress("Grid/Survey mode: %s -> %s", 0.0, input_folder, out)
     pieces, scratch = RunPieces(out, opts), out / SCRATCH_DIR
     try:
-        frames, grid, plan, binned, solve_key = _frames_stage(
+        frames, grid, plan, binned, solve_key, geometry = _frames_stage(
             plan_entries(input_folder), opts, progress.stage(0, 20), pieces, scratch)
         start_plan = plan.details
-        footprints = [footprint_bbox(f.wcs, f.shape, grid.wcs, grid.shape) for f in frames]
+        footprints = [fp for fp, _ in geometry]
         lap("frames")
         corrections, frame_report = (
             solve_frames(frames, binned, grid, opts, progress.stage(20, 30), pieces, solve_key,
@@ -371,7 +379,7 @@ def _stages(input_folder, out, opts, warnings):
                       tiles_bytes=_tiles_bytes(grid, frames), report_page=opts.html_report,
                       host_bytes=int(start_plan["host_mb"] * 2 ** 20),
                       threads=_n_workers(opts) if opts.scheduler is not None else None)
-    tile_paths, tile_stats, losses = _make_tiles(frames, footprints, corrections, weights,
+    tile_paths, tile_stats, losses = _make_tiles(frames, geometry, corrections, weights,
                                                  grid, opts, progress.stage(30, 80),
                                                  pieces=pieces, plan=plan)
     release_memory()

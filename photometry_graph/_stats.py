@@ -152,6 +152,8 @@ def image_noise(image, mask, max_samples=None, estimator="mad"):
     Parameters
     ----------
     image : numpy.ndarray, shape (h, w)
+        Floating-point, or integer counts (a stored frame: only the rows read are
+        converted, to float32).
     mask : numpy.ndarray of bool, shape (h, w)
         Valid pixels; only runs of three valid (and finite) neighbours are used.
     max_samples : int, optional
@@ -180,6 +182,8 @@ def image_noise(image, mask, max_samples=None, estimator="mad"):
         step = max(3, h // n)
         n = min(n, (h - 3) // step + 1)
         band = image[:n * step].reshape(n, step, w)[:, :3]
+        if band.dtype.kind in "ui":  # stored counts: only the bands become numbers
+            band = band.astype(np.float32)
         ok = mask[:n * step].reshape(n, step, w)[:, :3] & np.isfinite(band)
         diffs = []
         if w >= 3:

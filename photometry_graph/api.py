@@ -26,7 +26,7 @@ from .pipeline.frameio import COVERAGE_EXTNAMES
 from .pipeline.images import image_layout
 from .pipeline.options import OPTION_HELP, GridModeError, n_workers, resolve_options
 from .pipeline.panels import Panel, panel_grid, read_panel, tile_photometry, write_panel_tiles
-from .pipeline.progress import ConsoleProgress, Progress, callback_logging
+from .pipeline.progress import ConsoleProgress, Progress, callback_logging, reported
 
 __all__ = ["GAIN_ESTIMATORS", "MosaicHarmonization", "mosaic"]
 
@@ -329,8 +329,9 @@ def _coadd(tiles, canvas, corrections, opts, origin, shape, progress):
 
     assemble_mosaic(tiles, canvas, corrections=corrections, blend=opts.blend,
                     levels=opts.levels, chunk_size=opts.chunk_size, sink=sink,
-                    workers=n_workers(opts), progress=lambda done, total: progress(
-                        "blending chunk %d/%d", done / total, done, total))
+                    workers=n_workers(opts), progress=lambda done, total: reported(
+                        done, total) and progress("blending chunk %d/%d", done / total, done,
+                                                  total))
     footprint = np.isfinite(array).all(axis=0).astype(np.float32)
     return (array[0] if array.shape[0] == 1 else array), footprint
 

@@ -174,13 +174,16 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     if compute_valid:
         in_pairs = sorted({k for pair in pairs for k in pair})
         thread_map(lambda k: _prefetch_mask(tiles[k]), in_pairs, workers)
+    held = (None, None)  # the mask of the last first node: the pairs of a node come in a run
     for i, j in pairs:
         ti, tj = tiles[i], tiles[j]
         inter = ti.bbox.intersection(tj.bbox)
         if inter.is_empty:  # a pair given that does not overlap
             continue
         if compute_valid:
-            joint = ti.mask[inter.slices_in(ti.bbox)] & tj.mask[inter.slices_in(tj.bbox)]
+            if held[0] != i:  # a mask read from a file is read once for the run
+                held = (i, ti.mask)
+            joint = held[1][inter.slices_in(ti.bbox)] & tj.mask[inter.slices_in(tj.bbox)]
             n_valid = int(np.count_nonzero(joint))
         else:
             n_valid = inter.area

@@ -29,8 +29,8 @@ from .parallel import (  # noqa: F401
     cluster_session,
 )
 from .progress import (  # noqa: F401
-    LEVELS, Progress, CallbackHandler, callback_logging, scaled_callback, HostLevelFormatter,
-    TqdmLogHandler, ConsoleProgress, console_logging,
+    LEVELS, PROGRESS_LINES, reported, Progress, CallbackHandler, callback_logging,
+    scaled_callback, HostLevelFormatter, TqdmLogHandler, ConsoleProgress, console_logging,
 )
 from .cli import (  # noqa: F401
     Interrupted, build_parser, main,
@@ -65,7 +65,8 @@ from .framestage import (  # noqa: F401
     gather_frames, solve_frames,
 )
 from .pieces import (  # noqa: F401
-    FrameSource, frame_sources, frame_pass, BinnedFile, spill_binned, TilePieces,
+    FrameSource, frame_geometry, frame_sources, frame_pass, BinnedFile, spill_binned,
+    TilePieces,
 )
 from .tilestage import (  # noqa: F401
     FrameFailed, stack_tile, build_tile, tally_tile, loss_message,
@@ -86,9 +87,10 @@ __all__ = [
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
     "TASKS_IN_FLIGHT", "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS",
     "single_threaded", "reused_heap", "glibc", "start_workers_early", "stop_workers_early",
-    "cluster_session", "LEVELS", "Progress", "CallbackHandler", "callback_logging",
-    "scaled_callback", "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress",
-    "console_logging", "Interrupted", "build_parser", "main", "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",
+    "cluster_session", "LEVELS", "PROGRESS_LINES", "reported", "Progress", "CallbackHandler",
+    "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
+    "ConsoleProgress", "console_logging", "Interrupted", "build_parser", "main",
+    "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",
     "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE",
     "file_problem", "celestial_wcs", "read_frame_info", "read_pixels", "load_frame",
     "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files",
@@ -101,7 +103,7 @@ __all__ = [
     "MAIN_GROWTH_MB", "SOLVE_MB", "SOLVE_PER_BINNED", "SOLVE_TASK_MB", "PROGRAM_MB",
     "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE", "MIN_STACK_MB", "FRAME_BIN",
     "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers", "frame_tasks", "kept_result",
-    "gather_frames", "solve_frames", "FrameSource", "frame_sources", "frame_pass", "BinnedFile",
-    "spill_binned", "TilePieces", "FrameFailed", "stack_tile", "build_tile", "tally_tile",
-    "loss_message",
+    "gather_frames", "solve_frames", "FrameSource", "frame_geometry", "frame_sources",
+    "frame_pass", "BinnedFile", "spill_binned", "TilePieces", "FrameFailed", "stack_tile",
+    "build_tile", "tally_tile", "loss_message",
 ]

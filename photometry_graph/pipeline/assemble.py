@@ -19,6 +19,7 @@ from .options import GridModeError, n_workers
 from .outputs import ChunkSummary, GridResult, chunk_coverage, mosaic_header, plain_preview
 from .parallel import start_workers_early
 from .panels import panel_grid, read_reference, scan_panels, tile_photometry, write_panel_tiles
+from .progress import reported
 
 __all__ = ["panel_tiles", "write_mosaic"]
 
@@ -146,7 +147,7 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
                               levels=opts.levels, sink=sink,
                               chunk_size=plan.assembly_chunk if plan else opts.chunk_size,
                               workers=plan.assembly_threads if plan else n_workers(opts),
-                              progress=lambda done, total: progress(
+                              progress=lambda done, total: reported(done, total) and progress(
                                   "blending chunk %d/%d", 0.3 + 0.6 * done / total, done, total))
         if summary.area != shape[0] * shape[1]:
             raise GridModeError(f"the assembly wrote {summary.area} of {shape[0] * shape[1]} "

@@ -21,6 +21,7 @@ from .images import usable_majority
 from .options import GridModeError
 from .parallel import fit_task_map
 from .pieces import BinnedFile, spill_binned
+from .progress import reported
 from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
 __all__ = ["FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
@@ -51,7 +52,7 @@ def read_headers(entries, progress, outliers):
             frames.append(read_frame_info(entry.path, index=i, exposure=entry.exposure))
         except GridModeError as exc:
             grid_warning(logger, "skipping %s: %s", entry.path, exc)
-        if (i + 1) % 200 == 0 or i + 1 == len(entries):
+        if reported(i + 1, len(entries)):
             progress("reading headers %d/%d", (i + 1) / len(entries), i + 1, len(entries))
     bad = outliers(frames)
     for k, reason in sorted(bad.items()):
@@ -74,7 +75,7 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
     tasks = [dict(index=k, frame=f, options=opts) for k, f in enumerate(frames)]
     if not bin_factor:
         return tasks, None
-    for t in tasks:
+    for t in tasks:  # the grid travels with the binning (a WCS costs ~2 ms to pickle)
         t.update(grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor,
                  scratch=None if scratch is None else str(Path(scratch).resolve()))
     if pieces is None:  # nothing recorded, nothing reused
@@ -93,7 +94,7 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
         found, binned = (False, None) if solved else _reused_binned(pieces.store,
                                                                      t["record"])
         if solved or found:
-            t.update(bin_factor=None, binned=kept_result((None, None, binned), scratch,
+            t.update(bin_factor=None, binned=kept_result((None, None, binned, None), scratch,
                                                          t["index"])[2])
     n = sum("binned" in t for t in tasks) if not solved else 0
     pieces.reused("binned_frames", n, f"{n} binned frame(s)")
@@ -121,27 +122,29 @@ def kept_result(res, scratch, k):
     if scratch is None or isinstance(res, BaseException) or not isinstance(res[2], tuple) \
             or isinstance(res[2][1], BinnedFile):
         return res
-    return res[:2] + (spill_binned(res[2], Path(scratch), k),)
+    return res[:2] + (spill_binned(res[2], Path(scratch), k),) + res[3:]
 
 
 def gather_frames(frames, tasks, results):
-    """What the pass gave: the frames kept (noise, saturation set; re-indexed) and their
-    binned copies (those of ``tasks`` reused, the others from ``results``).  A frame whose
-    pass failed is skipped with a warning."""
-    kept, binned = [], []
+    """What the pass gave: the frames kept (noise, saturation set; re-indexed), their
+    binned copies (those of ``tasks`` reused, the others from ``results``) and their
+    :func:`~photometry_graph.pipeline.pieces.frame_geometry` (None where the pass had no
+    grid).  A frame whose pass failed is skipped with a warning."""
+    kept, binned, geometry = [], [], []
     for f, t, res in zip(frames, tasks, results):
         if isinstance(res, BaseException):  # no usable pixel, unreadable, a worker died
             grid_warning(logger, "skipping %s: %s", f.path, res)
             continue
-        f.noise, f.saturation, b = res
+        f.noise, f.saturation, b, g = res
         b = t.get("binned", b)
         f.index = len(kept)
         kept.append(f)
         binned.append(b)
+        geometry.append(g)
     if not kept:
         raise GridModeError(f"no usable frame left: {len(frames)} read, all skipped "
                             "(see the warnings above)")
-    return kept, binned
+    return kept, binned, geometry
 
 
 def solve_frames(frames, binned, grid, opts, progress, pieces, solve_key, *, workers=1):

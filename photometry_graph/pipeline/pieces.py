@@ -6,7 +6,8 @@ photometry), then, for each tile and each pass of its stacking, only what a band
 tile needs (:class:`TilePieces`, the ``get_frame`` of
 :func:`~photometry_graph.stacking.stack.stack_frames`): a crop of the frame decoded with
 a margin (:func:`~photometry_graph.pipeline.frameio.load_frame`), reprojected through the
-frame's homography -- computed once per frame (:func:`frame_sources`) -- and corrected.
+frame's homography -- computed once per frame, by the frame pass (:func:`frame_geometry`)
+-- and corrected.
 A tile task carries :class:`FrameSource` records, without the frames' WCS objects where
 a homography stands in for them (a WCS costs milliseconds to pickle).
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..core.correction import apply_correction
 from ..core.tiles import BBox
+from ..core.wcsgrid import footprint_bbox
 from ..photometry.frames import bin_frame_on_grid, masked_gaussian_blur
 from ..stacking.resample import box_extent, reproject_to_bbox, wcs_homography
 from ..stacking.stack import radial_weight
@@ -25,8 +27,8 @@ from .fileio import atomic
 from .frameio import load_frame, read_pixels, scan_frame
 from .options import frame_saturation, frame_smooth_sigma
 
-__all__ = ["FrameSource", "frame_sources", "frame_pass", "BinnedFile", "spill_binned",
-           "TilePieces"]
+__all__ = ["FrameSource", "frame_geometry", "frame_sources", "frame_pass", "BinnedFile",
+           "spill_binned", "TilePieces"]
 
 
 @dataclass
@@ -45,18 +47,35 @@ class FrameSource:
     correction: object = None
 
 
-def frame_sources(frames, footprints, corrections, grid_wcs):
+def frame_geometry(info, grid_wcs, grid_shape):
+    """Where a frame lands on the global grid: ``(footprint, homography)``.
+
+    ``footprint`` is its box on the grid (:func:`~photometry_graph.core.wcsgrid.
+    footprint_bbox`; None when it misses the canvas) and ``homography`` the projective map
+    from the grid pixels of that box to the frame's pixels, fitted once for all the tiles
+    and bands the frame is reprojected onto (None for a frame that keeps its WCS: SIP
+    distortion, another projection; :func:`~photometry_graph.stacking.resample.
+    wcs_homography`).  The frame pass computes it in the workers (:func:`frame_pass`).
+    """
+    footprint = footprint_bbox(info.wcs, info.shape, grid_wcs, grid_shape)
+    if footprint is None:
+        return None, None
+    return footprint, wcs_homography(info.wcs, grid_wcs, footprint)
+
+
+def frame_sources(frames, footprints, corrections, grid_wcs, homographies=None):
     """:class:`FrameSource` of every frame (None where a frame misses the canvas).
 
-    The homography of a TAN frame is fitted once here for all the tiles and bands it is
-    reprojected onto; frames with SIP distortion keep their WCS (coordinate maps).
+    ``homographies``: each frame's homography as :func:`frame_geometry` gives it (None in
+    the list: the frame keeps its WCS); without the list they are fitted here.  Frames
+    with SIP distortion keep their WCS (coordinate maps).
     """
     out = []
-    for f, fp, c in zip(frames, footprints, corrections):
+    for k, (f, fp, c) in enumerate(zip(frames, footprints, corrections)):
         if fp is None:
             out.append(None)
             continue
-        H = wcs_homography(f.wcs, grid_wcs, fp)
+        H = wcs_homography(f.wcs, grid_wcs, fp) if homographies is None else homographies[k]
         out.append(FrameSource(replace(f, wcs=None) if H is not None else f, H, fp, c))
     return out
 
@@ -64,18 +83,22 @@ def frame_sources(frames, footprints, corrections, grid_wcs):
 def frame_pass(task):
     """Worker: a frame read once -- its scan, and its binned copy for the frame photometry.
 
-    ``task``: ``frame`` (FrameInfo), ``options``, and for the binning ``bin_factor``,
-    ``grid_wcs``, ``grid_shape`` (``bin_factor`` None: no binning), ``record`` (where
-    the binned frame is recorded for a rerun, or None) and ``scratch`` (a folder: the
-    binned frame is written there, :func:`spill_binned`, and only its files travel back;
-    None: the arrays do).  Returns ``(noise, saturation, binned)``, ``binned`` as
-    :func:`~photometry_graph.photometry.frames.bin_frame_on_grid` returns it (None when
-    not asked, the ValueError that skips the frame from the solve); a frame that cannot
-    be used at all raises.
+    ``task``: ``frame`` (FrameInfo), ``options``, ``grid_wcs`` and ``grid_shape`` (the
+    global grid, optional), and for the binning ``bin_factor`` (None: no binning),
+    ``record`` (where the binned frame is recorded for a rerun, or None) and ``scratch``
+    (a folder: the binned frame is written there, :func:`spill_binned`, and only its
+    files travel back; None: the arrays do).  Returns ``(noise, saturation, binned,
+    geometry)``: ``binned`` as :func:`~photometry_graph.photometry.frames.
+    bin_frame_on_grid` returns it (None when not asked, the ValueError that skips the
+    frame from the solve), ``geometry`` the frame's :func:`frame_geometry` on the grid
+    (None without one: the caller computes it).  A frame that cannot be used at all
+    raises.
     """
     info, opts = task["frame"], task["options"]
     raw = read_pixels(info)
     scan_frame(info, opts.mask_eps, raw=raw)
+    geometry = (frame_geometry(info, task["grid_wcs"], task["grid_shape"])
+                if task.get("grid_wcs") is not None else None)
     binned = None
     if task.get("bin_factor"):
         try:
@@ -94,7 +117,7 @@ def frame_pass(task):
                     binned = spill_binned(binned, Path(task["scratch"]), task["index"])
                 except OSError:  # the arrays travel back: the caller writes them or says why
                     pass
-    return info.noise, info.saturation, binned
+    return info.noise, info.saturation, binned, geometry
 
 
 def _record_binned(record, binned):

@@ -15,12 +15,36 @@ from tqdm import tqdm
 
 from .._log import GRID_PREFIX, get_logger
 
-__all__ = ["LEVELS", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
-           "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging"]
+__all__ = ["LEVELS", "PROGRESS_LINES", "reported", "Progress", "CallbackHandler",
+           "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
+           "ConsoleProgress", "console_logging"]
 
 #: logging level -> level name of the host program's callback
 LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
           logging.ERROR: "ERROR", logging.CRITICAL: "ERROR"}
+
+
+#: Progress lines a stage of many items (frames, mosaic chunks) logs between its first and
+#: its last one, at most.
+PROGRESS_LINES = 100
+
+
+def reported(done, total, lines=PROGRESS_LINES):
+    """Whether item ``done`` (from 1) of ``total`` gets a progress line of its own.
+
+    The first, the last and about ``lines`` evenly spaced ones between: a session of
+    thousands of frames logs a hundred lines, not one per frame (each line also costs the
+    calling process ~1 ms of CPU while the workers compute).
+
+    Examples
+    --------
+    >>> [k for k in range(1, 1001) if reported(k, 1000)][:4], reported(1000, 1000)
+    ([1, 10, 20, 30], True)
+    >>> sum(reported(k, 4993) for k in range(1, 4994))
+    101
+    """
+    step = max(1, -(-int(total) // int(lines)))
+    return done == 1 or done == total or done % step == 0
 
 
 class CallbackHandler(logging.Handler):

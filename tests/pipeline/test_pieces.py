@@ -1,5 +1,7 @@
 """The frame pass of a run (:func:`photometry_graph.pipeline.pieces.frame_pass`)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -23,8 +25,8 @@ def test_a_frame_pass_with_a_scratch_folder_writes_the_binned_frame_there(tmp_pa
     scratch.mkdir()
     task = dict(index=1, frame=infos[1], options=resolve_options({}), grid_wcs=grid.wcs,
                 grid_shape=grid.shape, bin_factor=4)
-    noise, saturation, held = frame_pass(dict(task))
-    noise2, saturation2, written = frame_pass(dict(task, scratch=str(scratch)))
+    noise, saturation, held, geometry = frame_pass(dict(task))
+    noise2, saturation2, written, geometry2 = frame_pass(dict(task, scratch=str(scratch)))
     assert (noise2, saturation2) == (noise, saturation) and noise > 0
     assert written[0] == held[0]
     assert all(isinstance(f, BinnedFile) for f in written[1:])
@@ -44,7 +46,7 @@ def test_a_frame_pass_that_cannot_write_its_binned_frame_returns_the_arrays(tmp_
     grid = build_global_grid([info.wcs], [info.shape], tile_size=256)
     task = dict(index=0, frame=info, options=resolve_options({}), grid_wcs=grid.wcs,
                 grid_shape=grid.shape, bin_factor=4, scratch=str(tmp_path / "missing"))
-    _, _, binned = frame_pass(task)
+    _, _, binned, _ = frame_pass(task)
     assert isinstance(binned[1], np.ndarray) and binned[2].any()
 
 
@@ -64,3 +66,46 @@ def test_a_spilled_frame_maps_its_pixels_without_parsing_its_header(tmp_path, mo
         assert got.dtype == arr.dtype and not got.flags.writeable
         np.testing.assert_array_equal(got, arr)
     assert box == BBox(2, 32, 5, 45) and fdata.shape == (30, 40, 1)
+
+
+def test_the_frame_pass_gives_the_geometry_the_caller_would_compute(tmp_path):
+    # the footprint and the homography of the tiles come from the workers: the task crosses
+    # a process boundary (pickled: a WCS travels as its header, its values rounded in the
+    # last digits), and what comes back is what the caller's own objects give, the same
+    # box and the same map to 1e-6 px; a task without the grid leaves the geometry to the
+    # caller
+    import pickle
+    from photometry_graph.core.wcsgrid import footprint_bbox
+    from photometry_graph.pipeline.pieces import frame_geometry
+    from photometry_graph.stacking.resample import wcs_homography
+    kinds = []
+    for sip in (False, True):  # TAN frames have a homography, SIP ones keep their WCS
+        survey = make_frame_survey(1, 2, frame_shape=(200, 300), sip=sip, rng=2)
+        paths = write_frame_survey(survey, tmp_path / f"frames_{sip}")
+        files = sorted(p for p in paths.iterdir() if p.suffix == ".fits")
+        infos = [read_frame_info(p, index=k) for k, p in enumerate(files)]
+        grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos],
+                                 tile_size=256)
+        for info in infos:
+            task = dict(index=info.index, frame=info, options=resolve_options({}),
+                        grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=None)
+            *_, geometry = frame_pass(pickle.loads(pickle.dumps(task)))
+            footprint = footprint_bbox(info.wcs, info.shape, grid.wcs, grid.shape)
+            assert geometry[0] == footprint and not footprint.is_empty
+            expected = wcs_homography(info.wcs, grid.wcs, footprint)
+            kinds.append(expected is None)
+            if expected is None:
+                assert geometry[1] is None
+            else:
+                corners = np.array([[footprint.x0, footprint.x1 - 1] * 2,
+                                    [footprint.y0] * 2 + [footprint.y1 - 1] * 2, [1.0] * 4])
+                got, want = geometry[1] @ corners, expected @ corners
+                np.testing.assert_allclose(got[:2] / got[2], want[:2] / want[2], rtol=0,
+                                           atol=1e-6)  # frame pixels
+            *_, none = frame_pass(dict(index=0, frame=info, options=resolve_options({})))
+            assert none is None
+    assert kinds == [False, False, True, True]
+    far = infos[0].wcs.deepcopy()
+    far.wcs.crval = [far.wcs.crval[0] + 40.0, far.wcs.crval[1]]
+    assert frame_geometry(dataclasses.replace(infos[0], wcs=far), grid.wcs,
+                          grid.shape) == (None, None)

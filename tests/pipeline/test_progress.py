@@ -5,12 +5,27 @@ import logging
 
 import grid_mode
 from photometry_graph._log import get_logger, grid_info, grid_warning
-from photometry_graph.pipeline.progress import (ConsoleProgress, Progress, callback_logging,
-                                       console_logging)
+from photometry_graph.pipeline.progress import (PROGRESS_LINES, ConsoleProgress, Progress,
+                                                callback_logging, console_logging, reported)
 
 
 def _progress_of(caplog):
     return [getattr(r, "grid_progress", None) for r in caplog.records]
+
+
+def test_a_stage_of_many_items_logs_about_a_hundred_evenly_spaced_lines():
+    # a session of thousands of frames: the first, the last and evenly spaced ones between;
+    # a stage of up to PROGRESS_LINES items logs every one
+    for total in (1, 2, 37, PROGRESS_LINES, PROGRESS_LINES + 1, 4993, 100_000):
+        shown = [k for k in range(1, total + 1) if reported(k, total)]
+        assert shown[0] == 1 and shown[-1] == total
+        assert len(shown) <= PROGRESS_LINES + 2
+        if total <= PROGRESS_LINES:
+            assert shown == list(range(1, total + 1))
+        else:
+            gaps = set(b - a for a, b in zip(shown[1:-2], shown[2:-1]))
+            assert len(gaps) == 1 and len(shown) >= PROGRESS_LINES // 2
+    assert [k for k in range(1, 11) if reported(k, 10, lines=3)] == [1, 4, 8, 10]
 
 
 def test_progress_maps_stages_and_never_goes_back(caplog):

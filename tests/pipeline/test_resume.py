@@ -53,3 +53,36 @@ def test_arrays_round_trip_exactly_and_clear_removes_everything(tmp_path):
     assert back["valid"].dtype == bool and back["box"].tolist() == [1, 6, 2, 9]
     store.clear()
     assert not (tmp_path / "resume").exists()
+
+
+def test_a_frames_description_digests_its_wcs_once_and_tells_wcs_apart(tmp_path,
+                                                                        monkeypatch):
+    # the WCS header's digest (~0.5 ms) is made once per frame and kept on it; two frames
+    # whose WCS differ in one value differ in their description, the same WCS not
+    import dataclasses
+    import hashlib
+    from photometry_graph.datasets import make_frame_survey
+    from photometry_graph.pipeline.demo import write_frame_survey
+    from photometry_graph.pipeline.frameio import read_frame_info
+    from photometry_graph.pipeline.resume import frame_source
+    survey = make_frame_survey(1, 2, frame_shape=(60, 90), rng=0)
+    folder = write_frame_survey(survey, tmp_path / "frames")
+    info = read_frame_info(sorted(folder.glob("*.fits"))[0])
+    calls = []
+    real = type(info.wcs).to_header_string
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(info.wcs), "to_header_string", counted)
+    first, again = frame_source(info), frame_source(info)
+    monkeypatch.undo()
+    assert len(calls) == 1 and first == again
+    assert first["wcs"] == hashlib.sha256(
+        info.wcs.to_header_string(relax=True).encode()).hexdigest()
+    moved = info.wcs.deepcopy()
+    moved.wcs.crval = [moved.wcs.crval[0] + 1e-6, moved.wcs.crval[1]]
+    other = dataclasses.replace(info, wcs=moved, wcs_digest=None)
+    assert frame_source(other)["wcs"] != first["wcs"]
+    assert frame_source(dataclasses.replace(info, wcs_digest=None))["wcs"] == first["wcs"]
