@@ -48,8 +48,8 @@ if hasattr(grid_mode, "_frames_stage"):  # each frame read once: scan, binning, 
     from photometry_graph.pipeline.framestage import solve_frames
     t0 = time.perf_counter()
     import inspect
-    frames, grid, plan, binned, _ = grid_mode._frames_stage(plan_entries(folder), opts,
-                                                            progress)
+    frames, grid, plan, binned, *_ = grid_mode._frames_stage(plan_entries(folder), opts,
+                                                             progress)
     kw = dict(workers=plan.solve_workers) if "workers" in inspect.signature(
         solve_frames).parameters else {}  # the fits in the workers, as grid mode runs them
     corrections, report = solve_frames(frames, binned, grid, opts, progress, None, None, **kw)

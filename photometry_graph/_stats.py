@@ -152,8 +152,8 @@ def image_noise(image, mask, max_samples=None, estimator="mad"):
     Parameters
     ----------
     image : numpy.ndarray, shape (h, w)
-        Floating-point, or integer counts (a stored frame: only the rows read are
-        converted, to float32).
+        Floating-point, or integer counts of at most 16 bits (a stored frame: only the rows
+        read are converted; the values are exact in float32 and float64 alike).
     mask : numpy.ndarray of bool, shape (h, w)
         Valid pixels; only runs of three valid (and finite) neighbours are used.
     max_samples : int, optional

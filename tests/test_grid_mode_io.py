@@ -51,3 +51,31 @@ def test_no_usable_frame_is_an_error(tmp_path):
     with pytest.raises(GridModeError, match="no usable frame left: 1 listed"):
         grid_mode._read_frames([grid_mode.PlanEntry(path=tmp_path / "a.fits")],
                                grid_mode.GridOptions(), grid_mode._Progress())
+
+
+@pytest.mark.parametrize("frame_photometry", [True, False])
+def test_the_geometry_of_the_kept_frames_is_that_of_the_final_grid(tmp_path, frame_factory,
+                                                                   frame_photometry):
+    # the frames' footprints and homographies come from the workers' pass (with the binning)
+    # or from the caller (without): one per kept frame, in their order, on the grid laid out
+    # again without an empty frame that had widened the canvas
+    from photometry_graph.pipeline.pieces import frame_geometry
+    paths = [frame_factory(f"g{k}.fits", shape=(120, 160), rot_deg=4.0 * k,
+                           crval=(150.0 + 0.02 * k, 20.0)) for k in range(3)]
+    paths.insert(1, frame_factory("empty.fits", shape=(120, 160), crval=(150.3, 20.0),
+                                  data=np.full((120, 160), np.nan, np.float32)))
+    opts = grid_mode.GridOptions(frame_photometry=frame_photometry, workers=1)
+    entries = [grid_mode.PlanEntry(path=p) for p in paths]
+    wide = grid_mode._global_grid(grid_mode._read_frames(entries, opts, grid_mode._Progress()),
+                                  opts)
+    frames, grid, _, _, _, geometry = grid_mode._frames_stage(entries, opts,
+                                                              grid_mode._Progress())
+    assert [os.path.basename(f.path) for f in frames] == ["g0.fits", "g1.fits", "g2.fits"]
+    assert grid.shape[1] < wide.shape[1] and len(geometry) == 3
+    for f, (footprint, H) in zip(frames, geometry):
+        want_fp, want_H = frame_geometry(f, grid.wcs, grid.shape)
+        assert footprint == want_fp and H is not None
+        corners = np.array([[footprint.x0, footprint.x1 - 1] * 2,
+                            [footprint.y0] * 2 + [footprint.y1 - 1] * 2, [1.0] * 4])
+        got, want = H @ corners, want_H @ corners
+        np.testing.assert_allclose(got[:2] / got[2], want[:2] / want[2], rtol=0, atol=1e-6)

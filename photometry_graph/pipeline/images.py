@@ -52,7 +52,8 @@ class FrameInfo:
     pixels lie in the file when they can be read straight from it (any rows and columns
     alone, see :func:`photometry_graph.pipeline.frameio.read_pixels`), or None;
     ``wcs_digest`` a digest of the WCS header, once it is computed
-    (:func:`photometry_graph.pipeline.resume.frame_source`).
+    (:func:`photometry_graph.pipeline.resume.frame_source`; not an argument, and not
+    carried over by :func:`dataclasses.replace`, which may change the WCS).
     """
 
     index: int
@@ -68,7 +69,7 @@ class FrameInfo:
     noise: float = float("nan")
     saturation: float = None
     storage: dict = None
-    wcs_digest: str = field(default=None, repr=False, compare=False)
+    wcs_digest: str = field(default=None, init=False, repr=False, compare=False)
 
 
 def saturation_level(header):
@@ -352,7 +353,9 @@ def frame_noise(raw, layout, *, mask_eps=1e-6):
     view = {"chw": lambda a: np.moveaxis(a, 0, -1),
             "bayer": lambda a: a[::2, ::2]}.get(layout, lambda a: a)
     if stored.dtype.kind in "ui" and 0 <= mask_eps < 1:  # empty means 0, no NaN
-        arr = view(stored)  # the noise converts only the rows it reads (~10 % of them)
+        # counts of up to 16 bits, exact in float32: the noise converts only the rows it
+        # reads (~10 % of them); wider ones are converted here, as float32, first
+        arr = view(stored if stored.dtype.itemsize <= 2 else stored.astype(np.float32))
         valid = arr != 0
         valid = valid.any(axis=2) if valid.ndim == 3 else valid
     else:

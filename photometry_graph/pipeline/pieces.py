@@ -6,8 +6,8 @@ photometry), then, for each tile and each pass of its stacking, only what a band
 tile needs (:class:`TilePieces`, the ``get_frame`` of
 :func:`~photometry_graph.stacking.stack.stack_frames`): a crop of the frame decoded with
 a margin (:func:`~photometry_graph.pipeline.frameio.load_frame`), reprojected through the
-frame's homography -- computed once per frame, by the frame pass (:func:`frame_geometry`)
--- and corrected.
+frame's homography -- computed once per frame (:func:`frame_geometry`: in the workers by
+the frame pass when it bins the frames, else by the caller) -- and corrected.
 A tile task carries :class:`FrameSource` records, without the frames' WCS objects where
 a homography stands in for them (a WCS costs milliseconds to pickle).
 """

@@ -43,7 +43,7 @@ def reported(done, total, lines=PROGRESS_LINES):
     >>> sum(reported(k, 4993) for k in range(1, 4994))
     101
     """
-    step = max(1, -(-int(total) // int(lines)))
+    step = max(1, -(-int(total) // max(1, int(lines))))
     return done == 1 or done == total or done % step == 0
 
 

@@ -89,21 +89,25 @@ def test_frame_noise_measures_the_injected_sigma(layout, shape):
     assert frame_noise(raw, layout) == pytest.approx(2.5, rel=0.06)
 
 
-@pytest.mark.parametrize("layout, shape", [("mono", (300, 800)), ("chw", (3, 300, 800)),
-                                           ("hwc", (300, 800, 3)), ("bayer", (300, 800))])
-def test_frame_noise_of_stored_counts_equals_that_of_their_float_values(layout, shape):
+@pytest.mark.parametrize("layout, shape, dtype, level", [
+    ("mono", (300, 800), np.uint16, 900.0), ("chw", (3, 300, 800), np.uint16, 900.0),
+    ("hwc", (300, 800, 3), np.uint16, 900.0), ("bayer", (300, 800), np.uint16, 900.0),
+    ("mono", (300, 800), np.int32, 3.0e7), ("mono", (60, 80), np.uint16, 900.0)])
+def test_frame_noise_of_stored_counts_equals_that_of_their_float_values(layout, shape, dtype,
+                                                                        level):
     # a uint16 frame is measured without converting all of it: the bands of rows read are
     # converted, and the sigma is that of the float32 frame, bit for bit (sampled: 2 h w
-    # differences exceed NOISE_SAMPLES; empty zeros left out of both)
+    # differences exceed NOISE_SAMPLES; the small frame is read whole; empty zeros left out
+    # of both); wider counts (int32 beyond 2**24) are rounded to float32 as before
     rng = np.random.default_rng(4)
-    raw = np.clip(rng.normal(900.0, 12.0, shape), 0, None).astype(np.uint16)
+    raw = np.clip(rng.normal(level, 12.0, shape), 0, None).astype(dtype)
     if layout == "hwc":
         raw[:, :40] = 0  # an empty border
     else:
         raw[..., :40] = 0
     as_float = raw.astype(np.float32)
     assert frame_noise(raw, layout) == frame_noise(as_float, layout, mask_eps=0.5)
-    assert frame_noise(raw, layout) == pytest.approx(12.0, rel=0.05)
+    assert frame_noise(raw, layout) == pytest.approx(12.0, rel=0.1)
 
 
 def test_frame_noise_refuses_an_empty_frame():
