@@ -53,6 +53,9 @@ WARNING_ADVICE = (
     (r"global solve|falling back|background normalisation",
      "The photometric solve fell back to a simpler correction. Check the fits of the graph "
      "below; a run with --model offset may be more robust on few, small overlaps."),
+    (r"source file\(s\) of the program changed",
+     "The program's files changed during the run and its later workers could not start; "
+     "the work ran in one process. Update the program between runs."),
     (r"worker processes|could not start",
      "Worker processes could not be used and the work ran in one process. From Python, "
      "call the API under if __name__ == \"__main__\": (or pass workers=1)."),

@@ -26,7 +26,7 @@ from .outputs import (  # noqa: F401
 from .parallel import (  # noqa: F401
     map_tasks, ordered_map, TASKS_IN_FLIGHT, fit_task_map, default_workers, stop_pool,
     STOP_SIGNALS, single_threaded, reused_heap, glibc, start_workers_early, stop_workers_early,
-    cluster_session,
+    cluster_session, changed_sources,
 )
 from .progress import (  # noqa: F401
     LEVELS, PROGRESS_LINES, reported, Progress, CallbackHandler, callback_logging,
@@ -87,9 +87,10 @@ __all__ = [
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
     "TASKS_IN_FLIGHT", "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS",
     "single_threaded", "reused_heap", "glibc", "start_workers_early", "stop_workers_early",
-    "cluster_session", "LEVELS", "PROGRESS_LINES", "reported", "Progress", "CallbackHandler",
-    "callback_logging", "scaled_callback", "HostLevelFormatter", "TqdmLogHandler",
-    "ConsoleProgress", "console_logging", "Interrupted", "build_parser", "main",
+    "cluster_session", "changed_sources", "LEVELS", "PROGRESS_LINES", "reported",
+    "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
+    "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging",
+    "Interrupted", "build_parser", "main",
     "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",
     "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE",
     "file_problem", "celestial_wcs", "read_frame_info", "read_pixels", "load_frame",

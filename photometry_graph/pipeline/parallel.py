@@ -40,9 +40,34 @@ from ..launch import server_preload, start_server
 
 __all__ = ["map_tasks", "ordered_map", "TASKS_IN_FLIGHT", "fit_task_map", "default_workers",
            "stop_pool", "STOP_SIGNALS", "single_threaded", "reused_heap", "glibc",
-           "start_workers_early", "stop_workers_early", "cluster_session"]
+           "start_workers_early", "stop_workers_early", "cluster_session", "changed_sources"]
 
 logger = get_logger(__name__)
+
+#: When the package's pipeline was imported: about when the run began, and when the
+#: workers' server loaded the modules its workers start from.
+_LOADED = time.time()
+
+
+def changed_sources(since=None):
+    """Source files of this program modified (or removed) after ``since``, sorted.
+
+    ``since`` defaults to the time the pipeline was imported.  The files are those of the
+    loaded ``photometry_graph`` modules and of the main script: a worker started later
+    loads the main script anew, against the modules the workers' server loaded before, so
+    an upgrade in place during a run breaks its pool (:func:`map_tasks` says so).
+    """
+    since = _LOADED if since is None else since
+    paths = {getattr(module, "__file__", None) for name, module in list(sys.modules.items())
+             if name == "__main__" or name.split(".")[0] == "photometry_graph"}
+    out = []
+    for path in sorted(p for p in paths if p):
+        try:
+            if os.stat(path).st_mtime > since:
+                out.append(path)
+        except OSError:  # removed
+            out.append(path)
+    return out
 
 
 def default_workers():
@@ -186,11 +211,16 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
     if broken is not None:  # the pool is dead: every pending task would fail the same way
         rest = sorted(running.values(), key=lambda kt: kt[0])
         n_rest = n_tasks - yielded
+        changed = changed_sources()
         grid_warning(logger, "worker processes died or could not start (%s); running the %d "
                      "remaining task(s) in this process. A script that runs grid mode with "
                      "workers needs `if __name__ == \"__main__\":` around its top-level "
                      "code; a worker killed for lack of memory needs fewer workers "
-                     "(--workers)", type(broken).__name__, n_rest)
+                     "(--workers)%s", type(broken).__name__, n_rest,
+                     f". {len(changed)} source file(s) of the program changed during the "
+                     f"run ({', '.join(os.path.basename(c) for c in changed[:3])}"
+                     f"{', ...' if len(changed) > 3 else ''}): new workers cannot load "
+                     f"them with the old ones; update between runs" if changed else "")
         for k, t in itertools.chain(rest, source):  # the unsent tasks made one by one
             for _, _, result in _indexed_results(func, [t], workers=1):
                 yield k, t, result

@@ -83,6 +83,9 @@ def test_unknown_and_broken_sections_never_cost_the_page():
 def test_warning_advice_says_what_to_do():
     assert "plate-solved" in warning_advice("[GRID] skipping a.fits: no celestial WCS")
     assert "__main__" in warning_advice("[GRID] worker processes died or could not start")
+    assert "between runs" in warning_advice(
+        "[GRID] worker processes died or could not start (BrokenProcessPool); ... 1 source "
+        "file(s) of the program changed during the run (grid_mode.py)")
     assert "bridge" in warning_advice("[GRID] Photometry: the overlap graph has 2 "
                                       "disconnected components")
 

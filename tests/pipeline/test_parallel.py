@@ -84,6 +84,43 @@ def test_a_broken_pool_falls_back_to_this_process_with_a_warning(caplog):
                and "__main__" in r.getMessage() for r in caplog.records)
 
 
+def test_a_broken_pool_names_the_source_files_changed_during_the_run(caplog, monkeypatch,
+                                                                      tmp_path):
+    # an upgrade in place while a run goes on: the workers started later load the new main
+    # script against the old modules and fail to start; the warning says which files
+    # changed (none in a run whose files are as they were when it began)
+    import os
+    import sys
+    import time
+    import types
+
+    from photometry_graph.pipeline import parallel
+    assert parallel.changed_sources(since=time.time() + 3600) == []
+    assert parallel.__file__ in parallel.changed_sources(since=0.0)
+    # the run began an hour from now: the files of this checkout are older, whatever
+    # happens to them while the tests run; one module is edited after that, one removed
+    monkeypatch.setattr(parallel, "_LOADED", time.time() + 3600)
+    assert parallel.changed_sources() == []
+    edited = tmp_path / "stage_edited.py"
+    edited.write_text("x = 1\n")
+    later = parallel._LOADED + 5.0
+    os.utime(edited, (later, later))
+    module = types.ModuleType("photometry_graph._edited_during_the_run")
+    module.__file__ = str(edited)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    gone = types.ModuleType("photometry_graph._removed_during_the_run")
+    gone.__file__ = str(tmp_path / "removed.py")
+    monkeypatch.setitem(sys.modules, gone.__name__, gone)
+    assert parallel.changed_sources() == sorted([str(edited), gone.__file__])
+    tasks = [(os.getpid(), v) for v in range(6)]
+    with caplog.at_level(logging.WARNING, logger="photometry_graph"):
+        out = list(map_tasks(_die_in_a_worker, tasks, workers=2))
+    assert sorted(r for _, r in out) == [0, 10, 20, 30, 40, 50]
+    text = [r.getMessage() for r in caplog.records if "worker processes died" in r.getMessage()]
+    assert len(text) == 1 and "2 source file(s) of the program changed during the run " \
+        "(removed.py, stage_edited.py)" in text[0]
+
+
 def test_a_pool_that_breaks_with_tasks_still_unsent_runs_them_all_here(caplog):
     import os
     made = []
