@@ -53,13 +53,14 @@ def changed_sources(since=None):
     """Source files of this program modified (or removed) after ``since``, sorted.
 
     ``since`` defaults to the time the pipeline was imported.  The files are those of the
-    loaded ``photometry_graph`` modules and of the main script: a worker started later
-    loads the main script anew, against the modules the workers' server loaded before, so
-    an upgrade in place during a run breaks its pool (:func:`map_tasks` says so).
+    loaded ``photometry_graph`` modules, of ``grid_mode`` and of the main script: a worker
+    started later loads the main script anew, against the modules the workers' server
+    loaded before, so an upgrade in place during a run breaks its pool (:func:`map_tasks`
+    says so).
     """
     since = _LOADED if since is None else since
     paths = {getattr(module, "__file__", None) for name, module in list(sys.modules.items())
-             if name == "__main__" or name.split(".")[0] == "photometry_graph"}
+             if name in ("__main__", "grid_mode") or name.split(".")[0] == "photometry_graph"}
     out = []
     for path in sorted(p for p in paths if p):
         try:
