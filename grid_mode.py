@@ -199,8 +199,7 @@ def _make_tiles(frames, geometry, corrections, weights, grid, opts, progress, *,
     tiles_dir = pieces.tiles_dir
     tiles_dir.mkdir(parents=True, exist_ok=True)
     footprints = [fp for fp, _ in geometry]
-    tasks, sources = [], frame_sources(frames, footprints, corrections, grid.wcs,
-                                       [H for _, H in geometry])
+    tasks, sources = [], frame_sources(frames, geometry, corrections)
     noise = [f.noise * (1.0 if c is None else float(np.mean(np.abs(c.gain))))
              for f, c in zip(frames, corrections)]
     described = [None if s is None else frame_source(f) for f, s in zip(frames, sources)]

@@ -170,12 +170,7 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
                    workers, asked)
     if workers == 1:
         for k, t in enumerate(tasks):
-            try:  # through pickle and on one thread like in a worker (WCS objects round-trip
-                with single_threaded():  # through FITS text; OpenCV's warps split their
-                    result = func(pickle.loads(pickle.dumps(t)))  # work by thread): results
-            except Exception as exc:  # match bit for bit
-                result = exc
-            yield k, t, result
+            yield k, t, _run_here(func, t)
         return
     source, running, n_tasks = enumerate(tasks), {}, len(tasks)
     # a list goes to the pool at once; tasks made as they are taken, TASKS_IN_FLIGHT a worker
@@ -212,19 +207,35 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
     if broken is not None:  # the pool is dead: every pending task would fail the same way
         rest = sorted(running.values(), key=lambda kt: kt[0])
         n_rest = n_tasks - yielded
-        changed = changed_sources()
         grid_warning(logger, "worker processes died or could not start (%s); running the %d "
                      "remaining task(s) in this process. A script that runs grid mode with "
                      "workers needs `if __name__ == \"__main__\":` around its top-level "
                      "code; a worker killed for lack of memory needs fewer workers "
-                     "(--workers)%s", type(broken).__name__, n_rest,
-                     f". {len(changed)} source file(s) of the program changed during the "
-                     f"run ({', '.join(os.path.basename(c) for c in changed[:3])}"
-                     f"{', ...' if len(changed) > 3 else ''}): new workers cannot load "
-                     f"them with the old ones; update between runs" if changed else "")
+                     "(--workers)%s", type(broken).__name__, n_rest, _changed_note())
         for k, t in itertools.chain(rest, source):  # the unsent tasks made one by one
-            for _, _, result in _indexed_results(func, [t], workers=1):
-                yield k, t, result
+            yield k, t, _run_here(func, t)
+
+
+def _changed_note():
+    """The end of the broken pool's warning: the source files changed during the run, if
+    any (:func:`changed_sources`), or nothing."""
+    changed = [os.path.basename(c) for c in changed_sources()]
+    if not changed:
+        return ""
+    return (f". {len(changed)} source file(s) of the program changed during the run "
+            f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}): new workers "
+            "cannot load them with the old ones; update between runs")
+
+
+def _run_here(func, task):
+    """``func(task)`` in this process as in a worker, or the exception it raised: through
+    pickle (WCS objects round-trip through FITS text) and on one thread (OpenCV's warps
+    split their work by thread), so that the results match a pool's bit for bit."""
+    try:
+        with single_threaded():
+            return func(pickle.loads(pickle.dumps(task)))
+    except Exception as exc:
+        return exc
 
 
 #: Tasks made as they are taken (:class:`~photometry_graph._threads.LazyTasks`) that a

@@ -63,21 +63,16 @@ def frame_geometry(info, grid_wcs, grid_shape):
     return footprint, wcs_homography(info.wcs, grid_wcs, footprint)
 
 
-def frame_sources(frames, footprints, corrections, grid_wcs, homographies=None):
+def frame_sources(frames, geometry, corrections):
     """:class:`FrameSource` of every frame (None where a frame misses the canvas).
 
-    ``homographies``: each frame's homography as :func:`frame_geometry` gives it (None in
-    the list: the frame keeps its WCS); without the list they are fitted here.  Frames
-    with SIP distortion keep their WCS (coordinate maps).
+    ``geometry``: each frame's ``(footprint, homography)`` (:func:`frame_geometry`).  A
+    frame without a homography (SIP distortion, another projection) keeps its WCS
+    (coordinate maps); the others travel without it.
     """
-    out = []
-    for k, (f, fp, c) in enumerate(zip(frames, footprints, corrections)):
-        if fp is None:
-            out.append(None)
-            continue
-        H = wcs_homography(f.wcs, grid_wcs, fp) if homographies is None else homographies[k]
-        out.append(FrameSource(replace(f, wcs=None) if H is not None else f, H, fp, c))
-    return out
+    return [None if fp is None else
+            FrameSource(replace(f, wcs=None) if H is not None else f, H, fp, c)
+            for f, (fp, H), c in zip(frames, geometry, corrections)]
 
 
 def frame_pass(task):
