@@ -192,6 +192,25 @@ class PixelDesign:
     def size(self):
         return self.Zt.shape[1]
 
+    def thinned(self, k):
+        """Every ``k``-th pixel of the design, centred, scaled and shifted as this one.
+
+        The pixels are in block or raster order, so every ``k``-th one is a spatially even
+        share; a solution of either design reads the same in both (:func:`solve_moments`).
+        The thinned design has no blocks and no neighbours (no grown outliers).
+        """
+        sub = object.__new__(PixelDesign)
+        sub.has_coords, sub.n_blocks, sub.m = self.has_coords, 0, self.m
+        sub.xv, sub.yv = self.xv[::k], self.yv[::k]
+        sub.x_shift, sub.y_shift = self.x_shift, self.y_shift
+        if self.has_coords:
+            sub.cx, sub.cy = self.cx[::k], self.cy[::k]
+            sub.cx0, sub.cy0, sub.sx, sub.sy = self.cx0, self.cy0, self.sx, self.sy
+        sub.Zt = np.ascontiguousarray(self.Zt[:, ::k])
+        sub.M_all = _moment_matrix(sub.Zt)
+        sub._raster_cache = None
+        return sub
+
     def _raster(self):
         """``(flat, shape, radius)``: the pixels on the grid of their distinct coordinates.
 

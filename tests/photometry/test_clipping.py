@@ -6,6 +6,7 @@ import pytest
 
 from photometry_graph.core.tiles import BBox
 from photometry_graph.datasets import make_sky
+from photometry_graph.photometry import clipping
 from photometry_graph.photometry.regression import fit_pair, fit_pair_image
 
 from overlap_pairs import A_TRUE, B_TRUE, H, W
@@ -28,14 +29,14 @@ def test_satellite_trail_in_dst_is_clipped(seed):
     assert fit.n_total - fit.n_used >= n_trail
 
 
-def _trail_in_src_pair(seed, h=24, w=80, a=0.8):
-    """A small star-rich overlap whose src image has a bright trail; dst = a * sky + 3."""
+def _trail_in_src_pair(seed, h=24, w=80, a=0.8, amp=30.0, width=1.5):
+    """A star-rich overlap whose src image has a bright trail; dst = a * sky + 3."""
     sky = make_sky((h, w), rng=seed, star_density=4e-3, nebulae=1)
     s = sky.render(BBox(0, h, 0, w))[..., 0]
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
     dist = np.abs((yy - h / 2) * np.cos(0.5) - (xx - w / 2) * np.sin(0.5))
-    trail = 30.0 * np.exp(-0.5 * (dist / 1.5) ** 2)
+    trail = amp * np.exp(-0.5 * (dist / width) ** 2)
     x = s + trail + rng.normal(0.0, 1.0, s.shape)
     y = a * s + 3.0 + rng.normal(0.0, 1.0, s.shape)
     return x, y, trail
@@ -61,6 +62,29 @@ def test_trail_in_src_does_not_trap_the_clipping_at_a_wrong_gain(seed):
     clean = fit_pair_image(x - trail, y, model="plane", max_rel_gain_error=0.05,
                            min_pixels=200)
     assert abs(fit.a - clean.a) < 2 * math.hypot(fit.sigma_a, clean.sigma_a)
+
+
+@pytest.mark.parametrize("seed, h, w, width", [(0, 48, 200, 3.0), (1, 100, 200, 8.0)])
+def test_the_scan_of_a_large_overlap_finds_the_gain_on_a_thinned_coarse_scan(
+        seed, h, w, width, monkeypatch):
+    """Overlaps of 9 600 and 20 000 pixels (a 10 000-pixel subsample) with a wide trail in
+    src: plain clipping stays at a wrong gain; the scan, whose coarse steps run on every
+    fourth pixel, finds the one of the scan on every pixel."""
+    x, y, _ = _trail_in_src_pair(seed, h=h, w=w, amp=100.0, width=width)
+    kw = dict(model="plane", max_rel_gain_error=0.05, min_pixels=200)
+    assert min(x.size, 10_000) >= clipping._SCAN_THIN * clipping._SCAN_THIN_MIN
+    fit = fit_pair_image(x, y, **kw)
+    assert fit.status == "ok", fit.message
+    assert abs(fit.a / 0.8 - 1) < 0.01
+    with monkeypatch.context() as m:
+        m.setattr(clipping, "_SCAN_TRIGGER", math.inf)  # no scan
+        plain = fit_pair_image(x, y, **kw)
+    assert plain.status != "ok" or abs(plain.a / 0.8 - 1) > 0.05
+    with monkeypatch.context() as m:
+        m.setattr(clipping, "_SCAN_THIN_MIN", 10 ** 9)  # the coarse steps on every pixel
+        every = fit_pair_image(x, y, **kw)
+    assert every.status == "ok"
+    assert abs(fit.a - every.a) <= 0.5 * fit.sigma_a
 
 
 def test_coherent_outliers_take_their_faint_wings_but_noise_stays():
@@ -143,3 +167,32 @@ def test_clip_loop_hands_back_the_rule_of_its_converged_fit(seed):
     # stopped at max_iter: the rule is left to be measured
     short = FitSettings(**{**settings.__dict__, "max_iter": 0})
     assert _clip_loop(design, np.ones(design.size, bool), short)[2] is _UNMEASURED
+
+
+def test_a_thinned_design_is_every_kth_pixel_and_reads_a_solution_alike():
+    from photometry_graph.photometry.moments import FitSettings, PixelDesign, solve_moments
+
+    s, _ = _sky_signal(2)
+    x, y = _pair(s, np.random.default_rng(2))
+    c = _coords()
+    design = PixelDesign(x.ravel(), y.ravel(), c[:, 0], c[:, 1])
+    thin = design.thinned(4)
+    ref = PixelDesign(x.ravel()[::4], y.ravel()[::4], c[::4, 0], c[::4, 1])
+    assert thin.size == ref.size == -(-design.size // 4) and thin.n_blocks == 0
+    # the moments of its pixels, centred and shifted as the whole design's
+    assert (thin.x_shift, thin.y_shift, thin.cx0, thin.sx) == (
+        design.x_shift, design.y_shift, design.cx0, design.sx)
+    np.testing.assert_array_equal(thin.Zt, design.Zt[:, ::4])
+    settings = FitSettings(model="plane", origin=(0.0, 0.0), lam=1.0, kappa=4.0, max_iter=10,
+                           min_pixels=500, grow_kappa=2.0, min_signal_to_noise=0.0,
+                           max_rel_gain_error=0.25, noise_x=1.0, noise_y=1.0)
+    used = np.ones(thin.size, bool)
+    used[::7] = False
+    got = solve_moments(thin.moments(used), thin, settings)
+    want = solve_moments(ref.moments(used), ref, settings)   # its own centring and shifts
+    for key in ("a", "b", "x_mean", "y_mean"):
+        assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(got["p"], want["p"], rtol=1e-9, atol=1e-12)
+    # a residual of the thinned design is the residual of the same pixel of the whole one
+    np.testing.assert_array_equal(thin.residuals(got, True), design.residuals(got, True)[::4])
+    assert not thin.coherent_outliers(np.full(thin.size, 9.0), used, 4.0, 2.0).any()
