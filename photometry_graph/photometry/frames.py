@@ -110,7 +110,7 @@ def binned_to_full_correction(correction, bin_factor):
 
 
 def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, mask=None,
-                      grid_step=32, margin=None, curvature_correction=True):
+                      grid_step=32, margin=None, curvature_correction=True, homography=None):
     """Reproject a frame onto its footprint and bin it on the binned global grid.
 
     Parameters
@@ -132,6 +132,10 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
         stars before binning (see :func:`reproject_to_bbox`); without it,
         bright stars seen by two frames at different sub-pixel phases bias
         the fitted frame gains by up to ~1 %.
+    homography : numpy.ndarray, shape (3, 3), optional
+        The frame's projective map from global to frame pixels when the caller has it
+        (:func:`~photometry_graph.stacking.resample.wcs_homography`, exact for TAN frames
+        beyond the box it was fitted on); otherwise fitted here.
 
     Returns
     -------
@@ -151,7 +155,8 @@ def bin_frame_on_grid(data, frame_wcs, global_wcs, canvas_shape, bin_factor, *, 
     # in pieces of whole binned rows and columns (the memory of a piece, not of the
     # footprint), through one homography for all of them when the frame is TAN; the strict
     # rule at invalid zones: the photometry measures no clamped edge values
-    H = wcs_homography(frame_wcs, global_wcs, full, grid_step=grid_step)
+    H = homography if homography is not None else wcs_homography(frame_wcs, global_wcs, full,
+                                                                  grid_step=grid_step)
     binned = np.full((by1 - by0, bx1 - bx0, data.shape[2]), np.nan, np.float32)
     valid = np.zeros((by1 - by0, bx1 - bx0), bool)
     rows = max(1, BIN_BAND_ROWS // b) * b

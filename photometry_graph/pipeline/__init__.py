@@ -65,8 +65,8 @@ from .framestage import (  # noqa: F401
     gather_frames, solve_frames,
 )
 from .pieces import (  # noqa: F401
-    FrameSource, frame_geometry, frame_sources, frame_pass, BinnedFile, spill_binned,
-    TilePieces,
+    FrameSource, frame_geometry, frame_sources, frame_pass, SharedWCS, unshared, BinnedFile,
+    spill_binned, TilePieces,
 )
 from .tilestage import (  # noqa: F401
     FrameFailed, stack_tile, build_tile, tally_tile, loss_message,
@@ -105,6 +105,6 @@ __all__ = [
     "REPORT_PAGE_MB", "IN_PROCESS_PIXELS", "PLANNED_SHARE", "MIN_STACK_MB", "FRAME_BIN",
     "FRAME_MIN_PIXELS", "SCRATCH_DIR", "read_headers", "frame_tasks", "kept_result",
     "gather_frames", "solve_frames", "FrameSource", "frame_geometry", "frame_sources",
-    "frame_pass", "BinnedFile", "spill_binned", "TilePieces", "FrameFailed", "stack_tile",
-    "build_tile", "tally_tile", "loss_message",
+    "frame_pass", "SharedWCS", "unshared", "BinnedFile", "spill_binned", "TilePieces",
+    "FrameFailed", "stack_tile", "build_tile", "tally_tile", "loss_message",
 ]

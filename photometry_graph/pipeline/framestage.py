@@ -21,7 +21,7 @@ from .frameio import file_problem, read_frame_info
 from .images import usable_majority
 from .options import GridModeError
 from .parallel import fit_task_map
-from .pieces import BinnedFile, spill_binned
+from .pieces import BinnedFile, SharedWCS, spill_binned
 from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
 __all__ = ["FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
@@ -75,14 +75,16 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
     tasks = [dict(index=k, frame=f, options=opts) for k, f in enumerate(frames)]
     if not bin_factor:
         return tasks, None
-    for t in tasks:  # the grid travels with the binning (a WCS costs ~2 ms to pickle)
-        t.update(grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=bin_factor,
+    shared = SharedWCS(grid.wcs)  # the grid travels with the binning, pickled once
+    for t in tasks:
+        t.update(grid_wcs=shared, grid_shape=grid.shape, bin_factor=bin_factor,
                  scratch=None if scratch is None else str(Path(scratch).resolve()))
     if pieces is None:  # nothing recorded, nothing reused
         return tasks, None
+    grid_text = grid.wcs.to_header_string(relax=True)  # as piece_key writes a WCS, once
     for t in tasks:
         f = t["frame"]  # its key: from its file and header (not the scan, made from them)
-        made_from = dict(piece="binned frame", frame=frame_source(f), grid=grid.wcs,
+        made_from = dict(piece="binned frame", frame=frame_source(f), grid=grid_text,
                          grid_shape=grid.shape, bin_factor=bin_factor,
                          options=piece_options(opts, "binned frame"))
         t["record"] = dict(store=pieces.store, name=pieces.binned_name(f),

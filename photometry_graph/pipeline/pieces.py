@@ -9,9 +9,12 @@ a margin (:func:`~photometry_graph.pipeline.frameio.load_frame`), reprojected th
 frame's homography -- computed once per frame (:func:`frame_geometry`: in the workers by
 the frame pass when it bins the frames, else by the caller) -- and corrected.
 A tile task carries :class:`FrameSource` records, without the frames' WCS objects where
-a homography stands in for them (a WCS costs milliseconds to pickle).
+a homography stands in for them (a WCS costs milliseconds to pickle); the frame pass's
+tasks carry the grid's WCS as a :class:`SharedWCS`.
 """
 
+import pickle
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,8 +30,51 @@ from .fileio import atomic
 from .frameio import load_frame, read_pixels, scan_frame
 from .options import frame_saturation, frame_smooth_sigma
 
-__all__ = ["FrameSource", "frame_geometry", "frame_sources", "frame_pass", "BinnedFile",
-           "spill_binned", "TilePieces"]
+__all__ = ["FrameSource", "frame_geometry", "frame_sources", "frame_pass", "SharedWCS",
+           "unshared", "BinnedFile", "spill_binned", "TilePieces"]
+
+
+class SharedWCS:
+    """A WCS that many tasks carry: pickled once here, rebuilt once in each worker.
+
+    astropy pickles a WCS through its FITS header (~1 ms) and rebuilds it from there
+    (~1.5 ms); the frame pass sends the grid's WCS with each of a session's thousands of
+    frames.  The pickle is made for the first task and reused; a worker thread keeps the
+    WCS it rebuilt from it for the next tasks, the same as each task's own copy would be
+    (:func:`unshared` gives the WCS of either).
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> a, b = (pickle.loads(pickle.dumps(SharedWCS(w))) for _ in range(2))
+    >>> unshared(a) is unshared(b), unshared(a).wcs.ctype[0]
+    (True, 'RA---TAN')
+    """
+
+    def __init__(self, wcs, pickled=None):
+        self.wcs, self._pickled = wcs, pickled
+
+    def __reduce__(self):
+        if self._pickled is None:
+            self._pickled = pickle.dumps(self.wcs, protocol=pickle.HIGHEST_PROTOCOL)
+        return _rebuilt_wcs, (self._pickled,)
+
+
+#: The WCS each thread last rebuilt from a :class:`SharedWCS` pickle (astropy's WCS objects
+#: are not shared between threads).
+_REBUILT = threading.local()
+
+
+def _rebuilt_wcs(pickled):
+    if getattr(_REBUILT, "pickled", None) != pickled:
+        _REBUILT.wcs, _REBUILT.pickled = pickle.loads(pickled), pickled
+    return SharedWCS(_REBUILT.wcs, pickled)
+
+
+def unshared(wcs):
+    """The WCS of a :class:`SharedWCS`, or ``wcs`` itself."""
+    return wcs.wcs if isinstance(wcs, SharedWCS) else wcs
 
 
 @dataclass
@@ -78,22 +124,23 @@ def frame_sources(frames, geometry, corrections):
 def frame_pass(task):
     """Worker: a frame read once -- its scan, and its binned copy for the frame photometry.
 
-    ``task``: ``frame`` (FrameInfo), ``options``, ``grid_wcs`` and ``grid_shape`` (the
-    global grid, optional), and for the binning ``bin_factor`` (None: no binning),
-    ``record`` (where the binned frame is recorded for a rerun, or None) and ``scratch``
-    (a folder: the binned frame is written there, :func:`spill_binned`, and only its
-    files travel back; None: the arrays do).  Returns ``(noise, saturation, binned,
-    geometry)``: ``binned`` as :func:`~photometry_graph.photometry.frames.
+    ``task``: ``frame`` (FrameInfo), ``options``, ``grid_wcs`` (a WCS or a
+    :class:`SharedWCS`) and ``grid_shape`` (the global grid, optional), and for the
+    binning ``bin_factor`` (None: no binning), ``record`` (where the binned frame is
+    recorded for a rerun, or None) and ``scratch`` (a folder: the binned frame is written
+    there, :func:`spill_binned`, and only its files travel back; None: the arrays do),
+    binned through the homography of its geometry.  Returns ``(noise, saturation,
+    binned, geometry)``: ``binned`` as :func:`~photometry_graph.photometry.frames.
     bin_frame_on_grid` returns it (None when not asked, the ValueError that skips the
     frame from the solve), ``geometry`` the frame's :func:`frame_geometry` on the grid
     (None without one: the caller computes it).  A frame that cannot be used at all
     raises.
     """
-    info, opts = task["frame"], task["options"]
+    info, opts, grid_wcs = task["frame"], task["options"], unshared(task.get("grid_wcs"))
     raw = read_pixels(info)
     scan_frame(info, opts.mask_eps, raw=raw)
-    geometry = (frame_geometry(info, task["grid_wcs"], task["grid_shape"])
-                if task.get("grid_wcs") is not None else None)
+    geometry = (frame_geometry(info, grid_wcs, task["grid_shape"])
+                if grid_wcs is not None else None)
     binned = None
     if task.get("bin_factor"):
         try:
@@ -101,8 +148,9 @@ def frame_pass(task):
                                  saturation=frame_saturation(opts, info.saturation))
             del raw
             data = masked_gaussian_blur(data, frame_smooth_sigma(opts, info.bayer))
-            binned = bin_frame_on_grid(data, info.wcs, task["grid_wcs"], task["grid_shape"],
-                                       task["bin_factor"])
+            binned = bin_frame_on_grid(data, info.wcs, grid_wcs, task["grid_shape"],
+                                       task["bin_factor"],
+                                       homography=None if geometry is None else geometry[1])
         except ValueError as exc:  # skips the frame from the solve (warned there)
             binned = exc
         else:

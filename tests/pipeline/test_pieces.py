@@ -109,3 +109,43 @@ def test_the_frame_pass_gives_the_geometry_the_caller_would_compute(tmp_path):
     far.wcs.crval = [far.wcs.crval[0] + 40.0, far.wcs.crval[1]]
     assert frame_geometry(dataclasses.replace(infos[0], wcs=far), grid.wcs,
                           grid.shape) == (None, None)
+
+
+def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path):
+    # the frame tasks carry the grid pickled once (SharedWCS): each worker thread rebuilds it
+    # once, and every task gets what its own pickled copy of the grid would give; the binning
+    # reads the frame through the homography of the geometry, not one fitted to its own box
+    # (values within 1e-6 of it)
+    import pickle
+    from photometry_graph.photometry.frames import bin_frame_on_grid
+    from photometry_graph.pipeline.frameio import load_frame
+    from photometry_graph.pipeline.pieces import SharedWCS, unshared
+    survey = make_frame_survey(1, 3, frame_shape=(200, 300), rng=3)
+    paths = write_frame_survey(survey, tmp_path / "frames")
+    files = sorted(p for p in paths.iterdir() if p.suffix == ".fits")
+    infos = [read_frame_info(p, index=k) for k, p in enumerate(files)]
+    grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos], tile_size=256)
+    shared = SharedWCS(grid.wcs)
+    opts = resolve_options({})
+    tasks = [dict(index=k, frame=f, options=opts, grid_wcs=shared, grid_shape=grid.shape,
+                  bin_factor=4) for k, f in enumerate(infos)]
+    blobs = [pickle.dumps(t) for t in tasks]
+    got = [pickle.loads(b) for b in blobs]
+    assert unshared(got[0]["grid_wcs"]) is unshared(got[2]["grid_wcs"])
+    made = shared._pickled   # the grid was pickled for the first task, then reused
+    assert made is not None and pickle.dumps(tasks[0]) and shared._pickled is made
+    for task, blob in zip(got, blobs):
+        plain = pickle.loads(pickle.dumps(dict(pickle.loads(blob),
+                                               grid_wcs=pickle.loads(pickle.dumps(grid.wcs)))))
+        *_, binned, geometry = frame_pass(task)
+        *_, binned_plain, geometry_plain = frame_pass(plain)
+        assert geometry[0] == geometry_plain[0]
+        np.testing.assert_array_equal(geometry[1], geometry_plain[1])
+        assert binned[0] == binned_plain[0]
+        np.testing.assert_array_equal(binned[1], binned_plain[1])
+        # the homography of the geometry against one fitted to the binning's own box
+        data, _ = load_frame(task["frame"], mask_eps=opts.mask_eps)
+        own = bin_frame_on_grid(data, task["frame"].wcs, grid.wcs, grid.shape, 4)
+        assert own[0] == binned[0]
+        np.testing.assert_array_equal(np.isnan(own[1]), np.isnan(binned[1]))
+        np.testing.assert_allclose(binned[1], own[1], rtol=1e-6, atol=1e-6)

@@ -86,3 +86,26 @@ def test_a_frames_description_digests_its_wcs_once_and_tells_wcs_apart(tmp_path,
     other = dataclasses.replace(info, wcs=moved)  # a copy does not inherit the digest
     assert other.wcs_digest is None and frame_source(other)["wcs"] != first["wcs"]
     assert frame_source(dataclasses.replace(info))["wcs"] == first["wcs"]
+
+
+def test_the_binned_frames_key_reads_the_grid_as_a_wcs_would(tmp_path):
+    # frame_tasks writes the grid's header text into what a binned frame is made from, once
+    # for all frames: the key is the one the grid's WCS object gives, so that the binned
+    # frames of earlier runs are found again
+    from photometry_graph.core.wcsgrid import build_global_grid
+    from photometry_graph.datasets import make_frame_survey
+    from photometry_graph.pipeline.demo import write_frame_survey
+    from photometry_graph.pipeline.frameio import read_frame_info
+    from photometry_graph.pipeline.framestage import frame_tasks
+    from photometry_graph.pipeline.options import resolve_options
+    from photometry_graph.pipeline.resume import RunPieces, frame_source, piece_key
+    paths = write_frame_survey(make_frame_survey(1, 2, frame_shape=(120, 160), rng=0),
+                               tmp_path / "frames")
+    infos = [read_frame_info(p, index=k) for k, p in enumerate(sorted(paths.glob("*.fits")))]
+    grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos], tile_size=256)
+    opts = resolve_options({})
+    tasks, _ = frame_tasks(infos, grid, opts, RunPieces(tmp_path / "out", opts), bin_factor=4)
+    for t in tasks:
+        made_from = dict(t["record"]["made_from"], grid=grid.wcs)
+        assert made_from["frame"] == frame_source(t["frame"])
+        assert t["record"]["key"] == piece_key(made_from)
