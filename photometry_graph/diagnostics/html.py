@@ -120,8 +120,9 @@ def _fmt_channels(values):
     return " / ".join(_fmt(float_or_nan(v)) for v in vals)
 
 
-def _table(rows, columns, *, labels=None, max_rows=_MAX_ROWS, cls="data"):
-    """An HTML table of dicts (cells already HTML, or scalars formatted here)."""
+def _table(rows, columns, *, labels=None, max_rows=_MAX_ROWS, cls="data", total=None):
+    """An HTML table of dicts (cells already HTML, or scalars formatted here); ``total``:
+    the rows of which ``rows`` are the first ones (default ``len(rows)``)."""
     head = "".join(f"<th>{_esc(labels.get(c, c) if labels else c)}</th>" for c in columns)
     head = "" if cls == "kv" else f"<tr>{head}</tr>"  # key/value tables need no header
     body = []
@@ -131,8 +132,9 @@ def _table(rows, columns, *, labels=None, max_rows=_MAX_ROWS, cls="data"):
             v = row.get(c)
             cells.append(f"<td>{v.html if isinstance(v, _Html) else _fmt(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f'<p class="note">&hellip; {len(rows) - max_rows} more rows in grid_report.json</p>'
-            if len(rows) > max_rows else "")
+    total = len(rows) if total is None else total
+    more = (f'<p class="note">&hellip; {total - max_rows} more rows in grid_report.json</p>'
+            if total > max_rows else "")
     return f'<table class="{cls}">{head}{"".join(body)}</table>{more}'
 
 
@@ -161,8 +163,10 @@ def _generic(value, depth=0):
             return "[]"
         if all(isinstance(v, dict) for v in value) and depth < 4:
             columns = list(dict.fromkeys(k for v in value[:_MAX_ROWS] for k in v))
-            rows = [{k: _Html(_generic(v.get(k), depth + 1)) for k in columns} for v in value]
-            return _table(rows, columns, max_rows=_MAX_ROWS // 2, cls="data small")
+            shown = _MAX_ROWS // 2  # only the rows shown are drawn
+            rows = [{k: _Html(_generic(v.get(k), depth + 1)) for k in columns}
+                    for v in value[:shown]]
+            return _table(rows, columns, max_rows=shown, cls="data small", total=len(value))
         if all(not isinstance(v, (dict, list)) for v in value):
             shown = ", ".join(_fmt(v) for v in value[:24])
             return shown + (f" &hellip; ({len(value)} values)" if len(value) > 24 else "")

@@ -25,7 +25,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
-from .._json import jsonable
+from .._json import jsonable, layered
 from .._log import get_logger, grid_warning
 from ..core.display import asinh_stretch, eight_bit, png_bytes
 from ..diagnostics.html import render_html_report
@@ -361,14 +361,14 @@ def write_json(path, payload, *, indent=2):
     payload : dict
         Converted by :func:`photometry_graph._json.jsonable`.
     indent : int or None
-        For a reader (default 2); None: one line, ~3x faster (C's encoder, not Python's).
+        For a reader (default 2): the keys of the first levels of dicts on their own
+        lines, each item of a list of records on one line
+        (:func:`photometry_graph._json.layered`); None: all on one line.
     """
     payload = jsonable(payload)
     with atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        if indent is None:  # one call of the C encoder
-            fh.write(json.dumps(payload, allow_nan=False))
-        else:  # written as encoded: the report of thousands of frames is ~80 MB of text
-            json.dump(payload, fh, indent=indent, allow_nan=False)
+        fh.write(json.dumps(payload, allow_nan=False) if indent is None
+                 else layered(payload, int(indent)))
     return payload
 
 

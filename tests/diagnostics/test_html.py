@@ -182,3 +182,23 @@ def test_sky_figures_of_any_mosaic_shape_are_drawn_with_positive_sizes(mono, sha
     panels = re.findall(r'<svg x="[0-9.]+" y="[0-9.]+" width="([0-9.]+)" height="([0-9.]+)"',
                         page)  # every panel's viewport: tall enough to read
     assert len(panels) == 6 and min(float(h) for _, h in panels) >= 90
+
+
+def test_a_long_list_of_records_draws_only_the_rows_it_shows(monkeypatch):
+    # a 4,993-frame report holds lists of tens of thousands of records: the page draws the
+    # rows it shows and counts the others, whatever their cells hold
+    import photometry_graph.diagnostics.html as page
+    drawn = []
+    plain = page._generic
+
+    def counting(value, depth=0):
+        drawn.append(depth)
+        return plain(value, depth)
+
+    monkeypatch.setattr(page, "_generic", counting)
+    rows = [{"k": k, "gains": [1.0, 2.0]} for k in range(5000)]
+    out = counting(rows)
+    shown = page._MAX_ROWS // 2
+    assert out.count("<tr>") == shown + 1
+    assert f"&hellip; {5000 - shown} more rows in grid_report.json" in out
+    assert len(drawn) == 1 + 2 * shown   # the list, then two cells a row

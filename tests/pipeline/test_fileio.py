@@ -303,3 +303,18 @@ def test_fits_stream_without_a_band_writes_each_block_as_it_comes(tmp_path, pwri
         assert len(calls) == 10 + 10 + 14 + 14 and out._band is None
     with fits.open(target) as hdul:
         np.testing.assert_array_equal(hdul[0].data, full[..., 0])
+
+
+def test_write_json_puts_each_record_of_a_long_list_on_its_line(tmp_path):
+    rows = [{"path": f"frame_{k}.fits", "gain": [1.0 + k / 100], "bad": float("nan")}
+            for k in range(500)]
+    payload = {"frames": rows, "grid": {"shape": [10, 20], "tiles": {"a": 1}}, "n": 3}
+    written = write_json(tmp_path / "r.json", payload)
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text) == written and written["frames"][7]["bad"] is None
+    lines = text.splitlines()
+    assert len(lines) == 500 + 11   # the records, and the keys and brackets around them
+    assert lines[2] == '    {"path": "frame_0.fits", "gain": [1.0], "bad": null},'
+    assert '  "grid": {' in lines and '    "shape": [10, 20],' in lines
+    one_line = write_json(tmp_path / "s.json", payload, indent=None)
+    assert one_line == written and len((tmp_path / "s.json").read_text().splitlines()) == 1
