@@ -69,8 +69,8 @@ from .estimates import (  # noqa: F401
     combine_fit, calibrate_pixel_gains,
 )
 from .candidates import (  # noqa: F401
-    CANDIDATE_CELLS, SPAN_ROWS, PARTIAL_OVERLAP, PER_DIRECTION, NODE_BRIDGES, row_spans,
-    candidate_pairs, overlap_groups, bridge_edges,
+    CANDIDATE_CELLS, SPAN_ROWS, PARTIAL_OVERLAP, PER_DIRECTION, NODE_BRIDGES, MAX_HOLES,
+    row_spans, MaskRows, mask_rows, joint_valid, candidate_pairs, overlap_groups, bridge_edges,
 )
 
 __all__ = [
@@ -95,5 +95,6 @@ __all__ = [
     "combine_gain_estimates", "BIN_MIN_SIDE", "BIN_MIN_FIT_PIXELS", "binned_box", "binnable",
     "bin_overlap", "binned_origin", "binned_to_full_fit", "combine_fit",
     "calibrate_pixel_gains", "CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "PER_DIRECTION",
-    "NODE_BRIDGES", "row_spans", "candidate_pairs", "overlap_groups", "bridge_edges",
+    "NODE_BRIDGES", "MAX_HOLES", "row_spans", "MaskRows", "mask_rows", "joint_valid",
+    "candidate_pairs", "overlap_groups", "bridge_edges",
 ]

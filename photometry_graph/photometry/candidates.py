@@ -24,13 +24,15 @@ frame's pointing may have neighbours on every side, some overlapping it more tha
 """
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.tiles import BBox  # noqa: F401 (the examples)
 
 __all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "PER_DIRECTION", "NODE_BRIDGES",
-           "row_spans", "candidate_pairs", "overlap_groups", "bridge_edges"]
+           "MAX_HOLES", "row_spans", "MaskRows", "mask_rows", "joint_valid", "candidate_pairs",
+           "overlap_groups", "bridge_edges"]
 
 #: Cells of the overlap matrix (times the rows of the nodes' spans) computed at once: ~24
 #: MB of temporary arrays.
@@ -68,6 +70,88 @@ def row_spans(mask, x0=0):
     start = np.where(hit, x0 + np.argmax(mask, axis=1), _EMPTY).astype(np.int32)
     stop = np.where(hit, x0 + w - np.argmax(mask[:, ::-1], axis=1), -_EMPTY).astype(np.int32)
     return start, stop
+
+
+#: Most invalid pixels inside the row spans of a mask that :func:`mask_rows` lists (a
+#: binned frame of a session has a few dozen: saturated stars); a mask with more is read.
+MAX_HOLES = 4096
+#: Row stride of the global pixel indices of :attr:`MaskRows.holes`.
+_HOLE_STRIDE = 2 ** 32
+
+
+@dataclass(frozen=True, eq=False)
+class MaskRows:
+    """A valid mask as the span of each of its rows and the invalid pixels inside them.
+
+    ``y0`` is the mask's first row on the global grid, ``start`` and ``stop`` the valid
+    span of each row (:func:`row_spans`, global columns) and ``holes`` the invalid pixels
+    inside the spans, sorted global indices ``row * 2**32 + column``: the mask is the
+    spans without the holes, so two such masks count their jointly valid pixels without
+    being read (:func:`joint_valid`).
+    """
+
+    y0: int
+    start: np.ndarray
+    stop: np.ndarray
+    holes: np.ndarray
+
+    def holes_inside(self, holes):
+        """How many of the global pixel indices ``holes`` lie inside this mask's spans."""
+        r = holes // _HOLE_STRIDE - self.y0
+        c = holes % _HOLE_STRIDE
+        on = (r >= 0) & (r < self.start.size)
+        r, c = r[on], c[on]
+        return int(np.count_nonzero((c >= self.start[r]) & (c < self.stop[r])))
+
+
+def mask_rows(mask, y0, x0):
+    """The :class:`MaskRows` of ``mask`` whose corner is at ``(y0, x0)`` of the global grid,
+    or None when more than :data:`MAX_HOLES` of its pixels are invalid inside its spans.
+
+    Examples
+    --------
+    >>> m = np.array([[0, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], bool)
+    >>> r = mask_rows(m, 5, 10)
+    >>> r.start.tolist(), r.stop[:2].tolist(), divmod(int(r.holes[0]), 2 ** 32)
+    ([11, 10, 1073741824], [14, 13], (6, 11))
+    """
+    mask = np.asarray(mask, bool)
+    start, stop = row_spans(mask, x0)
+    cols = np.arange(x0, x0 + mask.shape[1], dtype=np.int64)
+    inside = (cols >= start[:, np.newaxis]) & (cols < stop[:, np.newaxis])
+    rows, c = np.nonzero(inside & ~mask)
+    if rows.size > MAX_HOLES:
+        return None
+    holes = (rows.astype(np.int64) + int(y0)) * _HOLE_STRIDE + (c.astype(np.int64) + int(x0))
+    return MaskRows(int(y0), start.astype(np.int64), stop.astype(np.int64), holes)
+
+
+def joint_valid(a, b):
+    """Pixels valid in both of two masks given as :class:`MaskRows`: the pixels both spans
+    cover, row by row, less the holes of either inside the other's spans, plus the pixels
+    that are holes of both (left out twice).
+
+    Examples
+    --------
+    >>> a = np.ones((4, 6), bool); a[1, 2] = a[2, 5] = False
+    >>> b = np.ones((3, 5), bool); b[0, 0] = False
+    >>> ra, rb = mask_rows(a, 0, 0), mask_rows(b, 1, 2)
+    >>> joint_valid(ra, rb), int((a[1:4, 2:6] & b[:, :4]).sum())
+    (10, 10)
+    """
+    y0, y1 = max(a.y0, b.y0), min(a.y0 + a.start.size, b.y0 + b.start.size)
+    if y1 <= y0:
+        return 0
+    ra, rb = slice(y0 - a.y0, y1 - a.y0), slice(y0 - b.y0, y1 - b.y0)
+    both = np.minimum(a.stop[ra], b.stop[rb]) - np.maximum(a.start[ra], b.start[rb])
+    n = int(np.maximum(both, 0).sum())
+    if a.holes.size:
+        n -= b.holes_inside(a.holes)
+    if b.holes.size:
+        n -= a.holes_inside(b.holes)
+        if a.holes.size:
+            n += int(np.intersect1d(a.holes, b.holes, assume_unique=True).size)
+    return n
 
 
 def _box_array(bboxes):

@@ -22,7 +22,7 @@ from .._json import jsonable
 from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
-from .candidates import PER_DIRECTION, candidate_pairs, row_spans
+from .candidates import PER_DIRECTION, candidate_pairs, mask_rows, row_spans
 from ..core.correction import identity_correction
 from .overlap import (build_tile_overlap_graph, fit_overlap_edges, gain_estimates,
                       sparsify_overlap_graph)
@@ -362,11 +362,24 @@ def _run(tiles, **settings):
     return chain.finish(corrections, status, graph=graph, solution=solution, bg=bg)
 
 
-def _row_spans(tiles):
-    """The valid span of each row of each node (:func:`row_spans`), or None when a mask
-    cannot be read (the candidates are then ranked on the boxes; the graph says why)."""
+def _mask_rows(tiles):
+    """Each node's mask as its row spans and holes (:func:`mask_rows`: None for a node
+    with too many holes), read once; None when a mask cannot be read (the candidates are
+    then ranked on the boxes; the graph says why)."""
     try:
-        return [row_spans(t.mask, t.bbox.x0) for t in tiles]
+        return [mask_rows(t.mask, t.bbox.y0, t.bbox.x0) for t in tiles]
+    except Exception:  # noqa: BLE001 - reported where the graph reads that mask
+        return None
+
+
+def _row_spans(tiles, rows):
+    """The valid span of each row of each node (:func:`row_spans`), from ``rows`` where a
+    node has them; None when a mask cannot be read."""
+    if rows is None:
+        return None
+    try:
+        return [(r.start.astype(np.int32), r.stop.astype(np.int32)) if r is not None
+                else row_spans(t.mask, t.bbox.x0) for t, r in zip(tiles, rows)]
     except Exception:  # noqa: BLE001 - reported where the graph reads that mask
         return None
 
@@ -378,17 +391,18 @@ def _graph_step(chain):
     largest partial ones in ``max_degree`` directions and what joins the components, never
     every pair of a dense session)."""
     s = chain.settings
-    max_degree, pairs, total = s["max_degree"], None, None
+    max_degree, pairs, total, rows = s["max_degree"], None, None, None
     per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
     try:
         if max_degree is not None:
+            rows = _mask_rows(chain.tiles)  # each mask read once, for the ranking and counts
             pairs, total = candidate_pairs([t.bbox for t in chain.tiles], per_node,
                                            min_area=max(1, s["min_overlap"]),
-                                           spans=_row_spans(chain.tiles),
+                                           spans=_row_spans(chain.tiles, rows),
                                            partial=int(max_degree))
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
                                          workers=s["workers"], node_kind=s["node_kind"],
-                                         pairs=pairs)
+                                         pairs=pairs, rows=rows)
     except Exception as exc:  # noqa: BLE001 - unreadable tiles etc.
         if isinstance(exc, (TypeError, ValueError)) and "duplicate" in str(exc):
             raise

@@ -30,7 +30,7 @@ from .._log import get_logger, graph_label, grid_debug, grid_info, grid_warning
 from .._threads import LazyTasks, check_workers, thread_map
 from .._stats import estimate_noise
 from .binned import bin_overlap, binnable, binned_origin, binned_to_full_fit
-from .candidates import bridge_edges
+from .candidates import bridge_edges, joint_valid
 from .edges import edge_pixels
 from .estimates import calibrate_pixel_gains, combine_fit
 from .regression import (FIT_MODELS, MAX_REL_GAIN_ERROR, PairwiseFit, check_sampling,
@@ -103,7 +103,7 @@ def _ordered(a, b):
 
 
 def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True, workers=None,
-                             node_kind="tiles", pairs=None):
+                             node_kind="tiles", pairs=None, rows=None):
     """Build the overlap graph of a set of tiles.
 
     Parameters
@@ -127,6 +127,11 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
         The index pairs of ``tiles`` examined (e.g. from
         :func:`~photometry_graph.photometry.candidates.candidate_pairs`); default every
         pair whose boxes intersect.
+    rows : sequence, optional
+        Each tile's mask as its :class:`~photometry_graph.photometry.candidates.MaskRows`
+        (None for a tile without): two tiles that have them count their jointly valid
+        pixels from them, the same count without reading either mask (a session's
+        binned frames are read from files: 111,070 pairs of 4,993 frames took 22 s).
 
     Returns
     -------
@@ -171,8 +176,9 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
         graph.add_node(t.tile_id, bbox=t.bbox, tile=t)
     skipped = 0
     pairs = find_overlapping_pairs([t.bbox for t in tiles]) if pairs is None else pairs
+    rows = [None] * len(tiles) if rows is None else list(rows)
     if compute_valid:
-        in_pairs = sorted({k for pair in pairs for k in pair})
+        in_pairs = sorted({k for pair in pairs for k in pair if rows[k] is None})
         thread_map(lambda k: _prefetch_mask(tiles[k]), in_pairs, workers)
     held = (None, None)  # the mask of the last first node: the pairs of a node come in a run
     for i, j in pairs:
@@ -180,7 +186,9 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
         inter = ti.bbox.intersection(tj.bbox)
         if inter.is_empty:  # a pair given that does not overlap
             continue
-        if compute_valid:
+        if compute_valid and rows[i] is not None and rows[j] is not None:
+            n_valid = joint_valid(rows[i], rows[j])
+        elif compute_valid:
             if held[0] != i:  # a mask read from a file is read once for the run
                 held = (i, ti.mask)
             joint = held[1][inter.slices_in(ti.bbox)] & tj.mask[inter.slices_in(tj.bbox)]

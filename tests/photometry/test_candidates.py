@@ -370,3 +370,71 @@ def test_bridge_edges_add_nothing_to_a_row_of_frames_or_to_single_nodes():
     g.add_weighted_edges_from([(0, 1, 100), (1, 2, 30), (2, 0, 25)])
     assert candidates.overlap_groups(g) == {0: 0, 1: 0, 2: 2}
     assert candidates.bridge_edges(g, set(), 4) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_rows_count_the_jointly_valid_pixels_of_masks_with_holes(seed):
+    # rotated frames with invalid pixels inside them (saturated stars), a row left empty
+    # and a hole on a span's edge: the counts from the spans and the holes are those of the
+    # masks, pair by pair
+    from photometry_graph.photometry.candidates import joint_valid, mask_rows
+    rng = np.random.default_rng(seed)
+    boxes, masks = _rotated_frames(rng, 30)
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        pick = rng.choice(ys.size, size=int(rng.integers(0, 40)), replace=False)
+        m[ys[pick], xs[pick]] = False
+        m[ys[0], xs[0]] = False                       # the first pixel of a span
+        m[int(rng.integers(0, m.shape[0]))] = False   # an empty row
+    rows = [mask_rows(m, b.y0, b.x0) for b, m in zip(boxes, masks)]
+    assert all(r is not None for r in rows) and sum(r.holes.size for r in rows) > 300
+    both = 0
+    for i in range(30):
+        for j in range(30):
+            n = _joint(boxes, masks, i, j)
+            assert joint_valid(rows[i], rows[j]) == n, (i, j)
+            both += n > 0 and bool(np.intersect1d(rows[i].holes, rows[j].holes).size)
+    # masks of one shape share holes where the same pixel is invalid in both
+    twin = masks[0].copy()
+    twin[~masks[0]] = False
+    ra, rb = mask_rows(masks[0], boxes[0].y0, boxes[0].x0), mask_rows(twin, boxes[0].y0,
+                                                                      boxes[0].x0)
+    assert joint_valid(ra, rb) == int(masks[0].sum())
+    # too many holes: the mask is read instead
+    sieve = np.ones((40, 300), bool)
+    sieve[:, ::2] = False
+    sieve[:, 0] = sieve[:, -1] = True
+    assert mask_rows(sieve, 0, 0) is None
+
+
+def test_the_graph_counts_pairs_with_mask_rows_as_with_masks():
+    # tiles whose masks are not read: the graph of their rows is the graph of their masks
+    from photometry_graph.core.tiles import TilePhotometryInfo
+    from photometry_graph.photometry.candidates import mask_rows
+    from photometry_graph.photometry.overlap import build_tile_overlap_graph
+    rng = np.random.default_rng(7)
+    boxes, masks = _rotated_frames(rng, 25)
+    for m in masks:
+        m[rng.random(m.shape) < 0.003] = False
+    tiles = [TilePhotometryInfo(k, b, data=np.ones(m.shape + (1,), np.float32), mask=m)
+             for k, (b, m) in enumerate(zip(boxes, masks))]
+    pairs = [(i, j) for i in range(25) for j in range(i + 1, 25)]
+    rows = [mask_rows(m, b.y0, b.x0) for b, m in zip(boxes, masks)]
+    rows[3] = None  # a node without rows: its pairs read both masks
+    reads = Counter()
+
+    def reader(k, m):
+        def read():
+            reads[k] += 1
+            return m
+        return read
+    counted = [TilePhotometryInfo(k, b, data=np.ones(m.shape + (1,), np.float32),
+                                  mask=reader(k, m))
+               for k, (b, m) in enumerate(zip(boxes, masks))]
+    by_rows = build_tile_overlap_graph(counted, pairs=pairs, rows=rows, min_overlap_pixels=20)
+    by_masks = build_tile_overlap_graph(tiles, pairs=pairs, min_overlap_pixels=20)
+    assert by_rows.number_of_edges() > 40
+    assert sorted(by_rows.edges(data="n_valid")) == sorted(by_masks.edges(data="n_valid"))
+    partners = {k for k in range(25) if k != 3 and boxes[k].overlaps(boxes[3])}
+    assert reads[3] >= 1 and set(reads) - {3} <= partners
+    assert all(reads[k] == 1 for k in set(reads) - {3})
