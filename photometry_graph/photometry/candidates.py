@@ -84,7 +84,7 @@ class MaskRows:
     """A valid mask as the span of each of its rows and the invalid pixels inside them.
 
     ``y0`` is the mask's first row on the global grid, ``start`` and ``stop`` the valid
-    span of each row (:func:`row_spans`, global columns) and ``holes`` the invalid pixels
+    span of each row (:func:`row_spans`, global columns, int32) and ``holes`` the invalid pixels
     inside the spans, sorted global indices ``row * 2**32 + column``: the mask is the
     spans without the holes, so two such masks count their jointly valid pixels without
     being read (:func:`joint_valid`).
@@ -123,7 +123,7 @@ def mask_rows(mask, y0, x0):
     if rows.size > MAX_HOLES:
         return None
     holes = (rows.astype(np.int64) + int(y0)) * _HOLE_STRIDE + (c.astype(np.int64) + int(x0))
-    return MaskRows(int(y0), start.astype(np.int64), stop.astype(np.int64), holes)
+    return MaskRows(int(y0), start, stop, holes)
 
 
 def joint_valid(a, b):
@@ -143,8 +143,9 @@ def joint_valid(a, b):
     if y1 <= y0:
         return 0
     ra, rb = slice(y0 - a.y0, y1 - a.y0), slice(y0 - b.y0, y1 - b.y0)
+    # int32: an empty row's span (_EMPTY, -_EMPTY) makes -2**31 at the least
     both = np.minimum(a.stop[ra], b.stop[rb]) - np.maximum(a.start[ra], b.start[rb])
-    n = int(np.maximum(both, 0).sum())
+    n = int(np.maximum(both, 0).sum(dtype=np.int64))
     if a.holes.size:
         n -= b.holes_inside(a.holes)
     if b.holes.size:

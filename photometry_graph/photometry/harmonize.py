@@ -378,8 +378,8 @@ def _row_spans(tiles, rows):
     if rows is None:
         return None
     try:
-        return [(r.start.astype(np.int32), r.stop.astype(np.int32)) if r is not None
-                else row_spans(t.mask, t.bbox.x0) for t, r in zip(tiles, rows)]
+        return [(r.start, r.stop) if r is not None else row_spans(t.mask, t.bbox.x0)
+                for t, r in zip(tiles, rows)]
     except Exception:  # noqa: BLE001 - reported where the graph reads that mask
         return None
 
