@@ -138,8 +138,8 @@ _SCAN_FINE_STEPS = np.exp(np.linspace(-0.07, 0.07, 7))
 #: Share of the src-dst covariance carried by the clipped pixels of a fit above which
 #: :func:`_scan_gains` checks that the clipping did not converge to a wrong gain.
 _SCAN_TRIGGER = 0.02
-#: The coarse scan of :func:`_scan_gains` runs on every ``_SCAN_THIN``-th pixel of a design
-#: that keeps at least ``_SCAN_THIN_MIN`` pixels so (all of a smaller one).
+#: The scan of :func:`_scan_gains` runs on every ``_SCAN_THIN``-th pixel of a design that
+#: keeps at least ``_SCAN_THIN_MIN`` pixels so (on all of a smaller one).
 _SCAN_THIN = 4
 _SCAN_THIN_MIN = 2000
 

@@ -65,11 +65,11 @@ def test_trail_in_src_does_not_trap_the_clipping_at_a_wrong_gain(seed):
 
 
 @pytest.mark.parametrize("seed, h, w, width", [(0, 48, 200, 3.0), (1, 100, 200, 8.0)])
-def test_the_scan_of_a_large_overlap_finds_the_gain_on_a_thinned_coarse_scan(
+def test_the_scan_of_a_large_overlap_finds_the_gain_on_every_fourth_pixel(
         seed, h, w, width, monkeypatch):
     """Overlaps of 9 600 and 20 000 pixels (a 10 000-pixel subsample) with a wide trail in
-    src: plain clipping stays at a wrong gain; the scan, whose coarse steps run on every
-    fourth pixel, finds the one of the scan on every pixel."""
+    src: plain clipping stays at a wrong gain; the scan, run on every fourth pixel, finds
+    the gain of the scan run on every pixel."""
     x, y, _ = _trail_in_src_pair(seed, h=h, w=w, amp=100.0, width=width)
     kw = dict(model="plane", max_rel_gain_error=0.05, min_pixels=200)
     assert min(x.size, 10_000) >= clipping._SCAN_THIN * clipping._SCAN_THIN_MIN
@@ -81,7 +81,7 @@ def test_the_scan_of_a_large_overlap_finds_the_gain_on_a_thinned_coarse_scan(
         plain = fit_pair_image(x, y, **kw)
     assert plain.status != "ok" or abs(plain.a / 0.8 - 1) > 0.05
     with monkeypatch.context() as m:
-        m.setattr(clipping, "_SCAN_THIN_MIN", 10 ** 9)  # the coarse steps on every pixel
+        m.setattr(clipping, "_SCAN_THIN_MIN", 10 ** 9)  # the scan on every pixel
         every = fit_pair_image(x, y, **kw)
     assert every.status == "ok"
     assert abs(fit.a - every.a) <= 0.5 * fit.sigma_a
