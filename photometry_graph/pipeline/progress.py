@@ -172,8 +172,9 @@ class TqdmLogHandler(logging.StreamHandler):
         return not getattr(record, "grid_final_error", False) and super().filter(record)
 
     def emit(self, record):
-        try:
-            tqdm.write(self.format(record), file=self.stream)
+        try:  # the line and its end in one write: a Ctrl-C between them would leave the
+            # line open, and the command's last line would follow it on the same line
+            tqdm.write(self.format(record) + "\n", file=self.stream, end="")
         except Exception:
             self.handleError(record)
 

@@ -114,3 +114,30 @@ def test_console_progress_bar_only_moves_forward():
     assert bar.bar.n == 55.5
     bar.close()
     bar.close()  # again: no effect
+
+
+def test_a_console_line_is_written_with_its_end_in_one_write():
+    # a Ctrl-C between a line and its newline would leave the line open: the command's
+    # "stopped by SIGINT" would follow it on the same line
+    from photometry_graph.pipeline.progress import TqdmLogHandler
+
+    class Writes(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def write(self, s):
+            self.calls.append(s)
+            return super().write(s)
+
+    stream = Writes()
+    handler = TqdmLogHandler(stream)
+    logger = logging.getLogger("photometry_graph.test_one_write")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("reading frames 3/9")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == "reading frames 3/9\n"
+    assert [c for c in stream.calls if c] == ["reading frames 3/9\n"]
