@@ -13,14 +13,21 @@ from photometry_graph.pipeline.options import resolve_options
 from photometry_graph.pipeline.pieces import BinnedFile, frame_pass
 
 
-def test_a_frame_pass_with_a_scratch_folder_writes_the_binned_frame_there(tmp_path):
-    # the worker writes its binned frame and returns readers of its files: the same pixels
-    # as the arrays it returns without a scratch folder
-    survey = make_frame_survey(1, 2, frame_shape=(200, 300), rng=1)
-    paths = write_frame_survey(survey, tmp_path / "frames")
+def _frames_on_grid(folder, n, rng, **kw):
+    """``n`` synthetic frames of 200 x 300 in a row, written to ``folder`` and read back, and
+    their global grid."""
+    survey = make_frame_survey(1, n, frame_shape=(200, 300), rng=rng, **kw)
+    paths = write_frame_survey(survey, folder)
     files = sorted(p for p in paths.iterdir() if p.suffix == ".fits")
     infos = [read_frame_info(p, index=k) for k, p in enumerate(files)]
     grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos], tile_size=256)
+    return infos, grid
+
+
+def test_a_frame_pass_with_a_scratch_folder_writes_the_binned_frame_there(tmp_path):
+    # the worker writes its binned frame and returns readers of its files: the same pixels
+    # as the arrays it returns without a scratch folder
+    infos, grid = _frames_on_grid(tmp_path / "frames", 2, 1)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     task = dict(index=1, frame=infos[1], options=resolve_options({}), grid_wcs=grid.wcs,
@@ -80,12 +87,7 @@ def test_the_frame_pass_gives_the_geometry_the_caller_would_compute(tmp_path):
     from photometry_graph.stacking.resample import wcs_homography
     kinds = []
     for sip in (False, True):  # TAN frames have a homography, SIP ones keep their WCS
-        survey = make_frame_survey(1, 2, frame_shape=(200, 300), sip=sip, rng=2)
-        paths = write_frame_survey(survey, tmp_path / f"frames_{sip}")
-        files = sorted(p for p in paths.iterdir() if p.suffix == ".fits")
-        infos = [read_frame_info(p, index=k) for k, p in enumerate(files)]
-        grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos],
-                                 tile_size=256)
+        infos, grid = _frames_on_grid(tmp_path / f"frames_{sip}", 2, 2, sip=sip)
         for info in infos:
             task = dict(index=info.index, frame=info, options=resolve_options({}),
                         grid_wcs=grid.wcs, grid_shape=grid.shape, bin_factor=None)
@@ -120,11 +122,7 @@ def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path):
     from photometry_graph.photometry.frames import bin_frame_on_grid
     from photometry_graph.pipeline.frameio import load_frame
     from photometry_graph.pipeline.pieces import SharedWCS, unshared
-    survey = make_frame_survey(1, 3, frame_shape=(200, 300), rng=3)
-    paths = write_frame_survey(survey, tmp_path / "frames")
-    files = sorted(p for p in paths.iterdir() if p.suffix == ".fits")
-    infos = [read_frame_info(p, index=k) for k, p in enumerate(files)]
-    grid = build_global_grid([f.wcs for f in infos], [f.shape for f in infos], tile_size=256)
+    infos, grid = _frames_on_grid(tmp_path / "frames", 3, 3)
     shared = SharedWCS(grid.wcs)
     opts = resolve_options({})
     tasks = [dict(index=k, frame=f, options=opts, grid_wcs=shared, grid_shape=grid.shape,
