@@ -77,7 +77,8 @@ results = [ov._fit_edge(task) for task in fit_tasks]
 fit_s = time.process_time() - t0
 numbers = [(f.a, f.sigma_a, f.b, f.n_used, f.a_pixels, f.a_stars) for fits in results
            for f in fits]
-print(json.dumps(dict(frame_ms=1e3 * frame_s / len(tasks), fit_ms=1e3 * fit_s / len(fit_tasks),
+print(json.dumps(dict(frame_ms=1e3 * frame_s / max(len(tasks), 1),
+                      fit_ms=1e3 * fit_s / max(len(fit_tasks), 1),
                       fits=len(fit_tasks),
                       digest=hashlib.sha256(repr(numbers).encode()).hexdigest()[:16])))
 """
@@ -92,6 +93,7 @@ def _run(checkout, code, *args):
 
 
 def main(argv=None):
+    """Record the fits once, then measure every checkout in turn for ``--rounds`` rounds."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--session", required=True,
                         help="a folder of frames (e.g. one written by bench_session.py --data)")

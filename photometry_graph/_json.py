@@ -52,20 +52,20 @@ def layered(value, indent=2, level=0):
 
     Examples
     --------
-    >>> print(layered({"a": [{"b": 1}, {"b": 2}], "c": {"d": [1, 2]}}, 2))
+    >>> print(layered({"a": [{"b": 1}, {"b": 2}], "c": {1: [1, 2]}}, 2))
     {
       "a": [
         {"b": 1},
         {"b": 2}
       ],
       "c": {
-        "d": [1, 2]
+        "1": [1, 2]
       }
     }
     """
     pad, inner = " " * (indent * level), " " * (indent * (level + 1))
     if level < JSON_LEVELS and isinstance(value, dict) and value:
-        items = (f"{inner}{json.dumps(k)}: {layered(v, indent, level + 1)}"
+        items = (f"{inner}{json.dumps(_key(k))}: {layered(v, indent, level + 1)}"
                  for k, v in value.items())
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if level < JSON_LEVELS and isinstance(value, list) and value \
@@ -73,3 +73,8 @@ def layered(value, indent=2, level=0):
         items = (inner + json.dumps(v, allow_nan=False) for v in value)
         return "[\n" + ",\n".join(items) + f"\n{pad}]"
     return json.dumps(value, allow_nan=False)
+
+
+def _key(key):
+    """A dict key as JSON writes it: a string (``1`` -> ``"1"``, ``True`` -> ``"true"``)."""
+    return key if isinstance(key, str) else next(iter(json.loads(json.dumps({key: 0}))))

@@ -73,72 +73,91 @@ def row_spans(mask, x0=0):
 
 
 #: Most invalid pixels inside the row spans of a mask that :func:`mask_rows` lists (a
-#: binned frame of a session has a few dozen: saturated stars); a mask with more is read.
+#: binned frame of a session has a few dozen: saturated stars); with more, the mask is read.
 MAX_HOLES = 4096
-#: Row stride of the global pixel indices of :attr:`MaskRows.holes`.
+#: Row stride and offset of the global pixel indices of :attr:`MaskRows.holes` (rows and
+#: columns from -2**30 to 2**30 give indices in int64).
 _HOLE_STRIDE = 2 ** 32
+_HOLE_OFFSET = 2 ** 30
 
 
 @dataclass(frozen=True, eq=False)
 class MaskRows:
     """A valid mask as the span of each of its rows and the invalid pixels inside them.
 
-    ``y0`` is the mask's first row on the global grid, ``start`` and ``stop`` the valid
-    span of each row (:func:`row_spans`, global columns, int32) and ``holes`` the invalid pixels
-    inside the spans, sorted global indices ``row * 2**32 + column``: the mask is the
-    spans without the holes, so two such masks count their jointly valid pixels without
-    being read (:func:`joint_valid`).
+    Attributes
+    ----------
+    y0 : int
+        The mask's first row on the global grid.
+    start, stop : numpy.ndarray of int32
+        The valid span of each row (:func:`row_spans`, global columns).
+    holes : numpy.ndarray of int64 or None
+        The invalid pixels inside the spans, sorted global indices
+        ``(row + 2**30) * 2**32 + column + 2**30``; None when there are more than
+        :data:`MAX_HOLES` (the spans alone then do not give the mask).
+
+    Where ``holes`` is known the mask is the spans without the holes, and two such masks
+    count their jointly valid pixels without being read (:func:`joint_valid`).
     """
 
     y0: int
     start: np.ndarray
     stop: np.ndarray
-    holes: np.ndarray
+    holes: object
+
+    @property
+    def exact(self):
+        """True when the spans and the holes give the mask."""
+        return self.holes is not None
 
     def holes_inside(self, holes):
-        """How many of the global pixel indices ``holes`` lie inside this mask's spans."""
-        r = holes // _HOLE_STRIDE - self.y0
-        c = holes % _HOLE_STRIDE
+        """How many of the pixels ``holes`` (indices as :attr:`holes`) lie in the spans."""
+        r = holes // _HOLE_STRIDE - _HOLE_OFFSET - self.y0
+        c = holes % _HOLE_STRIDE - _HOLE_OFFSET
         on = (r >= 0) & (r < self.start.size)
         r, c = r[on], c[on]
         return int(np.count_nonzero((c >= self.start[r]) & (c < self.stop[r])))
 
 
 def mask_rows(mask, y0, x0):
-    """The :class:`MaskRows` of ``mask`` whose corner is at ``(y0, x0)`` of the global grid,
-    or None when more than :data:`MAX_HOLES` of its pixels are invalid inside its spans.
+    """The :class:`MaskRows` of ``mask`` whose corner is at ``(y0, x0)`` of the global grid
+    (its ``holes`` None when more than :data:`MAX_HOLES` of its pixels are invalid inside
+    its spans).
 
     Examples
     --------
     >>> m = np.array([[0, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], bool)
     >>> r = mask_rows(m, 5, 10)
-    >>> r.start.tolist(), r.stop[:2].tolist(), divmod(int(r.holes[0]), 2 ** 32)
-    ([11, 10, 1073741824], [14, 13], (6, 11))
+    >>> r.start.tolist(), r.stop[:2].tolist(), r.holes.size, r.exact
+    ([11, 10, 1073741824], [14, 13], 1, True)
     """
     mask = np.asarray(mask, bool)
     start, stop = row_spans(mask, x0)
     cols = np.arange(x0, x0 + mask.shape[1], dtype=np.int64)
     inside = (cols >= start[:, np.newaxis]) & (cols < stop[:, np.newaxis])
     rows, c = np.nonzero(inside & ~mask)
-    if rows.size > MAX_HOLES:
-        return None
-    holes = (rows.astype(np.int64) + int(y0)) * _HOLE_STRIDE + (c.astype(np.int64) + int(x0))
+    holes = None
+    if rows.size <= MAX_HOLES:
+        holes = ((rows.astype(np.int64) + (int(y0) + _HOLE_OFFSET)) * _HOLE_STRIDE
+                 + c.astype(np.int64) + (int(x0) + _HOLE_OFFSET))
     return MaskRows(int(y0), start, stop, holes)
 
 
 def joint_valid(a, b):
-    """Pixels valid in both of two masks given as :class:`MaskRows`: the pixels both spans
-    cover, row by row, less the holes of either inside the other's spans, plus the pixels
-    that are holes of both (left out twice).
+    """Pixels valid in both of two masks given as exact :class:`MaskRows`: the pixels both
+    spans cover, row by row, less the holes of either inside the other's spans, plus the
+    pixels that are holes of both (left out twice).
 
     Examples
     --------
     >>> a = np.ones((4, 6), bool); a[1, 2] = a[2, 5] = False
     >>> b = np.ones((3, 5), bool); b[0, 0] = False
-    >>> ra, rb = mask_rows(a, 0, 0), mask_rows(b, 1, 2)
+    >>> ra, rb = mask_rows(a, -2, -3), mask_rows(b, -1, -1)
     >>> joint_valid(ra, rb), int((a[1:4, 2:6] & b[:, :4]).sum())
     (10, 10)
     """
+    if not (a.exact and b.exact):
+        raise ValueError("joint_valid needs the holes of both masks; read the masks instead")
     y0, y1 = max(a.y0, b.y0), min(a.y0 + a.start.size, b.y0 + b.start.size)
     if y1 <= y0:
         return 0

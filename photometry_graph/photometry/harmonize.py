@@ -22,7 +22,7 @@ from .._json import jsonable
 from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
 from .._threads import check_workers
 from .background import match_backgrounds
-from .candidates import PER_DIRECTION, candidate_pairs, mask_rows, row_spans
+from .candidates import PER_DIRECTION, candidate_pairs, mask_rows
 from ..core.correction import identity_correction
 from .overlap import (build_tile_overlap_graph, fit_overlap_edges, gain_estimates,
                       sparsify_overlap_graph)
@@ -363,23 +363,11 @@ def _run(tiles, **settings):
 
 
 def _mask_rows(tiles):
-    """Each node's mask as its row spans and holes (:func:`mask_rows`: None for a node
-    with too many holes), read once; None when a mask cannot be read (the candidates are
-    then ranked on the boxes; the graph says why)."""
+    """Each node's mask as its row spans and holes (:func:`mask_rows`), each mask read
+    once; None when a mask cannot be read (the candidates are then ranked on the boxes;
+    the graph says why)."""
     try:
         return [mask_rows(t.mask, t.bbox.y0, t.bbox.x0) for t in tiles]
-    except Exception:  # noqa: BLE001 - reported where the graph reads that mask
-        return None
-
-
-def _row_spans(tiles, rows):
-    """The valid span of each row of each node (:func:`row_spans`), from ``rows`` where a
-    node has them; None when a mask cannot be read."""
-    if rows is None:
-        return None
-    try:
-        return [(r.start, r.stop) if r is not None else row_spans(t.mask, t.bbox.x0)
-                for t, r in zip(tiles, rows)]
     except Exception:  # noqa: BLE001 - reported where the graph reads that mask
         return None
 
@@ -398,7 +386,8 @@ def _graph_step(chain):
             rows = _mask_rows(chain.tiles)  # each mask read once, for the ranking and counts
             pairs, total = candidate_pairs([t.bbox for t in chain.tiles], per_node,
                                            min_area=max(1, s["min_overlap"]),
-                                           spans=_row_spans(chain.tiles, rows),
+                                           spans=None if rows is None else
+                                           [(r.start, r.stop) for r in rows],
                                            partial=int(max_degree))
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
                                          workers=s["workers"], node_kind=s["node_kind"],

@@ -197,7 +197,16 @@ class PixelDesign:
 
         The pixels are in block or raster order, so every ``k``-th one is a spatially even
         share; a solution of either design reads the same in both (:func:`solve_moments`).
-        The thinned design has no blocks and no neighbours (no grown outliers).
+
+        Parameters
+        ----------
+        k : int
+            Step, >= 1.
+
+        Returns
+        -------
+        PixelDesign
+            Without blocks and without neighbours (no grown outliers).
         """
         sub = object.__new__(PixelDesign)
         sub.has_coords, sub.n_blocks, sub.m = self.has_coords, 0, self.m

@@ -12,6 +12,7 @@ the solve are pieces of the run (:mod:`~photometry_graph.pipeline.resume`): a re
 the same folder reuses them when they were made from the same inputs.
 """
 
+import hashlib
 from pathlib import Path
 
 from .._log import get_logger, grid_warning
@@ -82,13 +83,15 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
     if pieces is None:  # nothing recorded, nothing reused
         return tasks, None
     grid_text = grid.wcs.to_header_string(relax=True)  # as piece_key writes a WCS, once
+    # the record of each binned frame names the grid by a digest of its header (2.9 kB)
+    grid_note = "sha256:" + hashlib.sha256(grid_text.encode()).hexdigest()
     for t in tasks:
         f = t["frame"]  # its key: from its file and header (not the scan, made from them)
         made_from = dict(piece="binned frame", frame=frame_source(f), grid=grid_text,
                          grid_shape=grid.shape, bin_factor=bin_factor,
                          options=piece_options(opts, "binned frame"))
         t["record"] = dict(store=pieces.store, name=pieces.binned_name(f),
-                           key=piece_key(made_from), made_from=made_from)
+                           key=piece_key(made_from), made_from=dict(made_from, grid=grid_note))
     solve_key = piece_key(dict(piece="frame solve", binned=[t["record"]["key"] for t in tasks],
                                options=piece_options(opts, "frame solve")))
     solved = pieces.store.lookup("frame_solve", solve_key) is not None

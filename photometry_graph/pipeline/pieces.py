@@ -35,13 +35,20 @@ __all__ = ["FrameSource", "frame_geometry", "frame_sources", "frame_pass", "Shar
 
 
 class SharedWCS:
-    """A WCS that many tasks carry: pickled once here, rebuilt once in each worker.
+    """A WCS that many tasks carry: pickled once here, rebuilt once in each worker thread.
 
     astropy pickles a WCS through its FITS header (~1 ms) and rebuilds it from there
     (~1.5 ms); the frame pass sends the grid's WCS with each of a session's thousands of
-    frames.  The pickle is made for the first task and reused; a worker thread keeps the
+    frames.  The pickle is made once, when the object is made; a worker thread keeps the
     WCS it rebuilt from it for the next tasks, the same as each task's own copy would be
-    (:func:`unshared` gives the WCS of either).
+    (:func:`unshared` gives the WCS of either).  The WCS is read, never changed: a copy
+    (``copy.deepcopy``) in the same thread is that same WCS.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+    pickled : bytes, optional
+        Its pickle, when known.
 
     Examples
     --------
@@ -53,11 +60,11 @@ class SharedWCS:
     """
 
     def __init__(self, wcs, pickled=None):
-        self.wcs, self._pickled = wcs, pickled
+        self.wcs = wcs
+        self._pickled = (pickle.dumps(wcs, protocol=pickle.HIGHEST_PROTOCOL)
+                         if pickled is None else pickled)
 
     def __reduce__(self):
-        if self._pickled is None:
-            self._pickled = pickle.dumps(self.wcs, protocol=pickle.HIGHEST_PROTOCOL)
         return _rebuilt_wcs, (self._pickled,)
 
 
@@ -67,6 +74,7 @@ _REBUILT = threading.local()
 
 
 def _rebuilt_wcs(pickled):
+    """The :class:`SharedWCS` of a pickle, its WCS rebuilt once per thread."""
     if getattr(_REBUILT, "pickled", None) != pickled:
         _REBUILT.wcs, _REBUILT.pickled = pickle.loads(pickled), pickled
     return SharedWCS(_REBUILT.wcs, pickled)

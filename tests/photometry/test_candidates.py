@@ -372,14 +372,16 @@ def test_bridge_edges_add_nothing_to_a_row_of_frames_or_to_single_nodes():
     assert candidates.bridge_edges(g, set(), 4) == []
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mask_rows_count_the_jointly_valid_pixels_of_masks_with_holes(seed):
+@pytest.mark.parametrize("seed, shift", [(0, 0), (1, 0), (2, -300)])
+def test_mask_rows_count_the_jointly_valid_pixels_of_masks_with_holes(seed, shift):
     # rotated frames with invalid pixels inside them (saturated stars), a row left empty
-    # and a hole on a span's edge: the counts from the spans and the holes are those of the
-    # masks, pair by pair
+    # and a hole on a span's edge, some at negative rows and columns of the grid: the
+    # counts from the spans and the holes are those of the masks, pair by pair
     from photometry_graph.photometry.candidates import joint_valid, mask_rows
     rng = np.random.default_rng(seed)
     boxes, masks = _rotated_frames(rng, 30)
+    boxes = [BBox(b.y0 + shift, b.y1 + shift, b.x0 + 2 * shift, b.x1 + 2 * shift)
+             for b in boxes]
     for m in masks:
         ys, xs = np.nonzero(m)
         pick = rng.choice(ys.size, size=int(rng.integers(0, 40)), replace=False)
@@ -387,24 +389,32 @@ def test_mask_rows_count_the_jointly_valid_pixels_of_masks_with_holes(seed):
         m[ys[0], xs[0]] = False                       # the first pixel of a span
         m[int(rng.integers(0, m.shape[0]))] = False   # an empty row
     rows = [mask_rows(m, b.y0, b.x0) for b, m in zip(boxes, masks)]
-    assert all(r is not None for r in rows) and sum(r.holes.size for r in rows) > 300
-    both = 0
+    assert all(r.exact for r in rows) and sum(r.holes.size for r in rows) > 300
+    overlapping = 0
     for i in range(30):
         for j in range(30):
             n = _joint(boxes, masks, i, j)
             assert joint_valid(rows[i], rows[j]) == n, (i, j)
-            both += n > 0 and bool(np.intersect1d(rows[i].holes, rows[j].holes).size)
-    # masks of one shape share holes where the same pixel is invalid in both
+            overlapping += n > 0 and i != j
+    assert overlapping > 100
+    # a copy with holes of its own besides the original's: the pixels that are holes of both
+    # are left out once
     twin = masks[0].copy()
-    twin[~masks[0]] = False
-    ra, rb = mask_rows(masks[0], boxes[0].y0, boxes[0].x0), mask_rows(twin, boxes[0].y0,
-                                                                      boxes[0].x0)
-    assert joint_valid(ra, rb) == int(masks[0].sum())
-    # too many holes: the mask is read instead
+    ys, xs = np.nonzero(twin)
+    twin[ys[::97], xs[::97]] = False
+    holes = rows[0].holes
+    b0 = boxes[0]
+    rb = mask_rows(twin, b0.y0, b0.x0)
+    shared = np.intersect1d(holes, rb.holes)
+    assert 0 < shared.size < rb.holes.size
+    assert joint_valid(rows[0], rb) == int((masks[0] & twin).sum())
+    # too many holes: the spans alone do not give the mask, which is read instead
     sieve = np.ones((40, 300), bool)
-    sieve[:, ::2] = False
-    sieve[:, 0] = sieve[:, -1] = True
-    assert mask_rows(sieve, 0, 0) is None
+    sieve[:, 1:-1:2] = False
+    loose = mask_rows(sieve, 0, 0)
+    assert not loose.exact and loose.start.tolist() == [0] * 40
+    with pytest.raises(ValueError, match="read the masks"):
+        joint_valid(loose, rows[0])
 
 
 def test_the_graph_counts_pairs_with_mask_rows_as_with_masks():

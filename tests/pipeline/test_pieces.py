@@ -113,7 +113,7 @@ def test_the_frame_pass_gives_the_geometry_the_caller_would_compute(tmp_path):
                           grid.shape) == (None, None)
 
 
-def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path):
+def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path, monkeypatch):
     # the frame tasks carry the grid pickled once (SharedWCS): each worker thread rebuilds it
     # once, and every task gets what its own pickled copy of the grid would give; the binning
     # reads the frame through the homography of the geometry, not one fitted to its own box
@@ -132,11 +132,17 @@ def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path):
     assert unshared(got[0]["grid_wcs"]) is unshared(got[2]["grid_wcs"])
     made = shared._pickled   # the grid was pickled for the first task, then reused
     assert made is not None and pickle.dumps(tasks[0]) and shared._pickled is made
+    import photometry_graph.photometry.frames as frames_module
+    fitted = []
+    fit = frames_module.wcs_homography
+    monkeypatch.setattr(frames_module, "wcs_homography",
+                        lambda *a, **k: fitted.append(1) or fit(*a, **k))
     for task, blob in zip(got, blobs):
         plain = pickle.loads(pickle.dumps(dict(pickle.loads(blob),
                                                grid_wcs=pickle.loads(pickle.dumps(grid.wcs)))))
         *_, binned, geometry = frame_pass(task)
         *_, binned_plain, geometry_plain = frame_pass(plain)
+        assert not fitted  # the binning took the geometry's homography
         assert geometry[0] == geometry_plain[0]
         np.testing.assert_array_equal(geometry[1], geometry_plain[1])
         assert binned[0] == binned_plain[0]
@@ -144,6 +150,30 @@ def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path):
         # the homography of the geometry against one fitted to the binning's own box
         data, _ = load_frame(task["frame"], mask_eps=opts.mask_eps)
         own = bin_frame_on_grid(data, task["frame"].wcs, grid.wcs, grid.shape, 4)
+        assert fitted  # fitted here, without a homography
+        fitted.clear()
         assert own[0] == binned[0]
         np.testing.assert_array_equal(np.isnan(own[1]), np.isnan(binned[1]))
         np.testing.assert_allclose(binned[1], own[1], rtol=1e-6, atol=1e-6)
+
+
+def test_a_shared_wcs_is_rebuilt_once_in_each_thread():
+    # astropy's WCS objects are not shared between threads: each thread rebuilds its own
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+    from astropy.wcs import WCS
+    from photometry_graph.pipeline.pieces import SharedWCS, unshared
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    blob = pickle.dumps(SharedWCS(w))
+
+    def two():
+        a, b = pickle.loads(blob), pickle.loads(blob)
+        return unshared(a), unshared(b)
+
+    with ThreadPoolExecutor(1) as pool:
+        a1, b1 = pool.submit(two).result()
+    here = two()
+    assert a1 is b1 and here[0] is here[1] and here[0] is not a1
+    assert list(here[0].wcs.crval) == list(a1.wcs.crval) == [150.0, 2.0]
