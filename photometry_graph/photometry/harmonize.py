@@ -364,8 +364,8 @@ def _run(tiles, **settings):
 
 def _mask_rows(tiles):
     """Each node's mask as its row spans and holes (:func:`mask_rows`), each mask read
-    once; None when a mask cannot be read (the candidates are then ranked on the boxes;
-    the graph says why)."""
+    once (the graph reads again only a mask with too many holes); None when a mask cannot
+    be read (the candidates are then ranked on the boxes; the graph says why)."""
     try:
         return [mask_rows(t.mask, t.bbox.y0, t.bbox.x0) for t in tiles]
     except Exception:  # noqa: BLE001 - reported where the graph reads that mask
@@ -383,7 +383,7 @@ def _graph_step(chain):
     per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
     try:
         if max_degree is not None:
-            rows = _mask_rows(chain.tiles)  # each mask read once, for the ranking and counts
+            rows = _mask_rows(chain.tiles)  # the masks read once, for the ranking and counts
             pairs, total = candidate_pairs([t.bbox for t in chain.tiles], per_node,
                                            min_area=max(1, s["min_overlap"]),
                                            spans=None if rows is None else

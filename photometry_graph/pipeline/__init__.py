@@ -49,8 +49,8 @@ from .panels import (  # noqa: F401
 )
 from .resume import (  # noqa: F401
     RESUME_DIR, PIECE_OPTIONS, INDIRECT_OPTIONS, UNRELATED_OPTIONS, package_version,
-    code_digest, file_signature, frame_source, piece_options, piece_key, correction_from_dict,
-    PieceStore, RunPieces,
+    code_digest, wcs_text, file_signature, frame_source, piece_options, piece_key,
+    correction_from_dict, PieceStore, RunPieces,
 )
 from .assemble import (  # noqa: F401
     panel_tiles, write_mosaic,
@@ -97,7 +97,8 @@ __all__ = [
     "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files",
     "is_project_tile", "read_panel", "scan_panels", "read_reference", "panel_grid",
     "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS",
-    "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest", "file_signature",
+    "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest", "wcs_text",
+    "file_signature",
     "frame_source", "piece_options", "piece_key", "correction_from_dict", "PieceStore",
     "RunPieces", "panel_tiles", "write_mosaic", "MemoryPlan", "plan_memory", "plan_tiles",
     "proc_field_bytes", "process_pss_bytes", "release_memory", "MB", "WORKER_MB", "SERVER_MB",

@@ -23,7 +23,8 @@ from .images import usable_majority
 from .options import GridModeError
 from .parallel import fit_task_map
 from .pieces import BinnedFile, SharedWCS, spill_binned
-from .resume import correction_from_dict, frame_source, piece_key, piece_options
+from .resume import (correction_from_dict, frame_source, piece_key, piece_options,
+                     wcs_text)
 
 __all__ = ["FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
            "read_headers", "frame_tasks", "kept_result", "gather_frames", "solve_frames"]
@@ -82,7 +83,7 @@ def frame_tasks(frames, grid, opts, pieces, bin_factor=None, scratch=None):
                  scratch=None if scratch is None else str(Path(scratch).resolve()))
     if pieces is None:  # nothing recorded, nothing reused
         return tasks, None
-    grid_text = grid.wcs.to_header_string(relax=True)  # as piece_key writes a WCS, once
+    grid_text = wcs_text(grid.wcs)  # made once: the key a WCS makes
     # the record of each binned frame names the grid by a digest of its header (2.9 kB)
     grid_note = "sha256:" + hashlib.sha256(grid_text.encode()).hexdigest()
     for t in tasks:

@@ -28,7 +28,7 @@ from .fileio import atomic, write_json
 from .options import GridOptions
 
 __all__ = ["RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS",
-           "package_version", "code_digest",
+           "package_version", "code_digest", "wcs_text",
            "file_signature", "frame_source", "piece_options", "piece_key",
            "correction_from_dict", "PieceStore", "RunPieces"]
 
@@ -106,8 +106,7 @@ def frame_source(info):
         per frame (kept in ``info.wcs_digest``: ~0.5 ms a frame, 2 s for 4,993 frames).
     """
     if info.wcs_digest is None:
-        info.wcs_digest = hashlib.sha256(
-            info.wcs.to_header_string(relax=True).encode()).hexdigest()
+        info.wcs_digest = hashlib.sha256(wcs_text(info.wcs).encode()).hexdigest()
     return dict(file=file_signature(info.path), hdu=info.hdu, shape=list(info.shape),
                 layout=info.layout, bayer=info.bayer, coverage_hdu=info.coverage_hdu,
                 exptime=info.exptime, noise=info.noise, saturation=info.saturation,
@@ -125,6 +124,14 @@ def piece_options(opts, piece):
     {'mask_eps': 1e-06, 'saturation': None, 'frame_smooth': None}
     """
     return {name: getattr(opts, name) for name in PIECE_OPTIONS[piece]}
+
+
+def wcs_text(wcs):
+    """A WCS as :func:`piece_key` and :func:`frame_source` read it: its header text.
+
+    Given in place of the WCS in what a piece is made from, it makes the same key.
+    """
+    return wcs.to_header_string(relax=True)
 
 
 def piece_key(made_from):
@@ -145,7 +152,7 @@ def _plain(obj):
     if isinstance(obj, (np.generic, np.ndarray)):
         return obj.tolist()
     if hasattr(obj, "to_header_string"):  # a WCS
-        return obj.to_header_string(relax=True)
+        return wcs_text(obj)
     return obj.to_dict() if hasattr(obj, "to_dict") else str(obj)
 
 
