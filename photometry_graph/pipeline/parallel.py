@@ -27,6 +27,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
@@ -175,35 +176,40 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
     source, running, n_tasks = enumerate(tasks), {}, len(tasks)
     # a list goes to the pool at once; tasks made as they are taken, TASKS_IN_FLIGHT a worker
     window = n_tasks if isinstance(tasks, (list, tuple)) else TASKS_IN_FLIGHT * workers
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
-                                                  initializer=_start_worker,
-                                                  initargs=(os.getpid(),))
+    # The wait for a result holds no lock, so that a Ctrl-C stops it at once; whatever
+    # takes the futures' or the pool's locks runs with stop signals deferred.  A Ctrl-C that
+    # left one held (concurrent.futures.wait takes the lock of every future in turn) made
+    # the pool's thread wait for it forever, and the interpreter for that thread at exit.
+    with _signals_deferred():
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
+                                                      initializer=_start_worker,
+                                                      initargs=(os.getpid(),))
     _grow_task_pipe(pool)
-    yielded = 0
+    yielded, finished = 0, queue.SimpleQueue()  # the futures, as they complete
     try:
-        broken = _submit_next(pool, func, source, running, window, workers)
+        with _signals_deferred():
+            broken = _submit_next(pool, func, source, running, window, finished)
         while running and broken is None:
-            finished = list(concurrent.futures.wait(
-                running, return_when=concurrent.futures.FIRST_COMPLETED)[0])
-            while finished and broken is None:
-                fut = finished.pop()
+            fut = finished.get()
+            with _signals_deferred():
                 exc = fut.exception()
                 if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
                     broken = exc
                     continue
                 k, t = running.pop(fut)
                 result = exc or fut.result()
-                del fut, exc
                 # the next task goes before the caller's turn: the workers never wait for it
-                broken = _submit_next(pool, func, source, running, 1, workers)
-                yield k, t, result
-                yielded += 1
-                del t, result  # the caller's now, none kept here (a binned frame on disk
-                # leaves memory at once)
+                broken = _submit_next(pool, func, source, running, 1, finished)
+            del fut, exc
+            yield k, t, result
+            yielded += 1
+            del t, result  # the caller's now, none kept here (a binned frame on disk leaves
+            # memory at once)
     except BaseException:  # interrupted, or the caller stopped reading (GeneratorExit)
         stop_pool(pool)
         raise
-    pool.shutdown(wait=True)
+    with _signals_deferred():
+        pool.shutdown(wait=True)
     if broken is not None:  # the pool is dead: every pending task would fail the same way
         rest = sorted(running.values(), key=lambda kt: kt[0])
         n_rest = n_tasks - yielded
@@ -245,27 +251,28 @@ def _run_here(func, task):
 TASKS_IN_FLIGHT = 4
 
 
-def _submit_next(pool, func, source, running, count, workers):
+def _submit_next(pool, func, source, running, count, finished):
     """Submit the next ``count`` tasks of ``source`` (``(k, task)`` pairs) to ``pool``;
-    ``running`` maps each future to its ``(k, task)``.  While the pool has fewer than
-    ``workers`` processes a submission may start one: Ctrl-C is then deferred
-    (:func:`_signals_deferred`), so that no worker starts unknown to its pool.  Returns the
-    BrokenProcessPool that refused a task (then kept in ``running``, under a future of that
-    exception), or None."""
+    ``running`` maps each future to its ``(k, task)``, and each future is put in the queue
+    ``finished`` when it completes (a ``queue.SimpleQueue``).  Called with stop signals
+    deferred (:func:`_signals_deferred`): a submission takes the pool's lock and may start
+    a worker, and none must start unknown to its pool.  Returns the BrokenProcessPool that
+    refused a task (then kept in ``running``, under a future of that exception), or
+    None."""
     for _ in range(count):
         try:
             k, t = next(source)
         except StopIteration:
             return None
-        starting = len(getattr(pool, "_processes", None) or {}) < workers
         try:
-            with _signals_deferred() if starting else contextlib.nullcontext():
-                running[pool.submit(func, t)] = (k, t)
+            fut = pool.submit(func, t)
         except concurrent.futures.process.BrokenProcessPool as exc:
-            refused = concurrent.futures.Future()
-            refused.set_exception(exc)
-            running[refused] = (k, t)
+            fut = concurrent.futures.Future()
+            fut.set_exception(exc)
+            running[fut] = (k, t)
             return exc
+        running[fut] = (k, t)
+        fut.add_done_callback(finished.put)
     return None
 
 
