@@ -18,7 +18,7 @@ from .clip import (  # noqa: F401
     robust_bounds, ClippedSums, masked_median,
 )
 from .homography import (  # noqa: F401
-    fit_homography, apply_homography, homography_maps, inverse_homography,
+    fit_homography, apply_homography, homography_maps, inverse_homography, pixels_within,
 )
 from .curvature import (  # noqa: F401
     half_second_differences, phase_weighted,
@@ -32,5 +32,5 @@ __all__ = [
     "frame_weights", "radial_weight", "frame_on_tile", "ClipSettings", "STATE_BYTES",
     "COUNT_MAX_16", "trim_variance_ratio", "winsor_scale_factor", "Moments", "robust_bounds",
     "ClippedSums", "masked_median", "fit_homography", "apply_homography", "homography_maps",
-    "inverse_homography", "half_second_differences", "phase_weighted",
+    "inverse_homography", "pixels_within", "half_second_differences", "phase_weighted",
 ]

@@ -4,14 +4,16 @@ The pixel-to-pixel map between two TAN projections of the sky is a 3x3 homograph
 :func:`fit_homography` fits one to point pairs (and says how well it reproduces them),
 :func:`apply_homography` maps points, :func:`homography_maps` gives the source coordinates
 of every pixel of a box (the coordinate maps of ``cv2.remap``) with a few operations a
-pixel.  :func:`photometry_graph.stacking.resample.wcs_homography` fits one to two WCS.
+pixel, :func:`pixels_within` the pixels of a box whose source position lies within limits
+(with a few operations a row).  :func:`photometry_graph.stacking.resample.wcs_homography` fits one to two WCS.
 """
 
 import numpy as np
 
 from ..core.tiles import BBox
 
-__all__ = ["fit_homography", "apply_homography", "homography_maps", "inverse_homography"]
+__all__ = ["fit_homography", "apply_homography", "homography_maps", "inverse_homography",
+           "pixels_within"]
 
 
 def fit_homography(x, y, u, v):
@@ -141,3 +143,54 @@ def homography_maps(H, bbox, *, origin=(0.0, 0.0), dtype=np.float64):
     mx *= inv
     my *= inv
     return mx, my
+
+
+def pixels_within(hs, shape, limits):
+    """The pixels of a window whose source position lies within ``limits``, or None.
+
+    ``hs`` maps the pixels ``(u, v)`` of a window of ``shape`` ``(h, w)`` to source
+    positions ``(x, y)``; a pixel is within ``limits = (x_lo, x_hi, y_lo, y_hi)`` when
+    ``x_lo <= x <= x_hi`` and ``y_lo <= y <= y_hi`` (the frame's edges: the ``inside``
+    of :func:`~photometry_graph.stacking.resample.reproject_to_bbox`).
+
+    Along a row ``v`` of the window the source position ``(a u + b) / (c u + d)`` is
+    monotonic in the column ``u`` where ``c u + d > 0``, so each limit keeps the columns on
+    one side of a bound: the pixels inside form one run per row, found from the row's
+    coefficients alone, then two comparisons a pixel (half the time of a nearest-neighbour
+    warp of the window).  None when the denominator is not positive over the whole window
+    (a map that folds there).
+
+    Examples
+    --------
+    >>> pixels_within(np.eye(3), (2, 6), (0.5, 3.0, -0.5, 0.5)).astype(int).tolist()
+    [[0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
+    """
+    h, w = shape
+    v = np.arange(h, dtype=np.float64)
+    den = hs[2, 1] * v + hs[2, 2]
+    if not (den.min() > 0 and hs[2, 0] * (w - 1) + den.min() > 0):
+        return None
+    # limits x_lo <= x, x <= x_hi, y_lo <= y, y <= y_hi as k u >= m (k fixed, m per row),
+    # the denominator positive: k = +-(a - limit c), m = +-(limit d - b)
+    sign = np.array([1.0, -1.0, 1.0, -1.0])
+    bound = np.asarray(limits, dtype=np.float64)
+    a = hs[[0, 0, 1, 1], 0]
+    k = sign * (a - bound * hs[2, 0])
+    m = sign[:, None] * (bound[:, None] * den - (hs[[0, 0, 1, 1], 1][:, None] * v
+                                                 + hs[[0, 0, 1, 1], 2][:, None]))
+    with np.errstate(all="ignore"):  # k = 0: t is not used; tiny k: t infinite
+        t = m / k[:, None]
+    lo = np.max(t[k > 0], axis=0, initial=0.0)
+    hi = np.min(t[k < 0], axis=0, initial=w - 1.0)
+    never = (m[k == 0] > 0).any(axis=0)  # a limit that no column of the row meets
+    c0 = np.clip(np.ceil(lo), 0, w)
+    c1 = np.where(never, 0, np.clip(np.floor(hi) + 1, 0, w))
+    if w < 2 ** 15:  # the runs as one comparison of the columns with each row's ends
+        cols = np.arange(w, dtype=np.int16)
+        ok = cols >= c0.astype(np.int16)[:, np.newaxis]
+        ok &= cols < c1.astype(np.int16)[:, np.newaxis]
+        return ok
+    ok = np.zeros((h, w), bool)
+    for r in np.flatnonzero(c1 > c0):
+        ok[r, int(c0[r]):int(c1[r])] = True
+    return ok

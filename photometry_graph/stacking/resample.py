@@ -53,7 +53,8 @@ from ..core.masks import as_channels_last, compute_valid_mask
 from ..core.tiles import BBox
 from ..core.wcsgrid import celestial_part, frame_border, transform_pixels
 from .curvature import half_second_differences, phase_weighted
-from .homography import apply_homography, fit_homography, homography_maps, inverse_homography
+from .homography import (apply_homography, fit_homography, homography_maps, inverse_homography,
+                         pixels_within)
 
 __all__ = ["reproject_to_bbox", "coordinate_map", "spline_upsample_matrix", "ORDERS",
            "wcs_homography", "BoxExtent", "box_extent", "source_crop", "HOMOGRAPHY_TOL"]
@@ -558,6 +559,9 @@ class _Sampler:
         import cv2
         x_lo, x_hi, y_lo, y_hi = limits
         if self.hs is not None and self._maps is None:
+            ok = pixels_within(self.hs, self.shape, limits)
+            if ok is not None:
+                return ok
             # the nearest crop pixel of a position within the frame's edges is a crop pixel
             # on the frame (the crop reaches the frame's edge wherever a position can
             # cross it): a warp of ones, without maps

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from reproject import reproject_interp
 
@@ -341,3 +341,44 @@ def test_a_box_extent_found_once_serves_the_crop_and_the_reprojection(sip):
         reproject_to_bbox(crop, f.wcs, g.wcs, BBox(band.y0, band.y1 - 1, band.x0, band.x1),
                           extent=e, src_origin=(e.crop.y0, e.crop.x0))
     assert box_extent(f.wcs, g.wcs, BBox(box.y1 + 50, box.y1 + 60, box.x0, box.x1)) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(angle=st.floats(-180.0, 180.0), scale=st.floats(0.5, 2.0),
+       tilt=st.floats(-2e-4, 2e-4), shift=st.floats(-60.0, 60.0))
+def test_the_pixels_inside_the_frame_are_found_row_by_row_as_by_their_positions(
+        angle, scale, tilt, shift):
+    # the runs of each row of a projective map (rotated, scaled, tilted, shifted) are the
+    # pixels whose source position lies within the limits, edges included, as the
+    # positions themselves tell; a map that folds inside the window is left to the warp
+    from photometry_graph.stacking.homography import pixels_within
+    from photometry_graph.stacking.homography import homography_maps
+    t = np.radians(angle)
+    hs = np.array([[scale * np.cos(t), -scale * np.sin(t), shift],
+                   [scale * np.sin(t), scale * np.cos(t), -shift / 2],
+                   [tilt, -tilt / 3, 1.0]])
+    shape, limits = (90, 130), (-0.5, 79.5, -0.5, 49.5)
+    got = pixels_within(hs, shape, limits)
+    fx, fy = homography_maps(hs, BBox(0, shape[0], 0, shape[1]))
+    den = tilt * np.arange(shape[1])[None, :] - tilt / 3 * np.arange(shape[0])[:, None] + 1.0
+    if (den <= 0).any():
+        assert got is None
+        return
+    want = (fx >= limits[0]) & (fx <= limits[1]) & (fy >= limits[2]) & (fy <= limits[3])
+    near = np.minimum.reduce([np.abs(fx - limits[0]), np.abs(fx - limits[1]),
+                              np.abs(fy - limits[2]), np.abs(fy - limits[3])]) < 1e-9
+    assume(want.any() and not want.all())  # the frame's edges cross the window
+    assert got.shape == shape and np.array_equal(got[~near], want[~near])
+
+
+def test_a_map_that_folds_inside_the_window_finds_the_pixels_inside_by_a_warp():
+    from photometry_graph.stacking.homography import pixels_within
+    from photometry_graph.stacking.resample import _Sampler
+    hs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.02, 0.0, 1.0]])  # folds at u = 50
+    assert pixels_within(hs, (20, 80), (-0.5, 39.5, -0.5, 9.5)) is None
+    got = _Sampler((20, 80), hs=hs).inside((-0.5, 39.5, -0.5, 9.5))
+    u, v = np.meshgrid(np.arange(80.0), np.arange(20.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = u / (1.0 - 0.02 * u), v / (1.0 - 0.02 * u)
+    want = (x >= -0.5) & (x <= 39.5) & (y >= -0.5) & (y <= 9.5)
+    assert got.shape == (20, 80) and 100 < want.sum() and np.array_equal(got, want)
