@@ -166,6 +166,8 @@ def pixels_within(hs, shape, limits):
     [[0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
     """
     h, w = shape
+    if h == 0 or w == 0:
+        return np.zeros((h, w), bool)
     v = np.arange(h, dtype=np.float64)
     den = hs[2, 1] * v + hs[2, 2]
     if not (den.min() > 0 and hs[2, 0] * (w - 1) + den.min() > 0):

@@ -376,6 +376,7 @@ def test_a_map_that_folds_inside_the_window_finds_the_pixels_inside_by_a_warp():
     from photometry_graph.stacking.resample import _Sampler
     hs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.02, 0.0, 1.0]])  # folds at u = 50
     assert pixels_within(hs, (20, 80), (-0.5, 39.5, -0.5, 9.5)) is None
+    assert pixels_within(np.eye(3), (0, 7), (-0.5, 9.5, -0.5, 9.5)).shape == (0, 7)
     got = _Sampler((20, 80), hs=hs).inside((-0.5, 39.5, -0.5, 9.5))
     u, v = np.meshgrid(np.arange(80.0), np.arange(20.0))
     with np.errstate(divide="ignore", invalid="ignore"):
