@@ -614,6 +614,9 @@ def test_the_locks_of_the_pool_and_its_futures_are_taken_with_ctrl_c_deferred():
     import threading
     from concurrent.futures import _base, process
     files = {_base.__file__, process.__file__, threading.__file__}
+    # Python's handler, as an interactive run has it (a shell starts a background job
+    # with SIGINT ignored, and Python then installs none)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     handler, unguarded = signal.getsignal(signal.SIGINT), []
     lockless = {"current_thread", "main_thread"}  # which thread this is (the deferral asks)
 
@@ -630,5 +633,6 @@ def test_the_locks_of_the_pool_and_its_futures_are_taken_with_ctrl_c_deferred():
         out = sorted(result for _, result in map_tasks(abs, [-1, -2, -3, -4, -5], workers=2))
     finally:
         sys.settrace(None)
+        signal.signal(signal.SIGINT, previous)
     assert out == [1, 2, 3, 4, 5]
     assert unguarded == []
