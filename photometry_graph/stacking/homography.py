@@ -5,7 +5,8 @@ The pixel-to-pixel map between two TAN projections of the sky is a 3x3 homograph
 :func:`apply_homography` maps points, :func:`homography_maps` gives the source coordinates
 of every pixel of a box (the coordinate maps of ``cv2.remap``) with a few operations a
 pixel, :func:`pixels_within` the pixels of a box whose source position lies within limits
-(with a few operations a row).  :func:`photometry_graph.stacking.resample.wcs_homography` fits one to two WCS.
+(with a few operations a row).  :func:`photometry_graph.stacking.resample.wcs_homography`
+fits one to two WCS.
 """
 
 import numpy as np
