@@ -176,10 +176,9 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
     source, running, n_tasks = enumerate(tasks), {}, len(tasks)
     # a list goes to the pool at once; tasks made as they are taken, TASKS_IN_FLIGHT a worker
     window = n_tasks if isinstance(tasks, (list, tuple)) else TASKS_IN_FLIGHT * workers
-    # The wait for a result holds no lock, so that a Ctrl-C stops it at once; whatever
-    # takes the futures' or the pool's locks runs with stop signals deferred.  A Ctrl-C that
-    # left one held (concurrent.futures.wait takes the lock of every future in turn) made
-    # the pool's thread wait for it forever, and the interpreter for that thread at exit.
+    # A Ctrl-C stops the wait for a result (it holds no lock) at once; whatever takes the
+    # pool's or the futures' locks runs with it deferred: a lock left held (by a Ctrl-C in
+    # concurrent.futures.wait) made the pool's thread, and the exit, wait forever
     with _signals_deferred():
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=_context(func),
                                                       initializer=_start_worker,
@@ -187,8 +186,7 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
     _grow_task_pipe(pool)
     yielded, finished = 0, queue.SimpleQueue()  # the futures, as they complete
     try:
-        with _signals_deferred():
-            broken = _submit_next(pool, func, source, running, window, finished)
+        broken = _submit_next(pool, func, source, running, window, finished)
         while running and broken is None:
             fut = finished.get()
             with _signals_deferred():
@@ -198,18 +196,20 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
                     continue
                 k, t = running.pop(fut)
                 result = exc or fut.result()
-                # the next task goes before the caller's turn: the workers never wait for it
-                broken = _submit_next(pool, func, source, running, 1, finished)
             del fut, exc
+            # the next task goes before the caller's turn: the workers never wait for it
+            broken = _submit_next(pool, func, source, running, 1, finished)
             yield k, t, result
             yielded += 1
-            del t, result  # the caller's now, none kept here (a binned frame on disk leaves
-            # memory at once)
+            del t, result  # the caller's now: none kept here (a binned frame on disk)
     except BaseException:  # interrupted, or the caller stopped reading (GeneratorExit)
         stop_pool(pool)
         raise
-    with _signals_deferred():
-        pool.shutdown(wait=True)
+    thread = getattr(pool, "_executor_manager_thread", None)  # it joins the workers
+    with _signals_deferred():  # the pool's lock
+        pool.shutdown(wait=False)
+    if thread is not None:
+        thread.join()  # a Ctrl-C may stop this wait
     if broken is not None:  # the pool is dead: every pending task would fail the same way
         rest = sorted(running.values(), key=lambda kt: kt[0])
         n_rest = n_tasks - yielded
@@ -253,26 +253,27 @@ TASKS_IN_FLIGHT = 4
 
 def _submit_next(pool, func, source, running, count, finished):
     """Submit the next ``count`` tasks of ``source`` (``(k, task)`` pairs) to ``pool``;
-    ``running`` maps each future to its ``(k, task)``, and each future is put in the queue
-    ``finished`` when it completes (a ``queue.SimpleQueue``).  Called with stop signals
-    deferred (:func:`_signals_deferred`): a submission takes the pool's lock and may start
-    a worker, and none must start unknown to its pool.  Returns the BrokenProcessPool that
-    refused a task (then kept in ``running``, under a future of that exception), or
-    None."""
+    ``running`` maps each future to its ``(k, task)``; a future goes to the queue
+    ``finished`` when it completes.  A submission takes the pool's and the future's locks
+    and may start a worker (never unknown to its pool): it runs with the stop signals
+    deferred (:func:`_signals_deferred`), the task made before.  Returns the
+    BrokenProcessPool that refused a task (kept in ``running``, under a future of that
+    exception), or None."""
     for _ in range(count):
         try:
             k, t = next(source)
         except StopIteration:
             return None
-        try:
-            fut = pool.submit(func, t)
-        except concurrent.futures.process.BrokenProcessPool as exc:
-            fut = concurrent.futures.Future()
-            fut.set_exception(exc)
+        with _signals_deferred():
+            try:
+                fut = pool.submit(func, t)
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                fut = concurrent.futures.Future()
+                fut.set_exception(exc)
+                running[fut] = (k, t)
+                return exc
             running[fut] = (k, t)
-            return exc
-        running[fut] = (k, t)
-        fut.add_done_callback(finished.put)
+            fut.add_done_callback(finished.put)
     return None
 
 
@@ -458,7 +459,8 @@ def stop_pool(pool, timeout=5.0):
     writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
     if writer is not None and not pending:
         writer.close()
-    pool.shutdown(wait=False, cancel_futures=True)
+    with _signals_deferred():  # cancelling the queued tasks takes each future's lock
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 #: Signals that stop a run (those the platform has); see :func:`_signals_deferred`.
@@ -475,16 +477,17 @@ def _signals_deferred():
     ``forkserver`` never see a Ctrl-C of the terminal (whose SIGINT goes to the whole process
     group): the calling process handles it and stops them.  In the main thread the Python
     handlers of :data:`STOP_SIGNALS` are deferred too (a signal may be delivered through
-    another thread), so that no exception leaves a worker started but unknown to its pool.
+    another thread): no exception leaves a worker unknown to its pool, nor a lock of the
+    pool or its futures held (nor, between two swaps, a handler swapped).
     """
-    pending, old = [], {}
-    if threading.current_thread() is threading.main_thread():
-        for s in STOP_SIGNALS:
-            if callable(signal.getsignal(s)):
-                old[s] = signal.signal(s, lambda signum, frame: pending.append(signum))
-    mask = (signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            if hasattr(signal, "pthread_sigmask") else None)  # not on Windows
+    pending, old, mask = [], {}, None
     try:
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                if callable(signal.getsignal(s)):
+                    old[s] = signal.signal(s, lambda signum, frame: pending.append(signum))
+        if hasattr(signal, "pthread_sigmask"):  # not on Windows
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         yield
     finally:
         if mask is not None:

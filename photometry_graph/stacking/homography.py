@@ -159,7 +159,7 @@ def pixels_within(hs, shape, limits):
     one side of a bound: the pixels inside form one run per row, found from the row's
     coefficients alone, then two comparisons a pixel (half the time of a nearest-neighbour
     warp of the window).  None when the denominator is not positive over the whole window
-    (a map that folds there).
+    (a map that folds there), or for a map or limits not finite.
 
     Examples
     --------
@@ -169,6 +169,8 @@ def pixels_within(hs, shape, limits):
     h, w = shape
     if h == 0 or w == 0:
         return np.zeros((h, w), bool)
+    if not (np.isfinite(hs).all() and np.isfinite(limits).all()):
+        return None
     v = np.arange(h, dtype=np.float64)
     den = hs[2, 1] * v + hs[2, 2]
     if not (den.min() > 0 and hs[2, 0] * (w - 1) + den.min() > 0):

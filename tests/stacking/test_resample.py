@@ -376,10 +376,27 @@ def test_a_map_that_folds_inside_the_window_finds_the_pixels_inside_by_a_warp():
     from photometry_graph.stacking.resample import _Sampler
     hs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.02, 0.0, 1.0]])  # folds at u = 50
     assert pixels_within(hs, (20, 80), (-0.5, 39.5, -0.5, 9.5)) is None
-    assert pixels_within(np.eye(3), (0, 7), (-0.5, 9.5, -0.5, 9.5)).shape == (0, 7)
     got = _Sampler((20, 80), hs=hs).inside((-0.5, 39.5, -0.5, 9.5))
     u, v = np.meshgrid(np.arange(80.0), np.arange(20.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         x, y = u / (1.0 - 0.02 * u), v / (1.0 - 0.02 * u)
     want = (x >= -0.5) & (x <= 39.5) & (y >= -0.5) & (y <= 9.5)
     assert got.shape == (20, 80) and 100 < want.sum() and np.array_equal(got, want)
+    assert pixels_within(np.eye(3), (0, 7), (-0.5, 9.5, -0.5, 9.5)).shape == (0, 7)
+    assert pixels_within(np.eye(3), (3, 7), (-0.5, np.nan, -0.5, 9.5)) is None
+
+
+def test_pixels_on_a_frame_edge_are_inside_and_wide_windows_are_found_row_by_row():
+    from photometry_graph.stacking.homography import pixels_within
+    # positions exactly on the limits (x = 2u + 0.5 = 2.5 and 8.5; y = 2v + 0.5 = 0.5, 4.5)
+    hs = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+    got = pixels_within(hs, (5, 7), (2.5, 8.5, 0.5, 4.5))
+    want = np.zeros((5, 7), bool)
+    want[0:3, 1:5] = True
+    assert np.array_equal(got, want)
+    # wider than an int16 column index: one run a row, set row by row
+    hs = np.array([[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])  # y = v + u / 2
+    got = pixels_within(hs, (3, 40_000), (100.0, 39_000.0, -0.5, 20_000.0))
+    u = np.arange(40_000)
+    want = [(u >= 100) & (u <= 39_000) & (v + u / 2 <= 20_000.0) for v in range(3)]
+    assert np.array_equal(got, np.array(want))
