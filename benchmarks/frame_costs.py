@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _RECORD = r"""
-import pickle, shutil, sys
+import pickle, sys
 import grid_mode
 import photometry_graph.photometry.overlap as ov
 folder, out, dest = sys.argv[1:4]

@@ -130,7 +130,7 @@ def test_tasks_carrying_the_grid_as_a_shared_wcs_bin_the_frames_alike(tmp_path, 
     blobs = [pickle.dumps(t) for t in tasks]
     got = [pickle.loads(b) for b in blobs]
     assert unshared(got[0]["grid_wcs"]) is unshared(got[2]["grid_wcs"])
-    made = shared._pickled   # the grid was pickled for the first task, then reused
+    made = shared._pickled   # the grid was pickled when shared, and every task reuses it
     assert made is not None and pickle.dumps(tasks[0]) and shared._pickled is made
     import photometry_graph.photometry.frames as frames_module
     fitted = []
