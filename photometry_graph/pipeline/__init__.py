@@ -23,9 +23,10 @@ from .outputs import (  # noqa: F401
     GridResult, chunk_coverage, ChunkSummary, plain_preview, uint16_block, tile_header,
     mosaic_header,
 )
+from .heap import reused_heap, glibc, HEAP_IDLE_S  # noqa: F401
 from .parallel import (  # noqa: F401
     map_tasks, ordered_map, TASKS_IN_FLIGHT, fit_task_map, default_workers, stop_pool,
-    STOP_SIGNALS, single_threaded, reused_heap, glibc, start_workers_early, stop_workers_early,
+    STOP_SIGNALS, single_threaded, start_workers_early, stop_workers_early,
     cluster_session, changed_sources,
 )
 from .progress import (  # noqa: F401
@@ -86,9 +87,9 @@ __all__ = [
     "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
     "TASKS_IN_FLIGHT", "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS",
-    "single_threaded", "reused_heap", "glibc", "start_workers_early", "stop_workers_early",
-    "cluster_session", "changed_sources", "LEVELS", "PROGRESS_LINES", "reported",
-    "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
+    "single_threaded", "reused_heap", "glibc", "HEAP_IDLE_S", "start_workers_early",
+    "stop_workers_early", "cluster_session", "changed_sources", "LEVELS", "PROGRESS_LINES",
+    "reported", "Progress", "CallbackHandler", "callback_logging", "scaled_callback",
     "HostLevelFormatter", "TqdmLogHandler", "ConsoleProgress", "console_logging",
     "Interrupted", "build_parser", "main",
     "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",

@@ -31,7 +31,8 @@ from ..launch import IN_PROCESS_PIXELS  # the rule the command applies too
 from ..stacking.clip import STATE_BYTES
 from ..stacking.stack import BAND_ROWS
 from .options import GridModeError
-from .parallel import default_workers, glibc
+from .heap import glibc
+from .parallel import default_workers
 
 __all__ = ["MemoryPlan", "plan_memory", "plan_tiles", "proc_field_bytes", "process_pss_bytes",
            "release_memory", "MB", "WORKER_MB", "SERVER_MB", "MAIN_GROWTH_MB", "SOLVE_MB",

@@ -38,9 +38,10 @@ import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 from ..launch import server_preload, start_server
+from .heap import reused_heap
 
 __all__ = ["map_tasks", "ordered_map", "TASKS_IN_FLIGHT", "fit_task_map", "default_workers",
-           "stop_pool", "STOP_SIGNALS", "single_threaded", "reused_heap", "glibc",
+           "stop_pool", "STOP_SIGNALS", "single_threaded",
            "start_workers_early", "stop_workers_early", "cluster_session", "changed_sources"]
 
 logger = get_logger(__name__)
@@ -547,91 +548,6 @@ def _one_thread(func, task):
     (:func:`reused_heap`)."""
     with single_threaded(), reused_heap():
         return func(task)
-
-
-#: ``mallopt`` parameters of glibc (malloc.h) and the values a task runs with: arrays up
-#: to 32 MiB (the largest threshold glibc accepts on 64-bit systems) come from the heap,
-#: and the heap keeps up to 128 MiB of freed memory.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_TASK_MMAP_THRESHOLD, _TASK_TRIM_THRESHOLD = 32 << 20, 128 << 20
-#: Tasks of this process inside :func:`reused_heap` (a dask worker may run several on its
-#: threads: the first one in sets the heap's thresholds, the last one out restores them).
-_HEAP = {"lock": threading.Lock(), "tasks": 0}
-
-
-@contextmanager
-def reused_heap():
-    """Within the block, freed arrays are reused instead of mapped afresh; after it, the
-    process's settings are back and its freed memory returned to the system.
-
-    A dask worker runs with ``MALLOC_TRIM_THRESHOLD_`` set (its nanny's default, so that
-    freed memory goes back to the system at once), which also fixes glibc's threshold for
-    mapping an allocation on its own at 128 KiB: every temporary array of a task is then
-    mapped and its pages zeroed anew (numpy's arithmetic on frames measured 1.6x slower,
-    a session's tasks ~2x).  Only where that variable is set (and
-    ``MALLOC_MMAP_THRESHOLD_``, if set, is a number), with glibc on Linux; elsewhere the
-    block changes nothing.  Blocks of several threads overlap: the settings are the
-    task's from the first one in to the last one out.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> with reused_heap():
-    ...     float(np.ones(1 << 20).sum())
-    1048576.0
-    """
-    restore = _heap_settings()
-    libc = glibc() if restore is not None else None
-    if libc is None:
-        yield
-        return
-    with _HEAP["lock"]:
-        _HEAP["tasks"] += 1
-        if _HEAP["tasks"] == 1:
-            libc.mallopt(_M_MMAP_THRESHOLD, _TASK_MMAP_THRESHOLD)
-            libc.mallopt(_M_TRIM_THRESHOLD, _TASK_TRIM_THRESHOLD)
-    try:
-        yield
-    finally:
-        with _HEAP["lock"]:
-            _HEAP["tasks"] -= 1
-            if _HEAP["tasks"] == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, restore[0])
-                libc.mallopt(_M_TRIM_THRESHOLD, restore[1])
-                libc.malloc_trim(0)
-
-
-def _heap_settings():
-    """The process's ``(mmap threshold, trim threshold)`` when a dask worker's
-    ``MALLOC_TRIM_THRESHOLD_`` is set and both are numbers, else None."""
-    try:
-        trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-        return None if trim is None else (
-            int(os.environ.get("MALLOC_MMAP_THRESHOLD_", str(128 << 10)), 0), int(trim, 0))
-    except ValueError:  # not numbers: left as they are
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def glibc():
-    """glibc with ``mallopt`` and ``malloc_trim`` (Linux), or None (loaded once).
-
-    Examples
-    --------
-    >>> libc = glibc()
-    >>> libc is None or libc.malloc_trim(0) in (0, 1)
-    True
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError, TypeError):  # another C library
-        return None
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return libc
 
 
 class _Call:

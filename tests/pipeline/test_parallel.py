@@ -6,7 +6,6 @@ import math
 import operator
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -515,68 +514,6 @@ def test_the_command_starts_the_workers_server_for_a_pooled_run_only(tmp_path, m
     assert forkserver._forkserver._forkserver_pid is not None
     stop_workers_early(thread)
     assert forkserver._forkserver._forkserver_pid is None
-
-
-_HEAP_PROBE = """
-import ctypes, threading, numpy as np
-from photometry_graph.pipeline.parallel import reused_heap
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
-                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
-def mapped():  # bytes mapped on their own for an 8 MiB array
-    before = libc.mallinfo2().hblkhd
-    x = np.ones(1 << 20)
-    m = libc.mallinfo2().hblkhd - before
-    del x
-    return m
-bare = mapped()
-with reused_heap():
-    inside = mapped()
-after = mapped()
-# two tasks on two threads: the first one out leaves the other's heap as it was
-entered, left, seen = threading.Event(), threading.Event(), []
-def first():
-    with reused_heap():
-        entered.set()
-        left.wait()
-def second():
-    entered.wait()
-    with reused_heap():
-        left.set()
-        t.join()
-        seen.append(mapped())
-t = threading.Thread(target=first)
-u = threading.Thread(target=second)
-t.start(); u.start(); u.join()
-print(bare, inside, after, seen[0])
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_a_cluster_task_reuses_freed_arrays_where_the_worker_maps_each_anew():
-    # a dask worker's MALLOC_TRIM_THRESHOLD_ makes glibc map every array on its own (its
-    # pages faulted and zeroed at each use); a task's block takes them from the heap, the
-    # worker's setting is back after it, and overlapping blocks keep it until the last
-    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True,
-                         env=dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536"))
-    if "mallinfo2" in out.stderr:
-        pytest.skip("a C library without mallinfo2")
-    bare, inside, after, overlapped = (int(v) for v in out.stdout.split())
-    assert bare >= 8 << 20 and after >= 8 << 20
-    assert inside == 0 and overlapped == 0
-
-
-def test_a_process_without_the_workers_setting_keeps_its_heap(monkeypatch):
-    from photometry_graph.pipeline import parallel
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    monkeypatch.setattr(parallel, "glibc", lambda: pytest.fail("the heap was changed"))
-    with parallel.reused_heap():
-        pass
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "not a number")
-    with parallel.reused_heap():
-        pass
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
