@@ -8,7 +8,6 @@ pixel or two.  Invalid pixels never enter a statistic anywhere in the package.
 """
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["compute_valid_mask", "as_channels_last", "erode_mask", "block_mean"]
 
@@ -80,6 +79,7 @@ def erode_mask(mask, pixels, *, connectivity=8):
     if pixels <= 0:
         return mask.copy()
     if mask.ndim != 2 or min(mask.shape) == 0:
+        from scipy import ndimage  # rare here: imported when used (~0.2 s)
         structure = ndimage.generate_binary_structure(mask.ndim, 1 if connectivity == 4
                                                       else mask.ndim)
         return ndimage.binary_erosion(mask, structure=structure, iterations=int(pixels),

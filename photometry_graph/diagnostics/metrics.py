@@ -9,7 +9,6 @@ pairs of one overlap and the pixels its fit rejects.  Nothing here reads or writ
 """
 
 import numpy as np
-from scipy import ndimage
 
 from .._stats import MAD_TO_SIGMA, median
 from ..core.masks import as_channels_last
@@ -130,6 +129,7 @@ def masked_smooth(values, valid, sigma):
     numpy.ndarray, shape (H, W)
         Smoothed values; NaN where the kernel saw almost no valid pixel.
     """
+    from scipy import ndimage  # imported when used: a run may never need it (~0.2 s)
     v = np.where(valid, values, 0.0)
     w = ndimage.gaussian_filter(valid.astype(np.float64), sigma)
     s = ndimage.gaussian_filter(v, sigma)
@@ -181,6 +181,7 @@ def seam_metric(image, truth, boundaries, *, valid=None, smooth_sigma=3.0,
         alpha, beta = fit_to_truth(img, tru, ok)
     else:
         alpha, beta = np.ones(img.shape[2]), np.zeros(img.shape[2])
+    from scipy import ndimage
     boundaries = np.asarray(boundaries, dtype=bool)
     dist = ndimage.distance_transform_edt(~boundaries) if boundaries.any() else \
         np.full(boundaries.shape, np.inf)
@@ -602,6 +603,7 @@ def mosaic_vs_frame_truth(image, truth, footprints, tile_bboxes, *, noise_sigma=
         spread = MAD_TO_SIGMA * median(np.abs(resid[calm]).ravel())
         with np.errstate(invalid="ignore"):
             good = calm & (np.abs(resid) < clip_sigma * max(noise_sigma, spread)).all(axis=2)
+    from scipy import ndimage
     borders, offsets = np.zeros(shape, bool), []
     for inside in footprints:
         inside = np.asarray(inside, dtype=bool)

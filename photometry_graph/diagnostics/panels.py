@@ -8,7 +8,6 @@ the solved gains are from the injected ones (:func:`panel_gain_errors`).
 """
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.masks import as_channels_last
 from ..core.wcsgrid import footprint_bbox, transform_pixels
@@ -41,6 +40,7 @@ def panel_footprints(wcs, shape, panel_set, *, border=2):
         True where the grid pixel's centre falls on an eroded valid pixel (nearest).
     """
     feet = []
+    from scipy import ndimage  # imported when used: a run may never need it (~0.2 s)
     for f in panel_set.frames:
         foot = np.zeros(shape, dtype=bool)
         feet.append(foot)
@@ -70,6 +70,7 @@ def panel_cells(footprints):
     >>> panel_cells([a, ~np.zeros((3, 8), bool) & (np.arange(8) >= 3)])[1].tolist()
     [0, 0, 0, 0, 1, 1, 1, 1]
     """
+    from scipy import ndimage
     depth = np.stack([ndimage.distance_transform_edt(np.pad(f, 1))[1:-1, 1:-1]
                       for f in footprints])
     labels = np.argmax(depth, axis=0).astype(np.int32)
