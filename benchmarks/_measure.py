@@ -48,6 +48,8 @@ class Measurement:
     stdout: str
     stderr_tail: str
     samples: int
+    extra_sys_s: float = 0.0
+    extra_faults: int = 0
 
     @property
     def ok(self):
@@ -108,6 +110,19 @@ def _sample(procs, cpu_seen):
     return pss, rss, hwm
 
 
+def _kernel_side(procs):
+    """System CPU seconds and minor page faults of ``procs`` so far (Linux ``/proc``)."""
+    sys_s, faults = 0.0, 0
+    for p in procs:
+        try:
+            sys_s += p.cpu_times().system
+            with open(f"/proc/{p.pid}/stat") as fh:
+                faults += int(fh.read().rsplit(")", 1)[1].split()[7])  # minflt
+        except (psutil.Error, OSError, IndexError, ValueError):
+            continue
+    return sys_s, faults
+
+
 def _children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -127,19 +142,25 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
     env, cwd
         Of the subprocess.
     also : sequence of int
-        Pids of other processes whose trees count too (a dask cluster serving the run).
+        Pids of other processes whose trees count too (a dask cluster serving the run):
+        their memory, the CPU they spend during the run, and (``extra_sys_s``,
+        ``extra_faults``) their system time and minor page faults during it.
     """
     extra = [psutil.Process(pid) for pid in also]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         cpu0 = _children_cpu()
         cpu_extra0 = sum(sum(p.cpu_times()[:2]) for p in _tree(extra))
+        kernel0 = _kernel_side(_tree(extra))
         t0 = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         root = psutil.Process(child.pid)
         peak = [0, 0, 0]
         cpu_seen, samples, code = {}, 0, None
         while child.poll() is None:
-            sample = _sample(_tree([root] + extra), cpu_seen)
+            sample = _sample(_tree([root]), cpu_seen)  # the CPU of `also`: its difference
+            if extra:
+                more = _sample(_tree(extra), {})
+                sample = (sample[0] + more[0], sample[1] + more[1], max(sample[2], more[2]))
             peak = [max(a, b) for a, b in zip(peak, sample)]
             samples += 1
             if timeout and time.perf_counter() - t0 > timeout:
@@ -154,6 +175,7 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
             time.sleep(interval)
         wall = time.perf_counter() - t0
         cpu_extra = sum(sum(p.cpu_times()[:2]) for p in _tree(extra)) - cpu_extra0
+        kernel = [b - a for a, b in zip(kernel0, _kernel_side(_tree(extra)))]
         waited = _children_cpu() - cpu0  # every descendant reaped by its parent
         sampled = sum(cpu_seen.values())
         cpu = max(waited, sampled) + max(cpu_extra, 0.0)
@@ -165,7 +187,8 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
     return Measurement(wall_s=wall, peak_pss=peak[0], peak_rss=peak[1], peak_hwm=peak[2],
                        cpu_s=cpu, cpu_util=cpu / max(wall * n_cpu, 1e-9),
                        returncode=child.returncode if code is None else code, stdout=stdout,
-                       stderr_tail=tail, samples=samples)
+                       stderr_tail=tail, samples=samples, extra_sys_s=kernel[0],
+                       extra_faults=int(kernel[1]))
 
 
 def load_note():

@@ -327,6 +327,9 @@ def session_run(args, root, data):
         print("  LocalCluster vs local run: mosaic "
               + ("identical" if same else f"max |difference| {diff:.3g}")
               + f", time x{dask / local:.2f}")
+        m = rows[len(budgets)]["m"]
+        print(f"  LocalCluster's processes during the run: system time {m.extra_sys_s:.2f} s, "
+              f"{m.extra_faults:,} minor page faults")
     for note in notes:
         print(f"  {note}")
 
