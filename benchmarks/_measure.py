@@ -110,17 +110,26 @@ def _sample(procs, cpu_seen):
     return pss, rss, hwm
 
 
-def _kernel_side(procs):
-    """System CPU seconds and minor page faults of ``procs`` so far (Linux ``/proc``)."""
-    sys_s, faults = 0.0, 0
+def _kernel_side(procs, seen):
+    """Record in ``seen`` the system CPU seconds and minor page faults of each of ``procs``
+    so far (Linux ``/proc``), keyed by process (pid and start time)."""
     for p in procs:
         try:
-            sys_s += p.cpu_times().system
+            key = (p.pid, p.create_time())
+            sys_s = p.cpu_times().system
             with open(f"/proc/{p.pid}/stat") as fh:
-                faults += int(fh.read().rsplit(")", 1)[1].split()[7])  # minflt
+                faults = int(fh.read().rsplit(")", 1)[1].split()[7])  # minflt
         except (psutil.Error, OSError, IndexError, ValueError):
             continue
-    return sys_s, faults
+        seen[key] = (sys_s, faults)
+
+
+def _kernel_growth(before, after):
+    """``(system seconds, faults)`` gained between two :func:`_kernel_side` records: each
+    process's own growth (0 before for one started since; its last reading for one gone)."""
+    grown = [(s - before.get(k, (0.0, 0))[0], f - before.get(k, (0.0, 0))[1])
+             for k, (s, f) in after.items()]
+    return sum(g[0] for g in grown), sum(g[1] for g in grown)
 
 
 def _children_cpu():
@@ -150,7 +159,9 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         cpu0 = _children_cpu()
         cpu_extra0 = sum(sum(p.cpu_times()[:2]) for p in _tree(extra))
-        kernel0 = _kernel_side(_tree(extra))
+        kernel0, kernel_seen = {}, {}
+        _kernel_side(_tree(extra), kernel0)
+        kernel_seen.update(kernel0)
         t0 = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         root = psutil.Process(child.pid)
@@ -160,6 +171,7 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
             sample = _sample(_tree([root]), cpu_seen)  # the CPU of `also`: its difference
             if extra:
                 more = _sample(_tree(extra), {})
+                _kernel_side(_tree(extra), kernel_seen)
                 sample = (sample[0] + more[0], sample[1] + more[1], max(sample[2], more[2]))
             peak = [max(a, b) for a, b in zip(peak, sample)]
             samples += 1
@@ -175,7 +187,8 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
             time.sleep(interval)
         wall = time.perf_counter() - t0
         cpu_extra = sum(sum(p.cpu_times()[:2]) for p in _tree(extra)) - cpu_extra0
-        kernel = [b - a for a, b in zip(kernel0, _kernel_side(_tree(extra)))]
+        _kernel_side(_tree(extra), kernel_seen)
+        kernel = _kernel_growth(kernel0, kernel_seen)
         waited = _children_cpu() - cpu0  # every descendant reaped by its parent
         sampled = sum(cpu_seen.values())
         cpu = max(waited, sampled) + max(cpu_extra, 0.0)

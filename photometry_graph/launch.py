@@ -10,7 +10,6 @@ The rule that tells a pooled run before any header is parsed (:func:`pool_likely
 here too, so that the command and ``grid_mode`` apply the same one.
 """
 
-import gc
 import gzip
 import multiprocessing
 import os
@@ -49,17 +48,11 @@ def main(argv=None):
     Called as the command (``argv`` None), a ``run`` whose frames will likely go to worker
     processes (:func:`pool_likely` on the input folder's FITS files and ``--workers``;
     never with ``--scheduler``) starts the workers' server at once; then the command
-    line is handled by :func:`photometry_graph.pipeline.cli.main`.  The command's process
-    freezes what its imports made out of the garbage collector's reach
-    (:func:`gc.freeze`): the run's full collections, before each stage's memory is
-    measured, then take microseconds instead of ~30 ms.  Called with ``argv`` (from a
-    program that goes on after it), the collector is left as it is.
+    line is handled by :func:`photometry_graph.pipeline.cli.main`.
     """
     if argv is None:
         _start_for(sys.argv[1:])
     from .pipeline.cli import main as cli_main
-    if argv is None:
-        gc.freeze()
     return cli_main(argv)
 
 

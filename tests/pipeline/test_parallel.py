@@ -6,7 +6,6 @@ import math
 import operator
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -173,32 +172,6 @@ def test_pool_workers_keep_what_they_inherit_out_of_the_collectors_reach():
     assert os.getpid() not in {pid for pid, _ in out.values()}  # ran in worker processes
     assert all(frozen > 1000 for _, frozen in out.values())
     assert gc.get_freeze_count() == before  # this process is left as it was
-
-
-_COMMAND = """
-import gc, sys
-from photometry_graph import launch
-sys.argv = ["grid-mode", "--help"]
-try:
-    launch.main()          # as the command
-except SystemExit:
-    pass
-as_command = gc.get_freeze_count()
-gc.unfreeze()
-try:
-    launch.main(["--help"])  # from a program that goes on after it
-except SystemExit:
-    pass
-print(as_command, gc.get_freeze_count())
-"""
-
-
-def test_the_command_freezes_what_its_imports_made_and_a_call_from_a_program_does_not():
-    out = subprocess.run([sys.executable, "-c", _COMMAND], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    as_command, as_call = (int(v) for v in out.stdout.split()[-2:])
-    assert as_command > 10_000 and as_call == 0
 
 
 def test_pool_workers_run_opencv_and_blas_on_one_thread():
