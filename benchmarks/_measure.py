@@ -110,26 +110,28 @@ def _sample(procs, cpu_seen):
     return pss, rss, hwm
 
 
-def _kernel_side(procs, seen):
-    """Record in ``seen`` the system CPU seconds and minor page faults of each of ``procs``
-    so far (Linux ``/proc``), keyed by process (pid and start time)."""
+def _counters(procs, seen):
+    """Record in ``seen`` the CPU seconds (user and system), system seconds and minor page
+    faults of each of ``procs`` so far (Linux ``/proc``), keyed by process (pid and start
+    time)."""
     for p in procs:
         try:
             key = (p.pid, p.create_time())
-            sys_s = p.cpu_times().system
+            times = p.cpu_times()
             with open(f"/proc/{p.pid}/stat") as fh:
                 faults = int(fh.read().rsplit(")", 1)[1].split()[7])  # minflt
         except (psutil.Error, OSError, IndexError, ValueError):
             continue
-        seen[key] = (sys_s, faults)
+        seen[key] = (times.user + times.system, times.system, faults)
 
 
-def _kernel_growth(before, after):
-    """``(system seconds, faults)`` gained between two :func:`_kernel_side` records: each
-    process's own growth (0 before for one started since; its last reading for one gone)."""
-    grown = [(s - before.get(k, (0.0, 0))[0], f - before.get(k, (0.0, 0))[1])
-             for k, (s, f) in after.items()]
-    return sum(g[0] for g in grown), sum(g[1] for g in grown)
+def _growth(before, after):
+    """``(CPU seconds, system seconds, faults)`` gained between two :func:`_counters`
+    records: each process's own growth (0 before for one started since; its last reading
+    for one gone)."""
+    zero = (0.0, 0.0, 0)
+    return tuple(sum(v[i] - before.get(k, zero)[i] for k, v in after.items())
+                 for i in range(3))
 
 
 def _children_cpu():
@@ -158,10 +160,9 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
     extra = [psutil.Process(pid) for pid in also]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         cpu0 = _children_cpu()
-        cpu_extra0 = sum(sum(p.cpu_times()[:2]) for p in _tree(extra))
-        kernel0, kernel_seen = {}, {}
-        _kernel_side(_tree(extra), kernel0)
-        kernel_seen.update(kernel0)
+        extra0, extra_seen = {}, {}  # the `also` trees' counters: at the start, last seen
+        _counters(_tree(extra), extra0)
+        extra_seen.update(extra0)
         t0 = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         root = psutil.Process(child.pid)
@@ -170,8 +171,9 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
         while child.poll() is None:
             sample = _sample(_tree([root]), cpu_seen)  # the CPU of `also`: its difference
             if extra:
-                more = _sample(_tree(extra), {})
-                _kernel_side(_tree(extra), kernel_seen)
+                procs = _tree(extra)
+                more = _sample(procs, {})
+                _counters(procs, extra_seen)
                 sample = (sample[0] + more[0], sample[1] + more[1], max(sample[2], more[2]))
             peak = [max(a, b) for a, b in zip(peak, sample)]
             samples += 1
@@ -186,9 +188,8 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
                 break
             time.sleep(interval)
         wall = time.perf_counter() - t0
-        cpu_extra = sum(sum(p.cpu_times()[:2]) for p in _tree(extra)) - cpu_extra0
-        _kernel_side(_tree(extra), kernel_seen)
-        kernel = _kernel_growth(kernel0, kernel_seen)
+        _counters(_tree(extra), extra_seen)
+        cpu_extra, extra_sys, extra_faults = _growth(extra0, extra_seen)
         waited = _children_cpu() - cpu0  # every descendant reaped by its parent
         sampled = sum(cpu_seen.values())
         cpu = max(waited, sampled) + max(cpu_extra, 0.0)
@@ -200,8 +201,8 @@ def measure(cmd, *, interval=0.07, timeout=None, env=None, cwd=None, also=()):
     return Measurement(wall_s=wall, peak_pss=peak[0], peak_rss=peak[1], peak_hwm=peak[2],
                        cpu_s=cpu, cpu_util=cpu / max(wall * n_cpu, 1e-9),
                        returncode=child.returncode if code is None else code, stdout=stdout,
-                       stderr_tail=tail, samples=samples, extra_sys_s=kernel[0],
-                       extra_faults=int(kernel[1]))
+                       stderr_tail=tail, samples=samples, extra_sys_s=extra_sys,
+                       extra_faults=int(extra_faults))
 
 
 def load_note():
