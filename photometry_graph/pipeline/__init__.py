@@ -13,6 +13,7 @@ from .plan import (  # noqa: F401
 from .images import (  # noqa: F401
     LAYOUTS, FrameInfo, image_layout, frame_pixels, frame_noise, majority_channels,
     usable_majority, saturation_level, saturation_pileup, saturated_mask, bayer_as_stored,
+    wcs_state, wcs_from_state,
 )
 from .fileio import (  # noqa: F401
     check_output_folder, discard_if_empty, LOCK_NAME, output_lock, remove_temporaries,
@@ -80,7 +81,8 @@ __all__ = [
     "PATH_ALIASES", "EXPOSURE_ALIASES", "ORDER_ALIASES", "PlanEntry", "detect_grid_mode",
     "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS", "FrameInfo",
     "image_layout", "frame_pixels", "frame_noise", "majority_channels", "usable_majority",
-    "saturation_level", "saturation_pileup", "saturated_mask", "bayer_as_stored",
+    "saturation_level", "saturation_pileup", "saturated_mask", "bayer_as_stored", "wcs_state",
+    "wcs_from_state",
     "check_output_folder", "discard_if_empty", "LOCK_NAME", "output_lock", "remove_temporaries",
     "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
     "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",

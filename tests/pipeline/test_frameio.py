@@ -3,6 +3,9 @@
 Moved from tests/test_grid_mode_io.py with the frame reading (photometry_graph.pipeline.frameio).
 """
 
+import pickle
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -10,6 +13,7 @@ from astropy.wcs import WCS
 
 from photometry_graph.pipeline.frameio import (file_problem, load_frame, read_frame_info,
                                                scan_entry, scan_frame)
+from photometry_graph.pipeline.images import wcs_from_state, wcs_state
 from photometry_graph.pipeline.options import GridModeError
 from photometry_graph.stacking.bayer import debayer
 
@@ -274,3 +278,35 @@ def test_blank_values_are_nan_and_astropy_reads_what_offsets_cannot(tmp_path):
     got = read_pixels(info, (0, 9), (2, 9))
     assert got.dtype == np.float32 and np.isnan(got[0, 5]) and got[3, 4] == data[3, 6]
     np.testing.assert_array_equal(np.isnan(got), data[:9, 2:9] == 7)
+
+
+@pytest.mark.parametrize("kind, sip", [("cd", True), ("pc", False), ("cdelt", False)])
+def test_a_frame_pickles_its_wcs_as_header_text_with_the_same_transforms(tmp_path, kind, sip):
+    hdr = celestial_header((30, 40), kind=kind, rot_deg=0.0 if kind == "cdelt" else 25.0,
+                           sip={"A_2_0": 2e-5, "B_0_2": -3e-5, "A_1_1": 1e-5} if sip else None)
+    info = read_frame_info(write_frame(tmp_path / "w.fits", np.ones((30, 40), np.float32), hdr))
+    info.noise = 2.5  # (NaN until the scan: NaN != NaN below)
+    data = pickle.dumps(info)
+    assert b"SIMPLE  =" not in data  # not astropy's pickle: a whole FITS file made in memory
+    got = pickle.loads(data)
+    ref = pickle.loads(pickle.dumps(info.wcs))  # astropy's own round trip, as before
+    assert type(got.wcs) is WCS and got.wcs.pixel_shape == ref.pixel_shape == (40, 30)
+    assert (got.wcs.sip is not None) == sip
+    xy = np.random.default_rng(0).uniform(-50, 90, (500, 2))
+    np.testing.assert_array_equal(got.wcs.all_pix2world(xy, 0), ref.all_pix2world(xy, 0))
+    sky = ref.all_pix2world(xy, 0)
+    np.testing.assert_array_equal(got.wcs.all_world2pix(sky, 0), ref.all_world2pix(sky, 0))
+    assert got.wcs.to_header_string(relax=True) == ref.to_header_string(relax=True)
+    assert replace(got, wcs=None) == replace(info, wcs=None)  # the rest as it was
+    assert pickle.loads(pickle.dumps(replace(info, wcs=None))).wcs is None
+
+
+def test_a_wcs_its_header_does_not_hold_is_left_to_its_own_pickle(tmp_path):
+    info = read_frame_info(write_frame(tmp_path / "w.fits", np.ones((30, 40), np.float32),
+                                       celestial_header((30, 40))))
+    info.wcs.pixel_bounds = [(0, 39), (5, 29)]  # not in a header
+    assert wcs_state(info.wcs) is info.wcs
+    got = pickle.loads(pickle.dumps(info))
+    assert got.wcs.pixel_bounds == [(0, 39), (5, 29)] and got.wcs.pixel_shape == (40, 30)
+    assert wcs_from_state(("header", celestial_header((3, 4)).tostring(), (4, 3))).pixel_shape \
+        == (4, 3)
