@@ -401,8 +401,10 @@ def small_run(args, root, data):
             bare=(f"grid-mode, no page, {label}", lambda k: (
                 grid_mode_cmd(frames, root / f"bare_{n}_{k}", args) + ["--no-html-report"],
                 root / f"bare_{n}_{k}"), n, None),
+            # the imports alone, their objects frozen as the command freezes them: unfrozen,
+            # the interpreter's last collections at exit walk them (~0.18 s more)
             imp=("python -c 'import grid_mode'", lambda k: (
-                [sys.executable, "-c", "import grid_mode"], None), 1, None))
+                [sys.executable, "-c", "import gc, grid_mode; gc.freeze()"], None), 1, None))
         if swarp_binary() and not args.skip_swarp:
             sw.mkdir(parents=True, exist_ok=True)
             contenders["swarp"] = (f"SWarp, {label}", lambda k: (swarp_cmd(frames, sw), sw),

@@ -194,8 +194,10 @@ class _Overlaps:
 
     def _on_rows(self, spans):
         """The spans in groups of ``step`` of the nodes' common rows (at most
-        :data:`SPAN_ROWS` groups): ``(start, stop, rows)``, each ``(n, groups)``, the
-        envelope of a node's spans in a group and its rows with a valid pixel there."""
+        :data:`SPAN_ROWS` groups): ``(start, stop, rows, first, last)``, the first three
+        ``(n, groups)``, the envelope of a node's spans in a group and its rows with a
+        valid pixel there; the last two ``(n,)``, the groups ``first .. last - 1`` of each
+        node outside which it has no valid row (``first >= last`` for none)."""
         y_min = int(self.boxes[:, 0].min()) if self.n else 0
         height = max(1, int(self.boxes[:, 1].max()) - y_min if self.n else 0)
         step = -(-height // SPAN_ROWS)
@@ -211,37 +213,53 @@ class _Overlaps:
             start[k, g0:g0 + groups] = pa.reshape(groups, step).min(axis=1)
             stop[k, g0:g0 + groups] = pb.reshape(groups, step).max(axis=1)
             rows[k, g0:g0 + groups] = (pb > pa).reshape(groups, step).sum(axis=1)
-        return start, stop, rows
+        valued = rows > 0  # each node's groups with a valid row: first .. last
+        first = np.where(valued.any(axis=1), np.argmax(valued, axis=1), shape[1])
+        last = shape[1] - np.argmax(valued[:, ::-1], axis=1)
+        return start, stop, rows, first, last
 
     def blocks(self):
         per_row = self.n * (1 if self.spans is None else self.spans[0].shape[1])
         step = max(1, CANDIDATE_CELLS // max(per_row, 1))
         return (np.arange(s, min(self.n, s + step)) for s in range(0, self.n, step))
 
-    def __call__(self, rows):
-        b, r = self.boxes, self.boxes[rows]
+    def __call__(self, rows, cols=None):
+        """Overlap sizes of the nodes ``rows`` with the nodes ``cols`` (default all):
+        ``(len(rows), len(cols))`` int64."""
+        def of(a):  # the columns' part of a per-node array (all of it: no copy)
+            return a if cols is None else a[cols]
+
+        b, r = of(self.boxes), self.boxes[rows]
         if self.spans is None:
             h = np.minimum(r[:, 1, None], b[None, :, 1]) - np.maximum(r[:, 0, None], b[None, :, 0])
             w = np.minimum(r[:, 3, None], b[None, :, 3]) - np.maximum(r[:, 2, None], b[None, :, 2])
             size = np.maximum(h, 0) * np.maximum(w, 0)
         else:
-            start, stop, count = self.spans  # an overlap's size: at least its valid pixels
-            both = (np.minimum(stop[rows][:, None], stop[None]) -
-                    np.maximum(start[rows][:, None], start[None]))
+            start, stop, count, first, last = self.spans  # at least the valid pixels
+            # only the groups where one of the rows has a valid row: elsewhere the fewer
+            # valid rows of two nodes are none (a frame spans a fifth of a session's rows)
+            g = slice(int(first[rows].min()), max(int(first[rows].min()),
+                                                  int(last[rows].max())))
+            both = (np.minimum(stop[rows, g][:, None], of(stop)[None, :, g]) -
+                    np.maximum(start[rows, g][:, None], of(start)[None, :, g]))
             np.maximum(both, 0, out=both)
-            both *= np.minimum(count[rows][:, None], count[None])
+            both *= np.minimum(count[rows, g][:, None], of(count)[None, :, g])
             size = both.sum(axis=2, dtype=np.int64)
-        size[np.arange(len(rows)), rows] = 0
+        if cols is None:  # a node with itself
+            size[np.arange(len(rows)), rows] = 0
+        else:
+            size[rows[:, None] == cols[None, :]] = 0
         size[size < self.min_area] = 0
         return size
 
 
-def _edge_keys(size, rows, n):
-    """A key per cell that orders the edges (larger for a larger overlap; at equal sizes,
-    the pair of lower indices first), the same from either end of an edge; -1 where there
-    is no edge."""
-    lo = np.minimum(rows[:, None], np.arange(n)[None, :])
-    hi = np.maximum(rows[:, None], np.arange(n)[None, :])
+def _edge_keys(size, rows, n, cols=None):
+    """A key per cell (of ``rows`` and ``cols``, default all ``n`` nodes) that orders the
+    edges (larger for a larger overlap; at equal sizes, the pair of lower indices first),
+    the same from either end of an edge; -1 where there is no edge."""
+    cols = np.arange(n) if cols is None else cols
+    lo = np.minimum(rows[:, None], cols[None, :])
+    hi = np.maximum(rows[:, None], cols[None, :])
     key = size * (n * n) + (n * n - 1 - (lo * n + hi))
     key[size == 0] = -1
     return key
@@ -315,28 +333,29 @@ def _spanning_forest(overlaps):
     """The maximum spanning forest of the overlap graph, by overlap size (Prim's algorithm:
     each tree grows by the largest overlap between it and a node outside; the keys of
     :func:`_edge_keys` make the forest unique): one row of the matrix per node, a single
-    pass over it."""
+    pass over it, each row measured against the nodes outside the trees only (half the
+    matrix in all)."""
     n = overlaps.n
     best = np.full(n, -1, np.int64)  # the largest key from the growing tree to each node
     link = np.zeros(n, np.int64)  # the tree's node of that key
-    done = np.zeros(n, bool)
-    forest, first_left = set(), 0
+    left = np.arange(n)  # the nodes outside the trees, in their order
+    forest = set()
     for _ in range(n):
-        reach = np.where(done, -2, best)
-        v = int(np.argmax(reach))
-        if reach[v] < 0:  # no overlap reaches the trees: a new tree, from the lowest node left
-            while done[first_left]:
-                first_left += 1
-            v = first_left
+        at = int(np.argmax(best[left]))  # the lowest node of the largest key
+        v = int(left[at])
+        if best[v] < 0:  # no overlap reaches the trees: a new tree, from the lowest node left
+            at, v = 0, int(left[0])
         else:
             u = int(link[v])
             forest.add((min(u, v), max(u, v)))
-        done[v] = True
+        left = np.delete(left, at)
+        if not left.size:
+            break
         row = np.array([v])
-        key = _edge_keys(overlaps(row), row, n)[0]
-        closer = (key > best) & ~done
-        best[closer] = key[closer]
-        link[closer] = v
+        key = _edge_keys(overlaps(row, left), row, n, left)[0]
+        closer = key > best[left]
+        best[left[closer]] = key[closer]
+        link[left[closer]] = v
     return forest
 
 

@@ -90,6 +90,26 @@ def test_the_forest_is_the_maximum_spanning_forest_of_every_overlap(seed, cluste
     assert expected <= set(candidate_pairs(boxes, 1)[0])
 
 
+@pytest.mark.parametrize("seed, min_area", [(9, 50), (10, 1)])
+def test_the_forest_of_sampled_spans_is_that_of_their_whole_matrix(seed, min_area):
+    # each row of Prim's pass is measured against the nodes outside the trees only: the
+    # forest is the maximum spanning tree of the whole matrix of the spans' sizes
+    from photometry_graph.photometry.candidates import row_spans
+    boxes, masks = _rotated_frames(np.random.default_rng(seed), 40)
+    overlaps = candidates._Overlaps(boxes, [row_spans(m, b.x0) for b, m in zip(boxes, masks)],
+                                    min_area)
+    every = np.arange(overlaps.n)
+    keys = candidates._edge_keys(overlaps(every), every, overlaps.n)
+    assert np.array_equal(keys, keys.T)
+    full = nx.Graph()
+    full.add_nodes_from(range(overlaps.n))
+    full.add_weighted_edges_from((i, j, keys[i, j]) for i, j in zip(*np.nonzero(keys >= 0))
+                                 if i < j)
+    expected = {tuple(sorted(e)) for e in nx.maximum_spanning_tree(full).edges}
+    assert len(expected) >= overlaps.n - 3
+    assert candidates._spanning_forest(overlaps) == expected
+
+
 def test_candidates_do_not_depend_on_the_block_size(monkeypatch):
     boxes = _boxes(np.random.default_rng(5), 80, 2)
     reference = candidate_pairs(boxes, 3)
