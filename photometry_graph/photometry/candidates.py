@@ -214,8 +214,9 @@ class _Overlaps:
             stop[k, g0:g0 + groups] = pb.reshape(groups, step).max(axis=1)
             rows[k, g0:g0 + groups] = (pb > pa).reshape(groups, step).sum(axis=1)
         valued = rows > 0  # each node's groups with a valid row: first .. last
-        first = np.where(valued.any(axis=1), np.argmax(valued, axis=1), shape[1])
-        last = shape[1] - np.argmax(valued[:, ::-1], axis=1)
+        some = valued.any(axis=1)  # (none: first = groups, last = 0)
+        first = np.where(some, np.argmax(valued, axis=1), shape[1])
+        last = np.where(some, shape[1] - np.argmax(valued[:, ::-1], axis=1), 0)
         return start, stop, rows, first, last
 
     def blocks(self):

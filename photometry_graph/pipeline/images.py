@@ -79,15 +79,30 @@ class FrameInfo:
     def __setstate__(self, state):
         self.__dict__.update(state, wcs=wcs_from_state(state["wcs"]))
 
+    def __copy__(self):  # the same WCS object, not one rebuilt from its pickled state
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+
+#: What astropy keeps in a WCS's ``__dict__`` besides its caches (``*_cache``), and how a
+#: WCS read with the default arguments holds it: another value, or another attribute, is
+#: something its header text does not carry (:func:`wcs_state`).
+_WCS_ATTRIBUTES = {"_preserve_units": False, "naxis": None, "_naxis": None,
+                   "_pixel_bounds": None,
+                   "_init_kwargs": {"keysel": None, "colsel": None, "preserve_units": False}}
+
 
 def wcs_state(wcs):
     """What a WCS is pickled as: ``("header", text, pixel_shape)`` or the WCS itself.
 
     astropy pickles a WCS as a whole FITS file made in memory and read back (~1.7 ms to
     pickle, ~2.7 ms to unpickle a frame's); its header text makes the same WCS in ~0.5 +
-    ~1.3 ms (:func:`wcs_from_state`).  A WCS whose header does not say it all (distortion
-    lookup tables, pixel bounds, an alternate key) or anything else is left to its own
-    pickle.
+    ~1.3 ms (:func:`wcs_from_state`).  A WCS that its header text does not say whole is
+    left to its own pickle: distortion lookup tables, an alternate key, pixel bounds, a
+    pixel shape of another length than its axes, arguments other than the defaults
+    (``preserve_units``, ``keysel``, ``colsel``) or attributes set on it; so is anything
+    but a WCS.
 
     Examples
     --------
@@ -98,12 +113,23 @@ def wcs_state(wcs):
     ('header', (30, 20), 'RA---TAN')
     """
     from astropy.wcs import WCS
-    if type(wcs) is not WCS or wcs.wcs.alt.strip() or wcs.pixel_bounds is not None or any(
-            getattr(wcs, name, None) is not None
-            for name in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
+    if type(wcs) is not WCS or not _plain_wcs(wcs):
         return wcs
     shape = None if wcs.pixel_shape is None else tuple(int(v) for v in wcs.pixel_shape)
     return "header", wcs.to_header_string(relax=True), shape
+
+
+def _plain_wcs(wcs):
+    """Whether the header text of ``wcs`` (a ``WCS``) says all of it (:func:`wcs_state`)."""
+    attributes = {k: v for k, v in vars(wcs).items() if not k.endswith("_cache")}
+    if set(attributes) - set(_WCS_ATTRIBUTES) or any(
+            attributes.get(k, v) != v for k, v in _WCS_ATTRIBUTES.items() if v is not None):
+        return False
+    shape = wcs.pixel_shape
+    return (not wcs.wcs.alt.strip() and wcs.pixel_bounds is None
+            and (shape is None or len(shape) == wcs.naxis)
+            and all(getattr(wcs, name, None) is None
+                    for name in ("cpdis1", "cpdis2", "det2im1", "det2im2")))
 
 
 def wcs_from_state(state):

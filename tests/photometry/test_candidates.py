@@ -110,6 +110,34 @@ def test_the_forest_of_sampled_spans_is_that_of_their_whole_matrix(seed, min_are
     assert candidates._spanning_forest(overlaps) == expected
 
 
+def test_overlaps_of_spans_in_any_rows_and_columns_are_those_of_every_group(monkeypatch):
+    # a block of rows is measured on the groups of rows where one of them is valid, and
+    # against any columns: the sums over every group of the whole matrix, frames spread
+    # over many groups (a tall mosaic), some without a valid pixel
+    from photometry_graph.photometry.candidates import row_spans
+    rng = np.random.default_rng(11)
+    boxes, masks = _rotated_frames(rng, 36)
+    shifts = rng.integers(0, 1500, len(boxes))
+    boxes = [BBox(b.y0 + int(d), b.y1 + int(d), b.x0, b.x1) for b, d in zip(boxes, shifts)]
+    for k in (3, 17):
+        masks[k] = np.zeros_like(masks[k])
+    spans = [row_spans(m, b.x0) for b, m in zip(boxes, masks)]
+    overlaps = candidates._Overlaps(boxes, spans, 1)
+    start, stop, count, first, last = overlaps.spans
+    both = np.maximum(np.minimum(stop[:, None], stop[None]) - np.maximum(start[:, None],
+                                                                         start[None]), 0)
+    whole = (both * np.minimum(count[:, None], count[None])).sum(axis=2, dtype=np.int64)
+    np.fill_diagonal(whole, 0)
+    assert np.count_nonzero(whole) > 20 and (last - first).max() < start.shape[1] // 2
+    assert first[3] >= last[3] and first[17] >= last[17]
+    np.testing.assert_array_equal(overlaps(np.arange(36)), whole)
+    for _ in range(30):
+        rows = np.sort(rng.choice(36, int(rng.integers(1, 6)), replace=False))
+        cols = np.sort(rng.choice(36, int(rng.integers(1, 36)), replace=False))
+        np.testing.assert_array_equal(overlaps(rows), whole[rows])
+        np.testing.assert_array_equal(overlaps(rows, cols), whole[np.ix_(rows, cols)])
+
+
 def test_candidates_do_not_depend_on_the_block_size(monkeypatch):
     boxes = _boxes(np.random.default_rng(5), 80, 2)
     reference = candidate_pairs(boxes, 3)

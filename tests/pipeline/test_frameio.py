@@ -3,6 +3,7 @@
 Moved from tests/test_grid_mode_io.py with the frame reading (photometry_graph.pipeline.frameio).
 """
 
+import copy
 import pickle
 from dataclasses import replace
 
@@ -13,7 +14,7 @@ from astropy.wcs import WCS
 
 from photometry_graph.pipeline.frameio import (file_problem, load_frame, read_frame_info,
                                                scan_entry, scan_frame)
-from photometry_graph.pipeline.images import wcs_from_state, wcs_state
+from photometry_graph.pipeline.images import FrameInfo, wcs_from_state, wcs_state
 from photometry_graph.pipeline.options import GridModeError
 from photometry_graph.stacking.bayer import debayer
 
@@ -301,12 +302,50 @@ def test_a_frame_pickles_its_wcs_as_header_text_with_the_same_transforms(tmp_pat
     assert pickle.loads(pickle.dumps(replace(info, wcs=None))).wcs is None
 
 
-def test_a_wcs_its_header_does_not_hold_is_left_to_its_own_pickle(tmp_path):
-    info = read_frame_info(write_frame(tmp_path / "w.fits", np.ones((30, 40), np.float32),
-                                       celestial_header((30, 40))))
-    info.wcs.pixel_bounds = [(0, 39), (5, 29)]  # not in a header
-    assert wcs_state(info.wcs) is info.wcs
-    got = pickle.loads(pickle.dumps(info))
-    assert got.wcs.pixel_bounds == [(0, 39), (5, 29)] and got.wcs.pixel_shape == (40, 30)
-    assert wcs_from_state(("header", celestial_header((3, 4)).tostring(), (4, 3))).pixel_shape \
-        == (4, 3)
+def _wcs_beyond_its_header(kind):
+    """A WCS of a kind that its header text does not say whole."""
+    from astropy.wcs import DistortionLookupTable
+    hdr = celestial_header((30, 40))
+    if kind == "preserve_units":  # arcsec axes kept in arcsec
+        for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2"):
+            hdr[k] *= 3600.0
+        hdr["CUNIT1"] = hdr["CUNIT2"] = "arcsec"
+        hdr["CRVAL1"], hdr["CRVAL2"] = 150.0 * 3600, 20.0 * 3600
+        return WCS(hdr, preserve_units=True)
+    if kind == "alternate":
+        alt = fits.Header({k + "A": v for k, v in hdr.items() if k[-1].isdigit()})
+        alt["CRVAL1A"] += 0.01
+        return WCS(alt, key="A")
+    if kind == "three shape":  # a cube's shape on its celestial axes
+        hdr.update(NAXIS=3, NAXIS1=40, NAXIS2=30, NAXIS3=3)
+        return WCS(hdr, naxis=2)
+    w = WCS(hdr)
+    w.pixel_shape = (40, 30)
+    if kind == "bounds":
+        w.pixel_bounds = [(0, 39), (5, 29)]
+    elif kind == "attribute":
+        w.note = "set on it"
+    elif kind == "lookup table":
+        w.cpdis1 = DistortionLookupTable(np.full((3, 4), 0.05, np.float32), (1.0, 1.0),
+                                         (0.0, 0.0), (20.0, 20.0))
+    return w
+
+
+@pytest.mark.parametrize("kind", ["bounds", "attribute", "lookup table", "alternate",
+                                  "preserve_units", "three shape"])
+def test_a_wcs_its_header_does_not_hold_is_left_to_its_own_pickle(kind):
+    w = _wcs_beyond_its_header(kind)
+    assert wcs_state(w) is w and wcs_from_state(w) is w
+    if kind == "lookup table":  # (astropy cannot pickle a table made this way: no header)
+        return
+    info = FrameInfo(index=0, path="f.fits", hdu=0, shape=(30, 40), layout="mono",
+                     n_channels=1, wcs=w)
+    got, ref = pickle.loads(pickle.dumps(info)).wcs, pickle.loads(pickle.dumps(w))
+    xy = np.random.default_rng(1).uniform(0, 30, (200, 2))
+    np.testing.assert_array_equal(got.all_pix2world(xy, 0), ref.all_pix2world(xy, 0))
+    assert got.pixel_bounds == ref.pixel_bounds and got.pixel_shape == ref.pixel_shape
+    assert got.to_header_string(relax=True) == ref.to_header_string(relax=True)
+    # the same WCS but plain: its header says it all
+    plain = WCS(celestial_header((30, 40)))
+    assert wcs_state(plain)[0] == "header" and wcs_state(plain)[2] is None
+    assert copy.copy(info).wcs is w  # a copy shares the WCS
