@@ -238,7 +238,7 @@ class _Overlaps:
         else:
             start, stop, count, first, last = self.spans  # at least the valid pixels
             # only the groups where one of the rows has a valid row: elsewhere the fewer
-            # valid rows of two nodes are none (a frame spans a fifth of a session's rows)
+            # valid rows of two nodes are none (a mosaic's frame covers a part of its rows)
             g = slice(int(first[rows].min()), max(int(first[rows].min()),
                                                   int(last[rows].max())))
             both = (np.minimum(stop[rows, g][:, None], of(stop)[None, :, g]) -
