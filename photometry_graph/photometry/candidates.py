@@ -239,8 +239,8 @@ class _Overlaps:
             start, stop, count, first, last = self.spans  # at least the valid pixels
             # only the groups where one of the rows has a valid row: elsewhere the fewer
             # valid rows of two nodes are none (a mosaic's frame covers a part of its rows)
-            g = slice(int(first[rows].min()), max(int(first[rows].min()),
-                                                  int(last[rows].max())))
+            lo = int(first[rows].min())
+            g = slice(lo, max(lo, int(last[rows].max())))
             both = (np.minimum(stop[rows, g][:, None], of(stop)[None, :, g]) -
                     np.maximum(start[rows, g][:, None], of(start)[None, :, g]))
             np.maximum(both, 0, out=both)

@@ -13,7 +13,7 @@ from .plan import (  # noqa: F401
 from .images import (  # noqa: F401
     LAYOUTS, FrameInfo, image_layout, frame_pixels, frame_noise, majority_channels,
     usable_majority, saturation_level, saturation_pileup, saturated_mask, bayer_as_stored,
-    wcs_state, wcs_from_state,
+    wcs_text, wcs_state, wcs_from_state,
 )
 from .fileio import (  # noqa: F401
     check_output_folder, discard_if_empty, LOCK_NAME, output_lock, remove_temporaries,
@@ -51,7 +51,7 @@ from .panels import (  # noqa: F401
 )
 from .resume import (  # noqa: F401
     RESUME_DIR, PIECE_OPTIONS, INDIRECT_OPTIONS, UNRELATED_OPTIONS, package_version,
-    code_digest, wcs_text, file_signature, frame_source, piece_options, piece_key,
+    code_digest, file_signature, frame_source, piece_options, piece_key,
     correction_from_dict, PieceStore, RunPieces,
 )
 from .assemble import (  # noqa: F401
@@ -81,8 +81,8 @@ __all__ = [
     "PATH_ALIASES", "EXPOSURE_ALIASES", "ORDER_ALIASES", "PlanEntry", "detect_grid_mode",
     "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS", "FrameInfo",
     "image_layout", "frame_pixels", "frame_noise", "majority_channels", "usable_majority",
-    "saturation_level", "saturation_pileup", "saturated_mask", "bayer_as_stored", "wcs_state",
-    "wcs_from_state",
+    "saturation_level", "saturation_pileup", "saturated_mask", "bayer_as_stored", "wcs_text",
+    "wcs_state", "wcs_from_state",
     "check_output_folder", "discard_if_empty", "LOCK_NAME", "output_lock", "remove_temporaries",
     "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
     "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
@@ -100,7 +100,7 @@ __all__ = [
     "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files",
     "is_project_tile", "read_panel", "scan_panels", "read_reference", "panel_grid",
     "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS",
-    "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest", "wcs_text",
+    "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest",
     "file_signature",
     "frame_source", "piece_options", "piece_key", "correction_from_dict", "PieceStore",
     "RunPieces", "panel_tiles", "write_mosaic", "MemoryPlan", "plan_memory", "plan_tiles",

@@ -19,12 +19,11 @@ from .._log import get_logger, grid_warning
 from ..core.tiles import BBox
 from ..photometry.frames import harmonize_frames
 from .frameio import file_problem, read_frame_info
-from .images import usable_majority
+from .images import usable_majority, wcs_text
 from .options import GridModeError
 from .parallel import fit_task_map
 from .pieces import BinnedFile, SharedWCS, spill_binned
-from .resume import (correction_from_dict, frame_source, piece_key, piece_options,
-                     wcs_text)
+from .resume import correction_from_dict, frame_source, piece_key, piece_options
 
 __all__ = ["FRAME_BIN", "FRAME_MIN_PIXELS", "SCRATCH_DIR",
            "read_headers", "frame_tasks", "kept_result", "gather_frames", "solve_frames"]

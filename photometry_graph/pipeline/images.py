@@ -26,7 +26,7 @@ from .plan import as_float
 
 __all__ = ["LAYOUTS", "FrameInfo", "image_layout", "frame_pixels", "frame_noise",
            "majority_channels", "usable_majority", "saturation_level", "saturation_pileup",
-           "saturated_mask", "bayer_as_stored", "wcs_state", "wcs_from_state"]
+           "saturated_mask", "bayer_as_stored", "wcs_text", "wcs_state", "wcs_from_state"]
 
 logger = get_logger(__name__)
 
@@ -93,6 +93,14 @@ _WCS_ATTRIBUTES = {"_preserve_units": False, "naxis": None, "_naxis": None,
                    "_init_kwargs": {"keysel": None, "colsel": None, "preserve_units": False}}
 
 
+def wcs_text(wcs):
+    """A WCS's header text: what a frame's WCS is pickled as (:func:`wcs_state`) and what
+    :func:`~photometry_graph.pipeline.resume.piece_key` and
+    :func:`~photometry_graph.pipeline.resume.frame_source` read of it (given in place of
+    the WCS in what a piece is made from, it makes the same key)."""
+    return wcs.to_header_string(relax=True)
+
+
 def wcs_state(wcs):
     """What a WCS is pickled as: ``("header", text, pixel_shape)`` or the WCS itself.
 
@@ -116,7 +124,7 @@ def wcs_state(wcs):
     if type(wcs) is not WCS or not _plain_wcs(wcs):
         return wcs
     shape = None if wcs.pixel_shape is None else tuple(int(v) for v in wcs.pixel_shape)
-    return "header", wcs.to_header_string(relax=True), shape
+    return "header", wcs_text(wcs), shape
 
 
 def _plain_wcs(wcs):

@@ -25,10 +25,11 @@ import numpy as np
 from .._log import get_logger, grid_info
 from ..core.correction import Correction
 from .fileio import atomic, write_json
+from .images import wcs_text
 from .options import GridOptions
 
 __all__ = ["RESUME_DIR", "PIECE_OPTIONS", "INDIRECT_OPTIONS", "UNRELATED_OPTIONS",
-           "package_version", "code_digest", "wcs_text",
+           "package_version", "code_digest",
            "file_signature", "frame_source", "piece_options", "piece_key",
            "correction_from_dict", "PieceStore", "RunPieces"]
 
@@ -124,14 +125,6 @@ def piece_options(opts, piece):
     {'mask_eps': 1e-06, 'saturation': None, 'frame_smooth': None}
     """
     return {name: getattr(opts, name) for name in PIECE_OPTIONS[piece]}
-
-
-def wcs_text(wcs):
-    """A WCS as :func:`piece_key` and :func:`frame_source` read it: its header text.
-
-    Given in place of the WCS in what a piece is made from, it makes the same key.
-    """
-    return wcs.to_header_string(relax=True)
 
 
 def piece_key(made_from):
