@@ -31,7 +31,8 @@ with the tile-to-tile photometric errors left in the mosaic).
 
 Run: ``python benchmarks/bench_assemble.py`` (several minutes: writing the
 tiles, the peer takes ~2 min) or ``--small`` (4 x 4 tiles of 512 px, ~1 min).
-Options: ``--skip-peer``, ``--skip-large``, ``--workers N``, ``--keep DIR``.
+Options: ``--skip-peer``, ``--skip-large``, ``--workers N`` (the overlap fits' processes and
+the blending's threads; default: the package's, one per core), ``--keep DIR``.
 Targets: whole assembly <= 6 s on 2 cores and >= 18x faster than the peer, peak PSS
 <= 1 GB.
 """
@@ -144,6 +145,7 @@ def _own_wrapper(tiles_dir, out_dir, workers, photometry=True):
 
     from photometry_graph.blending.assembly import assemble_mosaic
     from photometry_graph.photometry.harmonize import harmonize_tiles
+    from photometry_graph.pipeline.parallel import default_workers
     from photometry_graph.core.tiles import BBox, TilePhotometryInfo
 
     tiles = []
@@ -187,7 +189,7 @@ def _own_wrapper(tiles_dir, out_dir, workers, photometry=True):
 
         t0 = time.perf_counter()
         res = assemble_mosaic(tiles, canvas, corrections=corrections, blend="multiband",
-                              chunk_size=1024, sink=sink, workers=workers)
+                              chunk_size=1024, sink=sink, workers=workers or default_workers())
     finally:
         os.close(fd)
     return {"mosaic": str(path), "levels": res.levels, "chunks": res.chunks_written,
@@ -267,8 +269,8 @@ def child_main(method, tiles_dir, out_dir, workers):
 def run_child(method, tiles_dir, out_dir, workers):
     """Run one contender in a subprocess; its result, with the peak PSS of its process tree."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, __file__, "--child", method, str(tiles_dir), str(out_dir),
-           "--workers", str(workers)]
+    cmd = [sys.executable, __file__, "--child", method, str(tiles_dir), str(out_dir)]
+    cmd += [] if workers is None else ["--workers", str(workers)]
     m = measure(cmd, interval=0.05)
     for line in m.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -328,7 +330,9 @@ def main(argv=None):
     parser.add_argument("--skip-own", action="store_true")
     parser.add_argument("--large-full", action="store_true",
                         help="also run the whole assemble_tiles (photometry) on the 4x canvas")
-    parser.add_argument("--workers", type=int, default=1, help="threads of the blending")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes of the overlap fits and threads of the blending "
+                             "(default: the package's, one per core)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the files in this folder")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "TILES", "OUT"),
                         help=argparse.SUPPRESS)
@@ -377,7 +381,7 @@ def main(argv=None):
     peer = by.get(("1x", "reproject"))
     print()
     print(f"Assembly of {n}x{n} tiles of {tile} px, {int(OVERLAP * 100)} % overlap "
-          f"(workers={args.workers}); {load_note()}")
+          f"(workers={args.workers or 'the default: one per core'}); {load_note()}")
     print(f"  {'contender':<34} {'wall':>10} {'cpu':>10} {'peak RSS':>12} {'tree PSS':>12} "
           f"{'imports':>9} "
           f"{'seam':>6} {'rms':>6} {'vs peer':>9}")

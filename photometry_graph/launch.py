@@ -22,7 +22,7 @@ from pathlib import Path
 from ._log import get_logger, grid_debug
 
 __all__ = ["IN_PROCESS_PIXELS", "FRAME_PASS_MODULE", "WORKER_LIBRARIES", "FITS_SUFFIXES", "main",
-           "pool_likely", "pixel_bytes", "server_preload", "start_server",
+           "pool_likely", "pixel_bytes", "image_pixels", "server_preload", "start_server",
            "take_started_server"]
 
 #: Frame pixels below which a run works in the calling process: starting a pool of
@@ -135,6 +135,39 @@ def pixel_bytes(paths, tries=3):
         depth = cards.get("NAXIS3", 1) if cards.get("NAXIS", 0) >= 3 else 1
         return max(1, abs(cards["BITPIX"]) // 8) * max(1, depth)
     return 2
+
+
+def image_pixels(paths):
+    """Pixels of the image planes of FITS files: ``NAXIS1 x NAXIS2`` of each primary header.
+
+    Read with the standard library only (gzip-compressed files too), before any header is
+    parsed by astropy.  A file that cannot be read, or whose primary header has fewer than
+    two axes, counts as 0.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> image_pixels(["no-such-file.fits"])
+    0
+    """
+    total = 0
+    for p in paths:
+        try:
+            if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block: not an image
+                continue
+            cards = _primary_cards(p)
+        except Exception:  # noqa: BLE001 - unreadable, corrupt: whoever reads it says why
+            continue
+        if cards.get("NAXIS", 0) >= 2:
+            total += cards.get("NAXIS1", 0) * cards.get("NAXIS2", 0)
+    return total
 
 
 def _primary_cards(path, max_blocks=36):

@@ -288,12 +288,13 @@ def _without_plane(image, valid):
     yy, xx = np.nonzero(valid[::step, ::step])
     v = image[yy * step, xx * step]
     design = np.column_stack([np.ones(v.size), xx * step - w / 2.0, yy * step - h / 2.0])
-    keep = np.ones(v.size, dtype=bool)
+    keep = None  # every sample, then those within 3 sigmas of the first plane
     for _ in range(2):
-        d = design[keep]
-        coef = np.linalg.lstsq(d.T @ d, d.T @ v[keep], rcond=None)[0]
+        d, r = (design, v) if keep is None else (design[keep], v[keep])
+        coef = np.linalg.lstsq(d.T @ d, d.T @ r, rcond=None)[0]
         res = v - design @ coef
-        mad = np.median(np.abs(res[keep] - np.median(res[keep])))
+        kept = res if keep is None else res[keep]
+        mad = median(np.abs(kept - median(kept)))  # np.median's values, without its copies
         if mad > 0:
             keep = np.abs(res) <= 3.0 * 1.4826 * mad
     return image - (coef[0] + coef[1] * (np.arange(w) - w / 2.0)[np.newaxis, :]
@@ -391,7 +392,7 @@ def _fwhm(sub, valid, cat):
                               mask=(~valid).astype(np.uint8), subpix=5)
     good = (flag == 0) & np.isfinite(r) & (r > 0)
     # a Gaussian PSF holds half its flux within FWHM / 2
-    return float(2.0 * np.median(r[good])) if good.any() else math.nan
+    return 2.0 * median(r[good]) if good.any() else math.nan
 
 
 def _near(bad, x, y, reach):

@@ -20,6 +20,9 @@ from .fileio import (  # noqa: F401
     open_fits, atomic, write_hdus, FitsStream, fits_stream, write_json, write_html_report,
     write_preview, write_uint16, write_tiff, TileHDU, read_tile_header, load_tiles,
 )
+from .durable import (  # noqa: F401
+    WRITE_PIECE, SYNC_BYTES, pwrite_all, pwrite_rows, BackgroundSync,
+)
 from .outputs import (  # noqa: F401
     GridResult, chunk_coverage, ChunkSummary, plain_preview, uint16_block, tile_header,
     mosaic_header,
@@ -86,7 +89,8 @@ __all__ = [
     "check_output_folder", "discard_if_empty", "LOCK_NAME", "output_lock", "remove_temporaries",
     "open_fits", "atomic", "write_hdus", "FitsStream", "fits_stream", "write_json",
     "write_html_report", "write_preview", "write_uint16", "write_tiff", "TileHDU",
-    "read_tile_header", "load_tiles", "GridResult", "chunk_coverage", "ChunkSummary",
+    "read_tile_header", "load_tiles", "WRITE_PIECE", "SYNC_BYTES", "pwrite_all", "pwrite_rows",
+    "BackgroundSync", "GridResult", "chunk_coverage", "ChunkSummary",
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
     "TASKS_IN_FLIGHT", "fit_task_map", "default_workers", "stop_pool", "STOP_SIGNALS",
     "single_threaded", "reused_heap", "glibc", "HEAP_IDLE_S", "start_workers_early",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .._log import get_logger, grid_info, grid_warning
 from ..blending.assembly import assemble_mosaic
+from ..launch import image_pixels
 from ..photometry.flatten import fit_background_plane, flatten_corrections
 from ..photometry.overlap import find_overlapping_pairs, fit_overlap_edges
 from .budget import IN_PROCESS_PIXELS, STREAM_BAND_BYTES
@@ -17,7 +18,7 @@ from .fileio import (fits_stream, load_tiles, write_html_report, write_json, wri
                      write_tiff, write_uint16)
 from .options import GridModeError, n_workers
 from .outputs import ChunkSummary, GridResult, chunk_coverage, mosaic_header, plain_preview
-from .parallel import start_workers_early
+from .parallel import start_workers_early, stop_workers_early
 from .panels import panel_grid, read_reference, scan_panels, tile_photometry, write_panel_tiles
 from .progress import reported
 
@@ -67,12 +68,21 @@ def _fit_workers(tiles, opts):
     return 1 if sum(t.bbox.area for t in tiles) < IN_PROCESS_PIXELS else n_workers(opts)
 
 
-def _pictures(path, tiles, summary, plain):
-    """Write the preview PNG of the mosaic; the tiles as stacked on the preview grid
-    (:func:`~photometry_graph.pipeline.outputs.plain_preview`) when ``plain``, else None."""
-    write_preview(path, summary.preview)
+def _start_fit_workers(tile_paths, opts):
+    """Start the server of the overlap fits' workers before the tiles are loaded, when
+    :func:`_fit_workers` will likely give them more than one process (the tiles' pixels
+    told by their primary headers); the starting thread, or None."""
+    if not opts.photometry or opts.scheduler is not None or len(tile_paths) < 3 or \
+            n_workers(opts) <= 1 or image_pixels(tile_paths) < IN_PROCESS_PIXELS:
+        return None
+    return start_workers_early(fit_overlap_edges, n_workers(opts), len(tile_paths))
+
+
+def _plain_picture(tiles, summary):
+    """The tiles as stacked on the preview grid
+    (:func:`~photometry_graph.pipeline.outputs.plain_preview`), or None when it fails."""
     try:
-        return plain_preview(tiles, summary) if plain else None
+        return plain_preview(tiles, summary)
     except Exception as exc:  # noqa: BLE001 - a picture of the report is never worth the run
         grid_warning(logger, "the preview of the tiles as stacked could not be drawn (%s: %s); "
                      "the report shows the mosaic alone", type(exc).__name__, exc)
@@ -111,13 +121,18 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     GridResult
     """
     t1 = time.perf_counter()
+    # the workers' server imports while the tiles' headers and masks are read
+    early = _start_fit_workers(tile_paths, opts) if plan is None else None
     tiles, shape, wcs, origin = load_tiles(tile_paths)
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
     workers = plan.solve_workers if plan else _fit_workers(tiles, opts)
-    if opts.photometry and opts.scheduler is None:  # its server imports while masks are read
-        start_workers_early(fit_overlap_edges, workers,
-                            len(find_overlapping_pairs([t.bbox for t in tiles])))
+    if opts.photometry and opts.scheduler is None:
+        pairs = len(find_overlapping_pairs([t.bbox for t in tiles]))
+        if early is None:
+            start_workers_early(fit_overlap_edges, workers, pairs)
+        elif workers <= 1 or pairs < 3:  # the fits run in this process after all
+            stop_workers_early(early)
     _, corrections, harm_report = tile_photometry(tiles, shape, opts, workers=workers)
     if opts.flatten:
         corrections, harm_report["flatten"] = _flattened(tiles, corrections, shape)
@@ -138,6 +153,8 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     with ThreadPoolExecutor(1, thread_name_prefix="grid-previews") as side, \
             fits_stream(paths["mosaic"], mshape, header, layout, band_bytes=band) as mosaic, \
             fits_stream(paths["coverage"], shape, header, band_bytes=band) as coverage:
+        # the report's picture of the tiles as stacked is drawn while the mosaic is blended
+        plain = side.submit(_plain_picture, tiles, summary) if opts.html_report else None
         def sink(bbox, data, weight_sum):
             mosaic.write(bbox.y0, bbox.x0, data)
             coverage.write(bbox.y0, bbox.x0, chunk_coverage(tiles, bbox)[..., None])
@@ -153,15 +170,16 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
             raise GridModeError(f"the assembly wrote {summary.area} of {shape[0] * shape[1]} "
                                 "mosaic pixels; the output was discarded")
         timings["assembly"] = time.perf_counter() - t2
-        # the pictures are drawn while the copies are written and the files flushed to disk
-        pictures = side.submit(_pictures, paths["preview"], tiles, summary, opts.html_report)
+        # the preview is written while the copies are written and the files flushed to disk
+        preview = side.submit(write_preview, paths["preview"], summary.preview)
         if opts.save_uint16:
             paths["uint16"] = out / "mosaic_grid_uint16.fits"
             write_uint16(paths["uint16"], mosaic, mshape, header, summary.lo, summary.hi)
         if opts.save_tiff != "none":
             paths["tiff"] = out / "mosaic_grid.tif"
             write_tiff(paths["tiff"], mosaic, summary, stretch=opts.save_tiff == "stretched")
-    previews, plain = dict(step=summary.step, mosaic=summary.preview), pictures.result()
+    preview.result()
+    previews, plain = dict(step=summary.step, mosaic=summary.preview), plain and plain.result()
     if plain is not None:
         previews["plain"] = plain
     timings["total"] = time.perf_counter() - t0

@@ -140,6 +140,8 @@ def test_tile_hdu_reads_crops_and_maps_data_lazily(tmp_path):
     np.testing.assert_array_equal(c[::2, 5:], cov[::2, 5:])
     np.testing.assert_array_equal(np.asarray(c), cov)
     assert np.asarray(c[2:7, 3:11]).dtype == np.float32 and c[12:, :].shape == (0, 16)
+    crop = c[2:7, 3:11]  # a copy in memory: nothing of the file stays mapped
+    assert type(crop) is np.ndarray and crop.base is None and crop.flags.writeable
 
 
 def test_preview_is_an_asinh_stretch_over_finite_pixels(tmp_path):

@@ -510,6 +510,23 @@ def test_the_workers_start_early_only_for_frames_the_plan_gives_to_a_pool(tmp_pa
     assert fits.getheader(cube)["BITPIX"] == -32 and fits.getheader(cube)["NAXIS3"] == 3
 
 
+def test_image_pixels_adds_the_image_planes_of_the_primary_headers(tmp_path):
+    from astropy.io import fits
+
+    from photometry_graph.launch import image_pixels
+    cube, gz, table = tmp_path / "cube.fits", tmp_path / "t.fits.gz", tmp_path / "tab.fits"
+    fits.PrimaryHDU(np.zeros((3, 8, 5), np.float32)).writeto(cube)  # a plane of 8 x 5
+    fits.PrimaryHDU(np.zeros((6, 7), np.int16)).writeto(gz)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((9, 9)))]).writeto(table)
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"not a FITS file" * 300)
+    pipe = tmp_path / "pipe.fits"
+    os.mkfifo(pipe)
+    assert image_pixels([cube, gz]) == 8 * 5 + 6 * 7
+    # no image in the primary header, unreadable, missing, a pipe: 0 (never waited for)
+    assert image_pixels([table, junk, tmp_path / "missing.fits", pipe, cube]) == 40
+
+
 def test_the_command_starts_the_workers_server_for_a_pooled_run_only(tmp_path, monkeypatch):
     from multiprocessing import forkserver
 
