@@ -32,7 +32,7 @@ with the tile-to-tile photometric errors left in the mosaic).
 Run: ``python benchmarks/bench_assemble.py`` (several minutes: writing the
 tiles, the peer takes ~2 min) or ``--small`` (4 x 4 tiles of 512 px, ~1 min).
 Options: ``--skip-peer``, ``--skip-large``, ``--workers N`` (the overlap fits' processes and
-the blending's threads; default: the package's, one per core), ``--keep DIR``.
+the blending's threads; default: the package's, one per core, at most 4), ``--keep DIR``.
 Targets: whole assembly <= 6 s on 2 cores and >= 18x faster than the peer, peak PSS
 <= 1 GB.
 """
@@ -331,8 +331,9 @@ def main(argv=None):
     parser.add_argument("--large-full", action="store_true",
                         help="also run the whole assemble_tiles (photometry) on the 4x canvas")
     parser.add_argument("--workers", type=int, default=None,
-                        help="processes of the overlap fits and threads of the blending "
-                             "(default: the package's, one per core)")
+                        help="assemble_tiles' overlap fit processes and blending threads "
+                             "(the own wrappers': blending threads) (default: the "
+                             "package's, one per core, at most 4)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the files in this folder")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "TILES", "OUT"),
                         help=argparse.SUPPRESS)
@@ -381,7 +382,7 @@ def main(argv=None):
     peer = by.get(("1x", "reproject"))
     print()
     print(f"Assembly of {n}x{n} tiles of {tile} px, {int(OVERLAP * 100)} % overlap "
-          f"(workers={args.workers or 'the default: one per core'}); {load_note()}")
+          f"(workers={args.workers or 'the default'}); {load_note()}")
     print(f"  {'contender':<34} {'wall':>10} {'cpu':>10} {'peak RSS':>12} {'tree PSS':>12} "
           f"{'imports':>9} "
           f"{'seam':>6} {'rms':>6} {'vs peer':>9}")

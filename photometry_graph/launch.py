@@ -22,7 +22,7 @@ from pathlib import Path
 from ._log import get_logger, grid_debug
 
 __all__ = ["IN_PROCESS_PIXELS", "FRAME_PASS_MODULE", "WORKER_LIBRARIES", "FITS_SUFFIXES", "main",
-           "pool_likely", "pixel_bytes", "image_pixels", "server_preload", "start_server",
+           "pool_likely", "pixel_bytes", "tile_boxes", "server_preload", "start_server",
            "take_started_server"]
 
 #: Frame pixels below which a run works in the calling process: starting a pool of
@@ -137,12 +137,12 @@ def pixel_bytes(paths, tries=3):
     return 2
 
 
-def image_pixels(paths):
-    """Pixels of the image planes of FITS files: ``NAXIS1 x NAXIS2`` of each primary header.
+def tile_boxes(paths):
+    """Where this project's tile files lie on the global grid, told by their primary headers
+    before astropy parses them.
 
-    Read with the standard library only (gzip-compressed files too), before any header is
-    parsed by astropy.  A file that cannot be read, or whose primary header has fewer than
-    two axes, counts as 0.
+    Read with the standard library only (gzip-compressed files too): ``GRID_Y0``,
+    ``GRID_X0`` and the image plane's ``NAXIS2`` x ``NAXIS1``.
 
     Parameters
     ----------
@@ -150,28 +150,33 @@ def image_pixels(paths):
 
     Returns
     -------
-    int
+    list
+        ``(y0, y1, x0, x1)`` for each path, None for a file that cannot be read, is not a
+        tile (no ``GRID_Y0``/``GRID_X0``) or has no image plane.
 
     Examples
     --------
-    >>> image_pixels(["no-such-file.fits"])
-    0
+    >>> tile_boxes(["no-such-file.fits"])
+    [None]
     """
-    total = 0
+    boxes = []
     for p in paths:
         try:
-            if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block: not an image
-                continue
-            cards = _primary_cards(p)
-        except Exception:  # noqa: BLE001 - unreadable, corrupt: whoever reads it says why
+            if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block: not a tile
+                raise ValueError(f"{p}: not a regular file")
+            cards = _primary_cards(p, extra=("GRID_Y0", "GRID_X0"))
+            y0, x0 = cards["GRID_Y0"], cards["GRID_X0"]
+            h, w = (cards["NAXIS2"], cards["NAXIS1"]) if cards.get("NAXIS", 0) >= 2 else (0, 0)
+        except Exception:  # noqa: BLE001 - unreadable, corrupt, not a tile: whoever reads it says
+            boxes.append(None)
             continue
-        if cards.get("NAXIS", 0) >= 2:
-            total += cards.get("NAXIS1", 0) * cards.get("NAXIS2", 0)
-    return total
+        boxes.append((y0, y0 + h, x0, x0 + w) if h > 0 and w > 0 else None)
+    return boxes
 
 
-def _primary_cards(path, max_blocks=36):
-    """The integer ``BITPIX``, ``NAXIS`` and ``NAXISn`` cards of a FITS primary header."""
+def _primary_cards(path, max_blocks=36, extra=()):
+    """The integer ``BITPIX``, ``NAXIS`` and ``NAXISn`` cards of a FITS primary header, and
+    those of the keywords ``extra``."""
     opener = gzip.open if str(path).lower().endswith(".gz") else open
     cards = {}
     with opener(path, "rb") as f:
@@ -184,7 +189,8 @@ def _primary_cards(path, max_blocks=36):
                 key = card[:8].strip()
                 if key == "END":
                     return cards
-                if (key == "BITPIX" or key.startswith("NAXIS")) and card[8:10] == "= ":
+                if (key == "BITPIX" or key.startswith("NAXIS") or key in extra) and \
+                        card[8:10] == "= ":
                     cards[key] = int(card[10:].split("/")[0])
     raise ValueError(f"{path}: no END card in the first {max_blocks} header blocks")
 

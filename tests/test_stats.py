@@ -81,3 +81,14 @@ def test_clipped_noise_fixed_point_equals_a_full_rescan_at_every_step():
             d[hit] = rng.choice([-1, 1], hit.sum()) * rng.uniform(5, 30, hit.sum())
         d = d.astype((np.float32, np.float64)[k % 2])
         assert _sigma_from_second_differences([d], None, "clipped") == reference(d)
+
+
+def test_median_is_numpys_bit_for_bit_in_double_precision():
+    # (in single precision numpy averages the middle two in float32, this in float64)
+    from photometry_graph._stats import median
+    rng = np.random.default_rng(4)
+    for n in list(range(1, 40)) + [999, 1000, 4096]:
+        v = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)
+        assert median(v) == float(np.median(v)), n
+    assert median(np.array([1.0, 1.0 + 2.0 ** -52])) == float(np.median([1.0, 1.0 + 2.0 ** -52]))
+    assert median(np.array([3.0, 1.0, 2.0, 10.0])) == 2.5

@@ -294,7 +294,9 @@ def _without_plane(image, valid):
         coef = np.linalg.lstsq(d.T @ d, d.T @ r, rcond=None)[0]
         res = v - design @ coef
         kept = res if keep is None else res[keep]
-        mad = median(np.abs(kept - median(kept)))  # np.median's values, without its copies
+        # np.median's values without its copies (NaN, as np.median gives, for no sample:
+        # the first plane, pulled by a bright object, may leave every sample far from it)
+        mad = median(np.abs(kept - median(kept))) if kept.size else math.nan
         if mad > 0:
             keep = np.abs(res) <= 3.0 * 1.4826 * mad
     return image - (coef[0] + coef[1] * (np.arange(w) - w / 2.0)[np.newaxis, :]

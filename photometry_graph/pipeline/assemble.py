@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .._log import get_logger, grid_info, grid_warning
 from ..blending.assembly import assemble_mosaic
-from ..launch import image_pixels
+from ..core.tiles import BBox
+from ..launch import tile_boxes
 from ..photometry.flatten import fit_background_plane, flatten_corrections
 from ..photometry.overlap import find_overlapping_pairs, fit_overlap_edges
 from .budget import IN_PROCESS_PIXELS, STREAM_BAND_BYTES
@@ -70,12 +71,16 @@ def _fit_workers(tiles, opts):
 
 def _start_fit_workers(tile_paths, opts):
     """Start the server of the overlap fits' workers before the tiles are loaded, when
-    :func:`_fit_workers` will likely give them more than one process (the tiles' pixels
-    told by their primary headers); the starting thread, or None."""
-    if not opts.photometry or opts.scheduler is not None or len(tile_paths) < 3 or \
-            n_workers(opts) <= 1 or image_pixels(tile_paths) < IN_PROCESS_PIXELS:
+    :func:`_fit_workers` will give them more than one process for 3 overlaps or more (the
+    rule of :func:`write_mosaic` after the loading, on the tiles' boxes told by their
+    primary headers); the starting thread, or None."""
+    if not opts.photometry or opts.scheduler is not None or n_workers(opts) <= 1:
         return None
-    return start_workers_early(fit_overlap_edges, n_workers(opts), len(tile_paths))
+    boxes = [BBox(*box) for box in tile_boxes(tile_paths) if box is not None]
+    if sum(b.area for b in boxes) < IN_PROCESS_PIXELS:
+        return None
+    return start_workers_early(fit_overlap_edges, n_workers(opts),
+                               len(find_overlapping_pairs(boxes)))
 
 
 def _plain_picture(tiles, summary):

@@ -1,7 +1,9 @@
 """Writing large files to disk: ``pwrite`` in pieces, and their flush to disk while they fill.
 
-An output is renamed over its target only once its data are on disk (``os.fsync``), so
-that a crash never leaves a renamed file without its data.  Flushed at the end, a mosaic
+A FITS image streamed by :func:`~photometry_graph.pipeline.fileio.fits_stream` (the mosaic,
+its coverage, its 16-bit copy) is renamed over its target only once its data are on disk
+(``os.fsync``), so that a crash never leaves a renamed file without its data.  Flushed at
+the end, a mosaic
 of a few hundred MB kept the run waiting ~0.1-0.4 s (measured here: ~1 GB/s to disk, two
 files of 250 MB in 0.30-0.38 s).  :class:`BackgroundSync` starts each flush in a thread as
 soon as enough bytes have been written since the last one, so that the disk works while
@@ -48,17 +50,22 @@ def pwrite_rows(fd, rows, offset, stride):
 class BackgroundSync:
     """Flush a file being written to disk in a thread, every ``every`` bytes written.
 
-    One flush runs at a time; bytes written while it runs wait for the next.  An error of
-    a flush is raised by :meth:`finish` (after a failed ``fsync`` the system may drop the
-    pages it could not write, so that a later ``fsync`` succeeds: the error is kept).
+    One flush runs at a time; bytes written while it runs wait for the next.  Each flush
+    works on its own duplicate of the descriptor, closed when it ends, so that the writer
+    may close its own at any time (an error, an interrupt) without waiting for it.  An
+    error of a flush is raised by :meth:`finish` (after a failed ``fsync`` the system may
+    drop the pages it could not write, so that a later ``fsync`` succeeds: the error is
+    kept).  Where no thread can be started, the flush is left to :meth:`finish`.
 
     Parameters
     ----------
     fd : int
-        File descriptor open for writing; it must stay open until :meth:`finish` or
-        :meth:`wait` returns.
+        File descriptor open for writing.
     every : int, optional
         Bytes written between two flushes (default :data:`SYNC_BYTES`).
+    background : bool
+        False: no flush before :meth:`finish` (on Windows an ``fsync`` holds the lock of
+        the descriptor that its writes take: they would wait for it).
 
     Examples
     --------
@@ -71,11 +78,11 @@ class BackgroundSync:
     2
     """
 
-    def __init__(self, fd, every=None):
+    def __init__(self, fd, every=None, background=True):
         every = SYNC_BYTES if every is None else every
         if int(every) < 1:
             raise ValueError(f"every must be a positive number of bytes, got {every!r}")
-        self.fd, self.every = fd, int(every)
+        self.fd, self.every, self.background = fd, int(every), bool(background)
         self.flushes = 0  # started, the last one (finish) included
         self._pending, self._thread, self._error = 0, None, None
 
@@ -83,22 +90,30 @@ class BackgroundSync:
         """Count ``nbytes`` more written; start a flush when :attr:`every` are pending and
         none is running."""
         self._pending += int(nbytes)
-        if self._pending < self.every or (self._thread is not None
-                                           and self._thread.is_alive()):
+        if not self.background or self._pending < self.every or (
+                self._thread is not None and self._thread.is_alive()):
             return
-        self._pending = 0
-        self.flushes += 1
-        self._thread = threading.Thread(target=self._flush, name="grid-fsync", daemon=True)
-        self._thread.start()
-
-    def _flush(self):
+        dup = os.dup(self.fd)
+        thread = threading.Thread(target=self._flush, args=(dup,), name="grid-fsync",
+                                  daemon=True)
         try:
-            os.fsync(self.fd)
+            thread.start()
+        except RuntimeError:  # no thread to spare: finish() flushes it all
+            os.close(dup)
+            return
+        self._pending, self._thread = 0, thread
+        self.flushes += 1
+
+    def _flush(self, fd):
+        try:
+            os.fsync(fd)
         except OSError as exc:
             self._error = exc
+        finally:
+            os.close(fd)
 
     def wait(self):
-        """Wait for the flush under way, if any (before the file is closed)."""
+        """Wait for the flush under way, if any."""
         if self._thread is not None:
             self._thread.join()
 

@@ -246,7 +246,9 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4", *, band_bytes=S
             f.write(head)
             f.truncate(len(head) + -(-nbytes // 2880) * 2880)
         fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
-        sync = BackgroundSync(fd)
+        # flushed while it fills, not on Windows (no os.pwrite): there an fsync holds the
+        # lock of the descriptor that the writes take
+        sync = BackgroundSync(fd, background=hasattr(os, "pwrite"))
         try:
             stream = FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype, band_bytes,
                                 sync)
@@ -254,8 +256,7 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4", *, band_bytes=S
             stream.flush()
             sync.finish()
         finally:
-            sync.wait()
-            os.close(fd)
+            os.close(fd)  # a flush under way has its own descriptor
 
 
 def write_uint16(path, mosaic, shape, header, lo, hi):

@@ -15,14 +15,16 @@ from photometry_graph.pipeline.outputs import tile_header
 from conftest import celestial_header
 
 
-def _tiles(folder, boxes):
+def _tiles(folder, boxes, channels=None):
     folder.mkdir()
     grid_wcs = WCS(celestial_header((100, 100)), relax=True)
     rng = np.random.default_rng(3)
     for k, box in enumerate(boxes, start=1):
         header = tile_header(grid_wcs, box, k, (100, 100), 2)
+        c = 1 if channels is None else channels[k - 1]
+        data = rng.normal(100.0, 1.0, (c,) + box.shape).astype(np.float32)
         write_hdus(folder / f"tile_{k:04d}.fits", [
-            fits.PrimaryHDU(rng.normal(100.0, 1.0, box.shape).astype(np.float32), header),
+            fits.PrimaryHDU(data[0] if c == 1 else data, header),
             fits.ImageHDU(np.full(box.shape, 2.0, np.float32), name="COVERAGE")])
     return folder
 
@@ -32,8 +34,10 @@ def calls(monkeypatch):
     """What the stage starts, stops and loads, in order (the photometry itself stubbed:
     no process is started)."""
     seen = []
-    monkeypatch.setattr(assemble_stage, "start_workers_early",
-                        lambda func, workers, n: seen.append(("start", workers, n)) or "thread")
+    # the real rule: a server for a pool (2 workers or more) of 3 tasks or more
+    monkeypatch.setattr(assemble_stage, "start_workers_early", lambda func, workers, n:
+                        seen.append(("start", workers, n)) or
+                        (None if workers <= 1 or n < 3 else "thread"))
     monkeypatch.setattr(assemble_stage, "stop_workers_early",
                         lambda thread: seen.append(("stop", thread)))
     real_load = assemble_stage.load_tiles
@@ -47,9 +51,9 @@ def calls(monkeypatch):
 
 
 # 2 x 2 tiles of 40 x 40 overlapping by 10 px: 6 overlapping pairs (diagonals included);
-# a row of 3 tiles: 2 pairs
+# a row of 4 tiles: 3 pairs
 SQUARE = [BBox(y, y + 40, x, x + 40) for y in (0, 30) for x in (0, 30)]
-ROW = [BBox(0, 40, x, x + 40) for x in (0, 30, 60)]
+ROW = [BBox(0, 40, x, x + 40) for x in (0, 30, 60, 90)]
 
 
 def test_the_fits_workers_start_before_the_tiles_are_read_when_a_pool_is_likely(
@@ -57,7 +61,7 @@ def test_the_fits_workers_start_before_the_tiles_are_read_when_a_pool_is_likely(
     monkeypatch.setattr(assemble_stage, "IN_PROCESS_PIXELS", 4 * 40 * 40)  # = the tiles'
     tiles = _tiles(tmp_path / "tiles", SQUARE)
     grid_mode.assemble_tiles(tiles, tmp_path / "out", workers=2)
-    assert calls == [("start", 2, 4), ("load",), ("fits", 2)]  # started once, used
+    assert calls == [("start", 2, 6), ("load",), ("fits", 2)]  # started once, used
 
 
 def test_the_fits_workers_start_after_the_tiles_are_read_when_no_pool_is_likely(
@@ -74,7 +78,9 @@ def test_the_fits_workers_start_after_the_tiles_are_read_when_no_pool_is_likely(
 def test_the_fits_workers_started_early_are_stopped_when_the_fits_run_here(
         tmp_path, calls, monkeypatch):
     monkeypatch.setattr(assemble_stage, "IN_PROCESS_PIXELS", 1)
-    row = _tiles(tmp_path / "row", ROW)  # a pool was likely, but 2 overlaps are fitted here
+    # the headers give 3 overlaps; the colour tile at the end is left out of the mono ones
+    # when they are read: 2 overlaps are fitted here
+    row = _tiles(tmp_path / "row", ROW, channels=[1, 1, 1, 3])
     grid_mode.assemble_tiles(row, tmp_path / "out", workers=2)
     assert calls == [("start", 2, 3), ("load",), ("stop", "thread"), ("fits", 2)]
     calls.clear()

@@ -31,7 +31,8 @@ def test_pwrite_all_and_pwrite_rows_put_the_bytes_where_asked(tmp_path, monkeypa
 
 
 class _SlowFsync:
-    """``os.fsync`` replaced: records the descriptors, holds each call until released."""
+    """``os.fsync`` replaced: records whether each descriptor it gets is open, holds each
+    call until released."""
 
     def __init__(self, error=None):
         self.calls, self.release, self.error = [], threading.Event(), error
@@ -41,41 +42,79 @@ class _SlowFsync:
         self.calls.append(fd)
         self.entered.release()
         self.release.wait(10)
+        os.fstat(fd)  # still open: raises OSError (EBADF) if not
         if self.error is not None and len(self.calls) == 1:
             raise self.error
 
 
-def test_background_sync_flushes_every_so_many_bytes_one_at_a_time(monkeypatch):
+def _closed(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_background_sync_flushes_every_so_many_bytes_one_at_a_time(tmp_path, monkeypatch):
     fake = _SlowFsync()
     monkeypatch.setattr(durable.os, "fsync", fake)
-    sync = BackgroundSync(5, every=100)
-    sync.wrote(60)
-    assert sync.flushes == 0 and fake.calls == []  # not enough yet
-    sync.wrote(40)
-    assert fake.entered.acquire(timeout=10)  # the first flush runs, in a thread
-    assert sync.flushes == 1 and fake.calls == [5]
-    sync.wrote(500)  # while it runs no other starts: the bytes wait
-    assert sync.flushes == 1
-    fake.release.set()
-    sync.wait()
-    sync.wrote(1)  # the pending 501: the next flush
-    sync.wait()
-    assert sync.flushes == 2 and fake.calls == [5, 5]
-    sync.finish()  # and what is left, here
-    assert sync.flushes == 3 and fake.calls == [5, 5, 5]
+    with open(tmp_path / "f", "wb") as f:
+        sync = BackgroundSync(f.fileno(), every=100)
+        sync.wrote(60)
+        assert sync.flushes == 0 and fake.calls == []  # not enough yet
+        sync.wrote(40)
+        assert fake.entered.acquire(timeout=10)  # the first flush runs, in a thread
+        assert sync.flushes == 1 and len(fake.calls) == 1
+        assert fake.calls[0] != f.fileno()  # on its own descriptor
+        sync.wrote(500)  # while it runs no other starts: the bytes wait
+        assert sync.flushes == 1
+        fake.release.set()
+        sync.wait()
+        assert _closed(fake.calls[0])  # closed by the flush when done
+        sync.wrote(1)  # the pending 501: the next flush
+        sync.wait()
+        assert sync.flushes == 2 and len(fake.calls) == 2
+        sync.finish()  # and what is left, here, on the writer's descriptor
+        assert sync.flushes == 3 and fake.calls[-1] == f.fileno()
 
 
-def test_background_sync_raises_the_error_of_a_flush_in_the_background(monkeypatch):
+def test_background_sync_raises_the_error_of_a_flush_in_the_background(tmp_path,
+                                                                       monkeypatch):
     fake = _SlowFsync(error=OSError(5, "Input/output error"))
     fake.release.set()
     monkeypatch.setattr(durable.os, "fsync", fake)
-    sync = BackgroundSync(3, every=1)
-    sync.wrote(1)
-    with pytest.raises(OSError, match="Input/output"):
-        sync.finish()  # the later flush would succeed: the first one's error is kept
-    assert fake.calls == [3]
+    with open(tmp_path / "f", "wb") as f:
+        sync = BackgroundSync(f.fileno(), every=1)
+        sync.wrote(1)
+        with pytest.raises(OSError, match="Input/output"):
+            sync.finish()  # the later flush would succeed: the first one's error is kept
+    assert len(fake.calls) == 1
     with pytest.raises(ValueError, match="positive number of bytes"):
         BackgroundSync(3, every=0)
+
+
+def test_background_sync_leaves_the_flush_to_the_end_without_a_thread(tmp_path,
+                                                                      monkeypatch):
+    calls = []
+    monkeypatch.setattr(durable.os, "fsync", calls.append)
+    with open(tmp_path / "f", "wb") as f:
+        off = BackgroundSync(f.fileno(), every=1, background=False)  # Windows
+        off.wrote(10)
+        assert calls == [] and off.flushes == 0
+        off.finish()
+        assert calls == [f.fileno()]
+
+        def no_thread(self):
+            raise RuntimeError("can't start new thread")
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        sync = BackgroundSync(f.fileno(), every=1)
+        sync.wrote(10)  # no error: the flush waits for the end
+        assert sync.flushes == 0
+        if fds is not None:
+            assert len(os.listdir("/proc/self/fd")) == fds  # its descriptor was closed
+        sync.finish()
+        assert calls == [f.fileno()] * 2 and sync.flushes == 1
 
 
 def test_fits_stream_flushes_the_file_while_it_fills(tmp_path, monkeypatch):
@@ -94,11 +133,23 @@ def test_fits_stream_flushes_the_file_while_it_fills(tmp_path, monkeypatch):
     assert "grid-fsync" in calls and calls[-1] == threading.current_thread().name
     with fits.open(target) as hdul:
         np.testing.assert_array_equal(hdul[0].data, full[..., 0])
-    # an error while it fills: the flush under way ends before the file is closed
+
+
+def test_an_error_while_a_flush_runs_leaves_nothing_and_does_not_wait_for_it(tmp_path,
+                                                                            monkeypatch):
+    fake = _SlowFsync()
+    monkeypatch.setattr(durable.os, "fsync", fake)
     monkeypatch.setattr(durable, "SYNC_BYTES", 1)
+    full = np.zeros((10, 40, 1), np.float32)
     with pytest.raises(RuntimeError, match="boom"):
         with fits_stream(tmp_path / "n.fits", (60, 40), celestial_header((60, 40))) as out:
-            out.write(0, 0, full[:10])
+            out.write(0, 0, full)
+            assert fake.entered.acquire(timeout=10)  # a flush is under way, held
             raise RuntimeError("boom")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fits"]
-    assert not [t for t in threading.enumerate() if t.name == "grid-fsync"]
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone at once
+    flushing = [t for t in threading.enumerate() if t.name == "grid-fsync"]
+    assert flushing and not _closed(fake.calls[0])  # still flushing, on its descriptor
+    fake.release.set()
+    for t in flushing:
+        t.join(10)
+    assert _closed(fake.calls[0])  # which it closed when done

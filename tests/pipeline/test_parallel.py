@@ -510,21 +510,33 @@ def test_the_workers_start_early_only_for_frames_the_plan_gives_to_a_pool(tmp_pa
     assert fits.getheader(cube)["BITPIX"] == -32 and fits.getheader(cube)["NAXIS3"] == 3
 
 
-def test_image_pixels_adds_the_image_planes_of_the_primary_headers(tmp_path):
+def test_tile_boxes_are_read_from_the_primary_headers(tmp_path):
     from astropy.io import fits
 
-    from photometry_graph.launch import image_pixels
-    cube, gz, table = tmp_path / "cube.fits", tmp_path / "t.fits.gz", tmp_path / "tab.fits"
-    fits.PrimaryHDU(np.zeros((3, 8, 5), np.float32)).writeto(cube)  # a plane of 8 x 5
-    fits.PrimaryHDU(np.zeros((6, 7), np.int16)).writeto(gz)
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((9, 9)))]).writeto(table)
+    from photometry_graph.launch import tile_boxes
+
+    def tile(name, data, **cards):
+        hdu = fits.PrimaryHDU(data)
+        hdu.header.update(cards)
+        hdu.writeto(tmp_path / name)
+        return tmp_path / name
+    cube = tile("cube.fits", np.zeros((3, 8, 5), np.float32), GRID_Y0=10, GRID_X0=20)
+    gz = tile("t.fits.gz", np.zeros((6, 7), np.float32), GRID_Y0=0, GRID_X0=3)
+    plain = tile("plain.fits", np.zeros((6, 7), np.float32))  # not a tile: no GRID_*
+    empty = tmp_path / "empty.fits"
+    primary = fits.PrimaryHDU()
+    primary.header.update(GRID_Y0=0, GRID_X0=0)  # a tile's keywords, but no image there
+    fits.HDUList([primary, fits.ImageHDU(np.zeros((9, 9)))]).writeto(empty)
+    empty_header = fits.getheader(empty)
     junk = tmp_path / "junk.fits"
     junk.write_bytes(b"not a FITS file" * 300)
     pipe = tmp_path / "pipe.fits"
     os.mkfifo(pipe)
-    assert image_pixels([cube, gz]) == 8 * 5 + 6 * 7
-    # no image in the primary header, unreadable, missing, a pipe: 0 (never waited for)
-    assert image_pixels([table, junk, tmp_path / "missing.fits", pipe, cube]) == 40
+    assert empty_header["NAXIS"] == 0 and empty_header["GRID_X0"] == 0
+    assert tile_boxes([cube, gz]) == [(10, 18, 20, 25), (0, 6, 3, 10)]  # the image plane
+    # not a tile, no image in the primary header, unreadable, missing, a pipe (never
+    # waited for): None
+    assert tile_boxes([plain, empty, junk, tmp_path / "missing.fits", pipe]) == [None] * 5
 
 
 def test_the_command_starts_the_workers_server_for_a_pooled_run_only(tmp_path, monkeypatch):
