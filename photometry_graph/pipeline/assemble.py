@@ -128,7 +128,12 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
     t1 = time.perf_counter()
     # the workers' server imports while the tiles' headers and masks are read
     early = _start_fit_workers(tile_paths, opts) if plan is None else None
-    tiles, shape, wcs, origin = load_tiles(tile_paths)
+    try:
+        tiles, shape, wcs, origin = load_tiles(tile_paths)
+    except BaseException:
+        if early is not None:  # no tile to fit: the server goes
+            stop_workers_early(early)
+        raise
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
     workers = plan.solve_workers if plan else _fit_workers(tiles, opts)

@@ -3,8 +3,7 @@
 A FITS image streamed by :func:`~photometry_graph.pipeline.fileio.fits_stream` (the mosaic,
 its coverage, its 16-bit copy) is renamed over its target only once its data are on disk
 (``os.fsync``), so that a crash never leaves a renamed file without its data.  Flushed at
-the end, a mosaic
-of a few hundred MB kept the run waiting ~0.1-0.4 s (measured here: ~1 GB/s to disk, two
+the end, a mosaic of a few hundred MB kept the run waiting ~0.1-0.4 s (measured here: ~1 GB/s to disk, two
 files of 250 MB in 0.30-0.38 s).  :class:`BackgroundSync` starts each flush in a thread as
 soon as enough bytes have been written since the last one, so that the disk works while
 the mosaic is computed, and the last flush has little left to do.
@@ -55,17 +54,19 @@ class BackgroundSync:
     may close its own at any time (an error, an interrupt) without waiting for it.  An
     error of a flush is raised by :meth:`finish` (after a failed ``fsync`` the system may
     drop the pages it could not write, so that a later ``fsync`` succeeds: the error is
-    kept).  Where no thread can be started, the flush is left to :meth:`finish`.
+    kept).  Where no thread or no descriptor can be had, the flush is left to
+    :meth:`finish`.
 
     Parameters
     ----------
     fd : int
-        File descriptor open for writing.
+        File descriptor open for writing; it must stay open until :meth:`finish` returns
+        (or until the writing stops, on an error).
     every : int, optional
         Bytes written between two flushes (default :data:`SYNC_BYTES`).
     background : bool
-        False: no flush before :meth:`finish` (on Windows an ``fsync`` holds the lock of
-        the descriptor that its writes take: they would wait for it).
+        False: no flush before :meth:`finish` (``fits_stream`` on Windows, where this was
+        not tried: a flush there may hold up the other I/O of the file).
 
     Examples
     --------
@@ -93,7 +94,10 @@ class BackgroundSync:
         if not self.background or self._pending < self.every or (
                 self._thread is not None and self._thread.is_alive()):
             return
-        dup = os.dup(self.fd)
+        try:
+            dup = os.dup(self.fd)
+        except OSError:  # no descriptor to spare: finish() flushes it all
+            return
         thread = threading.Thread(target=self._flush, args=(dup,), name="grid-fsync",
                                   daemon=True)
         try:
@@ -110,7 +114,10 @@ class BackgroundSync:
         except OSError as exc:
             self._error = exc
         finally:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError as exc:  # a file system that writes at close (NFS) says it here
+                self._error = self._error or exc
 
     def wait(self):
         """Wait for the flush under way, if any."""

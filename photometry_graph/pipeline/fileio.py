@@ -209,9 +209,9 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4", *, band_bytes=S
     """Create the FITS image ``path`` atomically; yield a :class:`FitsStream` to fill.
 
     The file (header + data, padded to 2880 bytes) is allocated under a temporary name,
-    filled by the caller with ``os.pwrite``, flushed to disk as it fills and at the end
-    (:class:`~photometry_graph.pipeline.durable.BackgroundSync`), and renamed; an exception
-    leaves nothing behind.
+    filled by the caller with ``os.pwrite``, flushed to disk as it fills (not on Windows)
+    and at the end (:class:`~photometry_graph.pipeline.durable.BackgroundSync`), and
+    renamed; an exception leaves nothing behind.
 
     Parameters
     ----------
@@ -246,8 +246,8 @@ def fits_stream(path, shape, header, layout="mono", dtype=">f4", *, band_bytes=S
             f.write(head)
             f.truncate(len(head) + -(-nbytes // 2880) * 2880)
         fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_BINARY", 0))
-        # flushed while it fills, not on Windows (no os.pwrite): there an fsync holds the
-        # lock of the descriptor that the writes take
+        # flushed while it fills, not on Windows (no os.pwrite), where this was not tried: a
+        # flush there may hold up the file's other I/O (the handles share one file object)
         sync = BackgroundSync(fd, background=hasattr(os, "pwrite"))
         try:
             stream = FitsStream(fd, tmp, len(head), tuple(shape), layout, dtype, band_bytes,

@@ -31,8 +31,8 @@ def test_pwrite_all_and_pwrite_rows_put_the_bytes_where_asked(tmp_path, monkeypa
 
 
 class _SlowFsync:
-    """``os.fsync`` replaced: records whether each descriptor it gets is open, holds each
-    call until released."""
+    """``os.fsync`` replaced: records the descriptors it gets, holds each call until
+    released, fails the first one with ``error``."""
 
     def __init__(self, error=None):
         self.calls, self.release, self.error = [], threading.Event(), error
@@ -42,20 +42,32 @@ class _SlowFsync:
         self.calls.append(fd)
         self.entered.release()
         self.release.wait(10)
-        os.fstat(fd)  # still open: raises OSError (EBADF) if not
         if self.error is not None and len(self.calls) == 1:
             raise self.error
 
 
-def _closed(fd):
-    try:
-        os.fstat(fd)
-    except OSError:
-        return True
-    return False
+@pytest.fixture
+def descriptors(monkeypatch):
+    """The descriptors ``os.dup`` made and those ``os.close`` closed while the test runs."""
+    seen = type("Descriptors", (), {})()
+    seen.dups, seen.closed = [], []
+    real_dup, real_close = os.dup, os.close
+
+    def dup(fd):
+        new = real_dup(fd)
+        seen.dups.append(new)
+        return new
+
+    def close(fd):
+        seen.closed.append(fd)
+        real_close(fd)
+    monkeypatch.setattr(durable.os, "dup", dup)
+    monkeypatch.setattr(durable.os, "close", close)
+    return seen
 
 
-def test_background_sync_flushes_every_so_many_bytes_one_at_a_time(tmp_path, monkeypatch):
+def test_background_sync_flushes_every_so_many_bytes_one_at_a_time(tmp_path, monkeypatch,
+                                                                   descriptors):
     fake = _SlowFsync()
     monkeypatch.setattr(durable.os, "fsync", fake)
     with open(tmp_path / "f", "wb") as f:
@@ -64,37 +76,75 @@ def test_background_sync_flushes_every_so_many_bytes_one_at_a_time(tmp_path, mon
         assert sync.flushes == 0 and fake.calls == []  # not enough yet
         sync.wrote(40)
         assert fake.entered.acquire(timeout=10)  # the first flush runs, in a thread
-        assert sync.flushes == 1 and len(fake.calls) == 1
-        assert fake.calls[0] != f.fileno()  # on its own descriptor
+        assert sync.flushes == 1 and fake.calls == descriptors.dups  # on its own descriptor
         sync.wrote(500)  # while it runs no other starts: the bytes wait
-        assert sync.flushes == 1
+        assert sync.flushes == 1 and descriptors.closed == []
         fake.release.set()
         sync.wait()
-        assert _closed(fake.calls[0])  # closed by the flush when done
+        assert descriptors.closed == descriptors.dups  # closed by the flush when done
         sync.wrote(1)  # the pending 501: the next flush
         sync.wait()
         assert sync.flushes == 2 and len(fake.calls) == 2
         sync.finish()  # and what is left, here, on the writer's descriptor
         assert sync.flushes == 3 and fake.calls[-1] == f.fileno()
+    assert descriptors.closed == descriptors.dups  # each flush closed its own
 
 
-def test_background_sync_raises_the_error_of_a_flush_in_the_background(tmp_path,
-                                                                       monkeypatch):
-    fake = _SlowFsync(error=OSError(5, "Input/output error"))
-    fake.release.set()
+@pytest.mark.parametrize("fails", [False, True])
+def test_finish_waits_for_the_flush_under_way_and_raises_its_error(tmp_path, monkeypatch,
+                                                                   fails):
+    fake = _SlowFsync(error=OSError(5, "Input/output error") if fails else None)
     monkeypatch.setattr(durable.os, "fsync", fake)
     with open(tmp_path / "f", "wb") as f:
-        sync = BackgroundSync(f.fileno(), every=1)
+        fd = f.fileno()
+        sync = BackgroundSync(fd, every=1)
         sync.wrote(1)
-        with pytest.raises(OSError, match="Input/output"):
-            sync.finish()  # the later flush would succeed: the first one's error is kept
-    assert len(fake.calls) == 1
+        assert fake.entered.acquire(timeout=10)  # held
+        outcome = []
+
+        def finish():
+            try:
+                sync.finish()
+                outcome.append("done")
+            except OSError as exc:
+                outcome.append(exc)
+        waiter = threading.Thread(target=finish)
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive() and outcome == [] and len(fake.calls) == 1  # it waits
+        fake.release.set()
+        waiter.join(10)
+    if fails:  # the later flush would succeed: the first one's error is kept
+        assert len(outcome) == 1 and "Input/output" in str(outcome[0])
+        assert len(fake.calls) == 1
+    else:
+        assert outcome == ["done"] and fake.calls[-1] == fd
     with pytest.raises(ValueError, match="positive number of bytes"):
         BackgroundSync(3, every=0)
 
 
-def test_background_sync_leaves_the_flush_to_the_end_without_a_thread(tmp_path,
-                                                                      monkeypatch):
+def test_an_error_closing_the_flushs_descriptor_is_raised(tmp_path, monkeypatch):
+    real_close = os.close
+    dups = []
+    real_dup = os.dup
+    monkeypatch.setattr(durable.os, "dup", lambda fd: dups.append(real_dup(fd)) or dups[-1])
+
+    def close(fd):
+        real_close(fd)
+        if fd in dups:  # a file system that writes at close (NFS)
+            raise OSError(5, "Input/output error at close")
+    monkeypatch.setattr(durable.os, "close", close)
+    with open(tmp_path / "f", "wb") as f:
+        sync = BackgroundSync(f.fileno(), every=1)
+        sync.wrote(1)
+        with pytest.raises(OSError, match="at close"):
+            sync.finish()
+    assert len(dups) == 1
+
+
+def test_background_sync_leaves_the_flush_to_the_end_without_a_thread(tmp_path, monkeypatch,
+                                                                      descriptors):
+    import errno
     calls = []
     monkeypatch.setattr(durable.os, "fsync", calls.append)
     with open(tmp_path / "f", "wb") as f:
@@ -107,14 +157,20 @@ def test_background_sync_leaves_the_flush_to_the_end_without_a_thread(tmp_path,
         def no_thread(self):
             raise RuntimeError("can't start new thread")
         monkeypatch.setattr(threading.Thread, "start", no_thread)
-        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
         sync = BackgroundSync(f.fileno(), every=1)
         sync.wrote(10)  # no error: the flush waits for the end
-        assert sync.flushes == 0
-        if fds is not None:
-            assert len(os.listdir("/proc/self/fd")) == fds  # its descriptor was closed
+        assert sync.flushes == 0 and len(descriptors.dups) == 1
+        assert descriptors.closed == descriptors.dups  # the descriptor made for it: closed
         sync.finish()
         assert calls == [f.fileno()] * 2 and sync.flushes == 1
+
+        def no_descriptor(fd):
+            raise OSError(errno.EMFILE, "Too many open files")
+        monkeypatch.setattr(durable.os, "dup", no_descriptor)
+        short = BackgroundSync(f.fileno(), every=1)
+        short.wrote(10)  # no error either
+        short.finish()
+        assert calls == [f.fileno()] * 3 and short.flushes == 1
 
 
 def test_fits_stream_flushes_the_file_while_it_fills(tmp_path, monkeypatch):
@@ -135,8 +191,8 @@ def test_fits_stream_flushes_the_file_while_it_fills(tmp_path, monkeypatch):
         np.testing.assert_array_equal(hdul[0].data, full[..., 0])
 
 
-def test_an_error_while_a_flush_runs_leaves_nothing_and_does_not_wait_for_it(tmp_path,
-                                                                            monkeypatch):
+def test_an_error_while_a_flush_runs_leaves_nothing_and_does_not_wait_for_it(
+        tmp_path, monkeypatch, descriptors):
     fake = _SlowFsync()
     monkeypatch.setattr(durable.os, "fsync", fake)
     monkeypatch.setattr(durable, "SYNC_BYTES", 1)
@@ -147,9 +203,10 @@ def test_an_error_while_a_flush_runs_leaves_nothing_and_does_not_wait_for_it(tmp
             assert fake.entered.acquire(timeout=10)  # a flush is under way, held
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone at once
+    assert len(descriptors.dups) == 1 and descriptors.dups[0] not in descriptors.closed
+    assert len(descriptors.closed) == 1  # the writer's descriptor, closed without waiting
     flushing = [t for t in threading.enumerate() if t.name == "grid-fsync"]
-    assert flushing and not _closed(fake.calls[0])  # still flushing, on its descriptor
     fake.release.set()
     for t in flushing:
         t.join(10)
-    assert _closed(fake.calls[0])  # which it closed when done
+    assert descriptors.closed[1:] == descriptors.dups  # the flush closed its own when done
