@@ -3,10 +3,10 @@
 A FITS image streamed by :func:`~photometry_graph.pipeline.fileio.fits_stream` (the mosaic,
 its coverage, its 16-bit copy) is renamed over its target only once its data are on disk
 (``os.fsync``), so that a crash never leaves a renamed file without its data.  Flushed at
-the end, a mosaic of a few hundred MB kept the run waiting ~0.1-0.4 s (measured here: ~1 GB/s to disk, two
-files of 250 MB in 0.30-0.38 s).  :class:`BackgroundSync` starts each flush in a thread as
-soon as enough bytes have been written since the last one, so that the disk works while
-the mosaic is computed, and the last flush has little left to do.
+the end, a mosaic of a few hundred MB kept the run waiting ~0.1-0.4 s (measured here:
+~1 GB/s to disk, two files of 250 MB in 0.30-0.38 s).  :class:`BackgroundSync` starts each
+flush in a thread as soon as enough bytes have been written since the last one, so that
+the disk works while the mosaic is computed, and the last flush has little left to do.
 """
 
 import os
