@@ -124,13 +124,8 @@ def pixel_bytes(paths, tries=3):
     2
     """
     for p in list(paths)[:tries]:
-        try:
-            if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block: not a frame
-                continue
-            cards = _primary_cards(p)
-        except Exception:  # noqa: BLE001 - unreadable, corrupt (zlib): the next, the default
-            continue
-        if "BITPIX" not in cards:
+        cards = _readable_cards(p)
+        if cards is None or "BITPIX" not in cards:  # the next, the default
             continue
         depth = cards.get("NAXIS3", 1) if cards.get("NAXIS", 0) >= 3 else 1
         return max(1, abs(cards["BITPIX"]) // 8) * max(1, depth)
@@ -161,17 +156,25 @@ def tile_boxes(paths):
     """
     boxes = []
     for p in paths:
-        try:
-            if not stat.S_ISREG(os.stat(p).st_mode):  # a pipe would block: not a tile
-                raise ValueError(f"{p}: not a regular file")
-            cards = _primary_cards(p, extra=("GRID_Y0", "GRID_X0"))
-            y0, x0 = cards["GRID_Y0"], cards["GRID_X0"]
-            h, w = (cards["NAXIS2"], cards["NAXIS1"]) if cards.get("NAXIS", 0) >= 2 else (0, 0)
-        except Exception:  # noqa: BLE001 - unreadable, corrupt, not a tile: whoever reads it says
-            boxes.append(None)
-            continue
-        boxes.append((y0, y0 + h, x0, x0 + w) if h > 0 and w > 0 else None)
+        cards = _readable_cards(p, extra=("GRID_Y0", "GRID_X0")) or {}
+        y0, x0 = cards.get("GRID_Y0"), cards.get("GRID_X0")
+        h, w = (cards.get("NAXIS2", 0), cards.get("NAXIS1", 0)) if cards.get("NAXIS", 0) >= 2 \
+            else (0, 0)
+        boxes.append(None if y0 is None or x0 is None or h <= 0 or w <= 0
+                     else (y0, y0 + h, x0, x0 + w))
     return boxes
+
+
+def _readable_cards(path, extra=()):
+    """:func:`_primary_cards` of a regular file, or None when it cannot be read (a pipe
+    would block: never opened; unreadable, corrupt, compressed wrongly): whoever reads it
+    later says why."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        return _primary_cards(path, extra=extra)
+    except Exception:  # noqa: BLE001 - OSError, ValueError, zlib.error, EOFError ...
+        return None
 
 
 def _primary_cards(path, max_blocks=36, extra=()):
