@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .._log import get_logger, grid_info, grid_warning
+from .._stats import median
 from .._threads import default_threads, thread_map
 from ..core.correction import Correction, apply_correction, identity_correction
 from ..core.masks import as_channels_last, block_mean, compute_valid_mask
@@ -192,19 +193,28 @@ def _solve_nodes(nodes, model, background, rng, kwargs):
 RESIDUAL_SAMPLES = 20_000
 
 
-def _sampled_values(node, inter, step, correction):
-    """Every ``step``-th row and column of ``node`` inside ``inter`` as it is and as
-    ``correction`` makes it (float64; None without a correction), and its mask."""
+def _sampled(node, inter, step):
+    """Every ``step``-th row and column of ``node`` inside ``inter``: ``(data, mask)``,
+    views of what the node holds (the data channels-last)."""
     data, mask = node.read(inter)
-    data = data[::step, ::step]
-    corrected = None if correction is None else apply_correction(
-        data, inter, correction, dtype=np.float64, step=step)
-    return data.astype(np.float64), corrected, mask[::step, ::step]
+    return data[::step, ::step], mask[::step, ::step]
 
 
-def _step(x, y, joint):
-    """The largest |median difference| of ``x`` and ``y`` over the channels."""
-    return float(np.max(np.abs(np.median((x - y)[joint], axis=0))))
+def _joint_values(data, inter, step, correction, at):
+    """The float64 values ``(n, C)`` of the sampled ``data`` ``(h, w, C)`` at the flat
+    pixel indices ``at``, as they are (``correction`` None) or as ``correction`` makes
+    them."""
+    if correction is not None:  # the plane is placed by the sample's rows and columns
+        data = apply_correction(data, inter, correction, dtype=np.float64, step=step)
+    return np.take(data.reshape(-1, data.shape[-1]), at, axis=0).astype(np.float64, copy=False)
+
+
+def _step(x, y):
+    """The largest |median difference| of ``x`` and ``y`` ``(n, C)`` over the channels."""
+    d = x - y
+    if not np.isfinite(d).all():  # a valid pixel that is not finite: np.median's NaN
+        return float(np.max(np.abs(np.median(d, axis=0))))
+    return max(abs(median(d[:, c])) for c in range(d.shape[1]))
 
 
 def _summary(values):
@@ -222,7 +232,7 @@ def _overlap_residuals(nodes, corrections, pairs=None):
     many frames of one field, all pairs would be n(n-1)/2); None takes every overlap.
     Overlaps are sampled on a regular grid of at most about :data:`RESIDUAL_SAMPLES`
     pixels, read once for both measures; the pairs are measured on ``default_threads()``
-    threads (numpy's medians run without the GIL; the same numbers on any count).
+    threads (numpy's partitions run without the GIL; the same numbers on any count).
     """
     if pairs is None:
         pairs = [(nodes[i].tile_id, nodes[j].tile_id)
@@ -241,15 +251,18 @@ def _pair_steps(by_id, corrections, pair):
     a, b = pair
     inter = by_id[a].bbox.intersection(by_id[b].bbox)
     step = math.isqrt(-(-inter.area // RESIDUAL_SAMPLES) - 1) + 1  # step² >= area / N
-    di, ci, mi = _sampled_values(by_id[a], inter, step, (corrections or {}).get(a))
-    dj, cj, mj = _sampled_values(by_id[b], inter, step, (corrections or {}).get(b))
-    joint = mi & mj
-    if joint.sum() < 16:
+    di, mi = _sampled(by_id[a], inter, step)
+    dj, mj = _sampled(by_id[b], inter, step)
+    at = np.flatnonzero(mi & mj)  # the jointly valid samples, taken out once
+    if at.size < 16:
         return None
+    xi, xj = _joint_values(di, inter, step, None, at), _joint_values(dj, inter, step, None, at)
     after = None
     if corrections:  # a node without a correction is left as it is
-        after = _step(di if ci is None else ci, dj if cj is None else cj, joint)
-    return _step(di, dj, joint), after
+        ci, cj = corrections.get(a), corrections.get(b)
+        after = _step(xi if ci is None else _joint_values(di, inter, step, ci, at),
+                      xj if cj is None else _joint_values(dj, inter, step, cj, at))
+    return _step(xi, xj), after
 
 
 def harmonize_frames(get_frame, frame_wcs_list, frame_shapes, global_wcs, canvas_shape, *,

@@ -407,6 +407,80 @@ def test_overlap_residuals_do_not_depend_on_the_threads(monkeypatch):
     assert one[0]["pairs"] == one[1]["pairs"] == 11 and one[1]["median"] > 0
 
 
+def _residuals_with_np_median(nodes, corr, pairs):
+    """The report's residuals written plainly: every pair's sampled grid corrected whole,
+    its jointly valid values picked by a boolean mask, np.median per channel: ``(before,
+    after)`` of each pair, None for a pair of fewer than 16 joint samples."""
+    from photometry_graph.photometry.frames import RESIDUAL_SAMPLES
+    by_id, steps = {t.tile_id: t for t in nodes}, []
+    for a, b in pairs:
+        inter = by_id[a].bbox.intersection(by_id[b].bbox)
+        step = int(np.ceil(np.sqrt(inter.area / RESIDUAL_SAMPLES)))
+        got = []
+        for k in (a, b):
+            data, mask = by_id[k].read(inter)
+            data, mask = data[::step, ::step], mask[::step, ::step]
+            got.append((data.astype(np.float64), apply_correction(
+                data, inter, corr.get(k), dtype=np.float64, step=step), mask))
+        joint = got[0][2] & got[1][2]
+        if joint.sum() < 16:
+            steps.append(None)
+            continue
+        steps.append(tuple(float(np.max(np.abs(np.median((got[0][i] - got[1][i])[joint],
+                                                           axis=0)))) for i in (0, 1)))
+    return steps
+
+
+def test_overlap_residuals_equal_np_median_on_masked_colour_planes():
+    # three channels, holes in the masks, planes and gains, overlaps large enough to be
+    # sampled, one too small to count: each pair's numbers as np.median on the whole sample
+    # gives them, bit for bit, and the summaries of those
+    from photometry_graph.core.tiles import TilePhotometryInfo
+    from photometry_graph.photometry import frames
+    rng = np.random.default_rng(11)
+    boxes = [BBox(0, 300, 0, 300), BBox(40, 340, 120, 420), BBox(250, 520, 200, 480),
+             BBox(339, 600, 0, 130)]  # the last meets the second on 1 row x 10 columns
+    nodes, corr = [], {}
+    for k, box in enumerate(boxes):
+        data = rng.normal(50.0 + 7 * k, 4.0, box.shape + (3,)).astype(np.float32)
+        mask = rng.random(box.shape) > 0.15
+        mask[: box.shape[0] // 3, : box.shape[1] // 4] = False
+        data[~mask] = np.nan
+        nodes.append(TilePhotometryInfo(k, box, data=data, mask=mask))
+        corr[k] = Correction(1.0 + 0.03 * rng.random(3), rng.normal(0, 5, 3),
+                             slope=rng.normal(0, 0.01, (3, 2)), origin=(3.0, -7.0))
+    del corr[2]  # a node without a correction is left as it is
+    pairs = [(0, 1), (1, 2), (0, 2), (1, 3)]
+    steps = _residuals_with_np_median(nodes, corr, pairs)
+    assert steps[3] is None and all(s is not None for s in steps[:3])  # (1, 3): 10 samples
+    assert boxes[0].intersection(boxes[1]).area > frames.RESIDUAL_SAMPLES  # sampled: step 2
+    by_id = {t.tile_id: t for t in nodes}
+    assert [frames._pair_steps(by_id, corr, p) for p in pairs] == steps
+    before, after = [s[0] for s in steps[:3]], [s[1] for s in steps[:3]]
+    got_before, got_after = frames._overlap_residuals(nodes, corr, pairs)
+    assert got_before == {"pairs": 3, "median": float(np.median(before)),
+                          "max": float(np.max(before))}
+    assert got_after == {"pairs": 3, "median": float(np.median(after)),
+                         "max": float(np.max(after))}
+    assert frames._overlap_residuals(nodes, None, pairs) == (got_before, None)
+
+
+def test_overlap_residuals_keep_np_median_nan_for_a_non_finite_valid_pixel():
+    # a pixel said valid but not finite makes the pair's medians NaN, as np.median's are
+    from photometry_graph.core.tiles import TilePhotometryInfo
+    from photometry_graph.photometry import frames
+    rng = np.random.default_rng(2)
+    a = rng.normal(10.0, 1.0, (40, 40, 1))
+    b = rng.normal(12.0, 1.0, (40, 40, 1))
+    a[5, 7, 0] = np.nan
+    nodes = [TilePhotometryInfo("a", BBox(0, 40, 0, 40), data=a, mask=np.ones((40, 40), bool)),
+             TilePhotometryInfo("b", BBox(0, 40, 0, 40), data=b)]
+    corr = {"b": Correction([1.1], [-2.0])}
+    steps = _residuals_with_np_median(nodes, corr, [("a", "b")])
+    got = frames._pair_steps({t.tile_id: t for t in nodes}, corr, ("a", "b"))
+    assert np.isnan(steps[0]).all() and np.isnan(got).all()
+
+
 def test_a_correction_applied_to_a_sample_of_a_box_equals_the_sample_of_the_corrected_box():
     # apply_correction(step=s) on every s-th pixel of a box: the plane where those pixels are
     rng = np.random.default_rng(5)
