@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._threads import thread_map
 from ..core.tiles import BBox  # noqa: F401 (the examples)
 
 __all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "PER_DIRECTION", "NODE_BRIDGES",
@@ -294,23 +295,33 @@ def _partial_pairs(overlaps, size, key, rows, sectors):
     return found
 
 
-def _largest(overlaps, per_node, partial=0):
+def _largest(overlaps, per_node, partial=0, workers=1):
     """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest overlaps of every
     node (:func:`_edge_keys` order) and its largest partial ones in each of ``partial``
-    directions (:func:`_partial_pairs`), and the number of overlapping pairs."""
-    n = overlaps.n
+    directions (:func:`_partial_pairs`), and the number of overlapping pairs; the blocks of
+    rows on ``workers`` threads."""
+    k = min(per_node, overlaps.n - 1)
     found, total = set(), 0
-    k = min(per_node, n - 1)
-    for rows in overlaps.blocks():
-        size = overlaps(rows)
-        total += int(np.count_nonzero(size))
-        if k < 1:
-            continue
-        key = _edge_keys(size, rows, n)
-        found |= _top_pairs(key, rows, k)
-        if partial >= 1:
-            found |= _partial_pairs(overlaps, size, key, rows, int(partial))
+    for pairs, count in thread_map(lambda rows: _block_pairs(overlaps, rows, k, partial),
+                                   overlaps.blocks(), workers):
+        found |= pairs
+        total += count
     return found, total // 2
+
+
+def _block_pairs(overlaps, rows, k, partial):
+    """The pairs of :func:`_largest` found in the rows ``rows`` of the matrix (the ``k``
+    largest overlaps of each and its largest partial ones), and the overlaps counted
+    there."""
+    size = overlaps(rows)
+    count = int(np.count_nonzero(size))
+    if k < 1:
+        return set(), count
+    key = _edge_keys(size, rows, overlaps.n)
+    found = _top_pairs(key, rows, k)
+    if partial >= 1:
+        found |= _partial_pairs(overlaps, size, key, rows, int(partial))
+    return found, count
 
 
 def _components(n, pairs):
@@ -360,7 +371,7 @@ def _spanning_forest(overlaps):
     return forest
 
 
-def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0):
+def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0, workers=1):
     """The overlaps worth examining among many boxes, from the boxes alone.
 
     Parameters
@@ -381,6 +392,9 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0):
         also keeps its :data:`PER_DIRECTION` largest partial overlaps (below
         :data:`PARTIAL_OVERLAP` times its largest overlap: another pointing's frames);
         default none.
+    workers : int
+        Threads measuring the blocks of rows of the matrix of overlap sizes (numpy
+        releases the GIL in its large operations); the same pairs on any count.
 
     Returns
     -------
@@ -404,7 +418,7 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0):
     if int(per_node) < 1:
         raise ValueError(f"per_node must be >= 1, got {per_node!r}")
     overlaps = _Overlaps(bboxes, spans, min_area)
-    pairs, total = _largest(overlaps, int(per_node), int(partial))
+    pairs, total = _largest(overlaps, int(per_node), int(partial), workers)
     pairs |= _spanning_forest(overlaps)
     return sorted(pairs), total
 

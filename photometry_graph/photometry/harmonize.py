@@ -20,7 +20,7 @@ import numpy as np
 
 from .._json import jsonable
 from .._log import collected_warnings, get_logger, graph_label, grid_info, grid_warning
-from .._threads import check_workers
+from .._threads import check_workers, thread_map
 from .background import match_backgrounds
 from .candidates import PER_DIRECTION, candidate_pairs, mask_rows
 from ..core.correction import identity_correction
@@ -362,12 +362,13 @@ def _run(tiles, **settings):
     return chain.finish(corrections, status, graph=graph, solution=solution, bg=bg)
 
 
-def _mask_rows(tiles):
+def _mask_rows(tiles, workers):
     """Each node's mask as its row spans and holes (:func:`mask_rows`), each mask read
-    once (the graph reads again only a mask with too many holes); None when a mask cannot
-    be read (the candidates are then ranked on the boxes; the graph says why)."""
+    once (the graph reads again only a mask with too many holes), on ``workers`` threads;
+    None when a mask cannot be read (the candidates are then ranked on the boxes; the graph
+    says why)."""
     try:
-        return [mask_rows(t.mask, t.bbox.y0, t.bbox.x0) for t in tiles]
+        return thread_map(lambda t: mask_rows(t.mask, t.bbox.y0, t.bbox.x0), tiles, workers)
     except Exception:  # noqa: BLE001 - reported where the graph reads that mask
         return None
 
@@ -383,12 +384,13 @@ def _graph_step(chain):
     per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
     try:
         if max_degree is not None:
-            rows = _mask_rows(chain.tiles)  # the masks read once, for the ranking and counts
+            # the masks read once, for the ranking and the counts
+            rows = _mask_rows(chain.tiles, s["workers"])
             pairs, total = candidate_pairs([t.bbox for t in chain.tiles], per_node,
                                            min_area=max(1, s["min_overlap"]),
                                            spans=None if rows is None else
                                            [(r.start, r.stop) for r in rows],
-                                           partial=int(max_degree))
+                                           partial=int(max_degree), workers=s["workers"])
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
                                          workers=s["workers"], node_kind=s["node_kind"],
                                          pairs=pairs, rows=rows)

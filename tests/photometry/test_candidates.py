@@ -145,6 +145,19 @@ def test_candidates_do_not_depend_on_the_block_size(monkeypatch):
     assert candidate_pairs(boxes, 3) == reference
 
 
+def test_candidates_do_not_depend_on_the_threads(monkeypatch):
+    # blocks of a few rows measured on one thread and on three, with spans and partial
+    # overlaps in eight directions: the same pairs and the same count
+    rng = np.random.default_rng(8)
+    boxes = _boxes(rng, 90, 3, empty=2)
+    spans = [(np.full(b.shape[0], b.x0), np.full(b.shape[0], b.x1)) for b in boxes]
+    monkeypatch.setattr(candidates, "CANDIDATE_CELLS", 900)  # blocks of a row or two
+    one = candidate_pairs(boxes, 4, spans=spans, partial=8)
+    assert len(list(candidates._Overlaps(boxes, spans, 1).blocks())) > 30
+    assert candidate_pairs(boxes, 4, spans=spans, partial=8, workers=3) == one
+    assert one[1] >= len(_brute(boxes)) and len(one[0]) > 90  # groups: never fewer
+
+
 def test_candidates_of_degenerate_inputs():
     assert candidate_pairs([], 2) == ([], 0)
     assert candidate_pairs([BBox(0, 5, 0, 5)], 2) == ([], 0)
