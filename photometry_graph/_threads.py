@@ -3,7 +3,7 @@
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["default_threads", "check_workers", "thread_map", "LazyTasks"]
+__all__ = ["default_threads", "check_workers", "thread_map", "thread_imap", "LazyTasks"]
 
 
 def default_threads():
@@ -41,12 +41,27 @@ def thread_map(func, items, workers):
     numpy releases the GIL in its large operations, so tile reads, masks and fits overlap
     on several cores; results are those of the serial loop.
     """
+    return list(thread_imap(func, items, workers))
+
+
+def thread_imap(func, items, workers):
+    """``func(item)`` for each item, yielded in the items' order, on ``workers`` threads.
+
+    A result is let go once the caller has taken it: a caller that merges the results as
+    they come never holds them all (:func:`thread_map` lists them).
+
+    Examples
+    --------
+    >>> list(thread_imap(abs, [-2, 3, -1], 2))
+    [2, 3, 1]
+    """
     items = list(items)
     workers = check_workers(workers)
     if workers == 1 or len(items) < 2:
-        return [func(item) for item in items]
+        yield from (func(item) for item in items)
+        return
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(func, items))
+        yield from pool.map(func, items)
 
 
 class LazyTasks:

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._threads import thread_map
+from .._threads import check_workers, thread_imap
 from ..core.tiles import BBox  # noqa: F401 (the examples)
 
 __all__ = ["CANDIDATE_CELLS", "SPAN_ROWS", "PARTIAL_OVERLAP", "PER_DIRECTION", "NODE_BRIDGES",
            "MAX_HOLES", "row_spans", "MaskRows", "mask_rows", "joint_valid", "candidate_pairs",
            "overlap_groups", "bridge_edges"]
 
-#: Cells of the overlap matrix (times the rows of the nodes' spans) computed at once: ~24
-#: MB of temporary arrays.
+#: Cells of the overlap matrix (times the rows of the nodes' spans) computed at once, shared
+#: by the threads that measure them: ~24 MB of temporary arrays.
 CANDIDATE_CELLS = 2_000_000
 _EMPTY = 2 ** 30  # a row without a valid pixel: the span (_EMPTY, -_EMPTY) meets nothing
 #: Groups of rows in which the nodes' spans measure an overlap: in each group of ``step``
@@ -220,9 +220,11 @@ class _Overlaps:
         last = np.where(some, shape[1] - np.argmax(valued[:, ::-1], axis=1), 0)
         return start, stop, rows, first, last
 
-    def blocks(self):
+    def blocks(self, cells=None):
+        """Blocks of rows (index arrays) of about ``cells`` cells each (default
+        :data:`CANDIDATE_CELLS`)."""
         per_row = self.n * (1 if self.spans is None else self.spans[0].shape[1])
-        step = max(1, CANDIDATE_CELLS // max(per_row, 1))
+        step = max(1, (CANDIDATE_CELLS if cells is None else cells) // max(per_row, 1))
         return (np.arange(s, min(self.n, s + step)) for s in range(0, self.n, step))
 
     def __call__(self, rows, cols=None):
@@ -299,11 +301,14 @@ def _largest(overlaps, per_node, partial=0, workers=1):
     """Index pairs ``(i, j)``, ``i < j``, among the ``per_node`` largest overlaps of every
     node (:func:`_edge_keys` order) and its largest partial ones in each of ``partial``
     directions (:func:`_partial_pairs`), and the number of overlapping pairs; the blocks of
-    rows on ``workers`` threads."""
+    rows on ``workers`` threads, each a ``workers``-th of :data:`CANDIDATE_CELLS` (the
+    memory of one block before), their pairs merged as they come."""
     k = min(per_node, overlaps.n - 1)
+    workers = check_workers(workers)
     found, total = set(), 0
-    for pairs, count in thread_map(lambda rows: _block_pairs(overlaps, rows, k, partial),
-                                   overlaps.blocks(), workers):
+    for pairs, count in thread_imap(lambda rows: _block_pairs(overlaps, rows, k, partial),
+                                    overlaps.blocks(max(1, CANDIDATE_CELLS // workers)),
+                                    workers):
         found |= pairs
         total += count
     return found, total // 2
@@ -392,9 +397,11 @@ def candidate_pairs(bboxes, per_node, min_area=1, spans=None, partial=0, workers
         also keeps its :data:`PER_DIRECTION` largest partial overlaps (below
         :data:`PARTIAL_OVERLAP` times its largest overlap: another pointing's frames);
         default none.
-    workers : int
+    workers : int, optional
         Threads measuring the blocks of rows of the matrix of overlap sizes (numpy
-        releases the GIL in its large operations); the same pairs on any count.
+        releases the GIL in its large operations; None: two, or one on one core), in
+        blocks that together take the memory of one block on one thread; the same pairs
+        on any count.
 
     Returns
     -------

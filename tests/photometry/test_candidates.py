@@ -146,12 +146,12 @@ def test_candidates_do_not_depend_on_the_block_size(monkeypatch):
 
 
 def test_candidates_do_not_depend_on_the_threads(monkeypatch):
-    # blocks of a few rows measured on one thread and on three, with spans and partial
+    # blocks of one row measured on one thread and on three, with spans and partial
     # overlaps in eight directions: the same pairs and the same count
     rng = np.random.default_rng(8)
     boxes = _boxes(rng, 90, 3, empty=2)
     spans = [(np.full(b.shape[0], b.x0), np.full(b.shape[0], b.x1)) for b in boxes]
-    monkeypatch.setattr(candidates, "CANDIDATE_CELLS", 900)  # blocks of a row or two
+    monkeypatch.setattr(candidates, "CANDIDATE_CELLS", 900)  # blocks of one row
     one = candidate_pairs(boxes, 4, spans=spans, partial=8)
     assert len(list(candidates._Overlaps(boxes, spans, 1).blocks())) > 30
     assert candidate_pairs(boxes, 4, spans=spans, partial=8, workers=3) == one
