@@ -47,8 +47,9 @@ def thread_map(func, items, workers):
 def thread_imap(func, items, workers):
     """``func(item)`` for each item, yielded in the items' order, on ``workers`` threads.
 
-    A result is let go once the caller has taken it: a caller that merges the results as
-    they come never holds them all (:func:`thread_map` lists them).
+    A result is let go once the caller has taken it (the threads may run ahead of a slow
+    caller): a caller that merges the results as they come does not hold them all, as
+    :func:`thread_map` (which lists them) does.
 
     Examples
     --------
