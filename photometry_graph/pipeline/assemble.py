@@ -19,7 +19,7 @@ from .fileio import (fits_stream, load_tiles, write_html_report, write_json, wri
                      write_tiff, write_uint16)
 from .options import GridModeError, n_workers
 from .outputs import ChunkSummary, GridResult, chunk_coverage, mosaic_header, plain_preview
-from .parallel import start_workers_early, stop_workers_early
+from .parallel import pool_workers, start_workers_early, stop_workers_early
 from .panels import panel_grid, read_reference, scan_panels, tile_photometry, write_panel_tiles
 from .progress import reported
 
@@ -63,24 +63,24 @@ def _flattened(tiles, corrections, shape):
     return flat, dict(plane.to_dict(), status="ok")
 
 
-def _fit_workers(tiles, opts):
-    """Processes for the overlap fits of an assembly without a memory plan: the option's,
-    one for fewer than ``IN_PROCESS_PIXELS`` of tiles (a pool would cost more to start)."""
-    return 1 if sum(t.bbox.area for t in tiles) < IN_PROCESS_PIXELS else n_workers(opts)
+def _fit_workers(boxes, opts):
+    """Processes for the overlap fits of an assembly without a memory plan, from the
+    tiles' boxes: the option's, one for fewer than ``IN_PROCESS_PIXELS`` of tiles (a pool
+    would cost more to start)."""
+    return 1 if sum(b.area for b in boxes) < IN_PROCESS_PIXELS else n_workers(opts)
 
 
 def _start_fit_workers(tile_paths, opts):
     """Start the server of the overlap fits' workers before the tiles are loaded, when
-    :func:`_fit_workers` will give them more than one process for 3 overlaps or more (the
-    rule of :func:`write_mosaic` after the loading, on the tiles' boxes told by their
-    primary headers); the starting thread, or None."""
+    their pool will run (the rule of :func:`write_mosaic` after the loading, on the tiles'
+    boxes told by their primary headers); the starting thread, or None."""
     if not opts.photometry or opts.scheduler is not None or n_workers(opts) <= 1:
-        return None
+        return None  # (no pool whatever the tiles: their headers are not read)
     boxes = [BBox(*box) for box in tile_boxes(tile_paths) if box is not None]
-    if sum(b.area for b in boxes) < IN_PROCESS_PIXELS:
+    workers = _fit_workers(boxes, opts)
+    if workers <= 1:  # too few pixels: the fits stay in this process
         return None
-    return start_workers_early(fit_overlap_edges, n_workers(opts),
-                               len(find_overlapping_pairs(boxes)))
+    return start_workers_early(fit_overlap_edges, workers, len(find_overlapping_pairs(boxes)))
 
 
 def _plain_picture(tiles, summary):
@@ -136,12 +136,12 @@ def write_mosaic(tile_paths, out, opts, progress, *, extra, timings, t0, plan=No
         raise
     C = tiles[0].n_channels
     progress("assembling %d tiles into a %dx%d mosaic", 0.0, len(tiles), shape[1], shape[0])
-    workers = plan.solve_workers if plan else _fit_workers(tiles, opts)
+    workers = plan.solve_workers if plan else _fit_workers([t.bbox for t in tiles], opts)
     if opts.photometry and opts.scheduler is None:
         pairs = len(find_overlapping_pairs([t.bbox for t in tiles]))
         if early is None:
             start_workers_early(fit_overlap_edges, workers, pairs)
-        elif workers <= 1 or pairs < 3:  # the fits run in this process after all
+        elif pool_workers(workers, pairs) <= 1:  # the fits run in this process after all
             stop_workers_early(early)
     _, corrections, harm_report = tile_photometry(tiles, shape, opts, workers=workers)
     if opts.flatten:

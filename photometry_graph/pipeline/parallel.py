@@ -42,7 +42,7 @@ from ..launch import server_preload, start_server
 from .heap import reused_heap
 
 __all__ = ["map_tasks", "ordered_map", "TASKS_IN_FLIGHT", "fit_task_map", "default_workers",
-           "stop_pool", "STOP_SIGNALS", "single_threaded",
+           "pool_workers", "stop_pool", "STOP_SIGNALS", "single_threaded",
            "start_workers_early", "stop_workers_early", "cluster_session", "changed_sources"]
 
 logger = get_logger(__name__)
@@ -83,6 +83,21 @@ def default_workers():
     True
     """
     return min(4, os.cpu_count() or 1)
+
+
+def pool_workers(workers, n_tasks):
+    """The worker processes :func:`map_tasks` runs ``n_tasks`` tasks on when ``workers``
+    are asked for (None: :func:`default_workers`): at most half the tasks, rounded up (a
+    worker starts by importing the libraries, which one task rarely repays); 1 runs them
+    in the calling process.
+
+    Examples
+    --------
+    >>> pool_workers(4, 100), pool_workers(4, 5), pool_workers(2, 2), pool_workers(1, 100)
+    (4, 3, 1, 1)
+    """
+    asked = default_workers() if workers is None else workers
+    return max(1, min(asked, -(-n_tasks // 2)))
 
 
 def map_tasks(func, tasks, *, scheduler=None, workers=None):
@@ -167,7 +182,7 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
                 client.close()
         return
     asked = default_workers() if workers is None else workers
-    workers = max(1, min(asked, -(-len(tasks) // 2)))
+    workers = pool_workers(asked, len(tasks))
     if workers < asked:
         grid_debug(logger, "%d task(s): %d worker process(es) instead of %d", len(tasks),
                    workers, asked)
@@ -596,7 +611,7 @@ def start_workers_early(func, workers, n_tasks):
     threading.Thread or None
         The starting thread (daemon), None when nothing is started.
     """
-    if workers <= 1 or n_tasks < 3:
+    if pool_workers(workers, n_tasks) <= 1:
         return None
     _context(func)  # the module the server preloads (the pools' own rule)
     return start_server()
