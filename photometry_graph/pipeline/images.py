@@ -178,7 +178,11 @@ def saturation_pileup(raw, *, min_pixels=4):
     Saturated pixels all hold the same, largest value of the frame (65535, 65520 for
     12-bit data scaled to 16 bits, 1.0 for normalised data, ...), whatever the camera; in a
     frame without saturation the maximum is a lone star peak.  The maximum is taken as the
-    saturation level when at least ``min_pixels`` values (any channel) equal it.
+    saturation level when at least ``min_pixels`` values (any channel) equal it, or, in
+    unsigned integer data, when it is the top of the type's range (65535 for 16 bits): a
+    value there was clipped, however few pixels hold it.  A star whose core clips at one
+    or two pixels lost some of its flux, and in an overlap fit its ratio, precise for so
+    bright a star, would pull the gain (by up to ~1 % on a synthetic session).
 
     Parameters
     ----------
@@ -198,6 +202,9 @@ def saturation_pileup(raw, *, min_pixels=4):
     >>> img[4:6, 4:6] = 200.0
     >>> saturation_pileup(img)
     200.0
+    >>> raw = np.full((8, 8), 900, np.uint16); raw[3, 3] = 65535
+    >>> saturation_pileup(raw), saturation_pileup(raw.astype(np.float32))
+    (65535.0, None)
     """
     arr = np.asarray(raw)
     if arr.dtype.kind in "ui":  # no NaN
@@ -207,6 +214,8 @@ def saturation_pileup(raw, *, min_pixels=4):
             top = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
     if not np.isfinite(top) or top <= 0:
         return None
+    if arr.dtype.kind == "u" and top == np.iinfo(arr.dtype).max:
+        return float(top)
     return float(top) if int(np.count_nonzero(arr == top)) >= min_pixels else None
 
 

@@ -174,6 +174,19 @@ def test_saturation_pileup_finds_clipped_cores_only(top):
     assert saturation_pileup(np.zeros((4, 4))) is None      # an empty frame has no level
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.dtype(">u2"), np.uint8])
+def test_a_single_pixel_at_the_top_of_an_unsigned_range_is_clipped(dtype):
+    top = np.iinfo(dtype).max
+    raw = np.full((30, 40), top // 10, dtype)
+    raw[12, 20] = top - 1                                   # a bright, unclipped peak
+    assert saturation_pileup(raw) is None
+    raw[5, 7] = top                                         # one clipped core pixel
+    assert saturation_pileup(raw) == float(top)
+    assert saturation_pileup(raw.astype(np.float32)) is None  # floats: 4 pixels needed
+    data, _ = frame_pixels(raw, "mono", erode=0, saturation=saturation_pileup(raw))
+    assert np.isnan(data[3:8, 5:10]).all() and np.isfinite(data).sum() == 30 * 40 - 25
+
+
 def test_saturated_pixels_are_masked_with_a_margin_in_every_layout():
     rgb = np.full((3, 20, 30), 100.0, np.float32)
     rgb[2, 10, 15] = 65535.0                       # one channel saturated is enough
