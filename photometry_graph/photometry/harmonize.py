@@ -183,8 +183,8 @@ def harmonize_tiles(tiles, *, model="offset", background=True, origin=(0.0, 0.0)
         (default ``min(2, os.cpu_count())``); the result does not depend on it.
     max_degree : int, optional
         Fit only the ``max_degree`` largest overlaps of every node (plus a
-        maximum spanning tree and up to ``max_degree // 2`` overlaps between two groups
-        of near-identical nodes, such as the dithers of two pointings;
+        maximum spanning tree and up to ``max(4, max_degree // 2)`` overlaps between two
+        groups of near-identical nodes, such as the dithers of two pointings;
         :func:`~photometry_graph.photometry.overlap.sparsify_overlap_graph`):
         for many frames of one field, where every pair overlaps.  A node whose
         kept overlaps give no gain at all (every fit degenerate) gets its next

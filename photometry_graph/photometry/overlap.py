@@ -215,6 +215,14 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     return graph
 
 
+#: Fewest overlaps that :func:`sparsify_overlap_graph` keeps between two groups of
+#: near-identical nodes by default, whatever ``max_degree``: the gains of two pointings'
+#: dithers agree through them (120 frames of 2 x 3 pointings, 4 overlaps a frame: 2
+#: bridges instead of 4 left the frame gains about as good, 0.031 % against 0.028 % RMS,
+#: but the gains of the mosaic's structured blocks spread 0.077 % instead of 0.063 %).
+MIN_BRIDGES = 4
+
+
 def sparsify_overlap_graph(graph, max_degree, bridges=None):
     """The overlap graph with only the largest overlaps of every node.
 
@@ -236,8 +244,8 @@ def sparsify_overlap_graph(graph, max_degree, bridges=None):
     max_degree : int
         Largest overlaps kept per node, >= 1.
     bridges : int, optional
-        Edges wanted between two groups of near-identical nodes (default
-        ``max_degree // 2``; 0: none added).
+        Edges wanted between two groups of near-identical nodes (default the larger of
+        :data:`MIN_BRIDGES` and ``max_degree // 2``; 0: none added).
 
     Returns
     -------
@@ -268,7 +276,8 @@ def sparsify_overlap_graph(graph, max_degree, bridges=None):
                         key=lambda e: (-e[2], repr(e[1])))
         keep.update(frozenset(e[:2]) for e in ranked[:k])
     keep.update(frozenset(e) for e in nx.maximum_spanning_tree(graph, weight="weight").edges)
-    added = bridge_edges(graph, keep, k // 2 if bridges is None else int(bridges))
+    added = bridge_edges(graph, keep, max(MIN_BRIDGES, k // 2) if bridges is None
+                         else int(bridges))
     keep.update(frozenset(e) for e in added)
     out = nx.Graph()
     out.graph.update(graph.graph, bridges=len(added))

@@ -103,9 +103,9 @@ class GridOptions:
     frame_photometry: bool = _opt(True, "match the frames before stacking (gain + offset or "
                                   "plane per frame, solved over their overlap graph)")
     frame_model: str = _opt("plane", "additive model of the frame solve", ("plane", "offset"))
-    frame_overlaps: int = _opt(8, "largest overlaps fitted per frame by the frame solve "
+    frame_overlaps: int = _opt(4, "largest overlaps fitted per frame by the frame solve "
                                "(many frames of one field all overlap: n(n-1)/2 pairs), "
-                               "with half as many between two pointings' dithers; "
+                               "and at least 4 between two pointings' dithers; "
                                "0 = every overlap")
     frame_smooth: float = _opt(None, "Gaussian sigma (px) of a blur of the frames seen by the "
                                "frame solve only; 0 = off (default: 2 for Bayer raws, whose "

@@ -1,8 +1,8 @@
 """Gains measured on every overlap of a faint, sky-dominated field (frames and tiles).
 
 The frame solve is run as grid mode runs it (frames read as the pipeline reads them, Bayer
-raws debayered and blurred, binned 4x on the global grid, plane model, the 8 largest
-overlaps of every frame) on the faint field of :mod:`photometry_graph.datasets.faint_field`,
+raws debayered and blurred, binned 4x on the global grid, plane model, the largest
+overlaps of every frame that grid mode fits by default) on the faint field of :mod:`photometry_graph.datasets.faint_field`,
 and its corrections are measured against the injected truth with
 :func:`photometry_graph.datasets.frame_correction_errors`.
 """
@@ -17,7 +17,7 @@ from photometry_graph.datasets import (SEEING_RANGE, frame_correction_errors,
 from photometry_graph.photometry.frames import harmonize_frames, masked_gaussian_blur
 from photometry_graph.pipeline.demo import write_tile_survey
 from photometry_graph.pipeline.images import frame_pixels
-from photometry_graph.pipeline.options import FRAME_SMOOTH_BAYER
+from photometry_graph.pipeline.options import FRAME_SMOOTH_BAYER, GridOptions
 
 
 def solve_frames(survey, **kwargs):
@@ -31,7 +31,8 @@ def solve_frames(survey, **kwargs):
 
     grid = build_global_grid(survey.frame_wcs_list, survey.frame_shapes, tile_size=1024,
                              overlap=0.25)
-    kw = dict(bin_factor=grid_mode.FRAME_BIN, model="plane", rng=0, max_degree=8,
+    kw = dict(bin_factor=grid_mode.FRAME_BIN, model="plane", rng=0,
+              max_degree=GridOptions().frame_overlaps,
               min_pixels=grid_mode.FRAME_MIN_PIXELS)
     kw.update(kwargs)
     res = harmonize_frames(get, survey.frame_wcs_list, survey.frame_shapes, grid.wcs,

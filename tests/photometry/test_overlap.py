@@ -349,7 +349,7 @@ def test_sparsified_graph_keeps_the_largest_overlaps_and_the_components(n, k, se
         sparsify_overlap_graph(g, 0)
 
 
-@pytest.mark.parametrize("k, bridges, joins", [(8, None, 4), (8, 0, 1), (8, 2, 2), (2, None, 1)])
+@pytest.mark.parametrize("k, bridges, joins", [(8, None, 4), (8, 0, 1), (8, 2, 2), (2, None, 4)])
 def test_sparsified_graph_joins_two_pointings_by_several_overlaps(k, bridges, joins):
     # two pointings of 12 dithers each: a dither overlaps the others of its pointing by
     # 90-99 % and the next pointing's by 15-25 %; the largest overlaps stay within the
