@@ -26,8 +26,9 @@ sigma, after a global gain + offset + plane fit; coverage = finite share of that
 footprint).  For grid-mode the
 stage times of its report, the frame photometry's fit count, and its frame gains against
 the injected ones (RMS and worst, after the global gauge).  Ratios against SWarp are
-of the same invocation; the machine's load is printed with them.  The frames are read once
-before the first contender, so that each finds them in the page cache.
+of the same invocation; the machine's load is printed with them.  The frames of a session
+or a scaling size are read once before its first contender, so that the contenders find
+them in the page cache (``--small`` takes medians of interleaved runs instead).
 
 Modes::
 
@@ -102,9 +103,9 @@ def session_frames(data_root, n, shape, *, bayer, seed, pointings=(2, 3)):
 
 
 def warm_page_cache(frames):
-    """Read every file of the frames folder once, so that each contender finds the frames
-    in the page cache: the first contender no longer reads them from the disk for the
-    ones after it.  Returns the MB read."""
+    """Read every file of the frames folder once, so that the contenders find the frames
+    in the page cache (memory allowing): the first no longer reads them from the disk for
+    the ones after it.  Returns the MB read."""
     total = 0
     for path in sorted(Path(frames).iterdir()):
         if path.is_file():
@@ -216,13 +217,15 @@ def run(label, cmd, n_frames, *, cwd=None, also=(), timeout=None):
 
 def frame_gain_errors(session, out):
     """RMS and worst error (%) of the frame gains of a grid-mode report against the truth:
-    a frame's fitted gain times its injected one, over their geometric mean, minus 1
-    (first channel)."""
+    the log of a frame's fitted gain times its injected one, minus its mean over the
+    frames (first channel); NaN when a frame was skipped or has no correction (the frame
+    photometry off or failed)."""
     report = json.loads((Path(out) / "grid_report.json").read_text())
-    fitted = np.array([f["correction"]["gain"][0] for f in report["frames"]])
+    corrections = [f.get("correction") for f in report.get("frames") or []]
     injected = np.array([np.ravel(p["gain"])[0] for p in session.params])
-    if fitted.size != injected.size:  # frames skipped: no frame-by-frame comparison
+    if len(corrections) != injected.size or any(c is None for c in corrections):
         return float("nan"), float("nan")
+    fitted = np.array([c["gain"][0] for c in corrections])
     e = np.log(fitted * injected)
     e -= e.mean()
     return 100 * float(np.sqrt(np.mean(e * e))), 100 * float(np.abs(e).max())
@@ -292,8 +295,8 @@ def session_run(args, root, data):
     print(f"session of {n} {'Bayer' if args.bayer else 'mono'} frames of "
           f"{args.frame_shape[0]}x{args.frame_shape[1]}", flush=True)
     session, frames = session_frames(data, n, args.frame_shape, bayer=args.bayer, seed=args.seed)
-    print(f"  read the frames once ({warm_page_cache(frames):.0f} MB): every contender finds "
-          f"them in the page cache", flush=True)
+    print(f"  read the frames once ({warm_page_cache(frames):.0f} MB) before the runs",
+          flush=True)
     rows, outs = [], {}
     budgets = args.memory_mb or [None]
     for mb in budgets:

@@ -22,7 +22,7 @@ from .regression import (  # noqa: F401
 from .overlap import (  # noqa: F401
     build_tile_overlap_graph, sparsify_overlap_graph, fit_overlap_edges, estimate_noise,
     find_overlapping_pairs, edge_status, fit_edge_channel, gain_estimates, GAIN_ESTIMATORS,
-    star_search_nodes, NODE_SEARCH_COVERAGE,
+    star_search_nodes, NODE_SEARCH_COVERAGE, MIN_BRIDGES,
 )
 from .solve import (  # noqa: F401
     PhotometrySolution, solve_global_photometry, select_reference, SOLVE_MODELS,
@@ -81,7 +81,8 @@ __all__ = [
     "NOISE_ESTIMATORS", "robust_noise_1d", "MAX_REL_GAIN_ERROR", "check_sampling",
     "build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges", "estimate_noise",
     "find_overlapping_pairs", "edge_status", "fit_edge_channel", "gain_estimates",
-    "GAIN_ESTIMATORS", "star_search_nodes", "NODE_SEARCH_COVERAGE", "PhotometrySolution",
+    "GAIN_ESTIMATORS", "star_search_nodes", "NODE_SEARCH_COVERAGE", "MIN_BRIDGES",
+    "PhotometrySolution",
     "solve_global_photometry", "select_reference", "SOLVE_MODELS", "GRADIENT_GAUGES",
     "STATUS_FAILED", "STATUS_OFFSET_ONLY", "STATUS_OK", "EdgeTable", "ChannelProblem",
     "collect_edges", "edge_pixels", "clean_sigma", "edge_residuals", "summarise_residuals",

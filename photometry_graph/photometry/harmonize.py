@@ -34,11 +34,16 @@ __all__ = ["HarmonizationResult", "harmonize_tiles", "graph_report"]
 logger = get_logger(__name__)
 
 #: With ``max_degree``, the overlaps examined per node are its ``CANDIDATES_PER_DEGREE *
-#: max_degree`` largest, as measured on the nodes' valid spans (:func:`candidate_pairs`,
-#: a bound of the jointly valid pixels that ranks them alike): the ``max_degree`` largest
-#: are among them with a margin, and so are the next ``max_degree`` that nodes without a
-#: gain get (:func:`_fit_more_gain_edges`).
+#: max(CANDIDATE_DEGREE, max_degree)`` largest, as measured on the nodes' valid spans
+#: (:func:`candidate_pairs`, a bound of the jointly valid pixels that ranks them alike): the
+#: ``max_degree`` largest are among them with a margin, and so are the next ``max_degree``
+#: that nodes without a gain get (:func:`_fit_more_gain_edges`).
 CANDIDATES_PER_DEGREE = 3
+#: The candidates are those of at least this many overlaps a node, in as many directions,
+#: whatever ``max_degree``: with 4 directions, a pointing in a 3 x 3 grid of pointings kept
+#: no candidate towards its diagonal neighbours, and the joins between pointings
+#: (:func:`~.overlap.sparsify_overlap_graph`) are chosen among the candidates.
+CANDIDATE_DEGREE = 8
 
 
 @dataclass
@@ -376,12 +381,13 @@ def _mask_rows(tiles, workers):
 def _graph_step(chain):
     """The overlap graph (None when it failed: warned) and, when sparsified, the graph of
     the candidates it was chosen from (:func:`candidate_pairs`: the
-    :data:`CANDIDATES_PER_DEGREE` ``* max_degree`` largest overlaps of every node, its
-    largest partial ones in ``max_degree`` directions and what joins the components, never
-    every pair of a dense session)."""
+    :data:`CANDIDATES_PER_DEGREE` ``* max(CANDIDATE_DEGREE, max_degree)`` largest
+    overlaps of every node, its largest partial ones in as many directions and what joins
+    the components, never every pair of a dense session)."""
     s = chain.settings
     max_degree, pairs, total, rows = s["max_degree"], None, None, None
-    per_node = None if max_degree is None else CANDIDATES_PER_DEGREE * int(max_degree)
+    degree = None if max_degree is None else max(CANDIDATE_DEGREE, int(max_degree))
+    per_node = None if degree is None else CANDIDATES_PER_DEGREE * degree
     try:
         if max_degree is not None:
             # the masks read once, for the ranking and the counts
@@ -390,7 +396,7 @@ def _graph_step(chain):
                                            min_area=max(1, s["min_overlap"]),
                                            spans=None if rows is None else
                                            [(r.start, r.stop) for r in rows],
-                                           partial=int(max_degree), workers=s["workers"])
+                                           partial=degree, workers=s["workers"])
         graph = build_tile_overlap_graph(chain.tiles, min_overlap_pixels=s["min_overlap"],
                                          workers=s["workers"], node_kind=s["node_kind"],
                                          pairs=pairs, rows=rows)

@@ -41,7 +41,7 @@ from ..core.tiles import BBox, TilePhotometryInfo  # noqa: F401 (BBox: doctests)
 __all__ = ["build_tile_overlap_graph", "sparsify_overlap_graph", "fit_overlap_edges",
            "estimate_noise", "find_overlapping_pairs", "edge_status", "fit_edge_channel",
            "gain_estimates", "GAIN_ESTIMATORS",
-           "star_search_nodes", "NODE_SEARCH_COVERAGE"]
+           "star_search_nodes", "NODE_SEARCH_COVERAGE", "MIN_BRIDGES"]
 
 #: Possible values of the ``gain_estimator`` argument: both estimators combined, the
 #: pixel fit alone, the stars alone.
@@ -215,9 +215,10 @@ def build_tile_overlap_graph(tiles, *, min_overlap_pixels=1, compute_valid=True,
     return graph
 
 
-#: Fewest overlaps that :func:`sparsify_overlap_graph` keeps between two groups of
-#: near-identical nodes by default, whatever ``max_degree``: the gains of two pointings'
-#: dithers agree through them (120 frames of 2 x 3 pointings, 4 overlaps a frame: 2
+#: Overlaps that :func:`sparsify_overlap_graph` seeks between two groups of near-identical
+#: nodes by default, whatever a smaller ``max_degree`` (up to this many: distinct nodes, at
+#: most half of the smaller group; :func:`~.candidates.bridge_edges`): the gains of two
+#: pointings' dithers agree through them (120 frames of 2 x 3 pointings, 4 overlaps a frame: 2
 #: bridges instead of 4 left the frame gains about as good, 0.031 % against 0.028 % RMS,
 #: but the gains of the mosaic's structured blocks spread 0.077 % instead of 0.063 %).
 MIN_BRIDGES = 4

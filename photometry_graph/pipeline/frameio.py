@@ -345,7 +345,8 @@ def scan_frame(info, mask_eps, *, raw=None):
     """Reject a frame without usable pixels (all NaN or zero); measure its noise sigma.
 
     A frame without a ``SATURATE`` keyword gets the level at which its brightest pixels
-    pile up, if they do (:func:`photometry_graph.pipeline.images.saturation_pileup`).
+    pile up, or its maximum when that is the top of its integer storage
+    (:func:`photometry_graph.pipeline.images.saturation_pileup`).
     ``raw``: the stored pixels when already read (:func:`read_pixels`).  Returns ``info``.
     """
     if raw is None:
@@ -356,8 +357,19 @@ def scan_frame(info, mask_eps, *, raw=None):
                                 f"({type(exc).__name__}: {exc})") from None
     info.noise = frame_noise(raw, info.layout, mask_eps=mask_eps)
     if info.saturation is None:
-        info.saturation = saturation_pileup(raw)
+        info.saturation = saturation_pileup(raw, top=_stored_top(info.storage))
     return info
+
+
+def _stored_top(storage):
+    """The largest value a frame's integer storage holds once scaled (``BZERO`` +
+    ``BSCALE`` times the type's largest), or None (floats; storage not known)."""
+    if storage is None:
+        return None
+    dt = np.dtype(storage["dtype"])
+    if dt.kind not in "ui":
+        return None
+    return storage["bzero"] + storage["bscale"] * float(np.iinfo(dt).max)
 
 
 def scan_entry(task):

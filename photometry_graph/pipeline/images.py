@@ -172,23 +172,27 @@ def saturation_level(header):
     return level if level is not None and level > 0 else None
 
 
-def saturation_pileup(raw, *, min_pixels=4):
-    """The value at which a frame's brightest pixels pile up (clipped star cores), or None.
+def saturation_pileup(raw, *, min_pixels=4, top=None):
+    """The value at which a frame's brightest pixels are clipped (star cores), or None.
 
     Saturated pixels all hold the same, largest value of the frame (65535, 65520 for
     12-bit data scaled to 16 bits, 1.0 for normalised data, ...), whatever the camera; in a
     frame without saturation the maximum is a lone star peak.  The maximum is taken as the
-    saturation level when at least ``min_pixels`` values (any channel) equal it, or, in
-    unsigned integer data, when it is the top of the type's range (65535 for 16 bits): a
-    value there was clipped, however few pixels hold it.  A star whose core clips at one
-    or two pixels lost some of its flux, and in an overlap fit its ratio, precise for so
-    bright a star, would pull the gain (by up to ~1 % on a synthetic session).
+    saturation level when at least ``min_pixels`` values (any channel) equal it, or when it
+    is the top of the range of the integers the frame is stored in (65535 for unsigned 16
+    bits): a value there was clipped, however few pixels hold it.  A star whose core clips
+    at one or two pixels lost some of its flux, and in an overlap fit its ratio, precise
+    for so bright a star, would pull the gain (by up to ~1 % on a synthetic session).
 
     Parameters
     ----------
     raw : array_like
         The stored data, any layout (not modified); NaN ignored.
     min_pixels : int
+    top : float, optional
+        The largest value of the frame's integer storage, where ``raw`` no longer says it
+        (integers read as floats: 8-bit data, data with a ``BLANK`` value); default: the
+        top of ``raw``'s type when it is an unsigned integer, else none.
 
     Returns
     -------
@@ -205,18 +209,22 @@ def saturation_pileup(raw, *, min_pixels=4):
     >>> raw = np.full((8, 8), 900, np.uint16); raw[3, 3] = 65535
     >>> saturation_pileup(raw), saturation_pileup(raw.astype(np.float32))
     (65535.0, None)
+    >>> saturation_pileup(raw.astype(np.float32), top=65535.0)
+    65535.0
     """
     arr = np.asarray(raw)
     if arr.dtype.kind in "ui":  # no NaN
-        top = arr.max() if arr.size else np.nan
+        peak = arr.max() if arr.size else np.nan
     else:
         with np.errstate(invalid="ignore"):
-            top = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
-    if not np.isfinite(top) or top <= 0:
+            peak = np.nanmax(arr) if arr.size and not np.isnan(arr).all() else np.nan
+    if not np.isfinite(peak) or peak <= 0:
         return None
-    if arr.dtype.kind == "u" and top == np.iinfo(arr.dtype).max:
-        return float(top)
-    return float(top) if int(np.count_nonzero(arr == top)) >= min_pixels else None
+    if top is None and arr.dtype.kind == "u":
+        top = np.iinfo(arr.dtype).max
+    if top is not None and peak >= top - 1e-6 * abs(top):  # (scaled integers: rounding)
+        return float(peak)
+    return float(peak) if int(np.count_nonzero(arr == peak)) >= min_pixels else None
 
 
 def saturated_mask(raw, layout, level, *, grow=2):

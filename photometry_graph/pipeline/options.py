@@ -105,7 +105,7 @@ class GridOptions:
     frame_model: str = _opt("plane", "additive model of the frame solve", ("plane", "offset"))
     frame_overlaps: int = _opt(4, "largest overlaps fitted per frame by the frame solve "
                                "(many frames of one field all overlap: n(n-1)/2 pairs), "
-                               "and at least 4 between two pointings' dithers; "
+                               "and up to 4 between two pointings' dithers; "
                                "0 = every overlap")
     frame_smooth: float = _opt(None, "Gaussian sigma (px) of a blur of the frames seen by the "
                                "frame solve only; 0 = off (default: 2 for Bayer raws, whose "
@@ -155,7 +155,9 @@ class GridOptions:
     saturation: float = _opt(None, "stored value at or above which a pixel is saturated; "
                              "saturated pixels and a 2 px margin stay out of the frame "
                              "photometry (default: the SATURATE keyword, else the value "
-                             "at which a frame's brightest pixels pile up; 0 = off)")
+                             "at which a frame's brightest pixels pile up, or its "
+                             "maximum when that is the top of its integer storage; "
+                             "0 = off)")
     save_uint16: bool = _opt(False, "also write mosaic_grid_uint16.fits (finite range -> "
                              "0..65535, NaN -> 0)", run=False)
     save_tiff: str = _opt("none", "also write mosaic_grid.tif, a 16-bit TIFF for image editors, "

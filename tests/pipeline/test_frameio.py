@@ -116,6 +116,27 @@ def test_saturation_level_is_found_and_masks_only_on_request(tmp_path):
     assert scan_frame(read_frame_info(path), 1e-6).saturation == 50000.0
 
 
+@pytest.mark.parametrize("dtype, extra, top", [
+    (np.uint16, {}, 65535.0),                       # int16 + BZERO 32768, read as uint16
+    (np.uint8, {}, 255.0),                          # BITPIX 8, read as floats
+    (np.int16, {"BLANK": -32768}, 32767.0),         # signed, BLANK: read as floats
+    (np.uint16, {"BLANK": 0}, 65535.0)])            # unsigned, BLANK: read as floats
+def test_one_pixel_at_the_top_of_the_stored_integers_is_a_saturation_level(tmp_path, dtype,
+                                                                           extra, top):
+    data = np.full((20, 24), 100, dtype)
+    data[4, 5] = top                                     # a star core clipped at one pixel
+    hdr = celestial_header((20, 24))
+    hdr.update(extra)
+    fits.PrimaryHDU(data, hdr).writeto(tmp_path / "f.fits")
+    info = scan_frame(read_frame_info(tmp_path / "f.fits"), 1e-6)
+    assert info.saturation == top
+    masked, _ = load_frame(info, erode=0, saturation=info.saturation)
+    assert np.isnan(masked[2:7, 3:8]).all() and np.isfinite(masked).sum() == 20 * 24 - 25
+    data[4, 5] = top - 1                                 # bright, not clipped
+    fits.PrimaryHDU(data, hdr).writeto(tmp_path / "g.fits")
+    assert scan_frame(read_frame_info(tmp_path / "g.fits"), 1e-6).saturation is None
+
+
 def test_zero_borders_and_nan_become_invalid(tmp_path):
     data = np.full((20, 24), 7.0, np.float32)
     data[:3] = 0.0

@@ -210,7 +210,8 @@ def test_saturated_pixels_are_masked_with_a_margin_in_every_layout():
 @pytest.mark.parametrize("zeros", [False, True])
 def test_integer_frames_take_the_float_path_s_mask_noise_and_level(layout, shape, zeros):
     """Stored integers are read through shortcuts (no NaN, empty means 0): the pixels, the
-    noise and the saturation level are those of the same values stored as floats."""
+    noise and the level of a pile-up of clipped pixels are those of the same values stored
+    as floats (a single clipped pixel is told by the integers alone)."""
     rng = np.random.default_rng(5)
     raw = rng.normal(3000.0, 40.0, shape).astype(np.uint16)
     pixels = (lambda rows, cols: (slice(None), rows, cols)) if layout == "chw" \
