@@ -170,12 +170,13 @@ def test_candidates_of_degenerate_inputs():
 
 
 def test_the_frame_graph_examines_the_candidates_only(monkeypatch):
-    # a dense survey (up to 24 overlaps a tile) with max_degree 2: the overlap graph
-    # counts the masks of the 6 largest overlaps of every tile (and what joins), not of
-    # every pair; the fitted ones are among them
+    # a dense survey (up to 80 overlaps a tile) with max_degree 2: the overlap graph
+    # counts the masks of the candidates of every tile (those of CANDIDATE_DEGREE = 8
+    # overlaps: its 24 largest, the largest partial ones in 8 directions, what joins), not
+    # of every pair (1,086 of 1,826); the fitted ones are among them
     from photometry_graph.datasets import make_survey
     from photometry_graph.photometry import harmonize
-    survey = make_survey(5, 5, tile_size=96, overlap=0.7, rng=2)
+    survey = make_survey(8, 8, tile_size=96, overlap=0.85, rng=2)
     seen = []
     real = harmonize.build_tile_overlap_graph
 

@@ -539,3 +539,27 @@ def test_pointings_joined_by_several_overlaps_agree_better_than_by_one(monkeypat
     assert all(len(across) == 1 for across, _, _ in single)
     single = np.array([np.subtract(*means) for _, _, means in single])
     assert np.sqrt(np.mean(joined ** 2)) < 0.75 * np.sqrt(np.mean(single ** 2))
+
+
+def test_with_four_overlaps_a_frame_a_pointing_is_joined_to_its_diagonal_neighbours_too():
+    # 3 x 3 pointings of 6 dithers, grid mode's default of 4 overlaps a frame: the graph's
+    # candidates are still those of 8 in 8 directions, so the corner overlaps between
+    # diagonal pointings are among them and get joins (14 fitted; none when the candidates
+    # followed the 4 overlaps: 4 directions)
+    from photometry_graph.datasets import make_session
+    from photometry_graph.pipeline.options import GridOptions
+
+    s = make_session(54, frame_shape=(96, 160), pointings=(3, 3), rng=0, dither=4.0,
+                     star_density=2e-3, saturated_stars=0, trails=0, nebulae=4)
+    g = build_global_grid(s.frame_wcs_list, s.frame_shapes, tile_size=512)
+    res = harmonize_frames(_getter(s), s.frame_wcs_list, s.frame_shapes, g.wcs, g.shape,
+                           bin_factor=1, model="plane", rng=0,
+                           max_degree=GridOptions().frame_overlaps)
+    cell = [divmod(int(p["pointing"]), 3) for p in s.params]
+    steps = [tuple(abs(np.subtract(cell[e["src"]], cell[e["dst"]])))
+             for e in res.report["harmonize"]["graph"]["edges"]]
+    assert GridOptions().frame_overlaps == 4 and steps.count((1, 1)) >= 4
+    assert {(0, 1), (1, 0)} <= set(steps)
+    eff = np.array([res.corrections[k].gain[0] * s.params[k]["gain"][0]
+                    for k in range(len(cell))])
+    assert np.abs(eff / np.median(eff) - 1).max() < 0.02
