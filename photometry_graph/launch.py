@@ -34,8 +34,9 @@ FRAME_PASS_MODULE = "photometry_graph.pipeline.pieces"
 #: does not need at the start (the star estimate's least squares and neighbour search,
 #: ~0.3 s): the server imports them once, not every worker of every pool.
 WORKER_LIBRARIES = ("scipy.optimize", "scipy.spatial")
-#: The names of FITS files, any letter case (gzipped ones too).
-FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz")
+#: The names of FITS files, any letter case (gzipped ones, and fpack's tile-compressed ones).
+FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fit.gz", ".fits.gz", ".fts.gz", ".fit.fz",
+                 ".fits.fz", ".fts.fz")
 _CARD, _BLOCK = 80, 2880
 
 _started = None  # the thread that started the server here (start_server)

@@ -140,8 +140,9 @@ def _compressed(path):
 
 
 def _check_complete(path, hdul, hdu):
-    """Raise when the file is shorter than its header says (compressed files: when read)."""
-    if _compressed(path):
+    """Raise when the file is shorter than its header says (compressed files, and
+    tile-compressed images such as fpack's ``.fits.fz``: when their data are read)."""
+    if _compressed(path) or isinstance(hdul[hdu], fits.CompImageHDU):
         return
     header = hdul[hdu].header
     shape = [int(header[f"NAXIS{k}"]) for k in range(1, int(header["NAXIS"]) + 1)]

@@ -257,6 +257,6 @@ def plan_entries(input_folder):
                    if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES))
     if not files:
         raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts, also "
-                            f"gzipped) in {input_folder}")
+                            f"gzipped or fpack-compressed: .gz, .fz) in {input_folder}")
     grid_info(logger, "no %s: using the %d FITS files of %s", PLAN_NAME, len(files), input_folder)
     return [PlanEntry(path=p) for p in files]

@@ -210,6 +210,25 @@ def test_gzipped_frames_are_read_and_a_truncated_one_is_named_so(tmp_path):
     assert info is None and "truncated or corrupt" in reason
 
 
+def test_tile_compressed_frames_are_read_and_a_truncated_one_is_named_so(tmp_path):
+    # fpack's .fits.fz: the image in a compressed binary table after an empty primary HDU;
+    # its header's size is the image's, not the file's (it was refused as "truncated")
+    rng = np.random.default_rng(2)
+    data = rng.normal(1000, 20, (40, 60)).astype(np.uint16)
+    data[7, 9] = 65535                                    # a clipped core: uint16 still
+    packed = tmp_path / "f.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, celestial_header((40, 60)))]
+                 ).writeto(packed)
+    info, reason = scan_entry(dict(index=0, path=str(packed), exposure=None, mask_eps=1e-6))
+    assert reason is None and info.shape == (40, 60) and info.hdu == 1
+    assert 15 < info.noise < 25 and info.saturation == 65535.0
+    assert np.array_equal(load_frame(info, erode=0)[0][..., 0], data.astype(np.float32))
+    cut = tmp_path / "cut.fits.fz"
+    cut.write_bytes(packed.read_bytes()[:packed.stat().st_size - 2000])  # into its data
+    info, reason = scan_entry(dict(index=0, path=str(cut), exposure=None, mask_eps=1e-6))
+    assert info is None and "truncated or corrupt" in reason
+
+
 def test_a_frame_truncated_after_the_scan_is_named_so_when_loaded(tmp_path):
     path = write_frame(tmp_path / "f.fits", np.ones((40, 60), np.float32),
                        celestial_header((40, 60)))

@@ -211,6 +211,7 @@ def test_a_csv_error_names_the_plan_and_the_line(tmp_path):
         read_stack_plan(tmp_path / "stack_plan.csv")
 
 
-def test_gzipped_fits_files_are_frames_too(tmp_path):
-    _touch(tmp_path, "a.fits.gz", "b.FIT.GZ", "c.txt.gz")
-    assert [e.path.name for e in plan_entries(tmp_path)] == ["a.fits.gz", "b.FIT.GZ"]
+def test_gzipped_and_tile_compressed_fits_files_are_frames_too(tmp_path):
+    _touch(tmp_path, "a.fits.gz", "b.FIT.GZ", "c.txt.gz", "d.fits.fz", "e.txt.fz")
+    assert [e.path.name for e in plan_entries(tmp_path)] == ["a.fits.gz", "b.FIT.GZ",
+                                                             "d.fits.fz"]
