@@ -418,7 +418,7 @@ def _graph_step(chain):
               f"chosen among %d: the %d largest per {noun} and its %d largest partial ones "
               f"in each of %d directions)", graph.number_of_edges(), total, max_degree,
               graph.graph.get("bridges", 0), full_graph.number_of_edges(), per_node,
-              PER_DIRECTION, max_degree)
+              PER_DIRECTION, degree)
     return graph, full_graph
 
 

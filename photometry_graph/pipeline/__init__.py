@@ -47,7 +47,7 @@ from .demo import (  # noqa: F401
 )
 from .frameio import (  # noqa: F401
     COVERAGE_EXTNAMES, MIN_FRAME_SIDE, file_problem, celestial_wcs, read_frame_info,
-    read_pixels, load_frame, scan_frame, scan_entry,
+    read_pixels, load_frame, scan_frame, scan_entry, integer_top,
 )
 from .panels import (  # noqa: F401
     WEIGHT_SUFFIX, TILE_FIT_BIN, Panel, find_fits_files, is_project_tile, read_panel,
@@ -103,7 +103,7 @@ __all__ = [
     "DEMO_DEFAULTS", "write_frame_survey", "write_tile_survey", "survey_wcs",
     "mosaic_quality", "run_demo", "demo_summary", "COVERAGE_EXTNAMES", "MIN_FRAME_SIDE",
     "file_problem", "celestial_wcs", "read_frame_info", "read_pixels", "load_frame",
-    "scan_frame", "scan_entry", "WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files",
+    "scan_frame", "scan_entry", "integer_top", "WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files",
     "is_project_tile", "read_panel", "scan_panels", "read_reference", "panel_grid",
     "integer_offset", "write_panel_tiles", "tile_photometry", "RESUME_DIR", "PIECE_OPTIONS",
     "INDIRECT_OPTIONS", "UNRELATED_OPTIONS", "package_version", "code_digest",

@@ -26,7 +26,8 @@ from .options import GridModeError
 from .plan import as_float
 
 __all__ = ["COVERAGE_EXTNAMES", "MIN_FRAME_SIDE", "file_problem", "celestial_wcs",
-           "read_frame_info", "read_pixels", "load_frame", "scan_frame", "scan_entry"]
+           "read_frame_info", "read_pixels", "load_frame", "scan_frame", "scan_entry",
+           "integer_top"]
 
 #: Names of an extension that holds a frame's per-pixel weights (coverage, alpha).
 COVERAGE_EXTNAMES = ("COVERAGE", "ALPHA", "WEIGHT", "WEIGHTS")
@@ -202,7 +203,7 @@ def read_frame_info(path, *, index=0, exposure=None):
     return FrameInfo(index=index, path=str(path), hdu=hdu, shape=tuple(shape), layout=layout,
                      n_channels=n_ch, wcs=wcs, bayer=bayer, coverage_hdu=cov,
                      exptime=float(exptime if exptime and exptime > 0 else exposure or 1.0),
-                     saturation=saturation, storage=storage)
+                     saturation=saturation, storage=storage, integer_top=integer_top(header))
 
 
 #: numpy types of the FITS ``BITPIX`` values (FITS data are big-endian).
@@ -347,7 +348,7 @@ def scan_frame(info, mask_eps, *, raw=None):
 
     A frame without a ``SATURATE`` keyword gets the level at which its brightest pixels
     pile up, or its maximum when that is the top of its integer storage
-    (:func:`photometry_graph.pipeline.images.saturation_pileup`).
+    (:func:`integer_top`; :func:`photometry_graph.pipeline.images.saturation_pileup`).
     ``raw``: the stored pixels when already read (:func:`read_pixels`).  Returns ``info``.
     """
     if raw is None:
@@ -358,19 +359,37 @@ def scan_frame(info, mask_eps, *, raw=None):
                                 f"({type(exc).__name__}: {exc})") from None
     info.noise = frame_noise(raw, info.layout, mask_eps=mask_eps)
     if info.saturation is None:
-        info.saturation = saturation_pileup(raw, top=_stored_top(info.storage))
+        info.saturation = saturation_pileup(raw, top=info.integer_top)
     return info
 
 
-def _stored_top(storage):
-    """The largest value a frame's integer storage holds once scaled (``BZERO`` +
-    ``BSCALE`` times the type's largest), or None (floats; storage not known)."""
-    if storage is None:
+def integer_top(header):
+    """The value at or above which a pixel of an integer FITS image holds the top of its
+    stored range once scaled, or None (float data, no scale).
+
+    The larger end of ``BZERO + BSCALE * [type's smallest, type's largest]`` (a negative
+    ``BSCALE`` turns the range over), less a margin for the float32 rounding of scaled
+    values, under half of one ``BSCALE`` step.
+
+    Examples
+    --------
+    >>> integer_top({"BITPIX": 16, "BZERO": 32768}) > 65534.9, integer_top({"BITPIX": -32})
+    (True, None)
+    >>> round(integer_top({"BITPIX": 8}), 3), round(integer_top({"BITPIX": 16, "BSCALE": -1}))
+    (255.0, 32768)
+    """
+    bitpix = as_float(header.get("BITPIX"))
+    if bitpix is None or int(bitpix) not in _FITS_TYPES or bitpix < 0:
         return None
-    dt = np.dtype(storage["dtype"])
-    if dt.kind not in "ui":
+    bzero = as_float(header.get("BZERO", 0.0)) or 0.0
+    bscale = as_float(header.get("BSCALE", 1.0))
+    if not bscale:
         return None
-    return storage["bzero"] + storage["bscale"] * float(np.iinfo(dt).max)
+    limits = np.iinfo(np.dtype(_FITS_TYPES[int(bitpix)]))
+    lo, hi = float(limits.min), float(limits.max)
+    top = max(bzero + bscale * lo, bzero + bscale * hi)
+    rounding = 4 * float(np.finfo(np.float32).eps) * (abs(bzero) + abs(bscale) * max(-lo, hi))
+    return top - min(0.5 * abs(bscale), rounding)
 
 
 def scan_entry(task):

@@ -51,6 +51,8 @@ class FrameInfo:
     (:func:`saturation_level`, :func:`saturation_pileup`), or None; ``storage`` how the
     pixels lie in the file when they can be read straight from it (any rows and columns
     alone, see :func:`photometry_graph.pipeline.frameio.read_pixels`), or None;
+    ``integer_top`` the value at or above which a pixel of an integer image holds the top
+    of its stored range once scaled (None for float data);
     ``wcs_digest`` a digest of the WCS header, once it is computed
     (:func:`photometry_graph.pipeline.resume.frame_source`; not an argument, and not
     carried over by :func:`dataclasses.replace`, which may change the WCS).
@@ -69,6 +71,7 @@ class FrameInfo:
     noise: float = float("nan")
     saturation: float = None
     storage: dict = None
+    integer_top: float = None
     wcs_digest: str = field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self):
@@ -189,10 +192,12 @@ def saturation_pileup(raw, *, min_pixels=4, top=None):
     raw : array_like
         The stored data, any layout (not modified); NaN ignored.
     min_pixels : int
+        Fewest pixels at the maximum that make it a pile-up.
     top : float, optional
-        The largest value of the frame's integer storage, where ``raw`` no longer says it
-        (integers read as floats: 8-bit data, data with a ``BLANK`` value); default: the
-        top of ``raw``'s type when it is an unsigned integer, else none.
+        The value at or above which a pixel holds the top of the frame's integer storage
+        (:attr:`FrameInfo.integer_top`), where ``raw`` no longer says it (integers read as
+        floats: 8-bit data, data with a ``BLANK`` value or a scale); default: the top of
+        ``raw``'s type when it is an unsigned integer, else none.
 
     Returns
     -------
@@ -222,7 +227,7 @@ def saturation_pileup(raw, *, min_pixels=4, top=None):
         return None
     if top is None and arr.dtype.kind == "u":
         top = np.iinfo(arr.dtype).max
-    if top is not None and peak >= top - 1e-6 * abs(top):  # (scaled integers: rounding)
+    if top is not None and peak >= top:
         return float(peak)
     return float(peak) if int(np.count_nonzero(arr == peak)) >= min_pixels else None
 

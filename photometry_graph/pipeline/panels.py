@@ -149,7 +149,7 @@ class Panel:
             raw = self.data
         if isinstance(weight, (str, Path)):
             with open_fits(weight) as hdul:
-                weight = hdul[0].data
+                weight = _first_image(hdul).data
         if weight is not None:
             weight = np.asarray(weight, dtype=np.float32).reshape(self.shape)
         return frame_pixels(raw, self.layout, self.bayer, weight=weight, mask_eps=mask_eps,
@@ -172,16 +172,26 @@ def find_fits_files(inputs):
     for item in map(Path, items):
         if item.is_dir():
             files += sorted(p for p in item.iterdir() if p.is_file()
-                            and p.suffix.lower() in FITS_SUFFIXES and not p.name.startswith(".")
-                            and not p.stem.lower().endswith(WEIGHT_SUFFIX))
+                            and p.name.lower().endswith(FITS_SUFFIXES)
+                            and not p.name.startswith(".")
+                            and not _fits_base(p).lower().endswith(WEIGHT_SUFFIX))
         elif item.is_file():
             files.append(item)
         else:
             raise GridModeError(f"{item} does not exist")
     if not files:
         raise GridModeError(f"no tile file (tile_0001.fits ...) nor any other FITS file "
-                            f"(*.fit, *.fits, *.fts) in {', '.join(map(str, items))}")
+                            f"(*.fit, *.fits, *.fts, also .gz or .fz) in "
+                            f"{', '.join(map(str, items))}")
     return files
+
+
+def _fits_base(path):
+    """A FITS file's name without its suffix (``.fits``, ``.fits.gz``, ``.fits.fz`` ...)."""
+    name = Path(path).name
+    suffix = next((x for x in sorted(FITS_SUFFIXES, key=len, reverse=True)
+                   if name.lower().endswith(x)), "")
+    return name[:len(name) - len(suffix)]
 
 
 def is_project_tile(path):
@@ -195,10 +205,17 @@ def is_project_tile(path):
 
 def _weight_file(path):
     for suffix in FITS_SUFFIXES:
-        candidate = path.with_name(path.stem + WEIGHT_SUFFIX + suffix)
+        candidate = path.with_name(_fits_base(path) + WEIGHT_SUFFIX + suffix)
         if candidate.is_file():
             return candidate
     return None
+
+
+def _first_image(hdul):
+    """The first HDU of ``hdul`` that holds an image (a tile-compressed file's is the
+    second), or the first."""
+    return next((h for h in hdul if h.is_image and (h.header.get("NAXIS") or 0) >= 2),
+                hdul[0])
 
 
 def read_panel(path, *, index=0, mask_eps=1e-6):
@@ -225,7 +242,7 @@ def read_panel(path, *, index=0, mask_eps=1e-6):
     weight = None if info.coverage_hdu is not None else _weight_file(path)
     if weight is not None:
         with open_fits(weight) as hdul:
-            shape = tuple(hdul[0].shape or ())[-2:]
+            shape = tuple(_first_image(hdul).shape or ())[-2:]
         if shape != tuple(info.shape):
             grid_warning(logger, "ignoring the weight file %s: shape %s, the panel is %s",
                          weight, shape, info.shape)

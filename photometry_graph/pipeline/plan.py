@@ -241,7 +241,9 @@ def plan_entries(input_folder):
     -------
     list of PlanEntry
         The plan's entries (:func:`read_stack_plan`), else one entry per ``*.fit``,
-        ``*.fits`` or ``*.fts`` file of the folder (any letter case), sorted by name.
+        ``*.fits`` or ``*.fts`` file of the folder (any letter case; gzipped or
+        fpack-compressed too, unless the same file lies uncompressed beside it), sorted by
+        name.
 
     Raises
     ------
@@ -258,5 +260,18 @@ def plan_entries(input_folder):
     if not files:
         raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts, also "
                             f"gzipped or fpack-compressed: .gz, .fz) in {input_folder}")
+    files, copies = _without_compressed_copies(files)
+    if copies:
+        grid_warning(logger, "%d compressed copies of FITS files beside them left out (e.g. "
+                     "%s): each frame is used once", len(copies), copies[0].name)
     grid_info(logger, "no %s: using the %d FITS files of %s", PLAN_NAME, len(files), input_folder)
     return [PlanEntry(path=p) for p in files]
+
+
+def _without_compressed_copies(files):
+    """``(kept, left_out)``: ``X.fits.gz`` or ``X.fits.fz`` left out when ``X.fits`` is among
+    ``files`` (gzip and fpack keep the file they compress unless told otherwise)."""
+    names = {p.name.lower() for p in files}
+    copies = [p for p in files if p.name.lower().endswith((".gz", ".fz"))
+              and p.name[:-3].lower() in names]
+    return [p for p in files if p not in copies], copies

@@ -137,6 +137,22 @@ def test_one_pixel_at_the_top_of_the_stored_integers_is_a_saturation_level(tmp_p
     assert scan_frame(read_frame_info(tmp_path / "g.fits"), 1e-6).saturation is None
 
 
+@pytest.mark.parametrize("bscale, bzero", [(0.5, 100.0), (-1.0, 0.0), (0.01, -327.0)])
+def test_the_top_of_scaled_integers_is_found_whatever_the_scale(tmp_path, bscale, bzero):
+    # stored int16 scaled by BSCALE/BZERO (a negative scale turns the range over: the top
+    # is the stored minimum); the physical top is a level at one pixel, a bright star is not
+    edge = -32768 if bscale < 0 else 32767
+    for clipped, name in ((edge, "top.fits"), (edge - np.sign(edge), "below.fits")):
+        raw = np.full((20, 24), 100, np.int16)
+        raw[4, 5], raw[10, 10] = clipped, 5000
+        hdu = fits.PrimaryHDU(raw * bscale + bzero, celestial_header((20, 24)))
+        hdu.scale("int16", bscale=bscale, bzero=bzero)
+        hdu.writeto(tmp_path / name)
+        info = scan_frame(read_frame_info(tmp_path / name), 1e-6)
+        top = edge * bscale + bzero
+        assert info.saturation == (pytest.approx(top, abs=1e-3) if clipped == edge else None)
+
+
 def test_zero_borders_and_nan_become_invalid(tmp_path):
     data = np.full((20, 24), 7.0, np.float32)
     data[:3] = 0.0

@@ -26,9 +26,11 @@ def panel_set():
 
 
 def test_find_fits_files_lists_images_not_weights_nor_hidden_files(tmp_path):
-    for name in ["b.fits", "a.FIT", "c.fts", "a.weight.fits", ".hidden.fits", "notes.txt"]:
+    for name in ["b.fits", "a.FIT", "c.fts", "a.weight.fits", ".hidden.fits", "notes.txt",
+                 "d.fits.gz", "e.fits.fz", "e.weight.fits.fz", "f.txt.gz"]:
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in find_fits_files(tmp_path)] == ["a.FIT", "b.fits", "c.fts"]
+    assert [p.name for p in find_fits_files(tmp_path)] == ["a.FIT", "b.fits", "c.fts",
+                                                           "d.fits.gz", "e.fits.fz"]
     assert [p.name for p in find_fits_files([tmp_path / "c.fts", tmp_path / "b.fits"])] == [
         "c.fts", "b.fits"]
     with pytest.raises(GridModeError, match="does not exist"):
@@ -62,6 +64,23 @@ def test_panel_files_are_read_with_their_weight(tmp_path, panel_set):
             np.testing.assert_array_equal(data[inner], truth.data[inner])
             assert weight is not None and set(np.unique(weight[inner])) == {10.0 + k}
             assert not np.isfinite(data[~truth.valid]).any()  # NaN and zero borders alike
+
+
+def test_a_tile_compressed_panel_and_weight_file_are_read(tmp_path):
+    # fpack's .fits.fz: the image is in the second HDU, and the weight file of X.fits.fz is
+    # X.weight.fits.fz (of X.fits, X.weight.fits.fz too)
+    data = np.arange(20 * 30, dtype=np.float32).reshape(20, 30) + 1
+    weight = np.full((20, 30), 3.0, np.float32)
+    for name, wname in (("p.fits.fz", "p.weight.fits.fz"), ("q.fits", "q.weight.fits.fz")):
+        image = (fits.CompImageHDU(data, celestial_header((20, 30)), quantize_level=0)
+                 if name.endswith(".fz") else fits.PrimaryHDU(data, celestial_header((20, 30))))
+        fits.HDUList([fits.PrimaryHDU()] * name.endswith(".fz") + [image]).writeto(
+            tmp_path / name)
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(weight, quantize_level=0)]
+                     ).writeto(tmp_path / wname)
+        pixels, w = read_panel(tmp_path / name).pixels()
+        np.testing.assert_array_equal(pixels[1:-1, 1:-1, 0], data[1:-1, 1:-1])
+        assert w is not None and np.all(w == 3.0)
 
 
 def test_a_weight_file_of_another_shape_is_ignored_with_a_warning(tmp_path, caplog):

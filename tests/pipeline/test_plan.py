@@ -211,7 +211,12 @@ def test_a_csv_error_names_the_plan_and_the_line(tmp_path):
         read_stack_plan(tmp_path / "stack_plan.csv")
 
 
-def test_gzipped_and_tile_compressed_fits_files_are_frames_too(tmp_path):
+def test_gzipped_and_tile_compressed_fits_files_are_frames_too(tmp_path, caplog):
     _touch(tmp_path, "a.fits.gz", "b.FIT.GZ", "c.txt.gz", "d.fits.fz", "e.txt.fz")
     assert [e.path.name for e in plan_entries(tmp_path)] == ["a.fits.gz", "b.FIT.GZ",
                                                              "d.fits.fz"]
+    _touch(tmp_path, "d.fits", "b.FIT")  # fpack and gzip keep what they compress
+    with caplog.at_level(logging.WARNING):
+        names = [e.path.name for e in plan_entries(tmp_path)]
+    assert names == ["a.fits.gz", "b.FIT", "d.fits"]
+    assert "2 compressed copies of FITS files beside them left out" in caplog.text
