@@ -170,7 +170,7 @@ def test_candidates_of_degenerate_inputs():
 
 
 def test_the_frame_graph_examines_the_candidates_only(monkeypatch):
-    # a dense survey (up to 80 overlaps a tile) with max_degree 2: the overlap graph
+    # a dense survey (up to 63 overlaps a tile) with max_degree 2: the overlap graph
     # counts the masks of the candidates of every tile (those of CANDIDATE_DEGREE = 8
     # overlaps: its 24 largest, the largest partial ones in 8 directions, what joins), not
     # of every pair (1,086 of 1,826); the fitted ones are among them
