@@ -365,7 +365,7 @@ def scan_frame(info, mask_eps, *, raw=None):
 
 def integer_top(header):
     """The value at or above which a pixel of an integer FITS image holds the top of its
-    stored range once scaled, or None (float data, no scale).
+    stored range once scaled, or None (float data, or a ``BSCALE`` of 0).
 
     The larger end of ``BZERO + BSCALE * [type's smallest, type's largest]`` (a negative
     ``BSCALE`` turns the range over), less a margin for the float32 rounding of scaled

@@ -105,8 +105,8 @@ class GridOptions:
     frame_model: str = _opt("plane", "additive model of the frame solve", ("plane", "offset"))
     frame_overlaps: int = _opt(4, "largest overlaps fitted per frame by the frame solve "
                                "(many frames of one field all overlap: n(n-1)/2 pairs), "
-                               "and up to 4 (or half as many, when more) between two "
-                               "pointings' dithers; "
+                               "and up to 4 (or half this number, if larger) between "
+                               "two pointings' dithers; "
                                "0 = every overlap")
     frame_smooth: float = _opt(None, "Gaussian sigma (px) of a blur of the frames seen by the "
                                "frame solve only; 0 = off (default: 2 for Bayer raws, whose "
