@@ -215,12 +215,11 @@ def run(label, cmd, n_frames, *, cwd=None, also=(), timeout=None):
     return dict(label=label, m=m, n=n_frames)
 
 
-def frame_gain_errors(session, out):
-    """RMS and worst error (%) of the frame gains of a grid-mode report against the truth:
-    the log of a frame's fitted gain times its injected one, minus its mean over the
-    frames (first channel); NaN when a frame was skipped or has no correction (the frame
-    photometry off or failed)."""
-    report = json.loads((Path(out) / "grid_report.json").read_text())
+def frame_gain_errors(session, report):
+    """RMS and worst error (%) of the frame gains of a grid-mode report (its parsed JSON)
+    against the truth: the log of a frame's fitted gain times its injected one, minus its
+    mean over the frames (first channel); NaN when a frame was skipped or has no correction
+    (the frame photometry off or failed)."""
     corrections = [f.get("correction") for f in report.get("frames") or []]
     injected = np.array([np.ravel(p["gain"])[0] for p in session.params])
     if len(corrections) != injected.size or any(c is None for c in corrections):
@@ -231,23 +230,20 @@ def frame_gain_errors(session, out):
     return 100 * float(np.sqrt(np.mean(e * e))), 100 * float(np.abs(e).max())
 
 
-def grid_stages(out):
+def grid_stages(out, session):
     """Stage times (s), the frame photometry's fits (count, how many failed or gave an
-    offset only) and the run's [GRID] warnings, from a grid-mode report."""
+    offset only), the run's [GRID] warnings and its frame gains against the truth
+    (:func:`frame_gain_errors`), from a grid-mode report."""
     report = json.loads((Path(out) / "grid_report.json").read_text())
     t = report.get("timings", {})
     harm = (report.get("frame_photometry") or {}).get("harmonize") or {}
     status = harm.get("fits") or {}
     text = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "total")
+    rms, worst = frame_gain_errors(session, report)
     return (f"{text}; frame fits {harm.get('edges')} (failed {status.get('failed', '?')}, "
             f"offset only {status.get('offset_only', '?')}); "
-            f"{len(report.get('warnings') or [])} warning(s)")
-
-
-def frame_gains_text(session, out):
-    """``'; frame gains vs truth: rms X %, worst Y %'`` for a stage line."""
-    rms, worst = frame_gain_errors(session, out)
-    return f"; frame gains vs truth: rms {rms:.4f} %, worst {worst:.4f} %"
+            f"{len(report.get('warnings') or [])} warning(s); "
+            f"frame gains vs truth: rms {rms:.4f} %, worst {worst:.4f} %")
 
 
 def table(rows, peer=None):
@@ -305,7 +301,7 @@ def session_run(args, root, data):
         r = run(label, grid_mode_cmd(frames, out, args, mb), n, timeout=args.timeout)
         if r["m"].ok:
             r["q"] = session_quality(session, out / "mosaic_grid.fits")
-            r["stages"] = grid_stages(out) + frame_gains_text(session, out)
+            r["stages"] = grid_stages(out, session)
             outs[mb] = out
         rows.append(r)
     if args.scheduler == "local-dask":
@@ -320,7 +316,7 @@ def session_run(args, root, data):
             proc.wait(timeout=60)
         if r["m"].ok:
             r["q"] = session_quality(session, out / "mosaic_grid.fits")
-            r["stages"] = grid_stages(out) + frame_gains_text(session, out)
+            r["stages"] = grid_stages(out, session)
             outs["dask"] = out
         rows.append(r)
     peer, notes = None, []
@@ -385,7 +381,7 @@ def scaling_run(args, root, data):
         mb = args.memory_mb[0] if args.memory_mb else None
         r = run("grid-mode run", grid_mode_cmd(frames, out, args, mb), n, timeout=args.timeout)
         if r["m"].ok:  # the quality too: what goes wrong at scale shows there (~9 s a size)
-            r["stages"] = grid_stages(out) + frame_gains_text(session, out)
+            r["stages"] = grid_stages(out, session)
             r["q"] = session_quality(session, out / "mosaic_grid.fits")
         rows.append(r)
         if args.keep is None:  # a session's outputs take GBs (the binned frames kept to resume)
