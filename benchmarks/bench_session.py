@@ -36,6 +36,7 @@ Modes::
     python benchmarks/bench_session.py --frames 40 --bayer
     python benchmarks/bench_session.py --memory-mb 256,512,1024  # each within budget, same mosaic
     python benchmarks/bench_session.py --scaling 60,120,240,480  # s/frame, memory; 4,993 frames
+    python benchmarks/bench_session.py --scaling 60,480 --repeat 3  # sizes interleaved
     python benchmarks/bench_session.py --small                  # 9 x 410^2 and 4 x 160x512
     python benchmarks/bench_session.py --scheduler local-dask   # LocalCluster, 2 workers
 
@@ -371,37 +372,84 @@ def session_run(args, root, data):
 
 
 def scaling_run(args, root, data):
-    rows = []
-    for n in args.scaling:
-        print(f"session of {n} frames", flush=True)
+    """grid-mode on each size of ``--scaling``, ``--repeat`` rounds (default 1).
+
+    Each round runs every size, in turn, in ascending order on odd rounds and descending on
+    even ones, so that the machine's drift (tens of percent within an hour) falls on all
+    sizes alike; per size the run of median wall time is kept.  Besides the seconds a frame,
+    a line ``wall = fixed + per_frame * frames`` is fitted to those runs: the part of a run
+    that does not grow with its frames, and what each frame costs.
+    """
+    repeats = args.repeat or 1
+    sizes, prepared = list(args.scaling), {}
+    for n in sizes:
         session, frames = session_frames(data, n, args.frame_shape, bayer=args.bayer,
                                          seed=args.seed)
-        warm_page_cache(frames)
-        out = root / f"grid_{n}"
-        mb = args.memory_mb[0] if args.memory_mb else None
-        r = run("grid-mode run", grid_mode_cmd(frames, out, args, mb), n, timeout=args.timeout)
-        if r["m"].ok:  # the quality too: what goes wrong at scale shows there (~9 s a size)
-            r["stages"] = grid_stages(out, session)
-            r["q"] = session_quality(session, out / "mosaic_grid.fits")
-        rows.append(r)
-        if args.keep is None:  # a session's outputs take GBs (the binned frames kept to resume)
-            shutil.rmtree(out, ignore_errors=True)
-        if not args.data:
+        prepared[n] = (session, frames)
+    mb = args.memory_mb[0] if args.memory_mb else None
+    runs = {n: [] for n in sizes}
+    for k in range(repeats):
+        for n in (sizes if k % 2 == 0 else sizes[::-1]):
+            session, frames = prepared[n]
+            print(f"session of {n} frames" + (f", round {k + 1}/{repeats}" if repeats > 1
+                                              else ""), flush=True)
+            warm_page_cache(frames)
+            out = root / f"grid_{n}_{k}"
+            r = run("grid-mode run", grid_mode_cmd(frames, out, args, mb), n,
+                    timeout=args.timeout)
+            if r["m"].ok:  # the quality too: what goes wrong at scale shows there (~9 s a size)
+                r["stages"] = grid_stages(out, session)
+                r["q"] = session_quality(session, out / "mosaic_grid.fits")
+            runs[n].append(r)
+            if args.keep is None:  # a session's outputs take GBs (binned frames kept to resume)
+                shutil.rmtree(out, ignore_errors=True)
+    if not args.data:
+        for _, frames in prepared.values():
             shutil.rmtree(frames, ignore_errors=True)
+    rows = []
+    for n in sizes:
+        ok = [r for r in runs[n] if r["m"].ok] or runs[n]
+        rows.append(sorted(ok, key=lambda r: r["m"].wall_s)[len(ok) // 2])
+    rounds = f", the median of {repeats} interleaved runs a size" if repeats > 1 else ""
     print(f"\nscaling, {'Bayer' if args.bayer else 'mono'} frames of {args.frame_shape[0]}x"
-          f"{args.frame_shape[1]}; {load_note()} at the end")
+          f"{args.frame_shape[1]}{rounds}; {load_note()} at the end")
     print(table(rows))
     for r in rows:
-        print(f"  {r['n']} frames: {r.get('stages')}")
-    per = np.array([r["m"].wall_s / r["n"] for r in rows if r["m"].ok])
-    pss = np.array([r["m"].peak_pss_mb for r in rows if r["m"].ok])
-    if per.size:
-        mid = np.median(per)
-        spread = 100 * np.abs(per / mid - 1).max()
-        print(f"  s/frame {per.min():.3f}-{per.max():.3f} (within {spread:.0f} % of the "
-              f"median); peak PSS {pss.min():.0f}-{pss.max():.0f} MB")
-        print(f"  {FULL_SESSION} frames extrapolated from the largest run: "
-              f"{per[-1] * FULL_SESSION / 60:.1f} min")
+        walls = ", ".join(f"{x['m'].wall_s:.1f}" for x in runs[r["n"]] if x["m"].ok)
+        print(f"  {r['n']} frames: {r.get('stages')}" + (f"; walls {walls} s" if repeats > 1
+                                                          else ""))
+    good = [r for r in rows if r["m"].ok]
+    if good:
+        print(scaling_summary([r["n"] for r in good], [r["m"].wall_s for r in good],
+                              [r["m"].peak_pss_mb for r in good]))
+
+
+def scaling_summary(frames, walls, pss):
+    """The scaling's last lines: the spread of the seconds a frame around their median, the
+    fixed and per-frame parts of a run (a least-squares line through ``(frames, walls)``,
+    with two sizes or more) and the full session extrapolated from the largest run.
+
+    Examples
+    --------
+    >>> print(scaling_summary([60, 480], [12.0, 54.0], [700, 840]))
+      s/frame 0.113-0.200 (within 28 % of the median); peak PSS 700-840 MB
+      wall = 6.0 s + 0.100 s a frame: the fixed part is 50 % of 60 frames', 11 % of 480's
+      4993 frames extrapolated from the largest run: 9.4 min
+    """
+    n, w = np.asarray(frames, float), np.asarray(walls, float)
+    per = w / n
+    mid = np.median(per)
+    lines = [f"  s/frame {per.min():.3f}-{per.max():.3f} (within "
+             f"{100 * np.abs(per / mid - 1).max():.0f} % of the median); peak PSS "
+             f"{min(pss):.0f}-{max(pss):.0f} MB"]
+    if np.unique(n).size >= 2:
+        slope, fixed = np.polyfit(n, w, 1)
+        lines.append(f"  wall = {fixed:.1f} s + {slope:.3f} s a frame: the fixed part is "
+                     f"{100 * fixed / w[0]:.0f} % of {n[0]:.0f} frames', "
+                     f"{100 * fixed / w[-1]:.0f} % of {n[-1]:.0f}'s")
+    lines.append(f"  {FULL_SESSION} frames extrapolated from the largest run: "
+                 f"{per[-1] * FULL_SESSION / 60:.1f} min")
+    return "\n".join(lines)
 
 
 def median_runs(contenders, repeats):
@@ -446,7 +494,7 @@ def small_run(args, root, data):
             sw.mkdir(parents=True, exist_ok=True)
             contenders["swarp"] = (f"SWarp, {label}", lambda k: (swarp_cmd(frames, sw), sw),
                                    n, sw)
-        best = median_runs(contenders, args.repeat)
+        best = median_runs(contenders, args.repeat or 3)
         r = best["grid"]
         if r["m"].ok:
             r["q"] = session_quality(session, r["out"] / "mosaic_grid.fits")
@@ -458,8 +506,8 @@ def small_run(args, root, data):
             p["q"] = session_quality(session, sw / "coadd.fits", sw / "coadd.weight.fits")
         rows += [best[k] for k in ("grid", "bare", "swarp") if k in best]
         splits.append(small_split(r, best["bare"], p, best["imp"]["m"].wall_s))
-    print(f"\nsmall runs (each the median of {args.repeat} interleaved runs); {load_note()} at "
-          "the end")
+    print(f"\nsmall runs (each the median of {args.repeat or 3} interleaved runs); "
+          f"{load_note()} at the end")
     print(table(rows))
     for text in splits:
         print(text)
@@ -511,9 +559,9 @@ def main(argv=None):
                    help="grid-mode on sessions of these sizes: s/frame and memory")
     p.add_argument("--small", action="store_true",
                    help="9 frames of 410x410 and 4 of 160x512: fixed overhead vs SWarp")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="--small: runs of each contender, interleaved, the median kept "
-                   "(default 3)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="runs of each contender (--small, default 3) or of each size "
+                   "(--scaling, default 1), interleaved, the median kept")
     p.add_argument("--scheduler", choices=["local-dask"], default=None,
                    help="also run grid-mode on a 2-worker dask LocalCluster")
     p.add_argument("--skip-swarp", action="store_true")
