@@ -427,14 +427,15 @@ def scaling_run(args, root, data):
 def scaling_summary(frames, walls, pss):
     """The scaling's last lines: the spread of the seconds a frame around their median, the
     fixed and per-frame parts of a run (a least-squares line through ``(frames, walls)``,
-    with two sizes or more) and the full session extrapolated from the largest run.
+    with two sizes or more) and the full session extrapolated from the largest run's
+    seconds a frame and from that line.
 
     Examples
     --------
     >>> print(scaling_summary([60, 480], [12.0, 54.0], [700, 840]))
       s/frame 0.113-0.200 (within 28 % of the median); peak PSS 700-840 MB
       wall = 6.0 s + 0.100 s a frame: the fixed part is 50 % of 60 frames', 11 % of 480's
-      4993 frames extrapolated from the largest run: 9.4 min
+      4993 frames extrapolated from the largest run: 9.4 min, from the line: 8.4 min
     """
     n, w = np.asarray(frames, float), np.asarray(walls, float)
     per = w / n
@@ -447,8 +448,11 @@ def scaling_summary(frames, walls, pss):
         lines.append(f"  wall = {fixed:.1f} s + {slope:.3f} s a frame: the fixed part is "
                      f"{100 * fixed / w[0]:.0f} % of {n[0]:.0f} frames', "
                      f"{100 * fixed / w[-1]:.0f} % of {n[-1]:.0f}'s")
-    lines.append(f"  {FULL_SESSION} frames extrapolated from the largest run: "
-                 f"{per[-1] * FULL_SESSION / 60:.1f} min")
+    full = f"  {FULL_SESSION} frames extrapolated from the largest run: " \
+        f"{per[-1] * FULL_SESSION / 60:.1f} min"
+    if np.unique(n).size >= 2:  # the line does not spread the fixed part over the frames
+        full += f", from the line: {(fixed + slope * FULL_SESSION) / 60:.1f} min"
+    lines.append(full)
     return "\n".join(lines)
 
 

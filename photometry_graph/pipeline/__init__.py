@@ -9,6 +9,7 @@ from .options import (  # noqa: F401
 from .plan import (  # noqa: F401
     PLAN_NAME, PLAN_HEADER, FITS_SUFFIXES, PATH_ALIASES, EXPOSURE_ALIASES, ORDER_ALIASES,
     PlanEntry, detect_grid_mode, find_plan, as_float, read_stack_plan, plan_entries,
+    without_compressed_copies,
 )
 from .images import (  # noqa: F401
     LAYOUTS, FrameInfo, image_layout, frame_pixels, frame_noise, majority_channels,
@@ -83,7 +84,8 @@ __all__ = [
     "OPTION_CHOICES", "RUN_ONLY", "resolve_options", "check_options", "refuse_run_only",
     "n_workers", "add_option_arguments", "PLAN_NAME", "PLAN_HEADER", "FITS_SUFFIXES",
     "PATH_ALIASES", "EXPOSURE_ALIASES", "ORDER_ALIASES", "PlanEntry", "detect_grid_mode",
-    "find_plan", "as_float", "read_stack_plan", "plan_entries", "LAYOUTS", "FrameInfo",
+    "find_plan", "as_float", "read_stack_plan", "plan_entries",
+    "without_compressed_copies", "LAYOUTS", "FrameInfo",
     "image_layout", "frame_pixels", "frame_noise", "majority_channels", "usable_majority",
     "saturation_level", "saturation_pileup", "saturated_mask", "bayer_as_stored", "wcs_text",
     "wcs_state", "wcs_from_state",

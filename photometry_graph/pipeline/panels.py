@@ -35,7 +35,7 @@ from .images import frame_pixels, image_layout, usable_majority
 from .options import GridModeError
 from .parallel import fit_task_map
 from .outputs import tile_header
-from .plan import FITS_SUFFIXES
+from .plan import FITS_SUFFIXES, without_compressed_copies
 
 __all__ = ["WEIGHT_SUFFIX", "TILE_FIT_BIN", "Panel", "find_fits_files", "is_project_tile",
            "read_panel", "scan_panels", "read_reference", "panel_grid", "integer_offset",
@@ -159,8 +159,10 @@ class Panel:
 def find_fits_files(inputs):
     """The FITS files of ``inputs``: a folder (its files), a file, or a list of them.
 
-    A folder gives its ``*.fit``, ``*.fits`` and ``*.fts`` files (any letter case), sorted
-    by name, without hidden files and weight files (``*.weight.fits``).
+    A folder gives its ``*.fit``, ``*.fits`` and ``*.fts`` files, gzipped (``.gz``) or
+    fpack-compressed (``.fz``) ones too (any letter case), sorted by name, without hidden
+    files, weight files (``*.weight.fits``) and compressed copies of its other files
+    (``X.fits.fz`` beside ``X.fits``: left out with a warning).
 
     Raises
     ------
@@ -171,10 +173,15 @@ def find_fits_files(inputs):
     files = []
     for item in map(Path, items):
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.is_file()
-                            and p.name.lower().endswith(FITS_SUFFIXES)
-                            and not p.name.startswith(".")
-                            and not _fits_base(p).lower().endswith(WEIGHT_SUFFIX))
+            found, copies = without_compressed_copies(sorted(
+                p for p in item.iterdir() if p.is_file()
+                and p.name.lower().endswith(FITS_SUFFIXES) and not p.name.startswith(".")
+                and not _fits_base(p).lower().endswith(WEIGHT_SUFFIX)))
+            if copies:
+                grid_warning(logger, "%d compressed copies of FITS files beside them left out "
+                             "of %s (e.g. %s): each panel is used once", len(copies), item,
+                             copies[0].name)
+            files += found
         elif item.is_file():
             files.append(item)
         else:

@@ -19,7 +19,7 @@ from .options import GridModeError
 
 __all__ = ["PLAN_NAME", "PLAN_HEADER", "FITS_SUFFIXES", "PATH_ALIASES", "EXPOSURE_ALIASES",
            "ORDER_ALIASES", "PlanEntry", "detect_grid_mode", "find_plan", "as_float",
-           "read_stack_plan", "plan_entries"]
+           "read_stack_plan", "plan_entries", "without_compressed_copies"]
 
 logger = get_logger(__name__)
 
@@ -260,7 +260,7 @@ def plan_entries(input_folder):
     if not files:
         raise GridModeError(f"no {PLAN_NAME} and no FITS file (*.fit, *.fits, *.fts, also "
                             f"gzipped or fpack-compressed: .gz, .fz) in {input_folder}")
-    files, copies = _without_compressed_copies(files)
+    files, copies = without_compressed_copies(files)
     if copies:
         grid_warning(logger, "%d compressed copies of FITS files beside them left out (e.g. "
                      "%s): each frame is used once", len(copies), copies[0].name)
@@ -268,9 +268,26 @@ def plan_entries(input_folder):
     return [PlanEntry(path=p) for p in files]
 
 
-def _without_compressed_copies(files):
+def without_compressed_copies(files):
     """``(kept, left_out)``: ``X.fits.gz`` or ``X.fits.fz`` left out when ``X.fits`` is among
-    ``files`` (gzip and fpack keep the file they compress unless told otherwise)."""
+    ``files`` (gzip and fpack keep the file they compress unless told otherwise).
+
+    Parameters
+    ----------
+    files : sequence of Path
+
+    Returns
+    -------
+    (list of Path, list of Path)
+        The files kept, in their order, and the compressed copies left out.
+
+    Examples
+    --------
+    >>> kept, copies = without_compressed_copies(
+    ...     [Path("a.fits"), Path("a.fits.fz"), Path("b.fits.gz")])
+    >>> [p.name for p in kept], [p.name for p in copies]
+    (['a.fits', 'b.fits.gz'], ['a.fits.fz'])
+    """
     names = {p.name.lower() for p in files}
     copies = [p for p in files if p.name.lower().endswith((".gz", ".fz"))
               and p.name[:-3].lower() in names]

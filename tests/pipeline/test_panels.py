@@ -40,6 +40,19 @@ def test_find_fits_files_lists_images_not_weights_nor_hidden_files(tmp_path):
         find_fits_files(tmp_path / "empty")
 
 
+def test_find_fits_files_leaves_out_compressed_copies_beside_their_panels(tmp_path, caplog):
+    # fpack and gzip keep the file they compress: X.fits.fz beside X.fits is the same panel
+    for name in ["p.fits", "p.fits.fz", "p.weight.fits", "q.FITS", "q.FITS.gz", "r.fits.fz"]:
+        (tmp_path / name).write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        names = [p.name for p in find_fits_files(tmp_path)]
+    assert names == ["p.fits", "q.FITS", "r.fits.fz"]
+    assert "[GRID] 2 compressed copies of FITS files beside them left out" in caplog.text
+    # files named one by one are taken as they are
+    assert [p.name for p in find_fits_files([tmp_path / "p.fits", tmp_path / "p.fits.fz"])] \
+        == ["p.fits", "p.fits.fz"]
+
+
 def test_project_tiles_are_recognised_by_their_keywords(tmp_path):
     w = WCS(celestial_header((20, 30)))
     fits.PrimaryHDU(np.ones((20, 30), np.float32),
