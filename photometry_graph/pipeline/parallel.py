@@ -369,7 +369,10 @@ def _submit_all(client, func, tasks):
     by the scheduler, on the same CPUs as the workers.  ``direct`` says the results are
     fetched from the workers directly.  A client given by the caller that does not reach
     the workers directly, or workers out of reach, get the bytes through the scheduler.
+    No task: nothing is sent (``scatter`` refuses an empty list).
     """
+    if not tasks:
+        return {}, False
     pickled = [_pickled(func, t) for t in tasks]
     data, direct = pickled, False
     if getattr(client, "direct_to_workers", None):

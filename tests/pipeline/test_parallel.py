@@ -242,7 +242,7 @@ def _fails_on_two(x):
     return -x
 
 
-def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled():
+def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled(caplog):
     # the scheduler sees `pickle.loads` of bytes (scattered by a client of the package,
     # inline with a client given by the caller): no function of the package to import;
     # the task runs on a copy (the pickle round trip of a local run), a task's exception
@@ -270,6 +270,12 @@ def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled():
                 out = dict(map_tasks(_fails_on_two, [1, 2, 3], scheduler=client))
                 assert out[1] == -1 and out[3] == -3 and isinstance(out[2], ValueError)
                 assert ordered_map(lambda x: x + 1, [1, 2], scheduler=client) == [2, 3]
+                # no task (e.g. a mosaic's overlaps all fitted in this process): nothing is
+                # sent, nor scattered (dask refuses to scatter an empty list)
+                with caplog.at_level(logging.DEBUG, logger="photometry_graph"):
+                    assert parallel._submit_all(client, _fails_on_two, []) == ({}, False)
+                    assert ordered_map(_fails_on_two, [], scheduler=client) == []
+                assert "not scattered" not in caplog.text
 
 
 @pytest.mark.slow
