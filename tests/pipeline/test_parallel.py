@@ -278,6 +278,28 @@ def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled(caplog):
                 assert "not scattered" not in caplog.text
 
 
+def test_dask_tasks_go_in_batches_each_task_with_its_own_result(monkeypatch):
+    # a cluster's task costs the calling process ~3 ms: many light tasks (overlap fits) go
+    # a few to a cluster task, and a task that raises leaves the others of its batch alone
+    distributed = pytest.importorskip("dask.distributed")
+    from photometry_graph.pipeline import parallel
+    assert parallel.cluster_batches(40, 1) == [list(range(k, k + 5)) for k in range(0, 40, 5)]
+    assert parallel.cluster_batches(1000, 2)[0] == list(range(parallel.CLUSTER_BATCH))
+    assert parallel.cluster_batches(0, 2) == []
+    sent, submit_all = [], parallel._submit_all
+    monkeypatch.setattr(parallel, "_submit_all",
+                        lambda client, func, tasks: sent.append(tasks) or submit_all(
+                            client, func, tasks))
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        with parallel._client(cluster.scheduler_address) as client:
+            out = dict(map_tasks(_fails_on_two, list(range(1, 41)), scheduler=client))
+            assert ordered_map(operator.neg, [5, 6, 7], scheduler=client) == [-5, -6, -7]
+    assert [len(b) for b in sent[0]] == [5] * 8 and [len(b) for b in sent[1]] == [1] * 3
+    assert sorted(out) == list(range(1, 41)) and isinstance(out[2], ValueError)
+    assert all(out[k] == -k for k in out if k != 2)
+
+
 @pytest.mark.slow
 def test_tasks_lost_with_a_dask_worker_run_again():
     # a worker that dies takes the tasks scattered to it: each is sent once more, with
