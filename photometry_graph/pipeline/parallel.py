@@ -116,7 +116,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         they are never all in memory at once.
     scheduler : str or dask.distributed.Client, optional
         A scheduler address (a client is opened and closed here) or a client (left open).
-        ``dask.distributed`` is imported only then.
+        ``dask.distributed`` is imported only then.  Many tasks go to the cluster a few
+        to a cluster task (:func:`cluster_batches`).
     workers : int, optional
         Worker processes when there is no scheduler (default :func:`default_workers`),
         capped at half the number of tasks (rounded up): a worker starts by importing the
