@@ -52,7 +52,8 @@ from photometry_graph.pipeline.options import refuse_run_only
 from photometry_graph.pipeline.options import resolve_options as _resolve_options
 from photometry_graph.pipeline.outputs import GridResult
 from photometry_graph.pipeline.panels import find_fits_files, is_project_tile
-from photometry_graph.pipeline.parallel import (cluster_session, map_tasks, start_workers_early,
+from photometry_graph.pipeline.cluster import cluster_session
+from photometry_graph.pipeline.parallel import (map_tasks, start_workers_early,
                                                 stop_workers_early)
 from photometry_graph.pipeline.pieces import frame_geometry, frame_pass, frame_sources
 from photometry_graph.pipeline.plan import (PLAN_HEADER, PlanEntry,  # noqa: F401

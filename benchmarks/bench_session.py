@@ -380,16 +380,15 @@ def scaling_run(args, root, data):
     a line ``wall = fixed + per_frame * frames`` is fitted to those runs: the part of a run
     that does not grow with its frames, and what each frame costs.
     """
-    repeats = args.repeat or 1
-    sizes, prepared = list(args.scaling), {}
-    for n in sizes:
-        session, frames = session_frames(data, n, args.frame_shape, bayer=args.bayer,
-                                         seed=args.seed)
-        prepared[n] = (session, frames)
+    repeats = max(1, args.repeat or 1)
+    sizes, prepared = sorted(set(args.scaling)), {}
     mb = args.memory_mb[0] if args.memory_mb else None
     runs = {n: [] for n in sizes}
     for k in range(repeats):
         for n in (sizes if k % 2 == 0 else sizes[::-1]):
+            if n not in prepared:  # written at its first run (kept until the last round)
+                prepared[n] = session_frames(data, n, args.frame_shape, bayer=args.bayer,
+                                             seed=args.seed)
             session, frames = prepared[n]
             print(f"session of {n} frames" + (f", round {k + 1}/{repeats}" if repeats > 1
                                               else ""), flush=True)
@@ -407,7 +406,7 @@ def scaling_run(args, root, data):
         for _, frames in prepared.values():
             shutil.rmtree(frames, ignore_errors=True)
     rows = []
-    for n in sizes:
+    for n in sizes:  # the median run (of an even number, the slower of the middle two)
         ok = [r for r in runs[n] if r["m"].ok] or runs[n]
         rows.append(sorted(ok, key=lambda r: r["m"].wall_s)[len(ok) // 2])
     rounds = f", the median of {repeats} interleaved runs a size" if repeats > 1 else ""
@@ -428,14 +427,14 @@ def scaling_summary(frames, walls, pss):
     """The scaling's last lines: the spread of the seconds a frame around their median, the
     fixed and per-frame parts of a run (a least-squares line through ``(frames, walls)``,
     with two sizes or more) and the full session extrapolated from the largest run's
-    seconds a frame and from that line.
+    seconds a frame and from that line.  ``frames`` ascending (the runs that succeeded).
 
     Examples
     --------
     >>> print(scaling_summary([60, 480], [12.0, 54.0], [700, 840]))
       s/frame 0.113-0.200 (within 28 % of the median); peak PSS 700-840 MB
       wall = 6.0 s + 0.100 s a frame: the fixed part is 50 % of 60 frames', 11 % of 480's
-      4993 frames extrapolated from the largest run: 9.4 min, from the line: 8.4 min
+      4993 frames extrapolated from the largest run (480 frames): 9.4 min, from the line: 8.4 min
     """
     n, w = np.asarray(frames, float), np.asarray(walls, float)
     per = w / n
@@ -448,7 +447,7 @@ def scaling_summary(frames, walls, pss):
         lines.append(f"  wall = {fixed:.1f} s + {slope:.3f} s a frame: the fixed part is "
                      f"{100 * fixed / w[0]:.0f} % of {n[0]:.0f} frames', "
                      f"{100 * fixed / w[-1]:.0f} % of {n[-1]:.0f}'s")
-    full = f"  {FULL_SESSION} frames extrapolated from the largest run: " \
+    full = f"  {FULL_SESSION} frames extrapolated from the largest run ({n[-1]:.0f} frames): " \
         f"{per[-1] * FULL_SESSION / 60:.1f} min"
     if np.unique(n).size >= 2:  # the line does not spread the fixed part over the frames
         full += f", from the line: {(fixed + slope * FULL_SESSION) / 60:.1f} min"
@@ -563,7 +562,7 @@ def main(argv=None):
                    help="grid-mode on sessions of these sizes: s/frame and memory")
     p.add_argument("--small", action="store_true",
                    help="9 frames of 410x410 and 4 of 160x512: fixed overhead vs SWarp")
-    p.add_argument("--repeat", type=int, default=None,
+    p.add_argument("--repeat", type=int, default=None, metavar="N",
                    help="runs of each contender (--small, default 3) or of each size "
                    "(--scaling, default 1), interleaved, the median kept")
     p.add_argument("--scheduler", choices=["local-dask"], default=None,

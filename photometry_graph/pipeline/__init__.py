@@ -30,11 +30,13 @@ from .outputs import (  # noqa: F401
 )
 from .heap import reused_heap, glibc, HEAP_IDLE_S  # noqa: F401
 from .parallel import (  # noqa: F401
-    map_tasks, ordered_map, TASKS_IN_FLIGHT, CLUSTER_BATCH, cluster_batches, fit_task_map,
-    default_workers, pool_workers,
+    map_tasks, ordered_map, TASKS_IN_FLIGHT, fit_task_map, default_workers, pool_workers,
     stop_pool,
     STOP_SIGNALS, single_threaded, start_workers_early, stop_workers_early,
-    cluster_session, changed_sources,
+    changed_sources,
+)
+from .cluster import (  # noqa: F401
+    CLUSTER_BATCH, cluster_batches, cluster_results, cluster_session,
 )
 from .progress import (  # noqa: F401
     LEVELS, PROGRESS_LINES, reported, Progress, CallbackHandler, callback_logging,
@@ -96,7 +98,7 @@ __all__ = [
     "read_tile_header", "load_tiles", "WRITE_PIECE", "SYNC_BYTES", "pwrite_all", "pwrite_rows",
     "BackgroundSync", "GridResult", "chunk_coverage", "ChunkSummary",
     "plain_preview", "uint16_block", "tile_header", "mosaic_header", "map_tasks", "ordered_map",
-    "CLUSTER_BATCH", "cluster_batches",
+    "CLUSTER_BATCH", "cluster_batches", "cluster_results",
     "TASKS_IN_FLIGHT", "fit_task_map", "default_workers", "pool_workers", "stop_pool",
     "STOP_SIGNALS",
     "single_threaded", "reused_heap", "glibc", "HEAP_IDLE_S", "start_workers_early",

@@ -18,11 +18,9 @@ the queued tasks are cancelled and the workers killed at once (:func:`stop_pool`
 
 import concurrent.futures
 import contextlib
-import contextvars
 import ctypes
 import functools
 import gc
-import importlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -39,12 +37,10 @@ import psutil
 
 from .._log import get_logger, grid_debug, grid_warning
 from ..launch import server_preload, start_server
-from .heap import reused_heap
 
-__all__ = ["map_tasks", "ordered_map", "TASKS_IN_FLIGHT", "CLUSTER_BATCH", "cluster_batches",
-           "fit_task_map", "default_workers", "pool_workers", "stop_pool", "STOP_SIGNALS",
-           "single_threaded",
-           "start_workers_early", "stop_workers_early", "cluster_session", "changed_sources"]
+__all__ = ["map_tasks", "ordered_map", "TASKS_IN_FLIGHT", "fit_task_map", "default_workers",
+           "pool_workers", "stop_pool", "STOP_SIGNALS", "single_threaded",
+           "start_workers_early", "stop_workers_early", "changed_sources"]
 
 logger = get_logger(__name__)
 
@@ -113,7 +109,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
         Picklable tasks.  A list goes to a process pool at once; of tasks that an iterable
         makes as they are taken (:class:`~photometry_graph._threads.LazyTasks`) the pool
         holds :data:`TASKS_IN_FLIGHT` per worker, taking the next one as one completes:
-        they are never all in memory at once.
+        they are never all in memory at once (on a dask cluster they are all made and
+        sent at once).
     scheduler : str or dask.distributed.Client, optional
         A scheduler address (a client is opened and closed here) or a client (left open).
         ``dask.distributed`` is imported only then.  Many tasks go to the cluster a few
@@ -153,7 +150,8 @@ def map_tasks(func, tasks, *, scheduler=None, workers=None):
 def _indexed_results(func, tasks, *, scheduler=None, workers=None):
     """:func:`map_tasks`, each result with the index of its task: ``(k, task, result)``."""
     if scheduler is not None:
-        yield from _cluster_results(func, list(tasks), scheduler)
+        from .cluster import cluster_results  # dask: an optional dependency
+        yield from cluster_results(func, list(tasks), scheduler)
         return
     asked = default_workers() if workers is None else workers
     workers = pool_workers(asked, len(tasks))
@@ -213,85 +211,6 @@ def _indexed_results(func, tasks, *, scheduler=None, workers=None):
             yield k, t, _run_here(func, t)
 
 
-#: Tasks that one task of a dask cluster runs at most, one after the other: each task of a
-#: cluster costs ~3 ms of the calling process's CPU and a round trip (an overlap fit takes
-#: ~12 ms), and batches stay at least 8 for each of the cluster's threads (the last ones
-#: end together).
-CLUSTER_BATCH = 8
-
-
-def cluster_batches(n_tasks, threads):
-    """The indices of ``n_tasks`` tasks in the batches that a cluster of ``threads`` threads
-    runs as one task each (:data:`CLUSTER_BATCH` at most, 8 batches a thread at least).
-
-    Examples
-    --------
-    >>> cluster_batches(5, 2)
-    [[0], [1], [2], [3], [4]]
-    >>> [len(b) for b in cluster_batches(178, 2)][:3], len(cluster_batches(178, 2))
-    ([8, 8, 8], 23)
-    """
-    size = max(1, min(CLUSTER_BATCH, n_tasks // (8 * max(1, threads))))
-    return [list(range(k, min(n_tasks, k + size))) for k in range(0, n_tasks, size)]
-
-
-class _Batch:
-    """``[func(t) for t in tasks]``, the exception in place of a task that raised: tasks that
-    one task of a dask cluster runs (:func:`cluster_batches`)."""
-
-    def __init__(self, func):
-        self.func = func
-
-    def __call__(self, tasks):
-        out = []
-        for t in tasks:
-            try:
-                out.append(self.func(t))
-            except Exception as exc:  # noqa: BLE001 - the caller's result for that task
-                out.append(exc)
-        return out
-
-
-def _cluster_results(func, tasks, scheduler):
-    """:func:`_indexed_results` on a dask cluster, the tasks sent in batches."""
-    from dask.distributed import Client, as_completed  # optional dependency
-    session = _SESSION.get()
-    shared = session[1] if session is not None and session[0] == scheduler else None
-    own = shared is None and not isinstance(scheduler, Client)
-    client = _client(scheduler) if own else (shared or scheduler)
-    futures, batch = {}, _Batch(func)
-    try:
-        try:
-            threads = sum(client.nthreads().values())
-        except Exception:  # noqa: BLE001 - the scheduler says it later, if it is gone
-            threads = 2
-        batches = cluster_batches(len(tasks), threads)
-        futures, direct = _submit_all(client, batch, [[tasks[k] for k in b] for b in batches])
-        retried, running = set(), as_completed(list(futures), loop=client.loop)
-        for fut in running:
-            b = futures.pop(fut)  # released: the cluster frees the result
-            try:
-                got = fut.exception() or client.gather(fut, direct=direct)
-            except Exception as exc:  # noqa: BLE001 - lost with a worker (its tasks too)
-                if b not in retried:  # once more, the tasks sent along with it
-                    retried.add(b)
-                    again = client.submit(pickle.loads, _pickled(
-                        batch, [tasks[k] for k in batches[b]]), pure=False)
-                    futures[again] = b
-                    running.add(again)
-                    continue
-                got = exc
-            got = got if isinstance(got, list) else [got] * len(batches[b])
-            for k, result in zip(batches[b], got):
-                yield k, tasks[k], result
-    except BaseException:  # interrupted, or the caller stopped reading: cancel the rest
-        client.cancel(list(futures))
-        raise
-    finally:
-        if own:
-            client.close()
-
-
 def _changed_note():
     """The end of the broken pool's warning: the source files changed during the run, if
     any (:func:`changed_sources`), or nothing."""
@@ -345,96 +264,6 @@ def _submit_next(pool, func, source, running, count, finished):
             running[fut] = (k, t)
             fut.add_done_callback(finished.put)
     return None
-
-
-#: ``(address, client)`` of the innermost open :func:`cluster_session` of this thread (or
-#: task): a run in another thread has its own.
-_SESSION = contextvars.ContextVar("grid_cluster_session", default=None)
-
-
-@contextmanager
-def cluster_session(scheduler, preload=()):
-    """One client of a dask cluster for every :func:`map_tasks` call within the block.
-
-    Connecting a client costs a fraction of a second and a cluster's workers import the
-    libraries at their first task (~1-2 s each): a run that maps its stages one after the
-    other over the cluster connects once, and its workers import ``preload`` as soon as
-    the block opens, while the run reads its headers.
-
-    Parameters
-    ----------
-    scheduler : str, dask.distributed.Client or None
-        A scheduler address (a client is opened here and closed at the end of the block),
-        a client (used as it is, left open) or None (nothing to do).
-    preload : sequence of str
-        Modules every worker imports now (in the background; a failure only means the
-        import happens at the first task, as without it).
-
-    Yields
-    ------
-    dask.distributed.Client or None
-    """
-    if scheduler is None:
-        yield None
-        return
-    from dask.distributed import Client  # optional dependency
-    own = not isinstance(scheduler, Client)
-    client = _client(scheduler) if own else scheduler
-    token = _SESSION.set((scheduler, client)) if own else None
-    warming = []
-    try:
-        try:
-            warming = [client.submit(importlib.import_module, module, workers=[w], pure=False)
-                       for w in client.scheduler_info().get("workers", {})
-                       for module in preload]
-        except Exception as exc:  # noqa: BLE001 - the workers import at their first task
-            grid_debug(logger, "cluster workers not warmed up (%s: %s)", type(exc).__name__,
-                       exc)
-        yield client
-    finally:
-        if warming:
-            client.cancel(warming)
-        if token is not None:
-            _SESSION.reset(token)
-            client.close()
-
-
-def _client(address):
-    """A dask client of the scheduler at ``address`` that exchanges data with the workers
-    directly (the scheduler sees keys, not the frames and results)."""
-    from dask.distributed import Client
-    return Client(address, set_as_default=False, direct_to_workers=True)
-
-
-def _pickled(func, task):
-    """``func(task)`` as bytes that run it when unpickled (:class:`_Call`; cloudpickle:
-    a lambda or a function of a script's ``__main__`` travels too)."""
-    import cloudpickle  # dask.distributed's own dependency
-    return cloudpickle.dumps(_Call(func, task), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _submit_all(client, func, tasks):
-    """``func(task)`` of every task on the cluster: ``({future: index}, direct)``.
-
-    The tasks are pickled here (:func:`_pickled`) and, with a client of this module
-    (:func:`_client`), go to the workers directly (``scatter``): the scheduler receives
-    their keys only, where a task graph holding the data would be unpickled and forwarded
-    by the scheduler, on the same CPUs as the workers.  ``direct`` says the results are
-    fetched from the workers directly.  A client given by the caller that does not reach
-    the workers directly, or workers out of reach, get the bytes through the scheduler.
-    No task: nothing is sent (``scatter`` refuses an empty list).
-    """
-    if not tasks:
-        return {}, False
-    pickled = [_pickled(func, t) for t in tasks]
-    data, direct = pickled, False
-    if getattr(client, "direct_to_workers", None):
-        try:
-            data, direct = client.scatter(pickled, direct=True, hash=False), True
-        except Exception as exc:  # noqa: BLE001 - the workers are out of reach: as before
-            grid_debug(logger, "tasks not scattered to the workers (%s: %s)",
-                       type(exc).__name__, exc)
-    return {client.submit(pickle.loads, d, pure=False): k for k, d in enumerate(data)}, direct
 
 
 def ordered_map(func, tasks, *, scheduler=None, workers=None):
@@ -618,30 +447,6 @@ def _alive(pid):
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:  # NoSuchProcess; AccessDenied: it exists
         return psutil.pid_exists(pid)
-
-
-def _one_thread(func, task):
-    """``func(task)`` on one OpenCV/OpenBLAS thread, as in a process of the pool (a dask
-    worker: the same numbers as a local run), with the heap a pool's process has
-    (:func:`reused_heap`)."""
-    with single_threaded(), reused_heap():
-        return func(task)
-
-
-class _Call:
-    """``func(task)`` that runs when it is unpickled: ``pickle.loads(pickle.dumps(call))``
-    is :func:`_one_thread` of ``func`` and the task's copy.
-
-    A dask cluster's task is then ``pickle.loads`` of bytes: its scheduler unpickles no
-    function of this package (importing it would cost the scheduler ~2 s of CPU), and
-    the task makes the pickle round trip of a local run's (the same numbers).
-    """
-
-    def __init__(self, func, task):
-        self.func, self.task = func, task
-
-    def __reduce__(self):
-        return _one_thread, (self.func, self.task)
 
 
 def start_workers_early(func, workers, n_tasks):

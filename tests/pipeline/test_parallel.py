@@ -250,16 +250,16 @@ def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled(caplog):
     distributed = pytest.importorskip("dask.distributed")
     import pickle
 
-    from photometry_graph.pipeline import parallel
+    from photometry_graph.pipeline import cluster as cluster_mod
     task = {"values": np.arange(3.0)}
-    call = pickle.loads(parallel._pickled(operator.itemgetter("values"), task))
+    call = pickle.loads(cluster_mod._pickled(operator.itemgetter("values"), task))
     assert np.array_equal(call, task["values"]) and call is not task["values"]
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
-        for client, scattered in ((parallel._client(cluster.scheduler_address), True),
+        for client, scattered in ((cluster_mod._client(cluster.scheduler_address), True),
                                   (distributed.Client(cluster), False)):
             with client:
-                futures, direct = parallel._submit_all(client, _fails_on_two, [1, 2, 3])
+                futures, direct = cluster_mod._submit_all(client, _fails_on_two, [1, 2, 3])
                 assert direct == scattered and sorted(futures.values()) == [0, 1, 2]
                 distributed.wait(list(futures))
                 for fut in futures:  # pickle.loads of one piece, scattered or inline
@@ -273,31 +273,55 @@ def test_dask_tasks_reach_the_workers_as_bytes_that_run_when_unpickled(caplog):
                 # no task (e.g. a mosaic's overlaps all fitted in this process): nothing is
                 # sent, nor scattered (dask refuses to scatter an empty list)
                 with caplog.at_level(logging.DEBUG, logger="photometry_graph"):
-                    assert parallel._submit_all(client, _fails_on_two, []) == ({}, False)
+                    assert cluster_mod._submit_all(client, _fails_on_two, []) == ({}, False)
                     assert ordered_map(_fails_on_two, [], scheduler=client) == []
                 assert "not scattered" not in caplog.text
 
 
+def _adds_one(task):
+    task["shared"]["n"] += 1
+    return task["shared"]["n"]
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("not picklable")
+
+
+def _raises_unpicklable(x):
+    if x == 3:
+        raise _Unpicklable("three")
+    return -x
+
+
 def test_dask_tasks_go_in_batches_each_task_with_its_own_result(monkeypatch):
     # a cluster's task costs the calling process ~3 ms: many light tasks (overlap fits) go
-    # a few to a cluster task, and a task that raises leaves the others of its batch alone
+    # a few to a cluster task (every k-th task: the largest tiles first spread over the
+    # batches), each task pickled on its own as a pool's; a task that raises, even an
+    # exception that cannot be pickled, leaves the others of its batch alone
     distributed = pytest.importorskip("dask.distributed")
-    from photometry_graph.pipeline import parallel
-    assert parallel.cluster_batches(40, 1) == [list(range(k, k + 5)) for k in range(0, 40, 5)]
-    assert parallel.cluster_batches(1000, 2)[0] == list(range(parallel.CLUSTER_BATCH))
-    assert parallel.cluster_batches(0, 2) == []
-    sent, submit_all = [], parallel._submit_all
-    monkeypatch.setattr(parallel, "_submit_all",
+    from photometry_graph.pipeline import cluster as cluster_mod
+    assert cluster_mod.cluster_batches(40, 1) == [list(range(k, 40, 8)) for k in range(8)]
+    assert len(cluster_mod.cluster_batches(1000, 2)[0]) == cluster_mod.CLUSTER_BATCH
+    assert cluster_mod.cluster_batches(0, 2) == []
+    sent, submit_all = [], cluster_mod._submit_all
+    monkeypatch.setattr(cluster_mod, "_submit_all",
                         lambda client, func, tasks: sent.append(tasks) or submit_all(
                             client, func, tasks))
+    shared = {"n": 0}  # one object in every task: each task gets its own copy of it
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
-        with parallel._client(cluster.scheduler_address) as client:
+        with cluster_mod._client(cluster.scheduler_address) as client:
             out = dict(map_tasks(_fails_on_two, list(range(1, 41)), scheduler=client))
             assert ordered_map(operator.neg, [5, 6, 7], scheduler=client) == [-5, -6, -7]
+            tasks = [{"shared": shared} for _ in range(40)]
+            assert ordered_map(_adds_one, tasks, scheduler=client) == [1] * 40
+            odd = ordered_map(_raises_unpicklable, list(range(1, 41)), scheduler=client)
     assert [len(b) for b in sent[0]] == [5] * 8 and [len(b) for b in sent[1]] == [1] * 3
     assert sorted(out) == list(range(1, 41)) and isinstance(out[2], ValueError)
-    assert all(out[k] == -k for k in out if k != 2)
+    assert all(out[k] == -k for k in out if k != 2) and shared == {"n": 0}
+    assert isinstance(odd[2], RuntimeError) and "_Unpicklable: three" in str(odd[2])
+    assert [v for k, v in enumerate(odd) if k != 2] == [-x for x in range(1, 41) if x != 3]
 
 
 @pytest.mark.slow
@@ -319,13 +343,32 @@ def test_tasks_lost_with_a_dask_worker_run_again():
     assert out == [None] * 4
 
 
+def _exits_on_three(x):
+    if x == 3:
+        os._exit(1)  # the worker dies with the batch it runs
+    return -x
+
+
+@pytest.mark.slow
+def test_a_dask_batch_lost_with_its_worker_runs_again_one_task_a_time():
+    # the batch of a task that kills its worker is lost as a whole: its other tasks run
+    # again on their own and come back; the killer alone gets the cluster's error
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        out = ordered_map(_exits_on_three, list(range(1, 21)),
+                          scheduler=cluster.scheduler_address)
+    assert isinstance(out[2], Exception)
+    assert [v for k, v in enumerate(out) if k != 2] == [-x for x in range(1, 21) if x != 3]
+
+
 def test_a_cluster_session_shares_one_client_and_warms_the_workers(monkeypatch):
     # every map_tasks call on the address within the block goes through the block's
     # client (no other is made); the workers import the preloaded module at once; the
     # client closes after
     distributed = pytest.importorskip("dask.distributed")
     import time
-    from photometry_graph.pipeline import parallel
+    from photometry_graph.pipeline import cluster as cluster_mod
     sys.modules.pop("colorsys", None)  # a module nothing here imports
 
     class NoNewClient(distributed.Client):
@@ -334,8 +377,8 @@ def test_a_cluster_session_shares_one_client_and_warms_the_workers(monkeypatch):
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
         address = cluster.scheduler_address
-        with parallel.cluster_session(address, preload=("colorsys",)) as client:
-            assert parallel._SESSION.get() == (address, client)
+        with cluster_mod.cluster_session(address, preload=("colorsys",)) as client:
+            assert cluster_mod._SESSION.get() == (address, client)
             with monkeypatch.context() as m:
                 m.setattr(distributed, "Client", NoNewClient)
                 for k in range(3):
@@ -346,8 +389,8 @@ def test_a_cluster_session_shares_one_client_and_warms_the_workers(monkeypatch):
             while "colorsys" not in sys.modules and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert "colorsys" in sys.modules  # the in-process worker imported it
-        assert parallel._SESSION.get() is None and client.status == "closed"
-    with parallel.cluster_session(None) as nothing:
+        assert cluster_mod._SESSION.get() is None and client.status == "closed"
+    with cluster_mod.cluster_session(None) as nothing:
         assert nothing is None
 
 
