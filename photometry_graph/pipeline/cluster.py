@@ -218,8 +218,16 @@ def cluster_results(func, tasks, scheduler):
 
 
 def _pieces(tasks, ks):
-    """The tasks ``ks`` of ``tasks``, each pickled on its own (:class:`_Batch`)."""
-    return [pickle.dumps(tasks[k], protocol=pickle.HIGHEST_PROTOCOL) for k in ks]
+    """The tasks ``ks`` of ``tasks``, each pickled on its own (:class:`_Batch`); one that
+    only cloudpickle can pickle (a lambda in it) by cloudpickle, as :func:`_pickled`."""
+    import cloudpickle  # dask.distributed's own dependency
+    out = []
+    for k in ks:
+        try:
+            out.append(pickle.dumps(tasks[k], protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:  # noqa: BLE001 - pickle's errors vary with what it meets
+            out.append(cloudpickle.dumps(tasks[k], protocol=pickle.HIGHEST_PROTOCOL))
+    return out
 
 
 def _one_thread(func, task):

@@ -317,6 +317,9 @@ def test_dask_tasks_go_in_batches_each_task_with_its_own_result(monkeypatch):
             tasks = [{"shared": shared} for _ in range(40)]
             assert ordered_map(_adds_one, tasks, scheduler=client) == [1] * 40
             odd = ordered_map(_raises_unpicklable, list(range(1, 41)), scheduler=client)
+            # a task that only cloudpickle can pickle travels too
+            assert ordered_map(lambda t: t["f"](3), [{"f": lambda x: x * x}],
+                               scheduler=client) == [9]
     assert [len(b) for b in sent[0]] == [5] * 8 and [len(b) for b in sent[1]] == [1] * 3
     assert sorted(out) == list(range(1, 41)) and isinstance(out[2], ValueError)
     assert all(out[k] == -k for k in out if k != 2) and shared == {"n": 0}
