@@ -271,7 +271,8 @@ def plan_entries(input_folder):
 def without_compressed_copies(files):
     """``(kept, left_out)``: ``X.fits.gz`` or ``X.fits.fz`` left out when ``X.fits`` is among
     ``files`` (gzip and fpack keep the file they compress unless told otherwise): the
-    same name, letter case included, with ``.gz`` or ``.fz`` added.
+    same name, letter case included, with ``.gz`` or ``.fz`` added.  Without ``X.fits``,
+    of ``X.fits.fz`` and ``X.fits.gz`` the first in ``files`` is kept.
 
     Parameters
     ----------
@@ -285,13 +286,19 @@ def without_compressed_copies(files):
     Examples
     --------
     >>> kept, copies = without_compressed_copies(
-    ...     [Path("a.fits"), Path("a.fits.fz"), Path("b.fits.gz"), Path("C.fits.gz"),
-    ...      Path("c.fits")])
+    ...     [Path("a.fits"), Path("a.fits.fz"), Path("b.fits.fz"), Path("b.fits.gz"),
+    ...      Path("C.fits.gz"), Path("c.fits")])
     >>> [p.name for p in kept], [p.name for p in copies]
-    (['a.fits', 'b.fits.gz', 'C.fits.gz', 'c.fits'], ['a.fits.fz'])
+    (['a.fits', 'b.fits.fz', 'C.fits.gz', 'c.fits'], ['a.fits.fz', 'b.fits.gz'])
     """
     names = {p.name for p in files}  # gzip and fpack add their suffix to the name as it is
-    copies = [p for p in files if p.name.lower().endswith((".gz", ".fz"))
-              and p.name[:-3] in names]
-    left_out = set(copies)
-    return [p for p in files if p not in left_out], copies
+    seen, kept, copies = set(), [], []
+    for p in files:
+        compressed = p.name.lower().endswith((".gz", ".fz"))
+        base = p.name[:-3] if compressed else p.name
+        if compressed and (base in names or base in seen):
+            copies.append(p)
+        else:
+            kept.append(p)
+            seen.add(base)
+    return kept, copies

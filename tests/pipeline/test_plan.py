@@ -220,3 +220,9 @@ def test_gzipped_and_tile_compressed_fits_files_are_frames_too(tmp_path, caplog)
         names = [e.path.name for e in plan_entries(tmp_path)]
     assert names == ["a.fits.gz", "b.FIT", "d.fits"]
     assert "2 compressed copies of FITS files beside them left out" in caplog.text
+    _touch(tmp_path, "a.fits.fz")  # two compressed copies of one frame: the frame once
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        names = [e.path.name for e in plan_entries(tmp_path)]
+    assert names == ["a.fits.fz", "b.FIT", "d.fits"]
+    assert "3 compressed copies of FITS files beside them left out" in caplog.text
