@@ -442,14 +442,14 @@ def scaling_summary(frames, walls, pss):
     lines = [f"  s/frame {per.min():.3f}-{per.max():.3f} (within "
              f"{100 * np.abs(per / mid - 1).max():.0f} % of the median); peak PSS "
              f"{min(pss):.0f}-{max(pss):.0f} MB"]
+    full = f"  {FULL_SESSION} frames extrapolated from the largest run ({n[-1]:.0f} frames): " \
+        f"{per[-1] * FULL_SESSION / 60:.1f} min"
     if np.unique(n).size >= 2:
         slope, fixed = np.polyfit(n, w, 1)
         lines.append(f"  wall = {fixed:.1f} s + {slope:.3f} s a frame: the fixed part is "
                      f"{100 * fixed / w[0]:.0f} % of {n[0]:.0f} frames', "
                      f"{100 * fixed / w[-1]:.0f} % of {n[-1]:.0f}'s")
-    full = f"  {FULL_SESSION} frames extrapolated from the largest run ({n[-1]:.0f} frames): " \
-        f"{per[-1] * FULL_SESSION / 60:.1f} min"
-    if np.unique(n).size >= 2:  # the line does not spread the fixed part over the frames
+        # the line does not spread the fixed part over the frames
         full += f", from the line: {(fixed + slope * FULL_SESSION) / 60:.1f} min"
     lines.append(full)
     return "\n".join(lines)
